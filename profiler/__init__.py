@@ -1,0 +1,3 @@
+"""infprof: GPU inference-throughput profiler."""
+
+__version__ = "0.1.0"

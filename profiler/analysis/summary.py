@@ -1,0 +1,199 @@
+"""summary.json from a run's records: latency distributions, throughput, goodput, window.
+
+Works on columns (numpy) so a million records with a hundred gaps each summarise in seconds.
+Keys of the spine contract (schema_version, run_id, requests, throughput, latency, window)
+are never renamed; later capabilities add keys beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from profiler.analysis.stats import Distribution
+from profiler.load.record import OUTCOMES, RequestRecord
+from profiler.spec import SloSpec
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RequestColumns:
+    """Columnar view of a run's records (float arrays use NaN for missing)."""
+
+    id: np.ndarray
+    outcome: np.ndarray  # str objects
+    intended_start_s: np.ndarray
+    send_s: np.ndarray
+    first_token_s: np.ndarray
+    end_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    n: np.ndarray
+    # every ITL gap: owning request id, gap seconds, tokens in the closing chunk
+    gap_request_id: np.ndarray
+    gap_s: np.ndarray
+    gap_tokens: np.ndarray
+
+    @classmethod
+    def from_records(cls, records: Sequence[RequestRecord]) -> RequestColumns:
+        def f(vals: list[Any]) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+
+        gid: list[int] = []
+        gs: list[float] = []
+        gk: list[int] = []
+        for r in records:
+            t = r.chunk_times_s
+            if len(t) > 1:
+                arr = np.diff(np.asarray(t, dtype=np.float64))
+                gs.extend(arr.tolist())
+                gk.extend(r.chunk_tokens[1:])
+                gid.extend([r.id] * len(arr))
+        return cls(
+            id=np.array([r.id for r in records], dtype=np.int64),
+            outcome=np.array([r.outcome for r in records], dtype=object),
+            intended_start_s=f([r.intended_start_s for r in records]),
+            send_s=f([r.send_s for r in records]),
+            first_token_s=f([r.first_token_s for r in records]),
+            end_s=f([r.end_s for r in records]),
+            prompt_tokens=f([r.prompt_tokens for r in records]),
+            output_tokens=f([r.output_tokens for r in records]),
+            n=f([r.n for r in records]),
+            gap_request_id=np.array(gid, dtype=np.int64),
+            gap_s=np.array(gs, dtype=np.float64),
+            gap_tokens=np.array(gk, dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float
+    end: float
+    warmup_s: float
+    cooldown_s: float
+
+    @property
+    def seconds(self) -> float:
+        return max(self.end - self.start, 0.0)
+
+
+def measured_window(cols: RequestColumns, warmup_s: float = 0.0, cooldown_s: float = 0.0) -> Window:
+    """[first send + warm-up, last end - cool-down] on the run clock."""
+    sends = cols.send_s[~np.isnan(cols.send_s)]
+    ends = cols.end_s[~np.isnan(cols.end_s)]
+    if sends.size == 0 or ends.size == 0:
+        return Window(0.0, 0.0, warmup_s, cooldown_s)
+    start = float(sends.min()) + warmup_s
+    end = float(ends.max()) - cooldown_s
+    if end <= start:  # warm-up and cool-down ate the run: fall back to the whole run
+        start, end = float(sends.min()), float(ends.max())
+    return Window(start, end, warmup_s, cooldown_s)
+
+
+def summarize(
+    cols: RequestColumns,
+    *,
+    run_id: str,
+    warmup_s: float = 0.0,
+    cooldown_s: float = 0.0,
+    slo: SloSpec | None = None,
+) -> dict[str, Any]:
+    win = measured_window(cols, warmup_s, cooldown_s)
+    # requests counted: sent at or after the window start and finished by its end
+    with np.errstate(invalid="ignore"):
+        in_win = (cols.send_s >= win.start) & (cols.end_s <= win.end + 1e-9)
+    # requests never sent, or not finished (cancelled), count when intended in the window
+    unsent = np.isnan(cols.send_s) | np.isnan(cols.end_s)
+    with np.errstate(invalid="ignore"):
+        in_win |= unsent & (cols.intended_start_s >= win.start - 1e-9) & (cols.intended_start_s <= win.end)
+    if win.warmup_s == 0 and win.cooldown_s == 0:
+        in_win = np.ones(cols.id.shape, dtype=bool)
+    ok = in_win & (cols.outcome == "ok")
+
+    counts = {o: int(np.count_nonzero(in_win & (cols.outcome == o))) for o in OUTCOMES}
+    total = int(np.count_nonzero(in_win))
+    secs = win.seconds
+    out_tok = float(np.nansum(cols.output_tokens[ok]))
+    in_tok = float(np.nansum(cols.prompt_tokens[ok]))
+
+    ttft = cols.first_token_s - cols.send_s
+    e2e = cols.end_s - cols.send_s
+    per_sample = cols.output_tokens / np.where(cols.n > 0, cols.n, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(per_sample > 1, (e2e - ttft) / (per_sample - 1), np.nan)
+    ttft_ok, e2e_ok, tpot_ok = ttft[ok], e2e[ok], tpot[ok]
+
+    ok_ids = cols.id[ok]
+    gap_mask = np.isin(cols.gap_request_id, ok_ids) if ok_ids.size != cols.id.size else np.ones(cols.gap_s.shape, bool)
+    gaps = cols.gap_s[gap_mask]
+    k = np.maximum(cols.gap_tokens[gap_mask], 1)
+    itl = np.repeat(gaps / k, k)
+
+    summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "requests": {"total": total, **counts},
+        "throughput": {
+            "requests_per_s": counts["ok"] / secs if secs > 0 else None,
+            "output_tokens_per_s": out_tok / secs if secs > 0 else None,
+            "total_tokens_per_s": (out_tok + in_tok) / secs if secs > 0 else None,
+        },
+        "latency": {
+            "ttft_s": Distribution.of(ttft_ok).to_dict(),
+            "tpot_s": Distribution.of(tpot_ok).to_dict(),
+            "itl_s": Distribution.of(itl).to_dict(),
+            "e2e_s": Distribution.of(e2e_ok).to_dict(),
+            "ttft_from_intended_s": Distribution.of((cols.first_token_s - cols.intended_start_s)[ok]).to_dict(),
+            "e2e_from_intended_s": Distribution.of((cols.end_s - cols.intended_start_s)[ok]).to_dict(),
+        },
+        "dispatch_lag_s": Distribution.of((cols.send_s - cols.intended_start_s)[in_win]).to_dict(),
+        "tokens": {"prompt": int(in_tok), "output": int(out_tok)},
+        "error_rate": (total - counts["ok"]) / total if total else None,
+        "window": {
+            "start": win.start,
+            "end": win.end,
+            "seconds": secs,
+            "warmup_s": win.warmup_s,
+            "cooldown_s": win.cooldown_s,
+            "excluded_requests": int(cols.id.size - total),
+        },
+    }
+    summary["goodput"] = goodput(slo, ok, in_win, ttft, tpot, e2e, secs)
+    return summary
+
+
+def goodput(
+    slo: SloSpec | None,
+    ok: np.ndarray,
+    in_win: np.ndarray,
+    ttft: np.ndarray,
+    tpot: np.ndarray,
+    e2e: np.ndarray,
+    secs: float,
+) -> dict[str, Any]:
+    """DistServe goodput: requests/s meeting every SLO set, and the fraction of all requests in
+    the window (failed requests count as misses)."""
+    if slo is None or not slo.is_set():
+        return {"slo": None, "requests_per_s": None, "fraction": None, "met": None}
+    meets = ok.copy()
+    with np.errstate(invalid="ignore"):
+        if slo.ttft_s is not None:
+            meets &= ttft <= slo.ttft_s
+        if slo.tpot_s is not None:
+            # a one-token answer has no TPOT; it cannot violate the objective
+            meets &= np.isnan(tpot) | (tpot <= slo.tpot_s)
+        if slo.e2e_s is not None:
+            meets &= e2e <= slo.e2e_s
+    met = int(np.count_nonzero(meets))
+    total = int(np.count_nonzero(in_win))
+    return {
+        "slo": slo.model_dump(),
+        "requests_per_s": met / secs if secs > 0 else None,
+        "fraction": met / total if total else None,
+        "met": met,
+        "meets_target": (met / total >= slo.target_fraction) if total else None,
+    }

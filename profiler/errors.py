@@ -1,0 +1,73 @@
+"""One base exception for every domain error; the CLI turns each into a one-line message.
+
+Exit codes (documented in the README, "Failure behaviour"):
+  0  success
+  1  unexpected internal error (a bug: please report it)
+  2  bad input: flags, workload or spec files (click's own usage errors also exit 2)
+  3  the server could not be started or never became ready
+  4  the endpoint is unreachable or answered wrongly
+  5  the run directory cannot be written (permissions, disk full)
+  6  the run was interrupted (SIGINT/SIGTERM) or the server died mid-run; completed records kept
+  7  a regression beyond the threshold (``infprof compare``)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_SERVER = 3
+EXIT_ENDPOINT = 4
+EXIT_STORAGE = 5
+EXIT_INTERRUPTED = 6
+EXIT_REGRESSION = 7
+
+
+class InfprofError(Exception):
+    """Base of every error the profiler raises on purpose."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def one_line(self) -> str:
+        return f"{self.message} (fix: {self.fix})" if self.fix else self.message
+
+
+class SpecError(InfprofError):
+    """Bad flags, workload YAML or spec values."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ServerError(InfprofError):
+    """The model server could not be started or died."""
+
+    exit_code = EXIT_SERVER
+
+
+class EndpointError(InfprofError):
+    """The endpoint is unreachable or not OpenAI-compatible."""
+
+    exit_code = EXIT_ENDPOINT
+
+
+class StorageError(InfprofError):
+    """The run directory cannot be written."""
+
+    exit_code = EXIT_STORAGE
+
+
+class RunInterrupted(InfprofError):
+    """The run stopped early; completed records were kept."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class RegressionDetected(InfprofError):
+    """A compared metric regressed beyond its threshold."""
+
+    exit_code = EXIT_REGRESSION

@@ -1,0 +1,107 @@
+"""RequestRecord: what one request did, on the run clock. Failed requests are data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Outcome = Literal["ok", "error", "timeout", "cancelled"]
+OUTCOMES: tuple[Outcome, ...] = ("ok", "error", "timeout", "cancelled")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request. Times are seconds on the run clock (``RunClock``); ``None`` when the event
+    did not happen (no first token on an error, say). Output tokens come from the server's usage
+    report; ``tokens_estimated`` is true when the server sent none and chunks were counted."""
+
+    id: int
+    workload: str
+    scenario: str
+    intended_start_s: float
+    send_s: float | None = None
+    first_token_s: float | None = None
+    first_reasoning_s: float | None = None
+    first_answer_s: float | None = None
+    last_token_s: float | None = None
+    end_s: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    requested_output_tokens: int | None = None
+    chunks: int = 0
+    n: int = 1
+    outcome: Outcome = "ok"
+    http_status: int | None = None
+    error: str | None = None
+    tokens_estimated: bool = False
+    worker: int = 0
+    # Arrival time and token count of every content chunk (all samples when n > 1).
+    chunk_times_s: list[float] = field(default_factory=list, repr=False)
+    chunk_tokens: list[int] = field(default_factory=list, repr=False)
+
+    # ---- derived metrics (DESIGN.md definitions)
+    @property
+    def ttft_s(self) -> float | None:
+        if self.first_token_s is None or self.send_s is None:
+            return None
+        return self.first_token_s - self.send_s
+
+    @property
+    def ttft_from_intended_s(self) -> float | None:
+        if self.first_token_s is None:
+            return None
+        return self.first_token_s - self.intended_start_s
+
+    @property
+    def dispatch_lag_s(self) -> float | None:
+        if self.send_s is None:
+            return None
+        return self.send_s - self.intended_start_s
+
+    @property
+    def e2e_s(self) -> float | None:
+        if self.end_s is None or self.send_s is None or self.outcome != "ok":
+            return None
+        return self.end_s - self.send_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        e2e, ttft, out = self.e2e_s, self.ttft_s, self.output_tokens
+        if e2e is None or ttft is None or out is None or self.n < 1:
+            return None
+        per_sample = out / self.n
+        if per_sample <= 1:
+            return None
+        return (e2e - ttft) / (per_sample - 1)
+
+    def itl_gaps(self) -> list[tuple[float, int]]:
+        """(gap seconds, tokens in the chunk that ended the gap) for every content chunk after
+        the first. With n > 1 samples interleave; gaps are then between chunks of the stream."""
+        times, toks = self.chunk_times_s, self.chunk_tokens
+        return [(times[i] - times[i - 1], toks[i]) for i in range(1, len(times))]
+
+    def itl_shares(self) -> list[float]:
+        """Every gap divided evenly among the tokens its chunk carried."""
+        out: list[float] = []
+        for gap, k in self.itl_gaps():
+            k = max(k, 1)
+            out.extend([gap / k] * k)
+        return out
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for requests.parquet (chunk arrays go to itl.parquet)."""
+        row = asdict(self)
+        row.pop("chunk_times_s")
+        row.pop("chunk_tokens")
+        row["ttft_s"] = self.ttft_s
+        row["tpot_s"] = self.tpot_s
+        row["e2e_s"] = self.e2e_s
+        row["dispatch_lag_s"] = self.dispatch_lag_s
+        return row
+
+    def to_journal(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_journal(cls, d: dict[str, Any]) -> RequestRecord:
+        return cls(**d)

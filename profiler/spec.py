@@ -1,0 +1,334 @@
+"""Pydantic models for what a run is asked to do: RunSpec, ServeSpec, WorkloadSpec, ArrivalSpec,
+SloSpec. Precedence: defaults < workload file < environment < flags (resolved in the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from profiler.errors import SpecError
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- lengths
+class LengthDist(_Strict):
+    """A token-length distribution. ``fixed`` takes ``value``; ``uniform`` ``min``/``max``;
+    ``normal`` ``mean``/``std``; ``lognormal`` ``mean`` (of the lengths) and ``sigma``;
+    ``empirical`` ``values`` with optional ``weights``. Samples are clipped to ``[min, max]``."""
+
+    kind: Literal["fixed", "uniform", "normal", "lognormal", "empirical"] = "fixed"
+    value: int | None = Field(default=None, ge=1)
+    min: int = Field(default=1, ge=1)
+    max: int = Field(default=1_000_000, ge=1)
+    mean: float | None = Field(default=None, gt=0)
+    std: float | None = Field(default=None, ge=0)
+    sigma: float | None = Field(default=None, ge=0)
+    values: list[int] | None = None
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LengthDist:
+        need = {
+            "fixed": ["value"],
+            "uniform": [],
+            "normal": ["mean", "std"],
+            "lognormal": ["mean", "sigma"],
+            "empirical": ["values"],
+        }[self.kind]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"kind '{self.kind}' needs {', '.join(missing)}")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
+        if self.kind == "empirical":
+            assert self.values is not None
+            if not self.values or any(v < 1 for v in self.values):
+                raise ValueError("values must be a non-empty list of positive token counts")
+            if self.weights is not None and len(self.weights) != len(self.values):
+                raise ValueError("weights must have as many entries as values")
+        return self
+
+    @classmethod
+    def fixed(cls, n: int) -> LengthDist:
+        return cls(kind="fixed", value=n)
+
+    def upper(self) -> int:
+        """Largest length this distribution can produce (for max-model-len checks)."""
+        if self.kind == "fixed":
+            assert self.value is not None
+            return self.value
+        if self.kind == "empirical":
+            assert self.values is not None
+            return min(max(self.values), self.max)
+        return self.max
+
+
+# ---------------------------------------------------------------- workloads
+class Scenario(_Strict):
+    """One kind of request. A workload is one scenario or a weighted mix of several."""
+
+    name: str = "default"
+    weight: float = Field(default=1.0, gt=0)
+    api: Literal["completions", "chat"] = "completions"
+    input: LengthDist = Field(default_factory=lambda: LengthDist.fixed(128))
+    output: LengthDist = Field(default_factory=lambda: LengthDist.fixed(128))
+    n: int = Field(default=1, ge=1, le=16, description="parallel samples per prompt")
+    shared_prefix_len: int = Field(default=0, ge=0, description="tokens of a common system prompt")
+    num_prefixes: int = Field(default=1, ge=1, description="distinct shared prefixes")
+    ignore_eos: bool = True
+    temperature: float = Field(default=0.0, ge=0)
+    reasoning: bool = False
+
+
+class WorkloadSpec(_Strict):
+    name: str
+    description: str = ""
+    scenarios: list[Scenario] = Field(min_length=1)
+    num_requests: int | None = Field(default=None, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
+    arrival: ArrivalSpec | None = None
+
+    def max_input(self) -> int:
+        return max(s.input.upper() + s.shared_prefix_len for s in self.scenarios)
+
+    def max_output(self) -> int:
+        return max(s.output.upper() for s in self.scenarios)
+
+
+# ---------------------------------------------------------------- arrivals
+class ArrivalSpec(_Strict):
+    """How requests are started.
+
+    - ``concurrency``: closed loop, ``concurrency`` requests in flight.
+    - ``constant``: open loop, evenly spaced at ``rate`` req/s.
+    - ``poisson``: open loop, exponential gaps at ``rate``.
+    - ``gamma``: open loop, gamma gaps at ``rate``; ``burstiness`` < 1 is burstier than Poisson.
+    - ``ramp``: open loop, rate rising linearly from ``rate_start`` to ``rate`` over the run.
+    - ``trace``: replay ``trace`` (JSONL or CSV with ``timestamp`` and optional
+      ``input_len``, ``output_len``, ``prefix_id``), scaled by ``time_scale``.
+    ``max_concurrency`` caps in-flight requests for every open-loop kind.
+    """
+
+    kind: Literal["concurrency", "constant", "poisson", "gamma", "ramp", "trace"] = "concurrency"
+    rate: float | None = Field(default=None, gt=0)
+    rate_start: float | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    burstiness: float = Field(default=1.0, gt=0)
+    trace: Path | None = None
+    time_scale: float = Field(default=1.0, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> ArrivalSpec:
+        if self.kind == "concurrency" and self.concurrency is None:
+            raise ValueError("kind 'concurrency' needs concurrency (requests in flight)")
+        if self.kind in ("constant", "poisson", "gamma", "ramp") and self.rate is None:
+            raise ValueError(f"kind '{self.kind}' needs rate (requests per second)")
+        if self.kind == "ramp" and self.rate_start is None:
+            raise ValueError("kind 'ramp' needs rate_start")
+        if self.kind == "trace" and self.trace is None:
+            raise ValueError("kind 'trace' needs trace (a JSONL or CSV file)")
+        return self
+
+    def label(self) -> str:
+        if self.kind == "concurrency":
+            return f"concurrency={self.concurrency}"
+        if self.kind == "trace":
+            return f"trace={self.trace}"
+        cap = f",cap={self.max_concurrency}" if self.max_concurrency else ""
+        return f"{self.kind}={self.rate}/s{cap}"
+
+
+WorkloadSpec.model_rebuild()
+
+
+class SloSpec(_Strict):
+    """Latency objectives in seconds; a request meets the SLO when it meets every one set."""
+
+    ttft_s: float | None = Field(default=None, gt=0)
+    tpot_s: float | None = Field(default=None, gt=0)
+    e2e_s: float | None = Field(default=None, gt=0)
+    target_fraction: float = Field(default=0.9, gt=0, le=1)
+
+    def is_set(self) -> bool:
+        return any(v is not None for v in (self.ttft_s, self.tpot_s, self.e2e_s))
+
+    @classmethod
+    def parse(cls, text: str | None) -> SloSpec:
+        """Parse ``ttft=0.5,tpot=0.05,e2e=10[,fraction=0.9]`` (seconds)."""
+        if not text:
+            return cls()
+        keys = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s", "fraction": "target_fraction"}
+        values: dict[str, float] = {}
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            k, sep, v = part.partition("=")
+            k = k.strip().lower().removesuffix("_s")
+            if not sep or k not in keys:
+                raise SpecError(
+                    f"--slo: cannot read '{part}'",
+                    "write it as ttft=SECONDS,tpot=SECONDS,e2e=SECONDS (any subset)",
+                )
+            try:
+                values[keys[k]] = float(v)
+            except ValueError:
+                raise SpecError(f"--slo: '{v}' is not a number of seconds", "e.g. ttft=0.5") from None
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise SpecError(f"--slo: {_first_error(e)}", "SLO values are positive seconds") from None
+
+
+# ---------------------------------------------------------------- serving
+class ServeSpec(_Strict):
+    """A vLLM server the profiler launches. Flags map one to one onto vLLM's CLI."""
+
+    model: str
+    served_model_name: str | None = None
+    tokenizer: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535, description="None: a free port")
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    data_parallel_size: int = Field(default=1, ge=1)
+    enable_expert_parallel: bool = False
+    max_model_len: int | None = Field(default=None, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    load_format: str | None = None
+    dtype: str | None = None
+    enforce_eager: bool = False
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    ready_timeout_s: float = Field(default=600, gt=0)
+    python: str | None = Field(default=None, description="interpreter that has vLLM installed")
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or self.model
+
+
+class EndpointSpec(_Strict):
+    """An OpenAI-compatible server that is already running."""
+
+    url: str
+    model: str | None = None
+    api_key_env: str | None = None
+    metrics_url: str | None = None
+
+
+class RunSpec(_Strict):
+    run_id: str | None = None
+    out_dir: Path = Path("runs")
+    workload: WorkloadSpec
+    arrival: ArrivalSpec
+    num_requests: int | None = Field(default=None, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
+    warmup_s: float = Field(default=0.0, ge=0)
+    cooldown_s: float = Field(default=0.0, ge=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    serve: ServeSpec | None = None
+    endpoint: EndpointSpec | None = None
+    slo: SloSpec = Field(default_factory=SloSpec)
+    sample_interval_s: float | None = Field(default=0.5, gt=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    prometheus_url: str | None = None
+    workers: int = Field(default=1, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> RunSpec:
+        if (self.serve is None) == (self.endpoint is None):
+            raise ValueError("exactly one of serve and endpoint must be set")
+        if self.num_requests is None and self.duration_s is None:
+            raise ValueError("set num_requests or duration_s (or both)")
+        return self
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+def load_yaml_model(path: Path, model: type[_M]) -> _M:
+    """Load a YAML file into ``model``; every failure names the file, the field and the fix."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read ({e.strerror})", "check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{path}:{where} is not valid YAML", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top", "see workloads/chat.yaml")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errs = e.errors()
+        err = errs[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        line = _line_of(text, err["loc"])
+        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+        allowed = ""
+        if err["type"] == "extra_forbidden":
+            allowed = f"; allowed fields: {', '.join(_allowed_fields(model, err['loc']))}"
+        raise SpecError(
+            f"{path}:{line} field '{loc}': {err['msg']}{more}",
+            f"correct '{loc}'{allowed}",
+        ) from None
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> str:
+    """Best-effort line number of the last named key of ``loc`` in ``text``."""
+    names = [p for p in loc if isinstance(p, str)]
+    if not names:
+        return ""
+    key = names[-1]
+    for i, line in enumerate(text.splitlines(), start=1):
+        stripped = line.lstrip(" -")
+        if stripped.startswith(f"{key}:"):
+            return f" line {i}"
+    return ""
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        inner = _model_in(ann)
+        if inner is None:
+            break
+        current = inner
+    return sorted(current.model_fields)
+
+
+def _model_in(ann: object) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+

@@ -1,0 +1,339 @@
+"""Run directory I/O: atomic JSON files, append-only journals written in small batches during
+the run, and compaction to Parquet at the end (or later, by ``infprof report``, after a crash).
+
+Layout (DESIGN.md): manifest.json, requests.parquet, itl.parquet, samples.parquet, server.log,
+summary.json; during the run requests.jsonl and samples.jsonl are the journals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from profiler.errors import SpecError, StorageError
+from profiler.load.record import RequestRecord
+from profiler.telemetry.sample import Sample
+
+REQUESTS_JOURNAL = "requests.jsonl"
+SAMPLES_JOURNAL = "samples.jsonl"
+MIN_FREE_BYTES = 64 * 1024 * 1024
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids become directory names: letters, digits, '.', '_' and '-' only, so a run id can
+    never escape the output directory."""
+    if not _RUN_ID.match(run_id) or run_id in (".", ".."):
+        raise SpecError(
+            f"run id '{run_id}' is not allowed",
+            "use letters, digits, '.', '_' and '-' (at most 128 characters)",
+        )
+    return run_id
+
+
+def new_run_id(prefix: str = "run") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000:04d}"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {e.strerror}", "free disk space or fix permissions") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class Journal:
+    """Append-only JSON-lines file, flushed in small batches (every ``batch`` lines or
+    ``interval_s``) so a killed process loses at most the unflushed tail. Thread-safe."""
+
+    def __init__(self, path: Path, batch: int = 32, interval_s: float = 0.5) -> None:
+        self.path = path
+        self._batch = batch
+        self._interval = interval_s
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._last_flush = time.monotonic()
+        self.count = 0
+        self.error: str | None = None
+        try:
+            self._f = open(path, "a", buffering=1 << 16)
+        except OSError as e:
+            raise StorageError(f"cannot open {path}: {e.strerror}", "fix permissions or free disk space") from None
+
+    def append(self, obj: dict[str, Any]) -> None:
+        line = json.dumps(obj, separators=(",", ":"), default=_json_default)
+        with self._lock:
+            self._pending.append(line)
+            self.count += 1
+            if len(self._pending) >= self._batch or time.monotonic() - self._last_flush >= self._interval:
+                self._flush_locked()
+
+    def extend(self, objs: Iterable[dict[str, Any]]) -> None:
+        for o in objs:
+            self.append(o)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._pending or self._f.closed:
+            return
+        data = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        try:
+            self._f.write(data)
+            self._f.flush()
+        except OSError as e:
+            # Disk full: keep what is on disk intact, remember the failure, stop writing.
+            self.error = f"{self.path.name}: {e.strerror}"
+            raise StorageError(f"cannot append to {self.path}: {e.strerror}", "free disk space") from None
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._flush_locked()
+            finally:
+                self._f.close()
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """Every complete line of a journal; a truncated last line (the process died mid-write) is
+    skipped, never an error."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+class RunDir:
+    """One run's directory. ``create`` checks it is writable before anything starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, out_dir: Path, run_id: str) -> RunDir:
+        check_run_id(run_id)
+        out = out_dir.expanduser()
+        path = out / run_id
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise SpecError(f"run directory {path} already exists", "pick another --run-id or --out") from None
+        except OSError as e:
+            raise StorageError(f"cannot create {path}: {e.strerror}", "choose a writable --out directory") from None
+        probe = path / ".write-probe"
+        try:
+            probe.write_bytes(b"x" * 4096)
+            probe.unlink()
+        except OSError as e:
+            raise StorageError(f"cannot write in {path}: {e.strerror}", "choose a writable --out directory") from None
+        free = shutil.disk_usage(path).free
+        if free < MIN_FREE_BYTES:
+            raise StorageError(
+                f"only {free // (1024 * 1024)} MiB free under {path}",
+                f"free at least {MIN_FREE_BYTES // (1024 * 1024)} MiB or choose another --out",
+            )
+        return cls(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> None:
+        write_json_atomic(self.file(name), obj)
+
+    def read_json(self, name: str) -> Any:
+        try:
+            return json.loads(self.file(name).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as e:
+            raise StorageError(f"{self.file(name)} is not valid JSON ({e.msg})", "re-run or restore the file") from None
+
+    def request_journal(self) -> Journal:
+        return Journal(self.file(REQUESTS_JOURNAL))
+
+    def sample_journal(self) -> Journal:
+        return Journal(self.file(SAMPLES_JOURNAL), batch=256, interval_s=1.0)
+
+    # ------------------------------------------------------------ compaction and loading
+    def compact(self) -> None:
+        """Write requests.parquet, itl.parquet and samples.parquet from the journals. Safe to
+        run again; the journals are kept until the Parquet files are complete."""
+        records = list(self.iter_journal_records())
+        write_requests_parquet(self.file("requests.parquet"), records)
+        write_itl_parquet(self.file("itl.parquet"), records)
+        samples = [Sample(**d) for d in read_journal(self.file(SAMPLES_JOURNAL))]
+        write_samples_parquet(self.file("samples.parquet"), samples)
+
+    def iter_journal_records(self) -> Iterator[RequestRecord]:
+        for d in read_journal(self.file(REQUESTS_JOURNAL)):
+            try:
+                yield RequestRecord.from_journal(d)
+            except TypeError:
+                continue
+
+    def has_journal(self) -> bool:
+        return self.file(REQUESTS_JOURNAL).exists()
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {e.strerror}", "free disk space") from None
+
+
+REQUEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("workload", pa.string()),
+        ("scenario", pa.string()),
+        ("intended_start_s", pa.float64()),
+        ("send_s", pa.float64()),
+        ("first_token_s", pa.float64()),
+        ("first_reasoning_s", pa.float64()),
+        ("first_answer_s", pa.float64()),
+        ("last_token_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("requested_output_tokens", pa.int64()),
+        ("chunks", pa.int64()),
+        ("n", pa.int64()),
+        ("outcome", pa.string()),
+        ("http_status", pa.int64()),
+        ("error", pa.string()),
+        ("tokens_estimated", pa.bool_()),
+        ("worker", pa.int64()),
+        ("ttft_s", pa.float64()),
+        ("tpot_s", pa.float64()),
+        ("e2e_s", pa.float64()),
+        ("dispatch_lag_s", pa.float64()),
+    ]
+)
+
+ITL_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.int64()),
+        ("index", pa.int32()),
+        ("t_s", pa.float64()),
+        ("gap_s", pa.float64()),
+        ("tokens", pa.int32()),
+    ]
+)
+
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("t_s", pa.float64()),
+        ("source", pa.string()),
+        ("device", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("error", pa.string()),
+    ]
+)
+
+
+def write_requests_parquet(path: Path, records: list[RequestRecord]) -> None:
+    rows = [r.to_row() for r in records]
+    cols = {name: [row[name] for row in rows] for name in REQUEST_SCHEMA.names}
+    _write_table(path, pa.table(cols, schema=REQUEST_SCHEMA))
+
+
+def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
+    rid: list[int] = []
+    idx: list[int] = []
+    ts: list[float] = []
+    gaps: list[float | None] = []
+    toks: list[int] = []
+    for r in records:
+        prev: float | None = None
+        for i, (t, k) in enumerate(zip(r.chunk_times_s, r.chunk_tokens, strict=False)):
+            rid.append(r.id)
+            idx.append(i)
+            ts.append(t)
+            gaps.append(None if prev is None else t - prev)
+            toks.append(k)
+            prev = t
+    table = pa.table(
+        {"request_id": rid, "index": idx, "t_s": ts, "gap_s": gaps, "tokens": toks}, schema=ITL_SCHEMA
+    )
+    _write_table(path, table)
+
+
+def write_samples_parquet(path: Path, samples: list[Sample]) -> None:
+    cols = {name: [getattr(s, name) for s in samples] for name in SAMPLE_SCHEMA.names}
+    _write_table(path, pa.table(cols, schema=SAMPLE_SCHEMA))
+
+
+def read_records(run_path: Path) -> list[RequestRecord]:
+    """The run's records: from Parquet when compacted, else from the journal."""
+    rd = RunDir(run_path)
+    req = run_path / "requests.parquet"
+    if not req.exists():
+        return list(rd.iter_journal_records())
+    rows = pq.read_table(req).to_pylist()
+    chunks: dict[int, tuple[list[float], list[int]]] = {}
+    itl = run_path / "itl.parquet"
+    if itl.exists():
+        t = pq.read_table(itl, columns=["request_id", "t_s", "tokens"])
+        for r_id, t_s, k in zip(
+            t.column("request_id").to_pylist(), t.column("t_s").to_pylist(), t.column("tokens").to_pylist(), strict=True
+        ):
+            c = chunks.setdefault(r_id, ([], []))
+            c[0].append(t_s)
+            c[1].append(k)
+    fields = set(RequestRecord.__dataclass_fields__)
+    out = []
+    for row in rows:
+        rec = RequestRecord(**{k: v for k, v in row.items() if k in fields})
+        if rec.id in chunks:
+            rec.chunk_times_s, rec.chunk_tokens = chunks[rec.id]
+        out.append(rec)
+    return out
+
+
+def read_samples(run_path: Path) -> list[Sample]:
+    p = run_path / "samples.parquet"
+    if p.exists():
+        return [Sample(**row) for row in pq.read_table(p).to_pylist()]
+    return [Sample(**d) for d in read_journal(run_path / SAMPLES_JOURNAL)]
