@@ -245,6 +245,8 @@ class RunSpec(_Strict):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     prometheus_url: str | None = None
+    textfile: Path | None = None
+    pushgateway: str | None = None
     workers: int = Field(default=1, ge=1)
     seed: int = 0
 

@@ -48,7 +48,12 @@ class RequestColumns:
         gk: list[int] = []
         for r in records:
             t = r.chunk_times_s
-            if len(t) > 1:
+            if r.chunk_choice:
+                g = r.itl_gaps()
+                gs.extend(x for x, _ in g)
+                gk.extend(k for _, k in g)
+                gid.extend([r.id] * len(g))
+            elif len(t) > 1:
                 arr = np.diff(np.asarray(t, dtype=np.float64))
                 gs.extend(arr.tolist())
                 gk.extend(r.chunk_tokens[1:])

@@ -38,6 +38,8 @@ class RequestRecord:
     # Arrival time and token count of every content chunk (all samples when n > 1).
     chunk_times_s: list[float] = field(default_factory=list, repr=False)
     chunk_tokens: list[int] = field(default_factory=list, repr=False)
+    # With n > 1: the choice index of every chunk (empty when n == 1).
+    chunk_choice: list[int] = field(default_factory=list, repr=False)
 
     # ---- derived metrics (DESIGN.md definitions)
     @property
@@ -76,9 +78,17 @@ class RequestRecord:
 
     def itl_gaps(self) -> list[tuple[float, int]]:
         """(gap seconds, tokens in the chunk that ended the gap) for every content chunk after
-        the first. With n > 1 samples interleave; gaps are then between chunks of the stream."""
+        the first of its sample. With n > 1 every sample's stream is its own sequence."""
         times, toks = self.chunk_times_s, self.chunk_tokens
-        return [(times[i] - times[i - 1], toks[i]) for i in range(1, len(times))]
+        if not self.chunk_choice:
+            return [(times[i] - times[i - 1], toks[i]) for i in range(1, len(times))]
+        last: dict[int, float] = {}
+        out: list[tuple[float, int]] = []
+        for t, k, c in zip(times, toks, self.chunk_choice, strict=False):
+            if c in last:
+                out.append((t - last[c], k))
+            last[c] = t
+        return out
 
     def itl_shares(self) -> list[float]:
         """Every gap divided evenly among the tokens its chunk carried."""
@@ -93,6 +103,7 @@ class RequestRecord:
         row = asdict(self)
         row.pop("chunk_times_s")
         row.pop("chunk_tokens")
+        row.pop("chunk_choice")
         row["ttft_s"] = self.ttft_s
         row["tpot_s"] = self.tpot_s
         row["e2e_s"] = self.e2e_s

