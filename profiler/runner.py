@@ -144,6 +144,11 @@ def _drive(
     )
     status = hooks.on_status or (lambda _m: None)
     status(f"load: {spec.workload.name}, {spec.arrival.label()}, endpoint {endpoint.url}")
+    if spec.workers > 1:
+        from profiler.load.workers import run_workers
+
+        status(f"spreading the load over {spec.workers} worker processes")
+        return run_workers(spec, plan, opts, clock, rd.path, server)
 
     async def main() -> DriverResult:
         loop = asyncio.get_running_loop()

@@ -42,6 +42,7 @@ class LoadPlan:
     offsets_s: np.ndarray | None = None
     max_concurrency: int | None = None
     target_rate: Callable[[float], float | None] | None = None
+    start_s: float | None = None  # origin of offsets_s on the run clock (default: now)
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Driver:
         self._stop = asyncio.Event()
         self._planned = plan.num_requests
         cpu0 = time.process_time()
-        self._start_s = self.clock.now()
+        self._start_s = plan.start_s if plan.start_s is not None else self.clock.now()
         monitors = [asyncio.create_task(self._lag_monitor())]
         if self.on_progress is not None:
             monitors.append(asyncio.create_task(self._progress_loop()))

@@ -201,15 +201,23 @@ class RunDir:
         samples = [Sample(**d) for d in read_journal(self.file(SAMPLES_JOURNAL))]
         write_samples_parquet(self.file("samples.parquet"), samples)
 
+    def request_journals(self) -> list[Path]:
+        """The main journal and those of ``--workers`` processes (requests.w<k>.jsonl)."""
+        return sorted(p for p in self.path.glob("requests*.jsonl") if p.name == REQUESTS_JOURNAL or p.name.startswith("requests.w"))
+
     def iter_journal_records(self) -> Iterator[RequestRecord]:
-        for d in read_journal(self.file(REQUESTS_JOURNAL)):
-            try:
-                yield RequestRecord.from_journal(d)
-            except TypeError:
-                continue
+        records = []
+        for path in self.request_journals():
+            for d in read_journal(path):
+                try:
+                    records.append(RequestRecord.from_journal(d))
+                except TypeError:
+                    continue
+        records.sort(key=lambda r: r.id)
+        yield from records
 
     def has_journal(self) -> bool:
-        return self.file(REQUESTS_JOURNAL).exists()
+        return bool(self.request_journals())
 
 
 def _write_table(path: Path, table: pa.Table) -> None:

@@ -1,0 +1,175 @@
+"""``--workers N``: the schedule spread over N load-generator processes on one host.
+
+Request ``i`` goes to worker ``i % N``; open-loop offsets keep their absolute times and
+closed-loop concurrency is divided. Every worker uses the same run clock: ``perf_counter`` is
+CLOCK_MONOTONIC, shared by all processes of a Linux host, and the base is passed in. Each
+worker appends to its own journal (``requests.w<k>.jsonl``); the run directory merges them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from profiler.clock import RunClock
+from profiler.load.client import ClientOptions, StreamingClient
+from profiler.load.driver import ClientHealth, Driver, DriverResult, LoadPlan
+from profiler.spec import RunSpec
+from profiler.store.rundir import Journal
+
+
+@dataclass
+class WorkerTask:
+    index: int
+    count: int
+    spec_json: str
+    opts: ClientOptions
+    clock_base: float
+    wall_start: float
+    journal: Path
+    load_start_s: float
+
+
+def split_plan(plan: LoadPlan, index: int, count: int, load_start_s: float) -> LoadPlan:
+    """Worker ``index``'s share of ``plan``: every ``count``-th request, its offsets shifted so
+    each keeps its absolute intended time on the shared clock."""
+    num = None if plan.num_requests is None else len(range(index, plan.num_requests, count))
+    conc = None
+    if plan.concurrency is not None:
+        conc = plan.concurrency // count + (1 if index < plan.concurrency % count else 0)
+    offsets = None
+    if plan.offsets_s is not None:
+        offsets = np.asarray(plan.offsets_s[index::count], dtype=np.float64)
+    cap = None
+    if plan.max_concurrency is not None:
+        cap = max(1, plan.max_concurrency // count + (1 if index < plan.max_concurrency % count else 0))
+    return LoadPlan(
+        workload=plan.workload,
+        num_requests=num,
+        duration_s=plan.duration_s,
+        concurrency=max(conc, 1) if conc is not None else None,
+        offsets_s=offsets,
+        max_concurrency=cap,
+        start_s=load_start_s,
+    )
+
+
+def _stride(it: Iterator[Any], index: int, count: int) -> Iterator[Any]:
+    for i, x in enumerate(it):
+        if i % count == index:
+            yield x
+
+
+def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
+    from profiler.load.arrivals import schedule as make_schedule
+    from profiler.load.workload import iter_requests
+
+    spec = RunSpec.model_validate_json(task.spec_json)
+    clock = RunClock(base=task.clock_base, wall_start=task.wall_start)
+    sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    requests = _stride(iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows), task.index, task.count)
+    journal = Journal(task.journal)
+
+    async def main() -> DriverResult:
+        async with StreamingClient(task.opts, clock) as client:
+            driver = Driver(client, clock, [lambda r: journal.append(r.to_journal())])
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, driver.abort, "interrupted", "stopped by SIGTERM", "cancelled")
+            loop.add_signal_handler(
+                signal.SIGUSR1, driver.abort, "server_died", "the server process exited during the run", "error"
+            )
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
+            # wait for the common start so every worker's offsets share one origin
+            delay = task.load_start_s - clock.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return await driver.run(requests, plan)
+
+    try:
+        res = asyncio.run(main())
+    finally:
+        journal.close()
+    conn.send(res)
+    conn.close()
+
+
+def run_workers(spec: RunSpec, plan: LoadPlan, opts: ClientOptions, clock: RunClock, run_dir: Path, server: Any) -> DriverResult:
+    """Run ``spec.workers`` processes and merge their results; records land in their journals."""
+    count = spec.workers
+    ctx = mp.get_context("spawn")
+    load_start = clock.now() + 1.0 + 0.2 * count  # time for the workers to start
+    procs = []
+    for k in range(count):
+        parent, child = ctx.Pipe(duplex=False)
+        task = WorkerTask(k, count, spec.model_dump_json(), opts, clock.base, clock.wall_start, run_dir / f"requests.w{k}.jsonl", load_start)
+        p = ctx.Process(target=_worker_main, args=(task, split_plan(plan, k, count, load_start), child), daemon=True)
+        p.start()
+        procs.append((p, parent))
+    ended, reason = "completed", None
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal ended, reason
+        ended, reason = "interrupted", f"stopped by {signal.Signals(signum).name}"
+        for p, _ in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    results: list[DriverResult] = []
+    try:
+        pending = list(procs)
+        while pending:
+            for item in list(pending):
+                p, conn = item
+                if conn.poll(0.2):
+                    try:
+                        results.append(conn.recv())
+                    except EOFError:
+                        pass
+                    pending.remove(item)
+                elif not p.is_alive() and not conn.poll(0):
+                    pending.remove(item)
+            if server is not None and ended == "completed" and not server.alive():
+                ended, reason = "server_died", f"the server process exited (code {server.returncode}) during the run"
+                for p, _ in procs:
+                    if p.is_alive() and p.pid is not None:
+                        os.kill(p.pid, signal.SIGUSR1)
+        for p, _ in procs:
+            p.join(timeout=10)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return merge_results(results, ended, reason, load_start)
+
+
+def merge_results(results: list[DriverResult], ended: str, reason: str | None, load_start: float) -> DriverResult:
+    h = ClientHealth()
+    for r in results:
+        if r.ended != "completed" and ended == "completed":
+            ended, reason = r.ended, r.reason
+        h.cpu_seconds += r.health.cpu_seconds
+        for name in ("loop_lag_p50_s", "loop_lag_p99_s", "loop_lag_max_s", "dispatch_lag_p99_s"):
+            vals = [getattr(r.health, name) for r in results if getattr(r.health, name) is not None]
+            setattr(h, name, max(vals) if vals else None)
+        h.reasons.extend(f"worker: {x}" for x in r.health.reasons)
+    end = max((r.load_end_s for r in results), default=load_start)
+    start = min((r.load_start_s for r in results), default=load_start)
+    h.cpu_ratio = h.cpu_seconds / max(end - start, 1e-9) / max(len(results), 1)
+    h.saturated = bool(h.reasons)
+    return DriverResult(
+        sent=sum(r.sent for r in results),
+        done=sum(r.done for r in results),
+        ended=ended,
+        reason=reason,
+        health=h,
+        load_start_s=start,
+        load_end_s=end,
+    )
