@@ -1,0 +1,300 @@
+"""NVML through pynvml (package ``nvidia-ml-py``): the only module that imports ``pynvml``.
+
+Every NVML call goes through one chokepoint, ``NvmlDevice.call`` (and ``fields`` for
+``nvmlDeviceGetFieldValues``):
+
+- NotSupported (and FunctionNotFound, NoPermission, InvalidArgument, NotFound) -> ``None``,
+  and the capability is remembered for that device: it is probed once, never retried per tick.
+- GpuIsLost, Unknown, ResetRequired and similar -> ``DeviceFault``; the sampler turns it into
+  an ``up`` = 0 sample with the error for that GPU, and the run goes on.
+- Anything else (Timeout, Memory, ...) -> ``None`` for this tick only.
+- NVML unavailable (no library, driver not loaded, init failure) -> ``NvmlUnavailable(reason)``.
+
+Units are converted where values leave this module: W, J, bytes, bytes/s, Hz, seconds, ratios.
+The sampler itself is ``profiler.telemetry.nvml_sampler.NvmlSampler`` (re-exported here);
+inventory and topology are in ``profiler.telemetry.inventory`` (``inventory()`` here).
+Importing this module needs no GPU and touches no driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+try:
+    import pynvml
+except ImportError:  # pragma: no cover - nvidia-ml-py is a base dependency
+    pynvml = None
+
+if TYPE_CHECKING:
+    from profiler.telemetry.nvml_sampler import NvmlSampler
+
+log = logging.getLogger(__name__)
+
+# NVML return codes (nvml.h ABI; the same values pynvml exports as NVML_ERROR_*)
+SUCCESS = 0
+_UNSUPPORTED = frozenset({3, 13, 4, 2, 6, 25, 26})
+"""NOT_SUPPORTED, FUNCTION_NOT_FOUND, NO_PERMISSION, INVALID_ARGUMENT, NOT_FOUND,
+ARGUMENT_VERSION_MISMATCH, DEPRECATED: the device or driver cannot do this; remember it."""
+_FAULT = frozenset({15, 999, 16, 1, 9, 18, 14, 11, 28})
+"""GPU_IS_LOST, UNKNOWN, RESET_REQUIRED, UNINITIALIZED, DRIVER_NOT_LOADED,
+LIB_RM_VERSION_MISMATCH, CORRUPTED_INFOROM, IRQ_ISSUE, GPU_NOT_FOUND: the GPU stopped answering."""
+_INIT_REASONS = {
+    12: "NVML library libnvidia-ml.so.1 not found (no NVIDIA driver on this machine)",
+    9: "the NVIDIA kernel driver is not loaded",
+    4: "no permission to open the NVIDIA device files",
+    18: "NVML and the kernel driver are different versions (reload the driver or reboot)",
+}
+
+# value types of c_nvmlFieldValue_t -> member of the value union
+_UNION_MEMBER = {
+    0: "dVal",
+    1: "uiVal",
+    2: "ulVal",
+    3: "ullVal",
+    4: "sllVal",
+    5: "siVal",
+    6: "usVal",
+}
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class NvmlUnavailable:
+    """NVML cannot be used on this machine, and why. Never raised: returned."""
+
+    reason: str
+    available: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"available": False, "reason": self.reason}
+
+
+class DeviceFault(Exception):
+    """One GPU stopped answering (lost, reset required, unknown error)."""
+
+
+def _code(e: BaseException) -> int | None:
+    v = getattr(e, "value", None)
+    return v if isinstance(v, int) else None
+
+
+def nvml_init() -> NvmlUnavailable | None:
+    """Initialise NVML (reference counted by NVML and pynvml; pair with ``nvml_shutdown``).
+    Returns None on success, or the reason it is unavailable."""
+    if pynvml is None:
+        return NvmlUnavailable("nvidia-ml-py (pynvml) is not installed")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        code = _code(e)
+        return NvmlUnavailable(_INIT_REASONS.get(code or -1, f"NVML init failed: {e}"))
+    except Exception as e:  # a broken binding or loader: still a state, never a crash
+        return NvmlUnavailable(f"NVML could not be loaded: {type(e).__name__}: {e}")
+    return None
+
+
+def nvml_shutdown() -> None:
+    if pynvml is None:
+        return
+    try:
+        pynvml.nvmlShutdown()
+    except Exception as e:  # shutting down must never fail a run
+        log.debug("nvmlShutdown: %s", e)
+
+
+def const(name: str, default: Any = None) -> Any:
+    """A pynvml constant by name (for helpers that must not import pynvml)."""
+    return getattr(pynvml, name, default)
+
+
+def system_call(fn_name: str, *args: Any) -> Any:
+    """A device-less NVML query (driver version, ...); None when it fails for any reason."""
+    fn = getattr(pynvml, fn_name, None)
+    if fn is None:
+        return None
+    try:
+        return fn(*args)
+    except pynvml.NVMLError as e:
+        log.debug("%s: %s", fn_name, e)
+        return None
+
+
+def text(v: Any) -> str | None:
+    """bytes or str from pynvml (struct char arrays stay bytes) -> str."""
+    if v is None:
+        return None
+    return v.decode(errors="replace") if isinstance(v, bytes | bytearray) else str(v)
+
+
+class NvmlDevice:
+    """One GPU handle plus what it can do. ``caps[name]`` is True once a query worked, False
+    once it was unsupported (never asked again), absent while unknown."""
+
+    def __init__(self, index: int, handle: Any, fault: str | None = None) -> None:
+        self.index = index
+        self.handle = handle
+        self.fault = fault  # set when the handle itself could not be obtained
+        self.caps: dict[str, bool] = {}
+        self.field_caps: dict[tuple[int, int], bool] = {}
+
+    def call(self, cap: str | None, fn_name: str, *args: Any, with_handle: bool = True) -> Any:
+        """The chokepoint. ``cap`` names the capability remembered for this device (None: do not
+        remember, e.g. while probing link indices). Raises only ``DeviceFault``."""
+        if self.fault is not None:
+            raise DeviceFault(self.fault)
+        if cap is not None and self.caps.get(cap) is False:
+            return None
+        fn = getattr(pynvml, fn_name, None)
+        if fn is None:  # an older binding without this entry point
+            if cap is not None:
+                self.caps[cap] = False
+            return None
+        try:
+            value = fn(self.handle, *args) if with_handle else fn(*args)
+        except pynvml.NVMLError as e:
+            code = _code(e)
+            if code in _FAULT:
+                raise DeviceFault(f"{fn_name}: {e}") from e
+            if code in _UNSUPPORTED:
+                if cap is not None and cap not in self.caps:
+                    log.debug("GPU %d: %s unsupported (%s)", self.index, cap, e)
+                if cap is not None:
+                    self.caps[cap] = False
+            return None
+        if cap is not None:
+            self.caps[cap] = True
+        return value
+
+    def fields(self, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, int]]:
+        """Read ``(fieldId, scopeId)`` pairs in one ``nvmlDeviceGetFieldValues`` call. Returns
+        ``{(id, scope): (value, timestamp_us)}`` for the fields that answered; a field that
+        reports NotSupported is remembered and left out of later calls."""
+        wanted = [k for k in ids if self.field_caps.get(k) is not False]
+        if not wanted:
+            return {}
+        values = self.call("field_values", "nvmlDeviceGetFieldValues", wanted)
+        if values is None:
+            return {}
+        out: dict[tuple[int, int], tuple[float, int]] = {}
+        for key, fv in zip(wanted, values, strict=False):
+            ret = int(fv.nvmlReturn)
+            if ret == SUCCESS:
+                self.field_caps[key] = True
+                member = _UNION_MEMBER.get(int(fv.valueType))
+                if member is not None:
+                    out[key] = (float(getattr(fv.value, member)), int(fv.timestamp))
+            elif ret in _FAULT:
+                raise DeviceFault(f"field {key[0]}: NVML error {ret}")
+            elif ret in _UNSUPPORTED:
+                self.field_caps[key] = False
+        return out
+
+    # --- GPM (Hopper+): two buffers, metrics computed between them ---------------------
+
+    def gpm_alloc(self) -> Any:
+        return self.call("gpm", "nvmlGpmSampleAlloc", with_handle=False)
+
+    def gpm_free(self, sample: Any) -> None:
+        fn = getattr(pynvml, "nvmlGpmSampleFree", None)
+        if fn is None or sample is None:
+            return
+        try:
+            fn(sample)
+        except Exception as e:
+            log.debug("nvmlGpmSampleFree: %s", e)
+
+    def gpm_get(self, sample: Any) -> bool:
+        return self.call("gpm", "nvmlGpmSampleGet", sample) is not None
+
+    def gpm_metrics(self, s1: Any, s2: Any, ids: Sequence[int]) -> dict[int, float]:
+        """Metric id -> value between two GPM samples (NaN and failed metrics left out)."""
+        mg = pynvml.c_nvmlGpmMetricsGet_t()
+        mg.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+        mg.numMetrics = len(ids)
+        mg.sample1 = s1
+        mg.sample2 = s2
+        for i, mid in enumerate(ids):
+            mg.metrics[i].metricId = mid
+        if self.call("gpm", "nvmlGpmMetricsGet", mg, with_handle=False) is None:
+            return {}
+        out: dict[int, float] = {}
+        for i, mid in enumerate(ids):
+            m = mg.metrics[i]
+            if int(m.nvmlReturn) == SUCCESS and not math.isnan(m.value):
+                out[mid] = float(m.value)
+        return out
+
+
+def open_devices(
+    indices: Sequence[int] | None = None,
+) -> tuple[list[NvmlDevice], NvmlUnavailable | None]:
+    """Initialise NVML and get a handle per GPU (all GPUs when ``indices`` is None). On
+    success the caller owns one ``nvml_shutdown()``. A GPU whose handle fails is returned with
+    ``fault`` set, so it shows up as down rather than vanishing."""
+    state = nvml_init()
+    if state is not None:
+        return [], state
+    try:
+        count = int(pynvml.nvmlDeviceGetCount())
+    except pynvml.NVMLError as e:
+        nvml_shutdown()
+        return [], NvmlUnavailable(f"NVML could not count GPUs: {e}")
+    if count == 0:
+        nvml_shutdown()
+        return [], NvmlUnavailable("NVML is loaded but reports no GPUs")
+    wanted = list(range(count)) if indices is None else list(indices)
+    devices: list[NvmlDevice] = []
+    for i in wanted:
+        if not 0 <= i < count:
+            devices.append(NvmlDevice(i, None, fault=f"no GPU {i} (NVML sees {count})"))
+            continue
+        try:
+            devices.append(NvmlDevice(i, pynvml.nvmlDeviceGetHandleByIndex(i)))
+        except pynvml.NVMLError as e:
+            devices.append(NvmlDevice(i, None, fault=f"nvmlDeviceGetHandleByIndex: {e}"))
+    return devices, None
+
+
+def nvml_state() -> dict[str, Any]:
+    """``{"available": True, "device_count": n}`` or ``{"available": False, "reason": ...}``."""
+    devices, state = open_devices()
+    if state is not None:
+        return state.as_dict()
+    nvml_shutdown()
+    return {"available": True, "reason": None, "device_count": len(devices)}
+
+
+def inventory() -> dict[str, Any]:
+    """GPU inventory and topology (see ``profiler.telemetry.inventory.collect``)."""
+    from profiler.telemetry.inventory import collect
+
+    return collect()
+
+
+def __getattr__(name: str) -> Any:
+    # ``from profiler.telemetry.nvml import NvmlSampler`` without a circular import
+    if name == "NvmlSampler":
+        from profiler.telemetry.nvml_sampler import NvmlSampler
+
+        return NvmlSampler
+    raise AttributeError(name)
+
+
+__all__ = [
+    "DeviceFault",
+    "NvmlDevice",
+    "NvmlSampler",
+    "NvmlUnavailable",
+    "const",
+    "inventory",
+    "nvml_init",
+    "nvml_shutdown",
+    "nvml_state",
+    "open_devices",
+    "system_call",
+    "text",
+]
