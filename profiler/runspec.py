@@ -162,10 +162,10 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
     load_format, enforce_eager, dtype, max_len = o.load_format, False, o.dtype, o.max_model_len
     tokenizer = None
     if model is None:
-        from profiler.telemetry.nvml import nvml_inventory
+        from profiler.telemetry.nvml import nvml_state
 
-        inv = nvml_inventory()
-        if inv.get("available") and inv.get("gpus"):
+        state = nvml_state()
+        if state.get("available") and state.get("device_count"):
             raise SpecError("no --model given", "pass --model (a Hugging Face id or a local path), or --endpoint URL")
         from profiler.serving import tinymodel
 
