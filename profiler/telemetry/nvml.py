@@ -219,7 +219,9 @@ class NvmlDevice:
         mg.sample2 = s2
         for i, mid in enumerate(ids):
             mg.metrics[i].metricId = mid
-        if self.call("gpm", "nvmlGpmMetricsGet", mg, with_handle=False) is None:
+        # not remembered: a pair taken too close together fails with InvalidArgument, and
+        # support itself was settled by nvmlGpmQueryDeviceSupport
+        if self.call(None, "nvmlGpmMetricsGet", mg, with_handle=False) is None:
             return {}
         out: dict[int, float] = {}
         for i, mid in enumerate(ids):
