@@ -1,0 +1,230 @@
+"""Synthetic run and sweep directories written through profiler.store.rundir, for the report,
+compare and sweep tests. Latencies are drawn from seeded distributions so tests know the
+truth; telemetry samples cover every field the report plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from profiler.analysis.summary import RequestColumns, summarize
+from profiler.load.record import RequestRecord
+from profiler.spec import SloSpec
+from profiler.store.rundir import (
+    REQUESTS_JOURNAL,
+    SAMPLES_JOURNAL,
+    Journal,
+    RunDir,
+    write_itl_parquet,
+    write_json_atomic,
+    write_requests_parquet,
+    write_samples_parquet,
+)
+from profiler.telemetry.sample import Sample
+
+
+def make_records(
+    n: int = 400,
+    *,
+    rate: float = 20.0,
+    ttft_s: float = 0.05,
+    tpot_s: float = 0.01,
+    output_tokens: int = 32,
+    error_fraction: float = 0.0,
+    seed: int = 0,
+) -> list[RequestRecord]:
+    rng = np.random.default_rng(seed)
+    out: list[RequestRecord] = []
+    for i in range(n):
+        intended = i / rate
+        send = intended + float(rng.uniform(0, 0.002))
+        failed = rng.random() < error_fraction
+        if failed:
+            out.append(
+                RequestRecord(
+                    id=i,
+                    workload="synthetic",
+                    scenario="default",
+                    intended_start_s=intended,
+                    send_s=send,
+                    end_s=send + 0.01,
+                    prompt_tokens=128,
+                    outcome="error",
+                    http_status=500,
+                    error="boom",
+                )
+            )
+            continue
+        first = send + float(rng.lognormal(np.log(ttft_s), 0.3))
+        gaps = rng.lognormal(np.log(tpot_s), 0.2, size=output_tokens - 1)
+        times = (first + np.concatenate([[0.0], np.cumsum(gaps)])).tolist()
+        out.append(
+            RequestRecord(
+                id=i,
+                workload="synthetic",
+                scenario="default",
+                intended_start_s=intended,
+                send_s=send,
+                first_token_s=first,
+                last_token_s=times[-1],
+                end_s=times[-1] + 0.001,
+                prompt_tokens=128,
+                output_tokens=output_tokens,
+                requested_output_tokens=output_tokens,
+                chunks=output_tokens,
+                chunk_times_s=times,
+                chunk_tokens=[1] * output_tokens,
+            )
+        )
+    return out
+
+
+def make_samples(
+    duration_s: float, *, gpus: int = 2, interval_s: float = 0.5, seed: int = 0
+) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out: list[Sample] = []
+    energy = [1000.0] * gpus
+    for t in np.arange(0.0, duration_s + interval_s, interval_s):
+        t = float(t)
+        for g in range(gpus):
+            d = str(g)
+            power = 300 + 50 * float(rng.random())
+            energy[g] += power * interval_s
+            for metric, value in (
+                ("utilization_ratio", 0.6 + 0.3 * float(rng.random())),
+                ("memory_used_bytes", 60e9 + 1e9 * float(rng.random())),
+                ("memory_total_bytes", 80e9),
+                ("power_watts", power),
+                ("energy_joules_total", energy[g]),
+                ("pcie_tx_bytes_per_second", 1e9 * float(rng.random())),
+                ("pcie_rx_bytes_per_second", 2e9 * float(rng.random())),
+                ("nvlink_tx_bytes_per_second", 50e9 * float(rng.random())),
+                ("nvlink_rx_bytes_per_second", 50e9 * float(rng.random())),
+                ("temperature_celsius", 60.0),
+            ):
+                out.append(Sample(t, "nvml", d, metric, value))
+        out.append(Sample(t, "host", "", "cpu_utilization_ratio", 0.3))
+        out.append(Sample(t, "vllm", "", "num_requests_running", float(rng.integers(0, 8))))
+        out.append(Sample(t, "vllm", "", "num_requests_waiting", float(rng.integers(0, 3))))
+        out.append(Sample(t, "vllm", "", "kv_cache_usage_ratio", 0.4))
+    return out
+
+
+def make_run(
+    parent: Path,
+    run_id: str = "run-synthetic",
+    *,
+    gpu: bool = True,
+    journal_only: bool = False,
+    write_summary: bool = True,
+    slo: SloSpec | None = None,
+    arrival: dict[str, Any] | None = None,
+    **record_kw: Any,
+) -> Path:
+    """A complete run directory (or, with ``journal_only``, one whose process died before
+    compaction: journals, a manifest, no Parquet and no summary)."""
+    rd = RunDir.create(parent, run_id)
+    records = make_records(**record_kw)
+    duration = max(r.end_s or 0.0 for r in records)
+    samples = make_samples(duration) if gpu else []
+    slo = slo or SloSpec(ttft_s=0.1, tpot_s=0.02)
+    spec = {
+        "run_id": run_id,
+        "workload": {"name": "synthetic", "scenarios": [{"name": "default"}]},
+        "arrival": arrival or {"kind": "poisson", "rate": record_kw.get("rate", 20.0)},
+        "num_requests": len(records),
+        "warmup_s": 0.0,
+        "cooldown_s": 0.0,
+        "endpoint": {"url": "http://127.0.0.1:1/v1", "model": "tiny"},
+        "slo": slo.model_dump(),
+    }
+    manifest = {
+        "schema_version": 1,
+        "tool": {"name": "infprof", "version": "0.1.0"},
+        "run_id": run_id,
+        "spec": spec,
+        "serve_argv": None,
+        "versions": {"python": "3.11", "vllm": None, "driver": "550.54" if gpu else None},
+        "gpus": [{"index": i, "name": "NVIDIA H100 80GB HBM3"} for i in range(2 if gpu else 0)],
+        "host": {"hostname": "test", "cpus": 2},
+        "started": "2025-01-01T00:00:00Z",
+        "ended_at": "2025-01-01T00:01:00Z",
+        "ended": "interrupted" if journal_only else "completed",
+    }
+    write_json_atomic(rd.file("manifest.json"), manifest)
+    if journal_only:
+        j = Journal(rd.file(REQUESTS_JOURNAL))
+        j.extend(r.to_journal() for r in records)
+        j.close()
+        s = Journal(rd.file(SAMPLES_JOURNAL))
+        s.extend(x._asdict() for x in samples)
+        s.close()
+        return rd.path
+    write_requests_parquet(rd.file("requests.parquet"), records)
+    write_itl_parquet(rd.file("itl.parquet"), records)
+    write_samples_parquet(rd.file("samples.parquet"), samples)
+    if write_summary:
+        summary = summarize(RequestColumns.from_records(records), run_id=run_id, slo=slo)
+        write_json_atomic(rd.file("summary.json"), summary)
+    return rd.path
+
+
+def saturating(load: float, capacity: float) -> tuple[float, float]:
+    """(achieved req/s, latency s) of a server that saturates at ``capacity`` req/s."""
+    achieved = min(load, capacity) * (1 - 0.02 * max(0.0, load / capacity - 1))
+    rho = min(load / capacity, 0.99)
+    latency = 0.1 / (1 - rho) + (0.5 * (load / capacity - 1) if load > capacity else 0.0)
+    return achieved, latency
+
+
+def make_sweep(
+    parent: Path, *, configs: int = 2, loads: tuple[int, ...] = (1, 4, 16), gpu: bool = True
+) -> Path:
+    """A sweep directory: ``configs`` x ``loads`` concurrency points, each a synthetic run."""
+    sweep = parent / "sweep-synthetic"
+    (sweep / "runs").mkdir(parents=True)
+    points: list[dict[str, Any]] = []
+    for c in range(configs):
+        config = {
+            "tp": 1,
+            "pp": 1,
+            "dp": 1,
+            "ep": False,
+            "max_num_seqs": 4 * (c + 1),
+            "max_num_batched_tokens": None,
+        }
+        for k, load in enumerate(loads):
+            run_id = f"c{c}-synthetic-conc{load}"
+            capacity = 4.0 * (c + 1)
+            achieved, latency = saturating(float(load), capacity)
+            path = make_run(
+                sweep / "runs",
+                run_id,
+                gpu=gpu,
+                n=60,
+                rate=max(achieved, 0.5),
+                ttft_s=latency / 4,
+                tpot_s=latency / 100,
+                seed=100 * c + k,
+                arrival={"kind": "concurrency", "concurrency": load},
+            )
+            summary = json.loads((path / "summary.json").read_text())
+            points.append(
+                {
+                    "id": run_id,
+                    "config": config,
+                    "load": {"kind": "concurrency", "value": load},
+                    "workload": "synthetic",
+                    "run_dir": f"runs/{run_id}",
+                    "status": "done",
+                    "summary": summary,
+                }
+            )
+    write_json_atomic(
+        sweep / "index.json", {"schema_version": 1, "sweep_id": "sweep-synthetic", "points": points}
+    )
+    return sweep
