@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +67,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         sample_journal = rd.sample_journal()
         stack.callback(sample_journal.close)
         server = None
-        pids: Callable[[], set[int]] = set
+        pids: Callable[[], Iterable[int]] = set
         telemetry = _start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
         if telemetry is not None:
             stack.callback(telemetry.stop)
@@ -85,7 +85,11 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 endpoint = Endpoint(url=server.url, model=spec.serve.name)
             else:
                 assert spec.endpoint is not None
-                endpoint = attach(spec.endpoint.url, spec.endpoint.model, api_key_from_env(spec.endpoint.api_key_env))
+                endpoint = attach(
+                    spec.endpoint.url,
+                    spec.endpoint.model,
+                    api_key_from_env(spec.endpoint.api_key_env),
+                )
                 manifest["server"] = {"argv": None, "url": endpoint.url}
             manifest["model"] = endpoint.model
             rd.write_json("manifest.json", manifest)
@@ -100,7 +104,11 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             _safe_write(rd, "manifest.json", manifest)
             raise
         except KeyboardInterrupt:
-            manifest.update(ended="interrupted", end_reason="interrupted before the load started", ended_at=time.time())
+            manifest.update(
+                ended="interrupted",
+                end_reason="interrupted before the load started",
+                ended_at=time.time(),
+            )
             _safe_write(rd, "manifest.json", manifest)
             raise
     # server stopped, telemetry stopped, journals closed: compact and summarise
@@ -164,7 +172,11 @@ def _drive(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
                     loop.add_signal_handler(
-                        sig, driver.abort, "interrupted", f"stopped by {signal.Signals(sig).name}", "cancelled"
+                        sig,
+                        driver.abort,
+                        "interrupted",
+                        f"stopped by {signal.Signals(sig).name}",
+                        "cancelled",
                     )
                 except (NotImplementedError, RuntimeError):  # not the main thread
                     pass
@@ -227,7 +239,9 @@ def _finish(
     return RunResult(rd.path, summary, result.ended, result.reason)
 
 
-def summarize_run(run_path: Path, *, spec: RunSpec | None = None, health: dict[str, Any] | None = None) -> dict[str, Any]:
+def summarize_run(
+    run_path: Path, *, spec: RunSpec | None = None, health: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """summary.json from what is on disk (so ``infprof report`` reproduces it)."""
     manifest = RunDir(run_path).read_json("manifest.json") or {}
     if spec is None and manifest.get("spec"):
@@ -269,7 +283,10 @@ def _initial_manifest(spec: RunSpec, run_id: str, clock: RunClock) -> dict[str, 
         "tool": {"name": "infprof", "version": __version__},
         "run_id": run_id,
         "spec": spec.model_dump(mode="json"),
-        "clock": {"wall_start": clock.wall_start, "note": "t_s in every file = seconds since wall_start"},
+        "clock": {
+            "wall_start": clock.wall_start,
+            "note": "t_s in every file = seconds since wall_start",
+        },
         "host": {
             "hostname": socket.gethostname(),
             "platform": platform.platform(),
@@ -298,7 +315,7 @@ def _start_telemetry(
     spec: RunSpec,
     clock: RunClock,
     journal: Any,
-    server_pids: Callable[[], set[int]],
+    server_pids: Callable[[], Iterable[int]],
     manifest: dict[str, Any],
 ) -> Any:
     from profiler.telemetry.host import HostSampler
@@ -315,7 +332,7 @@ def _start_telemetry(
         return None
     samplers: list[Any] = [HostSampler(server_pids=server_pids)]
     if inv.get("available"):
-        samplers.insert(0, NvmlSampler(process_pids=server_pids))
+        samplers.insert(0, NvmlSampler(process_pids=lambda: set(server_pids())))
     rec = TelemetryRecorder(samplers, spec.sample_interval_s, clock, sink=_journal_sink(journal))
     rec.start()
     return rec
@@ -331,15 +348,30 @@ def _start_server_metrics(spec: RunSpec, clock: RunClock, journal: Any, endpoint
     from profiler.telemetry.vllm_metrics import VllmMetricsSampler
 
     assert spec.sample_interval_s is not None
-    url = spec.endpoint.metrics_url if spec.endpoint and spec.endpoint.metrics_url else endpoint.metrics_url
+    url = (
+        spec.endpoint.metrics_url
+        if spec.endpoint and spec.endpoint.metrics_url
+        else endpoint.metrics_url
+    )
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
-    rec = TelemetryRecorder([VllmMetricsSampler(url, headers=headers)], max(spec.sample_interval_s, 0.5), clock, sink=_journal_sink(journal))
+    rec = TelemetryRecorder(
+        [VllmMetricsSampler(url, headers=headers)],
+        max(spec.sample_interval_s, 0.5),
+        clock,
+        sink=_journal_sink(journal),
+    )
     rec.start()
     return rec
 
 
-def _start_run_metrics(spec: RunSpec, rd: RunDir, endpoint: Endpoint, manifest: dict[str, Any], stack: ExitStack) -> Any:
-    if spec.metrics_port is None and not getattr(spec, "textfile", None) and not getattr(spec, "pushgateway", None):
+def _start_run_metrics(
+    spec: RunSpec, rd: RunDir, endpoint: Endpoint, manifest: dict[str, Any], stack: ExitStack
+) -> Any:
+    if (
+        spec.metrics_port is None
+        and not getattr(spec, "textfile", None)
+        and not getattr(spec, "pushgateway", None)
+    ):
         return None
     from profiler.metrics.exporter import serve
     from profiler.metrics.run_metrics import new_run_registry

@@ -9,7 +9,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from profiler.errors import SpecError
-from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, ServeSpec, SloSpec, WorkloadSpec
+from profiler.spec import (
+    ArrivalSpec,
+    EndpointSpec,
+    LengthDist,
+    RunSpec,
+    ServeSpec,
+    SloSpec,
+    WorkloadSpec,
+)
 
 DEFAULT_NUM_REQUESTS = 200
 DEFAULT_CONCURRENCY = 16
@@ -125,7 +133,11 @@ def _override_workload(wl: WorkloadSpec, o: RunOptions) -> WorkloadSpec:
 
 
 def _arrival(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
-    base = wl.arrival.model_dump() if wl.arrival is not None else {"kind": "concurrency", "concurrency": DEFAULT_CONCURRENCY}
+    base = (
+        wl.arrival.model_dump()
+        if wl.arrival is not None
+        else {"kind": "concurrency", "concurrency": DEFAULT_CONCURRENCY}
+    )
     upd: dict[str, object] = {"seed": o.seed}
     if o.concurrency is not None and o.rate is None:
         upd.update(kind="concurrency", concurrency=o.concurrency)
@@ -148,14 +160,28 @@ def _arrival(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
         return ArrivalSpec.model_validate({**base, **upd})
     except ValidationError as e:
         err = e.errors()[0]
-        raise SpecError(f"arrival: {err['msg']}", "e.g. --concurrency 16, or --rate 4 [--arrival gamma --burstiness 0.5]") from None
+        raise SpecError(
+            f"arrival: {err['msg']}",
+            "e.g. --concurrency 16, or --rate 4 [--arrival gamma --burstiness 0.5]",
+        ) from None
 
 
 def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, EndpointSpec | None]:
-    serve_flags = [o.tp, o.pp, o.dp, o.max_num_seqs, o.max_num_batched_tokens, o.gpu_memory_utilization, o.port]
+    serve_flags = [
+        o.tp,
+        o.pp,
+        o.dp,
+        o.max_num_seqs,
+        o.max_num_batched_tokens,
+        o.gpu_memory_utilization,
+        o.port,
+    ]
     if o.endpoint:
         if any(v is not None for v in serve_flags) or o.serve_arg:
-            raise SpecError("server flags (--tp, --serve-arg, ...) cannot be used with --endpoint", "drop them, or drop --endpoint")
+            raise SpecError(
+                "server flags (--tp, --serve-arg, ...) cannot be used with --endpoint",
+                "drop them, or drop --endpoint",
+            )
         return None, EndpointSpec(url=o.endpoint, model=o.model, api_key_env=o.api_key_env)
     model = o.model
     env: dict[str, str] = {}
@@ -166,14 +192,19 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
 
         state = nvml_state()
         if state.get("available") and state.get("device_count"):
-            raise SpecError("no --model given", "pass --model (a Hugging Face id or a local path), or --endpoint URL")
+            raise SpecError(
+                "no --model given",
+                "pass --model (a Hugging Face id or a local path), or --endpoint URL",
+            )
         from profiler.serving import tinymodel
 
         model = str(tinymodel.make_tiny_model())
         load_format = load_format or tinymodel.TINY_LOAD_FORMAT
         dtype = dtype or tinymodel.TINY_DTYPE
         enforce_eager = True
-        max_len = max_len or min(tinymodel.TINY_MAX_MODEL_LEN, max(2048, wl.max_input() + wl.max_output() + 16))
+        max_len = max_len or min(
+            tinymodel.TINY_MAX_MODEL_LEN, max(2048, wl.max_input() + wl.max_output() + 16)
+        )
         env.update(CPU_SERVE_ENV)
     else:
         _check_model_path(model)
@@ -203,11 +234,16 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
         )
     except ValidationError as e:
         err = e.errors()[0]
-        raise SpecError(f"server options: {err['loc'][0]}: {err['msg']}", "see `infprof run --help`") from None
+        raise SpecError(
+            f"server options: {err['loc'][0]}: {err['msg']}", "see `infprof run --help`"
+        ) from None
 
 
 def _check_model_path(model: str) -> None:
     """A model that looks like a local path must exist (a Hub id like org/name is left to vLLM)."""
     looks_local = model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
     if looks_local and not Path(model).expanduser().exists():
-        raise SpecError(f"model path '{model}' does not exist", "pass an existing model directory or a Hugging Face id")
+        raise SpecError(
+            f"model path '{model}' does not exist",
+            "pass an existing model directory or a Hugging Face id",
+        )

@@ -182,11 +182,15 @@ class SloSpec(_Strict):
             try:
                 values[keys[k]] = float(v)
             except ValueError:
-                raise SpecError(f"--slo: '{v}' is not a number of seconds", "e.g. ttft=0.5") from None
+                raise SpecError(
+                    f"--slo: '{v}' is not a number of seconds", "e.g. ttft=0.5"
+                ) from None
         try:
             return cls(**values)
         except ValidationError as e:
-            raise SpecError(f"--slo: {_first_error(e)}", "SLO values are positive seconds") from None
+            raise SpecError(
+                f"--slo: {_first_error(e)}", "SLO values are positive seconds"
+            ) from None
 
 
 # ---------------------------------------------------------------- serving
@@ -333,4 +337,3 @@ def _model_in(ann: object) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
-

@@ -114,7 +114,11 @@ def summarize(
     # requests never sent, or not finished (cancelled), count when intended in the window
     unsent = np.isnan(cols.send_s) | np.isnan(cols.end_s)
     with np.errstate(invalid="ignore"):
-        in_win |= unsent & (cols.intended_start_s >= win.start - 1e-9) & (cols.intended_start_s <= win.end)
+        in_win |= (
+            unsent
+            & (cols.intended_start_s >= win.start - 1e-9)
+            & (cols.intended_start_s <= win.end)
+        )
     if win.warmup_s == 0 and win.cooldown_s == 0:
         in_win = np.ones(cols.id.shape, dtype=bool)
     ok = in_win & (cols.outcome == "ok")
@@ -133,7 +137,11 @@ def summarize(
     ttft_ok, e2e_ok, tpot_ok = ttft[ok], e2e[ok], tpot[ok]
 
     ok_ids = cols.id[ok]
-    gap_mask = np.isin(cols.gap_request_id, ok_ids) if ok_ids.size != cols.id.size else np.ones(cols.gap_s.shape, bool)
+    gap_mask = (
+        np.isin(cols.gap_request_id, ok_ids)
+        if ok_ids.size != cols.id.size
+        else np.ones(cols.gap_s.shape, bool)
+    )
     gaps = cols.gap_s[gap_mask]
     k = np.maximum(cols.gap_tokens[gap_mask], 1)
     itl = np.repeat(gaps / k, k)
@@ -152,8 +160,12 @@ def summarize(
             "tpot_s": Distribution.of(tpot_ok).to_dict(),
             "itl_s": Distribution.of(itl).to_dict(),
             "e2e_s": Distribution.of(e2e_ok).to_dict(),
-            "ttft_from_intended_s": Distribution.of((cols.first_token_s - cols.intended_start_s)[ok]).to_dict(),
-            "e2e_from_intended_s": Distribution.of((cols.end_s - cols.intended_start_s)[ok]).to_dict(),
+            "ttft_from_intended_s": Distribution.of(
+                (cols.first_token_s - cols.intended_start_s)[ok]
+            ).to_dict(),
+            "e2e_from_intended_s": Distribution.of(
+                (cols.end_s - cols.intended_start_s)[ok]
+            ).to_dict(),
         },
         "dispatch_lag_s": Distribution.of((cols.send_s - cols.intended_start_s)[in_win]).to_dict(),
         "tokens": {"prompt": int(in_tok), "output": int(out_tok)},

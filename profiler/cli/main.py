@@ -74,7 +74,9 @@ def cli(verbose: int) -> None:
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     if os.environ.get("INFPROF_LOG"):
         level = getattr(logging, os.environ["INFPROF_LOG"].upper(), level)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
 
 
 def main() -> None:
@@ -85,5 +87,8 @@ def main() -> None:
     except Exception as e:  # a bug: one line, and the traceback only with -vv
         if os.environ.get("INFPROF_DEBUG"):
             raise
-        click.echo(f"infprof: internal error: {type(e).__name__}: {e} (rerun with INFPROF_DEBUG=1 for the traceback)", err=True)
+        click.echo(
+            f"infprof: internal error: {type(e).__name__}: {e} (rerun with INFPROF_DEBUG=1 for the traceback)",
+            err=True,
+        )
         sys.exit(EXIT_INTERNAL)

@@ -21,11 +21,16 @@ def _num(v: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
-def render_summary(summary: dict[str, Any], run_dir: Path | None = None, console: Console | None = None) -> None:
+def render_summary(
+    summary: dict[str, Any], run_dir: Path | None = None, console: Console | None = None
+) -> None:
     console = console or Console()
     req, thr, lat = summary["requests"], summary["throughput"], summary["latency"]
     head = Table(title=f"infprof run {summary['run_id']}", show_header=False, box=None)
-    head.add_row("requests", f"{req['total']} total, {req['ok']} ok, {req['error']} error, {req['timeout']} timeout, {req['cancelled']} cancelled")
+    head.add_row(
+        "requests",
+        f"{req['total']} total, {req['ok']} ok, {req['error']} error, {req['timeout']} timeout, {req['cancelled']} cancelled",
+    )
     head.add_row("window", f"{summary['window']['seconds']:.2f} s")
     head.add_row(
         "throughput",
@@ -34,7 +39,10 @@ def render_summary(summary: dict[str, Any], run_dir: Path | None = None, console
     )
     gp = summary.get("goodput") or {}
     if gp.get("slo"):
-        head.add_row("goodput", f"{_num(gp['requests_per_s'])} req/s meeting the SLOs ({_num(gp['fraction'], '{:.1%}')})")
+        head.add_row(
+            "goodput",
+            f"{_num(gp['requests_per_s'])} req/s meeting the SLOs ({_num(gp['fraction'], '{:.1%}')})",
+        )
     console.print(head)
     t = Table(title="latency (ms)")
     t.add_column("metric")
@@ -50,11 +58,17 @@ def render_summary(summary: dict[str, Any], run_dir: Path | None = None, console
         d = lat.get(key)
         if d is None:
             continue
-        t.add_row(label, str(d["count"]), *(_ms(d[q]) for q in ("mean", "p50", "p90", "p95", "p99", "max")))
+        t.add_row(
+            label,
+            str(d["count"]),
+            *(_ms(d[q]) for q in ("mean", "p50", "p90", "p95", "p99", "max")),
+        )
     console.print(t)
     client = summary.get("client") or {}
     if client.get("saturated"):
-        console.print(f"[bold red]client saturated[/]: {client.get('reason')} (latencies include client delay)")
+        console.print(
+            f"[bold red]client saturated[/]: {client.get('reason')} (latencies include client delay)"
+        )
     for section in ("gpu", "energy"):
         s = summary.get(section)
         if isinstance(s, dict) and s.get("available") is False:
@@ -67,7 +81,9 @@ def render_summary(summary: dict[str, Any], run_dir: Path | None = None, console
         )
     energy = summary.get("energy")
     if isinstance(energy, dict) and energy.get("available"):
-        console.print(f"energy: {_num(energy.get('joules'), '{:.0f}')} J, {_num(energy.get('joules_per_output_token'), '{:.3f}')} J/token")
+        console.print(
+            f"energy: {_num(energy.get('joules'), '{:.0f}')} J, {_num(energy.get('joules_per_output_token'), '{:.3f}')} J/token"
+        )
     if run_dir is not None:
         console.print(f"run directory: {run_dir}")
 

@@ -19,34 +19,69 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
 
 
 @click.command("run")
-@click.option("--model", help="Model path or name to serve (default on a CPU machine: the tiny model).")
-@click.option("--endpoint", help="Attach to a running OpenAI-compatible server instead of launching vLLM.")
-@click.option("--api-key-env", metavar="NAME", help="Environment variable holding the endpoint's API key.")
-@click.option("--workload", default="default", show_default=True, help="Workload name (see `infprof workloads`) or YAML file.")
-@click.option("--concurrency", type=click.IntRange(min=1), help="Closed loop: requests kept in flight.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open loop: requests per second.")
+@click.option(
+    "--model", help="Model path or name to serve (default on a CPU machine: the tiny model)."
+)
+@click.option(
+    "--endpoint", help="Attach to a running OpenAI-compatible server instead of launching vLLM."
+)
+@click.option(
+    "--api-key-env", metavar="NAME", help="Environment variable holding the endpoint's API key."
+)
+@click.option(
+    "--workload",
+    default="default",
+    show_default=True,
+    help="Workload name (see `infprof workloads`) or YAML file.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), help="Closed loop: requests kept in flight."
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="Open loop: requests per second."
+)
 @click.option(
     "--arrival",
     type=click.Choice(["constant", "poisson", "gamma", "ramp", "trace"]),
     help="Open-loop arrival process (default poisson with --rate).",
 )
-@click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), help="Gamma shape (<1 burstier than Poisson).")
-@click.option("--rate-start", type=click.FloatRange(min=0, min_open=True), help="Ramp: starting rate.")
-@click.option("--max-concurrency", type=click.IntRange(min=1), help="Cap on in-flight requests for open loops.")
+@click.option(
+    "--burstiness",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Gamma shape (<1 burstier than Poisson).",
+)
+@click.option(
+    "--rate-start", type=click.FloatRange(min=0, min_open=True), help="Ramp: starting rate."
+)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    help="Cap on in-flight requests for open loops.",
+)
 @click.option("--trace", type=click.Path(path_type=Path), help="Trace file (JSONL/CSV) to replay.")
 @click.option("--num-requests", type=click.IntRange(min=1), help="Requests to send.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Seconds of load (stops dispatching after).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds of load (stops dispatching after).",
+)
 @click.option("--input-len", type=click.IntRange(min=1), help="Fixed prompt length in tokens.")
 @click.option("--output-len", type=click.IntRange(min=1), help="Fixed output length in tokens.")
 @click.option("--n", "n_samples", type=click.IntRange(1, 16), help="Parallel samples per prompt.")
 @click.option("--api", type=click.Choice(["completions", "chat"]), help="Endpoint API to use.")
 @click.option("--slo", help="Latency SLOs in seconds, e.g. ttft=0.5,tpot=0.05,e2e=10.")
-@click.option("--warmup", type=click.FloatRange(min=0), default=0.0, help="Seconds excluded at the start.")
-@click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, help="Seconds excluded at the end.")
+@click.option(
+    "--warmup", type=click.FloatRange(min=0), default=0.0, help="Seconds excluded at the start."
+)
+@click.option(
+    "--cooldown", type=click.FloatRange(min=0), default=0.0, help="Seconds excluded at the end."
+)
 @click.option("--tp", type=click.IntRange(min=1), help="Tensor-parallel size.")
 @click.option("--pp", type=click.IntRange(min=1), help="Pipeline-parallel size.")
 @click.option("--dp", type=click.IntRange(min=1), help="Data-parallel size.")
-@click.option("--ep/--no-ep", "expert_parallel", default=None, help="Expert parallelism for MoE layers.")
+@click.option(
+    "--ep/--no-ep", "expert_parallel", default=None, help="Expert parallelism for MoE layers."
+)
 @click.option("--max-model-len", type=click.IntRange(min=1))
 @click.option("--max-num-seqs", type=click.IntRange(min=1))
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1))
@@ -54,21 +89,56 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
 @click.option("--load-format", help="vLLM --load-format (e.g. dummy for random weights).")
 @click.option("--dtype", help="vLLM --dtype.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Server port (default: a free one).")
-@click.option("--serve-arg", multiple=True, help="Extra vLLM argument, repeatable (e.g. --serve-arg=--enable-prefix-caching).")
+@click.option(
+    "--serve-arg",
+    multiple=True,
+    help="Extra vLLM argument, repeatable (e.g. --serve-arg=--enable-prefix-caching).",
+)
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True)
 @click.option("--request-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True)
-@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True, help="Telemetry period in seconds.")
+@click.option(
+    "--sample-interval",
+    type=click.FloatRange(min=0.01),
+    default=0.5,
+    show_default=True,
+    help="Telemetry period in seconds.",
+)
 @click.option("--no-telemetry", is_flag=True, help="Sample nothing (no NVML, host or /metrics).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve live Prometheus metrics on this port.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve live Prometheus metrics on this port.",
+)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--textfile", type=click.Path(path_type=Path), help="Write final metrics for node-exporter's textfile collector.")
+@click.option(
+    "--textfile",
+    type=click.Path(path_type=Path),
+    help="Write final metrics for node-exporter's textfile collector.",
+)
 @click.option("--pushgateway", help="Push final metrics to this Pushgateway URL.")
-@click.option("--prometheus-url", help="Pull GPU/server series of all nodes for the run window from Prometheus.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Load-generator processes.")
+@click.option(
+    "--prometheus-url",
+    help="Pull GPU/server series of all nodes for the run window from Prometheus.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Load-generator processes.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Directory for run directories.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Directory for run directories.",
+)
 @click.option("--run-id", help="Run directory name (default: run-<time>).")
-@click.option("--report", "write_report", is_flag=True, help="Write the HTML/Markdown report at the end.")
+@click.option(
+    "--report", "write_report", is_flag=True, help="Write the HTML/Markdown report at the end."
+)
 @click.option("--json", "json_", is_flag=True, help="Print summary.json instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def command(**kwargs: Any) -> None:
@@ -102,5 +172,8 @@ def command(**kwargs: Any) -> None:
         path = _write([result.run_dir])
         click.echo(f"report: {path}")
     if result.ended != "completed":
-        click.echo(f"infprof: run ended early ({result.ended}): {result.reason}; completed records kept in {result.run_dir}", err=True)
+        click.echo(
+            f"infprof: run ended early ({result.ended}): {result.reason}; completed records kept in {result.run_dir}",
+            err=True,
+        )
         sys.exit(EXIT_INTERRUPTED)

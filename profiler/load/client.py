@@ -61,7 +61,9 @@ def build_payload(req: Any, opts: ClientOptions) -> tuple[str, dict[str, Any]]:
         body["ignore_eos"] = True
         body["min_tokens"] = getattr(req, "min_tokens", None) or req.output_len
     if req.api == "chat":
-        messages = getattr(req, "messages", None) or [{"role": "user", "content": getattr(req, "text", "")}]
+        messages = getattr(req, "messages", None) or [
+            {"role": "user", "content": getattr(req, "text", "")}
+        ]
         body["messages"] = messages
         return "/v1/chat/completions", body
     ids = getattr(req, "prompt_token_ids", None)
@@ -133,7 +135,8 @@ class StreamState:
         if "error" in data and not data.get("choices"):
             err = data["error"]
             rec.outcome = "error"
-            rec.error = (err.get("message") if isinstance(err, dict) else str(err))[:ERROR_TEXT_MAX]
+            msg = err.get("message") if isinstance(err, dict) else err
+            rec.error = str(msg)[:ERROR_TEXT_MAX]
             return
         usage = data.get("usage")
         delta_tokens = 0
@@ -295,7 +298,9 @@ class StreamingClient:
         except aiohttp.ClientConnectorError as e:
             rec.end_s = clock.now()
             rec.outcome = "error"
-            rec.error = f"connection failed: {e.os_error.strerror if e.os_error else e}"[:ERROR_TEXT_MAX]
+            rec.error = f"connection failed: {e.os_error.strerror if e.os_error else e}"[
+                :ERROR_TEXT_MAX
+            ]
         except (aiohttp.ClientError, ValueError, OSError) as e:
             rec.end_s = clock.now()
             rec.outcome = "error"

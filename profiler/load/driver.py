@@ -72,7 +72,11 @@ class ClientHealth:
         return {
             "saturated": self.saturated,
             "reason": "; ".join(self.reasons) if self.reasons else None,
-            "event_loop_lag_s": {"p50": self.loop_lag_p50_s, "p99": self.loop_lag_p99_s, "max": self.loop_lag_max_s},
+            "event_loop_lag_s": {
+                "p50": self.loop_lag_p50_s,
+                "p99": self.loop_lag_p99_s,
+                "max": self.loop_lag_max_s,
+            },
             "cpu_seconds": self.cpu_seconds,
             "cpu_ratio": self.cpu_ratio,
             "dispatch_lag_p99_s": self.dispatch_lag_p99_s,
@@ -124,7 +128,7 @@ class Driver:
         self._start_s = 0.0
 
     # ------------------------------------------------------------------ control
-    def abort(self, ended: str, reason: str, *, outcome: str = "cancelled") -> None:
+    def abort(self, ended: str, reason: str, outcome: str = "cancelled") -> None:
         """Stop dispatching and cancel in-flight requests; they are recorded with ``outcome``.
         Safe to call from signal handlers on the loop and more than once (the first wins)."""
         if self._stop is None or self._stop.is_set():
@@ -162,12 +166,18 @@ class Driver:
             await asyncio.gather(*monitors, return_exceptions=True)
         end_s = self.clock.now()
         wall = max(end_s - self._start_s, 1e-9)
-        health = self._health(time.process_time() - cpu0, wall, open_loop=plan.offsets_s is not None)
+        health = self._health(
+            time.process_time() - cpu0, wall, open_loop=plan.offsets_s is not None
+        )
         if self.on_progress is not None:
             self.on_progress(self._progress())
-        return DriverResult(self._sent, self._done, self._ended, self._reason, health, self._start_s, end_s)
+        return DriverResult(
+            self._sent, self._done, self._ended, self._reason, health, self._start_s, end_s
+        )
 
-    async def _closed_loop(self, requests: Iterator[Any], plan: LoadPlan, deadline: float | None) -> None:
+    async def _closed_loop(
+        self, requests: Iterator[Any], plan: LoadPlan, deadline: float | None
+    ) -> None:
         assert plan.concurrency is not None
         it = iter(requests)
 
@@ -183,7 +193,9 @@ class Driver:
 
         await asyncio.gather(*(worker() for _ in range(plan.concurrency)))
 
-    async def _open_loop(self, requests: Iterator[Any], plan: LoadPlan, deadline: float | None) -> None:
+    async def _open_loop(
+        self, requests: Iterator[Any], plan: LoadPlan, deadline: float | None
+    ) -> None:
         assert plan.offsets_s is not None
         offsets = plan.offsets_s
         sem = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
@@ -210,7 +222,8 @@ class Driver:
             self._dispatch_lags.append(clock.now() - intended)
             task = self._spawn(req, plan.workload, intended)
             if sem is not None:
-                task.add_done_callback(lambda _t, s=sem: s.release())
+                release = sem.release
+                task.add_done_callback(lambda _t: release())
 
     def _spawn(self, req: Any, workload: str, intended: float) -> asyncio.Task[RequestRecord]:
         self._sent += 1
@@ -220,7 +233,9 @@ class Driver:
         return task
 
     async def _one(self, req: Any, workload: str, intended: float) -> RequestRecord:
-        rec = await self.client.send(req, workload=workload, intended_start_s=intended, on_send=self.on_send)
+        rec = await self.client.send(
+            req, workload=workload, intended_start_s=intended, on_send=self.on_send
+        )
         if rec.outcome == "cancelled" and self._abort_outcome != "cancelled":
             rec.outcome = self._abort_outcome  # type: ignore[assignment]
             rec.error = self._reason
@@ -237,7 +252,9 @@ class Driver:
             self._conn_fail_streak = 0
         else:
             self._failed += 1
-            if rec.error and rec.error.startswith(("connection failed", "ServerDisconnected", "ClientOSError")):
+            if rec.error and rec.error.startswith(
+                ("connection failed", "ServerDisconnected", "ClientOSError")
+            ):
                 self._conn_fail_streak += 1
                 if self._conn_fail_streak >= CONNECTION_FAILURES_TO_ABORT:
                     self.abort(
@@ -262,15 +279,25 @@ class Driver:
         h = ClientHealth(cpu_seconds=cpu_s, cpu_ratio=cpu_s / wall_s)
         if self._lags:
             p50, p99 = np.percentile(self._lags, [50, 99])
-            h.loop_lag_p50_s, h.loop_lag_p99_s, h.loop_lag_max_s = float(p50), float(p99), max(self._lags)
+            h.loop_lag_p50_s, h.loop_lag_p99_s, h.loop_lag_max_s = (
+                float(p50),
+                float(p99),
+                max(self._lags),
+            )
         if self._dispatch_lags:
             h.dispatch_lag_p99_s = float(np.percentile(self._dispatch_lags, 99))
         if h.cpu_ratio is not None and h.cpu_ratio > CPU_LIMIT:
             h.reasons.append(f"client used {h.cpu_ratio:.0%} of a core")
         if h.loop_lag_p99_s is not None and h.loop_lag_p99_s > LOOP_LAG_LIMIT_S:
             h.reasons.append(f"event-loop lag p99 {h.loop_lag_p99_s * 1000:.0f} ms")
-        if open_loop and h.dispatch_lag_p99_s is not None and h.dispatch_lag_p99_s > DISPATCH_LAG_LIMIT_S:
-            h.reasons.append(f"dispatch lag p99 {h.dispatch_lag_p99_s * 1000:.0f} ms behind schedule")
+        if (
+            open_loop
+            and h.dispatch_lag_p99_s is not None
+            and h.dispatch_lag_p99_s > DISPATCH_LAG_LIMIT_S
+        ):
+            h.reasons.append(
+                f"dispatch lag p99 {h.dispatch_lag_p99_s * 1000:.0f} ms behind schedule"
+            )
         h.saturated = bool(h.reasons)
         return h
 
@@ -301,4 +328,3 @@ def _take(it: Iterator[Any], n: int | None) -> Iterator[Any]:
         if i >= n:
             return
         yield x
-

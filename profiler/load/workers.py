@@ -50,7 +50,9 @@ def split_plan(plan: LoadPlan, index: int, count: int, load_start_s: float) -> L
         offsets = np.asarray(plan.offsets_s[index::count], dtype=np.float64)
     cap = None
     if plan.max_concurrency is not None:
-        cap = max(1, plan.max_concurrency // count + (1 if index < plan.max_concurrency % count else 0))
+        cap = max(
+            1, plan.max_concurrency // count + (1 if index < plan.max_concurrency % count else 0)
+        )
     return LoadPlan(
         workload=plan.workload,
         num_requests=num,
@@ -75,16 +77,26 @@ def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
     spec = RunSpec.model_validate_json(task.spec_json)
     clock = RunClock(base=task.clock_base, wall_start=task.wall_start)
     sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
-    requests = _stride(iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows), task.index, task.count)
+    requests = _stride(
+        iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows),
+        task.index,
+        task.count,
+    )
     journal = Journal(task.journal)
 
     async def main() -> DriverResult:
         async with StreamingClient(task.opts, clock) as client:
             driver = Driver(client, clock, [lambda r: journal.append(r.to_journal())])
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, driver.abort, "interrupted", "stopped by SIGTERM", "cancelled")
             loop.add_signal_handler(
-                signal.SIGUSR1, driver.abort, "server_died", "the server process exited during the run", "error"
+                signal.SIGTERM, driver.abort, "interrupted", "stopped by SIGTERM", "cancelled"
+            )
+            loop.add_signal_handler(
+                signal.SIGUSR1,
+                driver.abort,
+                "server_died",
+                "the server process exited during the run",
+                "error",
             )
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
             # wait for the common start so every worker's offsets share one origin
@@ -101,7 +113,9 @@ def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
     conn.close()
 
 
-def run_workers(spec: RunSpec, plan: LoadPlan, opts: ClientOptions, clock: RunClock, run_dir: Path, server: Any) -> DriverResult:
+def run_workers(
+    spec: RunSpec, plan: LoadPlan, opts: ClientOptions, clock: RunClock, run_dir: Path, server: Any
+) -> DriverResult:
     """Run ``spec.workers`` processes and merge their results; records land in their journals."""
     count = spec.workers
     ctx = mp.get_context("spawn")
@@ -109,8 +123,21 @@ def run_workers(spec: RunSpec, plan: LoadPlan, opts: ClientOptions, clock: RunCl
     procs = []
     for k in range(count):
         parent, child = ctx.Pipe(duplex=False)
-        task = WorkerTask(k, count, spec.model_dump_json(), opts, clock.base, clock.wall_start, run_dir / f"requests.w{k}.jsonl", load_start)
-        p = ctx.Process(target=_worker_main, args=(task, split_plan(plan, k, count, load_start), child), daemon=True)
+        task = WorkerTask(
+            k,
+            count,
+            spec.model_dump_json(),
+            opts,
+            clock.base,
+            clock.wall_start,
+            run_dir / f"requests.w{k}.jsonl",
+            load_start,
+        )
+        p = ctx.Process(
+            target=_worker_main,
+            args=(task, split_plan(plan, k, count, load_start), child),
+            daemon=True,
+        )
         p.start()
         procs.append((p, parent))
     ended, reason = "completed", None
@@ -138,7 +165,10 @@ def run_workers(spec: RunSpec, plan: LoadPlan, opts: ClientOptions, clock: RunCl
                 elif not p.is_alive() and not conn.poll(0):
                     pending.remove(item)
             if server is not None and ended == "completed" and not server.alive():
-                ended, reason = "server_died", f"the server process exited (code {server.returncode}) during the run"
+                ended, reason = (
+                    "server_died",
+                    f"the server process exited (code {server.returncode}) during the run",
+                )
                 for p, _ in procs:
                     if p.is_alive() and p.pid is not None:
                         os.kill(p.pid, signal.SIGUSR1)
@@ -150,7 +180,9 @@ def run_workers(spec: RunSpec, plan: LoadPlan, opts: ClientOptions, clock: RunCl
     return merge_results(results, ended, reason, load_start)
 
 
-def merge_results(results: list[DriverResult], ended: str, reason: str | None, load_start: float) -> DriverResult:
+def merge_results(
+    results: list[DriverResult], ended: str, reason: str | None, load_start: float
+) -> DriverResult:
     h = ClientHealth()
     for r in results:
         if r.ended != "completed" and ended == "completed":

@@ -26,7 +26,9 @@ class Endpoint:
 def normalise_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise SpecError(f"--endpoint '{url}' is not an http(s) URL", "e.g. --endpoint http://127.0.0.1:8000")
+        raise SpecError(
+            f"--endpoint '{url}' is not an http(s) URL", "e.g. --endpoint http://127.0.0.1:8000"
+        )
     path = parsed.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
@@ -40,12 +42,16 @@ def api_key_from_env(name: str | None) -> str | None:
         return None
     key = os.environ.get(name)
     if not key:
-        raise SpecError(f"--api-key-env {name}: the variable is not set or empty", f"export {name}=...")
+        raise SpecError(
+            f"--api-key-env {name}: the variable is not set or empty", f"export {name}=..."
+        )
     return key
 
 
 def _get_json(url: str, api_key: str | None, timeout_s: float) -> object:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    req = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {}
+    )
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (http/https checked)
         return json.loads(resp.read())
 
@@ -57,13 +63,21 @@ def attach(url: str, model: str | None, api_key: str | None, timeout_s: float = 
         data = _get_json(base + "/v1/models", api_key, timeout_s)
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
-            raise EndpointError(f"{base} refused the API key (HTTP {e.code})", "pass --api-key-env NAME") from None
-        raise EndpointError(f"{base}/v1/models answered HTTP {e.code}", "is it an OpenAI-compatible server?") from None
+            raise EndpointError(
+                f"{base} refused the API key (HTTP {e.code})", "pass --api-key-env NAME"
+            ) from None
+        raise EndpointError(
+            f"{base}/v1/models answered HTTP {e.code}", "is it an OpenAI-compatible server?"
+        ) from None
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
-        raise EndpointError(f"cannot reach {base}: {reason}", "start the server or fix --endpoint") from None
+        raise EndpointError(
+            f"cannot reach {base}: {reason}", "start the server or fix --endpoint"
+        ) from None
     except ValueError:
-        raise EndpointError(f"{base}/v1/models did not answer JSON", "is it an OpenAI-compatible server?") from None
+        raise EndpointError(
+            f"{base}/v1/models did not answer JSON", "is it an OpenAI-compatible server?"
+        ) from None
     ids = [m.get("id") for m in (data.get("data") or [])] if isinstance(data, dict) else []
     ids = [i for i in ids if isinstance(i, str)]
     if model is None:
@@ -71,5 +85,7 @@ def attach(url: str, model: str | None, api_key: str | None, timeout_s: float = 
             raise EndpointError(f"{base} lists no model", "pass --model NAME")
         model = ids[0]
     elif ids and model not in ids:
-        raise EndpointError(f"{base} does not serve '{model}' (it serves: {', '.join(ids)})", "fix --model")
+        raise EndpointError(
+            f"{base} does not serve '{model}' (it serves: {', '.join(ids)})", "fix --model"
+        )
     return Endpoint(url=base, model=model, api_key=api_key)

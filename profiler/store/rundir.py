@@ -56,7 +56,9 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {e.strerror}", "free disk space or fix permissions") from None
+        raise StorageError(
+            f"cannot write {path}: {e.strerror}", "free disk space or fix permissions"
+        ) from None
 
 
 def _json_default(o: Any) -> Any:
@@ -83,16 +85,21 @@ class Journal:
         self.count = 0
         self.error: str | None = None
         try:
-            self._f = open(path, "a", buffering=1 << 16)
+            self._f = open(path, "a", buffering=1 << 16)  # noqa: SIM115 (closed in close())
         except OSError as e:
-            raise StorageError(f"cannot open {path}: {e.strerror}", "fix permissions or free disk space") from None
+            raise StorageError(
+                f"cannot open {path}: {e.strerror}", "fix permissions or free disk space"
+            ) from None
 
     def append(self, obj: dict[str, Any]) -> None:
         line = json.dumps(obj, separators=(",", ":"), default=_json_default)
         with self._lock:
             self._pending.append(line)
             self.count += 1
-            if len(self._pending) >= self._batch or time.monotonic() - self._last_flush >= self._interval:
+            if (
+                len(self._pending) >= self._batch
+                or time.monotonic() - self._last_flush >= self._interval
+            ):
                 self._flush_locked()
 
     def extend(self, objs: Iterable[dict[str, Any]]) -> None:
@@ -115,7 +122,9 @@ class Journal:
         except OSError as e:
             # Disk full: keep what is on disk intact, remember the failure, stop writing.
             self.error = f"{self.path.name}: {e.strerror}"
-            raise StorageError(f"cannot append to {self.path}: {e.strerror}", "free disk space") from None
+            raise StorageError(
+                f"cannot append to {self.path}: {e.strerror}", "free disk space"
+            ) from None
 
     def close(self) -> None:
         with self._lock:
@@ -154,15 +163,21 @@ class RunDir:
         try:
             path.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
-            raise SpecError(f"run directory {path} already exists", "pick another --run-id or --out") from None
+            raise SpecError(
+                f"run directory {path} already exists", "pick another --run-id or --out"
+            ) from None
         except OSError as e:
-            raise StorageError(f"cannot create {path}: {e.strerror}", "choose a writable --out directory") from None
+            raise StorageError(
+                f"cannot create {path}: {e.strerror}", "choose a writable --out directory"
+            ) from None
         probe = path / ".write-probe"
         try:
             probe.write_bytes(b"x" * 4096)
             probe.unlink()
         except OSError as e:
-            raise StorageError(f"cannot write in {path}: {e.strerror}", "choose a writable --out directory") from None
+            raise StorageError(
+                f"cannot write in {path}: {e.strerror}", "choose a writable --out directory"
+            ) from None
         free = shutil.disk_usage(path).free
         if free < MIN_FREE_BYTES:
             raise StorageError(
@@ -183,7 +198,9 @@ class RunDir:
         except FileNotFoundError:
             return None
         except json.JSONDecodeError as e:
-            raise StorageError(f"{self.file(name)} is not valid JSON ({e.msg})", "re-run or restore the file") from None
+            raise StorageError(
+                f"{self.file(name)} is not valid JSON ({e.msg})", "re-run or restore the file"
+            ) from None
 
     def request_journal(self) -> Journal:
         return Journal(self.file(REQUESTS_JOURNAL))
@@ -203,7 +220,11 @@ class RunDir:
 
     def request_journals(self) -> list[Path]:
         """The main journal and those of ``--workers`` processes (requests.w<k>.jsonl)."""
-        return sorted(p for p in self.path.glob("requests*.jsonl") if p.name == REQUESTS_JOURNAL or p.name.startswith("requests.w"))
+        return sorted(
+            p
+            for p in self.path.glob("requests*.jsonl")
+            if p.name == REQUESTS_JOURNAL or p.name.startswith("requests.w")
+        )
 
     def iter_journal_records(self) -> Iterator[RequestRecord]:
         records = []
@@ -307,7 +328,14 @@ def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
             choice.append(c)
             prev[c] = t
     table = pa.table(
-        {"request_id": rid, "index": idx, "t_s": ts, "gap_s": gaps, "tokens": toks, "choice": choice},
+        {
+            "request_id": rid,
+            "index": idx,
+            "t_s": ts,
+            "gap_s": gaps,
+            "tokens": toks,
+            "choice": choice,
+        },
         schema=ITL_SCHEMA,
     )
     _write_table(path, table)

@@ -14,7 +14,9 @@ def _rec(n: int = 1) -> RequestRecord:
     return RequestRecord(id=1, workload="w", scenario="s", intended_start_s=0.0, send_s=0.0, n=n)
 
 
-def _chunk(text: str | None, *, usage: int | None = None, finish: str | None = None, idx: int = 0) -> bytes:
+def _chunk(
+    text: str | None, *, usage: int | None = None, finish: str | None = None, idx: int = 0
+) -> bytes:
     obj: dict = {"choices": [{"index": idx, "text": text, "finish_reason": finish}]}
     if usage is not None:
         obj["usage"] = {"prompt_tokens": 5, "completion_tokens": usage, "total_tokens": usage + 5}
@@ -22,7 +24,10 @@ def _chunk(text: str | None, *, usage: int | None = None, finish: str | None = N
 
 
 def _final(total: int) -> bytes:
-    obj = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": total, "total_tokens": total + 5}}
+    obj = {
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": total, "total_tokens": total + 5},
+    }
     return b"data: " + json.dumps(obj).encode() + b"\n\ndata: [DONE]\n\n"
 
 

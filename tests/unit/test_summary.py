@@ -36,7 +36,18 @@ def _records(n: int = 50) -> list[RequestRecord]:
                 chunk_tokens=[1] * 10,
             )
         )
-    out.append(RequestRecord(id=n, workload="w", scenario="s", intended_start_s=0.5, send_s=0.5, end_s=0.6, outcome="error", error="HTTP 500"))
+    out.append(
+        RequestRecord(
+            id=n,
+            workload="w",
+            scenario="s",
+            intended_start_s=0.5,
+            send_s=0.5,
+            end_s=0.6,
+            outcome="error",
+            error="HTTP 500",
+        )
+    )
     return out
 
 
