@@ -1,0 +1,133 @@
+"""Getting metrics out: a live HTTP endpoint, or the batch-job paths.
+
+- ``serve``: ``/metrics`` over HTTP from a daemon thread (``infprof run --metrics-port``,
+  ``infprof exporter``), bound to 127.0.0.1 unless told otherwise. Port 0 picks a free port;
+  the handle reports it.
+- Batch path (a run is a batch job; prometheus.io/docs/practices/pushing):
+  ``write_textfile`` writes the final metrics atomically for node-exporter's textfile
+  collector (the file must end in ``.prom``); ``push`` sends them once to a Pushgateway.
+  Prefer the textfile: the Pushgateway never forgets a series and hides the job's ``up``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.error
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    push_to_gateway,
+    start_http_server,
+    write_to_textfile,
+)
+
+from profiler.errors import EndpointError, SpecError, StorageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExporterHandle:
+    """A running ``/metrics`` endpoint; ``close()`` stops it (idempotent)."""
+
+    host: str
+    port: int
+    _server: Any = field(repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ExporterHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> ExporterHandle:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread."""
+    if not 0 <= port <= 65535:
+        raise SpecError(
+            f"metrics port {port} is out of range",
+            "use a port between 1 and 65535 (0 picks a free one)",
+        )
+    try:
+        result = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise SpecError(
+            f"cannot listen on {host}:{port} for /metrics: {e.strerror or e}",
+            "choose another port (0 picks a free one) or stop whatever holds it",
+        ) from None
+    server, thread = result if isinstance(result, tuple) else (result, None)
+    bound = int(server.server_port) if server is not None else port
+    return ExporterHandle(host=host, port=bound, _server=server, _thread=thread)
+
+
+def write_textfile(path: str | Path, registry: CollectorRegistry) -> Path:
+    """Write the registry's metrics to ``path`` atomically (temporary file + rename in the same
+    directory), for node-exporter's ``--collector.textfile.directory``."""
+    p = Path(path)
+    if p.suffix != ".prom":
+        log.warning(
+            "textfile %s does not end in .prom; node-exporter's textfile collector reads only *.prom",
+            p,
+        )
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(p), registry)
+    except OSError as e:
+        raise StorageError(
+            f"cannot write the metrics textfile {p}: {e.strerror or e}",
+            "check the directory exists and is writable",
+        ) from None
+    return p
+
+
+def push(
+    url: str,
+    job: str,
+    registry: CollectorRegistry,
+    grouping_key: Mapping[str, str] | None = None,
+    *,
+    timeout_s: float = 10.0,
+) -> None:
+    """Push the registry once to a Pushgateway at ``url`` (``http://host:9091`` or
+    ``host:9091``) under ``job`` and ``grouping_key`` (e.g. ``{"run_id": ...}``), replacing
+    that group (HTTP PUT)."""
+    try:
+        push_to_gateway(
+            url,
+            job=job,
+            registry=registry,
+            grouping_key=dict(grouping_key or {}),
+            timeout=timeout_s,
+        )
+    except urllib.error.HTTPError as e:
+        raise EndpointError(
+            f"Pushgateway {url} refused the metrics: HTTP {e.code} {e.reason}",
+            "check the URL points at a Pushgateway (default port 9091) and its logs",
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise EndpointError(
+            f"cannot push metrics to Pushgateway {url}: {reason}",
+            "check the Pushgateway is running and reachable (e.g. --pushgateway http://HOST:9091)",
+        ) from None

@@ -1,0 +1,250 @@
+"""Live metrics of one run: request latencies, outcomes, tokens, rates and client health.
+
+The load driver calls the hooks from its asyncio thread; the HTTP exporter thread scrapes the
+registry. prometheus_client's metric objects take their own locks, and the in-flight count is
+kept under one lock here, so the hooks are safe from any thread. Every series carries
+``run_id``, ``workload``, ``model`` and ``hostname``.
+
+Latency histograms follow ``profiler.load.record.RequestRecord``'s definitions (DESIGN.md):
+TTFT, TPOT, ITL (every gap shared among the tokens its chunk carried) and E2E are observed for
+successful requests only, like ``summary.json``; dispatch lag for every request that was sent.
+Achieved rates are left to PromQL: ``rate(infprof_requests_total{outcome="ok"}[...])``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from profiler.load.record import OUTCOMES, RequestRecord
+
+# Seconds, from a millisecond to ten minutes: TTFT under load and E2E of long generations.
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+    180.0, 300.0, 600.0,
+)  # fmt: skip
+# Per-token times (TPOT, ITL): 0.5 ms to 10 s, fine where decode steps live (5-200 ms).
+TOKEN_LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03,
+    0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+# Dispatch lag: a healthy client is well under a millisecond; seconds mean it fell behind.
+DISPATCH_LAG_BUCKETS_S: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+RUN_LABELS: tuple[str, ...] = ("run_id", "workload", "model", "hostname")
+
+
+class Slo(Protocol):
+    """What ``profiler.spec.SloSpec`` offers (seconds; ``None`` = not set)."""
+
+    ttft_s: float | None
+    tpot_s: float | None
+    e2e_s: float | None
+
+
+def meets_slo(rec: RequestRecord, slo: Slo) -> bool:
+    """DistServe goodput test, as in ``profiler.analysis.summary.goodput``: the request
+    succeeded and met every objective set; a one-token answer has no TPOT and cannot miss it."""
+    if rec.outcome != "ok":
+        return False
+    if slo.ttft_s is not None:
+        ttft = rec.ttft_s
+        if ttft is None or ttft > slo.ttft_s:
+            return False
+    if slo.tpot_s is not None:
+        tpot = rec.tpot_s
+        if tpot is not None and tpot > slo.tpot_s:
+            return False
+    if slo.e2e_s is not None:
+        e2e = rec.e2e_s
+        if e2e is None or e2e > slo.e2e_s:
+            return False
+    return True
+
+
+class RunMetrics:
+    """Registers the run's metrics on ``registry`` (never the global one) and updates them
+    from the driver's hooks. ``slo`` (a ``SloSpec``) enables the goodput counter's counting;
+    without one it stays at 0."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        run_id: str,
+        workload: str,
+        model: str,
+        hostname: str,
+        slo: Slo | None = None,
+    ) -> None:
+        values = {"run_id": run_id, "workload": workload, "model": model, "hostname": hostname}
+        self.labels: Mapping[str, str] = values
+        self._slo = slo if slo is not None and _slo_set(slo) else None
+        self._lock = threading.Lock()
+        self._inflight = 0
+        r, names = registry, RUN_LABELS
+
+        def hist(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, names, registry=r, buckets=buckets)
+
+        self._ttft = hist(
+            "infprof_request_ttft_seconds",
+            "Time to first token: first content token minus send (successful requests).",
+            LATENCY_BUCKETS_S,
+        ).labels(**values)
+        self._tpot = hist(
+            "infprof_request_tpot_seconds",
+            "Time per output token after the first: (E2E - TTFT) / (output tokens per sample - 1).",
+            TOKEN_LATENCY_BUCKETS_S,
+        ).labels(**values)
+        self._itl = hist(
+            "infprof_request_itl_seconds",
+            "Inter-token latency: every gap between content chunks, shared among the tokens the chunk carried.",
+            TOKEN_LATENCY_BUCKETS_S,
+        ).labels(**values)
+        self._e2e = hist(
+            "infprof_request_e2e_seconds",
+            "End-to-end request latency: last byte minus send (successful requests).",
+            LATENCY_BUCKETS_S,
+        ).labels(**values)
+        self._lag = hist(
+            "infprof_dispatch_lag_seconds",
+            "Dispatch lag: actual send minus intended start on the arrival schedule.",
+            DISPATCH_LAG_BUCKETS_S,
+        ).labels(**values)
+
+        requests = Counter(
+            "infprof_requests",
+            "Finished requests by outcome (ok, error, timeout, cancelled).",
+            (*names, "outcome"),
+            registry=r,
+        )
+        self._requests = {o: requests.labels(**values, outcome=o) for o in OUTCOMES}
+        self._sent = Counter(
+            "infprof_requests_sent", "Requests sent to the server.", names, registry=r
+        ).labels(**values)
+        self._goodput = Counter(
+            "infprof_goodput_requests",
+            "Successful requests that met every SLO objective set (DistServe goodput).",
+            names,
+            registry=r,
+        ).labels(**values)
+        self._out_tok = Counter(
+            "infprof_output_tokens",
+            "Output tokens of successful requests (server-reported usage).",
+            names,
+            registry=r,
+        ).labels(**values)
+        self._in_tok = Counter(
+            "infprof_prompt_tokens",
+            "Prompt tokens of successful requests (server-reported usage).",
+            names,
+            registry=r,
+        ).labels(**values)
+        self._inflight_g = Gauge(
+            "infprof_inflight_requests", "Requests sent and not yet finished.", names, registry=r
+        ).labels(**values)
+        self._target = Gauge(
+            "infprof_target_request_rate",
+            "Target request rate of the arrival schedule, requests per second (absent for closed-loop load).",
+            names,
+            registry=r,
+        )
+        self._loop_lag = Gauge(
+            "infprof_client_event_loop_lag_seconds",
+            "Load generator event-loop lag (latest measurement).",
+            names,
+            registry=r,
+        ).labels(**values)
+        self._cpu = Gauge(
+            "infprof_client_cpu_ratio",
+            "Load generator CPU use as a fraction of one core.",
+            names,
+            registry=r,
+        ).labels(**values)
+        self._saturated = Gauge(
+            "infprof_client_saturated",
+            "1 while the load generator is the bottleneck (CPU, loop lag or dispatch lag over its limit).",
+            names,
+            registry=r,
+        ).labels(**values)
+        self._slo_g = Gauge(
+            "infprof_slo_seconds",
+            "SLO objective in seconds by kind (ttft, tpot, e2e); absent when not set.",
+            (*names, "objective"),
+            registry=r,
+        )
+        if self._slo is not None:
+            for kind in ("ttft", "tpot", "e2e"):
+                v = getattr(self._slo, f"{kind}_s")
+                if v is not None:
+                    self._slo_g.labels(**values, objective=kind).set(v)
+
+    # ---------------------------------------------------------------- hooks
+    def on_target_rate(self, rate: float | None) -> None:
+        """The schedule's current target rate (req/s); ``None`` removes the series."""
+        if rate is None:
+            with contextlib.suppress(KeyError):  # never set, or already removed
+                self._target.remove(*self.labels.values())
+            return
+        self._target.labels(**self.labels).set(float(rate))
+
+    def on_send(self) -> None:
+        self._sent.inc()
+        with self._lock:
+            self._inflight += 1
+            self._inflight_g.set(self._inflight)
+
+    def on_record(self, rec: RequestRecord) -> None:
+        """A finished request (any outcome)."""
+        if rec.send_s is not None:
+            with self._lock:
+                self._inflight = max(0, self._inflight - 1)
+                self._inflight_g.set(self._inflight)
+        self._requests[rec.outcome].inc()
+        lag = rec.dispatch_lag_s
+        if lag is not None:
+            self._lag.observe(max(lag, 0.0))
+        if rec.outcome != "ok":
+            return
+        ttft, tpot, e2e = rec.ttft_s, rec.tpot_s, rec.e2e_s
+        if ttft is not None:
+            self._ttft.observe(ttft)
+        if tpot is not None:
+            self._tpot.observe(tpot)
+        if e2e is not None:
+            self._e2e.observe(e2e)
+        for share in rec.itl_shares():
+            self._itl.observe(share)
+        if rec.output_tokens:
+            self._out_tok.inc(rec.output_tokens)
+        if rec.prompt_tokens:
+            self._in_tok.inc(rec.prompt_tokens)
+        if self._slo is not None and meets_slo(rec, self._slo):
+            self._goodput.inc()
+
+    def on_client_health(
+        self, event_loop_lag_s: float | None, cpu_ratio: float | None, saturated: bool
+    ) -> None:
+        if event_loop_lag_s is not None:
+            self._loop_lag.set(event_loop_lag_s)
+        if cpu_ratio is not None:
+            self._cpu.set(cpu_ratio)
+        self._saturated.set(1.0 if saturated else 0.0)
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return self._inflight
+
+
+def _slo_set(slo: Slo) -> bool:
+    return any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2e_s))

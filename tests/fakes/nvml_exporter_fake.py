@@ -1,0 +1,101 @@
+"""Run an ``infprof`` command in this process with the fake NVML installed and moving in real
+time, so a subprocess (``infprof exporter`` in the Prometheus integration test) looks like a
+GPU node: counters (energy, PCIe, NVLink) grow at their rates and GPM has sample pairs.
+
+    python -m tests.fakes.nvml_exporter_fake --gpus 2 [--model h100|l4] -- exporter --port 0 ...
+
+Everything after ``--`` is the ``infprof`` command line.
+
+``every_metric_latest(n_gpus)`` builds a recorder snapshot with every field of
+``profiler.telemetry.fields`` set, for collector tests, the dashboard check and the scrape
+benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+from profiler.telemetry.fields import GPU_FIELDS, HOST_FIELDS, SERVER_FIELDS
+from profiler.telemetry.sample import Sample
+from tests.fakes.nvml import FakeGpu, FakeNvml, h100, install_fake_nvml, pcie_gpu
+
+
+def fake_gpus(n: int, model: str = "h100") -> list[FakeGpu]:
+    """``n`` GPUs with every counter moving: H100s fully NVLinked to each other, or L4s."""
+    gpus: list[FakeGpu] = []
+    for i in range(n):
+        if model == "h100":
+            g = h100(i, peers=[p for p in range(n) if p != i], links_per_peer=2)
+            for link in g.links:
+                link.tx_kib_per_s, link.rx_kib_per_s = 50_000.0 + 1000 * i, 40_000.0
+        else:
+            g = pcie_gpu(i)
+        g.pcie_tx_bytes_per_s, g.pcie_rx_bytes_per_s = 2e8, 3e8
+        g.power_mw = 250_000 + 10_000 * i
+        g.util_gpu = 40 + 5 * i
+        gpus.append(g)
+    return gpus
+
+
+def every_metric_latest(n_gpus: int = 8, t_s: float = 10.0) -> dict[tuple[str, str, str], Sample]:
+    """A ``TelemetryRecorder.latest()`` snapshot with every GPU, host and server field set:
+    ``n_gpus`` GPUs, host totals plus two cores, two interfaces and both process trees."""
+    out: dict[tuple[str, str, str], Sample] = {}
+
+    def put(source: str, device: str, metric: str, value: float) -> None:
+        out[(source, device, metric)] = Sample(t_s, source, device, metric, value)
+
+    for i in range(n_gpus):
+        for k, f in enumerate(GPU_FIELDS):
+            put("nvml", str(i), f.name, 1.0 if f.name == "up" else float(i * 100 + k) + 0.5)
+    for f in HOST_FIELDS:
+        if f.name.startswith("process_"):
+            devices = ["server", "client"]
+        elif f.name.startswith("network_"):
+            devices = ["eth0", "ib0"]
+        elif f.name == "cpu_utilization_ratio":
+            devices = ["", "cpu0", "cpu1"]
+        else:
+            devices = [""]
+        for d in devices:
+            put("host", d, f.name, 0.25)
+    for f in SERVER_FIELDS:
+        put("vllm", "", f.name, 1.0 if f.name == "up" else 3.0)
+    return out
+
+
+def _ticker(fake: FakeNvml, period_s: float, stop: threading.Event) -> None:
+    last = time.monotonic()
+    while not stop.wait(period_s):
+        now = time.monotonic()
+        fake.advance(now - last)
+        last = now
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    ap = argparse.ArgumentParser(prog="nvml_exporter_fake")
+    ap.add_argument("--gpus", type=int, default=2)
+    ap.add_argument("--model", choices=["h100", "l4"], default="h100")
+    ap.add_argument("--tick-s", type=float, default=0.05)
+    args = ap.parse_args(own)
+
+    from profiler.cli.main import main as infprof_main
+
+    stop = threading.Event()
+    with install_fake_nvml(fake_gpus(args.gpus, args.model)) as fake:
+        t = threading.Thread(target=_ticker, args=(fake, args.tick_s, stop), daemon=True)
+        t.start()
+        sys.argv = ["infprof", *rest]
+        try:
+            infprof_main()
+        finally:
+            stop.set()
+
+
+if __name__ == "__main__":
+    main()
