@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from profiler import __version__
 from profiler.analysis.summary import RequestColumns, summarize
 from profiler.clock import RunClock
@@ -246,8 +248,18 @@ def summarize_run(
     manifest = RunDir(run_path).read_json("manifest.json") or {}
     if spec is None and manifest.get("spec"):
         spec = RunSpec.model_validate(manifest["spec"])
-    records = read_records(run_path)
-    cols = RequestColumns.from_records(records)
+    if (run_path / "requests.parquet").exists():
+        cols = RequestColumns.from_run_dir(run_path)
+        estimated = int(
+            pq.read_table(run_path / "requests.parquet", columns=["tokens_estimated"])
+            .column(0)
+            .to_numpy(zero_copy_only=False)
+            .sum()
+        )
+    else:
+        records = read_records(run_path)
+        cols = RequestColumns.from_records(records)
+        estimated = sum(1 for r in records if r.tokens_estimated)
     summary = summarize(
         cols,
         run_id=manifest.get("run_id", run_path.name),
@@ -261,7 +273,7 @@ def summarize_run(
         previous = RunDir(run_path).read_json("summary.json") or {}
         health = previous.get("client")
     summary["client"] = health or {"saturated": None, "reason": "client health not recorded"}
-    summary["tokens_estimated_requests"] = sum(1 for r in records if r.tokens_estimated)
+    summary["tokens_estimated_requests"] = estimated
     from profiler.analysis.telemetry_summary import summarize_telemetry
 
     summary.update(

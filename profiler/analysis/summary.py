@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from profiler.analysis.stats import Distribution
 from profiler.load.record import OUTCOMES, RequestRecord
@@ -71,6 +77,86 @@ class RequestColumns:
             gap_request_id=np.array(gid, dtype=np.int64),
             gap_s=np.array(gs, dtype=np.float64),
             gap_tokens=np.array(gk, dtype=np.int64),
+        )
+
+    @classmethod
+    def from_run_dir(cls, run_path: Path) -> RequestColumns:
+        """Columns straight from requests.parquet and itl.parquet: no per-record Python
+        objects, so a million records with a hundred gaps each fit in a few GB."""
+        req = pq.read_table(
+            run_path / "requests.parquet",
+            columns=[
+                "id",
+                "outcome",
+                "intended_start_s",
+                "send_s",
+                "first_token_s",
+                "end_s",
+                "prompt_tokens",
+                "output_tokens",
+                "n",
+            ],
+        )
+
+        def f(name: str) -> np.ndarray:
+            return req.column(name).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+        itl = pq.read_table(run_path / "itl.parquet", columns=["request_id", "gap_s", "tokens"])
+        gap = itl.column("gap_s")
+        keep = pc.is_valid(gap)  # the first chunk of each sample has no gap
+        itl = itl.filter(keep)
+        return cls(
+            id=req.column("id").to_numpy(),
+            outcome=np.asarray(req.column("outcome").to_numpy(zero_copy_only=False), dtype=object),
+            intended_start_s=f("intended_start_s"),
+            send_s=f("send_s"),
+            first_token_s=f("first_token_s"),
+            end_s=f("end_s"),
+            prompt_tokens=f("prompt_tokens"),
+            output_tokens=f("output_tokens"),
+            n=f("n"),
+            gap_request_id=itl.column("request_id").to_numpy(),
+            gap_s=itl.column("gap_s").to_numpy(),
+            gap_tokens=itl.column("tokens").to_numpy(),
+        )
+
+    @classmethod
+    def from_run_dir(cls, run_path: Path) -> RequestColumns:
+        """Columns straight from requests.parquet and itl.parquet: no per-record Python
+        objects, so a million records with a hundred gaps each fit in a few GB."""
+        req = pq.read_table(
+            run_path / "requests.parquet",
+            columns=[
+                "id",
+                "outcome",
+                "intended_start_s",
+                "send_s",
+                "first_token_s",
+                "end_s",
+                "prompt_tokens",
+                "output_tokens",
+                "n",
+            ],
+        )
+
+        def f(name: str) -> np.ndarray:
+            return np.asarray(req.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+        itl = pq.read_table(run_path / "itl.parquet", columns=["request_id", "gap_s", "tokens"])
+        itl = itl.filter(pc.is_valid(itl.column("gap_s")))  # a sample's first chunk has no gap
+        return cls(
+            id=req.column("id").to_numpy(),
+            outcome=np.asarray(req.column("outcome").to_numpy(zero_copy_only=False), dtype=object),
+            intended_start_s=f("intended_start_s"),
+            send_s=f("send_s"),
+            first_token_s=f("first_token_s"),
+            end_s=f("end_s"),
+            prompt_tokens=f("prompt_tokens"),
+            output_tokens=f("output_tokens"),
+            n=f("n"),
+            gap_request_id=itl.column("request_id").to_numpy(),
+            gap_s=itl.column("gap_s").to_numpy(),
+            gap_tokens=itl.column("tokens").to_numpy(),
         )
 
 
@@ -136,15 +222,7 @@ def summarize(
         tpot = np.where(per_sample > 1, (e2e - ttft) / (per_sample - 1), np.nan)
     ttft_ok, e2e_ok, tpot_ok = ttft[ok], e2e[ok], tpot[ok]
 
-    ok_ids = cols.id[ok]
-    gap_mask = (
-        np.isin(cols.gap_request_id, ok_ids)
-        if ok_ids.size != cols.id.size
-        else np.ones(cols.gap_s.shape, bool)
-    )
-    gaps = cols.gap_s[gap_mask]
-    k = np.maximum(cols.gap_tokens[gap_mask], 1)
-    itl = np.repeat(gaps / k, k)
+    itl = _itl_shares(cols, ok)
 
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -181,6 +259,19 @@ def summarize(
     }
     summary["goodput"] = goodput(slo, ok, in_win, ttft, tpot, e2e, secs)
     return summary
+
+
+def _itl_shares(cols: RequestColumns, ok: np.ndarray) -> np.ndarray:
+    """Every gap of the counted ok requests divided evenly among the tokens its chunk carried
+    (a chunk of k tokens gives k equal shares). Avoids copies when nothing needs filtering."""
+    gaps, k = cols.gap_s, cols.gap_tokens
+    if not ok.all():
+        mask = np.isin(cols.gap_request_id, cols.id[ok])
+        gaps, k = gaps[mask], k[mask]
+    if k.size == 0 or int(k.max(initial=1)) <= 1:
+        return gaps if gaps.dtype == np.float64 else gaps.astype(np.float64)
+    k = np.maximum(k, 1)
+    return np.repeat(gaps / k, k)
 
 
 def goodput(

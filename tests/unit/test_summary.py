@@ -102,3 +102,19 @@ def test_slo_parse_errors_are_spec_errors() -> None:
         SloSpec.parse("latency=1")
     with pytest.raises(SpecError):
         SloSpec.parse("ttft=fast")
+
+
+def test_columns_from_parquet_match_records(tmp_path) -> None:
+    from profiler.store.rundir import RunDir
+
+    recs = _records()
+    rd = RunDir.create(tmp_path, "p")
+    j = rd.request_journal()
+    for r in recs:
+        j.append(r.to_journal())
+    j.close()
+    rd.sample_journal().close()
+    rd.compact()
+    a = summarize(RequestColumns.from_records(recs), run_id="x")
+    b = summarize(RequestColumns.from_run_dir(rd.path), run_id="x")
+    assert a == b
