@@ -29,7 +29,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -162,10 +161,20 @@ def vllm_version(python: str | None = None) -> str | None:
 
 
 # ---------------------------------------------------------------- process teardown
-_live: weakref.WeakSet[VllmServer] = weakref.WeakSet()
+_live: set[VllmServer] = set()  # started and not stopped; strong refs so atexit finds them
+_atexit_lock = threading.Lock()
+_atexit_registered = False
 
 
-@atexit.register
+def _track(server: VllmServer) -> None:
+    global _atexit_registered
+    with _atexit_lock:
+        _live.add(server)
+        if not _atexit_registered:  # registered on first start, not at import
+            atexit.register(_stop_all_at_exit)
+            _atexit_registered = True
+
+
 def _stop_all_at_exit() -> None:  # a safety net; callers stop their servers themselves
     for server in list(_live):
         server.stop(grace_s=5)
@@ -188,8 +197,11 @@ class VllmServer:
     """One vLLM server process tree: ``start()``, ``wait_ready()``, ``stop()``.
 
     ``with VllmServer(spec, log) as server:`` starts it; call ``wait_ready()`` inside (so
-    telemetry can watch the model load). ``__exit__`` always stops it. ``argv_builder`` is the
-    seam tests use to run a fake server with the same argv shape.
+    telemetry can watch the model load). ``__exit__`` always stops it.
+
+    ``env`` replaces ``os.environ`` as the base of the server's environment (see the module
+    docstring for what is layered on top). ``argv_builder`` is the seam tests use to run a fake
+    server with the same argv shape.
     """
 
     def __init__(
@@ -300,7 +312,7 @@ class VllmServer:
                     "check --python (the interpreter that has vLLM installed)",
                 ) from None
             self.started_monotonic = time.monotonic()
-            _live.add(self)
+            _track(self)
 
     def wait_ready(self, timeout_s: float | None = None) -> float:
         """Block until /health answers 200 and /v1/models lists the served name.
@@ -337,11 +349,12 @@ class VllmServer:
             time.sleep(POLL_INTERVAL_S)
 
     def _ready(self) -> bool:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+            with opener.open(f"{self.url}/health", timeout=2) as r:
                 if r.status != 200:
                     return False
-            with urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as r:
+            with opener.open(f"{self.url}/v1/models", timeout=2) as r:
                 body = json.loads(r.read())
         except (OSError, ValueError, urllib.error.URLError):
             return False

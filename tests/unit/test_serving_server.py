@@ -231,3 +231,23 @@ def test_vllm_version_of_an_interpreter_without_vllm(tmp_path: Path) -> None:
     assert vllm_version(str(tmp_path / "no-python")) is None
     v = vllm_version(sys.executable)
     assert v is None or re.match(r"\d+\.\d+", v)
+
+
+def test_readiness_ignores_http_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    with VllmServer(spec(), tmp_path / "l", argv_builder=fake_builder()) as server:
+        assert server.wait_ready(timeout_s=10) < 10
+
+
+def test_base_env_replaces_os_environ(tmp_path: Path) -> None:
+    base = {"PATH": "/usr/bin:/bin", "ONLY_IN_BASE": "1"}
+    code = "import os, sys; print('ENV', os.environ.get('ONLY_IN_BASE'), os.environ.get('HOME'), os.environ.get('X'))"
+
+    def build(s: ServeSpec, port: int, python: str) -> list[str]:
+        return [python, "-c", code]
+
+    server = VllmServer(spec(env={"X": "spec"}), tmp_path / "l", env=base, argv_builder=build)
+    with server:
+        server._proc.wait(timeout=20)  # type: ignore[union-attr]
+    assert "ENV 1 None spec" in (tmp_path / "l").read_text()
