@@ -15,6 +15,7 @@ import platform
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
@@ -66,13 +67,16 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
     rd.write_json("manifest.json", manifest)
 
     with ExitStack() as stack:
+        _terminate_as_interrupt(stack)
         sample_journal = rd.sample_journal()
         stack.callback(sample_journal.close)
         server = None
         pids: Callable[[], Iterable[int]] = set
-        telemetry = _start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
-        if telemetry is not None:
-            stack.callback(telemetry.stop)
+        telemetry: list[Any] = []
+        host_nvml = _start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
+        if host_nvml is not None:
+            telemetry.append(host_nvml)
+            stack.callback(host_nvml.stop)
         rd.write_json("manifest.json", manifest)
         try:
             if spec.serve is not None:
@@ -83,24 +87,25 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 pids = server.pids
                 manifest["server"] = {"argv": server.argv, "url": server.url}
                 rd.write_json("manifest.json", manifest)
-                server.wait_ready()
+                ready_s = server.wait_ready()
+                manifest["server"]["ready_s"] = ready_s
+                status(f"server ready in {ready_s:.0f} s at {server.url}")
                 endpoint = Endpoint(url=server.url, model=spec.serve.name)
             else:
                 assert spec.endpoint is not None
-                endpoint = attach(
-                    spec.endpoint.url,
-                    spec.endpoint.model,
-                    api_key_from_env(spec.endpoint.api_key_env),
-                )
+                key = api_key_from_env(spec.endpoint.api_key_env)
+                endpoint = attach(spec.endpoint.url, spec.endpoint.model, key)
                 manifest["server"] = {"argv": None, "url": endpoint.url}
             manifest["model"] = endpoint.model
             rd.write_json("manifest.json", manifest)
-            if telemetry is not None:
+            if spec.sample_interval_s is not None:
                 server_metrics = _start_server_metrics(spec, clock, sample_journal, endpoint)
+                telemetry.append(server_metrics)
                 stack.callback(server_metrics.stop)
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
-            result = _drive(spec, rd, clock, endpoint, server, hooks, manifest, stack)
+            live = _start_live(spec, rd, endpoint, manifest, stack, telemetry)
+            result = _drive(spec, rd, clock, endpoint, server, hooks, live, stack)
         except InfprofError as e:
             manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
             _safe_write(rd, "manifest.json", manifest)
@@ -114,7 +119,18 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             _safe_write(rd, "manifest.json", manifest)
             raise
     # server stopped, telemetry stopped, journals closed: compact and summarise
-    return _finish(spec, rd, clock, result, manifest, status)
+    run_result = _finish(spec, rd, clock, result, manifest, status)
+    if live is not None:
+        live.write_final(rd.path.name)
+    return run_result
+
+
+def _terminate_as_interrupt(stack: ExitStack) -> None:
+    """SIGTERM outside the load loop unwinds like Ctrl-C, so the server is always stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stack.callback(signal.signal, signal.SIGTERM, old)
 
 
 def _drive(
@@ -124,7 +140,7 @@ def _drive(
     endpoint: Endpoint,
     server: Any,
     hooks: RunHooks,
-    manifest: dict[str, Any],
+    live: _Live | None,
     stack: ExitStack,
 ) -> DriverResult:
     from profiler.load.arrivals import schedule as make_schedule
@@ -143,7 +159,7 @@ def _drive(
     )
     journal = rd.request_journal()
     stack.callback(journal.close)
-    run_metrics = _start_run_metrics(spec, rd, endpoint, manifest, stack)
+    run_metrics = live.metrics if live is not None else None
     sinks: list[Callable[[RequestRecord], None]] = [lambda r: journal.append(r.to_journal())]
     if run_metrics is not None:
         sinks.append(run_metrics.on_record)
@@ -171,6 +187,7 @@ def _drive(
                 on_send=run_metrics.on_send if run_metrics is not None else None,
                 on_progress=hooks.on_progress,
             )
+            handled = []
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
                     loop.add_signal_handler(
@@ -180,25 +197,43 @@ def _drive(
                         f"stopped by {signal.Signals(sig).name}",
                         "cancelled",
                     )
-                except (NotImplementedError, RuntimeError):  # not the main thread
+                    handled.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                     pass
             watch = asyncio.create_task(_watch_server(server, driver))
+            rate_task = asyncio.create_task(_publish_target_rate(plan, clock, driver, run_metrics))
             try:
                 return await driver.run(requests, plan)
             finally:
                 watch.cancel()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    try:
-                        loop.remove_signal_handler(sig)
-                    except (NotImplementedError, RuntimeError):
-                        pass
+                rate_task.cancel()
+                for sig in handled:
+                    loop.remove_signal_handler(sig)
 
-    if run_metrics is not None and sched.target_rate is not None:
-        run_metrics.on_target_rate(sched.target_rate(0.0))
-    result = asyncio.run(main())
+    old_int = signal.getsignal(signal.SIGINT)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        result = asyncio.run(main())
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
     if run_metrics is not None:
-        run_metrics.on_client_health(result.health)
+        h = result.health
+        run_metrics.on_client_health(h.loop_lag_p99_s, h.cpu_ratio, h.saturated)
     return result
+
+
+async def _publish_target_rate(
+    plan: LoadPlan, clock: RunClock, driver: Driver, metrics: Any
+) -> None:
+    """Export the schedule's intended rate once a second (it changes on a ramp)."""
+    if metrics is None:
+        return
+    while True:
+        rate = plan.target_rate(clock.now() - driver.start_s) if plan.target_rate else None
+        metrics.on_target_rate(rate)
+        await asyncio.sleep(1.0)
 
 
 async def _watch_server(server: Any, driver: Driver) -> None:
@@ -376,24 +411,83 @@ def _start_server_metrics(spec: RunSpec, clock: RunClock, journal: Any, endpoint
     return rec
 
 
-def _start_run_metrics(
-    spec: RunSpec, rd: RunDir, endpoint: Endpoint, manifest: dict[str, Any], stack: ExitStack
-) -> Any:
-    if (
-        spec.metrics_port is None
-        and not getattr(spec, "textfile", None)
-        and not getattr(spec, "pushgateway", None)
-    ):
-        return None
-    from profiler.metrics.exporter import serve
-    from profiler.metrics.run_metrics import new_run_registry
+class _Live:
+    """Prometheus export of one run: request metrics from the driver's hooks and the latest
+    telemetry samples, served live (``--metrics-port``) and/or written at the end."""
 
-    registry, run_metrics = new_run_registry(spec, rd.path.name, endpoint.model)
+    def __init__(
+        self, spec: RunSpec, run_id: str, model: str, telemetry: list[Any], gpus: Any
+    ) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from profiler.metrics.collector import TelemetryCollector, gpu_identities
+        from profiler.metrics.run_metrics import RunMetrics
+
+        self.spec = spec
+        self.registry = CollectorRegistry()
+        labels = {
+            "hostname": socket.gethostname(),
+            "run_id": run_id,
+            "workload": spec.workload.name,
+            "model": model,
+        }
+        self.metrics = RunMetrics(
+            self.registry,
+            run_id=run_id,
+            workload=spec.workload.name,
+            model=model,
+            hostname=labels["hostname"],
+            slo=spec.slo,
+        )
+
+        def latest() -> dict[Any, Any]:
+            merged: dict[Any, Any] = {}
+            for rec in telemetry:
+                merged.update(rec.latest())
+            return merged
+
+        self.registry.register(
+            TelemetryCollector(latest, labels, gpus=gpu_identities({"gpus": gpus}))
+        )
+        self.handle: Any = None
+
+    def serve(self) -> str:
+        from profiler.metrics.exporter import serve
+
+        assert self.spec.metrics_port is not None
+        self.handle = serve(self.registry, host=self.spec.metrics_host, port=self.spec.metrics_port)
+        return f"http://{self.spec.metrics_host}:{self.handle.port}/metrics"
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def write_final(self, run_id: str) -> None:
+        from profiler.metrics.exporter import push, write_textfile
+
+        if self.spec.textfile is not None:
+            write_textfile(self.spec.textfile, self.registry)
+        if self.spec.pushgateway:
+            push(self.spec.pushgateway, "infprof", self.registry, {"run_id": run_id})
+
+
+def _start_live(
+    spec: RunSpec,
+    rd: RunDir,
+    endpoint: Endpoint,
+    manifest: dict[str, Any],
+    stack: ExitStack,
+    telemetry: list[Any],
+) -> _Live | None:
+    if spec.metrics_port is None and spec.textfile is None and not spec.pushgateway:
+        return None
+    live = _Live(spec, rd.path.name, endpoint.model, telemetry, manifest.get("gpus") or [])
     if spec.metrics_port is not None:
-        handle = serve(registry, host=spec.metrics_host, port=spec.metrics_port)
-        stack.callback(handle.close)
-        manifest["metrics_url"] = f"http://{spec.metrics_host}:{handle.port}/metrics"
-    return run_metrics
+        manifest["metrics_url"] = live.serve()
+        rd.write_json("manifest.json", manifest)
+        stack.callback(live.close)
+    return live
 
 
 def _pull_prometheus(spec: RunSpec, rd: RunDir, clock: RunClock, result: DriverResult) -> None:

@@ -99,47 +99,6 @@ class RequestColumns:
         )
 
         def f(name: str) -> np.ndarray:
-            return req.column(name).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-
-        itl = pq.read_table(run_path / "itl.parquet", columns=["request_id", "gap_s", "tokens"])
-        gap = itl.column("gap_s")
-        keep = pc.is_valid(gap)  # the first chunk of each sample has no gap
-        itl = itl.filter(keep)
-        return cls(
-            id=req.column("id").to_numpy(),
-            outcome=np.asarray(req.column("outcome").to_numpy(zero_copy_only=False), dtype=object),
-            intended_start_s=f("intended_start_s"),
-            send_s=f("send_s"),
-            first_token_s=f("first_token_s"),
-            end_s=f("end_s"),
-            prompt_tokens=f("prompt_tokens"),
-            output_tokens=f("output_tokens"),
-            n=f("n"),
-            gap_request_id=itl.column("request_id").to_numpy(),
-            gap_s=itl.column("gap_s").to_numpy(),
-            gap_tokens=itl.column("tokens").to_numpy(),
-        )
-
-    @classmethod
-    def from_run_dir(cls, run_path: Path) -> RequestColumns:
-        """Columns straight from requests.parquet and itl.parquet: no per-record Python
-        objects, so a million records with a hundred gaps each fit in a few GB."""
-        req = pq.read_table(
-            run_path / "requests.parquet",
-            columns=[
-                "id",
-                "outcome",
-                "intended_start_s",
-                "send_s",
-                "first_token_s",
-                "end_s",
-                "prompt_tokens",
-                "output_tokens",
-                "n",
-            ],
-        )
-
-        def f(name: str) -> np.ndarray:
             return np.asarray(req.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
         itl = pq.read_table(run_path / "itl.parquet", columns=["request_id", "gap_s", "tokens"])

@@ -139,6 +139,11 @@ class Driver:
             t.cancel()
 
     @property
+    def start_s(self) -> float:
+        """When the load started on the run clock (offsets count from here)."""
+        return self._start_s
+
+    @property
     def stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 

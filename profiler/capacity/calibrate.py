@@ -1,0 +1,275 @@
+"""Calibration: fit the model's efficiency factors to measured runs, and score it on held-out runs.
+
+The decode step model is linear in its unknowns once each operator's regime is known:
+    TPOT = xb / eta_B + xf / eta_F + n_coll alpha + t_overhead + comm_fixed
+(xb: seconds of memory-bound traffic at peak bandwidth, xf: seconds of compute-bound work at peak
+FLOP/s, n_coll: collectives per step, comm_fixed: bandwidth time of the transfers). The fit
+alternates: assign regimes with the current factors, solve a least-squares problem in relative
+error (numpy), repeat until the regimes settle. Factors the data cannot identify (no
+collectives, no compute-bound point) stay at their defaults through a weak ridge prior.
+Held-out error is leave-one-out: refit without each point, predict it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from profiler.capacity.hardware import load_hardware
+from profiler.capacity.measured import MeasuredPoint
+from profiler.capacity.models import ModelSpec, resolve_model
+from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
+from profiler.errors import InfprofError, SpecError
+
+PARAMS = ("mem_bw_fraction", "compute_fraction", "collective_latency_s", "step_overhead_s")
+RIDGE = 1e-3
+_BOUNDS = [(1 / 1.5, 100.0), (1 / 1.5, 1000.0), (0.0, 1e-2), (0.0, 10.0)]  # on theta
+
+
+class HeldOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str | None
+    config: str
+    batch: float
+    tpot_measured_s: float
+    tpot_predicted_s: float
+    error_pct: float
+
+
+class Calibration(BaseModel):
+    """Fitted factors and how well they predict runs they were not fitted on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: str
+    models: list[str]
+    points: int
+    fitted: Efficiency
+    defaults: Efficiency
+    identified: list[str] = Field(
+        description="factors the data constrained (others stay at defaults)"
+    )
+    fit_error_pct: float = Field(description="mean |error| of TPOT on the fitted points, %")
+    heldout_error_pct: float | None = Field(description="leave-one-out mean |error| of TPOT, %")
+    heldout_max_error_pct: float | None
+    heldout: list[HeldOut]
+    skipped: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    point: MeasuredPoint
+    dep: Deployment
+    batch: float  # decoding streams per attention rank
+    context: float
+    prefill_tokens: float
+    prefill_ctx: float
+
+
+def _theta(eff: Efficiency) -> np.ndarray:
+    return np.array(
+        [
+            1 / eff.mem_bw_fraction,
+            1 / eff.compute_fraction,
+            eff.collective_latency_s,
+            eff.step_overhead_s,
+        ]
+    )
+
+
+def _eff(theta: np.ndarray, base: Efficiency) -> Efficiency:
+    return base.model_copy(
+        update={
+            "mem_bw_fraction": float(1 / theta[0]),
+            "compute_fraction": float(1 / theta[1]),
+            "collective_latency_s": float(theta[2]),
+            "step_overhead_s": float(theta[3]),
+        }
+    )
+
+
+def deployment_for(p: MeasuredPoint, model: ModelSpec, gpu_key: str, eff: Efficiency) -> Deployment:
+    hw = load_hardware()
+    g = hw.gpu(gpu_key)
+    return Deployment(
+        model=model,
+        gpu=g,
+        layout=Layout(tp=p.tp, pp=p.pp, dp=p.dp, ep=p.ep),
+        scale_up=hw.interconnect(g.default_scale_up()),
+        scale_out=hw.interconnect(g.default_scale_out()),
+        gpus_per_node=g.gpus_per_node,
+        eff=eff,
+        weight_dtype=p.weight_dtype or model.weight_dtype,
+        kv_dtype=p.kv_dtype or ("fp32" if model.weight_dtype == "fp32" else "bf16"),
+        max_num_seqs=p.max_num_seqs or 256,
+        max_num_batched_tokens=p.max_num_batched_tokens or 2048,
+    )
+
+
+def _rows(
+    points: Sequence[MeasuredPoint], gpu: str | None, eff: Efficiency
+) -> tuple[list[_Row], list[str], str]:
+    rows: list[_Row] = []
+    skipped: list[str] = []
+    gpu_key: str | None = gpu
+    for p in points:
+        key = gpu or p.gpu
+        where = p.run_dir or p.label()
+        if key is None:
+            skipped.append(f"{where}: no GPU recorded (pass the hardware with --calibration-gpu)")
+            continue
+        if gpu_key is None:
+            gpu_key = key
+        if key != gpu_key:
+            skipped.append(f"{where}: measured on {key}, calibrating {gpu_key}")
+            continue
+        if p.tpot_s is None or p.output_tokens_per_s is None or p.tpot_s <= 0:
+            skipped.append(f"{where}: no TPOT/throughput measured")
+            continue
+        try:
+            model = resolve_model(p.model)
+        except InfprofError as e:
+            skipped.append(f"{where}: {e.message}")
+            continue
+        streams = p.decoding_streams()
+        b = max(streams / p.dp, 1.0)
+        rows.append(
+            _Row(
+                point=p,
+                dep=deployment_for(p, model, key, eff),
+                batch=b,
+                context=p.input_len + p.output_len / 2,
+                prefill_tokens=b * max(p.input_len, 1.0) / (p.n * max(p.output_len, 1.0)),
+                prefill_ctx=p.input_len / 2,
+            )
+        )
+    return rows, skipped, gpu_key or "unknown"
+
+
+def _design(rows: list[_Row], eff: Efficiency) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    A = np.zeros((len(rows), 4))
+    y = np.zeros(len(rows))
+    obs = np.zeros(len(rows))
+    for i, r in enumerate(rows):
+        s = forward(r.dep.with_(eff=eff), r.batch, r.context, r.prefill_tokens, r.prefill_ctx)
+        A[i] = [float(s.xb), float(s.xf), float(s.n_coll), 1.0]
+        assert r.point.tpot_s is not None
+        obs[i] = r.point.tpot_s
+        y[i] = r.point.tpot_s - float(s.comm_fixed_s)
+    return A, y, obs
+
+
+def _solve(A: np.ndarray, y: np.ndarray, obs: np.ndarray, theta0: np.ndarray) -> np.ndarray:
+    """Least squares in relative error with a weak ridge prior toward theta0 and box bounds
+    (a factor hitting a bound is fixed there and the rest refitted)."""
+    w = 1.0 / obs
+    Aw, yw = A * w[:, None], y * w
+    scale = np.sqrt((Aw**2).mean(axis=0))
+    fixed: dict[int, float] = {j: float(theta0[j]) for j in range(4) if scale[j] == 0}
+    for _ in range(5):
+        free = [j for j in range(4) if j not in fixed]
+        if not free:
+            break
+        rhs = yw - sum((Aw[:, j] * v for j, v in fixed.items()), np.zeros_like(yw))
+        As = Aw[:, free] / scale[free]
+        prior = theta0[free] * scale[free]
+        lam = np.sqrt(RIDGE)
+        M = np.vstack([As, lam * np.eye(len(free))])
+        b = np.concatenate([rhs, lam * prior])
+        u, *_ = np.linalg.lstsq(M, b, rcond=None)
+        theta = theta0.copy()
+        for j, v in fixed.items():
+            theta[j] = v
+        theta[free] = u / scale[free]
+        out = [j for j in free if not (_BOUNDS[j][0] <= theta[j] <= _BOUNDS[j][1])]
+        if not out:
+            return theta
+        for j in out:
+            fixed[j] = float(np.clip(theta[j], *_BOUNDS[j]))
+    theta = theta0.copy()
+    for j, v in fixed.items():
+        theta[j] = v
+    return theta
+
+
+def _fit_rows(rows: list[_Row], base: Efficiency) -> tuple[Efficiency, np.ndarray]:
+    eff = base
+    theta0 = _theta(base)
+    regimes: np.ndarray | None = None
+    A = np.zeros((0, 4))
+    for _ in range(30):
+        A, y, obs = _design(rows, eff)
+        theta = _solve(A, y, obs, theta0)
+        eff = _eff(theta, base)
+        now = A[:, :2] > 0
+        if regimes is not None and np.array_equal(now, regimes):
+            break
+        regimes = now
+    return eff, A
+
+
+def predict_tpot(p: MeasuredPoint, eff: Efficiency, gpu: str | None = None) -> float:
+    rows, _, _ = _rows([p], gpu, eff)
+    if not rows:
+        raise SpecError(
+            f"cannot model point {p.label()}", "it needs a GPU, a known model and a TPOT"
+        )
+    r = rows[0]
+    return float(forward(r.dep, r.batch, r.context, r.prefill_tokens, r.prefill_ctx).t_s)
+
+
+def fit(
+    points: Sequence[MeasuredPoint], base: Efficiency | None = None, gpu: str | None = None
+) -> Calibration:
+    """Fit efficiency factors to ``points`` (one GPU type) and report leave-one-out error."""
+    base = base or Efficiency()
+    rows, skipped, gpu_key = _rows(points, gpu, base)
+    if len(rows) < 2:
+        raise SpecError(
+            f"calibration needs at least 2 usable measured points, got {len(rows)}"
+            + (f" ({skipped[0]})" if skipped else ""),
+            "sweep at least two load levels or configurations",
+        )
+    eff, A = _fit_rows(rows, base)
+    identified = [PARAMS[j] for j in range(4) if np.any(A[:, j] > 0)]
+    fitted_err = [abs(_pred(r, eff) / r.point.tpot_s - 1) * 100 for r in rows if r.point.tpot_s]
+    held: list[HeldOut] = []
+    if len(rows) >= 3:
+        for i, r in enumerate(rows):
+            eff_i, _ = _fit_rows(rows[:i] + rows[i + 1 :], base)
+            pred = _pred(r, eff_i)
+            assert r.point.tpot_s is not None
+            held.append(
+                HeldOut(
+                    run_dir=r.point.run_dir,
+                    config=r.point.label(),
+                    batch=r.batch,
+                    tpot_measured_s=r.point.tpot_s,
+                    tpot_predicted_s=pred,
+                    error_pct=(pred / r.point.tpot_s - 1) * 100,
+                )
+            )
+    errs = [abs(h.error_pct) for h in held]
+    return Calibration(
+        gpu=gpu_key,
+        models=sorted({r.dep.model.name for r in rows}),
+        points=len(rows),
+        fitted=eff,
+        defaults=base,
+        identified=identified,
+        fit_error_pct=float(np.mean(fitted_err)),
+        heldout_error_pct=float(np.mean(errs)) if errs else None,
+        heldout_max_error_pct=float(np.max(errs)) if errs else None,
+        heldout=held,
+        skipped=skipped,
+    )
+
+
+def _pred(r: _Row, eff: Efficiency) -> float:
+    return float(
+        forward(r.dep.with_(eff=eff), r.batch, r.context, r.prefill_tokens, r.prefill_ctx).t_s
+    )

@@ -1,0 +1,329 @@
+"""``infprof plan``: size a fleet (GPUs, nodes, interconnect, cost, energy) for a target load."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from profiler.errors import SpecError
+
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "day": 86400.0,
+    "d": 86400.0,
+}
+
+
+def parse_rate(text: str) -> float:
+    """'10/day', '2/h', '0.5/min', '0.01/s' or a bare number (per second) -> requests/s."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(?:/\s*([a-z]+))?\s*", text.lower())
+    if not m or (m.group(2) and m.group(2).rstrip("s") not in _UNITS and m.group(2) not in _UNITS):
+        raise SpecError(
+            f"--rate-per-user: cannot read '{text}'", "write e.g. 10/day, 2/h, 0.5/min or 0.01/s"
+        )
+    unit = m.group(2) or "s"
+    unit = unit if unit in _UNITS else unit.rstrip("s")
+    value = float(m.group(1)) / _UNITS[unit]
+    if value <= 0:
+        raise SpecError("--rate-per-user must be positive", "e.g. 10/day")
+    return value
+
+
+@click.command("plan")
+@click.option(
+    "--model",
+    required=True,
+    help="Catalog name (llama-3.1-70b, deepseek-r1, tiny, ...) or a config.json path.",
+)
+@click.option(
+    "--gpu", "gpus", multiple=True, help="GPU to consider; repeat or comma-separate (default h100)."
+)
+@click.option(
+    "--workload", help="Workload name (workloads/NAME.yaml) or YAML file: mean lengths and n."
+)
+@click.option("--input-len", type=float, help="Mean prompt tokens (overrides the workload).")
+@click.option(
+    "--output-len", type=float, help="Mean output tokens per sample (overrides the workload)."
+)
+@click.option("--n", type=click.IntRange(1, 64), help="Parallel samples per prompt.")
+@click.option("--cached-prefix-len", type=float, help="Prompt tokens served from the prefix cache.")
+@click.option("--target-rps", type=float, help="Target load in requests/s.")
+@click.option("--users", type=float, help="Number of users (with --rate-per-user).")
+@click.option("--rate-per-user", help="Requests per user: 10/day, 2/h, 0.5/min, 0.01/s.")
+@click.option(
+    "--peak-factor",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Peak over average load (with --users).",
+)
+@click.option("--slo", help="ttft=SECONDS,tpot=SECONDS,e2e=SECONDS[,fraction=0.9]")
+@click.option(
+    "--calibration", type=click.Path(path_type=Path), help="Sweep directory to calibrate on."
+)
+@click.option("--calibration-gpu", help="GPU the sweep ran on, when its manifests do not say.")
+@click.option(
+    "--max-gpus-per-node",
+    type=click.IntRange(1, 64),
+    help="Cap GPUs per node (e.g. 4 for small PCIe servers).",
+)
+@click.option(
+    "--max-gpus-per-replica", type=click.IntRange(1, 1024), default=128, show_default=True
+)
+@click.option(
+    "--interconnect",
+    multiple=True,
+    help="Force a fabric: nvlink-900, nvlink-400, pcie-gen5, pcie-gen4, ib-400, ib-200, roce-400 ...",
+)
+@click.option("--price", multiple=True, help="GPU=$/hour, e.g. h100=2.1 (repeatable).")
+@click.option(
+    "--weight-dtype",
+    type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "fp32"]),
+    help="Default: the model's.",
+)
+@click.option(
+    "--kv-dtype",
+    type=click.Choice(["bf16", "fp16", "fp8", "fp32"]),
+    help="KV cache dtype (default bf16).",
+)
+@click.option(
+    "--gpu-memory-utilization", type=click.FloatRange(0.05, 1.0), default=0.92, show_default=True
+)
+@click.option(
+    "--max-num-seqs",
+    type=click.IntRange(1),
+    help="Per-rank batch cap (default: vLLM's for the GPU).",
+)
+@click.option("--no-scaling", is_flag=True, help="Skip the test-time scaling section.")
+@click.option(
+    "--top", type=click.IntRange(1), default=10, show_default=True, help="Rows in the table."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def command(**kw: Any) -> None:
+    """Size a fleet for a model and a load: GPUs, nodes, interconnect, cost and energy per
+    configuration (modelled, or measured where --calibration has the configuration)."""
+    from profiler.capacity.hardware import parse_prices
+    from profiler.capacity.planner import PlanRequest, plan
+    from profiler.spec import SloSpec
+
+    if kw["users"] is not None and kw["rate_per_user"] is None:
+        raise SpecError(
+            "--users needs --rate-per-user", "e.g. --users 1000000 --rate-per-user 10/day"
+        )
+    if kw["rate_per_user"] is not None and kw["users"] is None:
+        raise SpecError(
+            "--rate-per-user needs --users", "e.g. --users 1000000 --rate-per-user 10/day"
+        )
+    if kw["target_rps"] is not None and kw["users"] is not None:
+        raise SpecError("--target-rps and --users both given", "use one way to state the load")
+    try:
+        req = PlanRequest(
+            model=kw["model"],
+            gpus=list(kw["gpus"]) or ["h100"],
+            workload=kw["workload"],
+            input_len=kw["input_len"],
+            output_len=kw["output_len"],
+            n=kw["n"],
+            cached_prefix_len=kw["cached_prefix_len"],
+            target_rps=kw["target_rps"],
+            users=kw["users"],
+            rate_per_user_per_s=parse_rate(kw["rate_per_user"]) if kw["rate_per_user"] else None,
+            peak_factor=kw["peak_factor"],
+            slo=SloSpec.parse(kw["slo"]),
+            calibration=kw["calibration"],
+            calibration_gpu=kw["calibration_gpu"],
+            max_gpus_per_node=kw["max_gpus_per_node"],
+            max_gpus_per_replica=kw["max_gpus_per_replica"],
+            interconnect=list(kw["interconnect"]),
+            prices=parse_prices(kw["price"]),
+            weight_dtype=kw["weight_dtype"],
+            kv_dtype=kw["kv_dtype"],
+            gpu_memory_utilization=kw["gpu_memory_utilization"],
+            max_num_seqs=kw["max_num_seqs"],
+            scaling=not kw["no_scaling"],
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise SpecError(
+            f"plan: {loc + ': ' if loc else ''}{err['msg']}",
+            "check the flags (infprof plan --help)",
+        ) from None
+    result = plan(req)
+    if kw["as_json"]:
+        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+        return
+    render(result, top=kw["top"])
+
+
+# ---------------------------------------------------------------- human rendering
+def _f(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.1f}"
+
+
+def render(result: Any, top: int = 10, console: Any = None) -> None:
+    """Rich tables: inputs, top configurations, the best one's interconnect sensitivity,
+    test-time scaling and notes. ``result`` is a PlanResult."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    m, w, load, slo = result.model, result.workload, result.load, result.slo
+    head = Table(show_header=False, box=None, title="infprof plan")
+    head.add_row(
+        "model",
+        f"{m['name']}: {m['params_b']:g}B params ({m['active_params_b']:g}B active), "
+        f"{m['attention']} KV {m['kv_bytes_per_token_bf16']:,.0f} B/token (bf16), weights {w['weight_dtype']}",
+    )
+    head.add_row(
+        "requests",
+        f"{w['name']}: input {w['input_len']:,.0f}, output {w['output_len']:,.0f} tokens, n={w['n']:g}",
+    )
+    if load["target_rps"] is None:
+        head.add_row("load", "none given: one replica at its SLO capacity")
+    else:
+        users = (
+            f" ({load['users']:,.0f} users x {load['rate_per_user_per_s'] * 86400:g}/day x peak {load['peak_factor']:g})"
+            if load["users"]
+            else ""
+        )
+        head.add_row(
+            "load",
+            f"{load['target_rps']:,.2f} req/s{users} = {load['output_tokens_per_s']:,.0f} output tok/s",
+        )
+    slo_txt = ", ".join(
+        f"{k}<={v:g}s"
+        for k, v in (("TTFT", slo.ttft_s), ("TPOT", slo.tpot_s), ("E2E", slo.e2e_s))
+        if v
+    )
+    head.add_row("SLO", slo_txt or "none")
+    for c in result.calibration:
+        held = (
+            f", held-out error {c.heldout_error_pct:.1f}% (max {c.heldout_max_error_pct:.1f}%)"
+            if c.heldout_error_pct is not None
+            else ""
+        )
+        head.add_row(
+            "calibration",
+            f"{c.gpu}: {c.points} points, eta_B {c.fitted.mem_bw_fraction:.2f}, eta_F "
+            f"{c.fitted.compute_fraction:.2f}, alpha {c.fitted.collective_latency_s * 1e6:.1f} us, "
+            f"overhead {c.fitted.step_overhead_s * 1e3:.2f} ms; fit error {c.fit_error_pct:.1f}%{held}",
+        )
+    console.print(head)
+
+    t = Table(
+        title=f"configurations (cheapest first; {len(result.configurations)} feasible, {len(result.rejected)} rejected)"
+    )
+    cols = [
+        "",
+        "GPU",
+        "parallelism",
+        "GPUs/rep",
+        "replicas",
+        "GPUs",
+        "nodes",
+        "tok/s/GPU",
+        "tok/s/user",
+        "TTFT ms",
+        "TPOT ms",
+        "$/h",
+        "$/M tok",
+        "J/tok",
+        "bottleneck",
+        "src",
+    ]
+    for col in cols:
+        t.add_column(
+            col,
+            justify="left" if col in ("", "GPU", "parallelism", "bottleneck", "src") else "right",
+        )
+    for c in result.configurations[:top]:
+        t.add_row(
+            "*" if c.best else "",
+            c.gpu,
+            c.parallelism,
+            str(c.gpus_per_replica),
+            str(c.replicas),
+            str(c.gpus_total),
+            str(c.nodes),
+            f"{c.tokens_per_s_per_gpu:,.0f}",
+            f"{c.tokens_per_s_per_user:,.1f}",
+            _ms(c.ttft_s),
+            _ms(c.tpot_s),
+            f"{c.cost_per_hour:,.1f}",
+            f"{c.cost_per_million_output_tokens:,.2f}",
+            f"{c.joules_per_output_token:.2f}",
+            c.bottleneck,
+            "measured" if c.source == "measured" else "model" + ("+cal" if c.calibrated else ""),
+        )
+    console.print(t)
+    b = result.best
+    if b is None:
+        console.print("[bold red]no configuration meets the SLOs[/]")
+        for r in result.rejected[:top]:
+            console.print(f"  {r.gpu} {r.parallelism}: {r.reason}")
+    else:
+        console.print(
+            f"best: {b.gpus_total} x {b.gpu} ({b.parallelism} x {b.replicas} replicas) on {b.nodes} node(s), "
+            f"${b.cost_per_hour:,.2f}/h; limited by {b.limit}; bottleneck {b.bottleneck}. Needs per GPU: "
+            f"scale-up {_f(b.required_scale_up_gb_per_s, '{:.1f}')} GB/s, scale-out {_f(b.required_scale_out_gb_per_s, '{:.1f}')} GB/s "
+            f"(using {b.scale_up} + {b.scale_out})"
+        )
+        it = Table(
+            title=f"interconnect sensitivity of the best configuration ({b.parallelism}, {b.replicas} replicas)"
+        )
+        for col in ("fabric", "GB/s/dir", "used", "TPOT ms", "TTFT ms", "meets SLO", "GPUs needed"):
+            it.add_column(
+                col, justify="left" if col in ("fabric", "used", "meets SLO") else "right"
+            )
+        for x in b.interconnects:
+            it.add_row(
+                x.label,
+                f"{x.gb_per_s:g}",
+                "yes" if x.used else "no",
+                _ms(x.tpot_s),
+                _ms(x.ttft_s),
+                "yes" if x.meets_slo else "[red]no[/]",
+                _f(x.gpus_total, "{:.0f}"),
+            )
+        console.print(it)
+    tts = result.test_time_scaling
+    if tts is not None:
+        st = Table(title=f"test-time scaling: GPUs per 1k users ({tts.assumption}; modelled)")
+        st.add_column("GPU")
+        st.add_column("output tokens", justify="right")
+        st.add_column("n", justify="right")
+        st.add_column("GPUs/1k users", justify="right")
+        st.add_column("best layout")
+        st.add_column("TPOT ms", justify="right")
+        st.add_column("bottleneck")
+        for r in tts.by_output_len + tts.by_n:
+            st.add_row(
+                r.gpu,
+                f"{r.output_len:,}",
+                str(r.n),
+                _f(r.gpus_per_1k_users, "{:,.2f}"),
+                r.parallelism or "-",
+                _ms(r.tpot_s),
+                r.bottleneck or "-",
+            )
+        console.print(st)
+    for note in result.notes:
+        console.print(f"note: {note}")
