@@ -21,24 +21,30 @@ class Distribution:
     max: float | None
 
     @classmethod
-    def of(cls, values: Any) -> Distribution:
+    def of(cls, values: Any, *, overwrite: bool = False) -> Distribution:
         """Distribution of ``values`` (any sequence or array; NaN and None are dropped).
-        Percentiles use numpy's default linear interpolation."""
+        Percentiles use numpy's default linear interpolation. ``overwrite=True`` lets numpy
+        partition a caller-owned array in place instead of copying it (large ITL arrays)."""
         arr = np.asarray(values, dtype=np.float64) if not isinstance(values, np.ndarray) else values
         if arr.dtype != np.float64:
             arr = arr.astype(np.float64)
-        arr = arr[~np.isnan(arr)]
+        nan = np.isnan(arr)
+        if nan.any():
+            arr = arr[~nan]
+            overwrite = True
+        del nan
         if arr.size == 0:
             return cls(0, None, None, None, None, None, None)
-        p = np.percentile(arr, QUANTILES)
+        mean, top = float(arr.mean()), float(arr.max())
+        p = np.percentile(arr, QUANTILES, overwrite_input=overwrite)
         return cls(
             count=int(arr.size),
-            mean=float(arr.mean()),
+            mean=mean,
             p50=float(p[0]),
             p90=float(p[1]),
             p95=float(p[2]),
             p99=float(p[3]),
-            max=float(arr.max()),
+            max=top,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,16 +7,14 @@ are never renamed; later capabilities add keys beside them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from profiler.analysis.stats import Distribution
@@ -39,10 +37,8 @@ class RequestColumns:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     n: np.ndarray
-    # every ITL gap: owning request id, gap seconds, tokens in the closing chunk
-    gap_request_id: np.ndarray
-    gap_s: np.ndarray
-    gap_tokens: np.ndarray
+    # ITL shares of the requests selected by a boolean mask indexed by request id
+    itl_source: Callable[[np.ndarray], np.ndarray]
 
     @classmethod
     def from_records(cls, records: Sequence[RequestRecord]) -> RequestColumns:
@@ -74,9 +70,11 @@ class RequestColumns:
             prompt_tokens=f([r.prompt_tokens for r in records]),
             output_tokens=f([r.output_tokens for r in records]),
             n=f([r.n for r in records]),
-            gap_request_id=np.array(gid, dtype=np.int64),
-            gap_s=np.array(gs, dtype=np.float64),
-            gap_tokens=np.array(gk, dtype=np.int64),
+            itl_source=_array_itl_source(
+                np.array(gid, dtype=np.int64),
+                np.array(gs, dtype=np.float64),
+                np.array(gk, dtype=np.int64),
+            ),
         )
 
     @classmethod
@@ -101,8 +99,7 @@ class RequestColumns:
         def f(name: str) -> np.ndarray:
             return np.asarray(req.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
-        itl = pq.read_table(run_path / "itl.parquet", columns=["request_id", "gap_s", "tokens"])
-        itl = itl.filter(pc.is_valid(itl.column("gap_s")))  # a sample's first chunk has no gap
+        itl_path = run_path / "itl.parquet"
         return cls(
             id=req.column("id").to_numpy(),
             outcome=np.asarray(req.column("outcome").to_numpy(zero_copy_only=False), dtype=object),
@@ -113,9 +110,7 @@ class RequestColumns:
             prompt_tokens=f("prompt_tokens"),
             output_tokens=f("output_tokens"),
             n=f("n"),
-            gap_request_id=itl.column("request_id").to_numpy(),
-            gap_s=itl.column("gap_s").to_numpy(),
-            gap_tokens=itl.column("tokens").to_numpy(),
+            itl_source=lambda sel: _parquet_itl_shares(itl_path, sel),
         )
 
 
@@ -181,7 +176,7 @@ def summarize(
         tpot = np.where(per_sample > 1, (e2e - ttft) / (per_sample - 1), np.nan)
     ttft_ok, e2e_ok, tpot_ok = ttft[ok], e2e[ok], tpot[ok]
 
-    itl = _itl_shares(cols, ok)
+    itl = cols.itl_source(_selected_by_id(cols.id, ok))
 
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -195,7 +190,7 @@ def summarize(
         "latency": {
             "ttft_s": Distribution.of(ttft_ok).to_dict(),
             "tpot_s": Distribution.of(tpot_ok).to_dict(),
-            "itl_s": Distribution.of(itl).to_dict(),
+            "itl_s": Distribution.of(itl, overwrite=True).to_dict(),
             "e2e_s": Distribution.of(e2e_ok).to_dict(),
             "ttft_from_intended_s": Distribution.of(
                 (cols.first_token_s - cols.intended_start_s)[ok]
@@ -220,17 +215,43 @@ def summarize(
     return summary
 
 
-def _itl_shares(cols: RequestColumns, ok: np.ndarray) -> np.ndarray:
-    """Every gap of the counted ok requests divided evenly among the tokens its chunk carried
-    (a chunk of k tokens gives k equal shares). Avoids copies when nothing needs filtering."""
-    gaps, k = cols.gap_s, cols.gap_tokens
-    if not ok.all():
-        mask = np.isin(cols.gap_request_id, cols.id[ok])
-        gaps, k = gaps[mask], k[mask]
-    if k.size == 0 or int(k.max(initial=1)) <= 1:
-        return gaps if gaps.dtype == np.float64 else gaps.astype(np.float64)
-    k = np.maximum(k, 1)
-    return np.repeat(gaps / k, k)
+def _shares(
+    rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray, selected: np.ndarray
+) -> np.ndarray:
+    """Gaps of selected requests, each divided evenly among the tokens its chunk carried (a
+    chunk of k tokens gives k equal shares); NaN gaps (a sample's first chunk) dropped."""
+    keep = selected[rid] & ~np.isnan(gaps)
+    g = gaps[keep]
+    if toks.size == 0 or int(toks.max(initial=1)) <= 1:
+        return g
+    k = np.maximum(toks[keep], 1)
+    return np.repeat(g / k, k)
+
+
+def _array_itl_source(
+    rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda selected: _shares(rid, gaps, toks, selected)
+
+
+def _parquet_itl_shares(path: Path, selected: np.ndarray) -> np.ndarray:
+    """Stream itl.parquet in batches so only the selected shares are held in memory."""
+    parts: list[np.ndarray] = []
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=1 << 20, columns=["request_id", "gap_s", "tokens"]):
+        rid = batch.column(0).to_numpy()
+        gaps = batch.column(1).to_numpy(zero_copy_only=False)
+        toks = batch.column(2).to_numpy()
+        parts.append(_shares(rid, gaps, toks, selected))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _selected_by_id(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A boolean lookup table: ``table[request_id]`` is True for the requests in ``mask``."""
+    size = int(ids.max()) + 1 if ids.size else 1
+    table = np.zeros(size, dtype=bool)
+    table[ids[mask]] = True
+    return table
 
 
 def goodput(

@@ -1,0 +1,92 @@
+"""Client efficiency and accuracy against the loopback fake server, infprof vs `vllm bench serve`.
+
+Efficiency: CPU seconds per streamed token at 256 concurrent streams (TTFT 0, ITL 0, 100 output
+tokens). Each tool runs in its own process pinned to CPU 0 (the fake server on CPU 1), twice
+(N and 5N requests); the marginal cost (cpu_5N - cpu_N) / (tokens_5N - tokens_N) cancels
+start-up, imports and dataset preparation, so only the per-token streaming cost is compared.
+
+Accuracy: fake server with TTFT 50 ms and ITL 10 ms per token, at 64 and 256 streams: the
+median and p99 of (measured - configured) TTFT and ITL for each tool.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from tests.bench.common import fake_server, md_table, run_child, write_result
+
+TOKENIZER_NOTE = "vllm bench serve uses the embedded tiny model's tokenizer for its random prompts"
+
+
+def _infprof(url: str, num: int, conc: int, out: str, outp: int = 100, workers: int = 1) -> dict[str, Any]:
+    return run_child(
+        ["tests/bench/_child_infprof.py", url, str(num), str(conc), "32", str(outp), out, str(workers)],
+        cpu=0 if workers == 1 else None,
+    )
+
+
+def _vllm(url: str, tokenizer: str, num: int, conc: int, outp: int = 100) -> dict[str, Any]:
+    return run_child(
+        ["tests/bench/_child_vllm.py", url, "fake", tokenizer, str(num), str(conc), "32", str(outp)], cpu=0
+    )
+
+
+def efficiency(tokenizer: str, out: str) -> tuple[dict[str, Any], str]:
+    conc, n1, n2 = 256, 256, 1280
+    res: dict[str, Any] = {}
+    with fake_server("--ttft-ms", "0", "--itl-ms", "0", "--model", "fake", cpu=1) as url:
+        for name, fn in (("infprof", lambda n: _infprof(url, n, conc, out)), ("vllm bench serve", lambda n: _vllm(url, tokenizer, n, conc))):
+            a, b = fn(n1), fn(n2)
+            per_tok = (b["cpu_s"] - a["cpu_s"]) / max(b["tokens"] - a["tokens"], 1)
+            res[name] = {"small": a, "large": b, "cpu_s_per_token": per_tok, "tokens_per_cpu_s": 1 / per_tok if per_tok > 0 else None}
+    ratio = res["infprof"]["cpu_s_per_token"] / res["vllm bench serve"]["cpu_s_per_token"]
+    res["ratio_infprof_over_vllm"] = ratio
+    rows = [
+        [name, r["cpu_s_per_token"] * 1e6, r["large"]["tokens"], r["large"]["wall_s"]]
+        for name, r in res.items()
+        if isinstance(r, dict)
+    ]
+    md = (
+        "### Client efficiency (fake server, TTFT 0, ITL 0, 100 output tokens, 256 streams)\n\n"
+        + md_table(["client", "CPU µs per streamed token (marginal)", "tokens (5N run)", "wall s (5N run)"], rows)
+        + f"\n\nratio infprof / vllm bench serve = **{ratio:.2f}** (target <= 0.5)\n"
+    )
+    return res, md
+
+
+def accuracy(tokenizer: str, out: str) -> tuple[dict[str, Any], str]:
+    ttft_s, itl_s = 0.050, 0.010
+    res: dict[str, Any] = {}
+    rows = []
+    for conc in (64, 256):
+        with fake_server("--ttft-ms", "50", "--itl-ms", "10", "--model", "fake", cpu=1) as url:
+            for name, fn in (("infprof", lambda: _infprof(url, conc * 2, conc, out, outp=50)), ("vllm bench serve", lambda: _vllm(url, tokenizer, conc * 2, conc, outp=50))):
+                r = fn()
+                err = {
+                    "ttft_p50_ms": (r["ttft_p50"] - ttft_s) * 1000,
+                    "ttft_p99_ms": (r["ttft_p99"] - ttft_s) * 1000,
+                    "itl_p50_ms": (r["itl_p50"] - itl_s) * 1000,
+                    "itl_p99_ms": (r["itl_p99"] - itl_s) * 1000,
+                }
+                res[f"{name}@{conc}"] = {"raw": r, "error": err}
+                rows.append([conc, name, *err.values()])
+    md = (
+        "### Accuracy (fake server TTFT 50 ms, ITL 10 ms, 50 output tokens; error = measured - configured)\n\n"
+        + md_table(["streams", "client", "TTFT p50 err ms", "TTFT p99 err ms", "ITL p50 err ms", "ITL p99 err ms"], rows)
+    )
+    return res, md
+
+
+def main() -> None:
+    from profiler.serving.tinymodel import make_tiny_model
+
+    tokenizer = str(make_tiny_model())
+    with tempfile.TemporaryDirectory() as out:
+        eff, md1 = efficiency(tokenizer, out)
+        acc, md2 = accuracy(tokenizer, out)
+    write_result("client", {"efficiency": eff, "accuracy": acc, "note": TOKENIZER_NOTE}, md1 + "\n" + md2)
+
+
+if __name__ == "__main__":
+    main()
