@@ -29,7 +29,7 @@ class RequestColumns:
     """Columnar view of a run's records (float arrays use NaN for missing)."""
 
     id: np.ndarray
-    outcome: np.ndarray  # str objects
+    outcome: np.ndarray  # fixed-width str
     intended_start_s: np.ndarray
     send_s: np.ndarray
     first_token_s: np.ndarray
@@ -62,7 +62,7 @@ class RequestColumns:
                 gid.extend([r.id] * len(arr))
         return cls(
             id=np.array([r.id for r in records], dtype=np.int64),
-            outcome=np.array([r.outcome for r in records], dtype=object),
+            outcome=np.array([r.outcome for r in records], dtype="U9"),
             intended_start_s=f([r.intended_start_s for r in records]),
             send_s=f([r.send_s for r in records]),
             first_token_s=f([r.first_token_s for r in records]),
@@ -102,7 +102,7 @@ class RequestColumns:
         itl_path = run_path / "itl.parquet"
         return cls(
             id=req.column("id").to_numpy(),
-            outcome=np.asarray(req.column("outcome").to_numpy(zero_copy_only=False), dtype=object),
+            outcome=req.column("outcome").to_numpy(zero_copy_only=False).astype("U9"),
             intended_start_s=f("intended_start_s"),
             send_s=f("send_s"),
             first_token_s=f("first_token_s"),

@@ -241,10 +241,15 @@ class RunDir:
         return bool(self.request_journals())
 
 
-def _write_table(path: Path, table: pa.Table) -> None:
+# itl.parquet holds mostly incompressible float gaps and is read whole by every summary:
+# uncompressed decodes about 2.5x faster than zstd for 10-20% more bytes.
+ITL_COMPRESSION = "none"
+
+
+def _write_table(path: Path, table: pa.Table, compression: str = "zstd") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression=compression)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -338,7 +343,7 @@ def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
         },
         schema=ITL_SCHEMA,
     )
-    _write_table(path, table)
+    _write_table(path, table, ITL_COMPRESSION)
 
 
 def write_samples_parquet(path: Path, samples: list[Sample]) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.store.rundir import ITL_SCHEMA, REQUEST_SCHEMA
+from profiler.store.rundir import ITL_COMPRESSION, ITL_SCHEMA, REQUEST_SCHEMA
 from tests.bench.common import md_table, run_child, write_result
 
 N_REQ = 1_000_000
@@ -47,7 +47,7 @@ def make_run(path: Path, n: int = N_REQ, gaps: int = GAPS) -> None:
         worker=pa.array(np.zeros(n, dtype=np.int64)),
     )
     pq.write_table(pa.table(cols, schema=REQUEST_SCHEMA), path / "requests.parquet")
-    writer = pq.ParquetWriter(path / "itl.parquet", ITL_SCHEMA, compression="zstd")
+    writer = pq.ParquetWriter(path / "itl.parquet", ITL_SCHEMA, compression=ITL_COMPRESSION)
     block = 50_000
     for lo in range(0, n, block):
         hi = min(lo + block, n)
