@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,12 @@ class NodeExporter:
         return len(self.gpus)
 
     def start(self, *, http: bool = True) -> NodeExporter:
-        """Start sampling, then (``http``) the endpoint; the first tick is taken at once."""
+        """Start sampling, then (``http``) the endpoint once the first tick has landed (at
+        most two intervals), so the first scrape is never empty."""
         self.recorder.start()
+        deadline = time.monotonic() + min(2 * self.cfg.interval_s, 5.0)
+        while not self.recorder.latest() and time.monotonic() < deadline:
+            time.sleep(0.01)
         if http:
             self.handle = serve(self.registry, self.cfg.host, self.cfg.port)
         return self

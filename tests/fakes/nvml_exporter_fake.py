@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 
+import pynvml
+
 from profiler.telemetry.fields import GPU_FIELDS, HOST_FIELDS, SERVER_FIELDS
 from profiler.telemetry.sample import Sample
 from tests.fakes.nvml import FakeGpu, FakeNvml, h100, install_fake_nvml, pcie_gpu
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     ap = argparse.ArgumentParser(prog="nvml_exporter_fake")
-    ap.add_argument("--gpus", type=int, default=2)
+    ap.add_argument("--gpus", type=int, default=2, help="0: NVML missing (library not found)")
     ap.add_argument("--model", choices=["h100", "l4"], default="h100")
     ap.add_argument("--tick-s", type=float, default=0.05)
     args = ap.parse_args(own)
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     from profiler.cli.main import main as infprof_main
 
     stop = threading.Event()
-    with install_fake_nvml(fake_gpus(args.gpus, args.model)) as fake:
+    init_error = None if args.gpus > 0 else pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+    with install_fake_nvml(fake_gpus(args.gpus, args.model), init_error=init_error) as fake:
         t = threading.Thread(target=_ticker, args=(fake, args.tick_s, stop), daemon=True)
         t.start()
         sys.argv = ["infprof", *rest]
