@@ -282,3 +282,6 @@ def test_time_scaling(
         by_output_len=rows_o,
         by_n=rows_n,
     )
+
+
+test_time_scaling.__test__ = False  # type: ignore[attr-defined]  # a planner API, not a pytest test
