@@ -85,9 +85,9 @@ GPU_FIELDS: tuple[Field, ...] = (
     _g("pcie_link_width", "current PCIe link width (lanes)"),
     _g(
         "pcie_tx_bytes_per_second",
-        "PCIe transmit throughput (nvmlDeviceGetPcieThroughput, KB/s x 1024)",
+        "PCIe transmit rate: from the byte counter when NVML has it, else nvmlDeviceGetPcieThroughput's 20 ms spot sample (KB/s x 1024)",
     ),
-    _g("pcie_rx_bytes_per_second", "PCIe receive throughput"),
+    _g("pcie_rx_bytes_per_second", "PCIe receive rate (as the transmit rate)"),
     _c(
         "pcie_tx_bytes_total",
         "PCIe bytes transmitted since sampling began (field NVML_FI_DEV_PCIE_COUNT_TX_BYTES)",

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 try:
     import pynvml
@@ -59,6 +59,7 @@ _UNION_MEMBER = {
     5: "siVal",
     6: "usVal",
 }
+WIDE_TYPES = frozenset({2, 3, 4})  # 64-bit on Linux: counters that do not wrap in practice
 MIB = 1 << 20
 
 
@@ -75,6 +76,20 @@ class NvmlUnavailable:
 
 class DeviceFault(Exception):
     """One GPU stopped answering (lost, reset required, unknown error)."""
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class FieldValue(NamedTuple):
+    """One answer of ``nvmlDeviceGetFieldValues``: the value, NVML's timestamp (us, 0 when
+    not given) and the value type (0 double, 1 uint32, 2 ulong, 3 uint64, 4 int64, 5 int32,
+    6 ushort), which tells a 64-bit counter from one that wraps at 2**32."""
+
+    value: float
+    timestamp_us: int
+    value_type: int
 
 
 def _code(e: BaseException) -> int | None:
@@ -169,29 +184,57 @@ class NvmlDevice:
             self.caps[cap] = True
         return value
 
-    def fields(self, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, int]]:
+    def fields(self, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], FieldValue]:
         """Read ``(fieldId, scopeId)`` pairs in one ``nvmlDeviceGetFieldValues`` call. Returns
-        ``{(id, scope): (value, timestamp_us)}`` for the fields that answered; a field that
-        reports NotSupported is remembered and left out of later calls."""
+        the fields that answered; a field that reports NotSupported is remembered and left out
+        of later calls. Should a driver refuse the whole batch as unsupported, each field is
+        asked alone once, so one unknown field id cannot hide the others."""
         wanted = [k for k in ids if self.field_caps.get(k) is not False]
-        if not wanted:
+        if not wanted or self.caps.get("field_values") is False:
             return {}
-        values = self.call("field_values", "nvmlDeviceGetFieldValues", wanted)
+        try:
+            values = self._field_batch(wanted)
+        except _Unsupported:
+            if len(wanted) == 1:
+                self.field_caps[wanted[0]] = False
+                return {}
+            out: dict[tuple[int, int], FieldValue] = {}
+            for key in wanted:
+                out.update(self.fields([key]))
+            if not any(self.field_caps.get(k) for k in wanted):
+                self.caps["field_values"] = False
+            return out
         if values is None:
             return {}
-        out: dict[tuple[int, int], tuple[float, int]] = {}
+        got: dict[tuple[int, int], FieldValue] = {}
         for key, fv in zip(wanted, values, strict=False):
             ret = int(fv.nvmlReturn)
             if ret == SUCCESS:
                 self.field_caps[key] = True
-                member = _UNION_MEMBER.get(int(fv.valueType))
+                vtype = int(fv.valueType)
+                member = _UNION_MEMBER.get(vtype)
                 if member is not None:
-                    out[key] = (float(getattr(fv.value, member)), int(fv.timestamp))
+                    got[key] = FieldValue(
+                        float(getattr(fv.value, member)), int(fv.timestamp), vtype
+                    )
             elif ret in _FAULT:
                 raise DeviceFault(f"field {key[0]}: NVML error {ret}")
             elif ret in _UNSUPPORTED:
                 self.field_caps[key] = False
-        return out
+        return got
+
+    def _field_batch(self, keys: list[tuple[int, int]]) -> Any:
+        if self.fault is not None:
+            raise DeviceFault(self.fault)
+        try:
+            return pynvml.nvmlDeviceGetFieldValues(self.handle, keys)
+        except pynvml.NVMLError as e:
+            code = _code(e)
+            if code in _FAULT:
+                raise DeviceFault(f"nvmlDeviceGetFieldValues: {e}") from e
+            if code in _UNSUPPORTED:
+                raise _Unsupported(str(e)) from e
+            return None
 
     # --- GPM (Hopper+): two buffers, metrics computed between them ---------------------
 

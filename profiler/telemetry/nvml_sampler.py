@@ -115,6 +115,7 @@ class _GpuState:
         self.counters: dict[tuple[str, int], CounterRate] = {}
         self.gpm: _Gpm | None = None
         self.proc_t: float | None = None
+        self.spot_t: float | None = None
         self.probed = False
 
     def counter(self, kind: str, scope: int = 0) -> CounterRate:
@@ -136,12 +137,14 @@ class NvmlSampler:
         process_pids: Callable[[], set[int]] | None = None,
         *,
         process_interval_s: float = 2.0,
+        pcie_spot_interval_s: float = 1.0,
         gpm: bool = True,
         nvlink_per_link: bool = False,
     ) -> None:
         self.interval_s = interval_s  # a hint: GPM pairs and docs; the recorder sets the pace
         self._pids = process_pids
         self._process_interval_s = process_interval_s
+        self._pcie_spot_interval_s = pcie_spot_interval_s
         self._gpm = gpm
         self._per_link = nvlink_per_link
         devices, unavailable = nvml.open_devices(indices)
@@ -272,18 +275,6 @@ class NvmlSampler:
                 put(metric, 1.0 if mask & bit else 0.0)
         put("pcie_link_gen", dev.call("pcie_gen", "nvmlDeviceGetCurrPcieLinkGeneration"))
         put("pcie_link_width", dev.call("pcie_width", "nvmlDeviceGetCurrPcieLinkWidth"))
-        tx_counter = nvml.const("NVML_PCIE_UTIL_TX_BYTES", 0)
-        rx_counter = nvml.const("NVML_PCIE_UTIL_RX_BYTES", 1)
-        put(
-            "pcie_tx_bytes_per_second",
-            dev.call("pcie_tx", "nvmlDeviceGetPcieThroughput", tx_counter),
-            KIB,
-        )
-        put(
-            "pcie_rx_bytes_per_second",
-            dev.call("pcie_rx", "nvmlDeviceGetPcieThroughput", rx_counter),
-            KIB,
-        )
         self._read_fields(g, t_s, put, v)
         if g.gpm is not None:
             for mid, value in g.gpm.read(t_s).items():
@@ -305,7 +296,7 @@ class NvmlSampler:
 
         def val(fid: int, scope: int = 0) -> float | None:
             x = f.get((fid, scope))
-            return None if x is None else x[0]
+            return None if x is None else x.value
 
         put("memory_temperature_celsius", val(FI_MEMORY_TEMP))
         energy_mj = val(FI_TOTAL_ENERGY)
@@ -315,11 +306,7 @@ class NvmlSampler:
         put("power_instant_watts", val(FI_POWER_INSTANT), 1e-3)
         for fid, metric in THROTTLE_FIELDS.items():
             put(metric, val(fid), 1e-9)
-        for fid, kind in ((FI_PCIE_COUNT_TX, "pcie_tx"), (FI_PCIE_COUNT_RX, "pcie_rx")):
-            raw = f.get((fid, 0))
-            if raw is not None:
-                total, _ = g.counter(kind).update(raw[0], _field_time(raw[1], t_s))
-                put(f"{kind}_bytes_total", total)
+        self._read_pcie(g, t_s, f, put)
         if g.links:
             put("nvlink_links", len(g.links))
             put("nvlink_links_active", len(g.active_links))
@@ -330,7 +317,9 @@ class NvmlSampler:
                 raw = f.get((fid, link))
                 if raw is None:
                     continue
-                total, rate = g.counter(kind, link).update(raw[0] * KIB, _field_time(raw[1], t_s))
+                total, rate = g.counter(kind, link).update(
+                    raw.value * KIB, _field_time(raw.timestamp_us, t_s)
+                )
                 if rate is not None:
                     rates.append(rate)
                 if self._per_link:
@@ -342,6 +331,41 @@ class NvmlSampler:
                 put(f"{kind}_bytes_total", sum(totals))
             if rates:
                 put(f"{kind}_bytes_per_second", sum(rates))
+
+    def _read_pcie(
+        self, g: _GpuState, t_s: float, f: dict[Any, nvml.FieldValue], put: Callable[..., None]
+    ) -> None:
+        """PCIe bytes: from the byte counters (fields 197/198) when NVML has them as 64-bit
+        values, rates from their deltas; else nvmlDeviceGetPcieThroughput's 20 ms spot sample
+        (a call that itself takes ~20 ms, so at most every ``pcie_spot_interval_s``)."""
+        from_counter = set()
+        for fid, kind in ((FI_PCIE_COUNT_TX, "pcie_tx"), (FI_PCIE_COUNT_RX, "pcie_rx")):
+            raw = f.get((fid, 0))
+            if raw is None:
+                continue
+            if raw.value_type not in nvml.WIDE_TYPES:  # a 32-bit byte count wraps within a tick
+                g.dev.field_caps[(fid, 0)] = False
+                continue
+            total, rate = g.counter(kind).update(raw.value, _field_time(raw.timestamp_us, t_s))
+            put(f"{kind}_bytes_total", total)
+            put(f"{kind}_bytes_per_second", rate)
+            from_counter.add(kind)
+        if len(from_counter) == 2:
+            return
+        if g.spot_t is not None and t_s - g.spot_t < self._pcie_spot_interval_s:
+            return
+        g.spot_t = t_s
+        for kind, const in (
+            ("pcie_tx", "NVML_PCIE_UTIL_TX_BYTES"),
+            ("pcie_rx", "NVML_PCIE_UTIL_RX_BYTES"),
+        ):
+            if kind not in from_counter:
+                value = g.dev.call(
+                    kind,
+                    "nvmlDeviceGetPcieThroughput",
+                    nvml.const(const, 0 if kind == "pcie_tx" else 1),
+                )
+                put(f"{kind}_bytes_per_second", value, KIB)
 
     def _read_processes(self, g: _GpuState, t_s: float, put: Callable[..., None]) -> None:
         if self._pids is None or (

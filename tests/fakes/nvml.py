@@ -100,6 +100,8 @@ class FakeGpu:
     power_per_s_mw: float | None = None  # energy grows at this power on advance (default power_mw)
     unsupported: set[str] = field(default_factory=set)  # pynvml function names -> NotSupported
     unsupported_fields: set[int] = field(default_factory=set)
+    refuse_batch_fields: set[int] = field(default_factory=set)  # whole call -> InvalidArgument
+    pcie_counter_bits: int = 64  # 32: fields 197/198 come as uint32 (would wrap)
     lost: bool = False
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -384,13 +386,14 @@ class FakeNvml:
         if fid in g.unsupported_fields:
             return None
         ull = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+        pcie_t = ull if g.pcie_counter_bits == 64 else pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
         simple = {
             82: (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, g.mem_temp_c),
             83: (ull, int(g.energy_mj)),
             185: (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, g.power_mw),
             186: (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, g.power_instant_mw),
-            197: (ull, int(g.pcie_tx_bytes)),
-            198: (ull, int(g.pcie_rx_bytes)),
+            197: (pcie_t, int(g.pcie_tx_bytes) % 2**g.pcie_counter_bits),
+            198: (pcie_t, int(g.pcie_rx_bytes) % 2**g.pcie_counter_bits),
         }
         if fid in simple:
             return simple[fid]
@@ -408,6 +411,8 @@ class FakeNvml:
         return None
 
     def _f_nvmlDeviceGetFieldValues(self, g: FakeGpu, fieldIds: list[Any]) -> Any:
+        if any((f[0] if isinstance(f, tuple) else f) in g.refuse_batch_fields for f in fieldIds):
+            raise _err(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         arr = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
         for i, fid in enumerate(fieldIds):
             fid, scope = fid if isinstance(fid, tuple) else (fid, 0)

@@ -28,7 +28,7 @@ def val(samples: list[Sample], device: str, metric: str) -> float | None:
 
 
 def test_h100_full_featured_units_and_names() -> None:
-    gpus = [h100(0, peers=[1]), h100(1, peers=[0])]
+    gpus = [h100(0, peers=[1], pcie_tx_bytes_per_s=3e6), h100(1, peers=[0])]
     with install_fake_nvml(gpus) as fake:
         s = NvmlSampler()
         assert s.available and s.state["devices"] == ["0", "1"]
@@ -50,7 +50,8 @@ def test_h100_full_featured_units_and_names() -> None:
     assert g0["energy_joules_total"].value == pytest.approx(1000.0 + 300 * 0.5)  # mJ -> J
     assert g0["temperature_celsius"].value == 45 and g0["memory_temperature_celsius"].value == 50
     assert g0["sm_clock_hertz"].value == 1980e6 and g0["memory_clock_hertz"].value == 2619e6
-    assert g0["pcie_tx_bytes_per_second"].value == 1000 * 1024  # KB/s -> bytes/s
+    assert g0["pcie_tx_bytes_per_second"].value == pytest.approx(3e6)  # from the byte counter
+    assert g0["pcie_tx_bytes_total"].value == pytest.approx(1.5e6)
     assert g0["pcie_link_gen"].value == 5 and g0["pcie_link_width"].value == 16
     assert g0["clock_event_reasons"].value == 4
     assert g0["clock_event_sw_power_cap"].value == 1.0 and g0["clock_event_gpu_idle"].value == 0.0
@@ -272,3 +273,43 @@ def test_import_needs_no_gpu_and_no_pydantic() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_pcie_spot_throughput_without_counters_and_at_most_once_a_second() -> None:
+    g = pcie_gpu(0)  # fields 197/198 NotSupported
+    with install_fake_nvml([g]):
+        s = NvmlSampler(pcie_spot_interval_s=1.0)
+        outs = [s.sample(t) for t in (0.0, 0.5, 1.0, 1.2, 2.5)]
+        s.close()
+    rates = [val(o, "0", "pcie_tx_bytes_per_second") for o in outs]
+    assert rates == [1000 * 1024, None, 1000 * 1024, None, 1000 * 1024]  # KB/s -> bytes/s
+    assert val(outs[0], "0", "pcie_rx_bytes_per_second") == 2000 * 1024
+    assert g.calls["nvmlDeviceGetPcieThroughput"] == 6  # tx + rx, three times
+    assert val(outs[-1], "0", "pcie_tx_bytes_total") is None
+
+
+def test_32_bit_pcie_counter_is_not_trusted() -> None:
+    g = h100(0, pcie_counter_bits=32, pcie_tx_bytes_per_s=1e10)
+    with install_fake_nvml([g]) as fake:
+        s = NvmlSampler()
+        s.sample(0.0)
+        fake.advance(1.0)
+        out = s.sample(1.0)
+        s.close()
+    assert val(out, "0", "pcie_tx_bytes_total") is None
+    assert val(out, "0", "pcie_tx_bytes_per_second") == 1000 * 1024  # the spot sample instead
+
+
+def test_a_refused_field_batch_falls_back_to_single_fields_once() -> None:
+    g = h100(0, refuse_batch_fields={269})  # a driver that rejects an unknown field id
+    with install_fake_nvml([g]):
+        s = NvmlSampler()
+        first = s.sample(0.0)
+        calls_after_probe = g.calls["nvmlDeviceGetFieldValues"]
+        second = s.sample(1.0)
+        s.close()
+    for out in (first, second):
+        assert val(out, "0", "energy_joules_total") is not None
+        assert val(out, "0", "throttle_power_seconds_total") is not None
+        assert val(out, "0", "throttle_sw_thermal_seconds_total") is None
+    assert g.calls["nvmlDeviceGetFieldValues"] == calls_after_probe + 1  # one batch again
