@@ -258,8 +258,8 @@ def evaluate(
         network_s=as_float(step.comm_s),
         overhead_s=step.overhead_s,
     )
-    req_up = required_bandwidth(dep, op, slo, "scale_up")
-    req_out = required_bandwidth(dep, op, slo, "scale_out")
+    req_up = required_bandwidth(dep, shape, op, slo, "scale_up") if checks else None
+    req_out = required_bandwidth(dep, shape, op, slo, "scale_out") if checks else None
     kv_gpu = max(
         dep.gpu.memory_bytes * dep.gpu_memory_utilization
         - dep.weight_bytes_per_gpu()

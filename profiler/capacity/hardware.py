@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiler.errors import SpecError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe either way; C is faster
 HARDWARE_FILE = "hardware.yaml"
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -153,7 +154,7 @@ def _validate(data: object, model: type[_M], where: str) -> _M:
 @lru_cache(maxsize=1)
 def load_hardware() -> HardwareCatalog:
     text = resources.files("profiler").joinpath("data", HARDWARE_FILE).read_text()
-    return parse_hardware(yaml.safe_load(text), f"profiler/data/{HARDWARE_FILE}")
+    return parse_hardware(yaml.load(text, Loader=_LOADER), f"profiler/data/{HARDWARE_FILE}")
 
 
 def parse_hardware(data: object, where: str) -> HardwareCatalog:

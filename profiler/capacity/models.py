@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from profiler.errors import SpecError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe either way; C is faster
 MODELS_FILE = "models.yaml"
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
@@ -282,7 +283,10 @@ def _validate(data: dict[str, Any], where: str) -> ModelSpec:
 @lru_cache(maxsize=1)
 def load_models() -> dict[str, ModelSpec]:
     where = f"profiler/data/{MODELS_FILE}"
-    data = yaml.safe_load(resources.files("profiler").joinpath("data", MODELS_FILE).read_text())
+    data = yaml.load(  # _LOADER is a safe loader
+        resources.files("profiler").joinpath("data", MODELS_FILE).read_text(),
+        Loader=_LOADER,
+    )
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise SpecError(f"{where}: expected 'models:' mapping", "see the shipped file")
     entries = dict(data["models"])

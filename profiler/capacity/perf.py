@@ -65,7 +65,8 @@ class Layout:
         return self.tp * self.pp * self.dp
 
     def label(self) -> str:
-        parts = [f"TP{self.tp}"]
+        """'TP8', 'TP4xPP2', 'DP16xEP16' (TP1 left out when other axes are named)."""
+        parts = [f"TP{self.tp}"] if self.tp > 1 or (self.pp == 1 and self.dp == 1) else []
         if self.pp > 1:
             parts.append(f"PP{self.pp}")
         if self.dp > 1:
@@ -238,9 +239,12 @@ def _stage(dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any, ctx_pre: Any) 
         )
         frac_out = network.inter_node_fraction(ep, dep.gpus_per_node)
         out_bw, out_lat = dep._link(inter=True)
-        t_bw = np.maximum(per * (1 - frac_out) / up_bw, per * frac_out / out_bw)
+        # hierarchical all-to-all (DeepEP): traffic for another node goes over the NIC to the
+        # same-index GPU there and is forwarded over the scale-up fabric, so the scale-up link
+        # carries every remote byte and the NIC the inter-node share
+        t_bw = np.maximum(per / up_bw, per * frac_out / out_bw)
         lat = out_lat if frac_out > 0 else up_lat
-        up_bytes = up_bytes + Lm_s * per * (1 - frac_out)
+        up_bytes = up_bytes + Lm_s * per
         out_bytes = out_bytes + Lm_s * per * frac_out
         comm_fixed = comm_fixed + Lm_s * (t_bw + 2 * lat)
         n_coll = n_coll + 2 * Lm_s

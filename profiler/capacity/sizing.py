@@ -212,26 +212,38 @@ def operating_point(
 
 
 def required_bandwidth(
-    dep: Deployment, op: OperatingPoint, slo: SloSpec, kind: str
+    dep: Deployment, wl: WorkloadShape, op: OperatingPoint, slo: SloSpec, kind: str
 ) -> float | None:
-    """Per-GPU bandwidth (bytes/s per direction, line rate) on the ``scale_up`` or
-    ``scale_out`` fabric at which the operating point still meets the TPOT SLO (or, without a
-    TPOT SLO, at which that fabric's transfer time is at most 10% of the step)."""
-    s = op.step
-    nbytes = float(
-        np.asarray(s.scale_up_bytes if kind == "scale_up" else s.scale_out_bytes).reshape(-1)[0]
-    )
+    """Least per-GPU line rate (bytes/s per direction) on the ``scale_up`` or ``scale_out``
+    fabric at which the operating batch still meets the TPOT SLO (without a TPOT SLO: stays
+    within 10% of the step time with unlimited bandwidth). Found by bisection on the model,
+    so transfers hidden behind another fabric (the max() in an all-to-all) are accounted
+    for. None when this configuration sends nothing over that fabric."""
+    nbytes = as_float(op.step.scale_up_bytes if kind == "scale_up" else op.step.scale_out_bytes)
     if nbytes <= 0:
         return None
     net = dep.scale_up if kind == "scale_up" else dep.scale_out
-    eta = dep.eff.network_fraction
-    # the bandwidth part of this fabric's traffic at its current speed
-    t_this = nbytes / (net.bytes_per_s * eta)
-    t_other = float(np.asarray(s.t_s).reshape(-1)[0]) - t_this
-    budget = (slo.tpot_s - t_other) if slo.tpot_s is not None else 0.1 * t_other / 0.9
-    if budget <= 0:
-        return float("inf")
-    return nbytes / (budget * eta)
+    b = np.array([op.b])
+
+    def tpot(gb_per_s: float) -> float:
+        d = dep.with_(**{kind: net.model_copy(update={"gb_per_s": gb_per_s})})
+        return float(_evaluate(d, wl, b).tpot_s[0])
+
+    lo, hi = 1e-2, 1e5  # GB/s
+    target = slo.tpot_s if slo.tpot_s is not None else 1.1 * tpot(hi)
+    if tpot(hi) > target:
+        return None
+    if tpot(lo) <= target:
+        return lo * 1e9
+    for _ in range(40):
+        mid = float(np.sqrt(lo * hi))
+        if tpot(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+        if hi / lo < 1.01:
+            break
+    return hi * 1e9
 
 
 def as_float(x: Any) -> float:

@@ -172,6 +172,9 @@ def _f(v: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+_SHORT = {"memory_bandwidth": "memory BW", "kv_capacity": "KV capacity"}
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.1f}"
 
@@ -250,9 +253,9 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
         "src",
     ]
     for col in cols:
+        left = col in ("", "GPU", "parallelism", "bottleneck", "src")
         t.add_column(
-            col,
-            justify="left" if col in ("", "GPU", "parallelism", "bottleneck", "src") else "right",
+            col, justify="left" if left else "right", no_wrap=col in ("parallelism", "bottleneck")
         )
     for c in result.configurations[:top]:
         t.add_row(
@@ -270,7 +273,7 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
             f"{c.cost_per_hour:,.1f}",
             f"{c.cost_per_million_output_tokens:,.2f}",
             f"{c.joules_per_output_token:.2f}",
-            c.bottleneck,
+            _SHORT.get(c.bottleneck, c.bottleneck),
             "measured" if c.source == "measured" else "model" + ("+cal" if c.calibrated else ""),
         )
     console.print(t)
@@ -306,24 +309,37 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
         console.print(it)
     tts = result.test_time_scaling
     if tts is not None:
-        st = Table(title=f"test-time scaling: GPUs per 1k users ({tts.assumption}; modelled)")
-        st.add_column("GPU")
-        st.add_column("output tokens", justify="right")
-        st.add_column("n", justify="right")
-        st.add_column("GPUs/1k users", justify="right")
-        st.add_column("best layout")
-        st.add_column("TPOT ms", justify="right")
-        st.add_column("bottleneck")
-        for r in tts.by_output_len + tts.by_n:
-            st.add_row(
-                r.gpu,
-                f"{r.output_len:,}",
-                str(r.n),
-                _f(r.gpus_per_1k_users, "{:,.2f}"),
-                r.parallelism or "-",
-                _ms(r.tpot_s),
-                r.bottleneck or "-",
-            )
-        console.print(st)
+        console.print(f"test-time scaling: GPUs per 1k users ({tts.assumption})")
+        for rows, what in (
+            (tts.by_output_len, "output length"),
+            (tts.by_n, "n, samples per prompt"),
+        ):
+            st = Table(title=f"by {what}")
+            for col in (
+                "GPU",
+                "output tokens",
+                "n",
+                "GPUs/1k users",
+                "layout",
+                "TPOT ms",
+                "bottleneck",
+                "src",
+            ):
+                st.add_column(
+                    col,
+                    justify="left" if col in ("GPU", "layout", "bottleneck", "src") else "right",
+                )
+            for r in rows:
+                st.add_row(
+                    r.gpu,
+                    f"{r.output_len:,}",
+                    str(r.n),
+                    _f(r.gpus_per_1k_users, "{:,.2f}"),
+                    r.parallelism or "-",
+                    _ms(r.tpot_s),
+                    _SHORT.get(r.bottleneck or "-", r.bottleneck or "-"),
+                    "measured" if r.source == "measured" else "model",
+                )
+            console.print(st)
     for note in result.notes:
         console.print(f"note: {note}")

@@ -136,6 +136,8 @@ def test_moe_alltoall_bytes() -> None:
     assert float(wide.scale_out_bytes) == pytest.approx(
         58 * 10 * 172_032 * 15 / 16 * 8 / 15, rel=1e-9
     )
+    # inter-node traffic is forwarded inside the node (DeepEP): the scale-up link sees it all
+    assert float(wide.scale_up_bytes) == pytest.approx(58 * 10 * 172_032 * 15 / 16, rel=1e-9)
 
 
 def test_moe_weights_touched_grow_with_batch() -> None:
