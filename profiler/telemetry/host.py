@@ -45,7 +45,6 @@ class HostSampler:
     ) -> None:
         self._per_core = per_core
         self._network = network
-        self._cpu_prev: list[tuple[float, float]] | None = None
         self._net: dict[tuple[str, str], CounterRate] = {}
         own = os.getpid()
         self._trees: dict[str, ProcessTreeMeter] = {
@@ -53,7 +52,9 @@ class HostSampler:
         }
         if server_pids is not None:
             self._trees["server"] = ProcessTreeMeter(server_pids)
-        self._cpu_prev = [_busy_total(ct) for ct in psutil.cpu_times(percpu=True)]
+        self._cpu_prev: list[tuple[float, float]] | None = [
+            _busy_total(ct) for ct in psutil.cpu_times(percpu=True)
+        ]
 
     def sample(self, t_s: float) -> list[Sample]:
         out: list[Sample] = []

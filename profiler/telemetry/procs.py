@@ -40,20 +40,34 @@ def expand_tree(pids: Iterable[int]) -> dict[int, psutil.Process]:
 
 
 class ProcessTreeMeter:
-    def __init__(self, pids: Callable[[], Iterable[int]]) -> None:
+    """Finding descendants scans all of /proc (psutil's ppid map), so the tree's membership is
+    refreshed every ``refresh_s`` or when the root pids change; in between, the known
+    processes are read directly. A child born between refreshes is counted from the next one."""
+
+    def __init__(self, pids: Callable[[], Iterable[int]], refresh_s: float = 2.0) -> None:
         self._pids = pids
+        self._refresh_s = refresh_s
         self._cpu: dict[tuple[int, float], float] = {}  # (pid, create_time) -> cpu seconds
         self._t: float | None = None
         self._wall: float | None = None
+        self._roots: set[int] = set()
+        self._procs: dict[int, psutil.Process] = {}
+        self._tree_t: float | None = None
+
+    def _tree(self, roots: set[int], t_s: float) -> dict[int, psutil.Process]:
+        stale = self._tree_t is None or t_s - self._tree_t >= self._refresh_s
+        if stale or roots != self._roots:
+            self._procs, self._roots, self._tree_t = expand_tree(roots), roots, t_s
+        return self._procs
 
     def measure(self, t_s: float) -> TreeUsage | None:
         """Usage now; None when the pid source yields nothing (the tree does not exist yet)."""
         pids = set(self._pids())
         if not pids:
             self._cpu.clear()
-            self._t = None
+            self._t = self._tree_t = None
             return None
-        procs = expand_tree(pids)
+        procs = self._tree(pids, t_s)
         wall_prev = self._wall
         now_wall = time.time()
         cpu_now: dict[tuple[int, float], float] = {}

@@ -109,3 +109,19 @@ def test_failing_pid_source_is_an_error_sample() -> None:
     out = s.sample(0.0)
     errs = [x for x in out if x.device == "server"]
     assert len(errs) == 1 and errs[0].value is None and "no server handle" in (errs[0].error or "")
+
+
+def test_tree_membership_is_cached_between_refreshes() -> None:
+    m = ProcessTreeMeter(lambda: {os.getpid()}, refresh_s=2.0)
+    first = m.measure(0.0)
+    assert first is not None
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cached = m.measure(0.5)
+        refreshed = m.measure(2.5)
+    finally:
+        child.kill()
+        child.wait()
+    assert cached is not None and refreshed is not None
+    assert cached.count == first.count  # the new child is not looked for yet
+    assert refreshed.count == first.count + 1
