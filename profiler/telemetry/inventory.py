@@ -113,10 +113,10 @@ def topology_nvml(
     switch_links = [0] * n
     for i, g in enumerate(gpus):
         for p in (g.get("nvlink") or {}).get("peers", []):
-            if p.get("remote_type") == "switch":
-                switch_links[i] += 1
-            elif p.get("remote_pci_bus_id") in by_bus:
+            if p.get("remote_pci_bus_id") in by_bus and p.get("remote_type") in ("gpu", None):
                 direct[i][by_bus[p["remote_pci_bus_id"]]] += 1
+            elif p.get("remote_type") in ("switch", None):  # None: a driver too old to say
+                switch_links[i] += 1
     matrix: list[list[str]] = []
     for i in range(n):
         row = []

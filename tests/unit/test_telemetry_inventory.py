@@ -63,6 +63,12 @@ def test_nvswitch_links_count_for_every_pair() -> None:
     with install_fake_nvml(gpus):
         inv = collect()
     assert inv["topology"]["matrix"][0] == ["X", "NV18", "NV18"]
+    for g in gpus:  # a driver that cannot tell a switch from a GPU: unmatched peers are switches
+        g.unsupported.add("nvmlDeviceGetNvLinkRemoteDeviceType")
+    with install_fake_nvml(gpus):
+        old = collect()
+    assert old["gpus"][0]["nvlink"]["peers"][0]["remote_type"] is None
+    assert old["topology"]["matrix"][1] == ["NV18", "X", "NV18"]
 
 
 def test_topology_falls_back_to_nvidia_smi_then_none() -> None:
