@@ -93,6 +93,7 @@ class RequestColumns:
                 "prompt_tokens",
                 "output_tokens",
                 "n",
+                "chunks",
             ],
         )
 
@@ -100,8 +101,10 @@ class RequestColumns:
             return np.asarray(req.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
         itl_path = run_path / "itl.parquet"
+        ids = req.column("id").to_numpy()
+        chunks = req.column("chunks").to_numpy(zero_copy_only=False)
         return cls(
-            id=req.column("id").to_numpy(),
+            id=ids,
             outcome=req.column("outcome").to_numpy(zero_copy_only=False).astype("U9"),
             intended_start_s=f("intended_start_s"),
             send_s=f("send_s"),
@@ -110,7 +113,7 @@ class RequestColumns:
             prompt_tokens=f("prompt_tokens"),
             output_tokens=f("output_tokens"),
             n=f("n"),
-            itl_source=lambda sel: _parquet_itl_shares(itl_path, sel),
+            itl_source=lambda sel: _parquet_itl_shares(itl_path, sel, ids, chunks),
         )
 
 
@@ -218,9 +221,13 @@ def summarize(
 def _shares(
     rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray, selected: np.ndarray
 ) -> np.ndarray:
-    """Gaps of selected requests, each divided evenly among the tokens its chunk carried (a
-    chunk of k tokens gives k equal shares); NaN gaps (a sample's first chunk) dropped."""
-    keep = selected[rid] & ~np.isnan(gaps)
+    """Gaps of selected requests; NaN gaps (a sample's first chunk) dropped."""
+    return _apply_shares(gaps, toks, selected[rid] & ~np.isnan(gaps))
+
+
+def _apply_shares(gaps: np.ndarray, toks: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Kept gaps, each divided evenly among the tokens its chunk carried (a chunk of k tokens
+    gives k equal shares)."""
     g = gaps[keep]
     if toks.size == 0 or int(toks.max(initial=1)) <= 1:
         return g
@@ -234,16 +241,47 @@ def _array_itl_source(
     return lambda selected: _shares(rid, gaps, toks, selected)
 
 
-def _parquet_itl_shares(path: Path, selected: np.ndarray) -> np.ndarray:
-    """Stream itl.parquet in batches so only the selected shares are held in memory."""
-    parts: list[np.ndarray] = []
+def _parquet_itl_shares(
+    path: Path, selected: np.ndarray, ids: np.ndarray, chunks: np.ndarray
+) -> np.ndarray:
+    """Stream itl.parquet in batches so only the selected shares are held in memory.
+
+    Compaction writes every request's chunks contiguously in requests.parquet order, ``chunks``
+    rows each; when the row counts agree, the selection is expanded from that layout and the
+    request-id column is never decoded. Token counts are read only when a row group's
+    statistics say some chunk carried more than one token."""
     pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=1 << 20, columns=["request_id", "gap_s", "tokens"]):
-        rid = batch.column(0).to_numpy()
-        gaps = batch.column(1).to_numpy(zero_copy_only=False)
-        toks = batch.column(2).to_numpy()
-        parts.append(_shares(rid, gaps, toks, selected))
+    meta = pf.metadata
+    by_layout = int(chunks.sum()) == meta.num_rows
+    row_mask = np.repeat(selected[ids], chunks) if by_layout and not selected[ids].all() else None
+    all_rows = by_layout and row_mask is None
+    tok_col = pf.schema_arrow.get_field_index("tokens")
+    multi = any(
+        _stat_max(meta.row_group(i).column(tok_col)) > 1 for i in range(meta.num_row_groups)
+    )
+    columns = ["gap_s"] + (["tokens"] if multi else []) + ([] if by_layout else ["request_id"])
+    parts: list[np.ndarray] = []
+    offset = 0
+    for batch in pf.iter_batches(batch_size=1 << 20, columns=columns):
+        gaps = batch.column(0).to_numpy(zero_copy_only=False)
+        n = len(gaps)
+        toks = batch.column(1).to_numpy() if multi else np.ones(0, dtype=np.int32)
+        if all_rows:
+            keep = ~np.isnan(gaps)
+        elif row_mask is not None:
+            keep = row_mask[offset : offset + n] & ~np.isnan(gaps)
+        else:
+            keep = selected[batch.column(len(columns) - 1).to_numpy()] & ~np.isnan(gaps)
+        offset += n
+        parts.append(_apply_shares(gaps, toks, keep))
     return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _stat_max(col: Any) -> int:
+    stats = col.statistics
+    if stats is None or not stats.has_min_max:
+        return 2**31  # unknown: read the tokens
+    return int(stats.max)
 
 
 def _selected_by_id(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -118,3 +118,42 @@ def test_columns_from_parquet_match_records(tmp_path) -> None:
     a = summarize(RequestColumns.from_records(recs), run_id="x")
     b = summarize(RequestColumns.from_run_dir(rd.path), run_id="x")
     assert a == b
+
+
+def test_parquet_itl_paths_agree(tmp_path) -> None:
+    """Layout-based selection, id-based selection and multi-token chunks give one answer."""
+    import pyarrow.parquet as pq
+
+    from profiler.store.rundir import RunDir
+
+    recs = _records()
+    recs[3].chunk_tokens = [1, 2, 3, 1, 1, 1, 1, 1, 1, 1]
+    recs[3].output_tokens = sum(recs[3].chunk_tokens)
+    rd = RunDir.create(tmp_path, "q")
+    j = rd.request_journal()
+    for r in recs:
+        j.append(r.to_journal())
+    j.close()
+    rd.sample_journal().close()
+    rd.compact()
+    want = summarize(RequestColumns.from_records(recs), run_id="x", warmup_s=1.0)
+    got = summarize(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
+    assert got["latency"]["itl_s"] == want["latency"]["itl_s"]
+    # break the layout invariant: the id column must then be used
+    t = pq.read_table(rd.file("requests.parquet"))
+    t = t.set_column(
+        t.schema.get_field_index("chunks"),
+        "chunks",
+        pq.read_table(rd.file("requests.parquet")).column("chunks").cast("int64"),
+    )
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = t.set_column(
+        t.schema.get_field_index("chunks"),
+        "chunks",
+        pc.add(t.column("chunks"), pa.scalar(1, pa.int64())),
+    )
+    pq.write_table(t, rd.file("requests.parquet"))
+    got2 = summarize(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
+    assert got2["latency"]["itl_s"] == want["latency"]["itl_s"]
