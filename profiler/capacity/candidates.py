@@ -24,6 +24,7 @@ from profiler.capacity.sizing import (
     WorkloadShape,
     as_float,
     capacity,
+    latency_at_batch,
     operating_point,
     required_bandwidth,
 )
@@ -177,12 +178,13 @@ def _checks(
         used = uses_up if net.kind == "scale_up" else dep.spans_nodes
         d2 = dep.with_(**{net.kind: net})
         cap2 = capacity(d2, shape, slo)
-        tpot = ttft = None
-        meets = False
-        if cap2.feasible:
-            meets = rps_rep <= cap2.rps_max * (1 + 1e-9)
-            op2 = operating_point(d2, shape, cap2, min(rps_rep, cap2.rps_max))
-            tpot, ttft = op2.tpot_s, op2.ttft_s
+        meets = cap2.feasible and rps_rep <= cap2.rps_max * (1 + 1e-9)
+        if meets:  # at the target load, same replica count
+            op2 = operating_point(d2, shape, cap2, rps_rep)
+            lat = (op2.tpot_s, op2.ttft_s)
+        else:  # at the base configuration's batch: what this fabric does to the same work
+            lat = latency_at_batch(d2, shape, b_op)
+        tpot, ttft = (v if math.isfinite(v) else None for v in lat)
         gpus = None
         if cap2.feasible and ctx.target_rps is not None:
             gpus = math.ceil(ctx.target_rps / cap2.rps_max - 1e-9) * lay.gpus

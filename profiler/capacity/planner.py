@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from profiler.capacity import calibrate as cal
-from profiler.capacity.candidates import PlanContext, evaluate, layouts
+from profiler.capacity.candidates import PlanContext, deployment, evaluate, layouts
 from profiler.capacity.hardware import GpuSpec, load_hardware
 from profiler.capacity.measured import MeasuredPoint, load_sweep
 from profiler.capacity.models import resolve_model
@@ -26,7 +28,7 @@ from profiler.capacity.result import (
     ScalingRow,
     TestTimeScaling,
 )
-from profiler.capacity.sizing import WorkloadShape
+from profiler.capacity.sizing import WorkloadShape, capacity
 from profiler.capacity.workload import resolve_shape
 from profiler.errors import SpecError
 
@@ -198,15 +200,38 @@ def _notes(ctx: PlanContext, configs: list[ConfigResult]) -> list[str]:
 
 
 def _fractional_best(ctx: PlanContext, g: GpuSpec, shape: WorkloadShape, rate: float) -> ScalingRow:
+    """The layout with the fewest GPUs per req/s for ``shape`` (capacity only: no replicas, no
+    fabric checks, so the 13-point sweep stays cheap)."""
     sub = PlanContext(**{**ctx.__dict__, "shape": shape, "target_rps": None})
     gpn = min(g.gpus_per_node, ctx.req.max_gpus_per_node or g.gpus_per_node)
-    best: tuple[float, ConfigResult] | None = None
+    # (GPUs per req/s, layout, TPOT at capacity, bottleneck, source)
+    best: tuple[Any, ...] | None = None
     for lay in layouts(ctx.model, gpn, ctx.req.max_gpus_per_replica):
-        r = evaluate(sub, g, lay, checks=False)
-        if isinstance(r, ConfigResult):
-            per_rps = r.gpus_per_replica / r.max_rps_per_replica
-            if best is None or per_rps < best[0]:
-                best = (per_rps, r)
+        if ctx.measured:  # measured capacity may replace the model's: take the full path
+            r = evaluate(sub, g, lay, checks=False)
+            if not isinstance(r, ConfigResult):
+                continue
+            cand: tuple[Any, ...] = (
+                r.gpus_per_replica / r.max_rps_per_replica,
+                r.parallelism,
+                r.tpot_s,
+                r.bottleneck,
+                r.source,
+            )
+        else:
+            cap = capacity(deployment(sub, g, lay), shape, ctx.req.slo)
+            if not cap.feasible or cap.curve is None:
+                continue
+            i = int(np.searchsorted(cap.curve.b, cap.b_star))
+            cand = (
+                lay.gpus / cap.rps_max,
+                lay.label(),
+                float(cap.curve.tpot_s[i]),
+                cap.bottleneck,
+                "modelled",
+            )
+        if best is None or cand[0] < best[0]:
+            best = cand
     o, n = int(round(shape.output_len)), int(round(shape.n))
     if best is None:
         return ScalingRow(
@@ -220,17 +245,17 @@ def _fractional_best(ctx: PlanContext, g: GpuSpec, shape: WorkloadShape, rate: f
             bottleneck=None,
             source="modelled",
         )
-    per_rps, c = best
+    per_rps, label, tpot, bottleneck, source = best
     return ScalingRow(
         gpu=g.key,
         output_len=o,
         n=n,
         gpus_per_1k_users=per_rps * rate * 1000,
         gpus_per_rps=per_rps,
-        parallelism=c.parallelism,
-        tpot_s=c.tpot_s,
-        bottleneck=c.bottleneck,
-        source=c.source,
+        parallelism=label,
+        tpot_s=tpot,
+        bottleneck=bottleneck,
+        source=source,  # type: ignore[arg-type]
     )
 
 

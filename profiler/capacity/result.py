@@ -73,9 +73,12 @@ class InterconnectCheck(_Strict):
     kind: Literal["scale_up", "scale_out"]
     gb_per_s: float = Field(description="line rate per GPU per direction")
     used: bool = Field(description="whether this configuration moves data over this kind of fabric")
-    tpot_s: float | None
+    tpot_s: float | None = Field(
+        description="at the target load with the same replicas when this fabric carries it; "
+        "otherwise at the base configuration's batch"
+    )
     ttft_s: float | None
-    meets_slo: bool
+    meets_slo: bool = Field(description="the same replica count meets the SLOs at the target load")
     max_rps_per_replica: float | None
     gpus_total: int | None = Field(description="GPUs needed for the target with this fabric")
     source: Source = "modelled"

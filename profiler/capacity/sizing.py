@@ -211,6 +211,13 @@ def operating_point(
     )
 
 
+def latency_at_batch(dep: Deployment, wl: WorkloadShape, b: float) -> tuple[float, float]:
+    """(TPOT, TTFT) of ``dep`` running ``b`` decoding streams per rank (TTFT may be inf when
+    prefill cannot keep up)."""
+    c = _evaluate(dep, wl, np.array([b]))
+    return float(c.tpot_s[0]), float(c.ttft_s[0])
+
+
 def required_bandwidth(
     dep: Deployment, wl: WorkloadShape, op: OperatingPoint, slo: SloSpec, kind: str
 ) -> float | None:

@@ -292,7 +292,16 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
         it = Table(
             title=f"interconnect sensitivity of the best configuration ({b.parallelism}, {b.replicas} replicas)"
         )
-        for col in ("fabric", "GB/s/dir", "used", "TPOT ms", "TTFT ms", "meets SLO", "GPUs needed"):
+        for col in (
+            "fabric",
+            "GB/s/dir",
+            "used",
+            "TPOT ms",
+            "TTFT ms",
+            "max req/s/replica",
+            "meets SLO",
+            "GPUs needed",
+        ):
             it.add_column(
                 col, justify="left" if col in ("fabric", "used", "meets SLO") else "right"
             )
@@ -303,6 +312,7 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
                 "yes" if x.used else "no",
                 _ms(x.tpot_s),
                 _ms(x.ttft_s),
+                _f(x.max_rps_per_replica),
                 "yes" if x.meets_slo else "[red]no[/]",
                 _f(x.gpus_total, "{:.0f}"),
             )
