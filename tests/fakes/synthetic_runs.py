@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.summary import RequestColumns, summarize
 from profiler.load.record import RequestRecord
 from profiler.spec import SloSpec
 from profiler.store.rundir import (
@@ -23,6 +22,7 @@ from profiler.store.rundir import (
     write_requests_parquet,
     write_samples_parquet,
 )
+from profiler.sweep.index import key_numbers
 from profiler.telemetry.sample import Sample
 
 
@@ -105,9 +105,11 @@ def make_samples(
                 ("nvlink_tx_bytes_per_second", 50e9 * float(rng.random())),
                 ("nvlink_rx_bytes_per_second", 50e9 * float(rng.random())),
                 ("temperature_celsius", 60.0),
+                ("up", 1.0),
             ):
                 out.append(Sample(t, "nvml", d, metric, value))
         out.append(Sample(t, "host", "", "cpu_utilization_ratio", 0.3))
+        out.append(Sample(t, "vllm", "", "up", 1.0))
         out.append(Sample(t, "vllm", "", "num_requests_running", float(rng.integers(0, 8))))
         out.append(Sample(t, "vllm", "", "num_requests_waiting", float(rng.integers(0, 3))))
         out.append(Sample(t, "vllm", "", "kv_cache_usage_ratio", 0.4))
@@ -150,6 +152,11 @@ def make_run(
         "serve_argv": None,
         "versions": {"python": "3.11", "vllm": None, "driver": "550.54" if gpu else None},
         "gpus": [{"index": i, "name": "NVIDIA H100 80GB HBM3"} for i in range(2 if gpu else 0)],
+        "nvml": {
+            "available": gpu,
+            "reason": None if gpu else "NVML library not found (no NVIDIA driver)",
+        },
+        "model": "tiny-llama",
         "host": {"hostname": "test", "cpus": 2},
         "started": "2025-01-01T00:00:00Z",
         "ended_at": "2025-01-01T00:01:00Z",
@@ -168,8 +175,9 @@ def make_run(
     write_itl_parquet(rd.file("itl.parquet"), records)
     write_samples_parquet(rd.file("samples.parquet"), samples)
     if write_summary:
-        summary = summarize(RequestColumns.from_records(records), run_id=run_id, slo=slo)
-        write_json_atomic(rd.file("summary.json"), summary)
+        from profiler.runner import summarize_run
+
+        write_json_atomic(rd.file("summary.json"), summarize_run(rd.path))
     return rd.path
 
 
@@ -212,10 +220,11 @@ def make_sweep(
                 seed=100 * c + k,
                 arrival={"kind": "concurrency", "concurrency": load},
             )
-            summary = json.loads((path / "summary.json").read_text())
+            summary = key_numbers(json.loads((path / "summary.json").read_text()))
             points.append(
                 {
                     "id": run_id,
+                    "config_id": f"c{c}",
                     "config": config,
                     "load": {"kind": "concurrency", "value": load},
                     "workload": "synthetic",
@@ -224,7 +233,31 @@ def make_sweep(
                     "summary": summary,
                 }
             )
-    write_json_atomic(
-        sweep / "index.json", {"schema_version": 1, "sweep_id": "sweep-synthetic", "points": points}
-    )
+    configs_meta = [
+        {
+            "id": f"c{c}",
+            "config": points[c * len(loads)]["config"],
+            "label": f"config {c}",
+            "status": "ok",
+            "reason": None,
+        }
+        for c in range(configs)
+    ]
+    index = {
+        "schema_version": 1,
+        "sweep_id": "sweep-synthetic",
+        "status": "complete",
+        "configs": configs_meta,
+        "points": points,
+        "searches": [],
+        "knees": [],
+    }
+    write_json_atomic(sweep / "index.json", index)
+    spec = {
+        "sweep_id": "sweep-synthetic",
+        "loads": list(loads),
+        "load_kind": "concurrency",
+        "slo": "ttft=0.5,tpot=0.05",
+    }
+    write_json_atomic(sweep / "sweep.json", spec)
     return sweep

@@ -1,0 +1,76 @@
+"""``infprof report RUN_OR_SWEEP...``: one self-contained HTML file plus Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument(
+    "inputs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (default: the input directory; with several inputs, the current one).",
+)
+@click.option(
+    "--format", "formats", default="html,md", show_default=True, help="Comma-separated: html, md."
+)
+@click.option("--name", default="report", show_default=True, help="File name stem of the report.")
+@click.option(
+    "--plan-model", help="Add a capacity plan for this model (catalog name or config.json)."
+)
+@click.option("--plan-gpu", multiple=True, help="GPU(s) for the plan (repeatable; default h100).")
+@click.option(
+    "--plan-target-rps",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Target load for the plan (req/s).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
+def command(
+    inputs: tuple[Path, ...],
+    out: Path | None,
+    formats: str,
+    name: str,
+    plan_model: str | None,
+    plan_gpu: tuple[str, ...],
+    plan_target_rps: float | None,
+    as_json: bool,
+) -> None:
+    """Summarise run or sweep directories into an HTML report (plots embedded) and Markdown.
+
+    A run that died is repaired first: its journals are compacted and its summary recomputed.
+    A plan.json in an input directory, or --plan-model, adds the capacity plan.
+
+    \b
+    Examples:
+      infprof report runs/run-20250101-120000
+      infprof report runs/demo-sweep --plan-model llama-3.1-8b --plan-gpu h100 --plan-gpu h200
+      infprof report runs/a runs/b --out reports/ --format html
+    """
+    from profiler.report.build import PlanOptions, write_report
+
+    fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    plan = (
+        PlanOptions(plan_model, [g.lower() for g in plan_gpu], plan_target_rps)
+        if plan_model
+        else None
+    )
+    files = write_report(list(inputs), out, fmts, plan, name)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "html": str(files.html) if files.html else None,
+                    "markdown": str(files.markdown) if files.markdown else None,
+                    "figures": files.figures,
+                    "seconds": round(files.seconds, 3),
+                }
+            )
+        )
+    else:
+        click.echo(str(files.main))

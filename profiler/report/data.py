@@ -1,0 +1,231 @@
+"""Load what a report needs from run and sweep directories, repairing what a dead run left:
+journals without Parquet are compacted, a missing summary.json is recomputed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from profiler.errors import StorageError
+from profiler.store.rundir import SAMPLES_JOURNAL, RunDir, read_samples
+from profiler.sweep.index import SPEC, is_sweep_dir, read_index
+
+REQUEST_COLUMNS = (
+    "id", "intended_start_s", "send_s", "first_token_s", "end_s", "output_tokens", "outcome", "ttft_s", "tpot_s", "e2e_s",
+)  # fmt: skip
+
+
+@dataclass
+class Samples:
+    """samples.parquet as columns."""
+
+    t_s: np.ndarray
+    source: np.ndarray
+    device: np.ndarray
+    metric: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Samples:
+        e = np.empty(0)
+        return cls(e, e.astype(object), e.astype(object), e.astype(object), e)
+
+    def series(self, source: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{device: (t_s, value)} sorted by time, missing values dropped."""
+        m = (self.source == source) & (self.metric == metric) & ~np.isnan(self.value)
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for dev in sorted(set(self.device[m].tolist()), key=_dev_key):
+            k = m & (self.device == dev)
+            order = np.argsort(self.t_s[k], kind="stable")
+            out[dev] = (self.t_s[k][order], self.value[k][order])
+        return out
+
+    def has(self, source: str, metric: str | None = None) -> bool:
+        m = self.source == source
+        if metric is not None:
+            m &= self.metric == metric
+        return bool(np.any(m & ~np.isnan(self.value)))
+
+
+def _dev_key(d: str) -> tuple[int, str]:
+    return (int(d), "") if d.isdigit() else (1 << 30, d)
+
+
+@dataclass
+class RunData:
+    path: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    req: dict[str, np.ndarray]
+    itl: np.ndarray  # per-token ITL shares of successful requests
+    samples: Samples
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id") or self.summary.get("run_id") or self.path.name)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.manifest.get("spec") or {}
+
+    def ok(self) -> np.ndarray:
+        return self.req["outcome"] == "ok"
+
+
+@dataclass
+class SweepData:
+    path: Path
+    index: dict[str, Any]
+    spec: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sweep_id(self) -> str:
+        return str(self.index.get("sweep_id") or self.path.name)
+
+    def done_points(self) -> list[dict[str, Any]]:
+        return [p for p in self.index["points"] if p.get("status") == "done" and p.get("summary")]
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise StorageError(f"{path} is not valid JSON ({e.msg})", "restore it or rerun") from None
+    return data if isinstance(data, dict) else None
+
+
+def repair_run(path: Path) -> list[str]:
+    """Compact journals and recompute summary.json when a run died before doing so."""
+    notes: list[str] = []
+    rd = RunDir(path)
+    if not (path / "requests.parquet").exists():
+        if not rd.has_journal():
+            raise StorageError(
+                f"{path} has no request records (no requests.parquet or requests.jsonl)",
+                "pass a run directory written by infprof run, or a sweep directory",
+            )
+        rd.compact()
+        notes.append(
+            "The run ended before compaction; its journals were compacted to Parquet for this report."
+        )
+    elif not (path / "samples.parquet").exists() and (path / SAMPLES_JOURNAL).exists():
+        rd.compact()
+    if not (path / "summary.json").exists():
+        from profiler.runner import summarize_run
+
+        rd.write_json("summary.json", summarize_run(path))
+        notes.append("summary.json was missing and was recomputed from the records.")
+    return notes
+
+
+def load_run(path: Path, *, with_itl: bool = True) -> RunData:
+    notes = repair_run(path)
+    manifest = _json(path / "manifest.json") or {}
+    summary = _json(path / "summary.json") or {}
+    table = pq.read_table(path / "requests.parquet")
+    cols = [c for c in REQUEST_COLUMNS if c in table.column_names]
+    req: dict[str, np.ndarray] = {}
+    for c in cols:
+        arr = table.column(c).to_numpy(zero_copy_only=False)
+        req[c] = arr if c == "outcome" else np.asarray(arr, dtype=np.float64)
+    itl = load_itl(path, req) if with_itl else np.empty(0)
+    ended = manifest.get("ended")
+    if ended not in (None, "completed"):
+        reason = manifest.get("end_reason")
+        notes.append(
+            f"The run ended early ({ended}{': ' + str(reason) if reason else ''}); completed records are shown."
+        )
+    return RunData(path, manifest, summary, req, itl, load_samples(path), notes)
+
+
+def load_itl(path: Path, req: dict[str, np.ndarray]) -> np.ndarray:
+    p = path / "itl.parquet"
+    if not p.exists():
+        return np.empty(0)
+    t = pq.read_table(p, columns=["request_id", "gap_s", "tokens"])
+    rid = np.asarray(t.column("request_id").to_numpy(zero_copy_only=False), dtype=np.int64)
+    gap = np.asarray(t.column("gap_s").to_numpy(zero_copy_only=False), dtype=np.float64)
+    tok = np.asarray(t.column("tokens").to_numpy(zero_copy_only=False), dtype=np.int64)
+    ok_ids = req["id"][req["outcome"] == "ok"].astype(np.int64)
+    keep = np.isin(rid, ok_ids) & ~np.isnan(gap)
+    k = np.maximum(tok[keep], 1)
+    return np.repeat(gap[keep] / k, k)
+
+
+def load_samples(path: Path) -> Samples:
+    p = path / "samples.parquet"
+    if p.exists():
+        t = pq.read_table(p)
+        if t.num_rows == 0:
+            return Samples.empty()
+
+        def col(name: str, dtype: Any) -> np.ndarray:
+            arr = t.column(name).to_numpy(zero_copy_only=False)
+            return np.asarray(arr, dtype=dtype)
+
+        return Samples(
+            col("t_s", np.float64),
+            col("source", object),
+            col("device", object),
+            col("metric", object),
+            col("value", np.float64),
+        )
+    rows = read_samples(path)
+    if not rows:
+        return Samples.empty()
+    return Samples(
+        np.array([s.t_s for s in rows], dtype=np.float64),
+        np.array([s.source for s in rows], dtype=object),
+        np.array([s.device for s in rows], dtype=object),
+        np.array([s.metric for s in rows], dtype=object),
+        np.array([np.nan if s.value is None else s.value for s in rows], dtype=np.float64),
+    )
+
+
+def load_sweep(path: Path) -> SweepData:
+    index = read_index(path)
+    spec = _json(path / SPEC) or index.get("spec") or {}
+    notes: list[str] = []
+    if index.get("status") != "complete":
+        notes.append(
+            f"The sweep is {index.get('status', 'incomplete')}; finished points are shown "
+            f"(continue with `infprof sweep --resume {path}`)."
+        )
+    return SweepData(path, index, spec, notes)
+
+
+def kind_of(path: Path) -> str:
+    if is_sweep_dir(path):
+        return "sweep"
+    if (
+        (path / "manifest.json").exists()
+        or (path / "requests.parquet").exists()
+        or RunDir(path).has_journal()
+    ):
+        return "run"
+    raise StorageError(
+        f"{path} is neither a run directory nor a sweep directory",
+        "pass a directory written by infprof run or infprof sweep",
+    )
+
+
+def point_latencies(sweep: Path, point: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """TTFT/TPOT/E2E of a sweep point's successful requests (straight from Parquet)."""
+    p = sweep / point["run_dir"] / "requests.parquet"
+    if not p.exists():
+        return None
+    t = pq.read_table(p, columns=["outcome", "ttft_s", "tpot_s", "e2e_s"])
+    ok = np.asarray(t.column("outcome").to_numpy(zero_copy_only=False)) == "ok"
+    return {
+        c: np.asarray(t.column(c).to_numpy(zero_copy_only=False), dtype=np.float64)[ok]
+        for c in ("ttft_s", "tpot_s", "e2e_s")
+    }

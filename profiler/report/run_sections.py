@@ -1,0 +1,278 @@
+"""The sections of one run's report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from profiler.report import run_plots
+from profiler.report.data import RunData
+from profiler.report.doc import Code, Note, Section, Table
+from profiler.report.fmt import dig, gb, gib, ms, num, pct, pretty_json, slo_text
+
+LATENCY_ROWS = (
+    ("ttft_s", "TTFT"),
+    ("tpot_s", "TPOT"),
+    ("itl_s", "ITL"),
+    ("e2e_s", "E2E"),
+    ("ttft_from_intended_s", "TTFT from intended start"),
+    ("e2e_from_intended_s", "E2E from intended start"),
+)
+
+
+def _arrival(spec: dict[str, Any]) -> str:
+    a = spec.get("arrival") or {}
+    kind = a.get("kind")
+    if kind == "concurrency":
+        return f"closed loop, {a.get('concurrency')} in flight"
+    if kind in ("constant", "poisson", "gamma", "ramp"):
+        cap = f", at most {a['max_concurrency']} in flight" if a.get("max_concurrency") else ""
+        return f"{kind} arrivals at {a.get('rate')} req/s{cap}"
+    return str(kind or "-")
+
+
+def unavailable(summary: dict[str, Any], manifest: dict[str, Any], section: str) -> str | None:
+    """Why a telemetry section has no data, or None when it has."""
+    s = summary.get(section)
+    if isinstance(s, dict):
+        return None if s.get("available") else str(s.get("reason") or "not recorded")
+    nvml = manifest.get("nvml") or {}
+    if section in ("gpu", "energy") and nvml.get("available") is False:
+        return str(nvml.get("reason") or "NVML unavailable")
+    return "not in this run's summary"
+
+
+def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> list[Section]:
+    s, m, spec = run.summary, run.manifest, run.spec
+    out: list[Section] = []
+    head = Section(f"{prefix}summary", heading or "Summary")
+    for note in run.notes:
+        head.add(Note(note))
+    client = s.get("client") or {}
+    if client.get("saturated"):
+        head.add(
+            Note(
+                f"The load generator was saturated ({client.get('reason')}); latencies include client delay."
+            )
+        )
+    req = s.get("requests") or {}
+    gp = s.get("goodput") or {}
+    rows = [
+        ["run", run.run_id],
+        ["model", str(m.get("model") or dig(spec, "serve", "model") or dig(spec, "endpoint", "model") or "-")],
+        ["workload", str(dig(spec, "workload", "name") or s.get("workload") or "-")],
+        ["load", _arrival(spec)],
+        ["ended", str(m.get("ended", "-")) + (f" ({m['end_reason']})" if m.get("end_reason") else "")],
+        ["requests", f"{req.get('total', '-')} total: {req.get('ok', '-')} ok, {req.get('error', '-')} error, "
+                     f"{req.get('timeout', '-')} timeout, {req.get('cancelled', '-')} cancelled"],
+        ["error rate", pct(s.get("error_rate"))],
+        ["measured window", f"{num(dig(s, 'window', 'seconds'))} s (warm-up {num(dig(s, 'window', 'warmup_s'))} s, "
+                            f"cool-down {num(dig(s, 'window', 'cooldown_s'))} s)"],
+        ["throughput", f"{num(dig(s, 'throughput', 'requests_per_s'))} req/s, "
+                       f"{num(dig(s, 'throughput', 'output_tokens_per_s'), '{:.1f}')} output tok/s, "
+                       f"{num(dig(s, 'throughput', 'total_tokens_per_s'), '{:.1f}')} total tok/s"],
+        ["SLO", slo_text(gp.get("slo"))],
+        ["goodput", "-" if not gp.get("slo") else f"{num(gp.get('requests_per_s'))} req/s, {pct(gp.get('fraction'))} of requests "
+                    f"({'meets' if gp.get('meets_target') else 'misses'} the target)"],
+        ["energy per output token", f"{num(dig(s, 'energy', 'joules_per_output_token'))} J" if dig(s, "energy", "available") else "not available"],
+        ["tokens", f"{dig(s, 'tokens', 'prompt')} prompt, {dig(s, 'tokens', 'output')} output"],
+    ]  # fmt: skip
+    head.add(Table(["", ""], rows))
+    out.append(head)
+
+    lat = Section(f"{prefix}latency", "Latency")
+    table_rows = []
+    for key, name in LATENCY_ROWS:
+        d = dig(s, "latency", key)
+        if isinstance(d, dict):
+            table_rows.append(
+                [name, str(d.get("count"))]
+                + [ms(d.get(q)) for q in ("mean", "p50", "p90", "p95", "p99", "max")]
+            )
+    d = s.get("dispatch_lag_s")
+    if isinstance(d, dict):
+        table_rows.append(
+            ["dispatch lag"]
+            + [str(d.get("count"))]
+            + [ms(d.get(q)) for q in ("mean", "p50", "p90", "p95", "p99", "max")]
+        )
+    lat.add(
+        Table(
+            ["metric", "count", "mean", "p50", "p90", "p95", "p99", "max"],
+            table_rows,
+            caption="milliseconds",
+        )
+    )
+    lat.add(run_plots.latency_distributions(run, prefix))
+    out.append(lat)
+
+    gpu_reason = unavailable(s, m, "gpu")
+    has_gpu_samples = run.samples.has("nvml", "utilization_ratio")
+    tl = Section(f"{prefix}timeline", "Load and GPU timeline")
+    if gpu_reason and not has_gpu_samples:
+        tl.add(
+            Note(
+                f"GPU telemetry is not available for this run: {gpu_reason}. Only the load is shown."
+            )
+        )
+    tl.add(run_plots.timeline(run, prefix, gpu=has_gpu_samples))
+    gpu = s.get("gpu") or {}
+    if gpu.get("available"):
+        per = gpu.get("per_gpu") or {}
+        tl.add(
+            Table(
+                [
+                    "GPU",
+                    "util mean",
+                    "util peak",
+                    "memory peak",
+                    "memory total",
+                    "power mean",
+                    "energy",
+                    "errors",
+                ],
+                [
+                    [
+                        g,
+                        pct(r.get("utilization_mean_ratio")),
+                        pct(r.get("utilization_peak_ratio")),
+                        gib(r.get("memory_used_peak_bytes")),
+                        gib(r.get("memory_total_bytes")),
+                        f"{num(r.get('power_mean_watts'))} W",
+                        f"{num(r.get('energy_joules'))} J",
+                        str(r.get("errors", 0)),
+                    ]
+                    for g, r in per.items()
+                ],
+                caption="per GPU over the measured window",
+            )  # fmt: skip
+        )
+    out.append(tl)
+
+    en = Section(f"{prefix}energy", "Energy")
+    energy = s.get("energy") or {}
+    reason = unavailable(s, m, "energy")
+    if reason:
+        en.add(Note(f"Energy is not available: {reason}."))
+    else:
+        en.add(
+            Table(
+                ["", ""],
+                [
+                    ["energy (all GPUs, measured window)", f"{num(energy.get('joules'))} J"],
+                    ["per output token", f"{num(energy.get('joules_per_output_token'))} J"],
+                    [
+                        "mean power from energy",
+                        f"{num(energy.get('mean_power_from_energy_watts'))} W",
+                    ],
+                    ["GPU-seconds", num(energy.get("gpu_seconds"))],
+                    ["method", str(energy.get("method"))],
+                ],
+            )
+        )
+        fig = run_plots.energy(run, prefix)
+        if fig:
+            en.add(fig)
+    out.append(en)
+
+    ic = Section(f"{prefix}interconnect", "NVLink and PCIe traffic")
+    fig = run_plots.interconnect(run, prefix)
+    if gpu.get("available"):
+        ic.add(
+            Table(
+                ["link", "tx", "rx", "tx per output token", "rx per output token"],
+                [
+                    [
+                        name,
+                        gb(gpu.get(f"{k}_tx_bytes")),
+                        gb(gpu.get(f"{k}_rx_bytes")),
+                        f"{num(gpu.get(f'{k}_tx_bytes_per_output_token'))} B",
+                        f"{num(gpu.get(f'{k}_rx_bytes_per_output_token'))} B",
+                    ]
+                    for k, name in (("nvlink", "NVLink"), ("pcie", "PCIe"))
+                ],
+                caption=f"bytes over the measured window, all GPUs (methods: {', '.join(gpu.get('traffic_methods') or []) or '-'})",
+            )  # fmt: skip
+        )
+    if fig:
+        ic.add(fig)
+    elif not gpu.get("available"):
+        ic.add(Note(f"No NVLink/PCIe samples: {gpu_reason or 'not recorded'}."))
+    else:
+        ic.add(
+            Note(
+                "No NVLink/PCIe rate samples in this run (not supported by these GPUs or the driver)."
+            )
+        )
+    out.append(ic)
+
+    sv = Section(f"{prefix}server", "Server (vLLM /metrics)")
+    server = s.get("server") or {}
+    reason = unavailable(s, m, "server")
+    if reason:
+        sv.add(Note(f"Server metrics are not available: {reason}."))
+    else:
+        sv.add(
+            Table(
+                ["", ""],
+                [
+                    [
+                        "KV-cache usage mean / peak",
+                        f"{pct(server.get('kv_cache_usage_mean_ratio'))} / {pct(server.get('kv_cache_usage_peak_ratio'))}",
+                    ],
+                    [
+                        "running requests mean / peak",
+                        f"{num(server.get('num_requests_running_mean'))} / {num(server.get('num_requests_running_peak'))}",
+                    ],
+                    [
+                        "waiting requests mean / peak",
+                        f"{num(server.get('num_requests_waiting_mean'))} / {num(server.get('num_requests_waiting_peak'))}",
+                    ],
+                    ["preemptions", num(server.get("preemptions"))],
+                    ["prefix-cache hit ratio", pct(server.get("prefix_cache_hit_ratio"))],
+                ],
+            )  # fmt: skip
+        )
+        fig = run_plots.server_kv(run, prefix)
+        if fig:
+            sv.add(fig)
+    out.append(sv)
+    out.append(inputs_section(run, prefix))
+    return out
+
+
+def inputs_section(run: RunData, prefix: str) -> Section:
+    m, s = run.manifest, run.summary
+    sec = Section(f"{prefix}inputs", "Inputs and versions")
+    versions = m.get("versions") or {}
+    sec.add(
+        Table(
+            ["component", "version"],
+            [[k, str(v) if v is not None else "-"] for k, v in versions.items()],
+            caption="versions",
+        )
+    )
+    gpus = m.get("gpus") or []
+    if gpus:
+        keys = [
+            k
+            for k in ("index", "name", "uuid", "memory_total_bytes", "pcie_gen_max", "nvlink_links")
+            if any(k in g for g in gpus)
+        ]
+        sec.add(Table(keys, [[str(g.get(k, "-")) for k in keys] for g in gpus], caption="GPUs"))
+    else:
+        sec.add(
+            Note(
+                f"No GPU inventory: {dig(m, 'nvml', 'reason') or 'NVML not available on the load host'}."
+            )
+        )
+    host = m.get("host") or {}
+    if host:
+        sec.add(Table(["host", ""], [[k, str(v)] for k, v in host.items()]))
+    client = s.get("client") or {}
+    if client:
+        sec.add(Table(["client health", ""], [[k, str(v)] for k, v in client.items()]))
+    argv = dig(m, "server", "argv")
+    if argv:
+        sec.add(Code(" ".join(str(a) for a in argv), summary="server command line"))
+    sec.add(Code(pretty_json(run.spec), summary="resolved run spec (manifest.json)"))
+    return sec

@@ -1,0 +1,208 @@
+"""infprof report: every section and plot renders for synthetic run and sweep directories; the
+HTML is self-contained; dead runs are repaired; missing telemetry is said, not drawn."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from profiler.cli.main import cli
+from profiler.report.build import PlanOptions, write_report
+from tests.fakes.synthetic_runs import make_run, make_sweep
+
+RUN_SECTIONS = {"summary", "latency", "timeline", "energy", "interconnect", "server", "inputs"}
+RUN_PLOTS = {"latency", "timeline", "energy", "interconnect", "kv"}
+SWEEP_SECTIONS = {
+    "overview",
+    "points",
+    "latency-throughput",
+    "goodput",
+    "distributions",
+    "gpu",
+    "energy",
+    "interconnect",
+    "inputs",
+}
+SWEEP_PLOTS = {
+    "sweep-latency-throughput",
+    "sweep-goodput",
+    "sweep-distributions",
+    "sweep-gpu",
+    "sweep-energy",
+    "sweep-interconnect",
+}
+
+
+class Page(HTMLParser):
+    """Section ids, plots (img data-plot), notes and every external reference of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: set[str] = set()
+        self.plots: dict[str, str] = {}
+        self.external: list[str] = []
+        self.notes: list[str] = []
+        self._in_note = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section" and a.get("id"):
+            self.sections.add(a["id"] or "")
+        if tag == "img":
+            self.plots[a.get("data-plot") or ""] = a.get("src") or ""
+        for key in ("src", "href"):
+            v = a.get(key) or ""
+            if v and not v.startswith(("data:", "#")):
+                self.external.append(v)
+        if tag in ("script", "link"):
+            self.external.append(tag)
+        self._in_note = tag == "p" and a.get("class") == "note"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_note:
+            self.notes.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "p":
+            self._in_note = False
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text())
+    return page
+
+
+def check_images(page: Page) -> None:
+    for name, src in page.plots.items():
+        assert src.startswith("data:image/png;base64,"), name
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
+
+
+@pytest.fixture(scope="module")
+def plan_json(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from profiler.capacity.planner import plan
+    from profiler.capacity.result import PlanRequest
+
+    return plan(PlanRequest(model="llama-3.1-8b", gpus=["h100", "h200"], target_rps=10)).model_dump(
+        mode="json"
+    )
+
+
+def test_run_report_has_every_section_and_plot(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r1", n=500)
+    t0 = time.perf_counter()
+    files = write_report([run])
+    assert time.perf_counter() - t0 < 15
+    assert files.html == run / "report.html" and files.markdown == run / "report.md"
+    page = parse(files.html)
+    assert page.sections >= RUN_SECTIONS
+    assert set(page.plots) == RUN_PLOTS
+    check_images(page)
+    assert page.external == []  # self-contained
+    html = files.html.read_text()
+    assert "resolved run spec" in html and "NVIDIA H100" in html and "versions" in html
+    md = files.markdown.read_text()
+    for plot in RUN_PLOTS:
+        assert f"report_files/{plot}.png" in md
+        assert (run / "report_files" / f"{plot}.png").stat().st_size > 5000
+
+
+def test_run_without_gpu_says_so(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "cpu-run", gpu=False, n=200)
+    page = parse(write_report([run]).main)
+    assert {"latency", "timeline"} <= set(page.plots)
+    assert not {"energy", "interconnect", "kv"} & set(page.plots)
+    notes = " ".join(page.notes)
+    assert "GPU telemetry is not available" in notes and "NVML library not found" in notes
+    assert "Energy is not available" in notes
+    assert "Server metrics are not available" in notes
+
+
+def test_dead_run_is_compacted_and_summarised(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "dead", journal_only=True, n=120)
+    assert not (run / "requests.parquet").exists() and not (run / "summary.json").exists()
+    page = parse(write_report([run]).main)
+    assert (run / "requests.parquet").exists() and (run / "samples.parquet").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["requests"]["total"] == 120
+    notes = " ".join(page.notes)
+    assert "compacted" in notes and "recomputed" in notes and "ended early (interrupted" in notes
+    assert set(page.plots) >= RUN_PLOTS
+
+
+def test_sweep_report_has_every_section_and_plot(tmp_path: Path, plan_json: dict) -> None:
+    sweep = make_sweep(tmp_path)
+    (sweep / "plan.json").write_text(json.dumps(plan_json))
+    files = write_report([sweep])
+    page = parse(files.main)
+    assert SWEEP_SECTIONS | {"plan", "plan-interconnect", "plan-scaling"} <= page.sections
+    assert set(page.plots) == SWEEP_PLOTS | {"plan-test-time-scaling"}
+    check_images(page)
+    assert page.external == []
+    html = files.main.read_text()
+    assert "c1-synthetic-conc16" in html and "NVLink4 900" in html and "knee" in html
+
+
+def test_sweep_without_gpu_and_with_search(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, gpu=False)
+    index = json.loads((sweep / "index.json").read_text())
+    index["searches"] = [
+        {
+            "config_id": "c0", "label": "tp1", "workload": "synthetic", "target_fraction": 0.9, "best_rate": 3.0,
+            "failed_rate": 3.2, "stopped": "converged", "goodput_rps_at_best": 2.9, "output_tokens_per_s_at_best": 90.0,
+            "probes": [
+                {"rate": 1.0, "passed": True, "fraction": 1.0, "achieved_rps": 1.0, "error_rate": 0.0, "reason": ""},
+                {"rate": 2.0, "passed": True, "fraction": 0.97, "achieved_rps": 2.0, "error_rate": 0.0, "reason": ""},
+                {"rate": 4.0, "passed": False, "fraction": 0.2, "achieved_rps": 3.1, "error_rate": 0.0, "reason": ""},
+                {"rate": 3.0, "passed": True, "fraction": 0.92, "achieved_rps": 2.9, "error_rate": 0.0, "reason": ""},
+                {"rate": 3.2, "passed": False, "fraction": 0.85, "achieved_rps": 3.0, "error_rate": 0.0, "reason": ""},
+            ],
+        }
+    ]  # fmt: skip
+    (sweep / "index.json").write_text(json.dumps(index))
+    page = parse(write_report([sweep]).main)
+    assert "slo-search" in page.sections and "sweep-slo-search" in page.plots
+    assert not {"sweep-gpu", "sweep-energy", "sweep-interconnect"} & set(page.plots)
+    notes = " ".join(page.notes)
+    assert "GPU telemetry is not available" in notes and "NVML library not found" in notes
+
+
+def test_several_inputs_in_one_report(tmp_path: Path) -> None:
+    a = make_run(tmp_path, "a", gpu=False, n=100)
+    b = make_run(tmp_path, "b", gpu=False, n=100, ttft_s=0.08)
+    out = tmp_path / "out"
+    files = write_report([a, b], out, formats=["html"])
+    assert files.html == out / "report.html" and files.markdown is None
+    page = parse(files.main)
+    assert {"overview", "i0-summary", "i1-summary", "i0-latency", "i1-latency"} <= page.sections
+    assert {"i0-latency", "i1-latency"} <= set(page.plots)
+
+
+def test_plan_from_options_and_planner_errors(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", gpu=False, n=50)
+    page = parse(write_report([run], plan=PlanOptions("llama-3.1-8b", ["h100"], 5.0)).main)
+    assert "plan" in page.sections and "plan-test-time-scaling" in page.plots
+    page = parse(write_report([run], plan=PlanOptions("no-such-model", ["h100"], 5.0)).main)
+    assert "plan" in page.sections and any("could not be computed" in n for n in page.notes)
+
+
+def test_cli_prints_the_path_and_rejects_bad_input(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", gpu=False, n=50)
+    res = CliRunner().invoke(cli, ["report", str(run), "--format", "md"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == str(run / "report.md")
+    res = CliRunner().invoke(cli, ["report", str(run), "--format", "pdf"])
+    assert res.exit_code == 2 and "unknown format pdf" in res.output
+    res = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert res.exit_code == 5 and "neither a run directory nor a sweep directory" in res.output
+    res = CliRunner().invoke(cli, ["report", str(run), "--json", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["html"] == str(tmp_path / "o" / "report.html")
