@@ -1,0 +1,489 @@
+"""``run_sweep``: every point of a sweep, one run directory each, resumable.
+
+Per server configuration the server is launched once (``VllmServer``), lazily: a
+configuration whose points are all finished is never relaunched on resume. Each point then
+runs against it as an endpoint (``runner.execute`` with ``RunSpec.endpoint``). With
+``SweepSpec.endpoint`` there is one configuration, the endpoint, and nothing is launched.
+The index is saved atomically after each point; Ctrl-C (or SIGTERM, via the CLI) stops the
+sweep after recording what finished, and ``--resume`` continues from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from profiler.analysis.knee import find_knee
+from profiler.errors import InfprofError, RunInterrupted, SpecError
+from profiler.spec import RunSpec, ServeSpec
+from profiler.sweep.index import SPEC, SweepIndex, key_numbers
+from profiler.sweep.search import slo_search
+from profiler.sweep.spec import SweepSpec, config_id, config_label, load_label, point_id
+
+log = logging.getLogger(__name__)
+SEARCH_SECONDS_PER_PROBE = 15.0  # probes without --num-requests/--duration: ~15 s of load
+SEARCH_MIN_REQUESTS = 30
+
+PointRunner = Callable[[RunSpec], Any]  # returns an object with run_dir, summary, ended, reason
+ServerFactory = Callable[[ServeSpec, Path], Any]  # VllmServer-like: start/wait_ready/url/alive/stop
+
+
+@dataclass
+class SweepHooks:
+    on_status: Callable[[str], None] | None = None
+    run_point: PointRunner | None = None
+    server_factory: ServerFactory | None = None
+    before_point: Callable[[], None] | None = None  # e.g. the CLI re-arms its SIGTERM handler
+
+
+def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, resume: bool) -> SweepSpec:
+    """Create the sweep directory or reopen it. Reopening needs ``resume`` or the same spec;
+    the saved spec wins on resume."""
+    from profiler.spec import load_yaml_model  # YAML is a superset of JSON
+
+    saved = sweep_dir / SPEC
+    if saved.exists():
+        old = load_yaml_model(saved, SweepSpec)
+        if resume or old.same_work(spec):
+            return old
+        raise SpecError(
+            f"{sweep_dir} already holds a different sweep",
+            f"resume it with `infprof sweep --resume {sweep_dir}`, or choose another --out",
+        )
+    if resume:
+        raise SpecError(
+            f"{sweep_dir} is not a sweep directory (no {SPEC})",
+            "pass a directory written by infprof sweep",
+        )
+    from profiler.store.rundir import write_json_atomic
+
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from profiler.errors import StorageError
+
+        raise StorageError(
+            f"cannot create {sweep_dir}: {e.strerror}", "choose a writable --out"
+        ) from None
+    write_json_atomic(saved, spec.model_dump(mode="json"))
+    return spec
+
+
+class _Server:
+    """The configuration's server, started on first use and stopped at the end."""
+
+    def __init__(
+        self, factory: ServerFactory | None, serve: ServeSpec | None, log_dir: Path
+    ) -> None:
+        self.factory, self.serve, self.log_dir = factory, serve, log_dir
+        self.server: Any = None
+        self.error: str | None = None
+        self.startup_s: float | None = None
+        self.log_path: Path | None = None
+        self.used = False  # a point was attempted with this configuration in this session
+
+    def url(self) -> str:
+        if self.error:
+            raise _ConfigFailed(self.error)
+        if self.server is None:
+            assert self.serve is not None and self.factory is not None
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            n = len(list(self.log_dir.glob("server*.log")))
+            self.log_path = self.log_dir / ("server.log" if n == 0 else f"server-{n + 1}.log")
+            server = self.factory(self.serve, self.log_path)
+            try:
+                server.start()
+                self.startup_s = server.wait_ready()
+            except InfprofError as e:
+                self.error = f"server did not start: {e.one_line()}"
+                _stop(server)
+                raise _ConfigFailed(self.error) from None
+            except BaseException:
+                _stop(server)
+                raise
+            self.server = server
+        return str(self.server.url)
+
+    def check_alive(self) -> None:
+        if self.server is not None and not self.server.alive():
+            self.error = f"the server exited (code {self.server.returncode}); see {self.log_path}"
+
+    def close(self) -> None:
+        if self.server is not None:
+            _stop(self.server)
+            self.server = None
+
+
+class _ConfigFailed(Exception):
+    pass
+
+
+def _stop(server: Any) -> None:
+    try:
+        server.stop()
+    except Exception as e:  # teardown must not hide the sweep's own outcome
+        log.warning("stopping the server failed: %s", e)
+
+
+def run_sweep(
+    spec: SweepSpec, sweep_dir: Path, hooks: SweepHooks | None = None, *, retry_failed: bool = False
+) -> dict[str, Any]:
+    """Run every point not yet finished; returns the index data."""
+    hooks = hooks or SweepHooks()
+    status = hooks.on_status or (lambda _m: None)
+    index = SweepIndex.load_or_new(sweep_dir, spec.sweep_id)
+    index.set_status("running")
+    ctx = _Context(spec, sweep_dir, index, hooks, status, retry_failed)
+    try:
+        for ci, config in enumerate(spec.configs()):
+            ctx.run_config(config_id(ci), config)
+    except (KeyboardInterrupt, RunInterrupted):
+        index.set_status("interrupted")
+        done = sum(1 for p in index.points if p["status"] == "done")
+        raise RunInterrupted(
+            f"sweep interrupted; {done} points done and kept in {sweep_dir}",
+            f"continue with `infprof sweep --resume {sweep_dir}`",
+        ) from None
+    index.data["knees"] = knees(index.points)
+    index.set_status("complete")
+    return index.data
+
+
+class _Context:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        sweep_dir: Path,
+        index: SweepIndex,
+        hooks: SweepHooks,
+        status: Callable[[str], None],
+        retry_failed: bool,
+    ) -> None:
+        self.spec, self.sweep_dir, self.index, self.hooks = spec, sweep_dir, index, hooks
+        self.status, self.retry_failed = status, retry_failed
+        self.total = (
+            len(spec.configs())
+            * len(spec.workloads)
+            * (len(spec.loads) if spec.search is None else 1)
+        )
+        self.counter = 0
+
+    # ------------------------------------------------------------ per configuration
+    def run_config(self, cfg_id: str, config: dict[str, Any]) -> None:
+        serve = None if self.spec.endpoint else serve_spec(self.spec, config)
+        factory = self.hooks.server_factory or _vllm_factory
+        server = _Server(
+            factory if serve is not None else None, serve, self.sweep_dir / "configs" / cfg_id
+        )
+        entry: dict[str, Any] = {
+            "id": cfg_id,
+            "config": config,
+            "label": config_label(config),
+            "status": "pending",
+            "reason": None,
+        }
+        try:
+            for workload in self.spec.workloads:
+                if self.spec.search == "slo":
+                    self._search(cfg_id, config, workload, server)
+                else:
+                    for value in self.spec.loads:
+                        load = {
+                            "kind": self.spec.load_kind,
+                            "value": _load_value(self.spec.load_kind, value),
+                        }
+                        self.counter += 1
+                        self.point(cfg_id, config, workload, load, server)
+        finally:
+            server.close()
+            started = server.log_path is not None
+            old = next((c for c in self.index.data["configs"] if c["id"] == cfg_id), None)
+            if server.error:
+                entry.update(status="failed", reason=server.error)
+            elif server.used:
+                entry.update(status="ok")
+            elif old is not None:  # nothing ran this time: keep what is known
+                entry.update(status=old.get("status"), reason=old.get("reason"))
+            entry["server_log"] = (
+                str(server.log_path.relative_to(self.sweep_dir))
+                if server.log_path
+                else (old or {}).get("server_log")
+            )
+            entry["startup_s"] = server.startup_s if started else (old or {}).get("startup_s")
+            self.index.set_config(entry)
+
+    def _search(self, cfg_id: str, config: dict[str, Any], workload: str, server: _Server) -> None:
+        def probe(rate: float) -> dict[str, Any]:
+            self.counter += 1
+            point = self.point(
+                cfg_id, config, workload, {"kind": "rate", "value": rate}, server, probe=True
+            )
+            return point.get("summary") or {"goodput_fraction": None, "error_rate": 1.0}
+
+        s = self.spec
+        res = slo_search(
+            probe,
+            start_rate=s.start_rate,
+            target_fraction=s.target_fraction,
+            tolerance=s.tolerance,
+            max_probes=s.max_probes,
+            max_rate=s.max_rate,
+        )
+        best = res.best_probe()
+        best_point = (
+            self.index.find(point_id(cfg_id, workload, {"kind": "rate", "value": res.best_rate}))
+            if best
+            else None
+        )
+        entry = {
+            "config_id": cfg_id,
+            "config": config,
+            "label": config_label(config),
+            "workload": workload,
+            "slo": s.slo,
+            "target_fraction": s.target_fraction,
+            **res.to_dict(),
+            "best_point": best_point["id"] if best_point else None,
+            "goodput_rps_at_best": (best_point or {}).get("summary", {}).get("goodput_rps"),
+            "output_tokens_per_s_at_best": (best_point or {})
+            .get("summary", {})
+            .get("output_tokens_per_s"),
+        }
+        self.index.set_search(entry)
+        best_txt = f"{res.best_rate:g} req/s" if res.best_rate is not None else "none"
+        self.status(
+            f"{cfg_id} {config_label(config)} / {workload}: highest rate meeting the SLOs: {best_txt} ({res.stopped})"
+        )
+
+    # ------------------------------------------------------------ one point
+    def point(
+        self,
+        cfg_id: str,
+        config: dict[str, Any],
+        workload: str,
+        load: dict[str, Any],
+        server: _Server,
+        *,
+        probe: bool = False,
+    ) -> dict[str, Any]:
+        pid = point_id(cfg_id, workload, load)
+        old = self.index.find(pid)
+        if old is not None and (
+            old["status"] == "done" or (old["status"] == "failed" and not self.retry_failed)
+        ):
+            return old
+        where = f"[{self.counter}/{self.total}]" if not probe else f"[probe {self.counter}]"
+        label = f"{cfg_id} {config_label(config)} / {workload} / {load_label(load)}"
+        point: dict[str, Any] = {
+            "id": pid,
+            "config_id": cfg_id,
+            "config": config,
+            "load": load,
+            "workload": workload,
+            "run_dir": f"runs/{pid}",
+            "status": "failed",
+            "probe": probe,
+            "ended": None,
+            "reason": None,
+            "summary": None,
+        }
+        server.used = True
+        if self.hooks.before_point:
+            self.hooks.before_point()
+        try:
+            url = server.url() if server.serve is not None else str(self.spec.endpoint)
+            model = server.serve.name if server.serve is not None else self.spec.model
+            run_spec = point_run_spec(
+                self.spec, workload, load, url, model, self.sweep_dir / "runs", pid
+            )
+            _clear_stale(self.sweep_dir, pid)
+            self.status(f"{where} {label}")
+            runner = self.hooks.run_point or _execute
+            result = runner(run_spec)
+        except _ConfigFailed as e:
+            point["reason"] = str(e)
+            self.index.record_point(point)
+            self.status(f"{where} {label}: failed ({e})")
+            return point
+        except RunInterrupted:
+            raise
+        except InfprofError as e:
+            point["reason"] = e.one_line()
+            server.check_alive()
+            self.index.record_point(point)
+            self.status(f"{where} {label}: failed ({e.one_line()})")
+            return point
+        if result.ended == "interrupted":
+            raise RunInterrupted(f"point {pid} interrupted", None)
+        point.update(ended=result.ended, reason=result.reason, summary=key_numbers(result.summary))
+        point["status"] = "done" if result.ended == "completed" else "failed"
+        server.check_alive()
+        self.index.record_point(point)
+        k = point["summary"]
+        self.status(
+            f"{where} {label}: {_num(k['requests_per_s'])} req/s, {_num(k['output_tokens_per_s'])} tok/s, "
+            f"ttft p50 {_ms(k['ttft_p50_s'])}, tpot p50 {_ms(k['tpot_p50_s'])}"
+            + ("" if point["status"] == "done" else f" ({result.ended}: {result.reason})")
+        )
+        return point
+
+
+# ---------------------------------------------------------------------- building specs
+def _options(spec: SweepSpec, workload: str, **extra: Any) -> Any:
+    from profiler.runspec import RunOptions
+
+    slo = spec.slo
+    if slo and "fraction" not in slo:
+        slo = f"{slo},fraction={spec.target_fraction}"
+    return RunOptions(
+        workload=workload,
+        num_requests=spec.num_requests,
+        duration=spec.duration_s,
+        input_len=spec.input_len,
+        output_len=spec.output_len,
+        slo=slo,
+        warmup=spec.warmup_s,
+        cooldown=spec.cooldown_s,
+        request_timeout=spec.request_timeout_s,
+        ready_timeout=spec.ready_timeout_s,
+        sample_interval=spec.sample_interval_s,
+        no_telemetry=spec.sample_interval_s is None,
+        seed=spec.seed,
+        **extra,
+    )
+
+
+def serve_spec(spec: SweepSpec, config: dict[str, Any]) -> ServeSpec:
+    """The server of one configuration (the largest max-model-len its workloads need)."""
+    from profiler.runspec import build_run_spec
+
+    best: ServeSpec | None = None
+    for workload in spec.workloads:
+        opts = _options(
+            spec,
+            workload,
+            model=spec.model,
+            tp=config["tp"],
+            pp=config["pp"],
+            dp=config["dp"],
+            expert_parallel=config["ep"],
+            max_num_seqs=config["max_num_seqs"],
+            max_num_batched_tokens=config["max_num_batched_tokens"],
+            max_model_len=spec.max_model_len,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            load_format=spec.load_format,
+            dtype=spec.dtype,
+            serve_arg=tuple(spec.serve_args),
+            concurrency=1,
+        )
+        serve = build_run_spec(opts).serve
+        assert serve is not None
+        if best is None or (serve.max_model_len or 0) > (best.max_model_len or 0):
+            best = serve
+    assert best is not None
+    return best
+
+
+def point_run_spec(
+    spec: SweepSpec,
+    workload: str,
+    load: dict[str, Any],
+    url: str,
+    model: str | None,
+    runs_dir: Path,
+    pid: str,
+) -> RunSpec:
+    from profiler.runspec import build_run_spec
+
+    kw: dict[str, Any] = {}
+    if load["kind"] == "concurrency":
+        kw["concurrency"] = int(load["value"])
+    else:
+        kw.update(rate=float(load["value"]), arrival=spec.arrival)
+    opts = _options(
+        spec,
+        workload,
+        endpoint=url,
+        model=model,
+        api_key_env=spec.api_key_env,
+        out=runs_dir,
+        run_id=pid,
+        **kw,
+    )
+    if spec.search == "slo" and spec.num_requests is None and spec.duration_s is None:
+        opts.num_requests = max(
+            SEARCH_MIN_REQUESTS, math.ceil(float(load["value"]) * SEARCH_SECONDS_PER_PROBE)
+        )
+    return build_run_spec(opts)
+
+
+def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:
+    from profiler.serving.vllm import VllmServer
+
+    return VllmServer(serve, log_path)
+
+
+def _execute(run_spec: RunSpec) -> Any:
+    from profiler.runner import execute
+
+    return execute(run_spec)
+
+
+def _clear_stale(sweep_dir: Path, pid: str) -> None:
+    """A point that is being (re)run must not find its old directory: move it aside."""
+    run = sweep_dir / "runs" / pid
+    if not run.exists():
+        return
+    stale = sweep_dir / "stale"
+    stale.mkdir(exist_ok=True)
+    n = 1
+    while (stale / f"{pid}-{n}").exists():
+        n += 1
+    shutil.move(str(run), str(stale / f"{pid}-{n}"))
+
+
+def _load_value(kind: str, value: float) -> float | int:
+    return int(value) if kind == "concurrency" else float(value)
+
+
+def knees(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The throughput–latency knee (x: output tokens/s, y: E2E p50) per configuration and
+    workload, over its finished points in load order (see profiler.analysis.knee)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in points:
+        if p["status"] == "done" and p.get("summary"):
+            groups.setdefault((p["config_id"], p["workload"]), []).append(p)
+    out = []
+    for (cfg, workload), pts in sorted(groups.items()):
+        pts.sort(key=lambda p: float(p["load"]["value"]))
+        x = [p["summary"].get("output_tokens_per_s") for p in pts]
+        y = [p["summary"].get("e2e_p50_s") for p in pts]
+        k = find_knee(x, y, curve="convex")
+        out.append(
+            {
+                "config_id": cfg,
+                "workload": workload,
+                "x_metric": "output_tokens_per_s",
+                "y_metric": "e2e_p50_s",
+                "point": pts[k.index]["id"] if k else None,
+                "load": pts[k.index]["load"] if k else None,
+                "x": k.x if k else None,
+                "y": k.y if k else None,
+                "score": k.score if k else None,
+                "reason": None if k else "fewer than 3 finished points, or no bend in the curve",
+            }
+        )
+    return out
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f} ms"

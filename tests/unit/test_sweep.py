@@ -1,0 +1,272 @@
+"""run_sweep with a fake point runner and a fake server factory: grid, index, resume after an
+interruption, failed configurations, endpoint mode and the SLO search through the sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from profiler.cli.main import cli
+from profiler.errors import RunInterrupted, ServerError, SpecError
+from profiler.spec import RunSpec, ServeSpec
+from profiler.sweep.execute import SweepHooks, prepare_sweep_dir, run_sweep
+from profiler.sweep.index import read_index
+from profiler.sweep.spec import SweepGrid, SweepSpec
+from tests.fakes.synthetic_runs import make_run, saturating
+
+
+class FakeServer:
+    """VllmServer's surface; the URL carries max_num_seqs so the fake runner knows the config."""
+
+    started: list[int | None] = []
+    stopped: list[int | None] = []
+    fail_for: set[int | None] = set()
+
+    def __init__(self, serve: ServeSpec, log_path: Path) -> None:
+        self.serve, self.log_path = serve, log_path
+        self.returncode: int | None = None
+
+    def start(self) -> None:
+        self.log_path.write_text("fake server\n")
+        FakeServer.started.append(self.serve.max_num_seqs)
+        if self.serve.max_num_seqs in FakeServer.fail_for:
+            raise ServerError("vLLM exited during startup (code 1)", "see the log")
+
+    def wait_ready(self) -> float:
+        return 0.01
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:9/seqs{self.serve.max_num_seqs}"
+
+    def alive(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        FakeServer.stopped.append(self.serve.max_num_seqs)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    FakeServer.started, FakeServer.stopped, FakeServer.fail_for = [], [], set()
+
+
+class FakeRunner:
+    """Writes a synthetic run per point; the server saturates at max_num_seqs requests."""
+
+    def __init__(self, interrupt_at: int | None = None) -> None:
+        self.calls: list[RunSpec] = []
+        self.interrupt_at = interrupt_at
+
+    def __call__(self, spec: RunSpec) -> Any:
+        self.calls.append(spec)
+        assert spec.endpoint is not None and spec.serve is None and spec.run_id
+        if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
+            (spec.out_dir / spec.run_id).mkdir(parents=True)  # died mid-run
+            raise KeyboardInterrupt
+        seqs = spec.endpoint.url.rsplit("seqs", 1)[-1]
+        capacity = float(seqs) if seqs != "None" else 8.0
+        load = float(spec.arrival.concurrency or spec.arrival.rate or 1)
+        achieved, latency = saturating(load, capacity)
+        path = make_run(
+            spec.out_dir,
+            spec.run_id,
+            gpu=False,
+            n=30,
+            rate=max(achieved, 0.5),
+            ttft_s=latency / 4,
+            seed=len(self.calls),
+        )
+        return SimpleNamespace(
+            run_dir=path,
+            summary=json.loads((path / "summary.json").read_text()),
+            ended="completed",
+            reason=None,
+        )
+
+
+def _spec(**kw: Any) -> SweepSpec:
+    base: dict[str, Any] = dict(
+        sweep_id="s",
+        grid=SweepGrid(max_num_seqs=[4, 16]),
+        loads=[1, 4, 16],
+        num_requests=30,
+        slo="ttft=0.5,tpot=0.05",
+    )
+    base.update(kw)
+    return SweepSpec(**base)
+
+
+def _run(spec: SweepSpec, d: Path, runner: FakeRunner, **kw: Any) -> dict[str, Any]:
+    prepare_sweep_dir(spec, d, resume=kw.pop("resume", False))
+    hooks = SweepHooks(run_point=runner, server_factory=FakeServer)
+    return run_sweep(spec, d, hooks, **kw)
+
+
+def test_grid_runs_every_point_and_writes_the_index(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    data = _run(_spec(), tmp_path / "sw", runner)
+    assert len(runner.calls) == 6
+    assert FakeServer.started == [4, 16] and FakeServer.stopped == [4, 16]  # relaunched per config
+    index = read_index(tmp_path / "sw")
+    assert index == json.loads(json.dumps(data))
+    assert index["status"] == "complete"
+    assert [c["status"] for c in index["configs"]] == ["ok", "ok"]
+    assert index["configs"][0]["server_log"] == "configs/c0/server.log"
+    points = index["points"]
+    assert len(points) == 6 and all(p["status"] == "done" for p in points)
+    p = next(p for p in points if p["id"] == "c1-default-conc4")
+    assert p["config"]["max_num_seqs"] == 16 and p["load"] == {"kind": "concurrency", "value": 4}
+    assert p["workload"] == "default" and p["run_dir"] == "runs/c1-default-conc4"
+    assert (tmp_path / "sw" / p["run_dir"] / "summary.json").exists()
+    assert {"requests_per_s", "ttft_p50_s", "tpot_p99_s", "goodput_fraction"} <= set(p["summary"])
+    assert len(index["knees"]) == 2
+    spec = runner.calls[0]
+    assert spec.num_requests == 30 and spec.slo.ttft_s == 0.5 and spec.slo.target_fraction == 0.9
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["loads"] == [1, 4, 16]
+
+
+def test_resume_after_interruption_does_not_redo_finished_points(tmp_path: Path) -> None:
+    d = tmp_path / "sw"
+    first = FakeRunner(interrupt_at=4)  # config c0 finishes (3 points), c1's first point dies
+    with pytest.raises(RunInterrupted, match="3 points done"):
+        _run(_spec(), d, first)
+    index = read_index(d)
+    assert index["status"] == "interrupted"
+    done = {p["id"] for p in index["points"] if p["status"] == "done"}
+    assert done == {"c0-default-conc1", "c0-default-conc4", "c0-default-conc16"}
+    assert FakeServer.stopped == [4, 16]  # the interrupted config's server was stopped
+    mtimes = {pid: (d / "runs" / pid / "summary.json").stat().st_mtime_ns for pid in done}
+
+    FakeServer.started = []
+    again = FakeRunner()
+    data = _run(_spec(), d, again, resume=True)
+    assert [c.run_id for c in again.calls] == [
+        "c1-default-conc1",
+        "c1-default-conc4",
+        "c1-default-conc16",
+    ]
+    assert FakeServer.started == [16]  # c0 had nothing left: never relaunched
+    assert data["status"] == "complete" and sum(p["status"] == "done" for p in data["points"]) == 6
+    assert {pid: (d / "runs" / pid / "summary.json").stat().st_mtime_ns for pid in done} == mtimes
+    assert (d / "stale" / "c1-default-conc1-1").is_dir()  # the dead point's directory, kept aside
+
+
+def test_failed_server_fails_its_points_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    FakeServer.fail_for = {4}
+    d = tmp_path / "sw"
+    runner = FakeRunner()
+    data = _run(_spec(), d, runner)
+    by = {p["id"]: p for p in data["points"]}
+    assert all(by[f"c0-default-conc{c}"]["status"] == "failed" for c in (1, 4, 16))
+    assert "server did not start" in by["c0-default-conc1"]["reason"]
+    assert all(by[f"c1-default-conc{c}"]["status"] == "done" for c in (1, 4, 16))
+    assert data["configs"][0]["status"] == "failed" and FakeServer.started == [4, 16]
+    # resuming does not retry failed points unless asked
+    FakeServer.started, FakeServer.fail_for = [], set()
+    _run(_spec(), d, FakeRunner(), resume=True)
+    assert FakeServer.started == []
+    retry = FakeRunner()
+    data = _run(_spec(), d, retry, resume=True, retry_failed=True)
+    assert len(retry.calls) == 3 and all(p["status"] == "done" for p in data["points"])
+
+
+def test_endpoint_mode_launches_nothing(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    spec = _spec(
+        endpoint="http://127.0.0.1:9/seqsNone", grid=SweepGrid(), loads=[2, 8], load_kind="rate"
+    )
+    data = _run(spec, tmp_path / "sw", runner)
+    assert FakeServer.started == []
+    assert [c.endpoint.url for c in runner.calls if c.endpoint] == [
+        "http://127.0.0.1:9/seqsNone"
+    ] * 2
+    assert [c.arrival.kind for c in runner.calls] == ["poisson", "poisson"]
+    assert [p["id"] for p in data["points"]] == ["c0-default-rate2", "c0-default-rate8"]
+    assert data["configs"][0]["config"] == {"endpoint": "http://127.0.0.1:9/seqsNone"}
+
+
+def test_slo_search_through_the_sweep(tmp_path: Path) -> None:
+    def runner(spec: RunSpec) -> Any:
+        assert spec.endpoint is not None and spec.run_id and spec.arrival.rate
+        capacity = 2.5 * float(spec.endpoint.url.rsplit("seqs", 1)[-1])
+        rate = spec.arrival.rate
+        (spec.out_dir / spec.run_id).mkdir(parents=True)
+        fraction = 0.99 if rate <= capacity else max(0.0, 1 - 4 * (rate / capacity - 1))
+        summary = {
+            "requests": {"total": 30, "ok": 30},
+            "throughput": {
+                "requests_per_s": min(rate, capacity),
+                "output_tokens_per_s": 32 * min(rate, capacity),
+            },
+            "latency": {},
+            "error_rate": 0.0,
+            "goodput": {"fraction": fraction, "requests_per_s": fraction * min(rate, capacity)},
+        }
+        return SimpleNamespace(
+            run_dir=spec.out_dir / spec.run_id, summary=summary, ended="completed", reason=None
+        )
+
+    spec = _spec(search="slo", loads=[], start_rate=1.0, tolerance=0.05)
+    prepare_sweep_dir(spec, tmp_path / "sw", resume=False)
+    data = run_sweep(spec, tmp_path / "sw", SweepHooks(run_point=runner, server_factory=FakeServer))
+    searches = {s["config_id"]: s for s in data["searches"]}
+    for cfg, capacity in (("c0", 10.0), ("c1", 40.0)):
+        best = searches[cfg]["best_rate"]
+        assert capacity * 0.9 <= best <= capacity * 1.03, (cfg, best)
+        assert searches[cfg]["best_point"] == f"{cfg}-default-rate{best:g}"
+    probes = [p for p in data["points"] if p["config_id"] == "c0"]
+    assert all(p["probe"] and p["load"]["kind"] == "rate" for p in probes)
+    assert len(probes) == len(searches["c0"]["probes"])
+
+
+def test_probe_requests_scale_with_the_rate(tmp_path: Path) -> None:
+    from profiler.sweep.execute import point_run_spec
+
+    spec = _spec(search="slo", loads=[], num_requests=None)
+    rs = point_run_spec(
+        spec, "default", {"kind": "rate", "value": 8.0}, "http://127.0.0.1:9", "m", tmp_path, "p"
+    )
+    assert rs.num_requests == 120 and rs.arrival.rate == 8.0 and rs.arrival.kind == "poisson"
+    rs = point_run_spec(
+        spec, "default", {"kind": "rate", "value": 0.5}, "http://127.0.0.1:9", "m", tmp_path, "p"
+    )
+    assert rs.num_requests == 30
+
+
+def test_reopening_a_sweep_directory(tmp_path: Path) -> None:
+    d = tmp_path / "sw"
+    prepare_sweep_dir(_spec(), d, resume=False)
+    assert (
+        prepare_sweep_dir(_spec(sweep_id="other-name"), d, resume=False).sweep_id == "s"
+    )  # same work
+    with pytest.raises(SpecError, match="already holds a different sweep"):
+        prepare_sweep_dir(_spec(loads=[2]), d, resume=False)
+    assert prepare_sweep_dir(_spec(loads=[2]), d, resume=True).loads == [
+        1,
+        4,
+        16,
+    ]  # the saved spec wins
+    with pytest.raises(SpecError, match="not a sweep directory"):
+        prepare_sweep_dir(_spec(), tmp_path / "nothing", resume=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "1,4", "--rate", "2"], "both given"),
+        (["--search", "slo"], "--search slo needs --slo"),
+        (["--concurrency", "1,x"], "'x' is not a int"),
+        ([], "give load levels"),
+        (["--rate", "1", "--ep", "maybe"], "not on/off"),
+    ],
+)
+def test_cli_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    res = CliRunner().invoke(cli, ["sweep", "--out", str(tmp_path / "sw"), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
