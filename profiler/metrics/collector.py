@@ -22,15 +22,15 @@ sampler's own ``up`` sample, or 1 when it answered without error); while a GPU i
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from profiler.metrics.exposition import Prerendered, go_float, header, series_prefix
 from profiler.telemetry.fields import BY_SOURCE, Kind
 from profiler.telemetry.sample import Sample
 
@@ -104,36 +104,23 @@ def _kinds() -> dict[tuple[str, str], tuple[Kind, str]]:
     return {(src, f.name): (f.kind, f.help) for src, fields in BY_SOURCE.items() for f in fields}
 
 
-class _Families:
-    """Metric families of one scrape, created on first use."""
+class _Entry(NamedTuple):
+    family: tuple[str, str]  # (source, metric)
+    sample: str
+    labels: dict[str, str]
+    prefix: str  # 'name{labels} '
+    gpu: str | None  # GPU index for nvml samples
+    is_up: bool
 
-    def __init__(self, kinds: Mapping[tuple[str, str], tuple[Kind, str]]) -> None:
-        self._kinds = kinds
-        self._cache: dict[tuple[str, str], tuple[Metric, str]] = {}
 
-    def add(self, source: str, metric: str, labels: dict[str, str], value: float) -> None:
-        key = (source, metric)
-        entry = self._cache.get(key)
-        if entry is None:
-            entry = self._cache[key] = self._family(source, metric)
-        fam, sample_name = entry
-        fam.add_sample(sample_name, labels, value)
+_MISSING: Any = object()
 
-    def _family(self, source: str, metric: str) -> tuple[Metric, str]:
-        name = metric_name(source, metric)
-        assert name is not None
-        kind, help_text = self._kinds.get((source, metric), (None, ""))
-        if kind is None:
-            kind = "counter" if metric.endswith("_total") else "gauge"
-        help_text = help_text or f"{source} sample {metric}"
-        if kind == "counter":
-            base = name.removesuffix("_total")
-            return Metric(base, help_text, "counter"), base + "_total"
-        return Metric(name, help_text, "gauge"), name
 
-    def __iter__(self) -> Iterator[Metric]:
-        """Families sorted by name, so the exposition is stable across scrapes."""
-        return iter(sorted((fam for fam, _ in self._cache.values()), key=lambda m: m.name))
+class _Spec(NamedTuple):
+    family: str  # Metric name (counters without _total)
+    sample: str  # exposed sample name
+    kind: str
+    help: str
 
 
 class TelemetryCollector(Collector):
@@ -142,7 +129,10 @@ class TelemetryCollector(Collector):
     ``latest`` returns ``{(source, device, metric): Sample}`` (``TelemetryRecorder.latest``);
     ``labels`` are added to every series (``hostname``, and ``run_id``/``model``/``workload``
     during a run); ``gpus`` maps a GPU index to its identity (a mapping, or a callable read
-    on every scrape). ``sources`` limits which sample sources are exported."""
+    on every scrape). ``sources`` limits which sample sources are exported.
+
+    Families are ``exposition.Prerendered``: the label block of every series is rendered once
+    and cached, so a scrape formats only the values (see ``profiler.metrics.exposition``)."""
 
     def __init__(
         self,
@@ -157,6 +147,10 @@ class TelemetryCollector(Collector):
         self._gpus = gpus
         self._sources = frozenset(s for s in sources if s in FAMILY)
         self._kinds = _kinds()
+        self._specs: dict[tuple[str, str], _Spec] = {}
+        self._labels: dict[tuple[str, str], dict[str, str]] = {}
+        self._entries: dict[tuple[str, str, str], _Entry | None] = {}
+        self._seen_gpus: Mapping[str, GpuIdentity] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return []  # names depend on the samples; nothing to check at registration
@@ -167,58 +161,129 @@ class TelemetryCollector(Collector):
             return {}
         return g() if callable(g) else g
 
-    def collect(self) -> Iterable[Metric]:
-        snap = self._latest()
-        gpus = self._gpu_map()
-        fams = _Families(self._kinds)
-        static = self._static
-        gpu_labels: dict[str, dict[str, str]] = {}
-        up: dict[str, float] = {}  # gpu -> the sampler's own up value
-        answered: set[str] = set()  # gpus with at least one good value
-        gpu_values: list[tuple[str, str, str, float]] = []  # gpu, link, metric, value
+    def _spec(self, source: str, metric: str) -> _Spec:
+        spec = self._specs.get((source, metric))
+        if spec is None:
+            name = metric_name(source, metric)
+            assert name is not None
+            kind, help_text = self._kinds.get((source, metric), (None, ""))
+            if kind is None:
+                kind = "counter" if metric.endswith("_total") else "gauge"
+            help_text = help_text or f"{source} sample {metric}"
+            if kind == "counter":
+                base = name.removesuffix("_total")
+                spec = _Spec(base, base + "_total", "counter", help_text)
+            else:
+                spec = _Spec(name, name, "gauge", help_text)
+            self._specs[(source, metric)] = spec
+        return spec
 
-        for (source, device, metric), s in snap.items():
-            if source not in self._sources:
-                continue
+    def _series_labels(
+        self, source: str, device: str, gpus: Mapping[str, GpuIdentity]
+    ) -> dict[str, str]:
+        key = (source, device)
+        labels = self._labels.get(key)
+        if labels is None:
+            static = self._static
             if source == "nvml":
                 gpu, _, link = device.partition("/")
-                if gpu not in gpu_labels:
-                    ident = gpus.get(gpu) or GpuIdentity()
-                    gpu_labels[gpu] = {
-                        "gpu": gpu,
-                        "uuid": ident.uuid,
-                        "gpu_model": ident.model,
-                        **static,
-                    }
-                if metric == "up" and not link:
-                    if s.value is not None:
-                        up[gpu] = float(s.value)
-                    continue
-                if s.value is None or (isinstance(s.value, float) and math.isnan(s.value)):
-                    continue
-                if s.error is None:
-                    answered.add(gpu)
-                gpu_values.append((gpu, link, metric, float(s.value)))
-                continue
-            if s.value is None:
-                continue
-            if source == "host":
+                ident = gpus.get(gpu) or GpuIdentity()
+                labels = {"gpu": gpu, "uuid": ident.uuid, "gpu_model": ident.model, **static}
+                if link:
+                    labels["link"] = link
+            elif source == "host":
                 labels = {"device": device, **static} if device else dict(static)
             else:
                 labels = {"engine": device, **static} if device else dict(static)
-            fams.add(source, metric, labels, float(s.value))
+            self._labels[key] = labels
+        return labels
 
-        up_value = {g: up.get(g, 1.0 if g in answered else 0.0) for g in gpu_labels}
-        for gpu, link, metric, value in gpu_values:
-            if up_value[gpu] < 1.0:
-                continue  # the GPU is down: its last readings are stale
-            labels = gpu_labels[gpu]
-            if link:
-                labels = {**labels, "link": link}
-            fams.add("nvml", metric, labels, value)
-        for gpu in sorted(gpu_labels, key=_index_key):
-            fams.add("nvml", "up", gpu_labels[gpu], up_value[gpu])
-        return list(fams)
+    def _entry(
+        self, source: str, device: str, metric: str, gpus: Mapping[str, GpuIdentity]
+    ) -> _Entry | None:
+        """What a snapshot key becomes, computed once: family, labels, rendered prefix."""
+        if source not in self._sources:
+            return None
+        spec = self._spec(source, metric)
+        labels = self._series_labels(source, device, gpus)
+        gpu = device.partition("/")[0] if source == "nvml" else None
+        is_up = source == "nvml" and metric == "up" and "/" not in device
+        return _Entry(
+            (source, metric), spec.sample, labels, series_prefix(spec.sample, labels), gpu, is_up
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self._latest()
+        gpus = self._gpu_map()
+        if gpus != self._seen_gpus:  # identities changed: cached label blocks are stale
+            self._labels.clear()
+            self._entries.clear()
+            self._seen_gpus = dict(gpus)
+        entries = self._entries
+        fams: dict[tuple[str, str], tuple[list[_Entry], list[float]]] = {}
+        up: dict[str, float] = {}  # gpu -> the sampler's own up value
+        gpus_seen: dict[str, None] = {}
+        answered: set[str] = set()  # gpus with at least one good value
+        pending: list[tuple[_Entry, float]] = []  # GPU values, kept only if the GPU is up
+
+        for key, s in snap.items():
+            e = entries.get(key, _MISSING)
+            if e is _MISSING:
+                e = entries[key] = self._entry(*key, gpus)
+            if e is None:
+                continue
+            v = s.value
+            gpu = e.gpu
+            if gpu is None:
+                if v is not None:
+                    bucket = fams.get(e.family)
+                    if bucket is None:
+                        bucket = fams[e.family] = ([], [])
+                    bucket[0].append(e)
+                    bucket[1].append(float(v))
+                continue
+            gpus_seen[gpu] = None
+            if e.is_up:
+                if v is not None:
+                    up[gpu] = float(v)
+                continue
+            if v is None or v != v:  # missing or NaN
+                continue
+            if s.error is None:
+                answered.add(gpu)
+            pending.append((e, float(v)))
+
+        up_value = {g: up.get(g, 1.0 if g in answered else 0.0) for g in gpus_seen}
+        for e, v in pending:
+            if up_value[e.gpu] >= 1.0:  # type: ignore[index]  # a down GPU's readings are stale
+                bucket = fams.get(e.family)
+                if bucket is None:
+                    bucket = fams[e.family] = ([], [])
+                bucket[0].append(e)
+                bucket[1].append(v)
+        if gpus_seen:
+            ups = fams.setdefault(("nvml", "up"), ([], []))
+            for gpu in sorted(gpus_seen, key=_index_key):
+                e = entries.get(("nvml", gpu, "up")) or self._entry("nvml", gpu, "up", gpus)
+                entries[("nvml", gpu, "up")] = e
+                assert e is not None
+                ups[0].append(e)
+                ups[1].append(up_value[gpu])
+        out: list[Metric] = []
+        for fkey, (es, vs) in fams.items():
+            spec = self._spec(*fkey)
+            text = header(spec.family, spec.help, spec.kind) + "".join(
+                [f"{e.prefix}{go_float(v)}\n" for e, v in zip(es, vs, strict=True)]
+            )
+            out.append(Prerendered(spec.family, spec.help, spec.kind, text, _rows(es, vs)))
+        out.sort(key=lambda m: m.name)
+        return out
+
+
+def _rows(
+    es: list[_Entry], vs: list[float]
+) -> Callable[[], list[tuple[str, Mapping[str, str], float]]]:
+    return lambda: [(e.sample, e.labels, v) for e, v in zip(es, vs, strict=True)]
 
 
 def _index_key(gpu: str) -> tuple[int, str]:

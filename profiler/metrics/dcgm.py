@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from profiler.metrics.collector import GpuIdentity, GpusArg, LatestFn
+from profiler.metrics.exposition import Family, series_prefix
 
 MIB = float(1 << 20)
 
@@ -94,9 +95,12 @@ class DcgmCollector(Collector):
         self._hostname = hostname
         self._gpus = gpus
         self._host_label = hostname_label
-        self._by_metric: dict[str, list[DcgmField]] = {}
-        for f in FIELDS:
-            self._by_metric.setdefault(f.source_metric, []).append(f)
+        self._label_cache: dict[str, dict[str, str]] = {}
+        self._prefix: dict[tuple[str, str], str] = {}
+        self._seen_gpus: Mapping[str, GpuIdentity] | None = None
+        self._by_metric: dict[str, list[tuple[int, DcgmField]]] = {}
+        for rank, f in enumerate(FIELDS):
+            self._by_metric.setdefault(f.source_metric, []).append((rank, f))
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -116,6 +120,10 @@ class DcgmCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         g = self._gpus
         gpus: Mapping[str, GpuIdentity] = (g() if callable(g) else g) if g is not None else {}
+        if gpus != self._seen_gpus:  # identities changed: cached label blocks are stale
+            self._label_cache.clear()
+            self._prefix.clear()
+            self._seen_gpus = dict(gpus)
         snap = self._latest()
         down = {
             d
@@ -124,25 +132,29 @@ class DcgmCollector(Collector):
         }
         # (dcgm name, gpu) -> value, first mapping in FIELDS order wins
         chosen: dict[tuple[str, str], tuple[int, float]] = {}
-        order = {id(f): i for i, f in enumerate(FIELDS)}
         for (src, device, metric), s in snap.items():
             if src != "nvml" or s.value is None or "/" in device or device in down:
                 continue
-            for f in self._by_metric.get(metric, ()):
+            for rank, f in self._by_metric.get(metric, ()):
                 key = (f.name, device)
-                rank = order[id(f)]
                 if key not in chosen or rank < chosen[key][0]:
                     chosen[key] = (rank, float(s.value) * f.scale)
-        fams: dict[str, Metric] = {}
+        fams: dict[str, Family] = {}
         for (name, gpu), (rank, value) in sorted(
             chosen.items(), key=lambda kv: (kv[1][0], _gpu_key(kv[0][1]))
         ):
             fam = fams.get(name)
             if fam is None:
                 f = FIELDS[rank]
-                fam = fams[name] = Metric(name, f.help, f.type)
-            fam.add_sample(name, self._labels(gpu, gpus.get(gpu) or GpuIdentity()), value)
-        return list(fams.values())
+                fam = fams[name] = Family(name, f.help, f.type)
+            labels = self._label_cache.get(gpu)
+            if labels is None:
+                labels = self._label_cache[gpu] = self._labels(gpu, gpus.get(gpu) or GpuIdentity())
+            prefix = self._prefix.get((name, gpu))
+            if prefix is None:
+                prefix = self._prefix[(name, gpu)] = series_prefix(name, labels)
+            fam.add(name, labels, value, prefix)
+        return [fam.metric() for fam in fams.values()]
 
 
 def _gpu_key(gpu: str) -> tuple[int, str]:

@@ -2,7 +2,9 @@
 
 - ``serve``: ``/metrics`` over HTTP from a daemon thread (``infprof run --metrics-port``,
   ``infprof exporter``), bound to 127.0.0.1 unless told otherwise. Port 0 picks a free port;
-  the handle reports it.
+  the handle reports it. Same WSGI server as prometheus_client's ``start_http_server``, with
+  the caching renderer of ``profiler.metrics.exposition`` (text format 0.0.4 only: no
+  OpenMetrics negotiation, no gzip; Prometheus accepts both).
 - Batch path (a run is a batch job; prometheus.io/docs/practices/pushing):
   ``write_textfile`` writes the final metrics atomically for node-exporter's textfile
   collector (the file must end in ``.prom``); ``push`` sends them once to a Pushgateway.

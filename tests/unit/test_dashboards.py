@@ -196,7 +196,7 @@ def test_panels_do_not_overlap(dashboards: dict[str, dict[str, Any]]) -> None:
         cells: dict[tuple[int, int], str] = {}
         for p in d["panels"]:
             g = p["gridPos"]
-            assert 0 <= g["x"] and g["x"] + g["w"] <= 24, f"{name}: {p['title']}"
+            assert g["x"] >= 0 and g["x"] + g["w"] <= 24, f"{name}: {p['title']}"
             for x in range(g["x"], g["x"] + g["w"]):
                 for y in range(g["y"], g["y"] + g["h"]):
                     assert (x, y) not in cells, f"{name}: {p['title']} overlaps {cells[(x, y)]}"

@@ -10,7 +10,12 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from profiler.load.record import RequestRecord
-from profiler.metrics.run_metrics import LATENCY_BUCKETS_S, TOKEN_LATENCY_BUCKETS_S, RunMetrics, meets_slo
+from profiler.metrics.run_metrics import (
+    LATENCY_BUCKETS_S,
+    TOKEN_LATENCY_BUCKETS_S,
+    RunMetrics,
+    meets_slo,
+)
 from profiler.spec import SloSpec
 
 L = {"run_id": "r1", "workload": "chat", "model": "tiny", "hostname": "client-1"}
@@ -191,3 +196,26 @@ def test_promtool_check_metrics_finds_no_problem() -> None:
     res = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(reg), capture_output=True, timeout=60)
     out = (res.stdout + res.stderr).decode()
     assert res.returncode == 0 and not out.strip(), out
+
+
+def test_batch_histogram_is_exposed_exactly_like_a_prometheus_histogram() -> None:
+    from prometheus_client import Histogram
+
+    from profiler.metrics.run_metrics import BatchHistogram
+
+    values = [0.0005, 0.001, 0.0011, 0.02, 0.02, 0.5, 9.99, 10.0, 11.0, 1e6]
+    ref_reg, reg = CollectorRegistry(), CollectorRegistry()
+    ref = Histogram("x_seconds", "doc", ["run_id"], registry=ref_reg, buckets=TOKEN_LATENCY_BUCKETS_S).labels(run_id="r")
+    for v in values:
+        ref.observe(v)
+    batch = BatchHistogram("x_seconds", "doc", {"run_id": "r"}, TOKEN_LATENCY_BUCKETS_S)
+    reg.register(batch)
+    batch.observe_many(values[:3])
+    batch.observe_many([])
+    batch.observe_many(values[3:])
+    assert reg.get_sample_value("x_seconds_created", {"run_id": "r"}) is not None
+
+    def text(r: CollectorRegistry) -> list[str]:  # creation times differ, nothing else may
+        return [ln for ln in generate_latest(r).decode().splitlines() if not ln.startswith("x_seconds_created")]
+
+    assert text(reg) == text(ref_reg)
