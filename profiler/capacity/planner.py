@@ -32,6 +32,8 @@ from profiler.capacity.sizing import WorkloadShape, capacity
 from profiler.capacity.workload import resolve_shape
 from profiler.errors import SpecError
 
+POOR_FIT_PCT = 25.0
+
 __all__ = ["PlanRequest", "PlanResult", "plan", "test_time_scaling", "layouts"]
 
 
@@ -196,6 +198,13 @@ def _notes(ctx: PlanContext, configs: list[ConfigResult]) -> list[str]:
         notes.append(
             "Uncalibrated: efficiency factors are defaults; pass --calibration SWEEP_DIR to fit them."
         )
+    for c in ctx.calibrations:
+        err = c.heldout_error_pct if c.heldout_error_pct is not None else c.fit_error_pct
+        if err > POOR_FIT_PCT:
+            notes.append(
+                f"Calibration on {c.gpu} fits poorly ({err:.0f}% error on held-out points): the "
+                "model does not explain these measurements; trust measured rows over modelled ones."
+            )
     return notes
 
 
