@@ -206,3 +206,21 @@ def test_cli_prints_the_path_and_rejects_bad_input(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["report", str(run), "--json", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["html"] == str(tmp_path / "o" / "report.html")
+
+
+def test_runs_without_successes_or_records_still_render(tmp_path: Path) -> None:
+    from profiler.store.rundir import RunDir, write_json_atomic
+
+    failed = make_run(tmp_path, "all-failed", gpu=False, n=40, error_fraction=1.0)
+    page = parse(write_report([failed]).main)
+    assert {"latency", "timeline"} <= set(page.plots)
+    rd = RunDir.create(tmp_path, "empty")
+    (rd.path / "requests.jsonl").write_text("")
+    write_json_atomic(
+        rd.path / "manifest.json", {"run_id": "empty", "ended": "interrupted", "spec": None}
+    )
+    page = parse(write_report([rd.path]).main)
+    assert (
+        "summary" in page.sections
+        and json.loads((rd.path / "summary.json").read_text())["requests"]["total"] == 0
+    )
