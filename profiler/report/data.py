@@ -219,13 +219,17 @@ def kind_of(path: Path) -> str:
 
 
 def point_latencies(sweep: Path, point: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """TTFT/TPOT/E2E of a sweep point's successful requests (straight from Parquet)."""
-    p = sweep / point["run_dir"] / "requests.parquet"
+    """TTFT/TPOT/E2E of a sweep point's successful requests and their per-token ITL (straight
+    from Parquet)."""
+    run = sweep / point["run_dir"]
+    p = run / "requests.parquet"
     if not p.exists():
         return None
-    t = pq.read_table(p, columns=["outcome", "ttft_s", "tpot_s", "e2e_s"])
-    ok = np.asarray(t.column("outcome").to_numpy(zero_copy_only=False)) == "ok"
-    return {
-        c: np.asarray(t.column(c).to_numpy(zero_copy_only=False), dtype=np.float64)[ok]
-        for c in ("ttft_s", "tpot_s", "e2e_s")
-    }
+    t = pq.read_table(p, columns=["id", "outcome", "ttft_s", "tpot_s", "e2e_s"])
+    req = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+    ok = np.asarray(req["outcome"]) == "ok"
+    out = {c: np.asarray(req[c], dtype=np.float64)[ok] for c in ("ttft_s", "tpot_s", "e2e_s")}
+    out["itl_s"] = load_itl(
+        run, {"id": np.asarray(req["id"]), "outcome": np.asarray(req["outcome"])}
+    )
+    return out

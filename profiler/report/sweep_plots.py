@@ -179,7 +179,8 @@ def distributions(sweep: SweepData) -> Figure | None:
         for _, g in groups(sweep):
             keep += [g[0], g[len(g) // 2], g[-1]] if len(g) > 3 else g
         pts = list({p["id"]: p for p in keep}.values())[:MAX_CDF_CURVES]
-    fig, axes = new_figure(1, 3, row_height=3.1)
+    fig, axes = new_figure(2, 2, row_height=3.0)
+    keys = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL per token"), ("e2e_s", "E2E"))
     drawn = 0
     for i, p in enumerate(pts):
         lat = point_latencies(sweep.path, p)
@@ -187,18 +188,18 @@ def distributions(sweep: SweepData) -> Figure | None:
             continue
         drawn += 1
         label = f"{p['config_id']} {p['load']['value']:g}"
-        for ax, key in zip(axes[0], ("ttft_s", "tpot_s", "e2e_s"), strict=True):
+        for ax, (key, _) in zip(axes.flat, keys, strict=True):
             cdf(ax, lat[key], scale=1000, label=label, c=color(i))
     if not drawn:
         return None
-    for ax, name in zip(axes[0], ("TTFT", "TPOT", "E2E"), strict=True):
+    for ax, (_, name) in zip(axes.flat, keys, strict=True):
         title(ax, f"{name} CDF (ms)")
         ax.set_xlabel("ms", fontsize=8)
     legend(axes[0, 0], loc="lower right", ncols=2)
     return Figure(
         "sweep-distributions",
         to_png(fig),
-        "TTFT, TPOT and E2E distributions per point",
+        "TTFT, TPOT, ITL and E2E distributions per point",
         "Legend: configuration id and load level.",
     )
 
@@ -221,7 +222,8 @@ def _per_load(
         title(ax, label)
         log_x_if_wide(ax, loads)
         ax.set_xlabel(_load_kind(sweep), fontsize=8)
-        ax.set_ylim(bottom=0)
+        top = max((y for _, pts in gs for y in _xy(pts, None, key, scale)[1]), default=1.0)
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     legend(axes[0, 0], loc="best")
     return Figure(name, to_png(fig), alt)
 
