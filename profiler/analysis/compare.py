@@ -356,69 +356,7 @@ def compare_samples(
     tail = (1.0 - confidence) / 2 * 100
     out: list[MetricDelta] = []
     for k, m in enumerate(METRICS):
-        va, vb = point(a, m.name), point(b, m.name)
-        gated = m.name in gates
-        threshold = gates.get(m.name)
-        if va is None or vb is None:
-            out.append(
-                MetricDelta(
-                    name=m.name,
-                    unit=m.unit,
-                    better=m.better,
-                    a=va,
-                    b=vb,
-                    delta=None,
-                    relative=None,
-                    ci_low=None,
-                    ci_high=None,
-                    significant=None,
-                    resamples=None,
-                    gated=gated,
-                    threshold=threshold,
-                    verdict="n/a",
-                )
-            )
-            continue
-        delta = vb - va
-        relative = delta / abs(va) if va != 0 else None
-        r = itl_resamples(a, b, resamples) if m.name == "itl_p50" else resamples
-        ba = bootstrap(a, m.name, r, np.random.default_rng([seed, k, 0]))
-        bb = bootstrap(b, m.name, r, np.random.default_rng([seed, k, 1]))
-        lo = hi = None
-        significant: bool | None = None
-        if ba is not None and bb is not None:
-            lo, hi = (float(v) for v in np.percentile(bb - ba, [tail, 100 - tail]))
-            significant = lo > 0 or hi < 0
-        worse = delta > 0 if m.better == "lower" else delta < 0
-        verdict: Any = "not significant"
-        if significant:
-            verdict = "worse" if worse else "better"
-            if worse and gated and threshold is not None:
-                change = (
-                    abs(delta)
-                    if m.absolute
-                    else (abs(relative) if relative is not None else float("inf"))
-                )
-                if change > threshold:
-                    verdict = "regression"
-        out.append(
-            MetricDelta(
-                name=m.name,
-                unit=m.unit,
-                better=m.better,
-                a=va,
-                b=vb,
-                delta=delta,
-                relative=relative,
-                ci_low=lo,
-                ci_high=hi,
-                significant=significant,
-                resamples=r if lo is not None else None,
-                gated=gated,
-                threshold=threshold,
-                verdict=verdict,
-            )
-        )
+        out.append(_delta(a, b, k, m, gates, resamples, tail, seed))
     return CompareResult(
         a=a.name,
         b=b.name,
@@ -429,6 +367,50 @@ def compare_samples(
         metrics=out,
         regressions=[d.name for d in out if d.verdict == "regression"],
     )
+
+
+def _delta(
+    a: RunSample,
+    b: RunSample,
+    k: int,
+    m: MetricDef,
+    gates: dict[str, float],
+    resamples: int,
+    tail: float,
+    seed: int,
+) -> MetricDelta:
+    va, vb = point(a, m.name), point(b, m.name)
+    d: dict[str, Any] = dict(
+        name=m.name, unit=m.unit, better=m.better, a=va, b=vb, gated=m.name in gates
+    )
+    d.update(threshold=gates.get(m.name), delta=None, relative=None, ci_low=None, ci_high=None)
+    d.update(significant=None, resamples=None, verdict="n/a")
+    if va is None or vb is None:
+        return MetricDelta(**d)
+    delta = vb - va
+    relative = delta / abs(va) if va != 0 else None
+    d.update(delta=delta, relative=relative, verdict="not significant")
+    r = itl_resamples(a, b, resamples) if m.name == "itl_p50" else resamples
+    ba = bootstrap(a, m.name, r, np.random.default_rng([seed, k, 0]))
+    bb = bootstrap(b, m.name, r, np.random.default_rng([seed, k, 1]))
+    if ba is None or bb is None:
+        return MetricDelta(**d)
+    lo, hi = (float(v) for v in np.percentile(bb - ba, [tail, 100 - tail]))
+    d.update(ci_low=lo, ci_high=hi, significant=lo > 0 or hi < 0, resamples=r)
+    if d["significant"]:
+        worse = delta > 0 if m.better == "lower" else delta < 0
+        d["verdict"] = "worse" if worse else "better"
+        if worse and d["gated"]:
+            change = (
+                abs(delta)
+                if m.absolute
+                else abs(relative)
+                if relative is not None
+                else float("inf")
+            )
+            if change > gates[m.name]:
+                d["verdict"] = "regression"
+    return MetricDelta(**d)
 
 
 def compare_runs(

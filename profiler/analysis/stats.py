@@ -33,6 +33,7 @@ class Distribution:
             arr = arr[~nan]
             overwrite = True
         del nan
+        overwrite = overwrite and arr.flags.writeable
         if arr.size == 0:
             return cls(0, None, None, None, None, None, None)
         mean, top = float(arr.mean()), float(arr.max())

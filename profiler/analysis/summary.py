@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from profiler.analysis.stats import Distribution
@@ -244,7 +244,8 @@ def _array_itl_source(
 def _parquet_itl_shares(
     path: Path, selected: np.ndarray, ids: np.ndarray, chunks: np.ndarray
 ) -> np.ndarray:
-    """Stream itl.parquet in batches so only the selected shares are held in memory.
+    """The selected shares from itl.parquet, filtered in Arrow (multi-threaded decode, nulls
+    dropped without a NaN pass).
 
     Compaction writes every request's chunks contiguously in requests.parquet order, ``chunks``
     rows each; when the row counts agree, the selection is expanded from that layout and the
@@ -253,28 +254,23 @@ def _parquet_itl_shares(
     pf = pq.ParquetFile(path)
     meta = pf.metadata
     by_layout = int(chunks.sum()) == meta.num_rows
-    row_mask = np.repeat(selected[ids], chunks) if by_layout and not selected[ids].all() else None
-    all_rows = by_layout and row_mask is None
     tok_col = pf.schema_arrow.get_field_index("tokens")
     multi = any(
         _stat_max(meta.row_group(i).column(tok_col)) > 1 for i in range(meta.num_row_groups)
     )
     columns = ["gap_s"] + (["tokens"] if multi else []) + ([] if by_layout else ["request_id"])
-    parts: list[np.ndarray] = []
-    offset = 0
-    for batch in pf.iter_batches(batch_size=1 << 20, columns=columns):
-        gaps = batch.column(0).to_numpy(zero_copy_only=False)
-        n = len(gaps)
-        toks = batch.column(1).to_numpy() if multi else np.ones(0, dtype=np.int32)
-        if all_rows:
-            keep = ~np.isnan(gaps)
-        elif row_mask is not None:
-            keep = row_mask[offset : offset + n] & ~np.isnan(gaps)
-        else:
-            keep = selected[batch.column(len(columns) - 1).to_numpy()] & ~np.isnan(gaps)
-        offset += n
-        parts.append(_apply_shares(gaps, toks, keep))
-    return np.concatenate(parts) if parts else np.empty(0)
+    table = pq.read_table(path, columns=columns, use_threads=True)
+    sel_rows = selected[ids]
+    if by_layout:
+        if not sel_rows.all():
+            table = table.filter(pa.array(np.repeat(sel_rows, chunks)))
+    else:
+        table = table.filter(pa.array(selected[table.column("request_id").to_numpy()]))
+    table = table.filter(pc.is_valid(table.column("gap_s")))  # a sample's first chunk: no gap
+    gaps = table.column("gap_s").to_numpy()
+    if not multi:
+        return gaps
+    return _apply_shares(gaps, table.column("tokens").to_numpy(), np.ones(gaps.shape, dtype=bool))
 
 
 def _stat_max(col: Any) -> int:

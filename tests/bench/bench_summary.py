@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.store.rundir import ITL_COMPRESSION, ITL_SCHEMA, REQUEST_SCHEMA
+from profiler.store.rundir import ITL_COMPRESSION, ITL_DICTIONARY, ITL_SCHEMA, REQUEST_SCHEMA
 from tests.bench.common import md_table, run_child, write_result
 
 N_REQ = 1_000_000
@@ -28,7 +28,9 @@ def make_run(path: Path, n: int = N_REQ, gaps: int = GAPS) -> None:
     ttft = rng.lognormal(-2.5, 0.5, n)
     itl = 0.02
     end = send + ttft + gaps * itl
-    cols = {name: pa.nulls(n, type=REQUEST_SCHEMA.field(name).type) for name in REQUEST_SCHEMA.names}
+    cols = {
+        name: pa.nulls(n, type=REQUEST_SCHEMA.field(name).type) for name in REQUEST_SCHEMA.names
+    }
     cols.update(
         id=pa.array(np.arange(n)),
         workload=pa.array(np.full(n, "bench", dtype=object)),
@@ -47,7 +49,9 @@ def make_run(path: Path, n: int = N_REQ, gaps: int = GAPS) -> None:
         worker=pa.array(np.zeros(n, dtype=np.int64)),
     )
     pq.write_table(pa.table(cols, schema=REQUEST_SCHEMA), path / "requests.parquet")
-    writer = pq.ParquetWriter(path / "itl.parquet", ITL_SCHEMA, compression=ITL_COMPRESSION)
+    writer = pq.ParquetWriter(
+        path / "itl.parquet", ITL_SCHEMA, compression=ITL_COMPRESSION, use_dictionary=ITL_DICTIONARY
+    )
     block = 50_000
     for lo in range(0, n, block):
         hi = min(lo + block, n)
@@ -56,7 +60,9 @@ def make_run(path: Path, n: int = N_REQ, gaps: int = GAPS) -> None:
         idx = np.tile(np.arange(gaps + 1, dtype=np.int32), m)
         g = rng.gamma(4.0, itl / 4.0, size=m * (gaps + 1))
         g[idx == 0] = np.nan
-        t = np.repeat(send[lo:hi] + ttft[lo:hi], gaps + 1) + np.nan_to_num(g).cumsum() * 0  # times unused by the summary
+        t = (
+            np.repeat(send[lo:hi] + ttft[lo:hi], gaps + 1) + np.nan_to_num(g).cumsum() * 0
+        )  # times unused by the summary
         gap_arr = pa.array(g, mask=np.isnan(g))
         writer.write_table(
             pa.table(
