@@ -169,7 +169,10 @@ def _solve(A: np.ndarray, y: np.ndarray, obs: np.ndarray, theta0: np.ndarray) ->
     w = 1.0 / obs
     Aw, yw = A * w[:, None], y * w
     scale = np.sqrt((Aw**2).mean(axis=0))
-    fixed: dict[int, float] = {j: float(theta0[j]) for j in range(4) if scale[j] == 0}
+    # a column with no signal (no collectives, nothing compute-bound) keeps its prior value
+    fixed: dict[int, float] = {
+        j: float(theta0[j]) for j in range(4) if scale[j] <= 1e-9 * scale.max()
+    }
     for _ in range(5):
         free = [j for j in range(4) if j not in fixed]
         if not free:
@@ -197,19 +200,28 @@ def _solve(A: np.ndarray, y: np.ndarray, obs: np.ndarray, theta0: np.ndarray) ->
 
 
 def _fit_rows(rows: list[_Row], base: Efficiency) -> tuple[Efficiency, np.ndarray]:
+    """Alternate regime assignment and least squares until the regimes repeat; if they cycle,
+    keep the visited solution with the smallest relative residual."""
     eff = base
     theta0 = _theta(base)
-    regimes: np.ndarray | None = None
-    A = np.zeros((0, 4))
+    seen: list[bytes] = []
+    best: tuple[float, Efficiency, np.ndarray] | None = None
     for _ in range(30):
         A, y, obs = _design(rows, eff)
-        theta = _solve(A, y, obs, theta0)
-        eff = _eff(theta, base)
-        now = A[:, :2] > 0
-        if regimes is not None and np.array_equal(now, regimes):
+        key = (A[:, :2] > 0).tobytes()
+        if key in seen:
             break
-        regimes = now
-    return eff, A
+        seen.append(key)
+        theta = _solve(A, y, obs, theta0)
+        cand = _eff(theta, base)
+        resid = float(
+            np.mean(np.abs([_pred(r, cand) / o - 1 for r, o in zip(rows, obs, strict=True)]))
+        )
+        if best is None or resid < best[0]:
+            best = (resid, cand, A)
+        eff = cand
+    assert best is not None
+    return best[1], best[2]
 
 
 def predict_tpot(p: MeasuredPoint, eff: Efficiency, gpu: str | None = None) -> float:
@@ -235,7 +247,7 @@ def fit(
             "sweep at least two load levels or configurations",
         )
     eff, A = _fit_rows(rows, base)
-    identified = [PARAMS[j] for j in range(4) if np.any(A[:, j] > 0)]
+    identified = [PARAMS[j] for j in range(4) if np.abs(A[:, j]).max() > 1e-9 * np.abs(A).max()]
     fitted_err = [abs(_pred(r, eff) / r.point.tpot_s - 1) * 100 for r in rows if r.point.tpot_s]
     held: list[HeldOut] = []
     if len(rows) >= 3:

@@ -21,6 +21,8 @@ from profiler.capacity.result import (
     StepBreakdown,
 )
 from profiler.capacity.sizing import (
+    Capacity,
+    OperatingPoint,
     WorkloadShape,
     as_float,
     capacity,
@@ -167,15 +169,38 @@ def _meets_measured(p: MeasuredPoint, ctx: PlanContext) -> bool:
 
 
 def _checks(
-    ctx: PlanContext, dep: Deployment, rps_rep: float, b_op: float
+    ctx: PlanContext, dep: Deployment, rps_rep: float, cap: Capacity, op: OperatingPoint
 ) -> list[InterconnectCheck]:
+    """The same layout and replica count on each fabric of the sensitivity list (modelled)."""
     out: list[InterconnectCheck] = []
     slo, shape = ctx.req.slo, ctx.shape
     lay = dep.layout
+    b_op = op.b
+    base_gpus = (
+        math.ceil(ctx.target_rps / cap.rps_max - 1e-9) * lay.gpus
+        if ctx.target_rps is not None
+        else None
+    )
     uses_up = lay.tp > 1 or lay.ep > 1 or (lay.pp > 1 and not dep.spans_nodes)
     for key in ctx.hw.sensitivity:
         net = ctx.hw.interconnect(key)
         used = uses_up if net.kind == "scale_up" else dep.spans_nodes
+        if not used or net.key == getattr(dep, net.kind).key:  # nothing changes: reuse the base
+            out.append(
+                InterconnectCheck(
+                    interconnect=key,
+                    label=net.label,
+                    kind=net.kind,
+                    gb_per_s=net.gb_per_s,
+                    used=used,
+                    tpot_s=op.tpot_s,
+                    ttft_s=op.ttft_s,
+                    meets_slo=rps_rep <= cap.rps_max * (1 + 1e-9),
+                    max_rps_per_replica=cap.rps_max,
+                    gpus_total=base_gpus,
+                )
+            )
+            continue
         d2 = dep.with_(**{net.kind: net})
         cap2 = capacity(d2, shape, slo)
         meets = cap2.feasible and rps_rep <= cap2.rps_max * (1 + 1e-9)
@@ -325,7 +350,7 @@ def evaluate(
         },
         required_scale_up_gb_per_s=None if req_up is None else req_up / 1e9,
         required_scale_out_gb_per_s=None if req_out is None else req_out / 1e9,
-        interconnects=_checks(ctx, dep, rps_rep, op.b) if checks else [],
+        interconnects=_checks(ctx, dep, rps_rep, cap, op) if checks else [],
         bottleneck=bottleneck,  # type: ignore[arg-type]
         limit=cap.limit,
         meets_slo=True,

@@ -8,7 +8,7 @@ config.json (llama, mistral, qwen2/qwen3, deepseek_v2/deepseek_v3 style) works t
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -121,7 +121,7 @@ class ModelSpec(BaseModel):
         return self.num_hidden_layers - self.num_moe_layers
 
     # ------------------------------------------------------------ parameters
-    @property
+    @cached_property
     def attn_params_per_layer(self) -> int:
         h, nq = self.hidden_size, self.n_q
         if self.is_mla:
@@ -168,11 +168,11 @@ class ModelSpec(BaseModel):
         """LM head weights (shared with the embedding when tied; the FLOPs are the same)."""
         return self.vocab_size * self.hidden_size
 
-    @property
+    @cached_property
     def routed_params(self) -> int:
         return self.num_moe_layers * self.n_routed_experts * self.expert_params
 
-    @property
+    @cached_property
     def params_total(self) -> int:
         h, L = self.hidden_size, self.num_hidden_layers
         per_layer = self.attn_params_per_layer + 2 * h
@@ -181,7 +181,7 @@ class ModelSpec(BaseModel):
         total += self.num_moe_layers * self.moe_nonrouted_params_per_layer + self.routed_params
         return total
 
-    @property
+    @cached_property
     def params_active(self) -> int:
         """Parameters used by one token (routed experts: top-k of E)."""
         idle = (
@@ -191,18 +191,18 @@ class ModelSpec(BaseModel):
         )
         return self.params_total - idle
 
-    @property
+    @cached_property
     def nonrouted_params(self) -> int:
         """Everything but routed experts: replicated on every rank under expert parallelism."""
         return self.params_total - self.routed_params
 
-    @property
+    @cached_property
     def body_params(self) -> int:
         """Non-routed parameters a token multiplies through, without embedding and LM head."""
         head = 0 if self.tie_word_embeddings else self.head_params
         return self.nonrouted_params - self.embed_params - head
 
-    @property
+    @cached_property
     def flops_per_token_linear(self) -> int:
         """2 x active parameters in matrix multiplies (embedding lookup excluded, LM head in)."""
         routed = self.num_moe_layers * self.num_experts_per_tok * self.expert_params

@@ -169,93 +169,128 @@ class StepCost:
         return names[np.argmax(stack, axis=0)]
 
 
+@dataclass(frozen=True)
+class _Consts:
+    """Per-deployment constants of one stage on one GPU (computed once per Deployment)."""
+
+    w_base: float  # non-routed weight bytes read per step
+    f_tok: float  # linear FLOPs per token (body)
+    f_dec: float  # extra linear FLOPs per decode token (LM head)
+    e_bytes: float  # bytes of one routed expert's slice across the stage's MoE layers
+    e_local: float  # routed experts held per GPU (E/ep), or E under TP-sharded experts
+    e_keep: float  # 1 - k/E
+    e_flops: float  # routed-expert FLOPs per token entering the MoE layers (per GPU share)
+    kv_tok: float
+    a_dec: float  # attention FLOPs per decode token per context token
+    a_pre: float
+    bw: float
+    f_lin: float
+    f_attn: float
+    # communication per token (bytes) and per step (fixed seconds, collectives)
+    tp_bytes_tok: float
+    tp_n: float
+    ep_bytes_tok: float
+    ep_frac_out: float
+    ep_n: float
+    up_bw: float
+    up_lat: float
+    out_bw: float
+    out_lat: float
+
+
+def _consts(dep: Deployment) -> _Consts:
+    cached = dep.__dict__.get("_consts_cache")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    m, g, lay = dep.model, dep.gpu, dep.layout
+    tp, pp, ep = lay.tp, lay.pp, lay.ep
+    wb = dep.w_bytes
+    Lm_s = m.num_moe_layers / pp
+    body = m.body_params / (tp * pp)
+    head = m.head_params / (tp * pp)  # last stage only; averaged over stages
+    k, E = m.num_experts_per_tok, m.n_routed_experts
+    share = ep if ep > 1 else tp  # experts split by EP, or every expert split by TP
+    up_bw, up_lat = dep._link(inter=False)
+    out_bw, out_lat = dep._link(inter=True)
+    disp = 1.0 if dep.weight_dtype == "fp8" else ACT_BYTES
+    c = _Consts(
+        w_base=(body + head) * wb,
+        f_tok=2.0 * body,
+        f_dec=2.0 * head,  # LM head on decode tokens (the last prompt token's is ignored)
+        e_bytes=m.expert_params * Lm_s * wb / (1 if ep > 1 else tp),
+        e_local=E / ep if ep > 1 else float(E),
+        e_keep=1.0 - k / E if E else 1.0,
+        e_flops=2.0 * k * m.expert_params * Lm_s / share,
+        kv_tok=dep.kv_bytes_per_token_per_gpu(),
+        a_dec=m.attn_flops_per_token_per_ctx("decode") / (tp * pp),
+        a_pre=m.attn_flops_per_token_per_ctx("prefill") / (tp * pp),
+        bw=g.hbm_bytes_per_s,
+        f_lin=g.peak_flops(dep.weight_dtype),
+        f_attn=g.peak_flops("bf16"),
+        tp_bytes_tok=network.allreduce_bytes_per_gpu(m.hidden_size * ACT_BYTES, tp),
+        tp_n=2.0 * m.num_hidden_layers / pp if tp > 1 else 0.0,
+        ep_bytes_tok=network.alltoall_bytes_per_gpu(1.0 / tp, k, m.hidden_size, disp, ACT_BYTES, ep)
+        if ep > 1 and Lm_s > 0
+        else 0.0,
+        ep_frac_out=network.inter_node_fraction(ep, dep.gpus_per_node),
+        ep_n=Lm_s if ep > 1 else 0.0,
+        up_bw=up_bw,
+        up_lat=up_lat,
+        out_bw=out_bw,
+        out_lat=out_lat,
+    )
+    dep.__dict__["_consts_cache"] = c  # frozen dataclass: cache beside the fields
+    return c
+
+
 def _stage(dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any, ctx_pre: Any) -> dict[str, Any]:
     """One pipeline stage on one GPU for a micro-batch of ``b_dec`` decode tokens (mean context
     ``ctx_dec``) and ``p_tok`` prefill tokens (mean attention context ``ctx_pre``), per
     attention rank."""
-    m, g, lay, eff = dep.model, dep.gpu, dep.layout, dep.eff
-    tp, pp, ep = lay.tp, lay.pp, lay.ep
-    b_dec = np.asarray(b_dec, dtype=float)
-    p_tok = np.asarray(p_tok, dtype=float)
+    c, eff, dp = _consts(dep), dep.eff, dep.layout.dp
     tokens = b_dec + p_tok  # per attention rank (a TP group)
-    tokens_all = tokens * lay.dp  # entering an MoE layer of the EP group
-    L_s = m.num_hidden_layers / pp
-    Lm_s = m.num_moe_layers / pp
-    wb = dep.w_bytes
 
     # ---- linear layers: weights touched and FLOPs
-    body = m.body_params / (tp * pp)
-    head = m.head_params / (tp * pp)  # last stage only; averaged over stages
-    w_touched = (body + head) * wb
-    lin_flops = 2.0 * (
-        body * tokens + head * b_dec
-    )  # LM head: decode tokens (+ last prompt token, ignored)
-    if m.is_moe:
-        e_layer = m.expert_params
-        if ep > 1:
-            local = m.n_routed_experts / ep
-            hit = local * (1.0 - (1.0 - m.num_experts_per_tok / m.n_routed_experts) ** tokens_all)
-            w_touched = w_touched + hit * e_layer * Lm_s * wb
-            lin_flops = lin_flops + 2.0 * m.num_experts_per_tok * e_layer * Lm_s * tokens_all / ep
-        else:
-            hit = m.experts_touched(tokens)
-            w_touched = w_touched + hit * e_layer * Lm_s * wb / tp
-            lin_flops = lin_flops + 2.0 * m.num_experts_per_tok * e_layer * Lm_s * tokens / tp
-    f_lin_peak = g.peak_flops(dep.weight_dtype)
+    w_touched = c.w_base + 0.0 * tokens
+    lin_flops = c.f_tok * tokens + c.f_dec * b_dec
+    if c.e_flops:
+        t_moe = tokens * dp if dep.layout.ep > 1 else tokens  # tokens entering the MoE layer
+        w_touched = w_touched + c.e_local * (1.0 - c.e_keep**t_moe) * c.e_bytes
+        lin_flops = lin_flops + c.e_flops * t_moe
 
     # ---- attention: KV reads (decode) and writes (all new tokens), FLOPs
-    kv_tok = dep.kv_bytes_per_token_per_gpu()
-    kv_bytes = b_dec * ctx_dec * kv_tok + tokens * kv_tok
-    attn_flops = (
-        b_dec * ctx_dec * m.attn_flops_per_token_per_ctx("decode")
-        + p_tok * ctx_pre * m.attn_flops_per_token_per_ctx("prefill")
-    ) / (tp * pp)
-    f_attn_peak = g.peak_flops("bf16")
+    kv_bytes = (b_dec * ctx_dec + tokens) * c.kv_tok
+    attn_flops = b_dec * ctx_dec * c.a_dec + p_tok * ctx_pre * c.a_pre
 
-    bw = g.hbm_bytes_per_s
-    lin_mem, lin_cmp = w_touched / bw, lin_flops / f_lin_peak
-    att_mem, att_cmp = kv_bytes / bw, attn_flops / f_attn_peak
-    lin_is_mem = lin_mem / eff.mem_bw_fraction >= lin_cmp / eff.compute_fraction
-    att_is_mem = att_mem / eff.mem_bw_fraction >= att_cmp / eff.compute_fraction
+    lin_mem, lin_cmp = w_touched / c.bw, lin_flops / c.f_lin
+    att_mem, att_cmp = kv_bytes / c.bw, attn_flops / c.f_attn
+    lin_is_mem = lin_mem * eff.compute_fraction >= lin_cmp * eff.mem_bw_fraction
+    att_is_mem = att_mem * eff.compute_fraction >= att_cmp * eff.mem_bw_fraction
     xb = np.where(lin_is_mem, lin_mem, 0.0) + np.where(att_is_mem, att_mem, 0.0)
     xf = np.where(lin_is_mem, 0.0, lin_cmp) + np.where(att_is_mem, 0.0, att_cmp)
 
-    # ---- communication
-    up_bw, up_lat = dep._link(inter=False)
-    n_coll = np.zeros_like(tokens)
-    comm_fixed = np.zeros_like(tokens)
-    up_bytes = np.zeros_like(tokens)
-    out_bytes = np.zeros_like(tokens)
-    if tp > 1:  # 2 all-reduces per layer of T h b_a (TP stays inside a node)
-        n = 2.0 * L_s
-        per = network.allreduce_bytes_per_gpu(tokens * m.hidden_size * ACT_BYTES, tp)
-        up_bytes = up_bytes + n * per
-        comm_fixed = comm_fixed + n * (per / up_bw + up_lat)
-        n_coll = n_coll + n
-    if ep > 1 and Lm_s > 0:  # dispatch + combine per MoE layer
-        disp = 1.0 if dep.weight_dtype == "fp8" else ACT_BYTES
-        per = network.alltoall_bytes_per_gpu(
-            tokens / tp, m.num_experts_per_tok, m.hidden_size, disp, ACT_BYTES, ep
-        )
-        frac_out = network.inter_node_fraction(ep, dep.gpus_per_node)
-        out_bw, out_lat = dep._link(inter=True)
-        # hierarchical all-to-all (DeepEP): traffic for another node goes over the NIC to the
-        # same-index GPU there and is forwarded over the scale-up fabric, so the scale-up link
-        # carries every remote byte and the NIC the inter-node share
-        t_bw = np.maximum(per / up_bw, per * frac_out / out_bw)
-        lat = out_lat if frac_out > 0 else up_lat
-        up_bytes = up_bytes + Lm_s * per
-        out_bytes = out_bytes + Lm_s * per * frac_out
-        comm_fixed = comm_fixed + Lm_s * (t_bw + 2 * lat)
-        n_coll = n_coll + 2 * Lm_s
+    # ---- communication: 2 TP all-reduces per layer of T h b_a (inside a node); per MoE layer
+    # one EP dispatch + combine. Hierarchical all-to-all (DeepEP): traffic for another node goes
+    # over the NIC to the same-index GPU there and is forwarded over the scale-up fabric, so
+    # the scale-up link carries every remote byte and the NIC the inter-node share.
+    tp_bytes = c.tp_n * c.tp_bytes_tok * tokens
+    ep_per = c.ep_bytes_tok * tokens
+    up_bytes = tp_bytes + c.ep_n * ep_per
+    out_bytes = c.ep_n * ep_per * c.ep_frac_out
+    comm_fixed = tp_bytes / c.up_bw + c.tp_n * c.up_lat
+    n_coll = c.tp_n + 2 * c.ep_n
+    if c.ep_n:
+        lat = c.out_lat if c.ep_frac_out > 0 else c.up_lat
+        t_bw = np.maximum(ep_per / c.up_bw, ep_per * c.ep_frac_out / c.out_bw)
+        comm_fixed = comm_fixed + c.ep_n * (t_bw + 2 * lat)
     return {
         "xb": xb,
         "xf": xf,
-        "n_coll": n_coll,
+        "n_coll": n_coll + 0.0 * tokens,
         "comm_fixed": comm_fixed,
         "up_bytes": up_bytes,
         "out_bytes": out_bytes,
-        "w_bytes": w_touched * np.ones_like(tokens),
+        "w_bytes": w_touched,
         "kv_bytes": kv_bytes,
         "flops": lin_flops + attn_flops,
         "tokens": tokens,
@@ -271,7 +306,9 @@ def forward(
     b = np.asarray(b_dec, dtype=float)
     # a micro-batch carries at least one stream: a lone stream still crosses every stage
     micro = np.where(b > 0, np.maximum(b / pp, 1.0), 0.0)
-    st = _stage(dep, micro, ctx_dec, np.asarray(p_tok, dtype=float) / pp, ctx_pre)
+    st = _stage(
+        dep, micro, np.asarray(ctx_dec, dtype=float), np.asarray(p_tok, dtype=float) / pp, ctx_pre
+    )
     xb, xf = pp * st["xb"], pp * st["xf"]
     n_coll = pp * st["n_coll"]
     comm_fixed = pp * st["comm_fixed"]

@@ -22,7 +22,8 @@ import numpy as np
 from profiler.capacity.perf import Deployment, StepCost, forward
 from profiler.spec import SloSpec
 
-GRID_POINTS = 72
+GRID_POINTS = 40
+REFINE_POINTS = 12  # capacity resolution ~ (b_lim)^(1/40) / 13, about 1.5%
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,13 @@ def capacity(dep: Deployment, wl: WorkloadShape, slo: SloSpec) -> Capacity:
         return Capacity(False, detail, b_lim, kind, 0, 0, what, "compute", curve)
     rps = np.where(ok, curve.rps_rank, -1.0)
     i = int(np.argmax(rps))
+    if i < len(b) - 1:  # refine between the best feasible point and the next one
+        fine = np.linspace(b[i], b[i + 1], REFINE_POINTS + 2)[1:-1]
+        b = np.unique(np.concatenate([b, fine]))
+        curve = _evaluate(dep, wl, b)
+        ok, checks = _meets(curve, wl, slo)
+        rps = np.where(ok, curve.rps_rank, -1.0)
+        i = int(np.argmax(rps))
     if i == len(b) - 1:
         limit = kind
     else:  # the first check that fails just past the best point
