@@ -1,0 +1,210 @@
+"""Arrival schedules: when each request is meant to start, computed from a seed.
+
+Open-loop kinds return offsets (seconds from the start of the load); the closed loop returns
+none (a request starts when a slot frees). ``max_concurrency`` caps in-flight requests of any
+open loop; the driver enforces it and counts the wait as dispatch lag.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from profiler.errors import SpecError
+from profiler.spec import ArrivalSpec
+
+BLOCK = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    timestamp_s: float
+    input_len: int | None = None
+    output_len: int | None = None
+    prefix_id: str | None = None
+
+
+@dataclass
+class Schedule:
+    kind: str
+    offsets_s: np.ndarray | None
+    concurrency: int | None
+    max_concurrency: int | None
+    rate: float | None
+    rate_start: float | None = None
+    horizon_s: float | None = None
+    trace_rows: list[TraceRow] | None = None
+
+    def target_rate(self, t_s: float) -> float | None:
+        """The intended request rate at ``t_s`` seconds into the load (None: closed loop)."""
+        if (
+            self.kind == "ramp"
+            and self.rate is not None
+            and self.rate_start is not None
+            and self.horizon_s
+        ):
+            frac = min(max(t_s / self.horizon_s, 0.0), 1.0)
+            return self.rate_start + (self.rate - self.rate_start) * frac
+        if self.kind == "trace" and self.offsets_s is not None and self.offsets_s.size > 1:
+            span = float(self.offsets_s[-1] - self.offsets_s[0])
+            return (self.offsets_s.size - 1) / span if span > 0 else None
+        return self.rate
+
+
+def schedule(spec: ArrivalSpec, num_requests: int | None, duration_s: float | None) -> Schedule:
+    if spec.kind == "concurrency":
+        return Schedule("concurrency", None, spec.concurrency, None, None)
+    if spec.kind == "trace":
+        assert spec.trace is not None
+        rows = read_trace(spec.trace)
+        offsets = np.array([r.timestamp_s for r in rows], dtype=np.float64) * spec.time_scale
+        offsets, rows = _limit(offsets, rows, num_requests, duration_s)
+        return Schedule("trace", offsets, None, spec.max_concurrency, None, trace_rows=rows)
+    rng = np.random.default_rng(spec.seed)
+    assert spec.rate is not None
+    rate = spec.rate
+    if spec.kind == "ramp":
+        assert spec.rate_start is not None
+        horizon = duration_s or 2.0 * (num_requests or 0) / (spec.rate_start + rate)
+        offsets = _ramp(spec.rate_start, rate, horizon, num_requests, duration_s)
+        return Schedule("ramp", offsets, None, spec.max_concurrency, rate, spec.rate_start, horizon)
+    offsets = _renewal(spec.kind, rate, spec.burstiness, rng, num_requests, duration_s)
+    return Schedule(spec.kind, offsets, None, spec.max_concurrency, rate)
+
+
+def _gaps(
+    kind: str, rate: float, burstiness: float, rng: np.random.Generator, size: int
+) -> np.ndarray:
+    if kind == "constant":
+        return np.full(size, 1.0 / rate)
+    if kind == "poisson":
+        return rng.exponential(1.0 / rate, size)
+    # gamma: mean 1/rate, shape = burstiness (CV^2 = 1/burstiness); shape 1 is Poisson
+    return rng.gamma(burstiness, 1.0 / (rate * burstiness), size)
+
+
+def _renewal(
+    kind: str,
+    rate: float,
+    burstiness: float,
+    rng: np.random.Generator,
+    num: int | None,
+    duration: float | None,
+) -> np.ndarray:
+    """Offsets of a renewal process: the first request at 0, then the sampled gaps."""
+    if num is not None:
+        gaps = _gaps(kind, rate, burstiness, rng, num)
+        offsets = np.concatenate(([0.0], np.cumsum(gaps[:-1])))
+        return offsets if duration is None else offsets[offsets < duration]
+    assert duration is not None
+    parts, t = [np.zeros(1)], 0.0
+    while t < duration:
+        block = t + np.cumsum(_gaps(kind, rate, burstiness, rng, BLOCK))
+        parts.append(block)
+        t = float(block[-1])
+    offsets = np.concatenate(parts)
+    return offsets[offsets < duration]
+
+
+def _ramp(
+    r0: float, r1: float, horizon: float, num: int | None, duration: float | None
+) -> np.ndarray:
+    """Deterministic arrivals whose rate rises linearly from r0 to r1 over ``horizon`` seconds
+    (then stays at r1): request i starts where the integrated rate reaches i."""
+    slope = (r1 - r0) / horizon if horizon > 0 else 0.0
+    at_horizon = r0 * horizon + slope * horizon**2 / 2
+    count = (
+        num
+        if num is not None
+        else int(math.ceil(at_horizon + r1 * max((duration or 0) - horizon, 0))) + 1
+    )
+    i = np.arange(count, dtype=np.float64)
+    if abs(slope) < 1e-12:
+        t = i / r0
+    else:
+        t = (-r0 + np.sqrt(np.maximum(r0 * r0 + 2 * slope * i, 0.0))) / slope
+    beyond = i > at_horizon
+    t[beyond] = horizon + (i[beyond] - at_horizon) / r1
+    return t if duration is None else t[t < duration]
+
+
+def _limit(
+    offsets: np.ndarray, rows: list[TraceRow], num: int | None, duration: float | None
+) -> tuple[np.ndarray, list[TraceRow]]:
+    keep = len(offsets)
+    if duration is not None:
+        keep = int(np.searchsorted(offsets, duration, side="left"))
+    if num is not None:
+        keep = min(keep, num)
+    return offsets[:keep], rows[:keep]
+
+
+def read_trace(path: Path) -> list[TraceRow]:
+    """A JSONL or CSV trace: ``timestamp`` (seconds; absolute or relative, shifted to start at
+    0), optional ``input_len``, ``output_len``, ``prefix_id``. Rows are sorted by time."""
+    if not path.exists():
+        raise SpecError(f"trace file {path} does not exist", "pass an existing JSONL or CSV file")
+    rows: list[TraceRow] = []
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="") as f:
+                for line_no, d in enumerate(csv.DictReader(f), start=2):
+                    rows.append(_row(d, path, line_no))
+        else:
+            with open(path) as f:
+                for line_no, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        d = json.loads(line)
+                    except json.JSONDecodeError:
+                        raise SpecError(
+                            f"{path}:{line_no}: not a JSON object", "one JSON object per line"
+                        ) from None
+                    if not isinstance(d, dict):
+                        raise SpecError(
+                            f"{path}:{line_no}: not a JSON object", "one JSON object per line"
+                        )
+                    rows.append(_row(d, path, line_no))
+    except OSError as e:
+        raise SpecError(f"cannot read trace {path}: {e.strerror}", "check the path") from None
+    if not rows:
+        raise SpecError(f"trace {path} has no rows", "add rows with a timestamp field")
+    rows.sort(key=lambda r: r.timestamp_s)
+    t0 = rows[0].timestamp_s
+    return [TraceRow(r.timestamp_s - t0, r.input_len, r.output_len, r.prefix_id) for r in rows]
+
+
+def _row(d: dict[str, object], path: Path, line_no: int) -> TraceRow:
+    def num(key: str, cast: type, required: bool = False) -> object:
+        v = d.get(key)
+        if v in (None, ""):
+            if required:
+                raise SpecError(
+                    f"{path}:{line_no}: field '{key}' is missing",
+                    f"every row needs '{key}' (seconds)",
+                )
+            return None
+        try:
+            out = cast(v)
+        except (TypeError, ValueError):
+            raise SpecError(
+                f"{path}:{line_no}: field '{key}' = {v!r} is not a number", f"fix '{key}'"
+            ) from None
+        if cast is int and out < 1:
+            raise SpecError(f"{path}:{line_no}: field '{key}' must be >= 1", f"fix '{key}'")
+        return out
+
+    ts = num("timestamp", float, required=True)
+    pid = d.get("prefix_id")
+    return TraceRow(
+        float(ts),  # type: ignore[arg-type]
+        num("input_len", int),  # type: ignore[arg-type]
+        num("output_len", int),  # type: ignore[arg-type]
+        None if pid in (None, "") else str(pid),
+    )
