@@ -10,7 +10,7 @@ from profiler.report.data import SweepData
 from profiler.report.doc import Code, Note, Section, Table, Text
 from profiler.report.fmt import ms, num, pct, pretty_json, slo_text
 from profiler.spec import SloSpec
-from profiler.sweep.execute import knees as compute_knees
+from profiler.sweep.knees import knees as compute_knees
 from profiler.sweep.spec import config_label, load_label
 
 

@@ -11,23 +11,21 @@ sweep after recording what finished, and ``--resume`` continues from there.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.knee import find_knee
 from profiler.errors import InfprofError, RunInterrupted, SpecError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SPEC, SweepIndex, key_numbers
+from profiler.sweep.knees import knees
+from profiler.sweep.runspecs import point_run_spec, serve_spec
 from profiler.sweep.search import slo_search
 from profiler.sweep.spec import SweepSpec, config_id, config_label, load_label, point_id
 
 log = logging.getLogger(__name__)
-SEARCH_SECONDS_PER_PROBE = 15.0  # probes without --num-requests/--duration: ~15 s of load
-SEARCH_MIN_REQUESTS = 30
 
 PointRunner = Callable[[RunSpec], Any]  # returns an object with run_dir, summary, ended, reason
 ServerFactory = Callable[[ServeSpec, Path], Any]  # VllmServer-like: start/wait_ready/url/alive/stop
@@ -333,95 +331,6 @@ class _Context:
         return point
 
 
-# ---------------------------------------------------------------------- building specs
-def _options(spec: SweepSpec, workload: str, **extra: Any) -> Any:
-    from profiler.runspec import RunOptions
-
-    slo = spec.slo
-    if slo and "fraction" not in slo:
-        slo = f"{slo},fraction={spec.target_fraction}"
-    return RunOptions(
-        workload=workload,
-        num_requests=spec.num_requests,
-        duration=spec.duration_s,
-        input_len=spec.input_len,
-        output_len=spec.output_len,
-        slo=slo,
-        warmup=spec.warmup_s,
-        cooldown=spec.cooldown_s,
-        request_timeout=spec.request_timeout_s,
-        ready_timeout=spec.ready_timeout_s,
-        sample_interval=spec.sample_interval_s,
-        no_telemetry=spec.sample_interval_s is None,
-        seed=spec.seed,
-        **extra,
-    )
-
-
-def serve_spec(spec: SweepSpec, config: dict[str, Any]) -> ServeSpec:
-    """The server of one configuration (the largest max-model-len its workloads need)."""
-    from profiler.runspec import build_run_spec
-
-    best: ServeSpec | None = None
-    for workload in spec.workloads:
-        opts = _options(
-            spec,
-            workload,
-            model=spec.model,
-            tp=config["tp"],
-            pp=config["pp"],
-            dp=config["dp"],
-            expert_parallel=config["ep"],
-            max_num_seqs=config["max_num_seqs"],
-            max_num_batched_tokens=config["max_num_batched_tokens"],
-            max_model_len=spec.max_model_len,
-            gpu_memory_utilization=spec.gpu_memory_utilization,
-            load_format=spec.load_format,
-            dtype=spec.dtype,
-            serve_arg=tuple(spec.serve_args),
-            concurrency=1,
-        )
-        serve = build_run_spec(opts).serve
-        assert serve is not None
-        if best is None or (serve.max_model_len or 0) > (best.max_model_len or 0):
-            best = serve
-    assert best is not None
-    return best
-
-
-def point_run_spec(
-    spec: SweepSpec,
-    workload: str,
-    load: dict[str, Any],
-    url: str,
-    model: str | None,
-    runs_dir: Path,
-    pid: str,
-) -> RunSpec:
-    from profiler.runspec import build_run_spec
-
-    kw: dict[str, Any] = {}
-    if load["kind"] == "concurrency":
-        kw["concurrency"] = int(load["value"])
-    else:
-        kw.update(rate=float(load["value"]), arrival=spec.arrival)
-    opts = _options(
-        spec,
-        workload,
-        endpoint=url,
-        model=model,
-        api_key_env=spec.api_key_env,
-        out=runs_dir,
-        run_id=pid,
-        **kw,
-    )
-    if spec.search == "slo" and spec.num_requests is None and spec.duration_s is None:
-        opts.num_requests = max(
-            SEARCH_MIN_REQUESTS, math.ceil(float(load["value"]) * SEARCH_SECONDS_PER_PROBE)
-        )
-    return build_run_spec(opts)
-
-
 def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:
     from profiler.serving.vllm import VllmServer
 
@@ -449,36 +358,6 @@ def _clear_stale(sweep_dir: Path, pid: str) -> None:
 
 def _load_value(kind: str, value: float) -> float | int:
     return int(value) if kind == "concurrency" else float(value)
-
-
-def knees(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The throughput–latency knee (x: output tokens/s, y: E2E p50) per configuration and
-    workload, over its finished points in load order (see profiler.analysis.knee)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for p in points:
-        if p["status"] == "done" and p.get("summary"):
-            groups.setdefault((p["config_id"], p["workload"]), []).append(p)
-    out = []
-    for (cfg, workload), pts in sorted(groups.items()):
-        pts.sort(key=lambda p: float(p["load"]["value"]))
-        x = [p["summary"].get("output_tokens_per_s") for p in pts]
-        y = [p["summary"].get("e2e_p50_s") for p in pts]
-        k = find_knee(x, y, curve="convex")
-        out.append(
-            {
-                "config_id": cfg,
-                "workload": workload,
-                "x_metric": "output_tokens_per_s",
-                "y_metric": "e2e_p50_s",
-                "point": pts[k.index]["id"] if k else None,
-                "load": pts[k.index]["load"] if k else None,
-                "x": k.x if k else None,
-                "y": k.y if k else None,
-                "score": k.score if k else None,
-                "reason": None if k else "fewer than 3 finished points, or no bend in the curve",
-            }
-        )
-    return out
 
 
 def _num(v: float | None) -> str:

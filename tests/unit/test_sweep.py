@@ -226,7 +226,7 @@ def test_slo_search_through_the_sweep(tmp_path: Path) -> None:
 
 
 def test_probe_requests_scale_with_the_rate(tmp_path: Path) -> None:
-    from profiler.sweep.execute import point_run_spec
+    from profiler.sweep.runspecs import point_run_spec
 
     spec = _spec(search="slo", loads=[], num_requests=None)
     rs = point_run_spec(
