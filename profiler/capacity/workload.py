@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 from profiler.capacity.sizing import WorkloadShape
 from profiler.errors import SpecError
-from profiler.spec import LengthDist, WorkloadSpec, load_yaml_model
+from profiler.spec import LengthDist, WorkloadSpec
 
 DEFAULT_INPUT_LEN = 1024.0
 DEFAULT_OUTPUT_LEN = 256.0
@@ -44,25 +41,11 @@ def shape_of(spec: WorkloadSpec) -> WorkloadShape:
     return WorkloadShape(input_len=inp, output_len=out, n=n, cached_prefix_len=cached)
 
 
-def _candidates(name: str) -> list[Path]:
-    stem = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
-    roots = [Path.cwd() / "workloads", Path(__file__).resolve().parents[2] / "workloads"]
-    out = [Path(name), *(r / stem for r in roots)]
-    try:
-        out.append(Path(str(resources.files("profiler").joinpath("data", "workloads", stem))))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return out
-
-
 def load_workload(name: str) -> WorkloadSpec:
-    """A workload file path, or the name of a shipped workload (workloads/NAME.yaml)."""
-    for path in _candidates(name):
-        if path.is_file():
-            return load_yaml_model(path, WorkloadSpec)
-    shipped = sorted({p.stem for r in _candidates("x")[1:] for p in r.parent.glob("*.yaml")})
-    hint = f"use one of: {', '.join(shipped)}" if shipped else "pass a workload YAML file"
-    raise SpecError(f"unknown workload '{name}'", f"{hint}; or --input-len/--output-len")
+    """A workload file path, or the name of a shipped workload (``infprof workloads``)."""
+    from profiler.load.workload import workload_from_name_or_path
+
+    return workload_from_name_or_path(name)
 
 
 def resolve_shape(

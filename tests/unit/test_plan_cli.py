@@ -208,3 +208,19 @@ def test_acceptance_commands_answer_in_under_5_s(model: str, gpu: str) -> None:
     assert json.loads(proc.stdout)["configurations"]
     assert elapsed < 5.0, f"took {elapsed:.2f} s"
     assert "matplotlib" not in proc.stderr
+
+
+def test_shipped_workload_by_name() -> None:
+    code, out, err = _run(
+        "--model",
+        "llama-3.1-8b",
+        "--workload",
+        "reasoning",
+        "--target-rps",
+        "1",
+        "--json",
+        "--no-scaling",
+    )
+    assert code == 0, err
+    w = json.loads(out)["workload"]
+    assert w["name"] == "reasoning" and w["output_len"] > w["input_len"]
