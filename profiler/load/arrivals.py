@@ -97,6 +97,10 @@ def _renewal(
     duration: float | None,
 ) -> np.ndarray:
     """Offsets of a renewal process: the first request at 0, then the sampled gaps."""
+    if kind == "constant":  # exact multiples, no accumulated rounding
+        count = num if num is not None else int(math.ceil((duration or 0) * rate)) + 1
+        offsets = np.arange(count, dtype=np.float64) / rate
+        return offsets if duration is None else offsets[offsets < duration]
     if num is not None:
         gaps = _gaps(kind, rate, burstiness, rng, num)
         offsets = np.concatenate(([0.0], np.cumsum(gaps[:-1])))
