@@ -62,13 +62,32 @@ def _record(i: int, tokens: int = 100) -> RequestRecord:
 
 def build(dcgm: bool) -> tuple[CollectorRegistry, RunMetrics]:
     snap = every_metric_latest(N_GPUS)
-    gpus = {str(i): GpuIdentity(f"GPU-{i:08d}-0000-0000-0000-000000000000", "NVIDIA H100 80GB HBM3", f"00000000:{0x18 + i:02X}:00.0") for i in range(N_GPUS)}
+    gpus = {
+        str(i): GpuIdentity(
+            f"GPU-{i:08d}-0000-0000-0000-000000000000",
+            "NVIDIA H100 80GB HBM3",
+            f"00000000:{0x18 + i:02X}:00.0",
+        )
+        for i in range(N_GPUS)
+    }
     reg = CollectorRegistry(auto_describe=False)
-    labels = {"hostname": "gpu-node-1", "run_id": "run-20250101-000000", "workload": "chat", "model": "meta-llama/Llama-3.1-8B-Instruct"}
+    labels = {
+        "hostname": "gpu-node-1",
+        "run_id": "run-20250101-000000",
+        "workload": "chat",
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+    }
     reg.register(TelemetryCollector(lambda: snap, labels, gpus=gpus))
     if dcgm:
         reg.register(DcgmCollector(lambda: snap, "gpu-node-1", gpus=gpus))
-    m = RunMetrics(reg, run_id=labels["run_id"], workload="chat", model=labels["model"], hostname="gpu-node-1", slo=SloSpec.parse("ttft=0.5,tpot=0.05"))
+    m = RunMetrics(
+        reg,
+        run_id=labels["run_id"],
+        workload="chat",
+        model=labels["model"],
+        hostname="gpu-node-1",
+        slo=SloSpec.parse("ttft=0.5,tpot=0.05"),
+    )
     m.on_target_rate(10.0)
     m.on_client_health(0.001, 0.3, False)
     return reg, m
@@ -98,7 +117,9 @@ def time_render(reg: CollectorRegistry, repeats: int = REPEATS) -> dict[str, Any
         "max_ms": times[-1],
         "generate_latest_p50_ms": statistics.median(ref),
         "bytes": len(body),
-        "series": sum(1 for line in body.decode().splitlines() if line and not line.startswith("#")),
+        "series": sum(
+            1 for line in body.decode().splitlines() if line and not line.startswith("#")
+        ),
     }
 
 
@@ -118,7 +139,20 @@ def main() -> int:
         res["on_record_us_per_request_100_tokens"] = per_record_us
         cases[name] = res
     ok = all(c["p50_ms"] < TARGET_MS for c in cases.values())
-    rows = [[name, c["series"], c["bytes"], c["p50_ms"], c["cpu_p50_ms"], c["p95_ms"], c["max_ms"], c["generate_latest_p50_ms"], c["on_record_us_per_request_100_tokens"]] for name, c in cases.items()]
+    rows = [
+        [
+            name,
+            c["series"],
+            c["bytes"],
+            c["p50_ms"],
+            c["cpu_p50_ms"],
+            c["p95_ms"],
+            c["max_ms"],
+            c["generate_latest_p50_ms"],
+            c["on_record_us_per_request_100_tokens"],
+        ]
+        for name, c in cases.items()
+    ]
     md = "\n".join(
         [
             f"# Scrape cost: /metrics for {N_GPUS} GPUs with every metric",
@@ -127,12 +161,29 @@ def main() -> int:
             f"target < {TARGET_MS:g} ms (median). Histograms populated by 1,000 requests of 100 tokens. "
             "`generate_latest` is prometheus_client's renderer on the same registry (same bytes).",
             "",
-            md_table(["registry", "series", "bytes", "p50 ms", "CPU p50 ms", "p95 ms", "max ms", "generate_latest p50 ms", "on_record µs/request"], rows),
+            md_table(
+                [
+                    "registry",
+                    "series",
+                    "bytes",
+                    "p50 ms",
+                    "CPU p50 ms",
+                    "p95 ms",
+                    "max ms",
+                    "generate_latest p50 ms",
+                    "on_record µs/request",
+                ],
+                rows,
+            ),
             "",
             f"Result: {'PASS' if ok else 'FAIL'} (median under {TARGET_MS:g} ms).",
         ]
     )
-    write_result("scrape", {"n_gpus": N_GPUS, "target_ms": TARGET_MS, "repeats": REPEATS, "pass": ok, "cases": cases}, md)
+    write_result(
+        "scrape",
+        {"n_gpus": N_GPUS, "target_ms": TARGET_MS, "repeats": REPEATS, "pass": ok, "cases": cases},
+        md,
+    )
     return 0 if ok else 1
 
 

@@ -79,7 +79,9 @@ def _ticker(fake: FakeNvml, period_s: float, stop: threading.Event) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    own, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    own, rest = (
+        (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    )
     ap = argparse.ArgumentParser(prog="nvml_exporter_fake")
     ap.add_argument("--gpus", type=int, default=2, help="0: NVML missing (library not found)")
     ap.add_argument("--model", choices=["h100", "l4"], default="h100")

@@ -35,7 +35,14 @@ FILES = ("infprof-run.json", "infprof-fleet.json")
 RATE_FUNCS = re.compile(r"\b(rate|irate|increase)\s*\(")
 METRIC_RE = re.compile(r"\b((?:infprof_|vllm:)[A-Za-z0-9_:]+)")
 VAR_RE = re.compile(r"\$(\w+)|\$\{(\w+)(?::\w+)?\}")
-BUILTIN_VARS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s", "__range_ms"}
+BUILTIN_VARS = {
+    "__rate_interval",
+    "__interval",
+    "__range",
+    "__interval_ms",
+    "__range_s",
+    "__range_ms",
+}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -50,7 +57,12 @@ def all_panels(d: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def dashboard_queries(d: dict[str, Any]) -> list[tuple[str, str]]:
     """(panel title, PromQL) for every target of every panel."""
-    return [(p.get("title", ""), t["expr"]) for p in all_panels(d) for t in p.get("targets", []) if t.get("expr")]
+    return [
+        (p.get("title", ""), t["expr"])
+        for p in all_panels(d)
+        for t in p.get("targets", [])
+        if t.get("expr")
+    ]
 
 
 def variable_queries(d: dict[str, Any]) -> list[tuple[str, str]]:
@@ -93,11 +105,31 @@ def exported_infprof_names() -> set[str]:
     """Every sample name the collectors expose, from running them on fake data."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(TelemetryCollector(lambda: every_metric_latest(2), {"hostname": "h"}))
-    m = RunMetrics(reg, run_id="r", workload="w", model="m", hostname="h", slo=SloSpec.parse("ttft=1,tpot=1,e2e=1"))
+    m = RunMetrics(
+        reg,
+        run_id="r",
+        workload="w",
+        model="m",
+        hostname="h",
+        slo=SloSpec.parse("ttft=1,tpot=1,e2e=1"),
+    )
     m.on_target_rate(1.0)
     m.on_client_health(0.001, 0.1, False)
     m.on_send()
-    rec = RequestRecord(id=1, workload="w", scenario="s", intended_start_s=0.0, send_s=0.0, first_token_s=0.1, last_token_s=0.3, end_s=0.3, prompt_tokens=5, output_tokens=3, chunk_times_s=[0.1, 0.2, 0.3], chunk_tokens=[1, 1, 1])
+    rec = RequestRecord(
+        id=1,
+        workload="w",
+        scenario="s",
+        intended_start_s=0.0,
+        send_s=0.0,
+        first_token_s=0.1,
+        last_token_s=0.3,
+        end_s=0.3,
+        prompt_tokens=5,
+        output_tokens=3,
+        chunk_times_s=[0.1, 0.2, 0.3],
+        chunk_tokens=[1, 1, 1],
+    )
     m.on_record(rec)
     return {s.name for fam in reg.collect() for s in fam.samples}
 
@@ -121,7 +153,12 @@ def dashboards() -> dict[str, dict[str, Any]]:
 
 
 def test_files_match_the_generator() -> None:
-    res = subprocess.run([sys.executable, str(DASHBOARDS / "generate.py"), "--check"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(DASHBOARDS / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -223,24 +260,45 @@ def test_every_vllm_metric_queried_exists_in_vllm(dashboards: dict[str, dict[str
                     assert metric in known, f"{name}: {title}: {metric} is not a vLLM metric"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (scripts/ensure-prometheus.sh installs it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (scripts/ensure-prometheus.sh installs it)",
+)
 def test_every_query_is_valid_promql(dashboards: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     values = {"run_id": ".*", "model": ".*", "hostname": ".*", "gpu": ".*"}
     rules = []
     for name, d in dashboards.items():
         for i, (_, expr) in enumerate(dashboard_queries(d)):
-            rules.append({"record": f"check:{name.split('.')[0].replace('-', '_')}:{i}", "expr": substitute(expr, values)})
+            rules.append(
+                {
+                    "record": f"check:{name.split('.')[0].replace('-', '_')}:{i}",
+                    "expr": substitute(expr, values),
+                }
+            )
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    res = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (scripts/ensure-prometheus.sh installs it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (scripts/ensure-prometheus.sh installs it)",
+)
 def test_shipped_prometheus_config_is_valid() -> None:
-    res = subprocess.run(["promtool", "check", "config", str(DASHBOARDS / "prometheus.yml")], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["promtool", "check", "config", str(DASHBOARDS / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    jobs = {j["job_name"] for j in yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())["scrape_configs"]}
+    jobs = {
+        j["job_name"]
+        for j in yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())["scrape_configs"]
+    }
     assert {"vllm", "infprof-run", "infprof-exporter"} <= jobs
 
 
@@ -248,5 +306,7 @@ def test_grafana_provisioning_files() -> None:
     dash = yaml.safe_load((DASHBOARDS / "provisioning" / "dashboards" / "infprof.yaml").read_text())
     assert dash["apiVersion"] == 1 and dash["providers"][0]["type"] == "file"
     assert dash["providers"][0]["options"]["path"]
-    ds = yaml.safe_load((DASHBOARDS / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    ds = yaml.safe_load(
+        (DASHBOARDS / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )
     assert ds["apiVersion"] == 1 and ds["datasources"][0]["type"] == "prometheus"

@@ -25,7 +25,9 @@ GPUS = {
 }
 
 
-def _s(source: str, device: str, metric: str, value: float | None, error: str | None = None) -> Sample:
+def _s(
+    source: str, device: str, metric: str, value: float | None, error: str | None = None
+) -> Sample:
     return Sample(1.0, source, device, metric, value, error)
 
 
@@ -33,7 +35,9 @@ def _snap(*samples: Sample) -> dict[tuple[str, str, str], Sample]:
     return {(s.source, s.device, s.metric): s for s in samples}
 
 
-def _registry(snap: dict[tuple[str, str, str], Sample], labels: dict[str, str] | None = None) -> CollectorRegistry:
+def _registry(
+    snap: dict[tuple[str, str, str], Sample], labels: dict[str, str] | None = None
+) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(TelemetryCollector(lambda: snap, labels or {"hostname": "node-1"}, gpus=GPUS))
     return reg
@@ -49,18 +53,41 @@ def test_gpu_host_and_server_series_carry_their_labels() -> None:
         _s("vllm", "1", "num_requests_running", 7.0),
     )
     reg = _registry(snap, {"hostname": "node-1", "run_id": "r1", "model": "m"})
-    gpu0 = {"gpu": "0", "uuid": "GPU-aaa", "gpu_model": "NVIDIA H100 80GB HBM3", "hostname": "node-1", "run_id": "r1", "model": "m"}
+    gpu0 = {
+        "gpu": "0",
+        "uuid": "GPU-aaa",
+        "gpu_model": "NVIDIA H100 80GB HBM3",
+        "hostname": "node-1",
+        "run_id": "r1",
+        "model": "m",
+    }
     assert reg.get_sample_value("infprof_gpu_power_watts", gpu0) == 312.5
-    assert reg.get_sample_value("infprof_gpu_utilization_ratio", {**gpu0, "gpu": "1", "uuid": "GPU-bbb"}) == 0.75
+    assert (
+        reg.get_sample_value(
+            "infprof_gpu_utilization_ratio", {**gpu0, "gpu": "1", "uuid": "GPU-bbb"}
+        )
+        == 0.75
+    )
     static = {"hostname": "node-1", "run_id": "r1", "model": "m"}
     assert reg.get_sample_value("infprof_host_cpu_utilization_ratio", static) == 0.5
-    assert reg.get_sample_value("infprof_host_network_rx_bytes_per_second", {**static, "device": "eth0"}) == 1e6
+    assert (
+        reg.get_sample_value(
+            "infprof_host_network_rx_bytes_per_second", {**static, "device": "eth0"}
+        )
+        == 1e6
+    )
     assert reg.get_sample_value("infprof_server_kv_cache_usage_ratio", static) == 0.4
-    assert reg.get_sample_value("infprof_server_num_requests_running", {**static, "engine": "1"}) == 7.0
+    assert (
+        reg.get_sample_value("infprof_server_num_requests_running", {**static, "engine": "1"})
+        == 7.0
+    )
 
 
 def test_counters_are_counters_with_one_total_suffix() -> None:
-    snap = _snap(_s("nvml", "0", "energy_joules_total", 1234.5), _s("nvml", "0", "nvlink_tx_bytes_total", 9e9))
+    snap = _snap(
+        _s("nvml", "0", "energy_joules_total", 1234.5),
+        _s("nvml", "0", "nvlink_tx_bytes_total", 9e9),
+    )
     reg = _registry(snap)
     fams = {m.name: m for m in reg.collect()}
     assert fams["infprof_gpu_energy_joules"].type == "counter"
@@ -68,7 +95,12 @@ def test_counters_are_counters_with_one_total_suffix() -> None:
     text = generate_latest(reg).decode()
     assert "# TYPE infprof_gpu_energy_joules_total counter" in text
     assert "_total_total" not in text
-    labels = {"gpu": "0", "uuid": "GPU-aaa", "gpu_model": "NVIDIA H100 80GB HBM3", "hostname": "node-1"}
+    labels = {
+        "gpu": "0",
+        "uuid": "GPU-aaa",
+        "gpu_model": "NVIDIA H100 80GB HBM3",
+        "hostname": "node-1",
+    }
     assert reg.get_sample_value("infprof_gpu_energy_joules_total", labels) == 1234.5
 
 
@@ -104,9 +136,17 @@ def test_a_down_gpu_exports_only_up() -> None:
 
 
 def test_per_link_samples_get_a_link_label() -> None:
-    snap = _snap(_s("nvml", "0", "nvlink_tx_bytes_total", 10.0), _s("nvml", "0/3", "nvlink_tx_bytes_total", 4.0))
+    snap = _snap(
+        _s("nvml", "0", "nvlink_tx_bytes_total", 10.0),
+        _s("nvml", "0/3", "nvlink_tx_bytes_total", 4.0),
+    )
     reg = _registry(snap)
-    base = {"gpu": "0", "uuid": "GPU-aaa", "gpu_model": "NVIDIA H100 80GB HBM3", "hostname": "node-1"}
+    base = {
+        "gpu": "0",
+        "uuid": "GPU-aaa",
+        "gpu_model": "NVIDIA H100 80GB HBM3",
+        "hostname": "node-1",
+    }
     assert reg.get_sample_value("infprof_gpu_nvlink_tx_bytes_total", base) == 10.0
     assert reg.get_sample_value("infprof_gpu_nvlink_tx_bytes_total", {**base, "link": "3"}) == 4.0
 
@@ -116,7 +156,12 @@ def test_unknown_metric_and_gpu_without_identity() -> None:
     reg = _registry(snap)
     fams = {m.name: m for m in reg.collect()}
     assert fams["infprof_gpu_future_thing"].type == "counter"
-    assert reg.get_sample_value("infprof_gpu_up", {"gpu": "7", "uuid": "", "gpu_model": "", "hostname": "node-1"}) == 1.0
+    assert (
+        reg.get_sample_value(
+            "infprof_gpu_up", {"gpu": "7", "uuid": "", "gpu_model": "", "hostname": "node-1"}
+        )
+        == 1.0
+    )
     assert not [n for n in fams if "ignored" in n]
 
 
@@ -175,16 +220,28 @@ def test_static_labels_are_checked() -> None:
 
 
 def test_gpu_identities_from_inventory() -> None:
-    inv = {"gpus": [{"index": 0, "uuid": "GPU-1", "name": "NVIDIA L4", "pci_bus_id": "0000:01:00.0"}, {"index": 1, "error": "lost"}]}
+    inv = {
+        "gpus": [
+            {"index": 0, "uuid": "GPU-1", "name": "NVIDIA L4", "pci_bus_id": "0000:01:00.0"},
+            {"index": 1, "error": "lost"},
+        ]
+    }
     ids = gpu_identities(inv)
     assert ids["0"] == GpuIdentity("GPU-1", "NVIDIA L4", "0000:01:00.0")
     assert ids["1"] == GpuIdentity()
     assert gpu_identities({"available": False, "reason": "no driver"}) == {}
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (scripts/ensure-prometheus.sh installs it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (scripts/ensure-prometheus.sh installs it)",
+)
 def test_promtool_check_metrics_finds_no_problem() -> None:
-    text = generate_latest(_registry(every_metric_latest(2), {"hostname": "n", "run_id": "r", "model": "m"}))
-    res = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60)
+    text = generate_latest(
+        _registry(every_metric_latest(2), {"hostname": "n", "run_id": "r", "model": "m"})
+    )
+    res = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60
+    )
     assert res.returncode == 0, (res.stdout + res.stderr).decode()
     assert not (res.stdout + res.stderr).strip(), (res.stdout + res.stderr).decode()

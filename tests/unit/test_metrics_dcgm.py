@@ -15,7 +15,14 @@ from profiler.telemetry.sample import Sample
 from tests.fakes.nvml_exporter_fake import every_metric_latest
 
 GPUS = {"0": GpuIdentity("GPU-aaa", "NVIDIA H100 80GB HBM3", "00000000:18:00.0")}
-LABELS = {"gpu": "0", "UUID": "GPU-aaa", "device": "nvidia0", "modelName": "NVIDIA H100 80GB HBM3", "pci_bus_id": "00000000:18:00.0", "Hostname": "node-1"}
+LABELS = {
+    "gpu": "0",
+    "UUID": "GPU-aaa",
+    "device": "nvidia0",
+    "modelName": "NVIDIA H100 80GB HBM3",
+    "pci_bus_id": "00000000:18:00.0",
+    "Hostname": "node-1",
+}
 
 
 def _reg(snap: dict[tuple[str, str, str], Sample], **kw: str) -> CollectorRegistry:
@@ -59,7 +66,13 @@ def test_units_are_converted_to_dcgm_units() -> None:
 
 
 def test_gpm_rates_win_over_nvml_rates() -> None:
-    reg = _reg(_snap(pcie_tx_bytes_per_second=1.0, gpm_pcie_tx_bytes_per_second=2.0, nvlink_rx_bytes_per_second=5.0))
+    reg = _reg(
+        _snap(
+            pcie_tx_bytes_per_second=1.0,
+            gpm_pcie_tx_bytes_per_second=2.0,
+            nvlink_rx_bytes_per_second=5.0,
+        )
+    )
     assert reg.get_sample_value("DCGM_FI_PROF_PCIE_TX_BYTES", LABELS) == 2.0
     assert reg.get_sample_value("DCGM_FI_PROF_NVLINK_RX_BYTES", LABELS) == 5.0
 
@@ -73,7 +86,13 @@ def test_energy_keeps_the_exact_dcgm_name() -> None:
 def test_hostname_label_name_is_selectable_and_down_gpus_are_hidden() -> None:
     snap = _snap(power_watts=100.0)
     reg = _reg(snap, hostname_label="hostname")
-    assert reg.get_sample_value("DCGM_FI_DEV_POWER_USAGE", {**{k: v for k, v in LABELS.items() if k != "Hostname"}, "hostname": "node-1"}) == 100
+    assert (
+        reg.get_sample_value(
+            "DCGM_FI_DEV_POWER_USAGE",
+            {**{k: v for k, v in LABELS.items() if k != "Hostname"}, "hostname": "node-1"},
+        )
+        == 100
+    )
     snap[("nvml", "0", "up")] = Sample(1.0, "nvml", "0", "up", 0.0, "lost")
     assert generate_latest(_reg(snap)).decode() == ""
 
@@ -84,13 +103,38 @@ def test_every_mapping_points_at_a_real_field() -> None:
     reg = _reg(every_metric_latest(2))
     names = {m.name for m in reg.collect()}
     assert names == set(DCGM_NAMES)
-    for must in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_MEMORY_TEMP", "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_MEM_CLOCK", "DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES", "DCGM_FI_PROF_NVLINK_TX_BYTES", "DCGM_FI_PROF_NVLINK_RX_BYTES", "DCGM_FI_PROF_SM_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "DCGM_FI_PROF_DRAM_ACTIVE"):
+    for must in (
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_MEMORY_TEMP",
+        "DCGM_FI_DEV_SM_CLOCK",
+        "DCGM_FI_DEV_MEM_CLOCK",
+        "DCGM_FI_PROF_PCIE_TX_BYTES",
+        "DCGM_FI_PROF_PCIE_RX_BYTES",
+        "DCGM_FI_PROF_NVLINK_TX_BYTES",
+        "DCGM_FI_PROF_NVLINK_RX_BYTES",
+        "DCGM_FI_PROF_SM_ACTIVE",
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+    ):
         assert must in names
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (scripts/ensure-prometheus.sh installs it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (scripts/ensure-prometheus.sh installs it)",
+)
 def test_promtool_parses_the_dcgm_exposition() -> None:
     # dcgm-exporter's own names break promtool's naming lint (no base units, counters without
     # _total); only parse errors matter here, and those would be reported as "error while linting".
-    res = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(_reg(every_metric_latest(2))), capture_output=True, timeout=60)
+    res = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=generate_latest(_reg(every_metric_latest(2))),
+        capture_output=True,
+        timeout=60,
+    )
     assert b"error while linting" not in res.stdout + res.stderr, (res.stdout + res.stderr).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,9 @@ def gateway() -> Iterator[tuple[str, type[_Gateway]]]:
         t.join(5)
 
 
-def test_push_puts_the_metrics_under_job_and_grouping_key(gateway: tuple[str, type[_Gateway]]) -> None:
+def test_push_puts_the_metrics_under_job_and_grouping_key(
+    gateway: tuple[str, type[_Gateway]],
+) -> None:
     url, handler = gateway
     push(url, "infprof", _registry(), {"run_id": "r1"})
     method, path, body = handler.got[0]
@@ -115,3 +118,25 @@ def test_push_to_nothing_is_an_endpoint_error() -> None:
     with pytest.raises(EndpointError) as e:
         push(f"http://127.0.0.1:{_free_port()}", "infprof", _registry(), timeout_s=2)
     assert e.value.fix
+
+
+def test_the_endpoint_serves_text_format_identical_to_prometheus_client() -> None:
+    from prometheus_client import Gauge, generate_latest
+
+    reg = _registry()
+    Gauge("vllm:num_requests_running", "colons stay colons", registry=reg).set(2)
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    with serve(reg, "127.0.0.1", 0) as h:
+        resp = urllib.request.urlopen(
+            urllib.request.Request(h.url, headers={"Accept": accept, "Accept-Encoding": "gzip"}),
+            timeout=5,
+        )
+        assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert resp.read() == generate_latest(reg)
+        opts = urllib.request.urlopen(urllib.request.Request(h.url, method="OPTIONS"), timeout=5)
+        assert opts.status == 200 and "GET" in opts.headers["Allow"]
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(
+                urllib.request.Request(h.url, data=b"x", method="POST"), timeout=5
+            )
+        assert e.value.code == 405

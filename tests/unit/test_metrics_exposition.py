@@ -28,14 +28,36 @@ from tests.fakes.nvml_exporter_fake import every_metric_latest
 
 def _full_registry() -> CollectorRegistry:
     snap = every_metric_latest(3)
-    gpus = {"0": GpuIdentity("GPU-0", "NVIDIA H100", "0000:18:00.0"), "1": GpuIdentity("GPU-1", 'odd "model"\\name\n')}
+    gpus = {
+        "0": GpuIdentity("GPU-0", "NVIDIA H100", "0000:18:00.0"),
+        "1": GpuIdentity("GPU-1", 'odd "model"\\name\n'),
+    }
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(TelemetryCollector(lambda: snap, {"hostname": "n", "run_id": "r", "model": "m"}, gpus=gpus))
+    reg.register(
+        TelemetryCollector(lambda: snap, {"hostname": "n", "run_id": "r", "model": "m"}, gpus=gpus)
+    )
     reg.register(DcgmCollector(lambda: snap, "n", gpus=gpus))
-    m = RunMetrics(reg, run_id="r", workload="w", model="m", hostname="n", slo=SloSpec.parse("ttft=1"))
+    m = RunMetrics(
+        reg, run_id="r", workload="w", model="m", hostname="n", slo=SloSpec.parse("ttft=1")
+    )
     m.on_target_rate(3.0)
     m.on_send()
-    m.on_record(RequestRecord(id=1, workload="w", scenario="s", intended_start_s=0, send_s=0.001, first_token_s=0.2, last_token_s=0.4, end_s=0.4, prompt_tokens=7, output_tokens=3, chunk_times_s=[0.2, 0.3, 0.4], chunk_tokens=[1, 1, 1]))
+    m.on_record(
+        RequestRecord(
+            id=1,
+            workload="w",
+            scenario="s",
+            intended_start_s=0,
+            send_s=0.001,
+            first_token_s=0.2,
+            last_token_s=0.4,
+            end_s=0.4,
+            prompt_tokens=7,
+            output_tokens=3,
+            chunk_times_s=[0.2, 0.3, 0.4],
+            chunk_tokens=[1, 1, 1],
+        )
+    )
     return reg
 
 
@@ -72,7 +94,26 @@ def test_names_outside_the_legacy_set_fall_back_to_the_library() -> None:
     assert render(reg) == generate_latest(reg)
 
 
-@pytest.mark.parametrize("value", [0.0, -0.0, 1.0, 0.5, 1234567.0, 1e6, 999999.0, 1e16, 1e22, -5e9, 2.5e-7, math.inf, -math.inf, math.nan, 3])
+@pytest.mark.parametrize(
+    "value",
+    [
+        0.0,
+        -0.0,
+        1.0,
+        0.5,
+        1234567.0,
+        1e6,
+        999999.0,
+        1e16,
+        1e22,
+        -5e9,
+        2.5e-7,
+        math.inf,
+        -math.inf,
+        math.nan,
+        3,
+    ],
+)
 def test_go_float_matches_the_library(value: float) -> None:
     from prometheus_client.utils import floatToGoString
 
@@ -83,4 +124,9 @@ def test_prerendered_families_still_answer_get_sample_value() -> None:
     snap = {("nvml", "0", "power_watts"): Sample(1.0, "nvml", "0", "power_watts", 300.0)}
     reg = CollectorRegistry(auto_describe=False)
     reg.register(TelemetryCollector(lambda: snap, {"hostname": "n"}))
-    assert reg.get_sample_value("infprof_gpu_power_watts", {"gpu": "0", "uuid": "", "gpu_model": "", "hostname": "n"}) == 300.0
+    assert (
+        reg.get_sample_value(
+            "infprof_gpu_power_watts", {"gpu": "0", "uuid": "", "gpu_model": "", "hostname": "n"}
+        )
+        == 300.0
+    )

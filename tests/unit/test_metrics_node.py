@@ -33,7 +33,9 @@ def _series(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 def test_node_exporter_serves_gpu_and_host_metrics() -> None:
     with install_fake_nvml(fake_gpus(2)) as fake:
-        node = NodeExporter(NodeConfig(port=0, interval_s=0.2, hostname="host-a", dcgm_compatible=True))
+        node = NodeExporter(
+            NodeConfig(port=0, interval_s=0.2, hostname="host-a", dcgm_compatible=True)
+        )
         try:
             node.start()
             assert node.handle is not None and node.nvml_reason is None and node.gpu_count == 2
@@ -43,9 +45,17 @@ def test_node_exporter_serves_gpu_and_host_metrics() -> None:
         finally:
             node.close()
     s = _series(text)
-    ups = sorted((lbl["gpu"], lbl["hostname"], lbl["gpu_model"], v) for lbl, v in s["infprof_gpu_up"])
-    assert ups == [("0", "host-a", "NVIDIA H100 80GB HBM3", 1.0), ("1", "host-a", "NVIDIA H100 80GB HBM3", 1.0)]
-    assert {lbl["uuid"] for lbl, _ in s["infprof_gpu_power_watts"]} == {"GPU-00000000-fake-0000-0000-000000000000", "GPU-00000001-fake-0000-0000-000000000000"}
+    ups = sorted(
+        (lbl["gpu"], lbl["hostname"], lbl["gpu_model"], v) for lbl, v in s["infprof_gpu_up"]
+    )
+    assert ups == [
+        ("0", "host-a", "NVIDIA H100 80GB HBM3", 1.0),
+        ("1", "host-a", "NVIDIA H100 80GB HBM3", 1.0),
+    ]
+    assert {lbl["uuid"] for lbl, _ in s["infprof_gpu_power_watts"]} == {
+        "GPU-00000000-fake-0000-0000-000000000000",
+        "GPU-00000001-fake-0000-0000-000000000000",
+    }
     assert "infprof_gpu_energy_joules_total" in s
     assert "infprof_host_memory_used_bytes" in s
     assert s["DCGM_FI_DEV_POWER_USAGE"][0][0]["Hostname"] == "host-a"
@@ -68,8 +78,12 @@ def test_without_nvml_the_node_still_serves_host_metrics() -> None:
 def test_once_prints_one_exposition_and_writes_the_textfile(tmp_path: Path) -> None:
     prom = tmp_path / "node.prom"
     with install_fake_nvml(fake_gpus(1)):
-        res = CliRunner().invoke(cli, ["exporter", "--once", "--interval", "0.2", "--hostname", "h"])
-        res2 = CliRunner().invoke(cli, ["exporter", "--once", "--interval", "0.2", "--textfile", str(prom)])
+        res = CliRunner().invoke(
+            cli, ["exporter", "--once", "--interval", "0.2", "--hostname", "h"]
+        )
+        res2 = CliRunner().invoke(
+            cli, ["exporter", "--once", "--interval", "0.2", "--textfile", str(prom)]
+        )
     assert res.exit_code == 0, res.output
     assert 'infprof_gpu_up{gpu="0"' in res.output
     assert res2.exit_code == 0 and res2.output == ""
@@ -80,7 +94,21 @@ def test_once_prints_one_exposition_and_writes_the_textfile(tmp_path: Path) -> N
 def test_the_daemon_stops_cleanly_on_sigterm(gpus: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.nvml_exporter_fake", "--gpus", str(gpus), "--", "exporter", "--port", "0", "--interval", "0.2", "--hostname", "h"],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.nvml_exporter_fake",
+            "--gpus",
+            str(gpus),
+            "--",
+            "exporter",
+            "--port",
+            "0",
+            "--interval",
+            "0.2",
+            "--hostname",
+            "h",
+        ],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,

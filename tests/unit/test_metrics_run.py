@@ -21,7 +21,13 @@ from profiler.spec import SloSpec
 L = {"run_id": "r1", "workload": "chat", "model": "tiny", "hostname": "client-1"}
 
 
-def _ok(i: int = 0, ttft: float = 0.2, gaps: tuple[float, ...] = (0.02, 0.04), tokens: tuple[int, ...] = (1, 1, 2), out: int = 4) -> RequestRecord:
+def _ok(
+    i: int = 0,
+    ttft: float = 0.2,
+    gaps: tuple[float, ...] = (0.02, 0.04),
+    tokens: tuple[int, ...] = (1, 1, 2),
+    out: int = 4,
+) -> RequestRecord:
     send = 10.0 + i
     times = [send + ttft]
     for g in gaps:
@@ -44,7 +50,16 @@ def _ok(i: int = 0, ttft: float = 0.2, gaps: tuple[float, ...] = (0.02, 0.04), t
 
 
 def _failed(i: int, outcome: str = "error") -> RequestRecord:
-    return RequestRecord(id=i, workload="chat", scenario="s", intended_start_s=1.0, send_s=1.5, end_s=2.0, outcome=outcome, error="boom")  # type: ignore[arg-type]
+    return RequestRecord(
+        id=i,
+        workload="chat",
+        scenario="s",
+        intended_start_s=1.0,
+        send_s=1.5,
+        end_s=2.0,
+        outcome=outcome,
+        error="boom",
+    )  # type: ignore[arg-type]
 
 
 def _v(reg: CollectorRegistry, name: str, **extra: str) -> float | None:
@@ -61,7 +76,9 @@ def test_a_successful_record_feeds_every_histogram_and_counter() -> None:
     assert _v(reg, "infprof_inflight_requests") == 0
     assert _v(reg, "infprof_requests_sent_total") == 1
     assert _v(reg, "infprof_requests_total", outcome="ok") == 1
-    assert _v(reg, "infprof_requests_total", outcome="error") == 0  # every outcome exists from the start
+    assert (
+        _v(reg, "infprof_requests_total", outcome="error") == 0
+    )  # every outcome exists from the start
     assert _v(reg, "infprof_output_tokens_total") == 4
     assert _v(reg, "infprof_prompt_tokens_total") == 100
     assert _v(reg, "infprof_request_ttft_seconds_count") == 1
@@ -98,7 +115,11 @@ def test_a_never_sent_record_does_not_change_inflight() -> None:
     reg = CollectorRegistry()
     m = RunMetrics(reg, **L)
     m.on_send()
-    m.on_record(RequestRecord(id=9, workload="chat", scenario="s", intended_start_s=1.0, outcome="cancelled"))
+    m.on_record(
+        RequestRecord(
+            id=9, workload="chat", scenario="s", intended_start_s=1.0, outcome="cancelled"
+        )
+    )
     assert m.inflight == 1
     assert _v(reg, "infprof_dispatch_lag_seconds_count") == 0
 
@@ -185,7 +206,10 @@ def test_hooks_from_many_threads_while_scraping() -> None:
     assert _v(reg, "infprof_inflight_requests") == 0
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (scripts/ensure-prometheus.sh installs it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (scripts/ensure-prometheus.sh installs it)",
+)
 def test_promtool_check_metrics_finds_no_problem() -> None:
     reg = CollectorRegistry()
     m = RunMetrics(reg, **L, slo=SloSpec.parse("ttft=1"))
@@ -193,7 +217,12 @@ def test_promtool_check_metrics_finds_no_problem() -> None:
     m.on_client_health(0.001, 0.1, False)
     m.on_send()
     m.on_record(_ok())
-    res = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(reg), capture_output=True, timeout=60)
+    res = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=generate_latest(reg),
+        capture_output=True,
+        timeout=60,
+    )
     out = (res.stdout + res.stderr).decode()
     assert res.returncode == 0 and not out.strip(), out
 
@@ -205,7 +234,9 @@ def test_batch_histogram_is_exposed_exactly_like_a_prometheus_histogram() -> Non
 
     values = [0.0005, 0.001, 0.0011, 0.02, 0.02, 0.5, 9.99, 10.0, 11.0, 1e6]
     ref_reg, reg = CollectorRegistry(), CollectorRegistry()
-    ref = Histogram("x_seconds", "doc", ["run_id"], registry=ref_reg, buckets=TOKEN_LATENCY_BUCKETS_S).labels(run_id="r")
+    ref = Histogram(
+        "x_seconds", "doc", ["run_id"], registry=ref_reg, buckets=TOKEN_LATENCY_BUCKETS_S
+    ).labels(run_id="r")
     for v in values:
         ref.observe(v)
     batch = BatchHistogram("x_seconds", "doc", {"run_id": "r"}, TOKEN_LATENCY_BUCKETS_S)
@@ -216,6 +247,10 @@ def test_batch_histogram_is_exposed_exactly_like_a_prometheus_histogram() -> Non
     assert reg.get_sample_value("x_seconds_created", {"run_id": "r"}) is not None
 
     def text(r: CollectorRegistry) -> list[str]:  # creation times differ, nothing else may
-        return [ln for ln in generate_latest(r).decode().splitlines() if not ln.startswith("x_seconds_created")]
+        return [
+            ln
+            for ln in generate_latest(r).decode().splitlines()
+            if not ln.startswith("x_seconds_created")
+        ]
 
     assert text(reg) == text(ref_reg)
