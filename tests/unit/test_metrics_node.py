@@ -132,3 +132,33 @@ def test_the_daemon_stops_cleanly_on_sigterm(gpus: int) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_the_deploy_examples_pass_valid_exporter_flags() -> None:
+    import shlex
+
+    import yaml
+
+    from profiler.cli.exporter import command
+
+    unit = (ROOT / "deploy" / "systemd" / "infprof-exporter.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[1] == "exporter"
+    ctx = command.make_context("exporter", argv[2:])
+    assert ctx.params["host"] == "0.0.0.0" and ctx.params["port"] == 9400
+
+    docs = list(
+        yaml.safe_load_all(
+            (ROOT / "deploy" / "kubernetes" / "infprof-exporter-daemonset.yaml").read_text()
+        )
+    )
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    args = [a.replace("$(NODE_NAME)", "node-1") for a in container["args"]]
+    assert args[0] == "exporter"
+    ctx = command.make_context("exporter", args[1:])
+    assert ctx.params["hostname"] == "node-1" and ctx.params["host"] == "0.0.0.0"
+    assert container["ports"][0]["containerPort"] == ctx.params["port"]
+    annotations = ds["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ctx.params["port"])
