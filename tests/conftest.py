@@ -55,4 +55,13 @@ def vllm_tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[objec
     server = VllmServer(spec, log)
     with server:
         server.wait_ready()
+        pids = server.pids()
         yield server
+    import psutil
+
+    left = [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert not left, f"vLLM processes left after stop: {left}"
