@@ -21,6 +21,7 @@ from profiler.store.rundir import read_records
 def main() -> None:
     url, num, conc, inp, outp, outdir = sys.argv[1:7]
     workers = int(sys.argv[7]) if len(sys.argv) > 7 else 1
+    sample_interval = float(sys.argv[8]) if len(sys.argv) > 8 else None
     wl = WorkloadSpec(
         name="bench",
         scenarios=[Scenario(input=LengthDist.fixed(int(inp)), output=LengthDist.fixed(int(outp)))],
@@ -31,7 +32,7 @@ def main() -> None:
         arrival=ArrivalSpec(kind="concurrency", concurrency=int(conc)),
         num_requests=int(num),
         endpoint=EndpointSpec(url=url),
-        sample_interval_s=None,
+        sample_interval_s=sample_interval,
         workers=workers,
     )
     c0 = time.process_time()

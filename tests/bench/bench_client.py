@@ -19,16 +19,37 @@ from tests.bench.common import fake_server, md_table, run_child, write_result
 TOKENIZER_NOTE = "vllm bench serve uses the embedded tiny model's tokenizer for its random prompts"
 
 
-def _infprof(url: str, num: int, conc: int, out: str, outp: int = 100, workers: int = 1) -> dict[str, Any]:
+def _infprof(
+    url: str, num: int, conc: int, out: str, outp: int = 100, workers: int = 1
+) -> dict[str, Any]:
     return run_child(
-        ["tests/bench/_child_infprof.py", url, str(num), str(conc), "32", str(outp), out, str(workers)],
+        [
+            "tests/bench/_child_infprof.py",
+            url,
+            str(num),
+            str(conc),
+            "32",
+            str(outp),
+            out,
+            str(workers),
+        ],
         cpu=0 if workers == 1 else None,
     )
 
 
 def _vllm(url: str, tokenizer: str, num: int, conc: int, outp: int = 100) -> dict[str, Any]:
     return run_child(
-        ["tests/bench/_child_vllm.py", url, "fake", tokenizer, str(num), str(conc), "32", str(outp)], cpu=0
+        [
+            "tests/bench/_child_vllm.py",
+            url,
+            "fake",
+            tokenizer,
+            str(num),
+            str(conc),
+            "32",
+            str(outp),
+        ],
+        cpu=0,
     )
 
 
@@ -36,10 +57,18 @@ def efficiency(tokenizer: str, out: str) -> tuple[dict[str, Any], str]:
     conc, n1, n2 = 256, 256, 1280
     res: dict[str, Any] = {}
     with fake_server("--ttft-ms", "0", "--itl-ms", "0", "--model", "fake", cpu=1) as url:
-        for name, fn in (("infprof", lambda n: _infprof(url, n, conc, out)), ("vllm bench serve", lambda n: _vllm(url, tokenizer, n, conc))):
+        for name, fn in (
+            ("infprof", lambda n: _infprof(url, n, conc, out)),
+            ("vllm bench serve", lambda n: _vllm(url, tokenizer, n, conc)),
+        ):
             a, b = fn(n1), fn(n2)
             per_tok = (b["cpu_s"] - a["cpu_s"]) / max(b["tokens"] - a["tokens"], 1)
-            res[name] = {"small": a, "large": b, "cpu_s_per_token": per_tok, "tokens_per_cpu_s": 1 / per_tok if per_tok > 0 else None}
+            res[name] = {
+                "small": a,
+                "large": b,
+                "cpu_s_per_token": per_tok,
+                "tokens_per_cpu_s": 1 / per_tok if per_tok > 0 else None,
+            }
     ratio = res["infprof"]["cpu_s_per_token"] / res["vllm bench serve"]["cpu_s_per_token"]
     res["ratio_infprof_over_vllm"] = ratio
     rows = [
@@ -49,7 +78,15 @@ def efficiency(tokenizer: str, out: str) -> tuple[dict[str, Any], str]:
     ]
     md = (
         "### Client efficiency (fake server, TTFT 0, ITL 0, 100 output tokens, 256 streams)\n\n"
-        + md_table(["client", "CPU µs per streamed token (marginal)", "tokens (5N run)", "wall s (5N run)"], rows)
+        + md_table(
+            [
+                "client",
+                "CPU µs per streamed token (marginal)",
+                "tokens (5N run)",
+                "wall s (5N run)",
+            ],
+            rows,
+        )
         + f"\n\nratio infprof / vllm bench serve = **{ratio:.2f}** (target <= 0.5)\n"
     )
     return res, md
@@ -61,7 +98,10 @@ def accuracy(tokenizer: str, out: str) -> tuple[dict[str, Any], str]:
     rows = []
     for conc in (64, 256):
         with fake_server("--ttft-ms", "50", "--itl-ms", "10", "--model", "fake", cpu=1) as url:
-            for name, fn in (("infprof", lambda: _infprof(url, conc * 2, conc, out, outp=50)), ("vllm bench serve", lambda: _vllm(url, tokenizer, conc * 2, conc, outp=50))):
+            for name, fn in (
+                ("infprof", lambda c=conc, u=url: _infprof(u, c * 2, c, out, outp=50)),
+                ("vllm bench serve", lambda c=conc, u=url: _vllm(u, tokenizer, c * 2, c, outp=50)),
+            ):
                 r = fn()
                 err = {
                     "ttft_p50_ms": (r["ttft_p50"] - ttft_s) * 1000,
@@ -73,7 +113,17 @@ def accuracy(tokenizer: str, out: str) -> tuple[dict[str, Any], str]:
                 rows.append([conc, name, *err.values()])
     md = (
         "### Accuracy (fake server TTFT 50 ms, ITL 10 ms, 50 output tokens; error = measured - configured)\n\n"
-        + md_table(["streams", "client", "TTFT p50 err ms", "TTFT p99 err ms", "ITL p50 err ms", "ITL p99 err ms"], rows)
+        + md_table(
+            [
+                "streams",
+                "client",
+                "TTFT p50 err ms",
+                "TTFT p99 err ms",
+                "ITL p50 err ms",
+                "ITL p99 err ms",
+            ],
+            rows,
+        )
     )
     return res, md
 
@@ -85,7 +135,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         eff, md1 = efficiency(tokenizer, out)
         acc, md2 = accuracy(tokenizer, out)
-    write_result("client", {"efficiency": eff, "accuracy": acc, "note": TOKENIZER_NOTE}, md1 + "\n" + md2)
+    write_result(
+        "client", {"efficiency": eff, "accuracy": acc, "note": TOKENIZER_NOTE}, md1 + "\n" + md2
+    )
 
 
 if __name__ == "__main__":

