@@ -245,3 +245,20 @@ def test_promtool_check_metrics_finds_no_problem() -> None:
     )
     assert res.returncode == 0, (res.stdout + res.stderr).decode()
     assert not (res.stdout + res.stderr).strip(), (res.stdout + res.stderr).decode()
+
+
+def test_docs_list_every_exported_name() -> None:
+    from pathlib import Path
+
+    from tests.unit.test_dashboards import exported_infprof_names
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "prometheus.md").read_text()
+    names = exported_infprof_names()
+    histograms = {n.removesuffix("_bucket") for n in names if n.endswith("_bucket")}
+    families = {
+        n
+        for n in names
+        if not n.endswith("_created") and not any(n.startswith(h + "_") for h in histograms)
+    }
+    missing = sorted(f for f in families | histograms if f"`{f}`" not in doc)
+    assert not missing, f"docs/prometheus.md does not list: {missing}"
