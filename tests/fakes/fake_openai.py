@@ -1,9 +1,27 @@
 """A fake OpenAI-compatible server for tests and benchmarks (never used by the profiler).
 
-Streams exactly ``max_tokens`` tokens per choice with a configurable TTFT and per-token ITL,
-``chunk_tokens`` tokens per SSE chunk, ``n`` interleaved choices, optional reasoning content
-(chat), usage (final and continuous), errors at a seeded rate and fault modes. Serves
-``/health``, ``/v1/models`` and a vLLM-like ``/metrics``.
+Streams exactly ``max_tokens`` tokens per choice (each token is the word `` tok``):
+
+- the first chunk arrives ``ttft_ms`` after the request; ``itl_ms`` is per token, so a chunk
+  of ``k`` tokens arrives ``k * itl_ms`` after the previous one (``chunk_tokens`` = k; the
+  last chunk may carry fewer). Deadlines are absolute, so delays never drift.
+- ``n`` choices, interleaved: one SSE event per choice per chunk, each with its ``index``.
+- ``stream_options.include_usage``: a final ``choices: []`` event with the usage
+  (``completion_tokens = n * max_tokens``); ``continuous_usage_stats``: usage on every event
+  (completion tokens sent so far, all choices).
+- chat: a role-only event first (as vLLM does), then the first ``reasoning_tokens`` tokens
+  as ``delta.reasoning_content`` (or ``reasoning_field``), then ``delta.content``.
+- prompt tokens: the length of a token-id prompt, else a count of whitespace-separated words.
+- faults: ``error_rate`` (seeded, in arrival order) turns a request into ``error_mode``;
+  ``mode`` applies to every request: ok, http_500, http_400, drop_mid_stream (the connection
+  is cut after half the tokens), malformed (junk events after the first chunk), no_done (no
+  ``[DONE]``), hang (headers, then nothing). ``max_concurrency`` answers 429 beyond it.
+  ``config`` is read per request, so a test may change ``server.config.mode`` between calls.
+- ``/health``, ``/v1/models`` and a small vLLM-like ``/metrics`` reflecting the counters.
+
+Events are assembled from prebuilt byte templates, so one stream costs little CPU (the
+benchmarks drive 256 concurrent streams). With ``ttft_ms = itl_ms = 0`` every chunk still
+yields to the event loop.
 
     python -m tests.fakes.fake_openai --port 0 --ttft-ms 50 --itl-ms 10   # prints READY <url>
 """
@@ -13,9 +31,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -24,6 +44,8 @@ from typing import Any
 from aiohttp import web
 
 MODES = ("ok", "http_500", "http_400", "drop_mid_stream", "malformed", "no_done", "hang")
+ERROR_MODES = ("http_500", "drop_mid_stream")
+TOKEN = b" tok"
 
 
 @dataclass
@@ -33,7 +55,9 @@ class FakeConfig:
     itl_ms: float = 0.0
     chunk_tokens: int = 1
     error_rate: float = 0.0
+    error_mode: str = "http_500"  # what an injected error is: one of ERROR_MODES
     reasoning_tokens: int = 0
+    reasoning_field: str = "reasoning_content"  # vLLM >= 0.11 also accepts "reasoning"
     mode: str = "ok"
     max_concurrency: int | None = None
     seed: int = 0
@@ -43,21 +67,24 @@ class FakeConfig:
 
 
 @dataclass
-class _Counters:
+class Counters:
     running: int = 0
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
     requests: int = 0
     errors: int = 0
-    bodies: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    last_body: dict[str, Any] | None = None
+    statuses: dict[int, int] = field(default_factory=dict)
 
 
 class FakeOpenAIServer:
     def __init__(self, config: FakeConfig | None = None) -> None:
         self.config = config or FakeConfig()
-        self.counters = _Counters()
+        self.counters = Counters()
         self._rng = random.Random(self.config.seed)
         self._runner: web.AppRunner | None = None
+        self._mids: dict[tuple[bytes, int, bool], bytes] = {}
         self.port: int | None = None
 
     @property
@@ -74,95 +101,92 @@ class FakeOpenAIServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     # ------------------------------------------------------------------ endpoints
     async def _health(self, _r: web.Request) -> web.Response:
         return web.Response(text="")
 
     def _authorised(self, request: web.Request) -> bool:
-        return (
-            self.config.api_key is None
-            or request.headers.get("Authorization") == f"Bearer {self.config.api_key}"
-        )
+        key = self.config.api_key
+        return key is None or request.headers.get("Authorization") == f"Bearer {key}"
 
     async def _models(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return web.json_response({"error": {"message": "bad key"}}, status=401)
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [{"id": self.config.model, "object": "model", "owned_by": "fake"}],
-            }
-        )
+            return _error(401, "invalid API key")
+        model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "fake"}
+        return web.json_response({"object": "list", "data": [model]})
 
     async def _metrics(self, _r: web.Request) -> web.Response:
-        c, m = self.counters, self.config.model
-        lab = f'{{engine="0",model_name="{m}"}}'
-        text = (
-            "# TYPE vllm:num_requests_running gauge\n"
-            f"vllm:num_requests_running{lab} {c.running}\n"
-            "# TYPE vllm:num_requests_waiting gauge\n"
-            f"vllm:num_requests_waiting{lab} 0\n"
-            "# TYPE vllm:kv_cache_usage_perc gauge\n"
-            f"vllm:kv_cache_usage_perc{lab} {min(c.running / 64, 1.0)}\n"
-            "# TYPE vllm:num_preemptions_total counter\n"
-            f"vllm:num_preemptions_total{lab} 0\n"
-            "# TYPE vllm:prompt_tokens_total counter\n"
-            f"vllm:prompt_tokens_total{lab} {c.prompt_tokens}\n"
-            "# TYPE vllm:generation_tokens_total counter\n"
-            f"vllm:generation_tokens_total{lab} {c.generation_tokens}\n"
-            "# TYPE vllm:request_success_total counter\n"
-            f'vllm:request_success_total{{engine="0",finished_reason="length",model_name="{m}"}} {c.requests - c.errors}\n'
+        c, lab = self.counters, f'{{engine="0",model_name="{self.config.model}"}}'
+        cap = self.config.max_concurrency or 256
+        families = [
+            ("num_requests_running", "gauge", c.running),
+            ("num_requests_waiting", "gauge", 0),
+            ("kv_cache_usage_perc", "gauge", min(c.running / cap, 1.0)),
+            ("num_preemptions_total", "counter", 0),
+            ("prompt_tokens_total", "counter", c.prompt_tokens),
+            ("generation_tokens_total", "counter", c.generation_tokens),
+            ("request_success_total", "counter", c.requests - c.errors - c.rejected),
+        ]
+        text = "".join(
+            f"# HELP vllm:{name} fake\n# TYPE vllm:{name} {kind}\nvllm:{name}{lab} {value}\n"
+            for name, kind, value in families
         )
         return web.Response(text=text, content_type="text/plain")
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
-        cfg = self.config
+        cfg, c = self.config, self.counters
         if not self._authorised(request):
-            return web.json_response({"error": {"message": "bad key"}}, status=401)
+            return self._fail(401, "invalid API key")
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
-        self.counters.requests += 1
+            return self._fail(400, "body is not JSON")
+        if not isinstance(body, dict):
+            return self._fail(400, "body is not a JSON object")
+        c.requests += 1
+        c.last_body = body
+        if cfg.max_concurrency is not None and c.running >= cfg.max_concurrency:
+            c.rejected += 1
+            return self._fail(429, "too many requests", count=False)
         mode = cfg.mode
-        if mode == "ok" and cfg.error_rate and self._rng.random() < cfg.error_rate:
-            mode = "http_500"
-        if cfg.max_concurrency is not None and self.counters.running >= cfg.max_concurrency:
-            self.counters.errors += 1
-            return web.json_response({"error": {"message": "too many requests"}}, status=429)
+        if mode == "ok" and cfg.error_rate > 0 and self._rng.random() < cfg.error_rate:
+            mode = cfg.error_mode
         if mode in ("http_500", "http_400"):
-            self.counters.errors += 1
             status = 500 if mode == "http_500" else 400
-            return web.json_response(
-                {"error": {"message": f"injected HTTP {status}", "code": status}}, status=status
-            )
+            return self._fail(status, f"injected HTTP {status}")
         chat = request.path.endswith("/chat/completions")
-        prompt = body.get("messages") if chat else body.get("prompt")
-        prompt_tokens = _count_prompt(prompt)
-        max_tokens = int(body.get("max_tokens") or 16)
-        n = int(body.get("n") or 1)
-        opts = body.get("stream_options") or {}
+        try:
+            max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+            n = int(body.get("n") or 1)
+        except (TypeError, ValueError):
+            return self._fail(400, "max_tokens and n must be integers")
+        if max_tokens < 1 or not 1 <= n <= 128:
+            return self._fail(400, "max_tokens must be >= 1 and n in 1..128")
+        prompt_tokens = _count_prompt(body.get("messages") if chat else body.get("prompt"))
+        c.prompt_tokens += prompt_tokens
+        c.statuses[200] = c.statuses.get(200, 0) + 1
         if not body.get("stream"):
-            return await self._non_stream(chat, prompt_tokens, max_tokens, n)
-        self.counters.running += 1
-        self.counters.prompt_tokens += prompt_tokens
+            return await self._complete(chat, prompt_tokens, max_tokens, n)
+        opts = body.get("stream_options") or {}
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await resp.prepare(request)
+        c.running += 1
         try:
+            await resp.prepare(request)
             await self._stream(
                 resp,
                 chat,
@@ -176,36 +200,58 @@ class FakeOpenAIServer:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            self.counters.running -= 1
+            c.running -= 1
         return resp
 
-    async def _non_stream(
+    def _fail(self, status: int, message: str, count: bool = True) -> web.Response:
+        if count:
+            self.counters.errors += 1
+        self.counters.statuses[status] = self.counters.statuses.get(status, 0) + 1
+        return _error(status, message)
+
+    async def _complete(
         self, chat: bool, prompt_tokens: int, max_tokens: int, n: int
     ) -> web.Response:
-        await asyncio.sleep(
-            (self.config.ttft_ms + self.config.itl_ms * max(max_tokens - 1, 0)) / 1000
-        )
-        self.counters.prompt_tokens += prompt_tokens
+        cfg = self.config
+        await asyncio.sleep((cfg.ttft_ms + cfg.itl_ms * (max_tokens - 1)) / 1000)
         self.counters.generation_tokens += max_tokens * n
-        text = " tok" * max_tokens
-        choices = [
-            (
-                {"index": i, "message": {"role": "assistant", "content": text}}
-                if chat
-                else {"index": i, "text": text}
-            )
-            | {"finish_reason": "length"}
-            for i in range(n)
-        ]
+        r = min(cfg.reasoning_tokens, max_tokens) if chat else 0
+        text = (TOKEN * (max_tokens - r)).decode()
+        choices: list[dict[str, Any]] = []
+        for i in range(n):
+            if chat:
+                msg: dict[str, Any] = {"role": "assistant", "content": text}
+                if r:
+                    msg[cfg.reasoning_field] = (TOKEN * r).decode()
+                choices.append({"index": i, "message": msg, "finish_reason": "length"})
+            else:
+                choices.append({"index": i, "text": text, "finish_reason": "length"})
         return web.json_response(
             {
-                "id": "fake",
+                "id": f"fake-{self.counters.requests}",
                 "object": "chat.completion" if chat else "text_completion",
-                "model": self.config.model,
+                "created": int(time.time()),
+                "model": cfg.model,
                 "choices": choices,
                 "usage": _usage(prompt_tokens, max_tokens * n),
             }
         )
+
+    def _mid(self, kind: bytes, step: int, last: bool) -> bytes:
+        """The bytes of one choice after its index: ``kind`` is b"text", b"content" or the
+        reasoning field; cached, so a stream only concatenates."""
+        key = (kind, step, last)
+        mid = self._mids.get(key)
+        if mid is None:
+            finish = b'"length"' if last else b"null"
+            words = TOKEN * step
+            if kind == b"text":
+                body = b',"text":"' + words + b'","logprobs":null'
+            else:
+                body = b',"delta":{"' + kind + b'":"' + words + b'"},"logprobs":null'
+            mid = body + b',"finish_reason":' + finish + b',"stop_reason":null}]'
+            self._mids[key] = mid
+        return mid
 
     async def _stream(
         self,
@@ -218,87 +264,77 @@ class FakeOpenAIServer:
         include_usage: bool,
         continuous: bool,
     ) -> None:
-        cfg = self.config
+        cfg, c = self.config, self.counters
         loop = asyncio.get_running_loop()
-        k = max(cfg.chunk_tokens, 1)
-        start = loop.time()
-        due = start + cfg.ttft_ms / 1000
-        itl = cfg.itl_ms / 1000
-        sent = 0
-        emitted = 0
-        reasoning_left = cfg.reasoning_tokens if chat else 0
         if mode == "hang":
             await asyncio.sleep(3600)
             return
+        obj = b"chat.completion.chunk" if chat else b"text_completion"
+        head = b'data: {"id":"fake-%d","object":"%s","created":%d,"model":%s,"choices":[' % (
+            c.requests,
+            obj,
+            int(time.time()),
+            json.dumps(cfg.model).encode(),
+        )
+        heads = [head + b'{"index":%d' % i for i in range(n)]
+        no_usage = b',"usage":null}\n\n'
+        usage_fmt = b',"usage":{"prompt_tokens":%d,"completion_tokens":%%d,"total_tokens":%%d}}\n\n'
+        usage_fmt = usage_fmt % prompt_tokens
+        k = max(cfg.chunk_tokens, 1)
+        reasoning_left = min(cfg.reasoning_tokens, max_tokens) if chat else 0
+        rkind = cfg.reasoning_field.encode()
+        itl = cfg.itl_ms / 1000
+        due = loop.time() + cfg.ttft_ms / 1000
+        sent = emitted = 0
+        drop_at = max(max_tokens // 2, 1)
         while emitted < max_tokens:
             delay = due - loop.time()
             await asyncio.sleep(delay if delay > 0 else 0)
-            step = min(k, max_tokens - emitted)
-            last = emitted + step >= max_tokens
-            out = []
-            for i in range(n):
-                sent += step
-                usage = _usage(prompt_tokens, sent) if continuous else None
-                if chat:
-                    words = " tok" * step
-                    if reasoning_left > 0:
-                        delta = {"reasoning_content": words}
-                    else:
-                        delta = {"content": words}
-                    choice = {
-                        "index": i,
-                        "delta": delta,
-                        "finish_reason": "length" if last else None,
-                    }
-                    obj = {
-                        "id": "fake",
-                        "object": "chat.completion.chunk",
-                        "model": cfg.model,
-                        "choices": [choice],
-                        "usage": usage,
-                    }
-                else:
-                    choice = {
-                        "index": i,
-                        "text": " tok" * step,
-                        "logprobs": None,
-                        "finish_reason": "length" if last else None,
-                    }
-                    obj = {
-                        "id": "fake",
-                        "object": "text_completion",
-                        "model": cfg.model,
-                        "choices": [choice],
-                        "usage": usage,
-                    }
-                out.append(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+            out: list[bytes] = []
+            if chat and emitted == 0:
+                role = b',"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]'
+                for h in heads:
+                    tail = usage_fmt % (sent, prompt_tokens + sent) if continuous else no_usage
+                    out.append(h + role + tail)
             if reasoning_left > 0:
+                step, kind = min(k, reasoning_left), rkind
                 reasoning_left -= step
+            else:
+                step, kind = min(k, max_tokens - emitted), (b"content" if chat else b"text")
             emitted += step
-            self.counters.generation_tokens += step * n
+            mid = self._mid(kind, step, emitted >= max_tokens)
+            for h in heads:
+                sent += step
+                tail = usage_fmt % (sent, prompt_tokens + sent) if continuous else no_usage
+                out.append(h + mid + tail)
+            c.generation_tokens += step * n
             if mode == "malformed" and emitted == step:
-                out.append(b"data: {this is not json\n\n: comment\n\nevent: junk\n")
+                out.append(b"data: {this is not json\n\n: a comment\n\nevent: junk\n")
             await resp.write(b"".join(out))
-            if mode == "drop_mid_stream" and emitted >= max_tokens // 2:
-                transport = resp._req.transport if resp._req is not None else None  # type: ignore[attr-defined]
+            if mode == "drop_mid_stream" and emitted >= drop_at:
+                transport = request_transport(resp)
                 if transport is not None:
                     transport.abort()
                 return
             due += itl * step
         if include_usage:
-            final = {
-                "id": "fake",
-                "object": "text_completion",
-                "model": cfg.model,
-                "choices": [],
-                "usage": _usage(prompt_tokens, max_tokens * n),
-            }
-            await resp.write(
-                b"data: " + json.dumps(final, separators=(",", ":")).encode() + b"\n\n"
-            )
+            total = n * max_tokens
+            await resp.write(head + b"]" + usage_fmt % (total, prompt_tokens + total))
         if mode != "no_done":
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+
+
+def request_transport(resp: web.StreamResponse) -> Any:
+    req = getattr(resp, "_req", None)
+    return req.transport if req is not None else None
+
+
+def _error(status: int, message: str) -> web.Response:
+    kind = "BadRequestError" if status < 500 else "InternalServerError"
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "code": status}}, status=status
+    )
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -313,8 +349,10 @@ def _count_prompt(prompt: Any) -> int:
     if isinstance(prompt, list):
         if prompt and isinstance(prompt[0], dict):  # chat messages
             return sum(len(str(m.get("content", "")).split()) for m in prompt)
-        if prompt and isinstance(prompt[0], list):
+        if prompt and isinstance(prompt[0], list):  # a batch of token-id prompts: the first
             return len(prompt[0])
+        if prompt and isinstance(prompt[0], str):
+            return len(prompt[0].split())
         return len(prompt)
     if isinstance(prompt, str):
         return len(prompt.split())
@@ -322,15 +360,22 @@ def _count_prompt(prompt: Any) -> int:
 
 
 @contextmanager
-def run_in_thread(config: FakeConfig | None = None) -> Iterator[FakeOpenAIServer]:
-    """Run the fake server on its own event loop in a daemon thread (for synchronous tests)."""
+def serve_in_thread(config: FakeConfig | None = None) -> Iterator[FakeOpenAIServer]:
+    """Run the fake server on its own event loop in a daemon thread; yield the server (its
+    ``url``, ``config`` and ``counters``)."""
     server = FakeOpenAIServer(config)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
+    failed: list[BaseException] = []
 
     def main() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start())
+        try:
+            loop.run_until_complete(server.start())
+        except BaseException as e:  # reported to the caller below
+            failed.append(e)
+            ready.set()
+            return
         ready.set()
         loop.run_forever()
         loop.run_until_complete(server.stop())
@@ -338,8 +383,8 @@ def run_in_thread(config: FakeConfig | None = None) -> Iterator[FakeOpenAIServer
 
     t = threading.Thread(target=main, name="fake-openai", daemon=True)
     t.start()
-    if not ready.wait(30):
-        raise RuntimeError("fake server did not start")
+    if not ready.wait(30) or failed:
+        raise RuntimeError(f"fake server did not start: {failed[0] if failed else 'timeout'}")
     try:
         yield server
     finally:
@@ -347,30 +392,39 @@ def run_in_thread(config: FakeConfig | None = None) -> Iterator[FakeOpenAIServer
         t.join(10)
 
 
+@contextmanager
+def run_in_thread(config: FakeConfig | None = None) -> Iterator[str]:
+    """Like :func:`serve_in_thread`, but yield only the base URL (``http://127.0.0.1:PORT``)."""
+    with serve_in_thread(config) as server:
+        yield server.url
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description="Fake OpenAI-compatible server (tests, benchmarks).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--model", default="fake-model")
     p.add_argument("--ttft-ms", type=float, default=0.0)
-    p.add_argument("--itl-ms", type=float, default=0.0)
+    p.add_argument("--itl-ms", type=float, default=0.0, help="per token")
     p.add_argument("--chunk-tokens", type=int, default=1)
     p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--error-mode", choices=ERROR_MODES, default="http_500")
     p.add_argument("--reasoning-tokens", type=int, default=0)
+    p.add_argument("--reasoning-field", default="reasoning_content")
     p.add_argument("--mode", choices=MODES, default="ok")
     p.add_argument("--max-concurrency", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--api-key-env", help="require the key in this environment variable")
+    p.add_argument("--api-key-env", help="require the key held in this environment variable")
     a = p.parse_args(argv)
-    import os
-
     cfg = FakeConfig(
         model=a.model,
         ttft_ms=a.ttft_ms,
         itl_ms=a.itl_ms,
         chunk_tokens=a.chunk_tokens,
         error_rate=a.error_rate,
+        error_mode=a.error_mode,
         reasoning_tokens=a.reasoning_tokens,
+        reasoning_field=a.reasoning_field,
         mode=a.mode,
         max_concurrency=a.max_concurrency,
         seed=a.seed,
@@ -391,7 +445,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
 
 
-__all__ = ["MODES", "FakeConfig", "FakeOpenAIServer", "main", "replace", "run_in_thread"]
+__all__ = [
+    "ERROR_MODES",
+    "MODES",
+    "FakeConfig",
+    "FakeOpenAIServer",
+    "main",
+    "replace",
+    "run_in_thread",
+    "serve_in_thread",
+]
 
 if __name__ == "__main__":
     main()
