@@ -271,11 +271,14 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
     from profiler.sweep.spec import config_label, load_label
 
     console = Console()
-    t = Table(title=f"sweep {data.get('sweep_id')} ({data.get('status')})", title_justify="left")
-    for col in (
-        "config",
-        "workload",
-        "load",
+    if not console.is_terminal:
+        console = Console(width=120)
+    console.print(f"sweep {data.get('sweep_id')} ({data.get('status')})")
+    for c in data.get("configs", []):
+        console.print(f"  {c['id']}: {config_label(c['config'])} ({c.get('status')})")
+    t = Table()
+    cols = (
+        "point",
         "status",
         "req/s",
         "out tok/s",
@@ -284,19 +287,21 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
         "TPOT p50",
         "TPOT p99",
         "goodput",
-    ):
-        t.add_column(
-            col, justify="left" if col in ("config", "workload", "load", "status") else "right"
-        )
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("point", "status") else "right", no_wrap=True)
     points = sorted(
-        data["points"], key=lambda p: (p["config_id"], p["workload"], float(p["load"]["value"]))
+        data["points"],
+        key=lambda p: (
+            int(str(p["config_id"]).lstrip("c") or 0),
+            p["workload"],
+            float(p["load"]["value"]),
+        ),
     )
     for p in points:
         k = p.get("summary") or {}
         t.add_row(
-            f"{p['config_id']} {config_label(p['config'])}",
-            p["workload"],
-            load_label(p["load"]),
+            p["id"],
             p["status"] if p["status"] == "done" else f"[red]{p['status']}[/]",
             _n(k.get("requests_per_s")),
             _n(k.get("output_tokens_per_s"), "{:.1f}"),

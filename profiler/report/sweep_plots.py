@@ -102,7 +102,10 @@ def latency_throughput(sweep: SweepData, slo: dict[str, Any], knee_points: set[s
         limit = slo.get(slo_key)
         hline(ax, limit * 1000 if limit else None, f"SLO {limit * 1000:.0f} ms" if limit else "")
         title(ax, f"{name} (ms) vs output tokens/s")
-        ax.set_ylim(bottom=0)
+        top = max(
+            (y for _, pts in gs for y in _xy(pts, "output_tokens_per_s", key, 1000)[1]), default=1.0
+        )
+        ax.set_ylim(0, max(top * 1.12, (limit or 0) * 1000 * 1.12, 1e-3))
     legend(axes[0, 0], loc="upper left")
     for ax in axes[-1]:
         ax.set_xlabel("achieved output tokens/s", fontsize=8)
