@@ -169,8 +169,8 @@ class FakeOpenAIServer:
             return self._fail(status, f"injected HTTP {status}")
         chat = request.path.endswith("/chat/completions")
         try:
-            max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
-            n = int(body.get("n") or 1)
+            max_tokens = int(_first(body, "max_tokens", "max_completion_tokens", default=16))
+            n = int(_first(body, "n", default=1))
         except (TypeError, ValueError):
             return self._fail(400, "max_tokens and n must be integers")
         if max_tokens < 1 or not 1 <= n <= 128:
@@ -335,6 +335,13 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": kind, "code": status}}, status=status
     )
+
+
+def _first(body: dict[str, Any], *keys: str, default: int) -> Any:
+    for key in keys:
+        if body.get(key) is not None:
+            return body[key]
+    return default
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
