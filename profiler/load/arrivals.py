@@ -57,6 +57,15 @@ class Schedule:
 
 
 def schedule(spec: ArrivalSpec, num_requests: int | None, duration_s: float | None) -> Schedule:
+    """The arrival schedule of ``spec``, reproducible from ``spec.seed``.
+
+    Open loops stop at ``num_requests`` or ``duration_s``, whichever comes first (one of them
+    is required; a trace may also run to its end). Renewal processes start at 0, then add
+    sampled gaps: constant ``1/rate``; Poisson exponential; gamma with shape ``burstiness``
+    and scale ``1/(rate*burstiness)`` (vLLM's convention: CV^2 = 1/burstiness). The ramp is
+    deterministic: request i starts where the integrated rate reaches i, over the duration
+    (or over the time ``num_requests`` take at the mean of the two rates).
+    """
     if spec.kind == "concurrency":
         return Schedule("concurrency", None, spec.concurrency, None, None)
     if spec.kind == "trace":
@@ -65,7 +74,12 @@ def schedule(spec: ArrivalSpec, num_requests: int | None, duration_s: float | No
         offsets = np.array([r.timestamp_s for r in rows], dtype=np.float64) * spec.time_scale
         offsets, rows = _limit(offsets, rows, num_requests, duration_s)
         return Schedule("trace", offsets, None, spec.max_concurrency, None, trace_rows=rows)
-    rng = np.random.default_rng(spec.seed)
+    if num_requests is None and duration_s is None:
+        raise SpecError(
+            f"arrival '{spec.kind}' needs a number of requests or a duration",
+            "set num_requests or duration_s (--num-requests / --duration)",
+        )
+    rng = np.random.default_rng(spec.seed)  # PCG64
     assert spec.rate is not None
     rate = spec.rate
     if spec.kind == "ramp":
@@ -157,7 +171,13 @@ def read_trace(path: Path) -> list[TraceRow]:
     try:
         if path.suffix.lower() == ".csv":
             with open(path, newline="") as f:
-                for line_no, d in enumerate(csv.DictReader(f), start=2):
+                reader = csv.DictReader(f)
+                if "timestamp" not in (reader.fieldnames or []):
+                    raise SpecError(
+                        f"{path}:1: no 'timestamp' column (found: {', '.join(reader.fieldnames or []) or 'nothing'})",
+                        "the header needs timestamp and optionally input_len, output_len, prefix_id",
+                    )
+                for line_no, d in enumerate(reader, start=2):
                     rows.append(_row(d, path, line_no))
         else:
             with open(path) as f:
