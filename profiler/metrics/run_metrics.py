@@ -1,8 +1,8 @@
 """Live metrics of one run: request latencies, outcomes, tokens, rates and client health.
 
 The load driver calls the hooks from its asyncio thread; the HTTP exporter thread scrapes the
-registry. prometheus_client's metric objects take their own locks, and the in-flight count is
-kept under one lock here, so the hooks are safe from any thread. Every series carries
+registry. prometheus_client's counters and gauges and ``BatchHistogram`` take their own locks,
+and the in-flight count is kept under one lock here, so the hooks are safe from any thread. Every series carries
 ``run_id``, ``workload``, ``model`` and ``hostname``.
 
 Latency histograms follow ``profiler.load.record.RequestRecord``'s definitions (DESIGN.md):
@@ -14,19 +14,14 @@ Achieved rates are left to PromQL: ``rate(infprof_requests_total{outcome="ok"}[.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol
 
-import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from profiler.load.record import OUTCOMES, RequestRecord
+from profiler.metrics.histogram import BatchHistogram
 
 # Seconds, from a millisecond to ten minutes: TTFT under load and E2E of long generations.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -76,53 +71,6 @@ def meets_slo(rec: RequestRecord, slo: Slo) -> bool:
     return True
 
 
-class BatchHistogram(Collector):
-    """A histogram for many observations at once (every token of a request): one vectorised
-    bucket count and one lock per call instead of one ``Histogram.observe`` (and its locks)
-    per token, which would cost the load generator ~2 us per token. Exposed exactly like a
-    prometheus_client ``Histogram`` (``_bucket{le}``, ``_count``, ``_sum``, ``_created``)."""
-
-    def __init__(
-        self, name: str, doc: str, labels: Mapping[str, str], buckets: Sequence[float]
-    ) -> None:
-        self.name, self.doc = name, doc
-        self._labels = dict(labels)
-        self._bounds = np.array([*sorted(buckets), math.inf])
-        self._le = [floatToGoString(b) for b in self._bounds]
-        self._counts = np.zeros(len(self._bounds), dtype=np.int64)
-        self._sum = 0.0
-        self._created = time.time()
-        self._lock = threading.Lock()
-
-    def observe_many(self, values: Sequence[float]) -> None:
-        if not len(values):
-            return
-        arr = np.asarray(values, dtype=np.float64)
-        # bucket i holds values <= bound i: the first bound >= value
-        counts = np.bincount(
-            np.searchsorted(self._bounds, arr, side="left"), minlength=len(self._bounds)
-        )
-        total = float(arr.sum())
-        with self._lock:
-            self._counts += counts[: len(self._bounds)]
-            self._sum += total
-
-    def describe(self) -> Iterable[Metric]:
-        return [Metric(self.name, self.doc, "histogram")]
-
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
-            total = self._sum
-        fam = Metric(self.name, self.doc, "histogram")
-        for le, c in zip(self._le, cumulative, strict=True):
-            fam.add_sample(self.name + "_bucket", {**self._labels, "le": le}, float(c))
-        fam.add_sample(self.name + "_count", dict(self._labels), float(cumulative[-1]))
-        fam.add_sample(self.name + "_sum", dict(self._labels), total)
-        fam.add_sample(self.name + "_created", dict(self._labels), self._created)
-        return [fam]
-
-
 class RunMetrics:
     """Registers the run's metrics on ``registry`` (never the global one) and updates them
     from the driver's hooks. ``slo`` (a ``SloSpec``) enables the goodput counter's counting;
@@ -145,36 +93,36 @@ class RunMetrics:
         self._inflight = 0
         r, names = registry, RUN_LABELS
 
-        def hist(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, names, registry=r, buckets=buckets)
+        def hist(name: str, doc: str, buckets: tuple[float, ...]) -> BatchHistogram:
+            h = BatchHistogram(name, doc, values, buckets)
+            r.register(h)
+            return h
 
         self._ttft = hist(
             "infprof_request_ttft_seconds",
             "Time to first token: first content token minus send (successful requests).",
             LATENCY_BUCKETS_S,
-        ).labels(**values)
+        )
         self._tpot = hist(
             "infprof_request_tpot_seconds",
             "Time per output token after the first: (E2E - TTFT) / (output tokens per sample - 1).",
             TOKEN_LATENCY_BUCKETS_S,
-        ).labels(**values)
-        self._itl = BatchHistogram(
+        )
+        self._itl = hist(
             "infprof_request_itl_seconds",
             "Inter-token latency: every gap between content chunks, shared among the tokens the chunk carried.",
-            values,
             TOKEN_LATENCY_BUCKETS_S,
         )
-        r.register(self._itl)
         self._e2e = hist(
             "infprof_request_e2e_seconds",
             "End-to-end request latency: last byte minus send (successful requests).",
             LATENCY_BUCKETS_S,
-        ).labels(**values)
+        )
         self._lag = hist(
             "infprof_dispatch_lag_seconds",
             "Dispatch lag: actual send minus intended start on the arrival schedule.",
             DISPATCH_LAG_BUCKETS_S,
-        ).labels(**values)
+        )
 
         requests = Counter(
             "infprof_requests",

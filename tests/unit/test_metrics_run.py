@@ -230,7 +230,7 @@ def test_promtool_check_metrics_finds_no_problem() -> None:
 def test_batch_histogram_is_exposed_exactly_like_a_prometheus_histogram() -> None:
     from prometheus_client import Histogram
 
-    from profiler.metrics.run_metrics import BatchHistogram
+    from profiler.metrics.histogram import BatchHistogram
 
     values = [0.0005, 0.001, 0.0011, 0.02, 0.02, 0.5, 9.99, 10.0, 11.0, 1e6]
     ref_reg, reg = CollectorRegistry(), CollectorRegistry()
@@ -241,9 +241,11 @@ def test_batch_histogram_is_exposed_exactly_like_a_prometheus_histogram() -> Non
         ref.observe(v)
     batch = BatchHistogram("x_seconds", "doc", {"run_id": "r"}, TOKEN_LATENCY_BUCKETS_S)
     reg.register(batch)
-    batch.observe_many(values[:3])
+    for v in values[:3]:
+        batch.observe(v)
     batch.observe_many([])
     batch.observe_many(values[3:])
+    batch.observe(float("nan"))  # ignored, never a bucket
     assert reg.get_sample_value("x_seconds_created", {"run_id": "r"}) is not None
 
     def text(r: CollectorRegistry) -> list[str]:  # creation times differ, nothing else may
