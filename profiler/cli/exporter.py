@@ -86,7 +86,9 @@ def command(
         textfile=textfile,
     )
     if once:
-        text = node.once(cfg)
+        text, nvml_reason = node.once(cfg)
+        if nvml_reason is not None:
+            click.echo(f"infprof exporter: no GPU metrics: {nvml_reason}", err=True)
         if textfile is None:
             sys.stdout.write(text.decode())
         return

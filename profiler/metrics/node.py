@@ -118,12 +118,13 @@ def _identities() -> dict[str, GpuIdentity]:
     return gpu_identities(collect(smi_topo=lambda: None))
 
 
-def once(cfg: NodeConfig) -> bytes:
+def once(cfg: NodeConfig) -> tuple[bytes, str | None]:
     """Two ticks an interval apart (rates and utilizations need a previous reading), then the
-    exposition text; the textfile is written when configured."""
+    exposition text and why there are no GPU metrics (None when NVML answered); the textfile
+    is written when configured."""
     node = NodeExporter(cfg)
     node.start(http=False)
     threading.Event().wait(cfg.interval_s)
     node.close()  # the final tick is the second reading
     node.write_textfile()
-    return node.render()
+    return node.render(), node.nvml_reason
