@@ -1,19 +1,18 @@
 """A custom Prometheus collector over the latest telemetry samples.
 
 On every scrape ``TelemetryCollector`` takes one snapshot of the recorder's latest samples and
-turns each into a series; nothing is stored between scrapes. Names are ``infprof_<family>_<metric>``
-where the family follows the sample's source and ``metric`` is the canonical field name from
-``profiler.telemetry.fields`` (it already carries its unit, and ``_total`` on counters):
+turns each into a series; only the rendered label block of each series is kept between
+scrapes. Names are ``infprof_<family>_<metric>`` where the family follows the sample's source
+and ``metric`` is the canonical field name from ``profiler.telemetry.fields`` (it already
+carries its unit, and ``_total`` on counters):
 
-=========  ===============  ======================================================
-source     family           labels (plus the static ones: hostname, run_id, ...)
-=========  ===============  ======================================================
-``nvml``   ``infprof_gpu_``     ``gpu`` (index), ``uuid``, ``gpu_model``; per-link samples
-                            (device ``"<gpu>/<link>"``) add ``link``
-``host``   ``infprof_host_``    ``device`` (core ``cpu<N>``, interface, ``server``/``client``)
-                            when the sample has one
-``vllm``   ``infprof_server_``  ``engine`` when the sample has one
-=========  ===============  ======================================================
+- source ``nvml`` -> ``infprof_gpu_*``, labels ``gpu`` (index), ``uuid``, ``gpu_model``;
+  per-link samples (device ``"<gpu>/<link>"``) add ``link``;
+- source ``host`` -> ``infprof_host_*``, label ``device`` (core ``cpu<N>``, interface,
+  ``server``/``client``) when the sample has one;
+- source ``vllm`` -> ``infprof_server_*``, label ``engine`` when the sample has one;
+
+plus the static labels given (``hostname``, and ``run_id``/``workload``/``model`` in a run).
 
 Samples whose value is ``None`` are skipped. Every GPU seen gets ``infprof_gpu_up`` (the
 sampler's own ``up`` sample, or 1 when it answered without error); while a GPU is down only
