@@ -4,6 +4,11 @@ Exact lengths use token-id prompts (``/v1/completions``) with ``ignore_eos`` and
 ``min_tokens`` = ``max_tokens``: the server must produce exactly the requested output. The
 chat mode (``/v1/chat/completions``) sends words; each word is about one token for common
 tokenizers, so its lengths are approximate (the record keeps the server's own counts).
+
+A scenario's ``input`` is the prompt after its shared prefix (``input_len`` of a request
+counts both); a trace row's ``input_len`` is the whole prompt. Every random choice comes from
+generators seeded by ``(seed, scenario index, purpose)``, drawn in blocks, so a million
+requests cost seconds and the same seed gives the same requests in every process.
 """
 
 from __future__ import annotations
@@ -16,24 +21,22 @@ import numpy as np
 
 from profiler.errors import SpecError
 from profiler.load.arrivals import TraceRow
+from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, IdSource, WordSource, ids_to_words
+from profiler.load.prompts import prefix_ids as make_prefix_ids
 from profiler.spec import LengthDist, Scenario, WorkloadSpec, load_yaml_model
 
-BLOCK = 1024
-# Token ids drawn for prompts: above the special tokens, inside every vocabulary we serve
-# (the embedded tiny model has 2,048).
-VOCAB_LOW, VOCAB_HIGH = 16, 2000
-WORDS = (
-    "the of and to in is that for it as with was on be by at this are from or an have not "
-    "they which one you were all we can her has there been if more when will would who so no "
-    "time about many then them these some other into than its only could new also two first "
-    "any like after over such make where through most well even way because each good system "
-    "data model server token request latency memory network cluster power energy"
-).split()
+BLOCK = 4096
+MAX_CACHED_PREFIXES = 1024
 PACKAGED = Path(__file__).resolve().parents[1] / "data" / "workloads"
 
 
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
+    """One request to send. ``prompt_token_ids`` for the completions API, ``messages`` for
+    chat. ``output_len`` is ``max_tokens`` per sample; with ``ignore_eos`` the server is also
+    asked for ``min_tokens`` = ``output_len``. With ``n`` > 1 the temperature is at least 1.0
+    (samples of a greedy request would be identical, and older vLLM rejects them)."""
+
     id: int
     scenario: str
     api: str
@@ -50,11 +53,11 @@ class RequestSpec:
 
 
 def sample_lengths(dist: LengthDist, rng: np.random.Generator, size: int) -> np.ndarray:
-    """``size`` lengths from ``dist``, clipped to [min, max]."""
+    """``size`` lengths from ``dist``, clipped to [min, max] (a fixed value is kept as is)."""
     if dist.kind == "fixed":
         assert dist.value is not None
-        out = np.full(size, dist.value, dtype=np.float64)
-    elif dist.kind == "uniform":
+        return np.full(size, dist.value, dtype=np.int64)
+    if dist.kind == "uniform":
         out = rng.integers(dist.min, dist.max + 1, size).astype(np.float64)
     elif dist.kind == "normal":
         assert dist.mean is not None and dist.std is not None
@@ -68,38 +71,79 @@ def sample_lengths(dist: LengthDist, rng: np.random.Generator, size: int) -> np.
         p = None
         if dist.weights is not None:
             w = np.asarray(dist.weights, dtype=np.float64)
+            if w.min() < 0 or w.sum() <= 0:
+                raise SpecError(
+                    "empirical weights must be non-negative with a positive sum",
+                    "fix the weights of the length distribution",
+                )
             p = w / w.sum()
         out = rng.choice(np.asarray(dist.values, dtype=np.float64), size=size, p=p)
-    if dist.kind == "fixed":
-        return out.astype(np.int64)
     return np.clip(np.rint(out), dist.min, dist.max).astype(np.int64)
 
 
 class _ScenarioStream:
-    """Lengths of one scenario, sampled in blocks (fast for millions of requests)."""
+    """Requests of one scenario; lengths and prefix choices sampled in blocks."""
 
-    def __init__(self, sc: Scenario, rng: np.random.Generator) -> None:
-        self.sc, self.rng = sc, rng
-        self._in = self._out = np.empty(0, dtype=np.int64)
+    def __init__(self, sc: Scenario, index: int, seed: int, vocab: tuple[int, int]) -> None:
+        self.sc, self.seed, self.vocab = sc, seed, vocab
+        self._len_rng = np.random.default_rng([seed, index, 0])
+        self._pre_rng = np.random.default_rng([seed, index, 1])
+        self.ids = IdSource(np.random.default_rng([seed, index, 2]), *vocab)
+        self.words = WordSource(np.random.default_rng([seed, index, 3]))
+        self._in: list[int] = []
+        self._out: list[int] = []
+        self._pre: list[int] = []
         self._i = 0
-        self._prefixes: dict[int, list[int]] = {}
+        self._prefixes: dict[str, list[int]] = {}
+        self.temperature = sc.temperature if sc.n == 1 else max(sc.temperature, 1.0)
 
-    def next_lengths(self) -> tuple[int, int]:
+    def _refill(self) -> None:
+        sc = self.sc
+        self._in = sample_lengths(sc.input, self._len_rng, BLOCK).tolist()
+        self._out = sample_lengths(sc.output, self._len_rng, BLOCK).tolist()
+        if sc.shared_prefix_len:
+            self._pre = self._pre_rng.integers(0, sc.num_prefixes, BLOCK).tolist()
+        self._i = 0
+
+    def _prefix(self, prefix_id: str) -> list[int]:
+        ids = self._prefixes.get(prefix_id)
+        if ids is None:
+            if len(self._prefixes) >= MAX_CACHED_PREFIXES:
+                self._prefixes.clear()
+            ids = make_prefix_ids(self.seed, prefix_id, self.sc.shared_prefix_len, *self.vocab)
+            self._prefixes[prefix_id] = ids
+        return ids
+
+    def build(self, rid: int, row: TraceRow | None) -> RequestSpec:
         if self._i >= len(self._in):
-            self._in = sample_lengths(self.sc.input, self.rng, BLOCK)
-            self._out = sample_lengths(self.sc.output, self.rng, BLOCK)
-            self._i = 0
-        i = self._i
+            self._refill()
+        sc, i = self.sc, self._i
         self._i += 1
-        return int(self._in[i]), int(self._out[i])
-
-    def prefix(self, index: int, seed: int) -> list[int]:
-        if index not in self._prefixes:
-            r = np.random.default_rng([seed, 7919, index])
-            self._prefixes[index] = r.integers(
-                VOCAB_LOW, VOCAB_HIGH, self.sc.shared_prefix_len
-            ).tolist()
-        return self._prefixes[index]
+        in_len, out_len = self._in[i], self._out[i]
+        prefix_id = f"{sc.name}-{self._pre[i]}" if sc.shared_prefix_len else None
+        whole_len: int | None = None
+        if row is not None:
+            out_len = row.output_len or out_len
+            whole_len = row.input_len
+            if row.prefix_id is not None:
+                prefix_id = row.prefix_id
+        prefix = self._prefix(prefix_id) if sc.shared_prefix_len and prefix_id else []
+        if whole_len is not None:
+            in_len = max(whole_len - len(prefix), 1)
+        min_tokens = out_len if sc.ignore_eos else None
+        if sc.api == "chat":
+            messages = [{"role": "user", "content": self.words.take(in_len)}]
+            if prefix:
+                messages.insert(0, {"role": "system", "content": ids_to_words(prefix)})
+            return RequestSpec(
+                rid, sc.name, "chat", in_len + len(prefix), out_len, sc.n, sc.ignore_eos,
+                min_tokens, self.temperature, None, None, messages, prefix_id,
+            )  # fmt: skip
+        ids = prefix + self.ids.take(in_len) if prefix else self.ids.take(in_len)
+        return RequestSpec(
+            rid, sc.name, "completions", len(ids), out_len, sc.n, sc.ignore_eos,
+            min_tokens, self.temperature, ids, None, None, prefix_id,
+        )  # fmt: skip
 
 
 def iter_requests(
@@ -109,92 +153,42 @@ def iter_requests(
     trace_rows: Sequence[TraceRow] | None = None,
     vocab: tuple[int, int] = (VOCAB_LOW, VOCAB_HIGH),
 ) -> Iterator[RequestSpec]:
-    """Requests of ``wl`` in order, reproducible from ``seed``. Trace rows, when given, set each
-    request's lengths and prefix (and end the stream when they run out)."""
-    rng = np.random.default_rng(seed)
-    streams = [
-        _ScenarioStream(sc, np.random.default_rng([seed, i])) for i, sc in enumerate(wl.scenarios)
-    ]
+    """Requests of ``wl`` in order (endless unless ``trace_rows`` is given), reproducible from
+    ``seed``. A mix picks each request's scenario by weight. Trace rows, when given, set each
+    request's lengths and prefix id, and end the stream when they run out. ``vocab`` is the
+    ``[low, high)`` range of prompt token ids."""
+    rng = np.random.default_rng([seed, 1 << 20])
+    streams = [_ScenarioStream(sc, i, seed, vocab) for i, sc in enumerate(wl.scenarios)]
     weights = np.array([sc.weight for sc in wl.scenarios], dtype=np.float64)
     weights /= weights.sum()
-    lo, hi = vocab
-    i = 0
+    limit = len(trace_rows) if trace_rows is not None else None
+    rid = 0
     while True:
-        if trace_rows is not None and i >= len(trace_rows):
-            return
-        choices = (
-            rng.choice(len(streams), size=BLOCK, p=weights)
-            if len(streams) > 1
-            else np.zeros(BLOCK, np.int64)
-        )
-        for k in choices:
-            if trace_rows is not None and i >= len(trace_rows):
+        if len(streams) > 1:
+            picks = rng.choice(len(streams), size=BLOCK, p=weights).tolist()
+        else:
+            picks = [0] * BLOCK
+        for k in picks:
+            if limit is not None and rid >= limit:
                 return
-            st = streams[int(k)]
-            sc = st.sc
-            in_len, out_len = st.next_lengths()
-            prefix_id: str | None = None
-            prefix_index = 0
-            if sc.shared_prefix_len:
-                prefix_index = int(rng.integers(sc.num_prefixes))
-                prefix_id = f"{sc.name}-{prefix_index}"
-            if trace_rows is not None:
-                row = trace_rows[i]
-                in_len = row.input_len or in_len
-                out_len = row.output_len or out_len
-                if row.prefix_id is not None:
-                    prefix_id = row.prefix_id
-                    prefix_index = abs(hash(row.prefix_id)) % (1 << 31)
-            yield _build(i, sc, st, in_len, out_len, prefix_id, prefix_index, rng, lo, hi, seed)
-            i += 1
-
-
-def _build(
-    i: int,
-    sc: Scenario,
-    st: _ScenarioStream,
-    in_len: int,
-    out_len: int,
-    prefix_id: str | None,
-    prefix_index: int,
-    rng: np.random.Generator,
-    lo: int,
-    hi: int,
-    seed: int,
-) -> RequestSpec:
-    prefix = st.prefix(prefix_index, seed) if sc.shared_prefix_len else []
-    common = {
-        "id": i,
-        "scenario": sc.name,
-        "api": sc.api,
-        "input_len": in_len + len(prefix),
-        "output_len": out_len,
-        "n": sc.n,
-        "ignore_eos": sc.ignore_eos,
-        "min_tokens": out_len if sc.ignore_eos else None,
-        "temperature": sc.temperature if sc.n == 1 else max(sc.temperature, 1.0),
-        "prefix_id": prefix_id,
-    }
-    if sc.api == "chat":
-        words = [WORDS[j] for j in rng.integers(0, len(WORDS), in_len)]
-        system = " ".join(WORDS[t % len(WORDS)] for t in prefix)
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": " ".join(words)}
-        ]
-        return RequestSpec(messages=messages, **common)  # type: ignore[arg-type]
-    ids = prefix + rng.integers(lo, hi, in_len).tolist()
-    return RequestSpec(prompt_token_ids=ids, **common)  # type: ignore[arg-type]
+            row = trace_rows[rid] if trace_rows is not None else None
+            yield streams[k].build(rid, row)
+            rid += 1
 
 
 # ------------------------------------------------------------------ shipped workloads
 def workload_dirs() -> list[Path]:
-    """Where names resolve: the repository's ``workloads/`` (a source checkout) and the copy
-    packaged with the profiler (an installed wheel); the first that exists wins."""
-    repo = Path(__file__).resolve().parents[2] / "workloads"
-    return [d for d in (repo, PACKAGED) if d.is_dir()]
+    """Where names resolve: the repository's ``workloads/`` (the source of truth, in a source
+    checkout) and the copy packaged in ``profiler/data/workloads`` (an installed wheel); a name
+    found in both resolves to the first. A test keeps the two copies identical."""
+    root = Path(__file__).resolve().parents[2]
+    repo = root / "workloads"
+    dirs = [repo] if (root / "pyproject.toml").is_file() and repo.is_dir() else []
+    return dirs + ([PACKAGED] if PACKAGED.is_dir() else [])
 
 
 def available_workloads() -> dict[str, Path]:
+    """Shipped workload names -> their files, sorted by name."""
     found: dict[str, Path] = {}
     for d in workload_dirs():
         for p in sorted(d.glob("*.yaml")):
@@ -203,8 +197,9 @@ def available_workloads() -> dict[str, Path]:
 
 
 def workload_from_name_or_path(s: str) -> WorkloadSpec:
+    """A workload from a YAML path, or by name from the shipped workloads."""
     path = Path(s).expanduser()
-    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in s:
+    if path.suffix in (".yaml", ".yml") or path.is_file() or "/" in s:
         if not path.exists():
             raise SpecError(
                 f"workload file {path} does not exist",
