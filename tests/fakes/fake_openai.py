@@ -15,7 +15,9 @@ Streams exactly ``max_tokens`` tokens per choice (each token is the word `` tok`
 - faults: ``error_rate`` (seeded, in arrival order) turns a request into ``error_mode``;
   ``mode`` applies to every request: ok, http_500, http_400, drop_mid_stream (the connection
   is cut after half the tokens), malformed (junk events after the first chunk), no_done (no
-  ``[DONE]``), hang (headers, then nothing). ``max_concurrency`` answers 429 beyond it.
+  ``[DONE]``), hang (headers, then nothing; a non-streaming request gets no answer). Only
+  ok, the HTTP errors and hang apply to non-streaming requests. ``max_concurrency`` answers
+  429 beyond it (streams in flight).
   ``config`` is read per request, so a test may change ``server.config.mode`` between calls.
 - ``/health``, ``/v1/models`` and a small vLLM-like ``/metrics`` reflecting the counters.
 
@@ -102,7 +104,7 @@ class FakeOpenAIServer:
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
-            self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+            self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.1
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -179,6 +181,8 @@ class FakeOpenAIServer:
         c.prompt_tokens += prompt_tokens
         c.statuses[200] = c.statuses.get(200, 0) + 1
         if not body.get("stream"):
+            if mode == "hang":
+                await asyncio.sleep(3600)
             return await self._complete(chat, prompt_tokens, max_tokens, n)
         opts = body.get("stream_options") or {}
         resp = web.StreamResponse(

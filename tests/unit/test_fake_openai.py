@@ -371,3 +371,29 @@ def test_command_line_prints_ready() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_mode_can_change_between_requests() -> None:
+    async def go(srv: FakeOpenAIServer) -> list[int]:
+        first = await statuses(srv.url, 1)
+        srv.config.mode = "http_500"
+        second = await statuses(srv.url, 1)
+        srv.config.mode = "ok"
+        return first + second + await statuses(srv.url, 1)
+
+    assert with_server(FakeConfig(), go) == [200, 500, 200]
+
+
+def test_stop_does_not_wait_for_hanging_streams() -> None:
+    async def go() -> float:
+        srv = FakeOpenAIServer(FakeConfig(mode="hang"))
+        await srv.start()
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "m", "prompt": [1], "max_tokens": 3, "stream": True}
+            resp = await s.post(srv.url + "/v1/completions", json=body)
+            t0 = time.perf_counter()
+            await srv.stop()
+            resp.close()
+            return time.perf_counter() - t0
+
+    assert asyncio.run(go()) < 5.0
