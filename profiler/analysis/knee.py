@@ -11,7 +11,9 @@ joining the first and last points, on the side the curve bends to:
 
 For the throughput–latency curve of a sweep (x = achieved output tokens/s, y = latency, points
 in load order) the convex knee is the operating point past which more load buys little
-throughput and much latency. A curve within ``min_score`` of a straight line has no knee.
+throughput and much latency. A curve that never strays more than ``min_score`` (0.2, in
+normalised units) from that line has no knee: with few points a mild bend is noise, not
+saturation.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 Curve = Literal["concave", "convex"]
-MIN_SCORE = 0.05
+MIN_SCORE = 0.2
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,12 @@ class RunData:
     itl: np.ndarray  # per-token ITL shares of successful requests
     samples: Samples
     notes: list[str] = field(default_factory=list)
+    chunk_t_s: np.ndarray = field(
+        default_factory=lambda: np.empty(0)
+    )  # every content chunk's arrival
+    chunk_tokens: np.ndarray = field(
+        default_factory=lambda: np.empty(0)
+    )  # and the tokens it carried
 
     @property
     def run_id(self) -> str:
@@ -144,7 +150,20 @@ def load_run(path: Path, *, with_itl: bool = True) -> RunData:
         notes.append(
             f"The run ended early ({ended}{': ' + str(reason) if reason else ''}); completed records are shown."
         )
-    return RunData(path, manifest, summary, req, itl, load_samples(path), notes)
+    chunk_t, chunk_k = load_chunks(path) if with_itl else (np.empty(0), np.empty(0))
+    return RunData(path, manifest, summary, req, itl, load_samples(path), notes, chunk_t, chunk_k)
+
+
+def load_chunks(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrival time and token count of every content chunk (the token-generation timeline)."""
+    p = path / "itl.parquet"
+    if not p.exists():
+        return np.empty(0), np.empty(0)
+    t = pq.read_table(p, columns=["t_s", "tokens"])
+    return (
+        np.asarray(t.column("t_s").to_numpy(zero_copy_only=False), dtype=np.float64),
+        np.asarray(t.column("tokens").to_numpy(zero_copy_only=False), dtype=np.float64),
+    )
 
 
 def load_itl(path: Path, req: dict[str, np.ndarray]) -> np.ndarray:

@@ -94,24 +94,26 @@ def timeline(run: RunData, prefix: str, gpu: bool) -> Figure:
                 vs,
                 color=color(i + 1),
                 linewidth=1,
+                drawstyle="steps-post",
                 label=metric.replace("num_requests_", "server "),
             )
     title(ax, "requests in flight")
     legend(ax, loc="upper right")
     ax = axes[1, 0]
-    ok = run.ok()
-    end = run.req["end_s"][ok] - t0
-    toks = (
-        np.nan_to_num(run.req["output_tokens"][ok])
-        if "output_tokens" in run.req
-        else np.ones(end.size)
-    )
-    width = max((t1 - t0) / 80, 0.25)
+    width = max((t1 - t0) / 100, 0.1)
     bins = np.arange(0, (t1 - t0) + width, width)
-    if end.size and bins.size > 1:
-        hist, edges = np.histogram(end, bins=bins, weights=toks)
-        ax.step(edges[:-1], hist / width, where="post", color=color(2), linewidth=1)
-    title(ax, f"output tokens/s (completions per {width:.2g} s bin)")
+    if run.chunk_t_s.size and bins.size > 1:  # tokens as they streamed in
+        hist, edges = np.histogram(run.chunk_t_s - t0, bins=bins, weights=run.chunk_tokens)
+        what = "tokens streamed"
+    else:  # no chunk times: tokens of requests as they completed
+        ok = run.ok()
+        end = run.req["end_s"][ok] - t0
+        hist, edges = np.histogram(
+            end, bins=bins, weights=np.nan_to_num(run.req["output_tokens"][ok])
+        )
+        what = "completions"
+    ax.step(edges[:-1], hist / width, where="post", color=color(2), linewidth=1)
+    title(ax, f"output tokens/s ({what}, {width:.2g} s bins)")
     if gpu:
         for ax, metric, scale, name in (
             (axes[2, 0], "utilization_ratio", 100.0, "GPU utilization (%)"),
