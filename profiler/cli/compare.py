@@ -98,7 +98,7 @@ def _render(result: object) -> None:
     assert isinstance(result, CompareResult)
     console = Console()
     if not console.is_terminal:
-        console = Console(width=120)
+        console = Console(width=150)
     console.print(f"A (baseline): {result.a}\nB:            {result.b}")
     table = Table()
     for col in ("metric", "A", "B", "B - A", f"{result.confidence:.0%} CI of B - A", "verdict"):
