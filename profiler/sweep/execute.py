@@ -144,7 +144,7 @@ def run_sweep(
         index.set_status("interrupted")
         done = sum(1 for p in index.points if p["status"] == "done")
         raise RunInterrupted(
-            f"sweep interrupted; {done} points done and kept in {sweep_dir}",
+            f"sweep interrupted; {done} point{'' if done == 1 else 's'} done and kept in {sweep_dir}",
             f"continue with `infprof sweep --resume {sweep_dir}`",
         ) from None
     index.data["knees"] = knees(index.points)
