@@ -61,7 +61,7 @@ def plan_sections(plan: dict[str, Any], origin: str) -> list[Section]:
     sec.add(
         Text(
             f"From {origin}. Model {model.get('name', model.get('id', '?'))}; workload: input "
-            f"{_f(wl.get('input_len'))} tokens, output {_f(wl.get('output_len'))} tokens, n={_f(wl.get('n'))}; "
+            f"{_f(wl.get('input_len'), '{:g}')} tokens, output {_f(wl.get('output_len'), '{:g}')} tokens, n={_f(wl.get('n'), '{:g}')}; "
             f"load: {_f(load.get('target_rps'))} req/s. Every number says whether it was measured or modelled "
             "(column 'source')."
         )
