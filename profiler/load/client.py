@@ -21,6 +21,7 @@ from profiler.clock import RunClock
 from profiler.load.record import RequestRecord
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
+_DECODE = json.JSONDecoder().decode  # str in: skips json.loads' encoding detection per event
 ERROR_TEXT_MAX = 500
 
 
@@ -124,7 +125,7 @@ class StreamState:
             self.done = True
             return
         try:
-            data = json.loads(payload)
+            data = _DECODE(payload.decode("utf-8", "replace"))
         except ValueError:
             self.malformed += 1
             return
@@ -154,6 +155,7 @@ class StreamState:
         if not choices or not isinstance(choices, list):
             return
         has_content = False
+        choice = -1  # the sample this chunk belongs to (n > 1)
         for ch in choices:
             if not isinstance(ch, dict):
                 continue
@@ -163,25 +165,25 @@ class StreamState:
             text = ch.get("text")
             reasoning = None
             delta = ch.get("delta")
-            if isinstance(delta, dict):
+            if delta is not None and isinstance(delta, dict):
                 text = delta.get("content")
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                has_content = True
-                if rec.first_reasoning_s is None:
-                    rec.first_reasoning_s = t_s
+                if reasoning:
+                    has_content = True
+                    if rec.first_reasoning_s is None:
+                        rec.first_reasoning_s = t_s
             if text:
                 has_content = True
                 if rec.first_answer_s is None:
                     rec.first_answer_s = t_s
-            if (text or reasoning) and rec.n > 1:
-                self.choices.append(idx if isinstance(idx, int) else 0)
-        if not has_content and delta_tokens > 0:
-            has_content = True  # tokens whose text detokenised to nothing still arrived
-            if rec.n > 1:
-                self.choices.append(0)
+            if choice < 0 and (text or reasoning):
+                choice = idx if isinstance(idx, int) else 0
         if not has_content:
-            return
+            if delta_tokens <= 0:
+                return
+            has_content = True  # tokens whose text detokenised to nothing still arrived
+        if rec.n > 1:
+            self.choices.append(max(choice, 0))
         if rec.first_token_s is None:
             rec.first_token_s = t_s
         rec.last_token_s = t_s

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Outcome = Literal["ok", "error", "timeout", "cancelled"]
@@ -100,10 +100,7 @@ class RequestRecord:
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for requests.parquet (chunk arrays go to itl.parquet)."""
-        row = asdict(self)
-        row.pop("chunk_times_s")
-        row.pop("chunk_tokens")
-        row.pop("chunk_choice")
+        row = {name: getattr(self, name) for name in _SCALARS}
         row["ttft_s"] = self.ttft_s
         row["tpot_s"] = self.tpot_s
         row["e2e_s"] = self.e2e_s
@@ -111,8 +108,14 @@ class RequestRecord:
         return row
 
     def to_journal(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, lists by reference (``dataclasses.asdict`` deep-copies them: a hot-path
+        cost per request)."""
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def from_journal(cls, d: dict[str, Any]) -> RequestRecord:
         return cls(**d)
+
+
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
+_SCALARS: tuple[str, ...] = tuple(n for n in _FIELDS if not n.startswith("chunk_") or n == "chunks")
