@@ -9,6 +9,7 @@ long runs; summaries are computed from the journal afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -227,8 +228,7 @@ class Driver:
             self._dispatch_lags.append(clock.now() - intended)
             task = self._spawn(req, plan.workload, intended)
             if sem is not None:
-                release = sem.release
-                task.add_done_callback(lambda _t: release())
+                task.add_done_callback(functools.partial(_release, sem))
 
     def _spawn(self, req: Any, workload: str, intended: float) -> asyncio.Task[RequestRecord]:
         self._sent += 1
@@ -323,6 +323,10 @@ class Driver:
         while True:
             await asyncio.sleep(self.progress_interval_s)
             self.on_progress(self._progress())
+
+
+def _release(sem: asyncio.Semaphore, _task: object) -> None:
+    sem.release()
 
 
 def _take(it: Iterator[Any], n: int | None) -> Iterator[Any]:
