@@ -6,8 +6,7 @@ runs that first) scrapes every second:
 - two ``infprof exporter`` processes with the fake NVML (tests/fakes/nvml.py, moving in real
   time) as two hosts, ``host-a`` and ``host-b``, two H100s each;
 - ``infprof run --metrics-port`` against the fake OpenAI server (tests/fakes/fake_openai.py),
-  which also pulls its window back with ``--prometheus-url``; where that fake server is not
-  available, the run's metrics are driven in-process through ``RunMetrics`` instead;
+  which also pulls its window back into samples.parquet with ``--prometheus-url``;
 - a vLLM-like ``/metrics`` target (vLLM's metric names and labels) for the server panels.
 
 Then every variable query and every PromQL expression of every dashboard JSON, with the
@@ -18,7 +17,6 @@ come back from Prometheus as samples.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -41,15 +39,11 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from profiler.load.record import RequestRecord
-from profiler.metrics.exporter import serve
-from profiler.metrics.prom_query import pull_window
-from profiler.metrics.run_metrics import RunMetrics
+from profiler.store.rundir import read_samples
 from tests.unit.test_dashboards import FILES, dashboard_queries, load, metric_names, substitute
 
 PROMETHEUS = shutil.which("prometheus")
 ROOT = Path(__file__).resolve().parents[2]
-HAS_FAKE_OPENAI = importlib.util.find_spec("tests.fakes.fake_openai") is not None
 RATE_INTERVAL = "15s"
 MIN_SCRAPES = 6  # per target before querying: 15s windows then hold >= 2 points everywhere
 START_TIMEOUT_S = 60.0
@@ -182,66 +176,15 @@ class VllmLike:
             self.server.server_close()
 
 
-# ----------------------------------------------------------------------- in-process run
-class InProcessRun:
-    """Stands in for ``infprof run --metrics-port`` when the fake OpenAI server is missing:
-    the same ``RunMetrics`` fed with synthetic records at ~10 req/s."""
-
-    def __init__(self, port: int, run_id: str, model: str) -> None:
-        self.registry = CollectorRegistry()
-        self.metrics = RunMetrics(
-            self.registry, run_id=run_id, workload="it", model=model, hostname="client-1", slo=None
-        )
-        self.handle = serve(self.registry, "127.0.0.1", port)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drive, daemon=True)
-        self._thread.start()
-
-    def _drive(self) -> None:
-        rng = random.Random(1)
-        i = 0
-        while not self._stop.wait(0.1):
-            self.metrics.on_target_rate(10.0)
-            self.metrics.on_client_health(rng.uniform(0, 0.002), rng.uniform(0.1, 0.3), False)
-            self.metrics.on_send()
-            send = time.monotonic()
-            ttft = rng.uniform(0.02, 0.2)
-            times = [send + ttft + 0.01 * k for k in range(16)]
-            outcome = "ok" if i % 10 else "error"
-            rec = RequestRecord(
-                id=i,
-                workload="it",
-                scenario="s",
-                intended_start_s=send - 0.0005,
-                send_s=send,
-                first_token_s=times[0],
-                last_token_s=times[-1],
-                end_s=times[-1],
-                prompt_tokens=32,
-                output_tokens=16,
-                chunk_times_s=times,
-                chunk_tokens=[1] * 16,
-                outcome=outcome,
-            )  # type: ignore[arg-type]
-            self.metrics.on_record(rec)
-            i += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.handle.close()
-
-
 # ----------------------------------------------------------------------- the stack
 @dataclass
 class Stack:
     prom: Prom
     run_id: str
     model: str
-    wall_start: float
     t_eval: float  # every check evaluates at this moment, when every target was up
-    run_proc: subprocess.Popen[str] | None
-    run_dir: Path | None
+    run_proc: subprocess.Popen[str]
+    run_dir: Path
     procs: list[subprocess.Popen[Any]]
 
 
@@ -319,13 +262,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     closers: list[Callable[[], None]] = []
     run_id = "it-prom-run"
     try:
-        fake_url = None
-        if HAS_FAKE_OPENAI:
-            fake, fake_url = _fake_openai(tmp / "fake_openai.log")
-            procs.append(fake)
-            model = _served_model(fake_url)
-        else:
-            model = "fake-model"
+        fake, fake_url = _fake_openai(tmp / "fake_openai.log")
+        procs.append(fake)
+        model = _served_model(fake_url)
         vllm = VllmLike(model).start(ports["vllm"])
         closers.append(vllm.close)
         procs.append(_exporter(ports["a"], "host-a", tmp / "exporter-a.log"))
@@ -356,50 +295,44 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             START_TIMEOUT_S,
         )
 
-        wall_start = time.time()
-        run_proc, run_dir = None, None
-        if fake_url is not None:
-            run_dir = tmp / "runs" / run_id
-            cmd = [
-                sys.executable,
-                "-m",
-                "profiler",
-                "run",
-                "--endpoint",
-                fake_url,
-                "--rate",
-                "8",
-                "--duration",
-                "15",
-                "--input-len",
-                "16",
-                "--output-len",
-                "16",
-                "--metrics-port",
-                str(ports["run"]),
-                "--prometheus-url",
-                prom.url,
-                "--out",
-                str(tmp / "runs"),
-                "--run-id",
-                run_id,
-                "--sample-interval",
-                "0.5",
-                "-q",
-            ]
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            run_proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdout=(tmp / "run.out").open("w"),
-                stderr=(tmp / "run.log").open("w"),
-                text=True,
-            )
-            procs.append(run_proc)
-        else:
-            run = InProcessRun(ports["run"], run_id, model)
-            closers.append(run.close)
+        run_dir = tmp / "runs" / run_id
+        cmd = [
+            sys.executable,
+            "-m",
+            "profiler",
+            "run",
+            "--endpoint",
+            fake_url,
+            "--rate",
+            "8",
+            "--duration",
+            "15",
+            "--input-len",
+            "16",
+            "--output-len",
+            "16",
+            "--metrics-port",
+            str(ports["run"]),
+            "--prometheus-url",
+            prom.url,
+            "--out",
+            str(tmp / "runs"),
+            "--run-id",
+            run_id,
+            "--sample-interval",
+            "0.5",
+            "-q",
+        ]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        run_proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=(tmp / "run.out").open("w"),
+            stderr=(tmp / "run.log").open("w"),
+            text=True,
+        )
+        procs.append(run_proc)
 
         def enough_scrapes() -> bool:
             counts = prom.query("count_over_time(up[1m])")
@@ -418,7 +351,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             START_TIMEOUT_S + 30,
         )
         t_eval = time.time()
-        yield Stack(prom, run_id, model, wall_start, t_eval, run_proc, run_dir, procs)
+        yield Stack(prom, run_id, model, t_eval, run_proc, run_dir, procs)
     finally:
         for close in closers:
             close()
@@ -499,22 +432,9 @@ def test_per_host_series_are_distinct(stack: Stack) -> None:
 
 
 def test_run_window_comes_back_from_prometheus(stack: Stack) -> None:
-    if stack.run_proc is not None:
-        # `infprof run --prometheus-url` pulled its own window into samples.parquet
-        assert stack.run_proc.wait(timeout=120) == 0, (
-            stack.run_dir,
-            "infprof run failed; see run.log",
-        )
-        from profiler.store.rundir import read_samples
-
-        assert stack.run_dir is not None
-        samples = [s for s in read_samples(stack.run_dir) if s.source == "prometheus"]
-    else:
-        # TODO(lead): switch to the `infprof run` subprocess once tests/fakes/fake_openai.py exists
-        now = time.time()
-        samples = pull_window(
-            stack.prom.url, stack.wall_start, now, 1.0, clock_wall_start=stack.wall_start
-        )
+    # `infprof run --prometheus-url` pulled its own window into samples.parquet
+    assert stack.run_proc.wait(timeout=120) == 0, "infprof run failed; see run.log above"
+    samples = [s for s in read_samples(stack.run_dir) if s.source == "prometheus"]
     assert samples, "no samples pulled from Prometheus"
     by_key = {(s.device, s.metric) for s in samples}
     for host in ("host-a", "host-b"):
