@@ -1,0 +1,143 @@
+"""The driver against the fake server on loopback: closed and open loops, the concurrency cap,
+failed / timed-out / cancelled requests recorded (never raised), and the worker split."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from profiler.clock import RunClock
+from profiler.load.client import ClientOptions, StreamingClient
+from profiler.load.driver import Driver, LoadPlan
+from profiler.load.record import RequestRecord
+from profiler.load.workers import merge_results, split_plan
+from profiler.load.workload import RequestSpec
+from tests.fakes.fake_openai import FakeConfig, serve_in_thread
+
+
+def _requests(n: int, out: int = 8):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        yield RequestSpec(
+            id=i,
+            scenario="s",
+            api="completions",
+            input_len=4,
+            output_len=out,
+            prompt_token_ids=[5, 6, 7, 8],
+        )
+
+
+def _run(
+    url: str,
+    plan: LoadPlan,
+    n: int,
+    *,
+    timeout_s: float = 30.0,
+    out: int = 8,
+    abort_after: float | None = None,
+):  # type: ignore[no-untyped-def]
+    clock = RunClock()
+    records: list[RequestRecord] = []
+    peak = {"inflight": 0}
+
+    async def main():  # type: ignore[no-untyped-def]
+        opts = ClientOptions(base_url=url, model="fake-model", request_timeout_s=timeout_s)
+        async with StreamingClient(opts, clock) as client:
+            driver = Driver(client, clock, [records.append])
+
+            def sent() -> None:
+                peak["inflight"] = max(peak["inflight"], len(driver._tasks))
+
+            driver.on_send = sent
+            if abort_after is not None:
+                asyncio.get_running_loop().call_later(
+                    abort_after, driver.abort, "interrupted", "test", "cancelled"
+                )
+            return await driver.run(_requests(n, out), plan)
+
+    return asyncio.run(main()), records, peak["inflight"]
+
+
+def test_closed_loop_keeps_concurrency_and_records_all() -> None:
+    with serve_in_thread(FakeConfig(ttft_ms=5, itl_ms=2)) as server:
+        res, recs, peak = _run(
+            server.url, LoadPlan(workload="w", num_requests=40, concurrency=4), 40
+        )
+    assert res.ended == "completed" and res.sent == 40 and len(recs) == 40
+    assert peak <= 4
+    assert all(r.outcome == "ok" and r.output_tokens == 8 for r in recs)
+    assert sorted(r.id for r in recs) == list(range(40))
+
+
+def test_open_loop_follows_the_schedule_and_cap() -> None:
+    offsets = np.arange(20) * 0.02
+    with serve_in_thread(FakeConfig(ttft_ms=50, itl_ms=5)) as server:
+        res, recs, peak = _run(
+            server.url,
+            LoadPlan(workload="w", num_requests=20, offsets_s=offsets, max_concurrency=3),
+            20,
+        )
+    assert len(recs) == 20 and peak <= 3
+    # the cap makes later requests wait: that wait is dispatch lag, and intended starts keep the schedule
+    intended = sorted(r.intended_start_s - min(x.intended_start_s for x in recs) for r in recs)
+    assert intended == pytest.approx(list(offsets), abs=1e-6)
+    assert max(r.dispatch_lag_s for r in recs) > 0.05
+    assert res.health.dispatch_lag_p99_s is not None
+
+
+def test_failures_are_recorded_not_raised() -> None:
+    with serve_in_thread(FakeConfig(error_rate=0.5, seed=3)) as server:
+        res, recs, _ = _run(server.url, LoadPlan(workload="w", num_requests=30, concurrency=3), 30)
+    errors = [r for r in recs if r.outcome == "error"]
+    assert res.ended == "completed" and len(recs) == 30
+    assert errors and all(r.http_status == 500 and "500" in (r.error or "") for r in errors)
+    assert any(r.outcome == "ok" for r in recs)
+
+
+def test_timeouts_are_recorded() -> None:
+    with serve_in_thread(FakeConfig(mode="hang")) as server:
+        res, recs, _ = _run(
+            server.url, LoadPlan(workload="w", num_requests=3, concurrency=3), 3, timeout_s=0.5
+        )
+    assert [r.outcome for r in recs] == ["timeout"] * 3
+    assert all(r.end_s is not None for r in recs)
+
+
+def test_abort_records_in_flight_as_cancelled() -> None:
+    with serve_in_thread(FakeConfig(ttft_ms=10, itl_ms=200)) as server:
+        res, recs, _ = _run(
+            server.url, LoadPlan(workload="w", num_requests=50, concurrency=4), 50, abort_after=0.5
+        )
+    assert res.ended == "interrupted"
+    cancelled = [r for r in recs if r.outcome == "cancelled"]
+    assert len(cancelled) == 4  # the in-flight ones; nothing else was sent
+    assert res.sent == len(recs)
+
+
+def test_unreachable_endpoint_aborts_as_endpoint_lost() -> None:
+    res, recs, _ = _run(
+        "http://127.0.0.1:9", LoadPlan(workload="w", num_requests=100, concurrency=2), 100
+    )
+    assert res.ended == "endpoint_lost"
+    assert recs and all(
+        r.outcome == "error" and "connection failed" in (r.error or "") for r in recs
+    )
+    assert len(recs) < 100
+
+
+def test_split_plan_partitions_the_schedule() -> None:
+    offsets = np.arange(10) * 0.1
+    plan = LoadPlan(workload="w", num_requests=10, offsets_s=offsets, max_concurrency=5)
+    parts = [split_plan(plan, k, 3, 1.0) for k in range(3)]
+    assert sum(p.num_requests or 0 for p in parts) == 10
+    merged = sorted(np.concatenate([p.offsets_s for p in parts if p.offsets_s is not None]))
+    assert merged == pytest.approx(list(offsets))
+    assert all(p.start_s == 1.0 for p in parts)
+    closed = [
+        split_plan(LoadPlan(workload="w", num_requests=10, concurrency=5), k, 2, 0.0)
+        for k in range(2)
+    ]
+    assert [c.concurrency for c in closed] == [3, 2]
+    assert merge_results([], "completed", None, 0.0).sent == 0
