@@ -33,7 +33,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from profiler.analysis.stats import Distribution
-from profiler.analysis.summary import RequestColumns, measured_window
+from profiler.analysis.summary import (
+    RequestColumns,
+    in_window,
+    latencies,
+    measured_window,
+    meets_slo,
+)
 from profiler.errors import SpecError, StorageError
 from profiler.spec import SloSpec
 from profiler.store.rundir import read_records
@@ -172,34 +178,12 @@ def load_run_sample(path: Path, slo: SloSpec | None) -> RunSample:
     win = measured_window(
         cols, float(spec.get("warmup_s") or 0.0), float(spec.get("cooldown_s") or 0.0)
     )
-    if win.warmup_s == 0 and win.cooldown_s == 0:
-        in_win = np.ones(cols.id.shape, dtype=bool)
-    else:
-        with np.errstate(invalid="ignore"):
-            in_win = (cols.send_s >= win.start) & (cols.end_s <= win.end + 1e-9)
-            unsent = np.isnan(cols.send_s) | np.isnan(cols.end_s)
-            in_win |= (
-                unsent
-                & (cols.intended_start_s >= win.start - 1e-9)
-                & (cols.intended_start_s <= win.end)
-            )
+    in_win = in_window(cols, win)
     ok_all = in_win & (cols.outcome == "ok")
-    ttft = cols.first_token_s - cols.send_s
-    e2e = cols.end_s - cols.send_s
-    per_sample = cols.output_tokens / np.where(cols.n > 0, cols.n, 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(per_sample > 1, (e2e - ttft) / (per_sample - 1), np.nan)
+    ttft, tpot, e2e = latencies(cols)
     meets: np.ndarray | None = None
     if slo is not None and slo.is_set():
-        meets = ok_all.copy()
-        with np.errstate(invalid="ignore"):
-            if slo.ttft_s is not None:
-                meets &= ttft <= slo.ttft_s
-            if slo.tpot_s is not None:
-                meets &= np.isnan(tpot) | (tpot <= slo.tpot_s)
-            if slo.e2e_s is not None:
-                meets &= e2e <= slo.e2e_s
-        meets = meets[in_win]
+        meets = meets_slo(slo, ok_all, ttft, tpot, e2e)[in_win]
     nbins = int(np.clip(int(np.count_nonzero(in_win)) // 10, 10, 60))
     span = (win.start, win.end if win.end > win.start else win.start + 1.0)
 

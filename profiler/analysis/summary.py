@@ -142,6 +142,49 @@ def measured_window(cols: RequestColumns, warmup_s: float = 0.0, cooldown_s: flo
     return Window(start, end, warmup_s, cooldown_s)
 
 
+def in_window(cols: RequestColumns, win: Window) -> np.ndarray:
+    """Requests counted in the measured window: sent at or after its start and finished by its
+    end; requests never sent or never finished count when they were intended in the window.
+    Without warm-up and cool-down every request counts."""
+    if win.warmup_s == 0 and win.cooldown_s == 0:
+        return np.ones(cols.id.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        sel = (cols.send_s >= win.start) & (cols.end_s <= win.end + 1e-9)
+        unsent = np.isnan(cols.send_s) | np.isnan(cols.end_s)
+        sel |= (
+            unsent
+            & (cols.intended_start_s >= win.start - 1e-9)
+            & (cols.intended_start_s <= win.end)
+        )
+    return sel
+
+
+def latencies(cols: RequestColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-request TTFT, TPOT and E2E (DESIGN.md definitions; NaN where undefined)."""
+    ttft = cols.first_token_s - cols.send_s
+    e2e = cols.end_s - cols.send_s
+    per_sample = cols.output_tokens / np.where(cols.n > 0, cols.n, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(per_sample > 1, (e2e - ttft) / (per_sample - 1), np.nan)
+    return ttft, tpot, e2e
+
+
+def meets_slo(
+    slo: SloSpec, ok: np.ndarray, ttft: np.ndarray, tpot: np.ndarray, e2e: np.ndarray
+) -> np.ndarray:
+    """Successful requests meeting every objective set (a one-token answer has no TPOT and
+    cannot violate that objective)."""
+    meets = ok.copy()
+    with np.errstate(invalid="ignore"):
+        if slo.ttft_s is not None:
+            meets &= ttft <= slo.ttft_s
+        if slo.tpot_s is not None:
+            meets &= np.isnan(tpot) | (tpot <= slo.tpot_s)
+        if slo.e2e_s is not None:
+            meets &= e2e <= slo.e2e_s
+    return meets
+
+
 def summarize(
     cols: RequestColumns,
     *,
@@ -151,19 +194,7 @@ def summarize(
     slo: SloSpec | None = None,
 ) -> dict[str, Any]:
     win = measured_window(cols, warmup_s, cooldown_s)
-    # requests counted: sent at or after the window start and finished by its end
-    with np.errstate(invalid="ignore"):
-        in_win = (cols.send_s >= win.start) & (cols.end_s <= win.end + 1e-9)
-    # requests never sent, or not finished (cancelled), count when intended in the window
-    unsent = np.isnan(cols.send_s) | np.isnan(cols.end_s)
-    with np.errstate(invalid="ignore"):
-        in_win |= (
-            unsent
-            & (cols.intended_start_s >= win.start - 1e-9)
-            & (cols.intended_start_s <= win.end)
-        )
-    if win.warmup_s == 0 and win.cooldown_s == 0:
-        in_win = np.ones(cols.id.shape, dtype=bool)
+    in_win = in_window(cols, win)
     ok = in_win & (cols.outcome == "ok")
 
     counts = {o: int(np.count_nonzero(in_win & (cols.outcome == o))) for o in OUTCOMES}
@@ -172,11 +203,7 @@ def summarize(
     out_tok = float(np.nansum(cols.output_tokens[ok]))
     in_tok = float(np.nansum(cols.prompt_tokens[ok]))
 
-    ttft = cols.first_token_s - cols.send_s
-    e2e = cols.end_s - cols.send_s
-    per_sample = cols.output_tokens / np.where(cols.n > 0, cols.n, 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(per_sample > 1, (e2e - ttft) / (per_sample - 1), np.nan)
+    ttft, tpot, e2e = latencies(cols)
     ttft_ok, e2e_ok, tpot_ok = ttft[ok], e2e[ok], tpot[ok]
 
     itl = cols.itl_source(_selected_by_id(cols.id, ok))
@@ -301,16 +328,7 @@ def goodput(
     the window (failed requests count as misses)."""
     if slo is None or not slo.is_set():
         return {"slo": None, "requests_per_s": None, "fraction": None, "met": None}
-    meets = ok.copy()
-    with np.errstate(invalid="ignore"):
-        if slo.ttft_s is not None:
-            meets &= ttft <= slo.ttft_s
-        if slo.tpot_s is not None:
-            # a one-token answer has no TPOT; it cannot violate the objective
-            meets &= np.isnan(tpot) | (tpot <= slo.tpot_s)
-        if slo.e2e_s is not None:
-            meets &= e2e <= slo.e2e_s
-    met = int(np.count_nonzero(meets))
+    met = int(np.count_nonzero(meets_slo(slo, ok, ttft, tpot, e2e)))
     total = int(np.count_nonzero(in_win))
     return {
         "slo": slo.model_dump(),
