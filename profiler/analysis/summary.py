@@ -286,14 +286,14 @@ def _parquet_itl_shares(
         _stat_max(meta.row_group(i).column(tok_col)) > 1 for i in range(meta.num_row_groups)
     )
     columns = ["gap_s"] + (["tokens"] if multi else []) + ([] if by_layout else ["request_id"])
-    table = pq.read_table(path, columns=columns, use_threads=True)
+    table = pq.read_table(path, columns=columns, use_threads=True, memory_map=True)
+    keep = pc.is_valid(table.column("gap_s"))  # a sample's first chunk has no gap
     sel_rows = selected[ids]
-    if by_layout:
-        if not sel_rows.all():
-            table = table.filter(pa.array(np.repeat(sel_rows, chunks)))
-    else:
-        table = table.filter(pa.array(selected[table.column("request_id").to_numpy()]))
-    table = table.filter(pc.is_valid(table.column("gap_s")))  # a sample's first chunk: no gap
+    if not by_layout:
+        keep = pc.and_(keep, pa.array(selected[table.column("request_id").to_numpy()]))
+    elif not sel_rows.all():
+        keep = pc.and_(keep, pa.array(np.repeat(sel_rows, chunks)))
+    table = table.filter(keep)  # one pass, one copy
     gaps = table.column("gap_s").to_numpy()
     if not multi:
         return gaps
