@@ -4,11 +4,14 @@
   concurrency): output tokens/s, median TTFT, median TPOT, and their relative differences;
 - overhead: server tokens/s with telemetry sampling at 10 Hz against sampling off, interleaved
   A/B runs (the difference must stay under 1%).
+
+Server and clients are pinned to different cores (see SERVER_CPU).
 """
 
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -56,10 +59,11 @@ def main() -> None:
         dtype=tinymodel.TINY_DTYPE,
         enforce_eager=True,
         max_model_len=2048,
-        env=dict(CPU_SERVE_ENV),
+        env={**CPU_SERVE_ENV, "VLLM_CPU_OMP_THREADS_BIND": str(SERVER_CPU)},
     )
     with tempfile.TemporaryDirectory() as d, VllmServer(spec, Path(d) / "server.log") as server:
         server.wait_ready()
+        _pin(server.pids(), SERVER_CPU)
         url = server.url
         _infprof(url, d, None)  # warm-up
         agree: dict[str, list[dict[str, Any]]] = {"infprof": [], "vllm bench serve": []}
