@@ -22,26 +22,37 @@ from tests.bench.common import md_table, run_child, write_result
 NUM, CONC, ISL, OSL = 256, 32, 128, 128
 
 
+# The server is pinned to CPU 1 (vLLM's OpenMP threads and every thread of its processes) and
+# each client to CPU 0, so the clients' own CPU use cannot slow the server they measure.
+SERVER_CPU, CLIENT_CPU = 1, 0
+
+
 def _infprof(url: str, out: str, sample_interval: float | None) -> dict[str, Any]:
     args = ["tests/bench/_child_infprof.py", url, str(NUM), str(CONC), str(ISL), str(OSL), out, "1"]
     if sample_interval is not None:
         args.append(str(sample_interval))
-    return run_child(args)
+    return run_child(args, cpu=CLIENT_CPU)
 
 
 def _vllm(url: str, tokenizer: str) -> dict[str, Any]:
-    return run_child(
-        [
-            "tests/bench/_child_vllm.py",
-            url,
-            "tiny-llama",
-            tokenizer,
-            str(NUM),
-            str(CONC),
-            str(ISL),
-            str(OSL),
-        ]
-    )
+    args = [
+        "tests/bench/_child_vllm.py",
+        url,
+        "tiny-llama",
+        tokenizer,
+        str(NUM),
+        str(CONC),
+        str(ISL),
+        str(OSL),
+    ]
+    return run_child(args, cpu=CLIENT_CPU)
+
+
+def _pin(pids: list[int], cpu: int) -> None:
+    for pid in pids:
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True, check=False
+        )
 
 
 def main() -> None:
