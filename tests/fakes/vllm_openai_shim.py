@@ -1,0 +1,113 @@
+"""A stand-in for ``python -m vllm.entrypoints.openai.api_server`` that serves the OpenAI API
+(the fake of ``tests/fakes/fake_openai.py``), for fault tests of the launched-server path.
+
+The profiler starts ``[spec.python, "-m", "vllm.entrypoints.openai.api_server", ...]``; tests
+point ``spec.python`` (or ``profiler.serving.vllm.server_python``) at the script
+``make_python_wrapper`` writes, which execs this module with the same arguments. The flags
+``build_argv`` emits are accepted; any other flag is refused the way vLLM refuses one
+(argparse: ``error: unrecognized arguments``, exit 2). Extra ``--fake-*`` flags (passed as
+``--serve-arg``/``extra_args``):
+
+  --fake-ttft-ms MS / --fake-itl-ms MS   stream timing
+  --fake-startup-s S                     seconds before it listens (model load)
+  --fake-never-ready                     never listens (a model load that never ends)
+  --fake-child                           spawn a child (like vLLM's engine core) in its group
+  --fake-marker PATH                     write its pid to PATH when started
+Children print ``CHILD_PID <pid>`` to stdout (the server log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = "import time\nwhile True: time.sleep(1)\n"
+
+
+def make_python_wrapper(directory: Path) -> Path:
+    """An executable that stands in for the interpreter that has vLLM installed."""
+    path = directory / "fake-vllm-python"
+    path.write_text(
+        "#!/bin/sh\n"
+        f'PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" '
+        f'exec "{sys.executable}" -m tests.fakes.vllm_openai_shim "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    if argv[:2] == ["-m", VLLM_MODULE]:
+        argv = argv[2:]
+    ap = argparse.ArgumentParser(prog="vllm serve (fake)")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--served-model-name")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    for flag in (
+        "--tensor-parallel-size",
+        "--pipeline-parallel-size",
+        "--data-parallel-size",
+        "--max-model-len",
+        "--gpu-memory-utilization",
+        "--max-num-seqs",
+        "--max-num-batched-tokens",
+        "--load-format",
+        "--dtype",
+        "--tokenizer",
+    ):
+        ap.add_argument(flag)
+    ap.add_argument("--enable-expert-parallel", action="store_true")
+    ap.add_argument("--enforce-eager", action="store_true")
+    ap.add_argument("--fake-ttft-ms", type=float, default=0.0)
+    ap.add_argument("--fake-itl-ms", type=float, default=5.0)
+    ap.add_argument("--fake-startup-s", type=float, default=0.2)
+    ap.add_argument("--fake-never-ready", action="store_true")
+    ap.add_argument("--fake-child", action="store_true")
+    ap.add_argument("--fake-marker")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    name = args.served_model_name or args.model
+    print(f"fake vllm (OpenAI shim): model={args.model} name={name} port={args.port}", flush=True)
+    if args.fake_marker:
+        Path(args.fake_marker).write_text(str(os.getpid()))
+    if args.fake_child:
+        child = subprocess.Popen([sys.executable, "-c", CHILD])
+        print(f"CHILD_PID {child.pid}", flush=True)
+    time.sleep(args.fake_startup_s)
+    if args.fake_never_ready:
+        print("loading the model (forever)", flush=True)
+        while True:
+            time.sleep(1)
+
+    from tests.fakes.fake_openai import FakeConfig, FakeOpenAIServer
+
+    cfg = FakeConfig(
+        model=name,
+        ttft_ms=args.fake_ttft_ms,
+        itl_ms=args.fake_itl_ms,
+        host=args.host,
+        port=args.port,
+    )
+
+    async def serve() -> None:
+        server = FakeOpenAIServer(cfg)
+        await server.start()
+        print(f"listening on {server.url}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
