@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
@@ -35,6 +35,9 @@ from profiler.load.record import RequestRecord
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
 from profiler.spec import RunSpec
 from profiler.store.rundir import RunDir, new_run_id, read_records, read_samples
+
+if TYPE_CHECKING:
+    from profiler.load.arrivals import Schedule
 
 log = logging.getLogger(__name__)
 MANIFEST_SCHEMA_VERSION = 1
@@ -60,6 +63,10 @@ class RunHooks:
 def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
     hooks = hooks or RunHooks()
     status = hooks.on_status or (lambda _m: None)
+    from profiler.load.arrivals import schedule as make_schedule
+
+    # a bad trace file fails here: before the run directory, before any server is launched
+    sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
     run_id = spec.run_id or new_run_id()
     rd = RunDir.create(spec.out_dir, run_id)
     clock = RunClock()
@@ -105,7 +112,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
             live = _start_live(spec, rd, endpoint, manifest, stack, telemetry)
-            result = _drive(spec, rd, clock, endpoint, server, hooks, live, stack)
+            result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack)
         except InfprofError as e:
             manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
             _safe_write(rd, "manifest.json", manifest)
@@ -119,7 +126,12 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             _safe_write(rd, "manifest.json", manifest)
             raise
     # server stopped, telemetry stopped, journals closed: compact and summarise
-    run_result = _finish(spec, rd, clock, result, manifest, status)
+    try:
+        run_result = _finish(spec, rd, clock, result, manifest, status)
+    except StorageError as e:
+        manifest.update(ended="storage_error", end_reason=e.one_line(), ended_at=time.time())
+        _safe_write(rd, "manifest.json", manifest)
+        raise
     if live is not None:
         live.write_final(rd.path.name)
     return run_result
@@ -135,6 +147,7 @@ def _terminate_as_interrupt(stack: ExitStack) -> None:
 
 def _drive(
     spec: RunSpec,
+    sched: Schedule,
     rd: RunDir,
     clock: RunClock,
     endpoint: Endpoint,
@@ -143,10 +156,8 @@ def _drive(
     live: _Live | None,
     stack: ExitStack,
 ) -> DriverResult:
-    from profiler.load.arrivals import schedule as make_schedule
     from profiler.load.workload import iter_requests
 
-    sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
     requests = iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows)
     plan = LoadPlan(
         workload=spec.workload.name,
@@ -203,7 +214,11 @@ def _drive(
             watch = asyncio.create_task(_watch_server(server, driver))
             rate_task = asyncio.create_task(_publish_target_rate(plan, clock, driver, run_metrics))
             try:
-                return await driver.run(requests, plan)
+                result = await driver.run(requests, plan)
+                if server is not None and result.ended == "endpoint_lost" and not server.alive():
+                    # connection failures can outrun the watch: the cause is the server's exit
+                    result.ended, result.reason = "server_died", _server_died(server)
+                return result
             finally:
                 watch.cancel()
                 rate_task.cancel()
@@ -218,6 +233,11 @@ def _drive(
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
+    try:
+        journal.flush()  # the last records: a disk that fills now still ends the run honestly
+    except StorageError as e:
+        if result.ended == "completed":
+            result.ended, result.reason = "storage_error", e.one_line()
     if run_metrics is not None:
         h = result.health
         run_metrics.on_client_health(h.loop_lag_p99_s, h.cpu_ratio, h.saturated)
@@ -243,12 +263,12 @@ async def _watch_server(server: Any, driver: Driver) -> None:
     while True:
         await asyncio.sleep(0.5)
         if not server.alive():
-            driver.abort(
-                "server_died",
-                f"the server process exited (code {server.returncode}) during the run; see server.log",
-                outcome="error",
-            )
+            driver.abort("server_died", _server_died(server), outcome="error")
             return
+
+
+def _server_died(server: Any) -> str:
+    return f"the server process exited (code {server.returncode}) during the run; see server.log"
 
 
 def _finish(

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from profiler.cli.render import progress_printer, render_summary
-from profiler.errors import EXIT_INTERRUPTED
+from profiler.errors import EXIT_INTERRUPTED, EXIT_STORAGE, RunInterrupted
 from profiler.runspec import RunOptions, build_run_spec
 
 
@@ -161,7 +161,13 @@ def command(**kwargs: Any) -> None:
         on_progress=None if quiet else progress_printer(spec.num_requests),
         on_status=None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True)),
     )
-    result = execute(spec, hooks)
+    try:
+        result = execute(spec, hooks)
+    except KeyboardInterrupt:  # SIGINT/SIGTERM outside the load loop (server start, compaction)
+        raise RunInterrupted(
+            "interrupted before the run finished (the server, if launched, was stopped)",
+            "records completed so far are kept; `infprof report RUN_DIR` summarises them",
+        ) from None
     if json_:
         click.echo(json.dumps(result.summary, indent=2))
     else:
@@ -176,4 +182,4 @@ def command(**kwargs: Any) -> None:
             f"infprof: run ended early ({result.ended}): {result.reason}; completed records kept in {result.run_dir}",
             err=True,
         )
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_STORAGE if result.ended == "storage_error" else EXIT_INTERRUPTED)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from profiler.clock import RunClock
+from profiler.errors import StorageError
 from profiler.load.client import StreamingClient
 from profiler.load.record import RequestRecord
 
@@ -245,8 +246,11 @@ class Driver:
             rec.outcome = self._abort_outcome  # type: ignore[assignment]
             rec.error = self._reason
         self._account(rec)
-        for sink in self.sinks:
-            sink(rec)
+        try:
+            for sink in self.sinks:
+                sink(rec)
+        except StorageError as e:  # disk full: stop, keeping what is on disk intact
+            self.abort("storage_error", e.one_line())
         return rec
 
     def _account(self, rec: RequestRecord) -> None:
