@@ -47,7 +47,9 @@ def launched_cmd(*args: str) -> list[str]:
 def cli_env(home: Path, server_python: Path | None = None, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["INFPROF_HOME"] = str(home)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.pop("INFPROF_DEBUG", None)
     if server_python is not None:
         env[SERVER_PYTHON_ENV] = str(server_python)

@@ -71,9 +71,7 @@ def test_attached_server_killed_mid_run(tmp_path: Path) -> None:
     assert manifest["requests_sent"] == manifest["requests_recorded"] == len(records)
     summary = read_json(run_dir / "summary.json")
     assert summary["requests"]["total"] == len(records)
-    assert summary["error_rate"] == pytest.approx(
-        (len(records) - outcomes["ok"]) / len(records)
-    )
+    assert summary["error_rate"] == pytest.approx((len(records) - outcomes["ok"]) / len(records))
 
 
 # ---------------------------------------------------------------------- 1b: launched server dies

@@ -147,9 +147,7 @@ def test_profiler_sigkilled_report_recovers_every_completed_record(tmp_path: Pat
     assert res.returncode == 0, res.stderr
     assert (run_dir / "report.html").exists()
     rows = parquet_rows(run_dir / "requests.parquet")
-    assert sorted(r["id"] for r in rows) == sorted(
-        r["id"] for r in journal_records(run_dir)
-    )
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in journal_records(run_dir))
     assert len(rows) == done
     assert read_json(run_dir / "summary.json")["requests"]["total"] == done
     assert journal_lines(run_dir) == lines  # the journal itself is kept as it was

@@ -87,10 +87,21 @@ def test_invalid_workload_yaml(tmp_path: Path, case: str, monkeypatch: pytest.Mo
         (["--slo", "ttft=abc"], r"--slo: 'abc' is not a number of seconds"),
         (["--slo", "latency=1"], r"--slo: cannot read 'latency=1' \(fix: write it as ttft="),
         (["--run-id", "../x"], r"run id '\.\./x' is not allowed \(fix: use letters, digits"),
-        (["--tp", "2"], r"server flags \(--tp, --serve-arg, \.\.\.\) cannot be used with --endpoint"),
+        (
+            ["--tp", "2"],
+            r"server flags \(--tp, --serve-arg, \.\.\.\) cannot be used with --endpoint",
+        ),
         (["--trace", "no-such.jsonl", "--rate", "1"], r"trace file no-such\.jsonl does not exist"),
     ],
-    ids=["workload-name", "workload-file", "slo-number", "slo-key", "run-id", "serve-flag", "trace"],
+    ids=[
+        "workload-name",
+        "workload-file",
+        "slo-number",
+        "slo-key",
+        "run-id",
+        "serve-flag",
+        "trace",
+    ],
 )
 def test_invalid_flags(tmp_path: Path, args: list[str], pattern: str) -> None:
     code, err = invoke(tmp_path, *args, "--endpoint", ENDPOINT)

@@ -100,8 +100,10 @@ def test_api_key_never_written_anywhere(tmp_path: Path) -> None:
         )  # fmt: skip
         with spawn_cli(cmd, env, tmp_path / "cli") as cli:
             url = wait_until(
-                lambda: (run_dir / "manifest.json").exists()
-                and read_json(run_dir / "manifest.json").get("metrics_url"),
+                lambda: (
+                    (run_dir / "manifest.json").exists()
+                    and read_json(run_dir / "manifest.json").get("metrics_url")
+                ),
                 30,
                 "the live exporter",
             )
@@ -121,7 +123,13 @@ def test_api_key_never_written_anywhere(tmp_path: Path) -> None:
     assert key not in cli.stdout and key not in cli.stderr  # -vv: every log on
     files = [p for p in [*out.rglob("*"), *home.rglob("*"), textfile] if p.is_file()]
     names = {p.name for p in files}
-    assert {"manifest.json", "summary.json", "requests.parquet", "report.html", "report.md"} <= names
+    assert {
+        "manifest.json",
+        "summary.json",
+        "requests.parquet",
+        "report.html",
+        "report.md",
+    } <= names
     assert {"samples.parquet", "requests.jsonl", "samples.jsonl"} <= names
     leaked = [str(p) for p in files if secret in p.read_bytes()]
     # Parquet pages are compressed: a leaked string would not show in the bytes
@@ -142,7 +150,9 @@ def test_api_key_errors_do_not_echo_the_key(tmp_path: Path) -> None:
         assert "refused the API key (HTTP 401)" in line and wrong not in res.output + res.stderr
         res = CliRunner(env={"MY_KEY": ""}).invoke(cli, [*args, str(tmp_path / "b")])
         assert res.exit_code == 2
-        assert "--api-key-env MY_KEY: the variable is not set or empty" in one_error_line(res.stderr)
+        assert "--api-key-env MY_KEY: the variable is not set or empty" in one_error_line(
+            res.stderr
+        )
     assert not any(wrong.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
 
@@ -170,7 +180,12 @@ def test_subprocesses_get_argument_lists() -> None:
         for call in _calls(tree):
             name = _name(call.func)
             where = f"{path.relative_to(ROOT)}:{call.lineno} {name}"
-            if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"):
+            if name in (
+                "os.system",
+                "os.popen",
+                "subprocess.getoutput",
+                "subprocess.getstatusoutput",
+            ):
                 bad.append(where)
             for kw in call.keywords:
                 if kw.arg == "shell" and not (
