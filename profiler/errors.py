@@ -7,7 +7,8 @@ Exit codes (documented in the README, "Failure behaviour"):
   3  the server could not be started or never became ready
   4  the endpoint is unreachable or answered wrongly
   5  the run directory cannot be written (permissions, disk full)
-  6  the run was interrupted (SIGINT/SIGTERM) or the server died mid-run; completed records kept
+  6  the run ended early: interrupted (SIGINT/SIGTERM), the server died, or the endpoint was
+     lost mid-run (requests in a row could not connect); completed records kept
   7  a regression beyond the threshold (``infprof compare``)
 """
 

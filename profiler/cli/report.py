@@ -52,7 +52,13 @@ def command(
       infprof report runs/demo-sweep --plan-model llama-3.1-8b --plan-gpu h100 --plan-gpu h200
       infprof report runs/a runs/b --out reports/ --format html
     """
+    from profiler.errors import SpecError
     from profiler.report.build import PlanOptions, write_report
+
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise SpecError(
+            f"--name {name!r}: a file name stem, not a path", "give the directory with --out"
+        )
 
     fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
     plan = (

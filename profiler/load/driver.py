@@ -128,6 +128,7 @@ class Driver:
         self._dispatch_lags: list[float] = []
         self._planned: int | None = None
         self._start_s = 0.0
+        self._snap: tuple[int, int, float, float] | None = None  # lags, dispatch, cpu, wall
 
     # ------------------------------------------------------------------ control
     def abort(self, ended: str, reason: str, outcome: str = "cancelled") -> None:
@@ -154,6 +155,7 @@ class Driver:
         self._stop = asyncio.Event()
         self._planned = plan.num_requests
         cpu0 = time.process_time()
+        self._snap = (0, 0, cpu0, time.monotonic())
         self._start_s = plan.start_s if plan.start_s is not None else self.clock.now()
         monitors = [asyncio.create_task(self._lag_monitor())]
         if self.on_progress is not None:
@@ -284,17 +286,43 @@ class Driver:
             if len(self._lags) < 200_000:
                 self._lags.append(max(lag, 0.0))
 
-    def _health(self, cpu_s: float, wall_s: float, *, open_loop: bool) -> ClientHealth:
+    def health_now(self, *, open_loop: bool) -> ClientHealth:
+        """Client health since the previous call (the first call: since the load started),
+        for live export while the load runs; the summary's health covers the whole run."""
+        cpu, wall = time.process_time(), time.monotonic()
+        lag_i, disp_i, cpu0, wall0 = self._snap or (0, 0, cpu, wall)
+        self._snap = (len(self._lags), len(self._dispatch_lags), cpu, wall)
+        if wall - wall0 <= 0:
+            return ClientHealth()
+        return self._health(
+            cpu - cpu0,
+            wall - wall0,
+            open_loop=open_loop,
+            lags=self._lags[lag_i:],
+            dispatch_lags=self._dispatch_lags[disp_i:],
+        )
+
+    def _health(
+        self,
+        cpu_s: float,
+        wall_s: float,
+        *,
+        open_loop: bool,
+        lags: list[float] | None = None,
+        dispatch_lags: list[float] | None = None,
+    ) -> ClientHealth:
+        lags = self._lags if lags is None else lags
+        dispatch_lags = self._dispatch_lags if dispatch_lags is None else dispatch_lags
         h = ClientHealth(cpu_seconds=cpu_s, cpu_ratio=cpu_s / wall_s)
-        if self._lags:
-            p50, p99 = np.percentile(self._lags, [50, 99])
+        if lags:
+            p50, p99 = np.percentile(lags, [50, 99])
             h.loop_lag_p50_s, h.loop_lag_p99_s, h.loop_lag_max_s = (
                 float(p50),
                 float(p99),
-                max(self._lags),
+                max(lags),
             )
-        if self._dispatch_lags:
-            h.dispatch_lag_p99_s = float(np.percentile(self._dispatch_lags, 99))
+        if dispatch_lags:
+            h.dispatch_lag_p99_s = float(np.percentile(dispatch_lags, 99))
         if h.cpu_ratio is not None and h.cpu_ratio > CPU_LIMIT:
             h.reasons.append(f"client used {h.cpu_ratio:.0%} of a core")
         if h.loop_lag_p99_s is not None and h.loop_lag_p99_s > LOOP_LAG_LIMIT_S:

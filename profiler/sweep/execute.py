@@ -107,6 +107,10 @@ class _Server:
             self.server = server
         return str(self.server.url)
 
+    def pids(self) -> list[int]:
+        """The launched server's process tree (empty for an attached endpoint)."""
+        return list(self.server.pids()) if self.server is not None else []
+
     def check_alive(self) -> None:
         if self.server is not None and not self.server.alive():
             self.error = f"the server exited (code {self.server.returncode}); see {self.log_path}"
@@ -301,8 +305,10 @@ class _Context:
             )
             _clear_stale(self.sweep_dir, pid)
             self.status(f"{where} {label}")
-            runner = self.hooks.run_point or _execute
-            result = runner(run_spec)
+            if self.hooks.run_point is not None:
+                result = self.hooks.run_point(run_spec)
+            else:
+                result = _execute(run_spec, server.pids)
         except _ConfigFailed as e:
             point["reason"] = str(e)
             self.index.record_point(point)
@@ -337,10 +343,10 @@ def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:
     return VllmServer(serve, log_path)
 
 
-def _execute(run_spec: RunSpec) -> Any:
-    from profiler.runner import execute
+def _execute(run_spec: RunSpec, server_pids: Callable[[], list[int]]) -> Any:
+    from profiler.runner import RunHooks, execute
 
-    return execute(run_spec)
+    return execute(run_spec, RunHooks(server_pids=server_pids))
 
 
 def _clear_stale(sweep_dir: Path, pid: str) -> None:

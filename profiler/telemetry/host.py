@@ -92,9 +92,15 @@ class HostSampler:
 
     def _cpu(self, put: Callable[[str, str, float | None], None]) -> None:
         now = [_busy_total(ct) for ct in psutil.cpu_times(percpu=True)]
-        prev, self._cpu_prev = self._cpu_prev, now
+        prev = self._cpu_prev
         if prev is None or len(prev) != len(now):  # first read, or CPUs hot-plugged
+            self._cpu_prev = now
             return
+        if sum(t for _, t in now) <= sum(t for _, t in prev):
+            # No clock tick since the last read (the kernel counts CPU time in ticks of
+            # about 10 ms): keep the older base so the next reading spans a real interval.
+            return
+        self._cpu_prev = now
         busy_all = total_all = 0.0
         for i, ((b0, t0), (b1, t1)) in enumerate(zip(prev, now, strict=True)):
             db, dt = b1 - b0, t1 - t0

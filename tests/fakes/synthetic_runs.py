@@ -175,7 +175,7 @@ def make_run(
     write_itl_parquet(rd.file("itl.parquet"), records)
     write_samples_parquet(rd.file("samples.parquet"), samples)
     if write_summary:
-        from profiler.runner import summarize_run
+        from profiler.analysis.run_summary import summarize_run
 
         write_json_atomic(rd.file("summary.json"), summarize_run(rd.path))
     return rd.path

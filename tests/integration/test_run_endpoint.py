@@ -188,3 +188,52 @@ def test_port_taken(tmp_path: Path) -> None:
             str(tmp_path / "runs"),
         )
     _one_line_error(res, 3, f"port {port} is in use", "fix:")
+
+
+def test_client_health_is_exported_while_the_load_runs(fake_url: str, tmp_path: Path) -> None:
+    """The live exporter carries the client's CPU and loop lag during the run, not only at
+    its end, so a dashboard shows a saturated client when it happens."""
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["run", "--endpoint", fake_url, "--duration", "6", "--concurrency", "2"]
+    args += ["--output-len", "64", "--metrics-port", str(port), "--out", str(tmp_path), "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "profiler", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            values = {
+                s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            }
+            # the gauges read 0 until the first one-second measurement
+            if values.get("infprof_inflight_requests", 0) > 0 and (
+                values.get("infprof_client_cpu_ratio", 0) > 0
+            ):
+                seen = values
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert seen, "client health was not exported while requests were in flight"
+    assert 0 < seen["infprof_client_cpu_ratio"] < 4
+    assert seen["infprof_client_event_loop_lag_seconds"] >= 0
+    assert seen["infprof_client_saturated"] in (0.0, 1.0)

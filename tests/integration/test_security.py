@@ -153,6 +153,7 @@ def test_api_key_errors_do_not_echo_the_key(tmp_path: Path) -> None:
         assert "--api-key-env MY_KEY: the variable is not set or empty" in one_error_line(
             res.stderr
         )
+        assert not (tmp_path / "b").exists()  # refused before a run directory is made
     assert not any(wrong.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
 

@@ -141,3 +141,41 @@ def test_split_plan_partitions_the_schedule() -> None:
     ]
     assert [c.concurrency for c in closed] == [3, 2]
     assert merge_results([], "completed", None, 0.0).sent == 0
+
+
+def test_live_health_covers_only_the_last_interval() -> None:
+    """``health_now`` (exported once a second during a run) reports a stall of the event loop
+    in the interval it happened in, and not in the next one."""
+    import time
+
+    snapshots = []
+    with serve_in_thread(FakeConfig(ttft_ms=5, itl_ms=5)) as server:
+
+        async def main():  # type: ignore[no-untyped-def]
+            clock = RunClock()
+            opts = ClientOptions(base_url=server.url, model="fake-model")
+            async with StreamingClient(opts, clock) as client:
+                driver = Driver(client, clock, [])
+
+                async def observe() -> None:
+                    await asyncio.sleep(0.3)
+                    time.sleep(0.3)  # the client stalls: the lag monitor wakes late
+                    await asyncio.sleep(0.1)
+                    snapshots.append(driver.health_now(open_loop=False))
+                    await asyncio.sleep(0.6)  # a quiet interval
+                    snapshots.append(driver.health_now(open_loop=False))
+
+                obs = asyncio.create_task(observe())
+                plan = LoadPlan(workload="w", num_requests=60, concurrency=2)
+                res = await driver.run(_requests(60, out=16), plan)
+                await obs
+                return res
+
+        res = asyncio.run(main())
+    stalled, quiet = snapshots
+    assert stalled.loop_lag_max_s is not None and stalled.loop_lag_max_s > 0.2
+    assert stalled.saturated and "event-loop lag" in " ".join(stalled.reasons)
+    assert quiet.loop_lag_max_s is not None and quiet.loop_lag_max_s < 0.2
+    assert quiet.cpu_ratio is not None and quiet.cpu_ratio < 1.0
+    # the whole-run health still sees the stall
+    assert res.health.loop_lag_max_s is not None and res.health.loop_lag_max_s > 0.2

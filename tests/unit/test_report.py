@@ -206,6 +206,10 @@ def test_cli_prints_the_path_and_rejects_bad_input(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["report", str(run), "--json", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["html"] == str(tmp_path / "o" / "report.html")
+    for bad in ("../escape", "a/b", ".."):
+        res = CliRunner().invoke(cli, ["report", str(run), "--name", bad])
+        assert res.exit_code == 2 and "a file name stem, not a path" in res.output
+    assert not (tmp_path / "escape.html").exists()
 
 
 def test_runs_without_successes_or_records_still_render(tmp_path: Path) -> None:

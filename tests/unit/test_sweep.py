@@ -270,3 +270,71 @@ def test_cli_rejects_bad_options(tmp_path: Path, args: list[str], message: str) 
     res = CliRunner().invoke(cli, ["sweep", "--out", str(tmp_path / "sw"), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+class ProcessServer:
+    """A real server process (the fake OpenAI server) launched by the sweep, with its pids."""
+
+    def __init__(self, serve: ServeSpec, log_path: Path) -> None:
+        import subprocess
+        import sys
+
+        self.serve, self.log_path = serve, log_path
+        self.proc: Any = None
+        self._cmd = [sys.executable, "-m", "tests.fakes.fake_openai", "--model", serve.name]
+        self._subprocess = subprocess
+
+    def start(self) -> None:
+        self.proc = self._subprocess.Popen(
+            self._cmd, stdout=self._subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+        )
+        line = self.proc.stdout.readline()
+        assert line.startswith("READY "), line
+        self._url = line.split()[1]
+
+    def wait_ready(self) -> float:
+        return 0.0
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_a_launched_servers_process_tree_is_sampled_in_every_point(tmp_path: Path) -> None:
+    """The sweep launches the server and each point attaches to it: the point's telemetry still
+    measures the server's processes (host ``server`` device), as a single run would."""
+    import pyarrow.parquet as pq
+
+    spec = _spec(
+        grid=SweepGrid(max_num_seqs=[4]),
+        loads=[2],
+        num_requests=20,
+        model="fake-model",
+        sample_interval_s=0.1,
+    )
+    d = tmp_path / "sw"
+    prepare_sweep_dir(spec, d, resume=False)
+    data = run_sweep(spec, d, SweepHooks(server_factory=ProcessServer))
+    (point,) = data["points"]
+    assert point["status"] == "done", point
+    samples = pq.read_table(d / point["run_dir"] / "samples.parquet").to_pylist()
+    counts = [
+        s["value"]
+        for s in samples
+        if s["source"] == "host" and s["device"] == "server" and s["metric"] == "process_count"
+    ]
+    assert counts and all(c == 1 for c in counts)

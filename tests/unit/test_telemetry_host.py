@@ -8,6 +8,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from profiler.telemetry import fields
 from profiler.telemetry.host import HostSampler
@@ -74,6 +75,7 @@ def test_server_tree_appears_later_and_counts_children() -> None:
         pids.add(parent.pid)
         assert set(expand_tree(pids)) == {parent.pid, child_pid}
         at_1 = s.sample(1.0)
+        time.sleep(0.1)  # CPU time advances in kernel ticks (about 10 ms)
         at_2 = s.sample(2.0)
     finally:
         for p in psutil.Process(parent.pid).children(recursive=True):
@@ -125,3 +127,20 @@ def test_tree_membership_is_cached_between_refreshes() -> None:
     assert cached is not None and refreshed is not None
     assert cached.count == first.count  # the new child is not looked for yet
     assert refreshed.count == first.count + 1
+
+
+def test_cpu_reading_without_a_tick_keeps_the_older_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import namedtuple
+
+    T = namedtuple("T", "user system idle")
+    readings = iter(
+        [
+            [T(10.0, 0.0, 90.0)],  # constructor base
+            [T(10.0, 0.0, 90.0)],  # no tick since: nothing published, base kept
+            [T(15.0, 0.0, 95.0)],  # 5 busy of 10 elapsed since the base
+        ]
+    )
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=True: next(readings))
+    s = HostSampler(per_core=False, network=False)
+    assert get(s.sample(1.0), "", "cpu_utilization_ratio") is None
+    assert get(s.sample(2.0), "", "cpu_utilization_ratio") == pytest.approx(0.5)

