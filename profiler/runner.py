@@ -24,6 +24,7 @@ from profiler.clock import RunClock
 from profiler.errors import InfprofError, StorageError
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
+from profiler.load.loop import run as run_loop
 from profiler.load.record import RequestRecord
 from profiler.metrics.live import LiveExport, start_live
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
@@ -225,7 +226,8 @@ def _drive(
     old_int = signal.getsignal(signal.SIGINT)
     old_term = signal.getsignal(signal.SIGTERM)
     try:
-        result = asyncio.run(main())
+        result, loop_name = run_loop(main())
+        result.health.event_loop = loop_name
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, old_int)

@@ -69,6 +69,7 @@ class ClientHealth:
     dispatch_lag_p99_s: float | None = None
     saturated: bool = False
     reasons: list[str] = field(default_factory=list)
+    event_loop: str | None = None  # uvloop or asyncio (profiler.load.loop)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +83,7 @@ class ClientHealth:
             "cpu_seconds": self.cpu_seconds,
             "cpu_ratio": self.cpu_ratio,
             "dispatch_lag_p99_s": self.dispatch_lag_p99_s,
+            "event_loop": self.event_loop,
         }
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from profiler.clock import RunClock
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import ClientHealth, Driver, DriverResult, LoadPlan
+from profiler.load.loop import run as run_loop
 from profiler.spec import RunSpec
 from profiler.store.rundir import Journal
 
@@ -106,7 +107,8 @@ def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
             return await driver.run(requests, plan)
 
     try:
-        res = asyncio.run(main())
+        res, loop_name = run_loop(main())
+        res.health.event_loop = loop_name
     finally:
         journal.close()
     conn.send(res)
@@ -196,6 +198,7 @@ def merge_results(
     start = min((r.load_start_s for r in results), default=load_start)
     h.cpu_ratio = h.cpu_seconds / max(end - start, 1e-9) / max(len(results), 1)
     h.saturated = bool(h.reasons)
+    h.event_loop = next((r.health.event_loop for r in results if r.health.event_loop), None)
     return DriverResult(
         sent=sum(r.sent for r in results),
         done=sum(r.done for r in results),

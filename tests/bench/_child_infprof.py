@@ -59,6 +59,7 @@ def main() -> None:
         "tpot_p50": float(np.median(tpot)) if tpot else None,
         "output_tokens_per_s": res.summary["throughput"]["output_tokens_per_s"],
         "run_dir": str(res.run_dir),
+        "event_loop": res.summary["client"].get("event_loop"),
     }
     print(json.dumps(out))
 

@@ -65,12 +65,17 @@ def fake_server(*args: str, cpu: int | None = None) -> Iterator[str]:
         proc.wait()
 
 
-def run_child(args: list[str], cpu: int | None = None, timeout: float = 900) -> dict[str, Any]:
+def run_child(
+    args: list[str],
+    cpu: int | None = None,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run a child Python script that prints one JSON line last; return it."""
     cmd = [sys.executable, *args]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:

@@ -80,6 +80,7 @@ def test_endpoint_json(fake_url: str, tmp_path: Path) -> None:
     assert summary["tokens"]["output"] == 30 * 16
     assert summary["model"] == "fake-model"
     assert summary["client"]["saturated"] in (True, False)
+    assert summary["client"]["event_loop"] in ("uvloop", "asyncio")
     assert json.loads((tmp_path / "e" / "summary.json").read_text()) == summary
 
 

@@ -1,0 +1,45 @@
+"""The event loop that drives the load: uvloop where it is installed (it halves asyncio's
+per-callback cost, which is most of a streaming client's CPU), the standard loop otherwise.
+
+``INFPROF_EVENT_LOOP=asyncio`` forces the standard loop (for A/B measurements and debugging).
+The loop in use is recorded in ``summary.json`` (``client.event_loop``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+ENV = "INFPROF_EVENT_LOOP"
+
+
+def loop_factory() -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    """(name, factory) of the loop to use; factory None means asyncio's default."""
+    choice = os.environ.get(ENV, "auto").strip().lower()
+    if choice not in ("auto", "uvloop", "asyncio"):
+        from profiler.errors import SpecError
+
+        raise SpecError(f"{ENV}={choice!r}: unknown event loop", "use auto, uvloop or asyncio")
+    if choice == "asyncio":
+        return "asyncio", None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            from profiler.errors import SpecError
+
+            raise SpecError(
+                f"{ENV}=uvloop but uvloop is not installed", "pip install uvloop"
+            ) from None
+        return "asyncio", None
+    return "uvloop", uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T]) -> tuple[T, str]:
+    """``asyncio.run(main)`` on the chosen loop; returns (result, loop name)."""
+    name, factory = loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main), name
