@@ -69,7 +69,7 @@ class ClientHealth:
     dispatch_lag_p99_s: float | None = None
     saturated: bool = False
     reasons: list[str] = field(default_factory=list)
-    event_loop: str | None = None  # uvloop or asyncio (profiler.load.loop)
+    event_loop: str | None = None  # asyncio or uvloop (profiler.load.loop)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""The event-loop choice: uvloop when installed, the standard loop on request, clear errors."""
+"""The event-loop choice: the standard loop by default, uvloop on request, clear errors."""
 
 from __future__ import annotations
 
@@ -17,17 +17,21 @@ async def _loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
 
 
-def test_auto_prefers_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(loop.ENV, raising=False)
-    module, name = loop.run(_loop_module())
-    assert name == ("uvloop" if HAVE_UVLOOP else "asyncio")
-    assert module.startswith("uvloop") == HAVE_UVLOOP
-
-
-def test_the_standard_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(loop.ENV, "asyncio")
+@pytest.mark.parametrize("setting", [None, "auto", "asyncio"])
+def test_the_standard_loop_by_default(monkeypatch: pytest.MonkeyPatch, setting: str | None) -> None:
+    if setting is None:
+        monkeypatch.delenv(loop.ENV, raising=False)
+    else:
+        monkeypatch.setenv(loop.ENV, setting)
     module, name = loop.run(_loop_module())
     assert name == "asyncio" and module.startswith("asyncio")
+
+
+@pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop is not installed")
+def test_uvloop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(loop.ENV, "uvloop")
+    module, name = loop.run(_loop_module())
+    assert name == "uvloop" and module.startswith("uvloop")
 
 
 def test_unknown_or_missing_loop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
