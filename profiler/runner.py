@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler import cpus
 from profiler.analysis.run_summary import summarize_run
 from profiler.clock import RunClock
 from profiler.errors import InfprofError, StorageError
@@ -110,7 +111,13 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
             live = start_live(spec, rd, endpoint, manifest, stack, telemetry)
-            result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack)
+            client_cpus = cpus.others(spec.serve.cpus) if spec.serve and spec.serve.cpus else None
+            if client_cpus:
+                assert spec.serve is not None and spec.serve.cpus is not None
+                manifest["cpus"] = {"server": sorted(spec.serve.cpus), "client": client_cpus}
+                rd.write_json("manifest.json", manifest)
+            with cpus.on_cpus(client_cpus):  # the event loop keeps its own cores
+                result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack)
         except InfprofError as e:
             manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
             safe_write(rd, "manifest.json", manifest)

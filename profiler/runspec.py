@@ -3,6 +3,7 @@ environment (INFPROF_RUN_* through Click) < flags. The only place run flags meet
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,6 +212,7 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
         env.update(CPU_SERVE_ENV)
     else:
         _check_model_path(model)
+    cpus = _server_cpus()
     try:
         return (
             ServeSpec(
@@ -231,6 +233,7 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
                 enforce_eager=enforce_eager,
                 extra_args=list(o.serve_arg),
                 env=env,
+                cpus=cpus,
                 ready_timeout_s=o.ready_timeout,
             ),
             None,
@@ -240,6 +243,22 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
         raise SpecError(
             f"server options: {err['loc'][0]}: {err['msg']}", "see `infprof run --help`"
         ) from None
+
+
+def _server_cpus() -> list[int] | None:
+    """Cores for a vLLM server launched on a host without an NVIDIA GPU: all but the first,
+    which the load generator keeps (profiler/cpus.py says why). None on a GPU host, with fewer
+    than 2 cores, or when the user binds vLLM's threads (VLLM_CPU_OMP_THREADS_BIND)."""
+    from profiler.cpus import split_for_server
+    from profiler.telemetry.nvml import nvml_state
+
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return None
+    state = nvml_state()
+    if state.get("available") and state.get("device_count"):
+        return None
+    split = split_for_server()
+    return split[0] if split else None
 
 
 def _check_model_path(model: str) -> None:

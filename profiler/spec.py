@@ -215,6 +215,12 @@ class ServeSpec(_Strict):
     enforce_eager: bool = False
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    cpus: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="CPU cores the server's processes run on (None: not pinned); the load "
+        "generator's event loop then runs on the other cores of this host",
+    )
     ready_timeout_s: float = Field(default=600, gt=0)
     python: str | None = Field(default=None, description="interpreter that has vLLM installed")
 

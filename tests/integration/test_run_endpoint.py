@@ -81,6 +81,8 @@ def test_endpoint_json(fake_url: str, tmp_path: Path) -> None:
     assert summary["model"] == "fake-model"
     assert summary["client"]["saturated"] in (True, False)
     assert summary["client"]["event_loop"] in ("uvloop", "asyncio")
+    if sys.platform == "linux":
+        assert 0 <= summary["client"]["run_queue_wait_ratio"] < 1
     assert json.loads((tmp_path / "e" / "summary.json").read_text()) == summary
 
 

@@ -179,3 +179,54 @@ def test_live_health_covers_only_the_last_interval() -> None:
     assert quiet.cpu_ratio is not None and quiet.cpu_ratio < 1.0
     # the whole-run health still sees the stall
     assert res.health.loop_lag_max_s is not None and res.health.loop_lag_max_s > 0.2
+
+
+def test_a_lagging_loop_that_waited_for_a_cpu_is_called_starved() -> None:
+    from profiler.load import driver as drv
+
+    d = Driver(None, RunClock(), [])  # type: ignore[arg-type]
+    d._lags = [0.5] * 100
+    starved = d._health(0.1, 1.0, open_loop=False, run_queue_s=0.3)
+    assert starved.run_queue_wait_ratio == pytest.approx(0.3)
+    assert starved.saturated and "starved: the loop waited for a CPU 30%" in starved.reasons[0]
+    assert starved.to_dict()["run_queue_wait_ratio"] == pytest.approx(0.3)
+    busy = d._health(0.1, 1.0, open_loop=False, run_queue_s=drv.RUN_QUEUE_LIMIT / 2)
+    assert busy.saturated and "event-loop lag" in busy.reasons[0]
+    assert "starved" not in busy.reasons[0]
+    unknown = d._health(0.1, 1.0, open_loop=False, run_queue_s=None)
+    assert (
+        unknown.run_queue_wait_ratio is None and unknown.to_dict()["run_queue_wait_ratio"] is None
+    )
+
+
+def test_run_queue_wait_grows_when_another_process_shares_the_core() -> None:
+    """The measurement itself: this thread and a busy process on one core; the kernel makes
+    this thread wait for the CPU, and /proc says how long."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from profiler import cpus
+    from profiler.load.driver import _run_delay_s
+
+    tid = threading.get_native_id()
+    if _run_delay_s(tid) is None or not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no per-thread schedstat or CPU affinity here")
+    assert _run_delay_s(10**9) is None  # no such thread
+    core = cpus.available()[0]
+    with cpus.on_cpus([core]):
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.3)  # the spinner is running
+            before = _run_delay_s(tid)
+            t_end = time.monotonic() + 1.0
+            while time.monotonic() < t_end:  # runnable the whole second
+                pass
+            after = _run_delay_s(tid)
+        finally:
+            spinner.kill()
+            spinner.wait()
+    assert before is not None and after is not None
+    assert after - before > 0.2  # about half the second on a fair scheduler
