@@ -261,13 +261,15 @@ class Driver:
                 task.add_done_callback(functools.partial(_release, sem))
 
     def _spawn(self, req: Any, workload: str, intended: float) -> asyncio.Task[RequestRecord]:
-        self._sent += 1
         task = asyncio.create_task(self._one(req, workload, intended))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     async def _one(self, req: Any, workload: str, intended: float) -> RequestRecord:
+        # counted here, not at spawn: a task cancelled before it ever ran (an abort right after
+        # dispatch) sent nothing and leaves no record, so "sent" always equals the records
+        self._sent += 1
         rec = await self.client.send(
             req, workload=workload, intended_start_s=intended, on_send=self.on_send
         )

@@ -230,3 +230,31 @@ def test_run_queue_wait_grows_when_another_process_shares_the_core() -> None:
             spinner.wait()
     assert before is not None and after is not None
     assert after - before > 0.2  # about half the second on a fair scheduler
+
+
+def test_an_abort_right_after_dispatch_leaves_sent_equal_to_records() -> None:
+    """Tasks dispatched in the same loop step as an abort never run: they sent nothing, so they
+    are not counted as sent (requests_sent in the manifest must equal the records on disk)."""
+    records: list[RequestRecord] = []
+
+    class AbortingClient:
+        driver: Driver
+
+        async def send(self, req, *, workload, intended_start_s, on_send=None):  # type: ignore[no-untyped-def]
+            self.driver.abort("server_died", "server process exited (code -9)")
+            return RequestRecord(
+                id=req.id,
+                workload=workload,
+                scenario=req.scenario,
+                intended_start_s=intended_start_s,
+                outcome="error",
+                error="server died",
+            )
+
+    client = AbortingClient()
+    driver = Driver(client, RunClock(), [records.append])  # type: ignore[arg-type]
+    client.driver = driver
+    plan = LoadPlan(workload="w", num_requests=4, offsets_s=np.zeros(4))
+    res = asyncio.run(driver.run(_requests(4), plan))
+    assert res.ended == "server_died"
+    assert res.sent == len(records) == 1
