@@ -49,3 +49,12 @@ def on_cpus(cpus: list[int] | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, saved)
+
+
+@contextlib.contextmanager
+def beside(server_cpus: list[int] | None) -> Iterator[list[int] | None]:
+    """Run the block (the load generator) on the cores a pinned server was kept off; yields
+    those cores, or None when the server is not pinned (nothing changes then)."""
+    client = others(server_cpus) if server_cpus else None
+    with on_cpus(client):
+        yield client or None

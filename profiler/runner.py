@@ -111,12 +111,11 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
             live = start_live(spec, rd, endpoint, manifest, stack, telemetry)
-            client_cpus = cpus.others(spec.serve.cpus) if spec.serve and spec.serve.cpus else None
-            if client_cpus:
-                assert spec.serve is not None and spec.serve.cpus is not None
-                manifest["cpus"] = {"server": sorted(spec.serve.cpus), "client": client_cpus}
-                rd.write_json("manifest.json", manifest)
-            with cpus.on_cpus(client_cpus):  # the event loop keeps its own cores
+            server_cpus = spec.serve.cpus if spec.serve is not None else None
+            with cpus.beside(server_cpus) as client_cpus:  # the event loop keeps its own cores
+                if server_cpus and client_cpus:
+                    manifest["cpus"] = {"server": sorted(server_cpus), "client": client_cpus}
+                    rd.write_json("manifest.json", manifest)
                 result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack)
         except InfprofError as e:
             manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())

@@ -191,11 +191,9 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
     env: dict[str, str] = {}
     load_format, enforce_eager, dtype, max_len = o.load_format, False, o.dtype, o.max_model_len
     tokenizer = None
+    gpu_host = _gpu_host()
     if model is None:
-        from profiler.telemetry.nvml import nvml_state
-
-        state = nvml_state()
-        if state.get("available") and state.get("device_count"):
+        if gpu_host:
             raise SpecError(
                 "no --model given",
                 "pass --model (a Hugging Face id or a local path), or --endpoint URL",
@@ -212,7 +210,7 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
         env.update(CPU_SERVE_ENV)
     else:
         _check_model_path(model)
-    cpus = _server_cpus()
+    cpus = None if gpu_host else _server_cpus()
     try:
         return (
             ServeSpec(
@@ -245,17 +243,21 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
         ) from None
 
 
-def _server_cpus() -> list[int] | None:
-    """Cores for a vLLM server launched on a host without an NVIDIA GPU: all but the first,
-    which the load generator keeps (profiler/cpus.py says why). None on a GPU host, with fewer
-    than 2 cores, or when the user binds vLLM's threads (VLLM_CPU_OMP_THREADS_BIND)."""
-    from profiler.cpus import split_for_server
+def _gpu_host() -> bool:
+    """NVML sees at least one NVIDIA GPU on this host."""
     from profiler.telemetry.nvml import nvml_state
 
-    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
-        return None
     state = nvml_state()
-    if state.get("available") and state.get("device_count"):
+    return bool(state.get("available") and state.get("device_count"))
+
+
+def _server_cpus() -> list[int] | None:
+    """Cores for a vLLM server launched on a host without an NVIDIA GPU: all but the first,
+    which the load generator keeps (profiler/cpus.py says why). None with fewer than 2 cores or
+    when the user binds vLLM's threads (VLLM_CPU_OMP_THREADS_BIND)."""
+    from profiler.cpus import split_for_server
+
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
         return None
     split = split_for_server()
     return split[0] if split else None

@@ -309,9 +309,8 @@ class _Context:
             if self.hooks.run_point is not None:
                 result = self.hooks.run_point(run_spec)
             else:
-                pinned = server.serve.cpus if server.serve is not None else None
                 # the load generator keeps the cores the launched server was kept off
-                with cpus.on_cpus(cpus.others(pinned) if pinned else None):
+                with cpus.beside(server.serve.cpus if server.serve is not None else None):
                     result = _execute(run_spec, server.pids)
         except _ConfigFailed as e:
             point["reason"] = str(e)

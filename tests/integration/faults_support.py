@@ -225,3 +225,37 @@ def one_error_line(stderr: str) -> str:
     lines = [ln for ln in stderr.splitlines() if ln.startswith("infprof: error:")]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def shim_run_spec(
+    tmp_path: Path,
+    run_id: str,
+    *,
+    output_len: int,
+    num_requests: int,
+    extra_args: list[str],
+    **serve: Any,
+) -> Any:
+    """An in-process RunSpec whose launched "vLLM" is the OpenAI shim (tests/fakes): 4 in
+    flight, 8 prompt tokens, ``output_len`` out; ``serve`` adds ServeSpec fields."""
+    from profiler.spec import ArrivalSpec, LengthDist, RunSpec, Scenario, ServeSpec, WorkloadSpec
+    from tests.fakes.vllm_openai_shim import make_python_wrapper
+
+    return RunSpec(
+        run_id=run_id,
+        out_dir=tmp_path / "runs",
+        workload=WorkloadSpec(
+            name="w",
+            scenarios=[Scenario(input=LengthDist.fixed(8), output=LengthDist.fixed(output_len))],
+        ),
+        arrival=ArrivalSpec(kind="concurrency", concurrency=4),
+        num_requests=num_requests,
+        serve=ServeSpec(
+            model="org/fake-model",
+            python=str(make_python_wrapper(tmp_path)),
+            extra_args=extra_args,
+            ready_timeout_s=30,
+            **serve,
+        ),
+        sample_interval_s=0.25,
+    )

@@ -11,8 +11,7 @@ import psutil
 import pytest
 
 from profiler import cpus
-from tests.fakes.vllm_openai_shim import make_python_wrapper
-from tests.integration.faults_support import read_json
+from tests.integration.faults_support import read_json, shim_run_spec
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,27 +24,17 @@ pytestmark = [
 
 def test_server_and_load_generator_run_on_separate_cores(tmp_path: Path) -> None:
     from profiler.runner import RunHooks, execute
-    from profiler.spec import ArrivalSpec, LengthDist, RunSpec, Scenario, ServeSpec, WorkloadSpec
 
     server_cores = cpus.available()[1:]
     client_cores = cpus.available()[:1]
     marker = tmp_path / "server.pid"
-    spec = RunSpec(
-        run_id="split",
-        out_dir=tmp_path / "runs",
-        workload=WorkloadSpec(
-            name="w", scenarios=[Scenario(input=LengthDist.fixed(8), output=LengthDist.fixed(10))]
-        ),
-        arrival=ArrivalSpec(kind="concurrency", concurrency=4),
+    spec = shim_run_spec(
+        tmp_path,
+        "split",
+        output_len=10,
         num_requests=40,
-        serve=ServeSpec(
-            model="org/fake-model",
-            python=str(make_python_wrapper(tmp_path)),
-            extra_args=["--fake-itl-ms", "5", "--fake-marker", str(marker)],
-            ready_timeout_s=30,
-            cpus=server_cores,
-        ),
-        sample_interval_s=0.25,
+        extra_args=["--fake-itl-ms", "5", "--fake-marker", str(marker)],
+        cpus=server_cores,
     )
     before = os.sched_getaffinity(0)
     seen: dict[str, Any] = {}

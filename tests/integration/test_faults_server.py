@@ -28,6 +28,7 @@ from tests.integration.faults_support import (
     parquet_rows,
     read_json,
     run_cli,
+    shim_run_spec,
     spawn_cli,
     wait_until,
 )
@@ -78,24 +79,14 @@ def test_attached_server_killed_mid_run(tmp_path: Path) -> None:
 def test_launched_server_killed_mid_run(tmp_path: Path) -> None:
     """In process: ``execute`` with a ServeSpec whose interpreter is the shim wrapper."""
     from profiler.runner import RunHooks, execute
-    from profiler.spec import ArrivalSpec, LengthDist, RunSpec, Scenario, ServeSpec, WorkloadSpec
 
     marker = tmp_path / "server.pid"
-    spec = RunSpec(
-        run_id="launched-killed",
-        out_dir=tmp_path / "runs",
-        workload=WorkloadSpec(
-            name="w", scenarios=[Scenario(input=LengthDist.fixed(8), output=LengthDist.fixed(20))]
-        ),
-        arrival=ArrivalSpec(kind="concurrency", concurrency=4),
+    spec = shim_run_spec(
+        tmp_path,
+        "launched-killed",
+        output_len=20,
         num_requests=100_000,
-        serve=ServeSpec(
-            model="org/fake-model",
-            python=str(make_python_wrapper(tmp_path)),
-            extra_args=["--fake-itl-ms", "20", "--fake-child", "--fake-marker", str(marker)],
-            ready_timeout_s=30,
-        ),
-        sample_interval_s=0.25,
+        extra_args=["--fake-itl-ms", "20", "--fake-child", "--fake-marker", str(marker)],
     )
     run_dir = tmp_path / "runs" / "launched-killed"
     tree: dict[str, ProcessTree] = {}

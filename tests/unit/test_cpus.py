@@ -95,3 +95,14 @@ def test_launched_server_runs_on_its_cores_and_the_caller_keeps_its_own(tmp_path
         assert server.pid is not None  # started by the context manager
         assert psutil.Process(server.pid).cpu_affinity() == [last]
         assert os.sched_getaffinity(0) == before
+
+
+@needs_affinity
+def test_beside_runs_the_block_on_the_cores_the_server_was_kept_off() -> None:
+    before = os.sched_getaffinity(0)
+    server = [max(before)]
+    with cpus.beside(server) as client:
+        assert client == cpus.others(server) and os.sched_getaffinity(0) == set(client)
+    assert os.sched_getaffinity(0) == before
+    with cpus.beside(None) as client:  # not pinned: nothing changes
+        assert client is None and os.sched_getaffinity(0) == before
