@@ -183,6 +183,7 @@ def _drive(
         model=endpoint.model,
         api_key=endpoint.api_key,
         request_timeout_s=spec.request_timeout_s,
+        tokenizer=spec.tokenizer,
     )
     status = hooks.on_status or (lambda _m: None)
     status(f"load: {spec.workload.name}, {spec.arrival.label()}, endpoint {endpoint.url}")

@@ -31,6 +31,7 @@ class RunOptions:
     model: str | None = None
     endpoint: str | None = None
     api_key_env: str | None = None
+    tokenizer: str | None = None
     workload: str = "default"
     concurrency: int | None = None
     rate: float | None = None
@@ -86,6 +87,11 @@ def build_run_spec(o: RunOptions) -> RunSpec:
     if num_requests is None and duration is None:
         num_requests = DEFAULT_NUM_REQUESTS
     serve, endpoint = _target(o, wl)
+    tokenizer = (
+        check_tokenizer(o.tokenizer)
+        if o.tokenizer
+        else (default_tokenizer(serve.model) if serve is not None else None)
+    )
     try:
         return RunSpec(
             run_id=o.run_id,
@@ -99,6 +105,7 @@ def build_run_spec(o: RunOptions) -> RunSpec:
             request_timeout_s=o.request_timeout,
             serve=serve,
             endpoint=endpoint,
+            tokenizer=tokenizer,
             slo=SloSpec.parse(o.slo),
             sample_interval_s=None if o.no_telemetry else o.sample_interval,
             metrics_port=o.metrics_port,
@@ -271,3 +278,27 @@ def _check_model_path(model: str) -> None:
             f"model path '{model}' does not exist",
             "pass an existing model directory or a Hugging Face id",
         )
+
+
+def check_tokenizer(path: str) -> str:
+    """``--tokenizer PATH`` as an absolute path, loaded once so a missing or unreadable file
+    fails here, before the run directory (``SpecError`` naming the option)."""
+    from profiler.load.tokens import load_counter
+
+    load_counter(path, option="--tokenizer")
+    return str(Path(path).expanduser().resolve())
+
+
+def default_tokenizer(model: str) -> str | None:
+    """The launched model's directory when it holds a ``tokenizer.json`` that loads: chunks are
+    then counted with it should the server stream no usage. Best effort: ``None`` otherwise."""
+    from profiler.load.tokens import load_counter, model_tokenizer
+
+    path = model_tokenizer(model)
+    if path is None:
+        return None
+    try:
+        load_counter(path)
+    except SpecError:
+        return None
+    return str(Path(path).resolve())

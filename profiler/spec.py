@@ -250,6 +250,11 @@ class RunSpec(_Strict):
     request_timeout_s: float = Field(default=600.0, gt=0)
     serve: ServeSpec | None = None
     endpoint: EndpointSpec | None = None
+    tokenizer: str | None = Field(
+        default=None,
+        description="tokenizer.json (or a directory holding one) the client counts each chunk's "
+        "tokens with when the server streams no per-chunk usage (None: one token per chunk)",
+    )
     slo: SloSpec = Field(default_factory=SloSpec)
     sample_interval_s: float | None = Field(default=0.5, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

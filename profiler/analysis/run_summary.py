@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from profiler.analysis.summary import RequestColumns, summarize
@@ -22,16 +23,17 @@ def summarize_run(
         spec = RunSpec.model_validate(manifest["spec"])
     if (run_path / "requests.parquet").exists():
         cols = RequestColumns.from_run_dir(run_path)
-        estimated = int(
-            pq.read_table(run_path / "requests.parquet", columns=["tokens_estimated"])
-            .column(0)
-            .to_numpy(zero_copy_only=False)
-            .sum()
+        table = pq.read_table(
+            run_path / "requests.parquet", columns=["tokens_estimated", "outcome"]
         )
+        est = table.column(0).to_numpy(zero_copy_only=False).astype(bool)
+        ok = table.column(1).to_numpy(zero_copy_only=False) == "ok"
     else:
         records = read_records(run_path)
         cols = RequestColumns.from_records(records)
-        estimated = sum(1 for r in records if r.tokens_estimated)
+        est = np.array([r.tokens_estimated for r in records], dtype=bool)
+        ok = np.array([r.outcome == "ok" for r in records], dtype=bool)
+    estimated = int(est.sum())
     summary = summarize(
         cols,
         run_id=manifest.get("run_id", run_path.name),
@@ -44,7 +46,10 @@ def summarize_run(
     if health is None:
         previous = RunDir(run_path).read_json("summary.json") or {}
         health = previous.get("client")
-    summary["client"] = health or {"saturated": None, "reason": "client health not recorded"}
+    summary["client"] = dict(health or {"saturated": None, "reason": "client health not recorded"})
+    summary["client"]["token_counting"] = token_counting(
+        int(ok.sum()), int((est & ok).sum()), spec.tokenizer if spec else None
+    )
     summary["tokens_estimated_requests"] = estimated
     from profiler.analysis.telemetry_summary import summarize_telemetry
 
@@ -58,3 +63,14 @@ def summarize_run(
         )
     )
     return summary
+
+
+def token_counting(ok: int, ok_estimated: int, tokenizer: str | None) -> str | None:
+    """How the output tokens of the ok requests were counted: ``usage`` (the server reported
+    them per chunk for every one), ``tokenizer`` (some chunks were counted with the model's
+    tokenizer), ``chunks`` (some chunks counted as one token each); ``None`` with no ok request."""
+    if ok == 0:
+        return None
+    if ok_estimated == 0:
+        return "usage"
+    return "tokenizer" if tokenizer else "chunks"

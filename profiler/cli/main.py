@@ -14,6 +14,9 @@ import click
 from profiler import __version__
 from profiler.errors import EXIT_INTERNAL, InfprofError
 
+# every option can also come from INFPROF_<COMMAND>_<OPTION> (INFPROF_RUN_NUM_REQUESTS=50)
+ENV_PREFIX = "INFPROF"
+
 # command name -> module under profiler.cli exposing ``command``
 COMMANDS: dict[str, str] = {
     "run": "run",
@@ -81,7 +84,7 @@ def cli(verbose: int) -> None:
 
 def main() -> None:
     try:
-        cli.main(prog_name="infprof", standalone_mode=True)
+        cli.main(prog_name="infprof", standalone_mode=True, auto_envvar_prefix=ENV_PREFIX)
     except SystemExit:
         raise
     except Exception as e:  # a bug: one line, and the traceback only with -vv

@@ -29,6 +29,12 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
     "--api-key-env", metavar="NAME", help="Environment variable holding the endpoint's API key."
 )
 @click.option(
+    "--tokenizer",
+    metavar="PATH",
+    help="tokenizer.json (or a model directory holding one) to count streamed tokens with when "
+    "the server reports no per-chunk usage (default: the launched model's own, if local).",
+)
+@click.option(
     "--workload",
     default="default",
     show_default=True,

@@ -54,6 +54,12 @@ def _ep_list(text: str | None) -> list[bool] | None:
 @click.option(
     "--api-key-env", metavar="NAME", help="Environment variable holding the endpoint's API key."
 )
+@click.option(
+    "--tokenizer",
+    metavar="PATH",
+    help="tokenizer.json (or a model directory holding one) to count streamed tokens with when "
+    "the server reports no per-chunk usage (default: the launched model's own, if local).",
+)
 @click.option("--tp", help="Tensor-parallel sizes, e.g. 1,2.")
 @click.option("--pp", help="Pipeline-parallel sizes.")
 @click.option("--dp", help="Data-parallel sizes.")
@@ -202,12 +208,18 @@ def _spec(o: dict[str, Any]) -> Any:
         click.echo("infprof: --endpoint given: server configuration flags are ignored", err=True)
         grid = {}
     sweep_id = (o["out"].name if o["out"] else None) or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    tokenizer = None
+    if o["tokenizer"]:
+        from profiler.runspec import check_tokenizer
+
+        tokenizer = check_tokenizer(o["tokenizer"])
     try:
         return SweepSpec(
             sweep_id=sweep_id,
             model=o["model"],
             endpoint=o["endpoint"],
             api_key_env=o["api_key_env"],
+            tokenizer=tokenizer,
             grid=SweepGrid(**grid),
             serve_args=list(o["serve_arg"]) if not o["endpoint"] else [],
             load_kind="rate" if rate else "concurrency",

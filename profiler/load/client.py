@@ -4,7 +4,8 @@
 Timing: every read from the socket is timestamped once (``clock.now()``) and every SSE event
 in that read gets that time, so parsing cost never shifts the times of later events.
 Tokens per chunk come from ``continuous_usage_stats`` when the server reports it; otherwise
-each content chunk counts as one token and the record is marked ``tokens_estimated``.
+each content chunk is counted with the model's tokenizer when one is set
+(``ClientOptions.tokenizer``), else as one token, and the record is marked ``tokens_estimated``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic_core import from_json
 
 from profiler.clock import RunClock
 from profiler.load.record import RequestRecord
+from profiler.load.tokens import TokenCounter, load_counter
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 _DECODE = json.JSONDecoder().decode  # fallback for events that are not valid UTF-8
@@ -46,6 +48,7 @@ class ClientOptions:
     request_timeout_s: float = 600.0
     vllm_extras: bool = True  # ignore_eos / min_tokens (vLLM sampling extensions)
     continuous_usage: bool = True
+    tokenizer: str | None = None  # tokenizer.json (or its directory): counts chunks without usage
 
 
 def build_payload(req: Any, opts: ClientOptions) -> tuple[str, dict[str, Any]]:
@@ -85,9 +88,10 @@ class StreamState:
         "finish_seen",
         "malformed",
         "choices",
+        "count_tokens",
     )
 
-    def __init__(self, rec: RequestRecord) -> None:
+    def __init__(self, rec: RequestRecord, count_tokens: TokenCounter | None = None) -> None:
         self.rec = rec
         self.buf = b""
         self.done = False
@@ -96,6 +100,7 @@ class StreamState:
         self.finish_seen: set[int] = set()
         self.malformed = 0
         self.choices: list[int] = []
+        self.count_tokens = count_tokens
 
     def feed(self, data: bytes, t_s: float) -> None:
         """Consume bytes read at ``t_s``; complete lines are processed, a partial one kept."""
@@ -162,6 +167,10 @@ class StreamState:
             return
         has_content = False
         choice = -1  # the sample this chunk belongs to (n > 1)
+        # the chunk's text, only when it is to be counted (no usage delta, a tokenizer set)
+        texts: list[str] | None = (
+            [] if delta_tokens <= 0 and self.count_tokens is not None else None
+        )
         for ch in choices:
             if not isinstance(ch, dict):
                 continue
@@ -178,10 +187,14 @@ class StreamState:
                     has_content = True
                     if rec.first_reasoning_s is None:
                         rec.first_reasoning_s = t_s
+                    if texts is not None and isinstance(reasoning, str):
+                        texts.append(reasoning)
             if text:
                 has_content = True
                 if rec.first_answer_s is None:
                     rec.first_answer_s = t_s
+                if texts is not None and isinstance(text, str):
+                    texts.append(text)
             if choice < 0 and (text or reasoning):
                 choice = idx if isinstance(idx, int) else 0
         if not has_content:
@@ -195,9 +208,14 @@ class StreamState:
         rec.last_token_s = t_s
         rec.chunks += 1
         rec.chunk_times_s.append(t_s)
-        rec.chunk_tokens.append(delta_tokens if delta_tokens > 0 else 1)
-        if delta_tokens <= 0:
-            rec.tokens_estimated = True
+        if delta_tokens > 0:
+            rec.chunk_tokens.append(delta_tokens)
+            return
+        tokens = 1
+        if texts and self.count_tokens is not None:
+            tokens = self.count_tokens("".join(texts)) or 1
+        rec.chunk_tokens.append(tokens)
+        rec.tokens_estimated = True
 
     def close(self, t_s: float) -> None:
         """Settle the outcome once the body ended at ``t_s``."""
@@ -240,6 +258,7 @@ class StreamingClient:
         self._headers = {"Content-Type": "application/json"}
         if opts.api_key:
             self._headers["Authorization"] = f"Bearer {opts.api_key}"
+        self._count_tokens = load_counter(opts.tokenizer) if opts.tokenizer else None
         self._timeout = aiohttp.ClientTimeout(total=opts.request_timeout_s, sock_connect=30)
 
     async def __aenter__(self) -> StreamingClient:
@@ -277,7 +296,7 @@ class StreamingClient:
         )
         clock = self.clock
         data = json.dumps(body, separators=(",", ":")).encode()
-        state = StreamState(rec)
+        state = StreamState(rec, self._count_tokens)
         rec.send_s = clock.now()
         if on_send is not None:
             on_send()

@@ -91,6 +91,7 @@ def point_run_spec(
         endpoint=url,
         model=model,
         api_key_env=spec.api_key_env,
+        tokenizer=_tokenizer(spec),
         out=runs_dir,
         run_id=pid,
         **kw,
@@ -100,3 +101,14 @@ def point_run_spec(
             SEARCH_MIN_REQUESTS, math.ceil(float(load["value"]) * SEARCH_SECONDS_PER_PROBE)
         )
     return build_run_spec(opts)
+
+
+def _tokenizer(spec: SweepSpec) -> str | None:
+    """``--tokenizer``; for a server the sweep launches, by default the model's own (each point
+    attaches to the server as an endpoint, so ``build_run_spec`` cannot see the model)."""
+    if spec.tokenizer or spec.endpoint:
+        return spec.tokenizer
+    from profiler.runspec import default_tokenizer
+    from profiler.serving import tinymodel
+
+    return default_tokenizer(spec.model or str(tinymodel.default_dir()))

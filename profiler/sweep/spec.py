@@ -43,6 +43,7 @@ class SweepSpec(_Strict):
     model: str | None = None
     endpoint: str | None = None
     api_key_env: str | None = None
+    tokenizer: str | None = None  # counts streamed tokens when the server reports no usage
     grid: SweepGrid = Field(default_factory=SweepGrid)
     serve_args: list[str] = Field(default_factory=list)
     load_kind: Literal["concurrency", "rate"] = "concurrency"

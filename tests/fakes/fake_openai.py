@@ -8,7 +8,8 @@ Streams exactly ``max_tokens`` tokens per choice (each token is the word `` tok`
 - ``n`` choices, interleaved: one SSE event per choice per chunk, each with its ``index``.
 - ``stream_options.include_usage``: a final ``choices: []`` event with the usage
   (``completion_tokens = n * max_tokens``); ``continuous_usage_stats``: usage on every event
-  (completion tokens sent so far, all choices).
+  (completion tokens sent so far, all choices). ``usage=False`` (``--no-usage``) ignores
+  ``stream_options`` and streams no usage at all, like a server without them.
 - chat: a role-only event first (as vLLM does), then the first ``reasoning_tokens`` tokens
   as ``delta.reasoning_content`` (or ``reasoning_field``), then ``delta.content``.
 - prompt tokens: the length of a token-id prompt, else a count of whitespace-separated words.
@@ -61,6 +62,7 @@ class FakeConfig:
     reasoning_tokens: int = 0
     reasoning_field: str = "reasoning_content"  # vLLM >= 0.11 also accepts "reasoning"
     mode: str = "ok"
+    usage: bool = True  # False: stream no usage whatever stream_options asks
     max_concurrency: int | None = None
     seed: int = 0
     api_key: str | None = None
@@ -198,8 +200,8 @@ class FakeOpenAIServer:
                 prompt_tokens,
                 max_tokens,
                 n,
-                bool(opts.get("include_usage")),
-                bool(opts.get("continuous_usage_stats")),
+                cfg.usage and bool(opts.get("include_usage")),
+                cfg.usage and bool(opts.get("continuous_usage_stats")),
             )
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -423,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reasoning-tokens", type=int, default=0)
     p.add_argument("--reasoning-field", default="reasoning_content")
     p.add_argument("--mode", choices=MODES, default="ok")
+    p.add_argument("--no-usage", action="store_true", help="stream no usage (no stream_options)")
     p.add_argument("--max-concurrency", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key-env", help="require the key held in this environment variable")
@@ -437,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
         reasoning_tokens=a.reasoning_tokens,
         reasoning_field=a.reasoning_field,
         mode=a.mode,
+        usage=not a.no_usage,
         max_concurrency=a.max_concurrency,
         seed=a.seed,
         api_key=os.environ.get(a.api_key_env) if a.api_key_env else None,

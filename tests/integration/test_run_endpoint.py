@@ -81,9 +81,65 @@ def test_endpoint_json(fake_url: str, tmp_path: Path) -> None:
     assert summary["model"] == "fake-model"
     assert summary["client"]["saturated"] in (True, False)
     assert summary["client"]["event_loop"] in ("uvloop", "asyncio")
+    assert summary["client"]["token_counting"] == "usage"
     if sys.platform == "linux":
         assert 0 <= summary["client"]["run_queue_wait_ratio"] < 1
     assert json.loads((tmp_path / "e" / "summary.json").read_text()) == summary
+
+
+@pytest.mark.parametrize("tokenizer", [True, False])
+def test_no_usage_counts_with_the_tokenizer(tmp_path: Path, tokenizer: bool) -> None:
+    """A server that streams no usage: chunks counted with --tokenizer, else one per chunk."""
+    from tokenizers import Tokenizer
+
+    from profiler.serving.tinymodel import make_tiny_model
+    from tests.fakes.fake_openai import FakeConfig, serve_in_thread
+
+    tiny = make_tiny_model(tmp_path / "tiny")
+    chunk_text = " tok tok"  # the fake's chunk of 2 tokens
+    per_chunk = len(
+        Tokenizer.from_file(str(tiny / "tokenizer.json"))
+        .encode(chunk_text, add_special_tokens=False)
+        .ids
+    )
+    assert per_chunk != 1
+    if not tokenizer:
+        per_chunk = 1
+    with serve_in_thread(FakeConfig(usage=False, chunk_tokens=2)) as server:
+        res = _infprof(
+            "run",
+            "--endpoint",
+            server.url,
+            *(["--tokenizer", str(tiny)] if tokenizer else []),
+            "--num-requests",
+            "8",
+            "--concurrency",
+            "2",
+            "--output-len",
+            "6",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "t",
+            "--json",
+            "-q",
+        )
+        assert server.counters.last_body is not None
+        assert server.counters.last_body["stream_options"]["continuous_usage_stats"] is True
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["requests"]["ok"] == 8
+    assert summary["client"]["token_counting"] == ("tokenizer" if tokenizer else "chunks")
+    assert summary["tokens_estimated_requests"] == 8
+    assert summary["tokens"]["output"] == 8 * 3 * per_chunk
+    recs = read_records(tmp_path / "t")
+    assert len(recs) == 8
+    for r in recs:
+        assert r.tokens_estimated
+        assert r.chunk_tokens == [per_chunk] * 3
+        assert r.output_tokens == 3 * per_chunk
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert manifest["spec"]["tokenizer"] == (str(tiny.resolve()) if tokenizer else None)
 
 
 def test_progress_goes_to_stderr(fake_url: str, tmp_path: Path) -> None:

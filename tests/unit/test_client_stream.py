@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,113 @@ def test_oversized_line_raises_value_error() -> None:
     st = StreamState(_rec())
     with pytest.raises(ValueError):
         st.feed(b"data: " + b"x" * (9 * 1024 * 1024), 0.1)
+
+
+# ---------------------------------------------------------------- counting with a tokenizer
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from profiler.serving.tinymodel import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def _reference_count(model_dir: Path, text: str) -> int:
+    """The tokenizer's own count, independent of profiler.load.tokens."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return len(tok.encode(text, add_special_tokens=False).ids)
+
+
+def test_without_usage_chunks_counted_with_the_tokenizer(tiny_tokenizer: Path) -> None:
+    from profiler.load.tokens import load_counter
+
+    texts = [" the", " quick brown", " fox jumps over", "\nthe lazy dog.", " 12345"]
+    expected = [_reference_count(tiny_tokenizer, t) for t in texts]
+    assert any(k > 1 for k in expected)  # the test tells tokenizer counting from 1 per chunk
+    rec = _rec()
+    st = StreamState(rec, load_counter(tiny_tokenizer))
+    for i, text in enumerate(texts):
+        st.feed(_chunk(text), 0.1 * (i + 1))
+    st.feed(b"data: [DONE]\n\n", 0.6)
+    st.finish(0.6)
+    st.close(0.6)
+    assert rec.outcome == "ok"
+    assert rec.chunk_tokens == expected
+    assert rec.output_tokens == sum(expected)
+    assert rec.tokens_estimated
+    assert len(rec.itl_shares()) == sum(expected[1:])  # each gap split among its chunk's tokens
+
+
+def test_tokenizer_counts_reasoning_and_content_of_a_chunk(tiny_tokenizer: Path) -> None:
+    from profiler.load.tokens import load_counter
+
+    def delta(**d: str) -> bytes:
+        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": d}]}).encode() + b"\n\n"
+
+    rec = _rec()
+    st = StreamState(rec, load_counter(tiny_tokenizer))
+    st.feed(delta(role="assistant", content=""), 0.05)  # no text: no chunk
+    st.feed(delta(reasoning_content="let me think about"), 0.1)
+    st.feed(delta(content="the answer is forty two"), 0.2)
+    st.feed(b"data: [DONE]\n\n", 0.3)
+    st.close(0.3)
+    assert rec.chunk_tokens == [
+        _reference_count(tiny_tokenizer, "let me think about"),
+        _reference_count(tiny_tokenizer, "the answer is forty two"),
+    ]
+    assert rec.output_tokens == sum(rec.chunk_tokens)
+
+
+def test_usage_at_the_end_keeps_server_total_with_tokenizer_chunks(tiny_tokenizer: Path) -> None:
+    from profiler.load.tokens import load_counter
+
+    rec = _rec()
+    st = StreamState(rec, load_counter(tiny_tokenizer))
+    st.feed(_chunk(" quick brown") + _chunk(" fox"), 0.1)
+    st.feed(_final(9), 0.2)
+    st.close(0.2)
+    assert rec.chunk_tokens == [
+        _reference_count(tiny_tokenizer, " quick brown"),
+        _reference_count(tiny_tokenizer, " fox"),
+    ]
+    assert rec.output_tokens == 9  # the server's total wins over the estimate
+    assert rec.tokens_estimated
+
+
+def test_streamed_usage_never_calls_the_tokenizer() -> None:
+    calls: list[str] = []
+
+    def count(text: str) -> int:
+        calls.append(text)
+        return 100
+
+    rec = _rec()
+    st = StreamState(rec, count)
+    cum = 0
+    for i, k in enumerate((1, 2, 1)):
+        cum += k
+        st.feed(_chunk("x" * k, usage=cum), 0.1 * (i + 1))
+    st.feed(_final(cum), 0.5)
+    st.close(0.5)
+    assert calls == []
+    assert rec.chunk_tokens == [1, 2, 1]
+    assert rec.output_tokens == 4
+    assert not rec.tokens_estimated
+
+
+def test_fake_counter_gets_each_chunks_text() -> None:
+    calls: list[str] = []
+
+    def count(text: str) -> int:
+        calls.append(text)
+        return len(text)
+
+    rec = _rec()
+    st = StreamState(rec, count)
+    st.feed(_chunk("ab") + _chunk("cde"), 0.1)
+    st.feed(b"data: [DONE]\n\n", 0.2)
+    st.close(0.2)
+    assert calls == ["ab", "cde"]
+    assert rec.chunk_tokens == [2, 3]
+    assert rec.output_tokens == 5

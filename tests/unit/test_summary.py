@@ -157,3 +157,49 @@ def test_parquet_itl_paths_agree(tmp_path) -> None:
     pq.write_table(t, rd.file("requests.parquet"))
     got2 = summarize(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
     assert got2["latency"]["itl_s"] == want["latency"]["itl_s"]
+
+
+def _run_dir(tmp_path, recs: list[RequestRecord], *, compact: bool):
+    from profiler.store.rundir import RunDir
+
+    rd = RunDir.create(tmp_path, "compact" if compact else "journal")
+    j = rd.request_journal()
+    for r in recs:
+        j.append(r.to_journal())
+    j.close()
+    rd.sample_journal().close()
+    if compact:
+        rd.compact()
+    return rd.path
+
+
+def _spec(tokenizer: str | None):
+    from profiler.spec import ArrivalSpec, EndpointSpec, RunSpec, Scenario, WorkloadSpec
+
+    return RunSpec(
+        workload=WorkloadSpec(name="w", scenarios=[Scenario()]),
+        arrival=ArrivalSpec(kind="concurrency", concurrency=1),
+        num_requests=1,
+        endpoint=EndpointSpec(url="http://127.0.0.1:1"),
+        tokenizer=tokenizer,
+    )
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_client_token_counting(tmp_path, compact: bool) -> None:
+    from profiler.analysis.run_summary import summarize_run
+
+    def counting(recs: list[RequestRecord], tokenizer: str | None, sub: str) -> object:
+        (tmp_path / sub).mkdir()
+        path = _run_dir(tmp_path / sub, recs, compact=compact)
+        s = summarize_run(path, spec=_spec(tokenizer), health={"saturated": False})
+        assert s["client"]["saturated"] is False  # the health is kept beside it
+        return s["client"]["token_counting"]
+
+    recs = _records()
+    recs[-1].tokens_estimated = True  # an error record: not counted either way
+    assert counting(recs, "/m/tokenizer.json", "a") == "usage"
+    recs[3].tokens_estimated = True
+    assert counting(recs, "/m/tokenizer.json", "b") == "tokenizer"
+    assert counting(recs, None, "c") == "chunks"
+    assert counting([recs[-1]], None, "d") is None  # no ok request

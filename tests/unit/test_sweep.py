@@ -264,6 +264,7 @@ def test_reopening_a_sweep_directory(tmp_path: Path) -> None:
         (["--concurrency", "1,x"], "'x' is not a int"),
         ([], "give load levels"),
         (["--rate", "1", "--ep", "maybe"], "not on/off"),
+        (["--rate", "1", "--tokenizer", "/no/such/dir"], "--tokenizer '/no/such/dir' does not"),
     ],
 )
 def test_cli_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
