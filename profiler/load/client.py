@@ -1,5 +1,6 @@
-"""Streaming OpenAI-compatible client: one aiohttp session, pooled connections, a
-``RequestRecord`` per request. Failed requests are data, never exceptions.
+"""Streaming OpenAI-compatible client: pooled keep-alive connections
+(``profiler.load.transport``), a ``RequestRecord`` per request. Failed requests are data,
+never exceptions.
 
 Timing: every read from the socket is timestamped once (``clock.now()``) and every SSE event
 in that read gets that time, so parsing cost never shifts the times of later events.
@@ -11,17 +12,18 @@ each content chunk is counted with the model's tokenizer when one is set
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from profiler.clock import RunClock
 from profiler.load.record import RequestRecord
 from profiler.load.tokens import TokenCounter, load_counter
+from profiler.load.transport import Pool, TransportError
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 _DECODE = json.JSONDecoder().decode  # fallback for events that are not valid UTF-8
@@ -248,33 +250,29 @@ class StreamState:
 
 
 class StreamingClient:
-    """Sends requests and returns records. Use as ``async with StreamingClient(...)``."""
+    """Sends requests and returns records. Use as ``async with StreamingClient(...)``.
 
-    def __init__(self, opts: ClientOptions, clock: RunClock, *, limit: int = 0) -> None:
+    Requests go through ``profiler.load.transport.Pool`` (keep-alive HTTP/1.1 on a
+    buffered protocol): the body bytes of every socket read reach ``StreamState.feed`` in the
+    read's own callback, stamped with the read's time; the request's task wakes once, at the
+    end of the response."""
+
+    def __init__(self, opts: ClientOptions, clock: RunClock) -> None:
         self.opts = opts
         self.clock = clock
-        self._limit = limit
-        self._session: aiohttp.ClientSession | None = None
         self._headers = {"Content-Type": "application/json"}
         if opts.api_key:
             self._headers["Authorization"] = f"Bearer {opts.api_key}"
         self._count_tokens = load_counter(opts.tokenizer) if opts.tokenizer else None
-        self._timeout = aiohttp.ClientTimeout(total=opts.request_timeout_s, sock_connect=30)
+        self._pool: Pool | None = None
 
     async def __aenter__(self) -> StreamingClient:
-        connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(
-            base_url=self.opts.base_url.rstrip("/") + "/",
-            connector=connector,
-            headers=self._headers,
-            timeout=self._timeout,
-            read_bufsize=1 << 17,
-        )
+        self._pool = Pool(self.opts.base_url, self._headers, self.clock.now, connect_timeout_s=30)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def send(
         self,
@@ -284,7 +282,8 @@ class StreamingClient:
         intended_start_s: float,
         on_send: Callable[[], None] | None = None,
     ) -> RequestRecord:
-        assert self._session is not None, "use the client as an async context manager"
+        pool = self._pool
+        assert pool is not None, "use the client as an async context manager"
         path, body = build_payload(req, self.opts)
         rec = RequestRecord(
             id=req.id,
@@ -295,44 +294,42 @@ class StreamingClient:
             n=req.n,
         )
         clock = self.clock
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = to_json(body)
         state = StreamState(rec, self._count_tokens)
         rec.send_s = clock.now()
         if on_send is not None:
             on_send()
         try:
-            async with self._session.post(path.lstrip("/"), data=data) as resp:
-                rec.http_status = resp.status
-                if resp.status != 200:
-                    text = await resp.text(errors="replace")
-                    rec.end_s = clock.now()
-                    rec.outcome = "error"
-                    rec.error = f"HTTP {resp.status}: {_error_text(text)}"
-                    return rec
-                async for chunk in resp.content.iter_any():
-                    state.feed(chunk, clock.now())
-                t_end = clock.now()
-                state.finish(t_end)
-                state.close(t_end)
+            async with asyncio.timeout(self.opts.request_timeout_s):
+                resp = await pool.post(path, data, state.feed, functools.partial(_status, rec))
         except asyncio.CancelledError:
             rec.end_s = clock.now()
             rec.outcome = "cancelled"
             rec.error = "cancelled before the response finished"
-        except (asyncio.TimeoutError, TimeoutError):
+            return rec
+        except TimeoutError:
             rec.end_s = clock.now()
             rec.outcome = "timeout"
             rec.error = f"no complete response within {self.opts.request_timeout_s:g} s"
-        except aiohttp.ClientConnectorError as e:
+            return rec
+        except TransportError as e:
             rec.end_s = clock.now()
             rec.outcome = "error"
-            rec.error = f"connection failed: {e.os_error.strerror if e.os_error else e}"[
-                :ERROR_TEXT_MAX
-            ]
-        except (aiohttp.ClientError, ValueError, OSError) as e:
-            rec.end_s = clock.now()
+            rec.error = str(e)[:ERROR_TEXT_MAX]
+            return rec
+        if resp.status != 200:
+            rec.end_s = resp.end_s
             rec.outcome = "error"
-            rec.error = f"{type(e).__name__}: {e}"[:ERROR_TEXT_MAX]
+            text = resp.error_body.decode("utf-8", "replace")
+            rec.error = f"HTTP {resp.status}: {_error_text(text)}"
+            return rec
+        state.finish(resp.end_s)
+        state.close(resp.end_s)
         return rec
+
+
+def _status(rec: RequestRecord, status: int) -> None:
+    rec.http_status = status
 
 
 def _error_text(text: str) -> str:

@@ -248,7 +248,7 @@ class Driver:
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)  # type: ignore[union-attr]
                     break  # stop was set while waiting
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if sem is not None:
                 await sem.acquire()
@@ -292,9 +292,7 @@ class Driver:
             self._conn_fail_streak = 0
         else:
             self._failed += 1
-            if rec.error and rec.error.startswith(
-                ("connection failed", "ServerDisconnected", "ClientOSError")
-            ):
+            if rec.error and rec.error.startswith(("connection failed", "server disconnected")):
                 self._conn_fail_streak += 1
                 if self._conn_fail_streak >= CONNECTION_FAILURES_TO_ABORT:
                     self.abort(

@@ -6,6 +6,9 @@ tokens). Each tool runs in its own process pinned to CPU 0 (the fake server on C
 start-up, imports and dataset preparation, so only the per-token streaming cost is compared.
 A third client, the smallest one that reads, parses and timestamps each event
 (``_child_floor.py``), gives the floor of the asyncio + aiohttp stack on this machine.
+The measure is taken on the firehose fake (``tests/fakes/firehose.py``), which outpaces every
+client, so each client is the bottleneck and its CPU per token is its own; the same clients
+on the general fake (server-bound: about 26,000 events/s on one core) are quoted too.
 
 Accuracy: fake server with TTFT 50 ms and ITL 10 ms per token, at 64 and 256 streams: the
 median and p99 of (measured - configured) TTFT and ITL for each tool.
@@ -19,6 +22,8 @@ from typing import Any
 
 from tests.bench.common import fake_server, md_table, run_child, write_result
 
+MODULE = "tests.fakes.fake_openai"
+FLOOR = "minimal aiohttp read loop (floor)"
 TOKENIZER_NOTE = "vllm bench serve uses the embedded tiny model's tokenizer for its random prompts"
 
 
@@ -67,68 +72,97 @@ def _floor(url: str, num: int, conc: int) -> dict[str, Any]:
     return run_child(["tests/bench/_child_floor.py", url, str(num), str(conc), "32", "100"], cpu=0)
 
 
-def efficiency(tokenizer: str, out: str, rounds: int = 3) -> tuple[dict[str, Any], str]:
-    """Marginal CPU per token of each client, ``rounds`` interleaved rounds, median quoted."""
+SERVERS = (
+    # (label, fake_server kwargs): the firehose outpaces every client, so the CPU per token is
+    # the client's own cost; the general fake (aiohttp, one core) caps the event rate, which
+    # is quoted for reference (see tests/fakes/firehose.py for why it is not the measure)
+    ("firehose (client-bound)", {"module": "tests.fakes.firehose"}),
+    (
+        "general fake (server-bound)",
+        {"args": ("--ttft-ms", "0", "--itl-ms", "0", "--model", "fake")},
+    ),
+)
+
+
+def _efficiency_on(url: str, tokenizer: str, out: str, rounds: int) -> dict[str, dict[str, Any]]:
     conc, n1, n2 = 256, 256, 1280
+    clients = (
+        ("infprof", lambda n: _infprof(url, n, conc, out)),
+        ("infprof (uvloop)", lambda n: _infprof(url, n, conc, out, loop="uvloop")),
+        ("vllm bench serve", lambda n: _vllm(url, tokenizer, n, conc)),
+        ("minimal aiohttp read loop (floor)", lambda n: _floor(url, n, conc)),
+    )
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in clients}
+    for _ in range(rounds):
+        for name, fn in clients:
+            a, b = fn(n1), fn(n2)
+            per_tok = (b["cpu_s"] - a["cpu_s"]) / max(b["tokens"] - a["tokens"], 1)
+            samples[name].append({"small": a, "large": b, "cpu_s_per_token": per_tok})
+    res: dict[str, dict[str, Any]] = {}
+    for name, runs in samples.items():
+        per = sorted(r["cpu_s_per_token"] for r in runs)
+        med = statistics.median(per)
+        res[name] = {
+            "rounds": runs,
+            "cpu_s_per_token": med,
+            "cpu_s_per_token_min": per[0],
+            "cpu_s_per_token_max": per[-1],
+            "tokens_per_cpu_s": 1 / med if med > 0 else None,
+            "large": runs[-1]["large"],
+        }
+    return res
+
+
+def efficiency(tokenizer: str, out: str, rounds: int = 3) -> tuple[dict[str, Any], str]:
+    """Marginal CPU per token of each client on each server, ``rounds`` interleaved rounds,
+    median quoted; the target ratio is the firehose's."""
     res: dict[str, Any] = {}
-    with fake_server("--ttft-ms", "0", "--itl-ms", "0", "--model", "fake", cpu=1) as url:
-        clients = (
-            ("infprof", lambda n: _infprof(url, n, conc, out)),
-            ("infprof (uvloop)", lambda n: _infprof(url, n, conc, out, loop="uvloop")),
-            ("vllm bench serve", lambda n: _vllm(url, tokenizer, n, conc)),
-            ("minimal aiohttp read loop (floor)", lambda n: _floor(url, n, conc)),
+    rows = []
+    notes = []
+    for label, kw in SERVERS:
+        with fake_server(*kw.get("args", ()), cpu=1, module=kw.get("module", MODULE)) as url:
+            per = _efficiency_on(url, tokenizer, out, rounds)
+        ref = per["vllm bench serve"]["cpu_s_per_token"]
+        ratios = {name: r["cpu_s_per_token"] / ref for name, r in per.items()}
+        res[label] = {"clients": per, "ratio_over_vllm": ratios}
+        for name, r in per.items():
+            rows.append(
+                [
+                    label,
+                    name,
+                    r["cpu_s_per_token"] * 1e6,
+                    r["cpu_s_per_token_min"] * 1e6,
+                    r["cpu_s_per_token_max"] * 1e6,
+                    ratios[name],
+                    r["large"]["wall_s"],
+                ]
+            )
+        notes.append(
+            f"{label}: infprof / vllm bench serve = **{ratios['infprof']:.2f}** "
+            f"(uvloop {ratios['infprof (uvloop)']:.2f}; floor {ratios[FLOOR]:.2f})"
         )
-        samples: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in clients}
-        for _ in range(rounds):
-            for name, fn in clients:
-                a, b = fn(n1), fn(n2)
-                per_tok = (b["cpu_s"] - a["cpu_s"]) / max(b["tokens"] - a["tokens"], 1)
-                samples[name].append({"small": a, "large": b, "cpu_s_per_token": per_tok})
-        for name, runs in samples.items():
-            per = sorted(r["cpu_s_per_token"] for r in runs)
-            med = statistics.median(per)
-            res[name] = {
-                "rounds": runs,
-                "cpu_s_per_token": med,
-                "cpu_s_per_token_min": per[0],
-                "cpu_s_per_token_max": per[-1],
-                "tokens_per_cpu_s": 1 / med if med > 0 else None,
-                "large": runs[-1]["large"],
-            }
-    ref = res["vllm bench serve"]["cpu_s_per_token"]
-    ratio = res["infprof"]["cpu_s_per_token"] / ref
-    res["ratio_infprof_over_vllm"] = ratio
-    floor = res["minimal aiohttp read loop (floor)"]["cpu_s_per_token"] / ref
-    res["ratio_floor_over_vllm"] = floor
-    res["ratio_infprof_uvloop_over_vllm"] = res["infprof (uvloop)"]["cpu_s_per_token"] / ref
-    rows = [
-        [
-            name,
-            r["cpu_s_per_token"] * 1e6,
-            r["cpu_s_per_token_min"] * 1e6,
-            r["cpu_s_per_token_max"] * 1e6,
-            r["large"]["wall_s"],
-        ]
-        for name, r in res.items()
-        if isinstance(r, dict)
-    ]
+    primary = res[SERVERS[0][0]]["ratio_over_vllm"]["infprof"]
+    res["ratio_infprof_over_vllm"] = primary
     md = (
-        "### Client efficiency (fake server, TTFT 0, ITL 0, 100 output tokens, 256 streams)\n\n"
+        "### Client efficiency (TTFT 0, ITL 0, 100 output tokens, 256 streams)\n\n"
         + md_table(
             [
+                "server",
                 "client",
                 f"CPU µs per streamed token (marginal, median of {rounds})",
                 "min",
                 "max",
+                "ratio to vllm bench serve",
                 "wall s (5N run)",
             ],
             rows,
         )
-        + f"\n\nratio infprof / vllm bench serve = **{ratio:.2f}** (target <= 0.5; infprof on "
-        f"{res['infprof']['large'].get('event_loop')}, its default); on uvloop "
-        f"{res['ratio_infprof_uvloop_over_vllm']:.2f}. The floor (a loop that only reads, "
-        f"parses and timestamps each event) / vllm bench serve = {floor:.2f}: no client on "
-        "asyncio + aiohttp can reach half of vllm bench serve here.\n"
+        + "\n\n"
+        + "; ".join(notes)
+        + f". Target: <= 0.5 on the client-bound server; measured **{primary:.2f}**"
+        + (" (met)" if primary <= 0.5 else " (not met)")
+        + ". On the server-bound fake every client idles between small reads, so its per-token "
+        "CPU reflects the server's pacing more than the client's cost.\n"
     )
     return res, md
 

@@ -37,10 +37,12 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 @contextmanager
-def fake_server(*args: str, cpu: int | None = None) -> Iterator[str]:
-    """Start ``python -m tests.fakes.fake_openai`` (optionally pinned to one CPU) and yield
-    its URL; the server is killed afterwards."""
-    cmd = [sys.executable, "-m", "tests.fakes.fake_openai", "--port", "0", *args]
+def fake_server(
+    *args: str, cpu: int | None = None, module: str = "tests.fakes.fake_openai"
+) -> Iterator[str]:
+    """Start ``python -m MODULE`` (the general fake, or ``tests.fakes.firehose``; optionally
+    pinned to one CPU) and yield its URL; the server is killed afterwards."""
+    cmd = [sys.executable, "-m", module, "--port", "0", *args]
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
     proc = subprocess.Popen(

@@ -94,3 +94,37 @@ def test_unwritable_out_dir_as_file(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(StorageError):
         RunDir.create(f, "r")
+
+
+def test_itl_parquet_gaps_restart_at_every_request_and_sample(tmp_path: Path) -> None:
+    """gap_s is the time since the previous chunk of the same request and sample; a request's
+    (or, with n > 1, a sample's) first chunk has no gap; a record without chunks adds no row."""
+    import pyarrow.parquet as pq
+
+    from profiler.store.rundir import write_itl_parquet
+
+    empty = RequestRecord(id=9, workload="w", scenario="s", intended_start_s=0.0)
+    one = _rec(1)
+    two = _rec(2, n=2)
+    two.chunk_times_s = [2.1, 2.15, 2.3, 2.4, 2.5, 2.7]
+    two.chunk_choice = [0, 1, 0, 1, 0, 1]
+    write_itl_parquet(tmp_path / "itl.parquet", [one, empty, two])
+    t = pq.read_table(tmp_path / "itl.parquet").to_pydict()
+    assert t["request_id"] == [1, 1, 1, 2, 2, 2, 2, 2, 2]
+    assert t["index"] == [0, 1, 2, 0, 1, 2, 3, 4, 5]
+    assert t["choice"] == [0, 0, 0, 0, 1, 0, 1, 0, 1]
+    want = [None, 0.1, 0.1, None, None, 0.2, 0.25, 0.2, 0.3]
+    for got, exp in zip(t["gap_s"], want, strict=True):
+        assert (got is None and exp is None) or got == pytest.approx(exp)
+
+
+def test_journal_round_trips_floats_and_non_finite_values(tmp_path: Path) -> None:
+    from profiler.store.rundir import Journal, read_journal
+
+    j = Journal(tmp_path / "j.jsonl")
+    rows = [{"a": 1e-5, "b": 0.1 + 0.2, "c": float("inf"), "p": str(tmp_path), "i": 7}]
+    j.append(rows[0])
+    j.close()
+    back = list(read_journal(tmp_path / "j.jsonl"))
+    assert back[0]["a"] == 1e-5 and back[0]["b"] == 0.1 + 0.2 and back[0]["c"] == float("inf")
+    assert back[0]["p"] == str(tmp_path) and back[0]["i"] == 7
