@@ -7,6 +7,7 @@ summary.json; during the run requests.jsonl and samples.jsonl are the journals.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -378,35 +379,26 @@ def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
     """One row per content chunk: request id, index, arrival time, gap to the previous chunk of
     the same sample (null for a sample's first chunk), tokens and choice. Built column-wise
     with numpy; only records with several samples (n > 1) are walked chunk by chunk."""
-    rid: list[int] = []
-    idx: list[int] = []
-    ts: list[float] = []
-    toks: list[int] = []
-    choice: list[int] = []
-    first: list[int] = []  # row of every record's first chunk
-    multi: list[tuple[int, list[float], list[int]]] = []  # (first row, times, choices), n > 1
-    for r in records:
-        m = len(r.chunk_times_s)
-        if not m:
-            continue
-        first.append(len(ts))
-        if r.chunk_choice:
-            multi.append((len(ts), r.chunk_times_s, r.chunk_choice))
-            choice.extend(r.chunk_choice)
-        else:
-            choice.extend([0] * m)
-        rid.extend([r.id] * m)
-        idx.extend(range(m))
-        ts.extend(r.chunk_times_s)
-        toks.extend(r.chunk_tokens)
-    t = np.asarray(ts, dtype=np.float64)
+    recs = [r for r in records if r.chunk_times_s]
+    lens = np.fromiter((len(r.chunk_times_s) for r in recs), np.int64, len(recs))
+    total = int(lens.sum())
+    starts = np.zeros(len(recs), dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    rid = np.repeat(np.fromiter((r.id for r in recs), np.int64, len(recs)), lens)
+    idx = (np.arange(total, dtype=np.int64) - np.repeat(starts, lens)).astype(np.int32)
+    t = np.fromiter(itertools.chain.from_iterable(r.chunk_times_s for r in recs), np.float64, total)
+    toks = np.fromiter(itertools.chain.from_iterable(r.chunk_tokens for r in recs), np.int32, total)
+    choice = np.zeros(total, dtype=np.int32)
     gaps = np.empty_like(t)
     gaps[1:] = np.diff(t)
-    null = np.zeros(len(t), dtype=bool)
-    null[first] = True
-    for row0, times, choices in multi:
+    null = np.zeros(total, dtype=bool)
+    null[starts] = True
+    for r, row0 in zip(recs, starts.tolist(), strict=True):
+        if not r.chunk_choice:
+            continue
         prev: dict[int, float] = {}
-        for i, (tc, c) in enumerate(zip(times, choices, strict=False)):
+        for i, (tc, c) in enumerate(zip(r.chunk_times_s, r.chunk_choice, strict=False)):
+            choice[row0 + i] = c
             null[row0 + i] = c not in prev
             gaps[row0 + i] = tc - prev[c] if c in prev else 0.0
             prev[c] = tc

