@@ -169,6 +169,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._parts.append(body)
 
     def on_message_complete(self) -> None:
+        if self._x is None:  # bytes after the response (a confused server): drop them
+            self._parts.clear()
+            self.keep_alive = False
+            return
         if self._parts:
             self._flush()
         if not self._parser.should_keep_alive():

@@ -85,6 +85,26 @@ class Collect:
         return b"".join(p for p, _ in self.parts)
 
 
+def posts_in_turn(handler: Handler, n: int) -> tuple[list[bytes], int]:
+    """``n`` requests one after another on one pool: the bodies, and how many connections the
+    server saw."""
+    server = Server(handler)
+
+    async def main() -> tuple[list[bytes], int]:
+        async with server as url:
+            pool = Pool(url, {}, time.monotonic)
+            out = []
+            for _ in range(n):
+                c = Collect()
+                resp = await pool.post("x", b"{}", c.body, c.on_status)
+                assert resp.status == 200
+                out.append(c.data)
+            await pool.close()
+            return out, server.connections
+
+    return run(main())  # type: ignore[no-any-return]
+
+
 def test_chunked_body_arrives_read_by_read_with_each_read_time() -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)
@@ -121,20 +141,7 @@ def test_keep_alive_reuses_one_connection_and_content_length_bodies() -> None:
             w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             await w.drain()
 
-    server = Server(handler)
-
-    async def counted() -> tuple[list[bytes], int]:
-        async with server as url:
-            pool = Pool(url, {}, time.monotonic)
-            out = []
-            for _ in range(3):
-                c = Collect()
-                await pool.post("x", b"{}", c.body, c.on_status)
-                out.append(c.data)
-            await pool.close()
-            return out, server.connections
-
-    out, conns = run(counted())
+    out, conns = posts_in_turn(handler, 3)
     assert out == [b"answer 0", b"answer 1", b"answer 2"]
     assert conns == 1
 
@@ -148,21 +155,7 @@ def test_close_delimited_body_ends_at_eof_and_connection_close_is_not_reused() -
         w.write(b"data: b\n\n")
         await w.drain()
 
-    server = Server(handler)
-
-    async def main() -> tuple[list[bytes], int]:
-        async with server as url:
-            pool = Pool(url, {}, time.monotonic)
-            out = []
-            for _ in range(2):
-                c = Collect()
-                resp = await pool.post("x", b"{}", c.body, c.on_status)
-                assert resp.status == 200
-                out.append(c.data)
-            await pool.close()
-            return out, server.connections
-
-    out, conns = run(main())
+    out, conns = posts_in_turn(handler, 2)
     assert out == [b"data: a\n\ndata: b\n\n"] * 2
     assert conns == 2
 
@@ -274,20 +267,7 @@ def test_a_kept_alive_connection_closed_by_the_server_is_retried_once_on_a_new_o
         await w.drain()
         await read_request(r)  # the second request on this connection: hang up
 
-    server = Server(handler)
-
-    async def main() -> tuple[list[bytes], int]:
-        async with server as url:
-            pool = Pool(url, {}, time.monotonic)
-            out = []
-            for _ in range(2):
-                c = Collect()
-                await pool.post("x", b"{}", c.body, c.on_status)
-                out.append(c.data)
-            await pool.close()
-            return out, server.connections
-
-    out, conns = run(main())
+    out, conns = posts_in_turn(handler, 2)
     assert out == [b"ok", b"ok"]
     assert conns == 2
 
@@ -423,3 +403,18 @@ def test_https_with_a_verified_certificate(tmp_path: Any) -> None:
             server.close()
 
     assert run(main()) == b"data: 1\n\ndata: 2\n\n"
+
+
+def test_bytes_after_the_response_close_the_connection() -> None:
+    """A server that sends a second, unasked-for response on the same read: the request still
+    gets its own body, and the connection is not reused."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" * 2)
+            await w.drain()
+
+    out, conns = posts_in_turn(handler, 2)
+    assert out == [b"ok", b"ok"]
+    assert conns == 2
