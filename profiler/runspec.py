@@ -292,13 +292,12 @@ def check_tokenizer(path: str) -> str:
 def default_tokenizer(model: str) -> str | None:
     """The launched model's directory when it holds a ``tokenizer.json`` that loads: chunks are
     then counted with it should the server stream no usage. Best effort: ``None`` otherwise."""
-    from profiler.load.tokens import load_counter, model_tokenizer
+    from profiler.load.tokens import model_tokenizer
 
     path = model_tokenizer(model)
     if path is None:
         return None
     try:
-        load_counter(path)
+        return check_tokenizer(path)
     except SpecError:
         return None
-    return str(Path(path).resolve())
