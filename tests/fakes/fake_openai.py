@@ -6,12 +6,17 @@ Streams exactly ``max_tokens`` tokens per choice (each token is the word `` tok`
   of ``k`` tokens arrives ``k * itl_ms`` after the previous one (``chunk_tokens`` = k; the
   last chunk may carry fewer). Deadlines are absolute, so delays never drift.
 - ``n`` choices, interleaved: one SSE event per choice per chunk, each with its ``index``.
-- ``stream_options.include_usage``: a final ``choices: []`` event with the usage
-  (``completion_tokens = n * max_tokens``); ``continuous_usage_stats``: usage on every event
-  (completion tokens sent so far, all choices). ``usage=False`` (``--no-usage``) ignores
-  ``stream_options`` and streams no usage at all, like a server without them.
-- chat: a role-only event first (as vLLM does), then the first ``reasoning_tokens`` tokens
-  as ``delta.reasoning_content`` (or ``reasoning_field``), then ``delta.content``.
+- usage exactly as vLLM streams it (``entrypoints/openai/completion/serving.py`` and
+  ``chat_completion/serving.py``): ``stream_options.include_usage`` adds a final ``choices: []``
+  event with ``prompt_tokens`` (the prompt once, not times n) and ``completion_tokens`` summed
+  over all choices (``n * max_tokens``); ``continuous_usage_stats`` adds usage to every event:
+  the prompt's tokens and the running count of that event's OWN choice (vLLM's
+  ``previous_num_tokens[i]``), not of all choices. Without continuous usage the events have no
+  ``usage`` key at all. ``usage=False`` (``--no-usage``) ignores ``stream_options`` and
+  streams no usage at all, like a server without them.
+- chat: a role-only event per choice first (as vLLM does; its continuous usage counts 0
+  completion tokens), then the first ``reasoning_tokens`` tokens as
+  ``delta.reasoning_content`` (or ``reasoning_field``), then ``delta.content``.
 - prompt tokens: the length of a token-id prompt, else a count of whitespace-separated words.
 - faults: ``error_rate`` (seeded, in arrival order) turns a request into ``error_mode``;
   ``mode`` applies to every request: ok, http_500, http_400, drop_mid_stream (the connection
@@ -244,18 +249,24 @@ class FakeOpenAIServer:
         )
 
     def _mid(self, kind: bytes, step: int, last: bool) -> bytes:
-        """The bytes of one choice after its index: ``kind`` is b"text", b"content" or the
-        reasoning field; cached, so a stream only concatenates."""
+        """The bytes of one choice after its index, as vLLM dumps them: ``kind`` is b"text",
+        b"content" or the reasoning field; cached, so a stream only concatenates."""
         key = (kind, step, last)
         mid = self._mids.get(key)
         if mid is None:
             finish = b'"length"' if last else b"null"
             words = TOKEN * step
             if kind == b"text":
-                body = b',"text":"' + words + b'","logprobs":null'
-            else:
-                body = b',"delta":{"' + kind + b'":"' + words + b'"},"logprobs":null'
-            mid = body + b',"finish_reason":' + finish + b',"stop_reason":null}]'
+                mid = (
+                    b',"text":"' + words + b'","logprobs":null,"finish_reason":' + finish
+                    + b',"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+                )  # fmt: skip
+            else:  # chat: stop_reason only on the finishing event
+                mid = (
+                    b',"delta":{"' + kind + b'":"' + words + b'"},"logprobs":null'
+                    + b',"finish_reason":' + finish + (b',"stop_reason":null' if last else b"")
+                    + b',"token_ids":null}]'
+                )  # fmt: skip
             self._mids[key] = mid
         return mid
 
@@ -283,15 +294,17 @@ class FakeOpenAIServer:
             json.dumps(cfg.model).encode(),
         )
         heads = [head + b'{"index":%d' % i for i in range(n)]
-        no_usage = b',"usage":null}\n\n'
-        usage_fmt = b',"usage":{"prompt_tokens":%d,"completion_tokens":%%d,"total_tokens":%%d}}\n\n'
-        usage_fmt = usage_fmt % prompt_tokens
+        end = b"}\n\n"
+        # vLLM's UsageInfo field order; chat sets completion_tokens_details (null) explicitly
+        details = b',"completion_tokens_details":null' if chat else b""
+        usage_fmt = b',"usage":{"prompt_tokens":%d,"total_tokens":%%d,"completion_tokens":%%d%s}'
+        usage_fmt = usage_fmt % (prompt_tokens, details)
         k = max(cfg.chunk_tokens, 1)
         reasoning_left = min(cfg.reasoning_tokens, max_tokens) if chat else 0
         rkind = cfg.reasoning_field.encode()
         itl = cfg.itl_ms / 1000
         due = loop.time() + cfg.ttft_ms / 1000
-        sent = emitted = 0
+        emitted = 0  # tokens of every choice so far (the choices advance together)
         drop_at = max(max_tokens // 2, 1)
         while emitted < max_tokens:
             delay = due - loop.time()
@@ -299,9 +312,9 @@ class FakeOpenAIServer:
             out: list[bytes] = []
             if chat and emitted == 0:
                 role = b',"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]'
-                for h in heads:
-                    tail = usage_fmt % (sent, prompt_tokens + sent) if continuous else no_usage
-                    out.append(h + role + tail)
+                usage0 = usage_fmt % (prompt_tokens, 0) if continuous else b""
+                tail = usage0 + b',"prompt_token_ids":null,"prompt_text":null' + end
+                out.extend(h + role + tail for h in heads)
             if reasoning_left > 0:
                 step, kind = min(k, reasoning_left), rkind
                 reasoning_left -= step
@@ -309,10 +322,9 @@ class FakeOpenAIServer:
                 step, kind = min(k, max_tokens - emitted), (b"content" if chat else b"text")
             emitted += step
             mid = self._mid(kind, step, emitted >= max_tokens)
-            for h in heads:
-                sent += step
-                tail = usage_fmt % (sent, prompt_tokens + sent) if continuous else no_usage
-                out.append(h + mid + tail)
+            # continuous usage: the running count of each event's own choice (vLLM)
+            tail = usage_fmt % (prompt_tokens + emitted, emitted) + end if continuous else end
+            out.extend(h + mid + tail for h in heads)
             c.generation_tokens += step * n
             if mode == "malformed" and emitted == step:
                 out.append(b"data: {this is not json\n\n: a comment\n\nevent: junk\n")
@@ -324,8 +336,12 @@ class FakeOpenAIServer:
                 return
             due += itl * step
         if include_usage:
+            # prompt once, completion tokens of all choices (vLLM drops null fields here)
             total = n * max_tokens
-            await resp.write(head + b"]" + usage_fmt % (total, prompt_tokens + total))
+            final = b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}'
+            await resp.write(
+                head + b"]" + final % (prompt_tokens, prompt_tokens + total, total) + end
+            )
         if mode != "no_done":
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

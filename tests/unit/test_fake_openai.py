@@ -89,7 +89,7 @@ def test_text_prompt_counts_words_and_no_usage_unless_asked() -> None:
     async def go(srv: FakeOpenAIServer) -> None:
         ev, done = await stream(srv.url, {"prompt": "one two three", "max_tokens": 3})
         assert done
-        assert all(e["usage"] is None for _, e in ev)
+        assert all("usage" not in e for _, e in ev)  # vLLM leaves the key out, not null
         assert srv.counters.prompt_tokens == 3
         assert srv.counters.generation_tokens == 3
 
@@ -107,7 +107,11 @@ def test_chunking_k_tokens_per_chunk(k: int, max_tokens: int, sizes: list[int]) 
     with_server(FakeConfig(chunk_tokens=k), go)
 
 
-def test_n_choices_interleaved_with_continuous_usage() -> None:
+def test_n_choices_interleaved_with_continuous_usage_per_choice() -> None:
+    """As vLLM (completion/serving.py): every event's usage is the running count of its own
+    choice and the prompt's length; the final usage event has no choices, the total over all
+    choices and the prompt once."""
+
     async def go(srv: FakeOpenAIServer) -> None:
         ev, done = await stream(
             srv.url, {"prompt": [5] * 8, "max_tokens": 6, "n": 3, **usage_opts(continuous=True)}
@@ -117,14 +121,89 @@ def test_n_choices_interleaved_with_continuous_usage() -> None:
         assert [c["choices"][0]["index"] for c in chunks] == [0, 1, 2] * 3
         per_choice = {i: 0 for i in range(3)}
         for c in chunks:
-            per_choice[c["choices"][0]["index"]] += tokens(c["choices"][0]["text"])
+            i = c["choices"][0]["index"]
+            per_choice[i] += tokens(c["choices"][0]["text"])
+            assert c["usage"] == {
+                "prompt_tokens": 8,
+                "total_tokens": 8 + per_choice[i],
+                "completion_tokens": per_choice[i],
+            }
         assert per_choice == {0: 6, 1: 6, 2: 6}
-        seen = [c["usage"]["completion_tokens"] for c in chunks]
-        assert seen == sorted(seen) and seen[-1] == 18  # usage on every event, cumulative
-        assert ev[-1][1]["usage"]["completion_tokens"] == 18
+        final = ev[-1][1]
+        assert final["choices"] == [] and final["object"] == "text_completion"
+        assert final["usage"] == {"prompt_tokens": 8, "total_tokens": 26, "completion_tokens": 18}
         assert srv.counters.generation_tokens == 18
 
     with_server(FakeConfig(chunk_tokens=2), go)
+
+
+def test_chat_n_choices_role_events_then_usage_per_choice() -> None:
+    """As vLLM (chat_completion/serving.py): a role event per choice first (usage 0 completion
+    tokens), then per-choice running counts; the final event sums the choices, prompt once."""
+
+    async def go(srv: FakeOpenAIServer) -> None:
+        body = {"messages": [{"role": "user", "content": "a b c d"}], "max_tokens": 5, "n": 2}
+        ev, done = await stream(
+            srv.url, {**body, **usage_opts(continuous=True)}, "/v1/chat/completions"
+        )
+        assert done
+        chunks = [e for _, e in ev if e["choices"]]
+        roles = chunks[:2]
+        assert [c["choices"][0]["index"] for c in roles] == [0, 1]
+        for c in roles:
+            assert c["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+            assert c["usage"]["completion_tokens"] == 0 and c["usage"]["prompt_tokens"] == 4
+        seen = {0: 0, 1: 0}
+        for c in chunks[2:]:
+            i = c["choices"][0]["index"]
+            seen[i] += tokens(c["choices"][0]["delta"]["content"])
+            assert c["usage"]["completion_tokens"] == seen[i]
+            assert c["usage"]["prompt_tokens"] == 4
+            assert c["usage"]["total_tokens"] == 4 + seen[i]
+        assert seen == {0: 5, 1: 5}
+        final = ev[-1][1]
+        assert final["choices"] == [] and final["object"] == "chat.completion.chunk"
+        assert final["usage"] == {"prompt_tokens": 4, "total_tokens": 14, "completion_tokens": 10}
+
+    with_server(FakeConfig(chunk_tokens=2), go)
+
+
+def test_client_counts_the_fakes_n4_stream_per_choice() -> None:
+    """The client reads the fake's vLLM-shaped n=4 stream (both APIs) as it reads vLLM's:
+    server usage for every chunk, per-choice deltas, the total of all samples."""
+    from profiler.clock import RunClock
+    from profiler.load.client import ClientOptions, StreamingClient
+    from profiler.load.workload import RequestSpec
+
+    async def go(srv: FakeOpenAIServer) -> list[Any]:
+        clock = RunClock()
+        async with StreamingClient(ClientOptions(base_url=srv.url, model="fake-model"), clock) as c:
+            return [
+                await c.send(
+                    RequestSpec(
+                        id=i,
+                        scenario="s",
+                        api=api,
+                        input_len=8,
+                        output_len=9,
+                        n=4,
+                        temperature=1.0,
+                        text="a b c d e f g h",
+                        prompt_token_ids=None if api == "chat" else [1] * 8,
+                    ),
+                    workload="w",
+                    intended_start_s=clock.now(),
+                )
+                for i, api in enumerate(("completions", "chat"))
+            ]
+
+    for rec in with_server(FakeConfig(chunk_tokens=2), go):
+        assert rec.outcome == "ok", rec.error
+        assert rec.output_tokens == 36 and rec.prompt_tokens == 8
+        assert not rec.tokens_estimated
+        assert rec.chunk_tokens == [2, 2, 2, 2] * 4 + [1] * 4  # 9 = 2+2+2+2+1 per sample
+        assert rec.chunk_choice == [0, 1, 2, 3] * 5
+        assert len(rec.itl_shares()) == 36 - 4 * 2  # each sample's first chunk has 2 tokens
 
 
 def test_chat_reasoning_then_content() -> None:
