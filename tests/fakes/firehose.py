@@ -12,9 +12,11 @@ of a stream in one write per pass. With one event per write this Python server r
 infprof's own speed (the client then alternates between large and small reads from round to
 round: 10-17 µs per token measured); with 4 it outpaces every client measured.
 
-``POST /v1/completions`` with ``stream: true`` only (``max_tokens`` tokens, ``ignore_eos``
-implied; ``stream_options.include_usage`` / ``continuous_usage_stats`` honoured);
-``GET /v1/models`` for readiness. Everything else is 404.
+``POST /v1/completions`` with ``stream: true`` and one choice only (``max_tokens`` tokens,
+``ignore_eos`` implied; ``n`` > 1 is refused with 400 rather than streamed as one choice);
+``stream_options.include_usage`` / ``continuous_usage_stats`` honoured as vLLM does for one
+choice (per-event usage only when continuous, else no ``usage`` key; a final ``choices: []``
+event with the totals); ``GET /v1/models`` for readiness. Everything else is 404.
 
 Usage: python -m tests.fakes.firehose [--port N]; prints ``READY http://127.0.0.1:PORT``.
 """
@@ -49,6 +51,8 @@ class Stream:
     __slots__ = ("conn", "left", "sent", "prompt", "usage", "continuous", "head")
 
     def __init__(self, conn: Conn, req: dict[str, Any]) -> None:
+        if int(req.get("n") or 1) != 1:
+            raise ValueError("the firehose streams one choice: n must be 1 (use fake_openai)")
         self.conn = conn
         self.left = max(int(req.get("max_tokens") or 16), 1)
         self.sent = 0
@@ -68,22 +72,20 @@ class Stream:
         self.left -= 1
         self.sent += 1
         finish = b"null" if self.left else b'"length"'
-        usage = b"null"
+        usage = b"}\n\n"  # vLLM leaves the usage key out unless continuous usage is asked
         if self.continuous:
-            usage = b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (
-                self.prompt,
-                self.sent,
-                self.prompt + self.sent,
-            )
-        out = _chunk(self.head + finish + b',"stop_reason":null}],"usage":' + usage + b"}\n\n")
+            p, k = self.prompt, self.sent
+            usage = b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}}\n\n'
+            usage %= (p, p + k, k)
+        out = _chunk(self.head + finish + b',"stop_reason":null}]' + usage)
         if self.left:
             return out
         if self.usage:
             out += _chunk(
                 b'data: {"id":"cmpl-%d","object":"text_completion","created":0,"model":"fake",'
-                b'"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,'
-                b'"total_tokens":%d}}\n\n'
-                % (id(self), self.prompt, self.sent, self.prompt + self.sent)
+                b'"choices":[],"usage":{"prompt_tokens":%d,"total_tokens":%d,'
+                b'"completion_tokens":%d}}\n\n'
+                % (id(self), self.prompt, self.prompt + self.sent, self.sent)
             )
         return out + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
 
