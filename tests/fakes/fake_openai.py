@@ -12,7 +12,8 @@ Streams exactly ``max_tokens`` tokens per choice (each token is the word `` tok`
   over all choices (``n * max_tokens``); ``continuous_usage_stats`` adds usage to every event:
   the prompt's tokens and the running count of that event's OWN choice (vLLM's
   ``previous_num_tokens[i]``), not of all choices. Without continuous usage the events have no
-  ``usage`` key at all. ``usage=False`` (``--no-usage``) ignores ``stream_options`` and
+  ``usage`` key at all; the final event (or without ``include_usage`` every finishing event)
+  carries a ``system_fingerprint``. ``usage=False`` (``--no-usage``) ignores ``stream_options`` and
   streams no usage at all, like a server without them.
 - chat: a role-only event per choice first (as vLLM does; its continuous usage counts 0
   completion tokens), then the first ``reasoning_tokens`` tokens as
@@ -54,6 +55,9 @@ from aiohttp import web
 MODES = ("ok", "http_500", "http_400", "drop_mid_stream", "malformed", "no_done", "hang")
 ERROR_MODES = ("http_500", "drop_mid_stream")
 TOKEN = b" tok"
+# vLLM sends its system_fingerprint on the final usage event (or, without include_usage, on
+# every finishing event)
+FINGERPRINT = b',"system_fingerprint":"fake-0"'
 
 
 @dataclass
@@ -321,9 +325,12 @@ class FakeOpenAIServer:
             else:
                 step, kind = min(k, max_tokens - emitted), (b"content" if chat else b"text")
             emitted += step
-            mid = self._mid(kind, step, emitted >= max_tokens)
+            last = emitted >= max_tokens
+            mid = self._mid(kind, step, last)
             # continuous usage: the running count of each event's own choice (vLLM)
             tail = usage_fmt % (prompt_tokens + emitted, emitted) + end if continuous else end
+            if last and not include_usage:  # vLLM stamps the finishing events instead
+                tail = FINGERPRINT + end
             out.extend(h + mid + tail for h in heads)
             c.generation_tokens += step * n
             if mode == "malformed" and emitted == step:
@@ -339,9 +346,8 @@ class FakeOpenAIServer:
             # prompt once, completion tokens of all choices (vLLM drops null fields here)
             total = n * max_tokens
             final = b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}'
-            await resp.write(
-                head + b"]" + final % (prompt_tokens, prompt_tokens + total, total) + end
-            )
+            final %= (prompt_tokens, prompt_tokens + total, total)
+            await resp.write(head + b"]" + final + FINGERPRINT + end)
         if mode != "no_done":
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
