@@ -97,7 +97,6 @@ class StreamState:
         "usage_seen",
         "finish_seen",
         "malformed",
-        "choices",
         "count_tokens",
     )
 
@@ -112,7 +111,6 @@ class StreamState:
         self.usage_seen = False
         self.finish_seen: set[int] = set()
         self.malformed = 0
-        self.choices: list[int] = []
         self.count_tokens = count_tokens
 
     def feed(self, data: bytes, t_s: float) -> None:
@@ -232,7 +230,7 @@ class StreamState:
             if choice < 0:  # tokens without text: the sample is the event's own choice
                 idx = choices[0].get("index", 0) if isinstance(choices[0], dict) else 0
                 choice = idx if isinstance(idx, int) else 0
-            self.choices.append(choice)
+            rec.chunk_choice.append(choice)  # every outcome: failed requests keep it too
         if rec.first_token_s is None:
             rec.first_token_s = t_s
         rec.last_token_s = t_s
@@ -281,8 +279,6 @@ class StreamState:
             pass
         if self.malformed:
             rec.error = f"{self.malformed} malformed SSE events skipped"
-        if rec.n > 1 and self.choices:
-            rec.chunk_choice = self.choices
 
 
 class StreamingClient:

@@ -477,3 +477,18 @@ def test_usage_counted_over_all_choices_is_flagged_not_trusted() -> None:
     assert rec.outcome == "ok"
     assert rec.output_tokens == 4
     assert rec.tokens_estimated
+
+
+def test_vllm_n2_cut_mid_stream_keeps_each_chunks_choice() -> None:
+    """A failed best-of-n request still carries the sample of every chunk it got, so its
+    chunk rows (itl.parquet) are not read as one interleaved stream."""
+    rec = _rec(n=2)
+    st = StreamState(rec)
+    st.feed(_vllm_event("completions", 0, 1, 1, False), 0.1)
+    st.feed(_vllm_event("completions", 1, 1, 1, False), 0.11)
+    st.feed(_vllm_event("completions", 1, 1, 2, False), 0.2)
+    st.finish(0.25)
+    st.close(0.25)
+    assert rec.outcome == "error" and "truncated" in (rec.error or "")
+    assert rec.chunk_choice == [0, 1, 1]
+    assert rec.chunk_tokens == [1, 1, 1] and rec.output_tokens == 3
