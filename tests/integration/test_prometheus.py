@@ -534,7 +534,7 @@ def test_every_node_is_summarised_and_reported_with_its_own_values(stack: Stack)
             (fake.util(0) + fake.util(1)) / 2, rel=0.02
         )
         assert node["energy_joules"] == pytest.approx(
-            row["energy_joules"] + node["gpus"]["0"]["energy_joules"]
+            sum(node["gpus"][g]["energy_joules"] for g in ("0", "1"))
         )
         assert node["energy_joules_per_output_token"] == pytest.approx(
             node["energy_joules"] / tokens
@@ -547,9 +547,7 @@ def test_every_node_is_summarised_and_reported_with_its_own_values(stack: Stack)
     assert nodes["power_mean_watts"] == pytest.approx(
         sum(f.power(g) for f in NODES.values() for g in (0, 1))
     )
-    assert nodes["energy_joules"] == pytest.approx(
-        sum(per_node[h]["energy_joules"] for h in NODES)
-    )
+    assert nodes["energy_joules"] == pytest.approx(sum(per_node[h]["energy_joules"] for h in NODES))
 
     html = (stack.run_dir / "report.html").read_text()
     assert 'id="nodes"' in html
