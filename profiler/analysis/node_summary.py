@@ -44,6 +44,7 @@ GPU_PREFIX = "gpu_"
 HOST_PREFIX = "host_"
 TRAFFIC = ("nvlink_tx", "nvlink_rx", "pcie_tx", "pcie_rx")
 _LINK = "link="
+NO_URL = "no --prometheus-url given (only this machine was sampled)"
 
 
 def gpu_device(device: str) -> tuple[str, str] | None:
@@ -153,7 +154,7 @@ def summarize_nodes(
     by_node = per_node_samples(samples)
     if not by_node:
         if not prometheus_url:
-            return _unavailable("no --prometheus-url given (only this machine was sampled)")
+            return _unavailable(NO_URL)
         return _unavailable(
             "Prometheus (--prometheus-url) returned no infprof_gpu_* or infprof_host_* series "
             "for the run window (is infprof exporter running on every node, and scraped?)"
