@@ -51,16 +51,25 @@ def summarize_run(
         int(ok.sum()), int((est & ok).sum()), spec.tokenizer if spec else None
     )
     summary["tokens_estimated_requests"] = estimated
+    from profiler.analysis.node_summary import summarize_nodes
     from profiler.analysis.telemetry_summary import summarize_telemetry
 
+    samples = read_samples(run_path)
     summary.update(
         summarize_telemetry(
-            read_samples(run_path),
+            samples,
             summary["window"]["start"],
             summary["window"]["end"],
             summary["tokens"]["output"],
             manifest.get("nvml", {"available": False, "reason": "not recorded"}),
         )
+    )
+    summary["nodes"] = summarize_nodes(
+        samples,
+        summary["window"]["start"],
+        summary["window"]["end"],
+        summary["tokens"]["output"],
+        spec.prometheus_url if spec else None,
     )
     return summary
 

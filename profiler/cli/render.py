@@ -84,8 +84,34 @@ def render_summary(
         console.print(
             f"energy: {_num(energy.get('joules'), '{:.0f}')} J, {_num(energy.get('joules_per_output_token'), '{:.3f}')} J/token"
         )
+    _render_nodes(summary.get("nodes"), console)
     if run_dir is not None:
         console.print(f"run directory: {run_dir}")
+
+
+def _render_nodes(nodes: Any, console: Console) -> None:
+    """The per-node lines of a --prometheus-url run (nothing for a single-machine run)."""
+    from profiler.analysis.node_summary import NO_URL
+
+    if not isinstance(nodes, dict) or nodes.get("reason") == NO_URL:
+        return
+    if not nodes.get("available"):
+        console.print(f"nodes: not available ({nodes.get('reason')})")
+        return
+    t = Table(title="nodes (from Prometheus)")
+    t.add_column("node")
+    for c in ("GPUs", "util mean", "power W", "energy J", "J/token"):
+        t.add_column(c, justify="right")
+    for name, r in (nodes.get("per_node") or {}).items():
+        t.add_row(
+            name,
+            str(r.get("gpu_count", 0)),
+            _num(r.get("utilization_mean_ratio"), "{:.0%}"),
+            _num(r.get("power_mean_watts"), "{:,.0f}"),
+            _num(r.get("energy_joules"), "{:,.0f}"),
+            _num(r.get("energy_joules_per_output_token"), "{:.3f}"),
+        )
+    console.print(t)
 
 
 def progress_printer(planned: int | None) -> Callable[[Progress], None]:

@@ -215,3 +215,87 @@ def server_kv(run: RunData, prefix: str) -> Figure | None:
     title(ax, "vLLM KV-cache usage (%)")
     ax.set_xlabel("seconds since the first request was sent", fontsize=8)
     return Figure(f"{prefix}kv", to_png(fig), "vLLM KV-cache usage over the run")
+
+
+NODE_PANELS = (  # (metrics, how the node's GPUs combine, scale, title); dotted = second metric
+    (("gpu_utilization_ratio",), "mean", 100.0, "GPU utilization (%, mean of the node's GPUs)"),
+    (("gpu_memory_used_bytes",), "sum", 1 / GIB, "GPU memory used (GiB, node total)"),
+    (("gpu_power_watts",), "sum", 1.0, "GPU power (W, node total)"),
+    (
+        ("gpu_nvlink_tx_bytes_per_second", "gpu_nvlink_rx_bytes_per_second"),
+        "sum",
+        1e-9,
+        "NVLink traffic (GB/s, node total; solid tx, dotted rx)",
+    ),
+    (
+        ("gpu_pcie_tx_bytes_per_second", "gpu_pcie_rx_bytes_per_second"),
+        "sum",
+        1e-9,
+        "PCIe traffic (GB/s, node total; solid tx, dotted rx)",
+    ),
+)
+MAX_NODE_LEGEND = 12
+
+
+def node_series(run: RunData, metric: str, how: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{node: (t_s, value)} of a per-GPU series pulled from Prometheus (``gpu_<field>``),
+    the node's GPUs combined by ``how`` (``mean`` or ``sum``) at every time any of them has
+    a point; NaN where a GPU's series does not reach."""
+    from profiler.analysis.node_summary import SOURCE, gpu_device
+
+    grouped: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for dev, (ts, vs) in run.samples.series(SOURCE, metric).items():
+        where = gpu_device(dev)
+        if where is None or "/" in where[1]:  # per-link series are in the GPU's total
+            continue
+        grouped.setdefault(where[0], []).append((ts, vs))
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for node in sorted(grouped):
+        t = np.unique(np.concatenate([ts for ts, _ in grouped[node]]))
+        at = np.vstack(
+            [np.interp(t, ts, vs, left=np.nan, right=np.nan) for ts, vs in grouped[node]]
+        )
+        out[node] = (t, at.mean(axis=0) if how == "mean" else at.sum(axis=0))
+    return out
+
+
+def node_timeline(run: RunData, prefix: str) -> Figure | None:
+    """Per-node GPU utilization, memory, power and NVLink/PCIe rates from the series pulled
+    with ``--prometheus-url``, one line per node (hostname), on the load timeline's clock."""
+    panels = []
+    for metrics, how, scale, name in NODE_PANELS:
+        series = [node_series(run, m, how) for m in metrics]
+        if any(series):
+            panels.append((series, scale, name))
+    if not panels:
+        return None
+    nodes = sorted({n for series, _, _ in panels for s in series for n in s})
+    colors = {n: color(i) for i, n in enumerate(nodes)}
+    t0, t1 = load_span(run)
+    fig, axes = new_figure(len(panels), 1, row_height=1.9, sharex=True)
+    for ax, (series, scale, name) in zip(axes[:, 0], panels, strict=True):
+        labelled: set[str] = set()  # each node once, on its first line (tx may be missing)
+        for j, by_node in enumerate(series):
+            for node, (ts, vs) in by_node.items():
+                ax.plot(ts - t0, vs * scale, color=colors[node], linewidth=1,
+                        linestyle="-" if j == 0 else ":", label=None if node in labelled else node)  # fmt: skip
+                labelled.add(node)
+        title(ax, name)
+        if len(nodes) <= MAX_NODE_LEGEND:
+            legend(ax, loc="upper right", ncols=min(len(nodes), 4))
+    win = run.summary.get("window") or {}
+    for ax in axes[:, 0]:
+        if win.get("warmup_s") or win.get("cooldown_s"):
+            ax.axvspan(win["start"] - t0, win["end"] - t0, color="#2ca02c", alpha=0.06)
+    margin = 0.02 * (t1 - t0)
+    axes[-1, 0].set_xlim(-margin, t1 - t0 + margin)
+    axes[-1, 0].set_xlabel("seconds since the first request was sent", fontsize=8)
+    shown = ", ".join(nodes[:MAX_NODE_LEGEND])
+    more = f" and {len(nodes) - MAX_NODE_LEGEND} more" if len(nodes) > MAX_NODE_LEGEND else ""
+    return Figure(
+        f"{prefix}node-timeline",
+        to_png(fig),
+        f"Per-node GPU timeline (Prometheus): {shown}{more}",
+        "One line per node (hostname), from the series pulled with --prometheus-url, on the run "
+        "clock. Shaded: the measured window when warm-up/cool-down is set.",
+    )

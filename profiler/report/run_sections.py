@@ -8,6 +8,7 @@ from profiler.report import run_plots
 from profiler.report.data import RunData
 from profiler.report.doc import Code, Note, Section, Table
 from profiler.report.fmt import dig, gb, gib, ms, num, pct, pretty_json, slo_text
+from profiler.report.node_section import node_section
 
 LATENCY_ROWS = (
     ("ttft_s", "TTFT"),
@@ -204,6 +205,9 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
             )
         )
     out.append(ic)
+    nodes = node_section(run, prefix)  # multi-node runs (--prometheus-url)
+    if nodes:
+        out.append(nodes)
 
     sv = Section(f"{prefix}server", "Server (vLLM /metrics)")
     server = s.get("server") or {}

@@ -116,11 +116,40 @@ def make_samples(
     return out
 
 
+def make_node_samples(
+    duration_s: float, nodes: tuple[str, ...], *, gpus: int = 2, interval_s: float = 1.0
+) -> list[Sample]:
+    """What ``--prometheus-url`` pulls for ``nodes`` (prom_query's shape): node k's GPU g draws
+    ``300 + 100 k + 10 g`` W at ``0.5 + 0.1 k`` utilization, counters moving accordingly."""
+    out: list[Sample] = []
+    for k, node in enumerate(nodes):
+        for g in range(gpus):
+            dev, power = f"{node}/{g}", 300.0 + 100 * k + 10 * g
+            for t in np.arange(0.0, duration_s + interval_s, interval_s):
+                t = float(t)
+                for metric, value in (
+                    ("gpu_up", 1.0),
+                    ("gpu_utilization_ratio", 0.5 + 0.1 * k),
+                    ("gpu_memory_used_bytes", 40e9 + 1e9 * k),
+                    ("gpu_memory_total_bytes", 80e9),
+                    ("gpu_power_watts", power),
+                    ("gpu_energy_joules_total", 1e6 + power * t),
+                    ("gpu_nvlink_tx_bytes_total", 1e9 * (k + 1) * t),
+                    ("gpu_nvlink_tx_bytes_per_second", 1e9 * (k + 1)),
+                    ("gpu_pcie_rx_bytes_per_second", 1e8),
+                ):
+                    out.append(Sample(t, "prometheus", dev, metric, value))
+        for t in np.arange(0.0, duration_s + interval_s, interval_s):
+            out.append(Sample(float(t), "prometheus", node, "host_cpu_utilization_ratio", 0.2))
+    return out
+
+
 def make_run(
     parent: Path,
     run_id: str = "run-synthetic",
     *,
     gpu: bool = True,
+    nodes: tuple[str, ...] = (),
     journal_only: bool = False,
     write_summary: bool = True,
     slo: SloSpec | None = None,
@@ -128,11 +157,13 @@ def make_run(
     **record_kw: Any,
 ) -> Path:
     """A complete run directory (or, with ``journal_only``, one whose process died before
-    compaction: journals, a manifest, no Parquet and no summary)."""
+    compaction: journals, a manifest, no Parquet and no summary); ``nodes`` adds what
+    ``--prometheus-url`` pulls for those hosts (``make_node_samples``)."""
     rd = RunDir.create(parent, run_id)
     records = make_records(**record_kw)
     duration = max(r.end_s or 0.0 for r in records)
     samples = make_samples(duration) if gpu else []
+    samples += make_node_samples(duration, nodes)
     slo = slo or SloSpec(ttft_s=0.1, tpot_s=0.02)
     spec = {
         "run_id": run_id,
@@ -144,6 +175,8 @@ def make_run(
         "endpoint": {"url": "http://127.0.0.1:1/v1", "model": "tiny"},
         "slo": slo.model_dump(),
     }
+    if nodes:
+        spec["prometheus_url"] = "http://prometheus:9090"
     manifest = {
         "schema_version": 1,
         "tool": {"name": "infprof", "version": "0.1.0"},

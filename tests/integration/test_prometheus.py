@@ -4,15 +4,17 @@ A real Prometheus (Debian's package; ``scripts/ensure-prometheus.sh`` installs i
 runs that first) scrapes every second:
 
 - two ``infprof exporter`` processes with the fake NVML (tests/fakes/nvml.py, moving in real
-  time) as two hosts, ``host-a`` and ``host-b``, two H100s each;
-- ``infprof run --metrics-port`` against the fake OpenAI server (tests/fakes/fake_openai.py),
-  which also pulls its window back into samples.parquet with ``--prometheus-url``;
+  time) as two hosts, ``host-a`` and ``host-b``, two H100s each, with distinct power,
+  utilization, memory and link rates per host (``NODES``);
+- ``infprof run --metrics-port --report`` against the fake OpenAI server
+  (tests/fakes/fake_openai.py), which also pulls its window back into samples.parquet with
+  ``--prometheus-url`` and summarises it per node (summary.json ``nodes``, the report);
 - a vLLM-like ``/metrics`` target (vLLM's metric names and labels) for the server panels.
 
 Then every variable query and every PromQL expression of every dashboard JSON, with the
 variables substituted from the variable queries' own answers and ``$__rate_interval`` = 15s,
 must return at least one series, per-host series must be distinct, and the run window must
-come back from Prometheus as samples.
+come back from Prometheus as samples, summarised per node with each fake node's own values.
 """
 
 from __future__ import annotations
@@ -47,6 +49,52 @@ ROOT = Path(__file__).resolve().parents[2]
 RATE_INTERVAL = "15s"
 MIN_SCRAPES = 6  # per target before querying: 15s windows then hold >= 2 points everywhere
 START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    """What one fake exporter's GPUs report (tests/fakes/nvml_exporter_fake.py): GPU ``i``
+    draws ``power_w + 10 i`` W at ``util_percent + 5 i`` % with ``memory_used_gib + i`` GiB
+    used; NVLink tx ``2 links x (50,000 + 1,000 i) KiB/s`` and PCIe tx ``2e8 B/s``, both
+    times ``traffic_scale``."""
+
+    power_w: int
+    util_percent: int
+    memory_used_gib: int
+    traffic_scale: float
+
+    def argv(self) -> list[str]:
+        return [
+            "--power-w",
+            str(self.power_w),
+            "--util-percent",
+            str(self.util_percent),
+            "--memory-used-gib",
+            str(self.memory_used_gib),
+            "--traffic-scale",
+            str(self.traffic_scale),
+        ]
+
+    def power(self, gpu: int) -> float:
+        return float(self.power_w + 10 * gpu)
+
+    def util(self, gpu: int) -> float:
+        return (self.util_percent + 5 * gpu) / 100
+
+    def memory_used_bytes(self, gpu: int) -> float:
+        return float((self.memory_used_gib + gpu) * 2**30)
+
+    def nvlink_tx_bytes_per_s(self, gpu: int) -> float:
+        return 2 * (50_000.0 + 1000 * gpu) * 1024 * self.traffic_scale
+
+    def pcie_tx_bytes_per_s(self) -> float:
+        return 2e8 * self.traffic_scale
+
+
+NODES = {
+    "host-a": FakeNode(power_w=250, util_percent=40, memory_used_gib=10, traffic_scale=1.0),
+    "host-b": FakeNode(power_w=400, util_percent=70, memory_used_gib=30, traffic_scale=2.0),
+}
 
 pytestmark = [
     pytest.mark.prometheus,
@@ -195,6 +243,7 @@ def _exporter(port: int, hostname: str, log: Path) -> subprocess.Popen[Any]:
         "tests.fakes.nvml_exporter_fake",
         "--gpus",
         "2",
+        *NODES[hostname].argv(),
         "--",
         "exporter",
         "--port",
@@ -321,6 +370,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             run_id,
             "--sample-interval",
             "0.5",
+            "--report",
             "-q",
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -446,3 +496,65 @@ def test_run_window_comes_back_from_prometheus(stack: Stack) -> None:
     powers = [s for s in samples if s.device == "host-a/1" and s.metric == "gpu_power_watts"]
     assert len(powers) >= 2 and all(s.value == 260.0 for s in powers)  # fake GPU 1: 260 W
     assert all(s.source == "prometheus" and s.t_s > -5 for s in samples)
+
+
+def test_every_node_is_summarised_and_reported_with_its_own_values(stack: Stack) -> None:
+    # `infprof run --prometheus-url --report`: summary.json["nodes"] holds each exporter's
+    # GPUs with what that exporter's fake NVML reports, and the report draws and tabulates both
+    assert stack.run_proc.wait(timeout=120) == 0, "infprof run failed; see run.log above"
+    summary = json.loads((stack.run_dir / "summary.json").read_text())
+    nodes = summary["nodes"]
+    assert nodes["available"] is True and nodes["source"] == "prometheus", nodes
+    per_node = nodes["per_node"]
+    with_gpus = {n for n, r in per_node.items() if r["available"]}
+    assert with_gpus == set(NODES), per_node.keys()  # the run's own host has no GPU series
+    tokens = summary["tokens"]["output"]
+    assert tokens > 0
+    seconds = summary["window"]["seconds"]
+    for host, fake in NODES.items():
+        node = per_node[host]
+        assert node["gpu_count"] == 2 and set(node["gpus"]) == {"0", "1"}, (host, node)
+        for g in (0, 1):
+            row = node["gpus"][str(g)]
+            assert row["power_mean_watts"] == pytest.approx(fake.power(g)), (host, g)
+            assert row["utilization_mean_ratio"] == pytest.approx(fake.util(g)), (host, g)
+            assert row["memory_used_peak_bytes"] == fake.memory_used_bytes(g), (host, g)
+            assert row["memory_total_bytes"] == 80 * 2**30
+            covered = seconds * node["energy"]["coverage_ratio"]
+            # counters sampled every 0.5 s, scraped every 1 s: edges are off by up to ~1.5 s
+            assert row["energy_joules"] == pytest.approx(fake.power(g) * covered, rel=0.15)
+            assert row["nvlink_tx_bytes"] == pytest.approx(
+                fake.nvlink_tx_bytes_per_s(g) * covered, rel=0.15
+            )
+            assert row["pcie_tx_bytes"] == pytest.approx(
+                fake.pcie_tx_bytes_per_s() * covered, rel=0.15
+            )
+        assert node["power_mean_watts"] == pytest.approx(fake.power(0) + fake.power(1))
+        assert node["utilization_mean_ratio"] == pytest.approx(
+            (fake.util(0) + fake.util(1)) / 2, rel=0.02
+        )
+        assert node["energy_joules"] == pytest.approx(
+            sum(node["gpus"][g]["energy_joules"] for g in ("0", "1"))
+        )
+        assert node["energy_joules_per_output_token"] == pytest.approx(
+            node["energy_joules"] / tokens
+        )
+        assert node["nvlink_tx_bytes_per_output_token"] == pytest.approx(
+            node["nvlink_tx_bytes"] / tokens
+        )
+        assert node["host"]["available"] is True  # the exporter's psutil series
+    assert nodes["gpu_count"] == 4
+    assert nodes["power_mean_watts"] == pytest.approx(
+        sum(f.power(g) for f in NODES.values() for g in (0, 1))
+    )
+    assert nodes["energy_joules"] == pytest.approx(sum(per_node[h]["energy_joules"] for h in NODES))
+
+    html = (stack.run_dir / "report.html").read_text()
+    assert 'id="nodes"' in html
+    img = re.search(r'<img[^>]*data-plot="node-timeline"[^>]*>', html)
+    assert img, "no per-node timeline in the report"
+    alt = re.search(r'alt="([^"]*)"', img.group(0))
+    assert alt and "host-a" in alt.group(1) and "host-b" in alt.group(1), img.group(0)[-300:]
+    section = html[html.index('id="nodes"') :]
+    for host in NODES:
+        assert f"<td>{host}</td>" in section, host

@@ -228,3 +228,48 @@ def test_runs_without_successes_or_records_still_render(tmp_path: Path) -> None:
         "summary" in page.sections
         and json.loads((rd.path / "summary.json").read_text())["requests"]["total"] == 0
     )
+
+
+def test_multi_node_run_has_a_per_node_table_and_timeline(tmp_path: Path) -> None:
+    import re
+
+    from profiler.report.data import load_run
+    from profiler.report.run_plots import node_series
+
+    run = make_run(tmp_path, "multi", nodes=("host-a", "host-b"), n=300)
+    files = write_report([run])
+    page = parse(files.html)
+    assert "nodes" in page.sections and "node-timeline" in page.plots
+    check_images(page)
+    html = files.html.read_text()
+    img = re.search(r'<img[^>]*data-plot="node-timeline"[^>]*>', html)
+    assert img and re.search(r'alt="[^"]*host-a, host-b"', img.group(0))
+    section = html[html.index('<section id="nodes"') :]
+    section = section[: section.index("</section>")]
+    for cell in ("host-a", "host-b", "all nodes", "610 W", "810 W"):
+        assert f"<td>{cell}</td>" in section, cell
+    assert "report_files/node-timeline.png" in files.markdown.read_text()
+    # what the timeline draws: one line per node, its GPUs combined
+    data = load_run(run)
+    util = node_series(data, "gpu_utilization_ratio", "mean")
+    power = node_series(data, "gpu_power_watts", "sum")
+    assert set(util) == set(power) == {"host-a", "host-b"}
+    assert util["host-a"][1] == pytest.approx(0.5) and util["host-b"][1] == pytest.approx(0.6)
+    assert power["host-a"][1] == pytest.approx(610.0) and power["host-b"][1] == pytest.approx(810.0)
+
+
+def test_node_section_only_with_prometheus_and_says_why_when_empty(tmp_path: Path) -> None:
+    from profiler.analysis.run_summary import summarize_run
+    from profiler.store.rundir import write_json_atomic
+
+    plain = make_run(tmp_path, "plain", n=100)
+    assert "nodes" not in parse(write_report([plain]).main).sections
+    manifest = json.loads((plain / "manifest.json").read_text())
+    manifest["spec"]["prometheus_url"] = "http://prometheus:9090"
+    write_json_atomic(plain / "manifest.json", manifest)
+    write_json_atomic(plain / "summary.json", summarize_run(plain))
+    page = parse(write_report([plain]).main)
+    assert "nodes" in page.sections and "node-timeline" not in page.plots
+    assert any(
+        "Per-node telemetry is not available" in n and "infprof_gpu_" in n for n in page.notes
+    )

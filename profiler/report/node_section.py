@@ -1,0 +1,93 @@
+"""The report's per-node section: summary.json ``nodes`` (the series pulled with
+``--prometheus-url``) as a table per node and per node x GPU, and the per-node timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from profiler.report import run_plots
+from profiler.report.data import RunData
+from profiler.report.doc import Note, Section, Table
+from profiler.report.fmt import gb, gib, num, pct
+
+NODE_HEADERS = [
+    "node", "GPUs", "util mean", "util peak", "memory peak", "power mean", "energy",
+    "energy per output token", "NVLink tx / rx", "PCIe tx / rx", "host CPU mean",
+]  # fmt: skip
+GPU_HEADERS = [
+    "node", "GPU", "util mean", "memory peak", "memory total", "power mean", "energy",
+    "NVLink tx / rx", "PCIe tx / rx", "errors",
+]  # fmt: skip
+
+
+def _bytes(r: dict[str, Any], kind: str) -> str:
+    return f"{gb(r.get(f'{kind}_tx_bytes'))} / {gb(r.get(f'{kind}_rx_bytes'))}"
+
+
+def _node_row(name: str, r: dict[str, Any]) -> list[str]:
+    host = r.get("host") or {}
+    cpu = pct(host.get("cpu_utilization_mean_ratio")) if host.get("available") else "-"
+    if not r.get("available"):
+        return [name, "0", *["-"] * 8, cpu]
+    return [
+        name,
+        str(r.get("gpu_count")),
+        pct(r.get("utilization_mean_ratio")),
+        pct(r.get("utilization_peak_ratio")),
+        gib(r.get("memory_used_peak_bytes")),
+        f"{num(r.get('power_mean_watts'), '{:,.0f}')} W",
+        f"{num(r.get('energy_joules'), '{:,.0f}')} J",
+        f"{num(r.get('energy_joules_per_output_token'))} J",
+        _bytes(r, "nvlink"),
+        _bytes(r, "pcie"),
+        cpu,
+    ]
+
+
+def node_section(run: RunData, prefix: str = "") -> Section | None:
+    """None for a run without ``--prometheus-url`` (nothing beyond this machine to show)."""
+    nodes = run.summary.get("nodes") or {}
+    if not nodes.get("available") and not run.spec.get("prometheus_url"):
+        return None
+    sec = Section(f"{prefix}nodes", "Nodes (from Prometheus)")
+    if not nodes.get("available"):
+        reason = nodes.get("reason") or "not in this run's summary"
+        sec.add(Note(f"Per-node telemetry is not available: {reason}."))
+        return sec
+    per: dict[str, dict[str, Any]] = nodes.get("per_node") or {}
+    rows = [_node_row(n, r) for n, r in per.items()]
+    if (nodes.get("node_count") or 0) > 1:
+        rows.append(_node_row("all nodes", {**nodes, "host": None}))
+    sec.add(
+        Table(
+            NODE_HEADERS,
+            rows,
+            caption="per node over the measured window (power, energy and bytes: sums over the "
+            "node's GPUs; per output token: of the whole run's output tokens)",
+        )
+    )
+    missing = [f"{n}: {r.get('reason')}" for n, r in per.items() if not r.get("available")]
+    if missing:
+        sec.add(Note("No GPU data from " + "; ".join(missing) + "."))
+    gpu_rows = [
+        [
+            n,
+            g,
+            pct(x.get("utilization_mean_ratio")),
+            gib(x.get("memory_used_peak_bytes")),
+            gib(x.get("memory_total_bytes")),
+            f"{num(x.get('power_mean_watts'), '{:,.0f}')} W",
+            f"{num(x.get('energy_joules'), '{:,.0f}')} J",
+            _bytes(x, "nvlink"),
+            _bytes(x, "pcie"),
+            str(x.get("errors", 0)),
+        ]
+        for n, r in per.items()
+        for g, x in (r.get("gpus") or {}).items()
+    ]
+    if gpu_rows:
+        sec.add(Table(GPU_HEADERS, gpu_rows, caption="per node and GPU over the measured window"))
+    fig = run_plots.node_timeline(run, prefix)
+    if fig:
+        sec.add(fig)
+    return sec
