@@ -121,3 +121,27 @@ def test_whole_run_counts_every_token_of_the_ok_requests() -> None:
     assert s["tokens"]["prompt"] == (N - 1) * PROMPT
     assert s["tokens"]["straddling_requests"] == 0
     assert s["throughput"]["requests_per_s"] == pytest.approx((N - 1) / s["window"]["seconds"])
+
+
+def test_planner_reads_mean_lengths_not_window_totals(tmp_path: Path) -> None:
+    """With a warm-up the window's token totals no longer divide by the ok count into a mean
+    length; the measured point takes the per-request means (older summaries: the old ratio)."""
+    import json
+
+    from profiler.capacity.measured import point_from_run
+
+    s = summarize(
+        RequestColumns.from_records(_stream()),
+        run_id="steady",
+        warmup_s=WARMUP,
+        cooldown_s=COOLDOWN,
+    )
+    (tmp_path / "summary.json").write_text(json.dumps(s))
+    p = point_from_run(tmp_path)
+    assert p is not None
+    assert p.input_len == PROMPT and p.output_len == OUT
+    assert s["tokens"]["output"] / s["requests"]["ok"] != pytest.approx(OUT, rel=0.01)
+    old = {**s, "tokens": {"prompt": 400, "output": 800}, "requests": {"ok": 4}}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    p = point_from_run(tmp_path)
+    assert p is not None and p.input_len == 100 and p.output_len == 200
