@@ -271,7 +271,8 @@ def window_tokens(cols: RequestColumns, win: Window, ok: np.ndarray) -> WindowTo
             slot = np.full(int(cols.id.max()) + 1, -1, dtype=np.int64)
             slot[cols.id[idx]] = np.arange(idx.size)
             pos = slot[rid]
-            k = k.astype(np.float64)
+            known = pos >= 0  # a source may hand back more than was asked for
+            pos, t, k = pos[known], t[known], k[known].astype(np.float64)
             with np.errstate(invalid="ignore"):
                 inside_k = np.where((t >= lo) & (t <= hi), k, 0.0)
             all_k = np.bincount(pos, weights=k, minlength=idx.size)
