@@ -251,26 +251,26 @@ def run_dashboard() -> dict[str, Any]:
         description="Target rate of the arrival schedule, requests sent, and requests completed successfully.",
     )
     lay.panel(
-        "Goodput",
+        "Requests meeting every SLO",
         "reqps",
         [
             t(
-                f"sum by (run_id) (rate(infprof_goodput_requests_total{{{RUN}}}{RI}))",
-                "goodput {{run_id}}",
+                f"sum by (run_id) (rate(infprof_slo_met_requests_total{{{RUN}}}{RI}))",
+                "SLO met {{run_id}}",
             )
         ],
-        description="Successful requests per second that met every SLO objective (DistServe goodput). Zero without --slo.",
+        description="Successful requests per second that met every SLO objective, measured from the send. Zero without --slo.",
     )
     lay.panel(
-        "Goodput fraction",
+        "SLO attainment",
         "percentunit",
         [
             t(
-                f"sum by (run_id) (rate(infprof_goodput_requests_total{{{RUN}}}{RI})) / sum by (run_id) (rate(infprof_requests_total{{{RUN}}}{RI}))",
+                f"sum by (run_id) (rate(infprof_slo_met_requests_total{{{RUN}}}{RI})) / sum by (run_id) (rate(infprof_requests_total{{{RUN}}}{RI}))",
                 "{{run_id}}",
             )
         ],
-        description="Share of finished requests that met every SLO objective.",
+        description="Share of finished requests that met every SLO objective, measured from the send.",
         min_=0,
         max_=1,
     )

@@ -40,6 +40,7 @@ def summarize_run(
         warmup_s=spec.warmup_s if spec else 0.0,
         cooldown_s=spec.cooldown_s if spec else 0.0,
         slo=spec.slo if spec else None,
+        open_loop=spec.arrival.kind != "concurrency" if spec else None,
     )
     summary["workload"] = spec.workload.name if spec else None
     summary["model"] = manifest.get("model")

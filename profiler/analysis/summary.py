@@ -1,4 +1,4 @@
-"""summary.json from a run's records: latency distributions, throughput, goodput, window.
+"""summary.json from a run's records: latency distributions, throughput, SLO attainment, window.
 
 Works on columns (numpy) so a million records with a hundred gaps each summarise in seconds.
 Keys of the spine contract (schema_version, run_id, requests, throughput, latency, window)
@@ -7,6 +7,7 @@ are never renamed; later capabilities add keys beside them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from profiler.load.record import OUTCOMES, RequestRecord
 from profiler.spec import SloSpec
 
 SCHEMA_VERSION = 1
+
+ChunkSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -39,6 +42,12 @@ class RequestColumns:
     n: np.ndarray
     # ITL shares of the requests selected by a boolean mask indexed by request id
     itl_source: Callable[[np.ndarray], np.ndarray]
+    # Seconds each request waited for a free slot under an open loop's concurrency cap (NaN
+    # where there was no cap, or the run predates the field); None: all NaN
+    queue_wait_s: np.ndarray | None = None
+    # (request id, arrival time, tokens) of every content chunk of the requests selected by a
+    # boolean mask indexed by request id; None where the run has no chunk data
+    chunk_source: ChunkSource | None = None
 
     @classmethod
     def from_records(cls, records: Sequence[RequestRecord]) -> RequestColumns:
@@ -75,14 +84,18 @@ class RequestColumns:
                 np.array(gs, dtype=np.float64),
                 np.array(gk, dtype=np.int64),
             ),
+            queue_wait_s=f([r.queue_wait_s for r in records]),
+            chunk_source=functools.partial(_record_chunks, list(records)),
         )
 
     @classmethod
     def from_run_dir(cls, run_path: Path) -> RequestColumns:
         """Columns straight from requests.parquet and itl.parquet: no per-record Python
         objects, so a million records with a hundred gaps each fit in a few GB."""
+        path = run_path / "requests.parquet"
+        optional = [c for c in ("queue_wait_s",) if c in pq.read_schema(path).names]
         req = pq.read_table(
-            run_path / "requests.parquet",
+            path,
             columns=[
                 "id",
                 "outcome",
@@ -94,6 +107,7 @@ class RequestColumns:
                 "output_tokens",
                 "n",
                 "chunks",
+                *optional,  # absent from runs recorded before it existed
             ],
         )
 
@@ -104,6 +118,10 @@ class RequestColumns:
         ids = req.column("id").to_numpy()
         chunks = req.column("chunks").to_numpy(zero_copy_only=False)
         return cls(
+            queue_wait_s=f("queue_wait_s") if optional else None,
+            chunk_source=(
+                functools.partial(_parquet_chunks, itl_path) if itl_path.exists() else None
+            ),
             id=ids,
             outcome=req.column("outcome").to_numpy(zero_copy_only=False).astype("U9"),
             intended_start_s=f("intended_start_s"),
@@ -185,6 +203,106 @@ def meets_slo(
     return meets
 
 
+def completed_in_window(cols: RequestColumns, win: Window) -> np.ndarray:
+    """Requests that ended inside the measured window, whenever they were sent: the requests
+    the request rate counts (for a steady stream, completions per second are unbiased; the
+    requests wholly inside the window, which ``in_window`` selects, undercount by the share
+    of the window that one request's duration takes)."""
+    with np.errstate(invalid="ignore"):
+        return (cols.end_s >= win.start) & (cols.end_s <= win.end + 1e-9)
+
+
+@dataclass(frozen=True)
+class WindowTokens:
+    """Tokens of the successful requests that arrived inside the measured window.
+
+    Output tokens count at their chunk's arrival time; a request cut by a window edge
+    (``straddling``) contributes the share of its chunk tokens that arrived inside, scaled to
+    its reported output tokens. Without chunk times (``interpolated``) its tokens are taken to
+    arrive evenly between its first token and its end. Prompt tokens count when the request's
+    first token arrived inside the window (the prompt is processed by then)."""
+
+    output: float
+    prompt: float
+    straddling: int
+    interpolated: int
+    output_mean_per_request: float | None
+    prompt_mean_per_request: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": int(round(self.prompt)),
+            "output": int(round(self.output)),
+            "straddling_requests": self.straddling,
+            "interpolated_requests": self.interpolated,
+            "prompt_mean_per_request": self.prompt_mean_per_request,
+            "output_mean_per_request": self.output_mean_per_request,
+        }
+
+
+def window_tokens(cols: RequestColumns, win: Window, ok: np.ndarray) -> WindowTokens:
+    """Output and prompt tokens of the requests in ``ok`` that arrived inside ``win`` (see
+    ``WindowTokens``). Chunk times are read only for the requests cut by a window edge."""
+    out = np.nan_to_num(cols.output_tokens)
+    prompt = np.nan_to_num(cols.prompt_tokens)
+    inside = in_window(cols, win) & ok  # the per-request means cover these
+    n_in = int(np.count_nonzero(inside))
+    means = (
+        (float(out[inside].sum()) / n_in, float(prompt[inside].sum()) / n_in)
+        if n_in
+        else (None, None)
+    )
+    if win.warmup_s == 0 and win.cooldown_s == 0:
+        # the whole run: every chunk arrived between the first send and the last end
+        return WindowTokens(float(out[ok].sum()), float(prompt[ok].sum()), 0, 0, *means)
+    with np.errstate(invalid="ignore"):
+        first = np.where(np.isnan(cols.first_token_s), cols.end_s, cols.first_token_s)
+        lo, hi = win.start, win.end + 1e-9
+        whole = ok & (first >= lo) & (cols.end_s <= hi)
+        cut = ok & ~whole & (first <= hi) & (cols.end_s >= lo) & (out > 0)
+        prompt_in = ok & (first >= lo) & (first <= hi)
+    total_out = float(out[whole].sum())
+    interpolated = 0
+    idx = np.flatnonzero(cut)
+    if idx.size:
+        frac = np.full(idx.size, np.nan)
+        if cols.chunk_source is not None:
+            rid, t, k = cols.chunk_source(_selected_by_id(cols.id, cut))
+            slot = np.full(int(cols.id.max()) + 1, -1, dtype=np.int64)
+            slot[cols.id[idx]] = np.arange(idx.size)
+            pos = slot[rid]
+            known = pos >= 0  # a source may hand back more than was asked for
+            pos, t, k = pos[known], t[known], k[known].astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                inside_k = np.where((t >= lo) & (t <= hi), k, 0.0)
+            all_k = np.bincount(pos, weights=k, minlength=idx.size)
+            in_k = np.bincount(pos, weights=inside_k, minlength=idx.size)
+            has = all_k > 0
+            frac[has] = in_k[has] / all_k[has]
+        missing = np.isnan(frac)
+        interpolated = int(np.count_nonzero(missing))
+        if interpolated:
+            f0, f1 = first[idx[missing]], cols.end_s[idx[missing]]
+            span = f1 - f0
+            overlap = np.clip(np.minimum(f1, hi) - np.maximum(f0, lo), 0.0, None)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac[missing] = np.where(span > 0, overlap / span, 1.0)
+        total_out += float((out[idx] * frac).sum())
+    return WindowTokens(
+        total_out, float(prompt[prompt_in].sum()), int(idx.size), interpolated, *means
+    )
+
+
+def dispatch_lags(cols: RequestColumns) -> np.ndarray:
+    """The load generator's own lag per request: send minus intended start, less the time the
+    request queued for a free slot under a concurrency cap (that wait is the load's, not the
+    client's; older runs did not record it and it counts as none)."""
+    lag = cols.send_s - cols.intended_start_s
+    if cols.queue_wait_s is None:
+        return lag
+    return lag - np.nan_to_num(cols.queue_wait_s)
+
+
 def summarize(
     cols: RequestColumns,
     *,
@@ -192,16 +310,25 @@ def summarize(
     warmup_s: float = 0.0,
     cooldown_s: float = 0.0,
     slo: SloSpec | None = None,
+    open_loop: bool | None = None,
 ) -> dict[str, Any]:
+    """summary.json's request sections. Rates count what happened inside the measured window:
+    requests completed there and tokens that arrived there (``window_tokens``). Latency
+    distributions, outcome counts, the error rate and the SLO attainment fraction cover the
+    requests wholly inside it (``in_window``). ``open_loop``: the load followed an arrival
+    schedule, so SLO attainment is also measured from each request's intended start, and that
+    is the headline figure (users wait from when they asked)."""
     win = measured_window(cols, warmup_s, cooldown_s)
     in_win = in_window(cols, win)
-    ok = in_win & (cols.outcome == "ok")
+    ok_any = cols.outcome == "ok"
+    ok = in_win & ok_any
+    done_in_win = completed_in_window(cols, win)
 
     counts = {o: int(np.count_nonzero(in_win & (cols.outcome == o))) for o in OUTCOMES}
     total = int(np.count_nonzero(in_win))
     secs = win.seconds
-    out_tok = float(np.nansum(cols.output_tokens[ok]))
-    in_tok = float(np.nansum(cols.prompt_tokens[ok]))
+    tok = window_tokens(cols, win, ok_any)
+    completed_ok = int(np.count_nonzero(ok_any & done_in_win))
 
     ttft, tpot, e2e = latencies(cols)
     ttft_ok, e2e_ok, tpot_ok = ttft[ok], e2e[ok], tpot[ok]
@@ -213,9 +340,9 @@ def summarize(
         "run_id": run_id,
         "requests": {"total": total, **counts},
         "throughput": {
-            "requests_per_s": counts["ok"] / secs if secs > 0 else None,
-            "output_tokens_per_s": out_tok / secs if secs > 0 else None,
-            "total_tokens_per_s": (out_tok + in_tok) / secs if secs > 0 else None,
+            "requests_per_s": completed_ok / secs if secs > 0 else None,
+            "output_tokens_per_s": tok.output / secs if secs > 0 else None,
+            "total_tokens_per_s": (tok.output + tok.prompt) / secs if secs > 0 else None,
         },
         "latency": {
             "ttft_s": Distribution.of(ttft_ok).to_dict(),
@@ -229,8 +356,11 @@ def summarize(
                 (cols.end_s - cols.intended_start_s)[ok]
             ).to_dict(),
         },
-        "dispatch_lag_s": Distribution.of((cols.send_s - cols.intended_start_s)[in_win]).to_dict(),
-        "tokens": {"prompt": int(in_tok), "output": int(out_tok)},
+        "dispatch_lag_s": Distribution.of(dispatch_lags(cols)[in_win]).to_dict(),
+        "queue_wait_s": Distribution.of(
+            cols.queue_wait_s[in_win] if cols.queue_wait_s is not None else []
+        ).to_dict(),
+        "tokens": tok.to_dict(),
         "error_rate": (total - counts["ok"]) / total if total else None,
         "window": {
             "start": win.start,
@@ -239,9 +369,12 @@ def summarize(
             "warmup_s": win.warmup_s,
             "cooldown_s": win.cooldown_s,
             "excluded_requests": int(cols.id.size - total),
+            "completed_requests": int(np.count_nonzero(done_in_win)),
         },
     }
-    summary["goodput"] = goodput(slo, ok, in_win, ttft, tpot, e2e, secs)
+    summary["slo_attainment"] = slo_attainment(
+        slo, cols, in_win, done_in_win, secs, open_loop=bool(open_loop)
+    )
     return summary
 
 
@@ -300,6 +433,51 @@ def _parquet_itl_shares(
     return _apply_shares(gaps, table.column("tokens").to_numpy(), np.ones(gaps.shape, dtype=bool))
 
 
+def _record_chunks(
+    records: list[RequestRecord], selected: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(request id, arrival time, tokens) of every chunk of the selected records."""
+    chosen = [r for r in records if r.chunk_times_s and selected[r.id]]
+    lens = [len(r.chunk_times_s) for r in chosen]
+    rid = np.repeat(np.array([r.id for r in chosen], dtype=np.int64), lens)
+    t = np.array([x for r in chosen for x in r.chunk_times_s], dtype=np.float64)
+    k = np.array([x for r in chosen for x in r.chunk_tokens], dtype=np.int64)
+    return rid, t, k
+
+
+def _parquet_chunks(path: Path, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(request id, arrival time, tokens) of every chunk of the selected requests in
+    itl.parquet. Only the row groups whose request-id range holds a selected request are
+    read: the requests cut by a window edge are few and, in id order, near the run's two ends,
+    so a million-request run reads a few row groups, not the file."""
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    id_col = pf.schema_arrow.get_field_index("request_id")
+    wanted = np.flatnonzero(selected)
+    groups = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(id_col).statistics
+        if stats is None or not stats.has_min_max:
+            groups.append(i)
+            continue
+        lo = np.searchsorted(wanted, int(stats.min), side="left")
+        if lo < wanted.size and wanted[lo] <= int(stats.max):
+            groups.append(i)
+    if not groups:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, np.zeros(0), empty
+    table = pf.read_row_groups(groups, columns=["request_id", "t_s", "tokens"])
+    rid = table.column("request_id").to_numpy()
+    keep = np.zeros(rid.size, dtype=bool)
+    known = rid < selected.size
+    keep[known] = selected[rid[known]]
+    return (
+        rid[keep],
+        table.column("t_s").to_numpy()[keep],
+        table.column("tokens").to_numpy()[keep].astype(np.int64),
+    )
+
+
 def _stat_max(col: Any) -> int:
     stats = col.statistics
     if stats is None or not stats.has_min_max:
@@ -315,25 +493,52 @@ def _selected_by_id(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return table
 
 
-def goodput(
+def slo_attainment(
     slo: SloSpec | None,
-    ok: np.ndarray,
+    cols: RequestColumns,
     in_win: np.ndarray,
-    ttft: np.ndarray,
-    tpot: np.ndarray,
-    e2e: np.ndarray,
+    done_in_win: np.ndarray,
     secs: float,
+    *,
+    open_loop: bool,
 ) -> dict[str, Any]:
-    """DistServe goodput: requests/s meeting every SLO set, and the fraction of all requests in
-    the window (failed requests count as misses)."""
+    """SLO attainment: of the requests in the window, the fraction that succeeded and met every
+    objective set (failed requests count as misses), and the rate of such requests completing
+    inside the window. Measured from the send (``from_send``) and, for an open loop, from the
+    intended start on the schedule (``from_intended``: what a user who asked at that moment
+    waited, the queueing under a concurrency cap included). ``headline`` names the one whose
+    figures are repeated at the top: ``from_intended`` for an open loop, else ``from_send``.
+    (DistServe's goodput is the highest request rate at which the attainment still reaches its
+    target: ``infprof sweep --search slo`` finds it.)"""
+    empty = {"fraction": None, "requests_per_s": None, "met": None, "meets_target": None}
     if slo is None or not slo.is_set():
-        return {"slo": None, "requests_per_s": None, "fraction": None, "met": None}
-    met = int(np.count_nonzero(meets_slo(slo, ok, ttft, tpot, e2e)))
+        return {"slo": None, "headline": None, **empty, "from_send": None, "from_intended": None}
+    ok = cols.outcome == "ok"
+    ttft, tpot, e2e = latencies(cols)
     total = int(np.count_nonzero(in_win))
+
+    def part(meets: np.ndarray) -> dict[str, Any]:
+        met = int(np.count_nonzero(meets & in_win))
+        return {
+            "fraction": met / total if total else None,
+            "requests_per_s": (
+                int(np.count_nonzero(meets & done_in_win)) / secs if secs > 0 else None
+            ),
+            "met": met,
+            "meets_target": (met / total >= slo.target_fraction) if total else None,
+        }
+
+    from_send = part(meets_slo(slo, ok, ttft, tpot, e2e))
+    from_intended = None
+    if open_loop:
+        ttft_i = cols.first_token_s - cols.intended_start_s
+        e2e_i = cols.end_s - cols.intended_start_s
+        from_intended = part(meets_slo(slo, ok, ttft_i, tpot, e2e_i))
+    headline = "from_intended" if from_intended is not None else "from_send"
     return {
         "slo": slo.model_dump(),
-        "requests_per_s": met / secs if secs > 0 else None,
-        "fraction": met / total if total else None,
-        "met": met,
-        "meets_target": (met / total >= slo.target_fraction) if total else None,
+        "headline": headline,
+        **(from_intended if from_intended is not None else from_send),
+        "from_send": from_send,
+        "from_intended": from_intended,
     }

@@ -137,8 +137,14 @@ def point_from_run(
     if not ok:
         return None
     n = _n_of(manifest)
-    prompt = _get(summary, "tokens", "prompt") or 0
-    output = _get(summary, "tokens", "output") or 0
+    # mean lengths per request; summaries before these keys counted the tokens of the ok
+    # requests in the window, so the totals over the count are the means there
+    prompt = _get(summary, "tokens", "prompt_mean_per_request")
+    if prompt is None:
+        prompt = (_get(summary, "tokens", "prompt") or 0) / ok
+    output = _get(summary, "tokens", "output_mean_per_request")
+    if output is None:
+        output = (_get(summary, "tokens", "output") or 0) / ok
     lat = summary.get("latency") or {}
 
     def pct(metric: str) -> dict[str, float]:
@@ -169,8 +175,8 @@ def point_from_run(
             max_num_seqs=cfg.get("max_num_seqs") or serve.get("max_num_seqs"),
             max_num_batched_tokens=cfg.get("max_num_batched_tokens")
             or serve.get("max_num_batched_tokens"),
-            input_len=max(prompt / ok, 1.0),
-            output_len=max(output / (ok * n), 1.0),
+            input_len=max(prompt, 1.0),
+            output_len=max(output / n, 1.0),
             n=n,
             load_kind=load.get("kind"),
             load_value=load.get("value"),

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from profiler.analysis.legacy import slo_attainment_of
 from profiler.load.driver import Progress
 
 
@@ -19,6 +20,24 @@ def _ms(v: float | None) -> str:
 
 def _num(v: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
+
+
+FROM = {"from_intended": "from the intended start", "from_send": "from the send"}
+
+
+def _attainment(att: dict[str, Any]) -> str:
+    """The headline figures, then the other measure's fraction (open loops have both)."""
+    head = att.get("headline") or "from_send"
+    text = (
+        f"{_num(att.get('fraction'), '{:.1%}')} of requests met every SLO {FROM[head]}, "
+        f"{_num(att.get('requests_per_s'))} req/s"
+        f" ({'meets' if att.get('meets_target') else 'misses'} the target)"
+    )
+    other = att.get("from_send" if head == "from_intended" else "from_intended")
+    if isinstance(other, dict):
+        alt = "from_send" if head == "from_intended" else "from_intended"
+        text += f"; {FROM[alt]}: {_num(other.get('fraction'), '{:.1%}')}"
+    return text
 
 
 def render_summary(
@@ -37,12 +56,9 @@ def render_summary(
         f"{_num(thr['requests_per_s'])} req/s, {_num(thr['output_tokens_per_s'], '{:.1f}')} output tok/s, "
         f"{_num(thr['total_tokens_per_s'], '{:.1f}')} total tok/s",
     )
-    gp = summary.get("goodput") or {}
-    if gp.get("slo"):
-        head.add_row(
-            "goodput",
-            f"{_num(gp['requests_per_s'])} req/s meeting the SLOs ({_num(gp['fraction'], '{:.1%}')})",
-        )
+    att = slo_attainment_of(summary)
+    if att.get("slo"):
+        head.add_row("SLO attainment", _attainment(att))
     console.print(head)
     t = Table(title="latency (ms)")
     t.add_column("metric")
@@ -54,9 +70,10 @@ def render_summary(
         ("itl_s", "ITL"),
         ("e2e_s", "E2E"),
         ("ttft_from_intended_s", "TTFT from intended start"),
+        ("queue_wait_s", "queue wait for a slot"),  # open loop under a concurrency cap
     ):
-        d = lat.get(key)
-        if d is None:
+        d = lat.get(key, summary.get(key))
+        if not d or (key == "queue_wait_s" and not d.get("count")):
             continue
         t.add_row(
             label,

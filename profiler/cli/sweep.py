@@ -90,12 +90,13 @@ def _ep_list(text: str | None) -> list[bool] | None:
 @click.option("--input-len", type=click.IntRange(min=1), help="Fixed prompt length in tokens.")
 @click.option("--output-len", type=click.IntRange(min=1), help="Fixed output length in tokens.")
 @click.option(
-    "--slo", help="SLOs in seconds, e.g. ttft=0.5,tpot=0.05 (goodput; needed by --search slo)."
+    "--slo",
+    help="SLOs in seconds, e.g. ttft=0.5,tpot=0.05 (SLO attainment per point; needed by --search slo).",
 )
 @click.option(
     "--search",
     type=click.Choice(["slo"]),
-    help="Search the highest rate meeting the SLOs per configuration.",
+    help="Search the goodput per configuration: the highest rate meeting the SLOs.",
 )
 @click.option(
     "--target-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True
@@ -298,7 +299,7 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
         "TTFT p99",
         "TPOT p50",
         "TPOT p99",
-        "goodput",
+        "SLO met",
     )
     for col in cols:
         t.add_column(col, justify="left" if col in ("point", "status") else "right", no_wrap=True)
@@ -321,14 +322,14 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
             _ms(k.get("ttft_p99_s")),
             _ms(k.get("tpot_p50_s")),
             _ms(k.get("tpot_p99_s")),
-            _n(k.get("goodput_fraction"), "{:.0%}"),
+            _n(k.get("slo_attainment"), "{:.0%}"),
         )
     console.print(t)
-    console.print("latencies in ms; goodput = share of requests meeting every SLO")
+    console.print("latencies in ms; SLO met = share of requests meeting every SLO")
     for s in data.get("searches", []):
         best = "none" if s["best_rate"] is None else f"{s['best_rate']:g} req/s"
         console.print(
-            f"SLO search {s['config_id']} {s['label']} / {s['workload']}: {best} ({s['stopped']})"
+            f"SLO search {s['config_id']} {s['label']} / {s['workload']}: goodput {best} ({s['stopped']})"
         )
     for k in data.get("knees", []):
         if k.get("point"):

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ LAG_INTERVAL_S = 0.05
 CONNECTION_FAILURES_TO_ABORT = 16
 # A client using more than this share of its one core, or whose event loop stalls more than
 # LOOP_LAG_LIMIT_S at p99, or whose open-loop dispatch lags more than DISPATCH_LAG_LIMIT_S at
-# p99, is the bottleneck: its latencies measure itself, not the server.
+# p99, is the bottleneck: its latencies measure itself, not the server. Waiting for a free slot
+# under an open loop's concurrency cap is the load's queue, not client lag (queue_wait_s).
 CPU_LIMIT = 0.9
 LOOP_LAG_LIMIT_S = 0.025
 DISPATCH_LAG_LIMIT_S = 0.025
@@ -235,6 +237,7 @@ class Driver:
         assert plan.offsets_s is not None
         offsets = plan.offsets_s
         sem = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
+        queue = _SlotQueue()
         t0 = self._start_s
         clock = self.clock
         for i, req in enumerate(requests):
@@ -250,29 +253,41 @@ class Driver:
                     break  # stop was set while waiting
                 except TimeoutError:
                     pass
+            wait: float | None = None
             if sem is not None:
+                queue.block(clock.now())
                 await sem.acquire()
+                queue.unblock(clock.now())
                 if self.stopping:
                     sem.release()
                     break
-            self._dispatch_lags.append(clock.now() - intended)
-            task = self._spawn(req, plan.workload, intended)
+                # the slot wait: this request's own, and the part of earlier ones' waits
+                # that it spent behind them (the loop dispatches in order)
+                wait = queue.waited_since(intended)
+            # the scheduler's own lateness: health judges this, never the queue's wait
+            self._dispatch_lags.append(clock.now() - intended - (wait or 0.0))
+            task = self._spawn(req, plan.workload, intended, wait)
             if sem is not None:
                 task.add_done_callback(functools.partial(_release, sem))
 
-    def _spawn(self, req: Any, workload: str, intended: float) -> asyncio.Task[RequestRecord]:
-        task = asyncio.create_task(self._one(req, workload, intended))
+    def _spawn(
+        self, req: Any, workload: str, intended: float, queue_wait_s: float | None = None
+    ) -> asyncio.Task[RequestRecord]:
+        task = asyncio.create_task(self._one(req, workload, intended, queue_wait_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _one(self, req: Any, workload: str, intended: float) -> RequestRecord:
+    async def _one(
+        self, req: Any, workload: str, intended: float, queue_wait_s: float | None
+    ) -> RequestRecord:
         # counted here, not at spawn: a task cancelled before it ever ran (an abort right after
         # dispatch) sent nothing and leaves no record, so "sent" always equals the records
         self._sent += 1
         rec = await self.client.send(
             req, workload=workload, intended_start_s=intended, on_send=self.on_send
         )
+        rec.queue_wait_s = queue_wait_s
         if rec.outcome == "cancelled" and self._abort_outcome != "cancelled":
             rec.outcome = self._abort_outcome  # type: ignore[assignment]
             rec.error = self._reason
@@ -394,6 +409,38 @@ class Driver:
         while True:
             await asyncio.sleep(self.progress_interval_s)
             self.on_progress(self._progress())
+
+
+class _SlotQueue:
+    """When the open loop's dispatcher was blocked waiting for a free slot under the
+    concurrency cap. Requests are dispatched in schedule order, so a request whose intended
+    start fell while the dispatcher was blocked on an earlier request's slot was queued for
+    that time too: ``waited_since(intended)`` is the blocked time since ``intended``. Intended
+    starts only grow, so intervals that ended before one are dropped."""
+
+    def __init__(self) -> None:
+        self._spans: deque[tuple[float, float, float]] = deque()  # start, end, blocked before
+        self._total = 0.0
+        self._since: float | None = None
+
+    def block(self, t: float) -> None:
+        self._since = t
+
+    def unblock(self, t: float) -> None:
+        start, self._since = self._since, None
+        if start is None or t <= start:
+            return
+        self._spans.append((start, t, self._total))
+        self._total += t - start
+
+    def waited_since(self, t: float) -> float:
+        spans = self._spans
+        while spans and spans[0][1] <= t:
+            spans.popleft()
+        if not spans:
+            return 0.0
+        start, _end, before = spans[0]
+        return self._total - before - max(t - start, 0.0)
 
 
 def _release(sem: asyncio.Semaphore, _task: object) -> None:

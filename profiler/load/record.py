@@ -35,6 +35,10 @@ class RequestRecord:
     error: str | None = None
     tokens_estimated: bool = False
     worker: int = 0
+    # Seconds spent waiting for a free slot under an open loop's concurrency cap (between the
+    # scheduler's dispatch and the send); None where the load has no cap (closed loop, or an
+    # open loop without --concurrency)
+    queue_wait_s: float | None = None
     # Arrival time and token count of every content chunk (all samples when n > 1).
     chunk_times_s: list[float] = field(default_factory=list, repr=False)
     chunk_tokens: list[int] = field(default_factory=list, repr=False)
@@ -56,9 +60,11 @@ class RequestRecord:
 
     @property
     def dispatch_lag_s(self) -> float | None:
+        """How late the client sent the request, less the time it queued for a free slot
+        (``queue_wait_s``): the load generator's own lag, not the cap's."""
         if self.send_s is None:
             return None
-        return self.send_s - self.intended_start_s
+        return self.send_s - self.intended_start_s - (self.queue_wait_s or 0.0)
 
     @property
     def e2e_s(self) -> float | None:

@@ -11,8 +11,9 @@ request's task wakes once, when the response ends.
 
 Scope: HTTP/1.1 with keep-alive and a pool of idle connections per ``Pool`` (one host),
 ``http`` and ``https``, chunked, Content-Length and close-delimited bodies. No proxies, no
-redirects, no compression (requests say ``Accept-Encoding: identity``). aiohttp still serves
-everything else in infprof (readiness probes, scraping, the exporter).
+redirects, no compression (requests say ``Accept-Encoding: identity``). Nothing else in infprof
+needs an HTTP client library: probes and scraping use ``urllib``, the exporter is
+prometheus_client's server.
 """
 
 from __future__ import annotations

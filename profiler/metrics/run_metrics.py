@@ -52,8 +52,9 @@ class Slo(Protocol):
 
 
 def meets_slo(rec: RequestRecord, slo: Slo) -> bool:
-    """DistServe goodput test, as in ``profiler.analysis.summary.goodput``: the request
-    succeeded and met every objective set; a one-token answer has no TPOT and cannot miss it."""
+    """The SLO test of ``profiler.analysis.summary.slo_attainment`` measured from the send: the
+    request succeeded and met every objective set; a one-token answer has no TPOT and cannot
+    miss it."""
     if rec.outcome != "ok":
         return False
     if slo.ttft_s is not None:
@@ -73,7 +74,7 @@ def meets_slo(rec: RequestRecord, slo: Slo) -> bool:
 
 class RunMetrics:
     """Registers the run's metrics on ``registry`` (never the global one) and updates them
-    from the driver's hooks. ``slo`` (a ``SloSpec``) enables the goodput counter's counting;
+    from the driver's hooks. ``slo`` (a ``SloSpec``) enables the SLO-met counter's counting;
     without one it stays at 0."""
 
     def __init__(
@@ -120,8 +121,13 @@ class RunMetrics:
         )
         self._lag = hist(
             "infprof_dispatch_lag_seconds",
-            "Dispatch lag: actual send minus intended start on the arrival schedule.",
+            "Dispatch lag: actual send minus intended start on the arrival schedule, less the queue wait for a slot.",
             DISPATCH_LAG_BUCKETS_S,
+        )
+        self._queue_wait = hist(
+            "infprof_queue_wait_seconds",
+            "Time an open-loop request waited for a free slot under the concurrency cap.",
+            LATENCY_BUCKETS_S,
         )
 
         requests = Counter(
@@ -134,9 +140,9 @@ class RunMetrics:
         self._sent = Counter(
             "infprof_requests_sent", "Requests sent to the server.", names, registry=r
         ).labels(**values)
-        self._goodput = Counter(
-            "infprof_goodput_requests",
-            "Successful requests that met every SLO objective set (DistServe goodput).",
+        self._slo_met = Counter(
+            "infprof_slo_met_requests",
+            "Successful requests that met every SLO objective set, measured from the send.",
             names,
             registry=r,
         ).labels(**values)
@@ -216,6 +222,8 @@ class RunMetrics:
         lag = rec.dispatch_lag_s
         if lag is not None:
             self._lag.observe(max(lag, 0.0))
+        if rec.queue_wait_s is not None:
+            self._queue_wait.observe(max(rec.queue_wait_s, 0.0))
         if rec.outcome != "ok":
             return
         ttft, tpot, e2e = rec.ttft_s, rec.tpot_s, rec.e2e_s
@@ -231,7 +239,7 @@ class RunMetrics:
         if rec.prompt_tokens:
             self._in_tok.inc(rec.prompt_tokens)
         if self._slo is not None and meets_slo(rec, self._slo):
-            self._goodput.inc()
+            self._slo_met.inc()
 
     def on_client_health(
         self, event_loop_lag_s: float | None, cpu_ratio: float | None, saturated: bool

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler import __version__
+from profiler.analysis.legacy import slo_attainment_of
 from profiler.errors import SpecError, StorageError
 from profiler.report.data import RunData, SweepData, kind_of, load_run, load_sweep
 from profiler.report.doc import Document, Section, Table, render_html, render_markdown
@@ -91,15 +92,15 @@ def _overview(loaded: list[RunData | SweepData]) -> Section:
             k = best["summary"] if best else {}
             rows.append([f"sweep {item.sweep_id}", f"{len(done)} points; best throughput at {best['id'] if best else '-'}",
                          num(k.get("requests_per_s")), num(k.get("output_tokens_per_s"), "{:.1f}"), ms(k.get("ttft_p50_s")),
-                         ms(k.get("tpot_p50_s")), pct(k.get("error_rate")), pct(k.get("goodput_fraction"))])  # fmt: skip
+                         ms(k.get("tpot_p50_s")), pct(k.get("error_rate")), pct(k.get("slo_attainment"))])  # fmt: skip
         else:
             s = item.summary
             rows.append([f"run {item.run_id}", str(dig(item.spec, "workload", "name") or "-"), num(dig(s, "throughput", "requests_per_s")),
                          num(dig(s, "throughput", "output_tokens_per_s"), "{:.1f}"), ms(dig(s, "latency", "ttft_s", "p50")),
-                         ms(dig(s, "latency", "tpot_s", "p50")), pct(s.get("error_rate")), pct(dig(s, "goodput", "fraction"))])  # fmt: skip
+                         ms(dig(s, "latency", "tpot_s", "p50")), pct(s.get("error_rate")), pct(slo_attainment_of(s).get("fraction"))])  # fmt: skip
     return Section("overview", "Overview").add(
         Table(
-            ["input", "", "req/s", "out tok/s", "TTFT p50 ms", "TPOT p50 ms", "errors", "goodput"],
+            ["input", "", "req/s", "out tok/s", "TTFT p50 ms", "TPOT p50 ms", "errors", "SLO met"],
             rows,
         )
     )

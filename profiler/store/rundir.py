@@ -343,6 +343,7 @@ REQUEST_SCHEMA = pa.schema(
         ("tpot_s", pa.float64()),
         ("e2e_s", pa.float64()),
         ("dispatch_lag_s", pa.float64()),
+        ("queue_wait_s", pa.float64()),
     ]
 )
 

@@ -226,7 +226,7 @@ class _Context:
             point = self.point(
                 cfg_id, config, workload, {"kind": "rate", "value": rate}, server, probe=True
             )
-            return point.get("summary") or {"goodput_fraction": None, "error_rate": 1.0}
+            return point.get("summary") or {"slo_attainment": None, "error_rate": 1.0}
 
         s = self.spec
         res = slo_search(
@@ -252,7 +252,7 @@ class _Context:
             "target_fraction": s.target_fraction,
             **res.to_dict(),
             "best_point": best_point["id"] if best_point else None,
-            "goodput_rps_at_best": (best_point or {}).get("summary", {}).get("goodput_rps"),
+            "slo_met_rps_at_best": (best_point or {}).get("summary", {}).get("slo_met_rps"),
             "output_tokens_per_s_at_best": (best_point or {})
             .get("summary", {})
             .get("output_tokens_per_s"),
@@ -260,7 +260,7 @@ class _Context:
         self.index.set_search(entry)
         best_txt = f"{res.best_rate:g} req/s" if res.best_rate is not None else "none"
         self.status(
-            f"{cfg_id} {config_label(config)} / {workload}: highest rate meeting the SLOs: {best_txt} ({res.stopped})"
+            f"{cfg_id} {config_label(config)} / {workload}: goodput (highest rate meeting the SLOs): {best_txt} ({res.stopped})"
         )
 
     # ------------------------------------------------------------ one point

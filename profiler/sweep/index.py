@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from profiler.analysis.legacy import key_numbers_of, search_of, slo_attainment_of
 from profiler.errors import StorageError
 from profiler.store.rundir import write_json_atomic
 
@@ -49,9 +50,11 @@ def key_numbers(summary: dict[str, Any]) -> dict[str, Any]:
     for metric in ("ttft", "tpot", "itl", "e2e"):
         for q in ("p50", "p90", "p99"):
             out[f"{metric}_{q}_s"] = _get(lat, f"{metric}_s", q)
-    out["goodput_rps"] = _get(summary, "goodput", "requests_per_s")
-    out["goodput_fraction"] = _get(summary, "goodput", "fraction")
-    out["meets_target"] = _get(summary, "goodput", "meets_target")
+    # SLO attainment's headline figures (from the intended start for an open loop)
+    att = slo_attainment_of(summary)
+    out["slo_met_rps"] = att.get("requests_per_s")
+    out["slo_attainment"] = att.get("fraction")
+    out["meets_target"] = att.get("meets_target")
     gpu = summary.get("gpu") or {}
     out["gpu_available"] = gpu.get("available")
     out["gpu_utilization_mean_ratio"] = gpu.get("utilization_mean_ratio")
@@ -143,6 +146,10 @@ def read_index(sweep_dir: Path) -> dict[str, Any]:
         )
     for key in ("configs", "searches", "knees"):
         data.setdefault(key, [])
+    for p in data["points"]:  # indexes written before the SLO names changed
+        if isinstance(p, dict) and isinstance(p.get("summary"), dict):
+            p["summary"] = key_numbers_of(p["summary"])
+    data["searches"] = [search_of(s) if isinstance(s, dict) else s for s in data["searches"]]
     return data
 
 

@@ -1,13 +1,14 @@
 """SLO search: the highest request rate at which a target fraction of requests meets every SLO
-(DistServe's per-replica goodput), found with few runs.
+(DistServe's per-replica goodput: ``best_rate``), found with few runs.
 
 1. Probe ``start_rate``. While probes pass, double the rate; when the first probe fails,
    halve instead until one passes (or ``min_rate`` is reached: nothing passes).
 2. Bisect between the highest passing and the lowest failing rate until they are within
    ``tolerance`` of each other (relative to the failing rate).
 
-A probe passes when its goodput fraction reaches the target and the server is not clearly
-saturated. *Clearly saturated* stops the doubling at once: the goodput fraction collapsed
+A probe passes when its SLO attainment (the fraction of requests meeting every SLO, from the
+intended start for these open-loop probes) reaches the target and the server is not clearly
+saturated. *Clearly saturated* stops the doubling at once: the attainment collapsed
 (below half the target), half or more of the requests failed, or the achieved request rate
 barely rose (under 10%) although the offered rate grew by half or more since the last
 passing probe. The probe function is the only seam to the outside: ``probe(rate)`` runs a
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from profiler.analysis.legacy import key_numbers_of
 from profiler.sweep.index import key_numbers
 
 COLLAPSE = 0.5  # fraction below target x COLLAPSE: collapsed
@@ -56,6 +58,8 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_rate": self.best_rate,
+            # DistServe's goodput: the highest rate at which the target attainment holds
+            "goodput_rps": self.best_rate,
             "failed_rate": self.failed_rate,
             "saturated_rate": self.saturated_rate,
             "stopped": self.stopped,
@@ -69,7 +73,9 @@ def round_rate(rate: float) -> float:
 
 
 def _flat(summary: dict[str, Any]) -> dict[str, Any]:
-    return key_numbers(summary) if "latency" in summary or "throughput" in summary else summary
+    if "latency" in summary or "throughput" in summary:
+        return key_numbers(summary)
+    return key_numbers_of(summary)
 
 
 def judge(
@@ -80,14 +86,14 @@ def judge(
 ) -> tuple[Probe, bool]:
     """The probe's verdict and whether the server is clearly saturated at ``rate``."""
     k = _flat(summary)
-    fraction = k.get("goodput_fraction")
+    fraction = k.get("slo_attainment")
     achieved = k.get("requests_per_s")
     errors = k.get("error_rate")
     saturated = ""
     if fraction is None:
-        saturated = "no goodput (no requests completed, or no SLO in the run)"
+        saturated = "no SLO attainment (no requests completed, or no SLO in the run)"
     elif fraction < target_fraction * COLLAPSE:
-        saturated = f"goodput fraction collapsed to {fraction:.0%}"
+        saturated = f"SLO attainment collapsed to {fraction:.0%}"
     if errors is not None and errors >= ERRORS_SATURATED:
         saturated = f"{errors:.0%} of requests failed"
     if (

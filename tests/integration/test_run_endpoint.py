@@ -296,3 +296,29 @@ def test_client_health_is_exported_while_the_load_runs(fake_url: str, tmp_path: 
     assert 0 < seen["infprof_client_cpu_ratio"] < 4
     assert seen["infprof_client_event_loop_lag_seconds"] >= 0
     assert seen["infprof_client_saturated"] in (0.0, 1.0)
+
+
+def test_open_loop_capped_in_flight_queues_without_calling_the_client_saturated(
+    fake_url: str, tmp_path: Path
+) -> None:
+    """--rate with --concurrency 1 against ~90 ms requests every 25 ms: requests queue for
+    the slot. The wait is queue_wait_s, not dispatch lag; the attainment from the intended
+    start (the headline) counts it, the one from the send does not."""
+    res = _infprof(
+        "run", "--endpoint", fake_url, "--num-requests", "20", "--rate", "40",
+        "--arrival", "constant", "--concurrency", "1", "--output-len", "80",
+        "--slo", "ttft=0.05", "--out", str(tmp_path), "--run-id", "q", "--json", "-q",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["requests"]["ok"] == 20
+    assert s["queue_wait_s"]["count"] == 20 and s["queue_wait_s"]["max"] > 0.5
+    assert s["dispatch_lag_s"]["p99"] < 0.025
+    assert "dispatch lag" not in (s["client"]["reason"] or "")
+    att = s["slo_attainment"]
+    assert att["headline"] == "from_intended"
+    assert att["from_send"]["fraction"] == 1.0
+    assert att["from_intended"]["fraction"] < 0.5
+    assert att["fraction"] == att["from_intended"]["fraction"]
+    recs = read_records(tmp_path / "q")
+    assert all(r.queue_wait_s is not None for r in recs)

@@ -104,7 +104,9 @@ def test_point_estimates_match_summary(runs: dict[str, Path]) -> None:
     assert by["output_tokens_per_s"].a == pytest.approx(
         summary["throughput"]["output_tokens_per_s"]
     )
-    assert by["goodput_fraction"].a == pytest.approx(summary["goodput"]["fraction"])
+    assert by["goodput_fraction"].a == pytest.approx(
+        summary["slo_attainment"]["from_send"]["fraction"]
+    )
 
 
 def test_bootstrap_ci_covers_truth() -> None:

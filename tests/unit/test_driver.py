@@ -80,11 +80,69 @@ def test_open_loop_follows_the_schedule_and_cap() -> None:
             20,
         )
     assert len(recs) == 20 and peak <= 3
-    # the cap makes later requests wait: that wait is dispatch lag, and intended starts keep the schedule
+    # the cap makes later requests wait for a slot: that wait is queue_wait_s, not dispatch
+    # lag, and intended starts keep the schedule
     intended = sorted(r.intended_start_s - min(x.intended_start_s for x in recs) for r in recs)
     assert intended == pytest.approx(list(offsets), abs=1e-6)
-    assert max(r.dispatch_lag_s for r in recs) > 0.05
+    assert max(r.queue_wait_s or 0.0 for r in recs) > 0.05
+    assert all(r.queue_wait_s is not None for r in recs)
     assert res.health.dispatch_lag_p99_s is not None
+
+
+class _SlowClient:
+    """A client whose every request takes ``service_s`` (no server, no sockets)."""
+
+    def __init__(self, clock: RunClock, service_s: float) -> None:
+        self.clock, self.service_s = clock, service_s
+
+    async def send(self, req, *, workload, intended_start_s, on_send=None):  # type: ignore[no-untyped-def]
+        rec = RequestRecord(
+            id=req.id, workload=workload, scenario=req.scenario, intended_start_s=intended_start_s
+        )
+        rec.send_s = self.clock.now()
+        if on_send is not None:
+            on_send()
+        await asyncio.sleep(self.service_s)
+        rec.first_token_s = rec.last_token_s = rec.end_s = self.clock.now()
+        rec.output_tokens, rec.chunks = 1, 1
+        return rec
+
+
+def test_open_loop_queueing_under_the_cap_is_not_client_lag() -> None:
+    """An open loop at 50 req/s capped at one in flight against 0.1 s requests: the requests
+    queue for the slot (up to about 0.7 s here), and that is the load's queue, not a late
+    client. The client's own dispatch lag stays small and health does not call it saturated."""
+    from profiler.load.driver import DISPATCH_LAG_LIMIT_S
+
+    clock = RunClock()
+    records: list[RequestRecord] = []
+    driver = Driver(_SlowClient(clock, 0.1), clock, [records.append])  # type: ignore[arg-type]
+    plan = LoadPlan(
+        workload="w", num_requests=10, offsets_s=np.arange(10) * 0.02, max_concurrency=1
+    )
+    res = asyncio.run(driver.run(_requests(10), plan))
+    assert res.ended == "completed" and len(records) == 10
+    recs = sorted(records, key=lambda r: r.id)
+    waits = [r.queue_wait_s for r in recs]
+    assert all(w is not None for w in waits)
+    assert waits[-1] > 0.5  # 9 x 0.1 s of service ahead of it, minus 9 x 0.02 s of schedule
+    for r in recs:  # the whole delay is the queue's
+        assert r.send_s - r.intended_start_s == pytest.approx(r.queue_wait_s, abs=0.02)
+        assert r.dispatch_lag_s < 0.02
+    assert res.health.dispatch_lag_p99_s is not None
+    assert res.health.dispatch_lag_p99_s < DISPATCH_LAG_LIMIT_S
+    assert not [x for x in res.health.reasons if "dispatch lag" in x]
+    assert res.health.saturated is False, res.health.reasons
+
+
+def test_closed_and_uncapped_loads_record_no_queue_wait() -> None:
+    clock = RunClock()
+    records: list[RequestRecord] = []
+    driver = Driver(_SlowClient(clock, 0.01), clock, [records.append])  # type: ignore[arg-type]
+    asyncio.run(driver.run(_requests(4), LoadPlan(workload="w", num_requests=4, concurrency=2)))
+    plan = LoadPlan(workload="w", num_requests=4, offsets_s=np.arange(4) * 0.01)
+    asyncio.run(driver.run(_requests(4), plan))
+    assert len(records) == 8 and all(r.queue_wait_s is None for r in records)
 
 
 def test_failures_are_recorded_not_raised() -> None:

@@ -93,7 +93,8 @@ def test_a_successful_record_feeds_every_histogram_and_counter() -> None:
     assert _v(reg, "infprof_request_itl_seconds_sum") == pytest.approx(0.06)
     assert _v(reg, "infprof_dispatch_lag_seconds_count") == 1
     assert _v(reg, "infprof_dispatch_lag_seconds_sum") == pytest.approx(0.001)
-    assert _v(reg, "infprof_goodput_requests_total") == 0  # no SLO given
+    assert _v(reg, "infprof_slo_met_requests_total") == 0  # no SLO given
+    assert _v(reg, "infprof_queue_wait_seconds_count") == 0  # no concurrency cap
 
 
 def test_failed_requests_count_by_outcome_and_observe_no_latency() -> None:
@@ -124,7 +125,7 @@ def test_a_never_sent_record_does_not_change_inflight() -> None:
     assert _v(reg, "infprof_dispatch_lag_seconds_count") == 0
 
 
-def test_goodput_follows_the_summary_rule() -> None:
+def test_slo_met_follows_the_summary_rule() -> None:
     slo = SloSpec.parse("ttft=0.5,tpot=0.05")
     assert meets_slo(_ok(ttft=0.2), slo)
     assert not meets_slo(_ok(ttft=0.8), slo)
@@ -137,7 +138,8 @@ def test_goodput_follows_the_summary_rule() -> None:
         m.on_send()
         rec.id = i
         m.on_record(rec)
-    assert _v(reg, "infprof_goodput_requests_total") == 1
+    assert _v(reg, "infprof_slo_met_requests_total") == 1
+    assert _v(reg, "infprof_goodput_requests_total") is None  # the old, misleading name
     assert _v(reg, "infprof_slo_seconds", objective="ttft") == 0.5
     assert _v(reg, "infprof_slo_seconds", objective="e2e") is None
 
@@ -256,3 +258,15 @@ def test_batch_histogram_is_exposed_exactly_like_a_prometheus_histogram() -> Non
         ]
 
     assert text(reg) == text(ref_reg)
+
+
+def test_queue_wait_is_its_own_histogram_not_dispatch_lag() -> None:
+    reg = CollectorRegistry()
+    m = RunMetrics(reg, **L)
+    rec = _ok(0)
+    rec.queue_wait_s = 0.5
+    rec.send_s = rec.intended_start_s + 0.501  # it waited 0.5 s for a slot, then 1 ms
+    m.on_send()
+    m.on_record(rec)
+    assert _v(reg, "infprof_queue_wait_seconds_sum") == pytest.approx(0.5)
+    assert _v(reg, "infprof_dispatch_lag_seconds_sum") == pytest.approx(0.001)

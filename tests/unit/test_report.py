@@ -22,7 +22,7 @@ SWEEP_SECTIONS = {
     "overview",
     "points",
     "latency-throughput",
-    "goodput",
+    "slo-attainment",
     "distributions",
     "gpu",
     "energy",
@@ -31,7 +31,7 @@ SWEEP_SECTIONS = {
 }
 SWEEP_PLOTS = {
     "sweep-latency-throughput",
-    "sweep-goodput",
+    "sweep-slo-attainment",
     "sweep-distributions",
     "sweep-gpu",
     "sweep-energy",
@@ -157,7 +157,7 @@ def test_sweep_without_gpu_and_with_search(tmp_path: Path) -> None:
     index["searches"] = [
         {
             "config_id": "c0", "label": "tp1", "workload": "synthetic", "target_fraction": 0.9, "best_rate": 3.0,
-            "failed_rate": 3.2, "stopped": "converged", "goodput_rps_at_best": 2.9, "output_tokens_per_s_at_best": 90.0,
+            "failed_rate": 3.2, "stopped": "converged", "slo_met_rps_at_best": 2.9, "output_tokens_per_s_at_best": 90.0,
             "probes": [
                 {"rate": 1.0, "passed": True, "fraction": 1.0, "achieved_rps": 1.0, "error_rate": 0.0, "reason": ""},
                 {"rate": 2.0, "passed": True, "fraction": 0.97, "achieved_rps": 2.0, "error_rate": 0.0, "reason": ""},

@@ -1,4 +1,4 @@
-"""summary.json: percentiles consistent with the records, goodput, window, contract keys."""
+"""summary.json: percentiles consistent with the records, SLO attainment, window, contract keys."""
 
 from __future__ import annotations
 
@@ -70,13 +70,87 @@ def test_contract_keys_and_consistency() -> None:
     assert s["error_rate"] == pytest.approx(1 / 51)
 
 
-def test_goodput_counts_failures_as_misses() -> None:
+def test_slo_attainment_counts_failures_as_misses() -> None:
     recs = _records()
     slo = SloSpec(ttft_s=0.1)
     s = summarize(RequestColumns.from_records(recs), run_id="r", slo=slo)
     met = sum(1 for r in recs if r.outcome == "ok" and r.ttft_s <= 0.1)
-    assert s["goodput"]["met"] == met
-    assert s["goodput"]["fraction"] == pytest.approx(met / 51)
+    att = s["slo_attainment"]
+    assert "goodput" not in s
+    assert att["met"] == met
+    assert att["fraction"] == pytest.approx(met / 51)
+    assert att["requests_per_s"] == pytest.approx(met / s["window"]["seconds"])
+    # a closed loop has only the from-send figure, and it is the headline
+    assert att["headline"] == "from_send" and att["from_intended"] is None
+    assert att["from_send"]["fraction"] == att["fraction"]
+
+
+def _queued(n: int = 20) -> list[RequestRecord]:
+    """An open loop capped in flight: every other request queued 0.3 s for a slot."""
+    out = []
+    for i in range(n):
+        intended = i * 0.1
+        wait = 0.3 if i % 2 else 0.0
+        send = intended + 0.001 + wait
+        out.append(
+            RequestRecord(
+                id=i,
+                workload="w",
+                scenario="s",
+                intended_start_s=intended,
+                send_s=send,
+                first_token_s=send + 0.05,
+                last_token_s=send + 0.1,
+                end_s=send + 0.1,
+                prompt_tokens=4,
+                output_tokens=2,
+                chunks=2,
+                chunk_times_s=[send + 0.05, send + 0.1],
+                chunk_tokens=[1, 1],
+                queue_wait_s=wait,
+            )
+        )
+    return out
+
+
+def test_open_loop_slo_attainment_from_intended_start_and_from_send() -> None:
+    recs = _queued()
+    slo = SloSpec(ttft_s=0.2, target_fraction=0.9)
+    s = summarize(RequestColumns.from_records(recs), run_id="r", slo=slo, open_loop=True)
+    att = s["slo_attainment"]
+    secs = s["window"]["seconds"]
+    assert att["from_send"]["fraction"] == 1.0 and att["from_send"]["meets_target"] is True
+    assert att["from_send"]["requests_per_s"] == pytest.approx(20 / secs)
+    # from the intended start the queued half waited 0.351 s for its first token
+    assert att["from_intended"]["fraction"] == 0.5
+    assert att["from_intended"]["met"] == 10
+    assert att["from_intended"]["requests_per_s"] == pytest.approx(10 / secs)
+    assert att["from_intended"]["meets_target"] is False
+    assert att["headline"] == "from_intended"
+    assert att["fraction"] == 0.5 and att["meets_target"] is False
+    # the slot wait is its own distribution, and no part of the client's dispatch lag
+    assert s["queue_wait_s"]["count"] == 20
+    assert s["queue_wait_s"]["max"] == pytest.approx(0.3)
+    assert s["dispatch_lag_s"]["max"] == pytest.approx(0.001)
+    assert recs[1].dispatch_lag_s == pytest.approx(0.001)
+
+
+def test_queue_wait_survives_compaction_and_old_runs_still_read(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    path = _run_dir(tmp_path, _queued(), compact=True)
+    s = summarize(RequestColumns.from_run_dir(path), run_id="x")
+    assert s["queue_wait_s"]["max"] == pytest.approx(0.3)
+    assert s["dispatch_lag_s"]["max"] == pytest.approx(0.001)
+    # a run directory written before queue_wait_s existed: the wait was dispatch lag then
+    t = pq.read_table(path / "requests.parquet")
+    pq.write_table(t.drop(["queue_wait_s"]), path / "requests.parquet")
+    old = summarize(RequestColumns.from_run_dir(path), run_id="x")
+    assert old["queue_wait_s"]["count"] == 0
+    assert old["dispatch_lag_s"]["max"] == pytest.approx(0.301)
+    from profiler.store.rundir import read_records
+
+    assert all(r.queue_wait_s is None for r in read_records(path))
 
 
 def test_warmup_excludes_early_requests() -> None:

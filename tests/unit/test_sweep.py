@@ -124,7 +124,9 @@ def test_grid_runs_every_point_and_writes_the_index(tmp_path: Path) -> None:
     assert p["config"]["max_num_seqs"] == 16 and p["load"] == {"kind": "concurrency", "value": 4}
     assert p["workload"] == "default" and p["run_dir"] == "runs/c1-default-conc4"
     assert (tmp_path / "sw" / p["run_dir"] / "summary.json").exists()
-    assert {"requests_per_s", "ttft_p50_s", "tpot_p99_s", "goodput_fraction"} <= set(p["summary"])
+    assert {"requests_per_s", "ttft_p50_s", "tpot_p99_s", "slo_attainment", "slo_met_rps"} <= set(
+        p["summary"]
+    )
     assert len(index["knees"]) == 2
     spec = runner.calls[0]
     assert spec.num_requests == 30 and spec.slo.ttft_s == 0.5 and spec.slo.target_fraction == 0.9
@@ -206,7 +208,10 @@ def test_slo_search_through_the_sweep(tmp_path: Path) -> None:
             },
             "latency": {},
             "error_rate": 0.0,
-            "goodput": {"fraction": fraction, "requests_per_s": fraction * min(rate, capacity)},
+            "slo_attainment": {
+                "fraction": fraction,
+                "requests_per_s": fraction * min(rate, capacity),
+            },
         }
         return SimpleNamespace(
             run_dir=spec.out_dir / spec.run_id, summary=summary, ended="completed", reason=None

@@ -22,7 +22,7 @@ def server(capacity: float, *, loose_slo: bool = False) -> tuple[Any, list[float
         fraction = 1.0 if loose_slo else max(0.0, 1.0 - 4 * over) if over > 0 else 0.99
         return {
             "requests_per_s": achieved,
-            "goodput_fraction": fraction,
+            "slo_attainment": fraction,
             "error_rate": 0.0,
         }
 
@@ -58,8 +58,8 @@ def test_stops_doubling_once_throughput_stops_rising() -> None:
 def test_collapse_and_errors_count_as_saturation() -> None:
     def probe(rate: float) -> dict[str, Any]:
         if rate > 4:
-            return {"requests_per_s": 1.0, "goodput_fraction": 0.0, "error_rate": 0.8}
-        return {"requests_per_s": rate, "goodput_fraction": 1.0, "error_rate": 0.0}
+            return {"requests_per_s": 1.0, "slo_attainment": 0.0, "error_rate": 0.8}
+        return {"requests_per_s": rate, "slo_attainment": 1.0, "error_rate": 0.0}
 
     res = slo_search(probe, start_rate=1.0, tolerance=0.1)
     assert res.saturated_rate is not None and 4.0 < res.saturated_rate <= 8.0
@@ -75,7 +75,7 @@ def test_halves_when_start_rate_fails() -> None:
 
 def test_nothing_passes() -> None:
     def probe(rate: float) -> dict[str, Any]:
-        return {"requests_per_s": rate, "goodput_fraction": 0.5, "error_rate": 0.0}
+        return {"requests_per_s": rate, "slo_attainment": 0.5, "error_rate": 0.0}
 
     res = slo_search(probe, start_rate=1.0, min_rate=0.1)
     assert res.best_rate is None
@@ -92,18 +92,31 @@ def test_max_probes_and_max_rate() -> None:
     assert calls == [1.0, 2.0, 4.0, 5.0] and res.best_rate == 5.0
 
 
-def test_accepts_nested_summaries() -> None:
+@pytest.mark.parametrize("section", ["slo_attainment", "goodput"])
+def test_accepts_nested_summaries(section: str) -> None:
+    """summary.json's nested form; ``goodput`` is the section's name in older runs."""
+
     def probe(rate: float) -> dict[str, Any]:
         ok = rate <= 6
         return {
             "throughput": {"requests_per_s": min(rate, 6.0)},
             "latency": {},
             "error_rate": 0.0,
-            "goodput": {"fraction": 0.95 if ok else 0.3},
+            section: {"fraction": 0.95 if ok else 0.3},
         }
 
     res = slo_search(probe, start_rate=1.0, tolerance=0.05)
     assert res.best_rate is not None and 5.7 <= res.best_rate <= 6.0
+    # the search's result is DistServe's goodput: the highest rate meeting the target
+    assert res.to_dict()["goodput_rps"] == res.best_rate
+
+
+def test_accepts_flat_key_numbers_of_older_indexes() -> None:
+    def probe(rate: float) -> dict[str, Any]:
+        return {"requests_per_s": rate, "goodput_fraction": 1.0 if rate <= 3 else 0.6}
+
+    res = slo_search(probe, start_rate=1.0, tolerance=0.05)
+    assert res.best_rate is not None and 2.85 <= res.best_rate <= 3.0
 
 
 def test_round_rate() -> None:
