@@ -2,9 +2,13 @@
 
 Everything is computed over the measured window ``[window_start, window_end]`` on the run
 clock (the same window as throughput), except ``memory_used_peak_bytes_run`` which covers the
-whole sampled run (model load included). Counters (energy, NVLink, PCIe, throttle times,
-vLLM token/preemption counters) give their increase over the window: each series is turned
-into a cumulative increase that ignores resets, then interpolated at the window's edges.
+whole sampled run (model load included). Counters of quantities (energy, NVLink, PCIe,
+throttle times) give their increase over the window: each series is turned into a cumulative
+increase that ignores resets, then interpolated at the window's edges. Counters of events
+(vLLM's requests, tokens, preemptions, prefix-cache hits/queries) are counts, whole numbers:
+the counter's own increase between the last scrape at or before the window start and the
+first scrape at or after the window end (so they may include up to one scrape interval
+beyond each edge), a drop counted as a restart from zero.
 Energy comes from NVML's total-energy counter, never from integrating power. A section that
 has no data says ``{"available": false, "reason": ...}``; it is never filled with zeros.
 
@@ -87,6 +91,22 @@ class _Data:
         if b <= a:
             return None
         return float(np.interp(b, t, cum) - np.interp(a, t, cum))
+
+    def count(self, source: str, device: str, metric: str) -> int | None:
+        """A counter's own increase between the last scrape at or before the window start and
+        the first scrape at or after the window end (the nearest scrapes inside when the series
+        starts or stops within the window), as a whole number. After a drop (a restart) the new
+        value counts as increase, as Prometheus' ``increase`` does. None without two scrapes."""
+        t, v = self.series.get((source, device, metric), (np.empty(0), np.empty(0)))
+        if t.size < 2 or t[-1] < self.start or t[0] > self.end:
+            return None
+        first = max(int(np.searchsorted(t, self.start, side="right")) - 1, 0)
+        last = min(int(np.searchsorted(t, self.end, side="left")), t.size - 1)
+        if last <= first:
+            return None
+        seg = v[first : last + 1]
+        step = np.diff(seg)
+        return int(round(float(np.where(step >= 0, step, seg[1:]).sum())))
 
     def coverage(self, source: str, device: str, metric: str) -> float:
         """Fraction of the window the series spans."""
@@ -283,8 +303,8 @@ def _server_section(d: _Data) -> dict[str, Any]:
     kv = d.window("vllm", "", "kv_cache_usage_ratio")
     running = d.window("vllm", "", "num_requests_running")
     waiting = d.window("vllm", "", "num_requests_waiting")
-    hits = d.increase("vllm", "", "prefix_cache_hits_total")
-    queries = d.increase("vllm", "", "prefix_cache_queries_total")
+    hits = d.count("vllm", "", "prefix_cache_hits_total")
+    queries = d.count("vllm", "", "prefix_cache_queries_total")
 
     def last(metric: str) -> float | None:
         v = d.window("vllm", "", metric)
@@ -301,10 +321,13 @@ def _server_section(d: _Data) -> dict[str, Any]:
         "num_requests_running_peak": _max(running),
         "num_requests_waiting_mean": _mean(waiting),
         "num_requests_waiting_peak": _max(waiting),
-        "preemptions": d.increase("vllm", "", "num_preemptions_total"),
-        "prompt_tokens": d.increase("vllm", "", "prompt_tokens_total"),
-        "generation_tokens": d.increase("vllm", "", "generation_tokens_total"),
-        "requests_finished": d.increase("vllm", "", "request_success_total"),
+        # counts: the counters' own increases between the scrapes around the window (ints)
+        "preemptions": d.count("vllm", "", "num_preemptions_total"),
+        "prompt_tokens": d.count("vllm", "", "prompt_tokens_total"),
+        "generation_tokens": d.count("vllm", "", "generation_tokens_total"),
+        "requests_finished": d.count("vllm", "", "request_success_total"),
+        "prefix_cache_hits": hits,
+        "prefix_cache_queries": queries,
         "prefix_cache_hit_ratio": hits / queries if hits is not None and queries else None,
         # server-side histogram means are cumulative since the server started
         "cumulative_means_s": {
