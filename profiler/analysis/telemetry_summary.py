@@ -184,6 +184,8 @@ def _gpu_section(
             "memory_used_peak_bytes": _max(d.window("nvml", g, "memory_used_bytes")),
             "memory_used_peak_bytes_run": _max(d.all("nvml", g, "memory_used_bytes")),
             "memory_total_bytes": _max(d.all("nvml", g, "memory_total_bytes")),
+            # the server's own memory (its process tree), whole run: None when not known
+            "process_memory_used_peak_bytes": _max(d.all("nvml", g, "process_memory_used_bytes")),
             "power_mean_watts": power,
             "temperature_peak_celsius": _max(d.window("nvml", g, "temperature_celsius")),
             "energy_joules": d.increase("nvml", g, "energy_joules_total"),
@@ -214,6 +216,10 @@ def _gpu_section(
         "memory_used_peak_bytes_run": _max_of(
             r["memory_used_peak_bytes_run"] for r in per.values()
         ),
+        "process_memory_used_peak_bytes": _max_of(
+            r["process_memory_used_peak_bytes"] for r in per.values()
+        ),
+        "process_memory_note": _process_memory_note(d, devs),
         "power_mean_watts": _sum(power_means),
         "gpus_with_errors": [g for g, r in per.items() if r["errors"]],
         "traffic_methods": sorted(methods),
@@ -229,6 +235,24 @@ def _gpu_section(
         )
     gpu["per_gpu"] = per
     return gpu, _energy_section(d, devs, per, tokens)
+
+
+def _process_memory_note(d: _Data, devs: list[str]) -> str | None:
+    """Why the server's GPU memory is unknown (None when it is known on some GPU)."""
+    if any(d.all("nvml", g, "process_memory_used_bytes").size for g in devs):
+        return None
+    listed = [d.all("nvml", g, "compute_processes") for g in devs]
+    if any(v.size and v.max() > 0 for v in listed):
+        return (
+            "NVML lists compute processes but none is the server's (PID namespace? e.g. a "
+            "container): the server's GPU memory is not known"
+        )
+    if any(v.size for v in listed):
+        return (
+            "NVML lists no compute process on these GPUs (processes it cannot see, or a server "
+            "without GPU memory): the server's GPU memory is not known"
+        )
+    return "not sampled (no server process tree: an attached endpoint, or no server yet)"
 
 
 def _energy_section(

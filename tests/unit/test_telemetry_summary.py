@@ -213,3 +213,30 @@ def test_server_counts_survive_a_counter_reset() -> None:
 def test_server_count_without_a_scrape_inside_the_window_span_is_none() -> None:
     server = summarize_telemetry(counter_scrapes([(5.0, 1.0)]), 1.0, 10.0, 0, NVML_OK)["server"]
     assert server["requests_finished"] is None
+
+
+def test_server_gpu_memory_without_a_matching_process_is_none_with_the_reason() -> None:
+    samples = gpu_run()
+    for t in range(0, 21, 2):  # NVML lists a (host-PID) process on each GPU, never the server's
+        for dev in ("0", "1"):
+            samples += [
+                Sample(float(t), "nvml", dev, "compute_processes", 1.0),
+                Sample(float(t), "nvml", dev, "server_compute_processes", 0.0),
+            ]
+    gpu = summarize_telemetry(samples, 5.0, 15.0, 1000, NVML_OK)["gpu"]
+    assert gpu["per_gpu"]["0"]["process_memory_used_peak_bytes"] is None
+    assert gpu["process_memory_used_peak_bytes"] is None
+    assert "none is the server's" in gpu["process_memory_note"]
+
+
+def test_server_gpu_memory_peak_when_known() -> None:
+    samples = gpu_run()
+    samples += [
+        Sample(float(t), "nvml", "0", "process_memory_used_bytes", 30e9 + t) for t in range(21)
+    ]
+    samples += [Sample(float(t), "nvml", "1", "process_memory_used_bytes", 0.0) for t in range(21)]
+    gpu = summarize_telemetry(samples, 5.0, 15.0, 1000, NVML_OK)["gpu"]
+    assert gpu["per_gpu"]["0"]["process_memory_used_peak_bytes"] == 30e9 + 20  # whole run
+    assert gpu["per_gpu"]["1"]["process_memory_used_peak_bytes"] == 0.0
+    assert gpu["process_memory_used_peak_bytes"] == 30e9 + 20
+    assert gpu["process_memory_note"] is None
