@@ -12,9 +12,16 @@ beyond each edge), a drop counted as a restart from zero.
 Energy comes from NVML's total-energy counter, never from integrating power. A section that
 has no data says ``{"available": false, "reason": ...}``; it is never filled with zeros.
 
-Across GPUs: utilization means/peaks pool every GPU's samples; ``power_mean_watts`` and the
-byte and energy totals are sums over GPUs (the node's draw and traffic); per-GPU figures are
-under ``per_gpu``.
+GPU scope: the ``gpu`` and ``energy`` sections cover the server's GPUs only, as recorded in
+manifest.json ``gpu_scope`` (``profiler.telemetry.gpu_scope``: ``--gpus``, the server's
+``CUDA_VISIBLE_DEVICES``, the GPUs holding the server's processes, or all); a scope still
+pending (method ``server_processes``) is decided here from the process samples, and a run
+without a recorded scope counts every GPU. Both sections say which under ``scope`` (with
+``other_gpus``, the GPUs sampled but not the server's).
+
+Across the server's GPUs: utilization means/peaks pool their samples; ``power_mean_watts`` and
+the byte and energy totals are sums over them (the server's draw and traffic); per-GPU figures
+are under ``per_gpu``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from profiler.analysis.stats import Distribution
+from profiler.telemetry.gpu_scope import GpuScope, decide_from_processes
 from profiler.telemetry.sample import Sample
 
 Series = tuple[np.ndarray, np.ndarray]  # (t_s, value), sorted by t_s
@@ -157,12 +165,16 @@ def _gpu_bytes(d: _Data, dev: str, kind: str, direction: str) -> tuple[float | N
 
 
 def _gpu_section(
-    d: _Data, tokens: int, nvml_state: dict[str, Any]
+    d: _Data, tokens: int, nvml_state: dict[str, Any], devices: list[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``gpu`` and ``energy`` sections over ``devices`` (None: every GPU sampled)."""
     if not nvml_state.get("available", False):
         reason = str(nvml_state.get("reason") or "NVML unavailable")
         return _unavailable(reason), _unavailable(reason)
-    devs = d.devices("nvml")
+    if devices is not None and not devices:
+        reason = "the server uses no GPU"
+        return _unavailable(reason), _unavailable(reason)
+    devs = d.devices("nvml") if devices is None else list(devices)
     if not devs or not any(
         d.window("nvml", g, "up").size or d.errors.get(("nvml", g)) for g in devs
     ):
@@ -360,17 +372,64 @@ def _server_section(d: _Data) -> dict[str, Any]:
     }
 
 
+def gpu_scope_of(
+    d: _Data, recorded: dict[str, Any] | None, gpus: list[dict[str, Any]] | None = None
+) -> GpuScope:
+    """The server's GPUs for this run: the manifest's record, a pending method-3 record decided
+    from the process samples, or every GPU sampled when nothing was recorded (an older run)."""
+    uuid_of = {
+        str(g["index"]): g.get("uuid") for g in gpus or [] if isinstance(g, dict) and "index" in g
+    }
+    sampled = d.devices("nvml") or sorted(uuid_of, key=lambda x: (len(x), x))
+    scope = GpuScope.from_dict(recorded)
+    if scope is None:
+        return GpuScope(
+            tuple(sampled),
+            tuple(uuid_of.get(g) for g in sampled),
+            "all",
+            "no GPU scope recorded in manifest.json (a run from before infprof recorded one): "
+            "every GPU is counted",
+        )
+    if not scope.pending:
+        return scope
+    server = [
+        g
+        for g in sampled
+        if (d.all("nvml", g, "server_compute_processes") > 0).any()
+        or (d.all("nvml", g, "process_memory_used_bytes") > 0).any()
+    ]
+    return decide_from_processes(scope, server, sampled, _process_memory_note(d, sampled), uuid_of)
+
+
 def summarize_telemetry(
     samples: list[Sample],
     window_start: float | None,
     window_end: float | None,
     output_tokens: int,
     nvml_state: dict[str, Any],
+    gpu_scope: dict[str, Any] | None = None,
+    gpus: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``{"gpu": ..., "host": ..., "server": ..., "energy": ...}`` for summary.json."""
+    """``{"gpu": ..., "host": ..., "server": ..., "energy": ...}`` for summary.json.
+    ``gpu_scope`` is manifest.json's record (None: every GPU, said so); ``gpus`` its GPU
+    inventory (for the UUIDs)."""
     if window_start is None or window_end is None or window_end <= window_start:
         reason = "no measured window (no completed requests)"
-        return {k: _unavailable(reason) for k in ("gpu", "host", "server", "energy")}
+        out = {k: _unavailable(reason) for k in ("gpu", "host", "server", "energy")}
+        if nvml_state.get("available", False):  # the scope is still known (for the manifest)
+            d = _Data(samples, 0.0, 0.0)
+            recorded = _scope_dict(gpu_scope_of(d, gpu_scope, gpus), d.devices("nvml"))
+            out["gpu"]["scope"] = out["energy"]["scope"] = recorded
+        return out
     d = _Data(samples, float(window_start), float(window_end))
-    gpu, energy = _gpu_section(d, int(output_tokens or 0), nvml_state)
+    scope = gpu_scope_of(d, gpu_scope, gpus)
+    devices = None if scope.method == "all" and not scope.gpus else list(scope.gpus or ())
+    gpu, energy = _gpu_section(d, int(output_tokens or 0), nvml_state, devices)
+    if nvml_state.get("available", False):
+        gpu["scope"] = energy["scope"] = _scope_dict(scope, d.devices("nvml"))
     return {"gpu": gpu, "host": _host_section(d), "server": _server_section(d), "energy": energy}
+
+
+def _scope_dict(scope: GpuScope, sampled: list[str]) -> dict[str, Any]:
+    mine = set(scope.gpus or ())
+    return {**scope.as_dict(), "other_gpus": [g for g in sampled if g not in mine]}

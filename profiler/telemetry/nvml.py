@@ -313,6 +313,40 @@ def nvml_state() -> dict[str, Any]:
     return {"available": True, "reason": None, "device_count": len(devices)}
 
 
+def gpu_ids() -> tuple[list[dict[str, Any]], NvmlUnavailable | None]:
+    """``[{"index", "uuid", "name"}, ...]`` of every GPU (a light inventory, for ``--gpus``)."""
+    devices, state = open_devices()
+    if state is not None:
+        return [], state
+    try:
+        out = []
+        for d in devices:
+            try:
+                uuid = text(d.call("uuid", "nvmlDeviceGetUUID"))
+                name = text(d.call("name", "nvmlDeviceGetName"))
+            except DeviceFault:
+                uuid = name = None
+            out.append({"index": d.index, "uuid": uuid, "name": name})
+        return out, None
+    finally:
+        nvml_shutdown()
+
+
+def mig_parent_index(mig_uuid: str) -> int | None:
+    """NVML index of the GPU a MIG instance (``MIG-<uuid>``) lives on; None when unknown."""
+    if nvml_init() is not None:
+        return None
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByUUID(mig_uuid)
+        parent = pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+        return int(pynvml.nvmlDeviceGetIndex(parent))
+    except pynvml.NVMLError as e:
+        log.debug("MIG %s: %s", mig_uuid, e)
+        return None
+    finally:
+        nvml_shutdown()
+
+
 def inventory() -> dict[str, Any]:
     """GPU inventory and topology (see ``profiler.telemetry.inventory.collect``)."""
     from profiler.telemetry.inventory import collect
@@ -335,7 +369,9 @@ __all__ = [
     "NvmlSampler",
     "NvmlUnavailable",
     "const",
+    "gpu_ids",
     "inventory",
+    "mig_parent_index",
     "nvml_init",
     "nvml_shutdown",
     "nvml_state",

@@ -385,14 +385,14 @@ class NvmlSampler:
             return []
         if self._proc_t is not None and t_s - self._proc_t < self._process_interval_s:
             return []
-        self._proc_t = t_s
         try:
             pids = set(self._pids())
         except Exception as e:  # the pid source is the caller's; a failure skips one read
             log.debug("process_pids failed: %s", e)
+            pids = set()
+        if not pids:  # the server does not exist yet (or any more): ask again next tick
             return []
-        if not pids:  # the server does not exist yet (or any more)
-            return []
+        self._proc_t = t_s
         listed: list[tuple[_GpuState, int, list[Any]]] = []  # (gpu, listed, the server's)
         for g in gpus:
             try:

@@ -207,6 +207,18 @@ def test_process_memory_summed_over_server_tree() -> None:
     assert g.calls["nvmlDeviceGetComputeRunningProcesses"] == 1
 
 
+def test_processes_are_read_at_the_first_tick_the_server_exists() -> None:
+    g = h100(0, processes=[(100, 2 * 2**30)])
+    pids: set[int] = set()
+    with install_fake_nvml([g]):
+        s = NvmlSampler(process_pids=lambda: pids, process_interval_s=2.0)
+        s.sample(0.0)  # no server yet: no read, and the interval does not start
+        pids.add(100)
+        first = s.sample(0.5)
+        s.close()
+    assert by(first, "0")["process_memory_used_bytes"].value == 2 * 2**30
+
+
 @pytest.mark.parametrize(
     ("code", "words"),
     [

@@ -132,7 +132,9 @@ def test_lost_gpu_is_counted_and_energy_unavailable() -> None:
 
 def test_nvml_available_but_no_samples() -> None:
     s = summarize_telemetry(host_and_server(), 5.0, 15.0, 1000, NVML_OK)
-    assert s["gpu"] == {"available": False, "reason": "no NVML samples in the measured window"}
+    assert s["gpu"]["available"] is False
+    assert s["gpu"]["reason"] == "no NVML samples in the measured window"
+    assert s["gpu"]["scope"]["method"] == "all"  # no scope recorded: said so
 
 
 def test_host_and_server_sections() -> None:
