@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from profiler.analysis.run_summary import summarize_run
+from profiler.report import write_report
 from profiler.runner import execute
 from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, Scenario, WorkloadSpec
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
@@ -161,8 +162,10 @@ def test_explicit_gpus_on_an_endpoint_and_an_old_run_falls_back_to_all(tmp_path:
         result = execute(spec)
     assert result.ended == "completed", result.reason
     check_server_gpus_only(result.run_dir, "explicit", fake)
-    # a run directory from before the scope was recorded: every GPU, and the summary says so
-    manifest_path = result.run_dir / "manifest.json"
+    md = write_report([result.run_dir]).with_suffix(".md").read_text()
+    assert "GPUs 2, 5 (explicit: --gpus)" in md and "energy (GPUs 2, 5, measured window)" in md
+    # a run directory from before the scope was recorded: every GPU, and both say so
+    manifest_path, summary_path = result.run_dir / "manifest.json", result.run_dir / "summary.json"
     manifest = json.loads(manifest_path.read_text())
     del manifest["gpu_scope"]
     manifest_path.write_text(json.dumps(manifest))
@@ -170,6 +173,11 @@ def test_explicit_gpus_on_an_endpoint_and_an_old_run_falls_back_to_all(tmp_path:
     assert old["gpu"]["count"] == 8 and old["gpu"]["scope"]["method"] == "all"
     assert "no GPU scope recorded" in old["gpu"]["scope"]["reason"]
     assert old["gpu"]["power_mean_watts"] == pytest.approx(800.0 + 6 * 61.0)
+    for key in ("gpu", "energy"):  # a summary.json written before scoping
+        del old[key]["scope"]
+    summary_path.write_text(json.dumps(old))
+    md = write_report([result.run_dir]).with_suffix(".md").read_text()
+    assert "every GPU (all: no GPU scope recorded for this run" in md
 
 
 def test_an_attached_endpoint_without_gpus_counts_all_and_says_why(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from profiler.errors import SpecError
@@ -138,3 +140,72 @@ def test_nvml_lookups_through_the_chokepoint() -> None:
         assert nvml.mig_parent_index("MIG-4f2a1b00-0000-0000-0000-000000000000") == 3
         assert nvml.mig_parent_index("MIG-ffff") is None
         assert fake.init_count == 0  # every look-up shut NVML down again
+
+
+def _node_of(n: int) -> list:  # type: ignore[type-arg]
+    from tests.fakes.nvml import h100
+
+    return [h100(i) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--endpoint", "http://127.0.0.1:9", "--gpus", "2,9"],
+        ["sweep", "--endpoint", "http://127.0.0.1:9", "--concurrency", "1", "--gpus", "2,9"],
+        ["exporter", "--once", "--interval", "0.1", "--gpus", "2,9"],
+    ],
+)
+def test_cli_gpus_naming_a_missing_gpu_is_one_line_exit_2(argv: list[str], tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from profiler.cli.main import cli
+    from tests.fakes.nvml import install_fake_nvml
+
+    with install_fake_nvml(_node_of(8)):
+        res = CliRunner().invoke(cli, [*argv[:1], *argv[1:]], catch_exceptions=False)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("infprof: error:")]
+    assert len(lines) == 1 and "--gpus 2,9: no GPU 9" in lines[0], res.output
+    assert "0 (GPU-0000000" in lines[0] and "7 (GPU-0000000" in lines[0]
+    assert "Traceback" not in res.output
+
+
+def test_cli_gpus_without_nvml_says_so() -> None:
+    import pynvml
+    from click.testing import CliRunner
+
+    from profiler.cli.main import cli
+    from tests.fakes.nvml import install_fake_nvml
+
+    with install_fake_nvml([], init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND):
+        res = CliRunner().invoke(cli, ["run", "--endpoint", "http://127.0.0.1:9", "--gpus", "0"])
+    assert res.exit_code == 2 and "--gpus 0: NVML is not available on this host" in res.output
+
+
+def test_run_gpus_places_a_launched_server_on_them() -> None:
+    from profiler.runspec import RunOptions, build_run_spec
+    from tests.fakes.nvml import install_fake_nvml
+
+    gpus = _node_of(8)
+    with install_fake_nvml(gpus):
+        spec = build_run_spec(RunOptions(model="org/some-model", gpus=f"2,{gpus[5].uuid}"))
+        on_endpoint = build_run_spec(RunOptions(endpoint="http://127.0.0.1:9", gpus="3"))
+    assert spec.gpus == ["2", gpus[5].uuid]
+    assert spec.serve is not None
+    assert spec.serve.env["CUDA_VISIBLE_DEVICES"] == "2,5"  # NVML indices, in PCI order:
+    assert spec.serve.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert on_endpoint.gpus == ["3"] and on_endpoint.serve is None
+
+
+def test_exporter_gpus_exports_only_those() -> None:
+    from click.testing import CliRunner
+
+    from profiler.cli.main import cli
+    from tests.fakes.nvml import install_fake_nvml
+
+    with install_fake_nvml(_node_of(8)):
+        res = CliRunner().invoke(cli, ["exporter", "--once", "--interval", "0.1", "--gpus", "2,5"])
+    assert res.exit_code == 0, res.output
+    seen = {ln.split('gpu="')[1].split('"')[0] for ln in res.output.splitlines() if 'gpu="' in ln}
+    assert seen == {"2", "5"}
