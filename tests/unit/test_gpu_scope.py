@@ -209,3 +209,25 @@ def test_exporter_gpus_exports_only_those() -> None:
     assert res.exit_code == 0, res.output
     seen = {ln.split('gpu="')[1].split('"')[0] for ln in res.output.splitlines() if 'gpu="' in ln}
     assert seen == {"2", "5"}
+
+
+def test_live_export_names_the_servers_gpus() -> None:
+    from prometheus_client import generate_latest
+
+    from profiler.metrics.live import LiveExport
+    from profiler.spec import ArrivalSpec, EndpointSpec, RunSpec, Scenario, WorkloadSpec
+
+    spec = RunSpec(
+        workload=WorkloadSpec(name="w", scenarios=[Scenario()]),
+        arrival=ArrivalSpec(concurrency=1),
+        num_requests=1,
+        endpoint=EndpointSpec(url="http://127.0.0.1:9"),
+    )
+    manifest: dict[str, Any] = {"gpu_scope": {"gpus": None, "method": "server_processes"}}
+    live = LiveExport(spec, "r1", "m", [], [], scope=lambda: manifest.get("gpu_scope"))
+    assert b"infprof_run_gpu_info{" not in generate_latest(live.registry)  # still pending
+    manifest["gpu_scope"] = choose(NODE, explicit=["2", "5"]).as_dict()  # decided at the end
+    text = generate_latest(live.registry).decode()
+    rows = [ln for ln in text.splitlines() if ln.startswith("infprof_run_gpu_info{")]
+    assert len(rows) == 2 and all('run_id="r1"' in r and 'method="explicit"' in r for r in rows)
+    assert 'gpu="2"' in rows[0] and f'uuid="{NODE[5].uuid}"' in rows[1]
