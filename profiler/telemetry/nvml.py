@@ -337,12 +337,14 @@ def mig_parent_index(mig_uuid: str) -> int | None:
     if nvml_init() is not None:
         return None
     try:
-        handle = pynvml.nvmlDeviceGetHandleByUUID(mig_uuid)
-        parent = pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
-        return int(pynvml.nvmlDeviceGetIndex(parent))
-    except pynvml.NVMLError as e:
-        log.debug("MIG %s: %s", mig_uuid, e)
-        return None
+        handle = system_call("nvmlDeviceGetHandleByUUID", mig_uuid)
+        parent = (
+            system_call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle)
+            if handle is not None
+            else None
+        )
+        index = system_call("nvmlDeviceGetIndex", parent) if parent is not None else None
+        return None if index is None else int(index)
     finally:
         nvml_shutdown()
 

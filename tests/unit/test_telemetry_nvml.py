@@ -281,7 +281,7 @@ def test_a_binding_surprise_is_contained_to_one_gpu() -> None:
 def test_import_needs_no_gpu_and_no_pydantic() -> None:
     import subprocess
 
-    code = "import sys; sys.modules['pydantic'] = None\nimport profiler.telemetry.nvml, profiler.telemetry.recorder, profiler.telemetry.host, profiler.telemetry.vllm_metrics, profiler.telemetry.inventory, profiler.telemetry.nvml_sampler\nprint('ok')"
+    code = "import sys; sys.modules['pydantic'] = None\nimport profiler.telemetry.nvml, profiler.telemetry.recorder, profiler.telemetry.host, profiler.telemetry.vllm_metrics, profiler.telemetry.inventory, profiler.telemetry.nvml_sampler, profiler.telemetry.gpu_scope\nprint('ok')"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
