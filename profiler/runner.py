@@ -29,7 +29,7 @@ from profiler.load.loop import run as run_loop
 from profiler.load.record import RequestRecord
 from profiler.metrics.live import LiveExport, start_live
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
-from profiler.spec import RunSpec
+from profiler.spec import RunSpec, ServeSpec
 from profiler.store.manifest import initial_manifest, safe_write
 from profiler.store.rundir import RunDir, new_run_id
 
@@ -57,6 +57,9 @@ class RunHooks:
     # the attached server's process tree when the caller launched it (sweeps): its CPU, memory
     # and GPU memory are then sampled as the server's, as for a server the run launches
     server_pids: Callable[[], Iterable[int]] | None = None
+    # the attached server's spec when the caller launched it (sweeps): its CUDA_VISIBLE_DEVICES
+    # and parallel sizes say which GPUs it uses, as for a server the run launches
+    server_spec: ServeSpec | None = None
 
 
 def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
@@ -66,6 +69,10 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
 
     # a bad trace file fails here: before the run directory, before any server is launched
     sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    if spec.gpus is not None:  # so does a --gpus naming no GPU of this host
+        from profiler.telemetry.gpu_scope import check_here
+
+        check_here(spec.gpus)
     run_id = spec.run_id or new_run_id()
     rd = RunDir.create(spec.out_dir, run_id)
     clock = RunClock()
@@ -83,6 +90,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         if host_nvml is not None:
             telemetry.append(host_nvml)
             stack.callback(host_nvml.stop)
+        manifest["gpu_scope"] = _gpu_scope(spec, hooks, manifest)
         rd.write_json("manifest.json", manifest)
         try:
             if spec.serve is not None:
@@ -292,6 +300,10 @@ def _finish(
     rd.compact()
     summary = summarize_run(rd.path, spec=spec, health=result.health.to_dict())
     rd.write_json("summary.json", summary)
+    scope = (summary.get("gpu") or {}).get("scope")
+    if (manifest.get("gpu_scope") or {}).get("gpus") is None and scope is not None:
+        # method 3 is known only now, from the samples: the manifest records the decision
+        manifest["gpu_scope"] = {k: v for k, v in scope.items() if k != "other_gpus"}
     manifest.update(
         ended=result.ended,
         end_reason=result.reason,
@@ -330,6 +342,43 @@ def _start_telemetry(
     rec = TelemetryRecorder(samplers, spec.sample_interval_s, clock, sink=_journal_sink(journal))
     rec.start()
     return rec
+
+
+def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: dict[str, Any]) -> dict[str, Any]:
+    """manifest.json ``gpu_scope``: the server's GPUs and how they were chosen
+    (``profiler.telemetry.gpu_scope``); method 3 is recorded pending and decided in ``_finish``."""
+    from profiler.telemetry import gpu_scope, nvml
+
+    if not manifest["nvml"]["available"]:
+        reason = manifest["nvml"].get("reason") or "NVML unavailable"
+        return {"gpus": [], "uuids": [], "method": "all", "reason": f"no GPU seen: {reason}"}
+    serve = spec.serve or hooks.server_spec
+    env = None
+    world = None
+    if serve is not None:
+        from profiler.serving.vllm import server_env
+
+        env = server_env(serve)
+        world = _server_gpu_count(serve)
+    scope = gpu_scope.choose(
+        gpu_scope.GpuInfo.from_inventory(manifest.get("gpus") or []),
+        explicit=spec.gpus,
+        server_env=env,
+        world_size=world,
+        server_tree=spec.serve is not None or hooks.server_pids is not None,
+        mig_parent=nvml.mig_parent_index,
+    )
+    return scope.as_dict()
+
+
+def _server_gpu_count(serve: ServeSpec) -> int | None:
+    """GPUs a launched vLLM takes from the front of its visible list (tp x pp x dp); None when
+    its flags place workers otherwise (Ray, several nodes, a local DP size)."""
+    args = serve.extra_args
+    elsewhere = {"--nnodes", "-n", "--headless", "--data-parallel-size-local", "-dpl"}
+    if "ray" in args or any(a.endswith("=ray") or a.split("=")[0] in elsewhere for a in args):
+        return None
+    return serve.tensor_parallel_size * serve.pipeline_parallel_size * serve.data_parallel_size
 
 
 def _journal_sink(journal: Any) -> Callable[[list[Any]], None]:

@@ -74,6 +74,7 @@ class RunOptions:
     seed: int = 0
     out: Path = Path("runs")
     run_id: str | None = None
+    gpus: str | None = None
 
 
 def build_run_spec(o: RunOptions) -> RunSpec:
@@ -87,6 +88,9 @@ def build_run_spec(o: RunOptions) -> RunSpec:
     if num_requests is None and duration is None:
         num_requests = DEFAULT_NUM_REQUESTS
     serve, endpoint = _target(o, wl)
+    gpus = None
+    if o.gpus is not None:
+        gpus, serve = place_on_gpus(o.gpus, serve)
     tokenizer = (
         check_tokenizer(o.tokenizer)
         if o.tokenizer
@@ -115,11 +119,32 @@ def build_run_spec(o: RunOptions) -> RunSpec:
             prometheus_url=o.prometheus_url,
             workers=o.workers,
             seed=o.seed,
+            gpus=gpus,
         )
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise SpecError(f"run options: {loc}: {err['msg']}", "see `infprof run --help`") from None
+
+
+def place_on_gpus(
+    gpus: str | list[str], serve: ServeSpec | None, option: str = "--gpus"
+) -> tuple[list[str], ServeSpec | None]:
+    """The checked ``--gpus`` and, for a server infprof launches, that server placed on them:
+    ``CUDA_VISIBLE_DEVICES`` (NVML indices) with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so CUDA
+    numbers the GPUs as NVML does, unless the server's own ``env`` already sets it."""
+    from profiler.telemetry import gpu_scope
+
+    indices = gpu_scope.check_here(gpus, option)
+    ids = gpu_scope.parse_ids(gpus) or []
+    if serve is None or "CUDA_VISIBLE_DEVICES" in serve.env:
+        return ids, serve
+    env = {
+        **serve.env,
+        "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in indices),
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }
+    return ids, serve.model_copy(update={"env": env})
 
 
 def _override_workload(wl: WorkloadSpec, o: RunOptions) -> WorkloadSpec:

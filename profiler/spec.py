@@ -264,6 +264,12 @@ class RunSpec(_Strict):
     pushgateway: str | None = None
     workers: int = Field(default=1, ge=1)
     seed: int = 0
+    gpus: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="the server's GPUs (NVML indices or UUIDs): every GPU figure covers them; "
+        "None: from the server's CUDA_VISIBLE_DEVICES or processes, else all (see gpu_scope)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RunSpec:

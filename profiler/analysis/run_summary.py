@@ -63,6 +63,8 @@ def summarize_run(
             summary["window"]["end"],
             summary["tokens"]["output"],
             manifest.get("nvml", {"available": False, "reason": "not recorded"}),
+            gpu_scope=manifest.get("gpu_scope"),
+            gpus=manifest.get("gpus"),
         )
     )
     summary["nodes"] = summarize_nodes(

@@ -2,15 +2,26 @@
 
 Everything is computed over the measured window ``[window_start, window_end]`` on the run
 clock (the same window as throughput), except ``memory_used_peak_bytes_run`` which covers the
-whole sampled run (model load included). Counters (energy, NVLink, PCIe, throttle times,
-vLLM token/preemption counters) give their increase over the window: each series is turned
-into a cumulative increase that ignores resets, then interpolated at the window's edges.
+whole sampled run (model load included). Counters of quantities (energy, NVLink, PCIe,
+throttle times) give their increase over the window: each series is turned into a cumulative
+increase that ignores resets, then interpolated at the window's edges. Counters of events
+(vLLM's requests, tokens, preemptions, prefix-cache hits/queries) are counts, whole numbers:
+the counter's own increase between the last scrape at or before the window start and the
+first scrape at or after the window end (so they may include up to one scrape interval
+beyond each edge), a drop counted as a restart from zero.
 Energy comes from NVML's total-energy counter, never from integrating power. A section that
 has no data says ``{"available": false, "reason": ...}``; it is never filled with zeros.
 
-Across GPUs: utilization means/peaks pool every GPU's samples; ``power_mean_watts`` and the
-byte and energy totals are sums over GPUs (the node's draw and traffic); per-GPU figures are
-under ``per_gpu``.
+GPU scope: the ``gpu`` and ``energy`` sections cover the server's GPUs only, as recorded in
+manifest.json ``gpu_scope`` (``profiler.telemetry.gpu_scope``: ``--gpus``, the server's
+``CUDA_VISIBLE_DEVICES``, the GPUs holding the server's processes, or all); a scope still
+pending (method ``server_processes``) is decided here from the process samples, and a run
+without a recorded scope counts every GPU. Both sections say which under ``scope`` (with
+``other_gpus``, the GPUs sampled but not the server's).
+
+Across the server's GPUs: utilization means/peaks pool their samples; ``power_mean_watts`` and
+the byte and energy totals are sums over them (the server's draw and traffic); per-GPU figures
+are under ``per_gpu``.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from profiler.analysis.stats import Distribution
+from profiler.telemetry.gpu_scope import GpuScope, decide_from_processes
 from profiler.telemetry.sample import Sample
 
 Series = tuple[np.ndarray, np.ndarray]  # (t_s, value), sorted by t_s
@@ -88,6 +100,22 @@ class _Data:
             return None
         return float(np.interp(b, t, cum) - np.interp(a, t, cum))
 
+    def count(self, source: str, device: str, metric: str) -> int | None:
+        """A counter's own increase between the last scrape at or before the window start and
+        the first scrape at or after the window end (the nearest scrapes inside when the series
+        starts or stops within the window), as a whole number. After a drop (a restart) the new
+        value counts as increase, as Prometheus' ``increase`` does. None without two scrapes."""
+        t, v = self.series.get((source, device, metric), (np.empty(0), np.empty(0)))
+        if t.size < 2 or t[-1] < self.start or t[0] > self.end:
+            return None
+        first = max(int(np.searchsorted(t, self.start, side="right")) - 1, 0)
+        last = min(int(np.searchsorted(t, self.end, side="left")), t.size - 1)
+        if last <= first:
+            return None
+        seg = v[first : last + 1]
+        step = np.diff(seg)
+        return int(round(float(np.where(step >= 0, step, seg[1:]).sum())))
+
     def coverage(self, source: str, device: str, metric: str) -> float:
         """Fraction of the window the series spans."""
         t = self.series.get((source, device, metric), (np.empty(0), np.empty(0)))[0]
@@ -137,12 +165,16 @@ def _gpu_bytes(d: _Data, dev: str, kind: str, direction: str) -> tuple[float | N
 
 
 def _gpu_section(
-    d: _Data, tokens: int, nvml_state: dict[str, Any]
+    d: _Data, tokens: int, nvml_state: dict[str, Any], devices: list[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``gpu`` and ``energy`` sections over ``devices`` (None: every GPU sampled)."""
     if not nvml_state.get("available", False):
         reason = str(nvml_state.get("reason") or "NVML unavailable")
         return _unavailable(reason), _unavailable(reason)
-    devs = d.devices("nvml")
+    if devices is not None and not devices:
+        reason = "the server uses no GPU"
+        return _unavailable(reason), _unavailable(reason)
+    devs = d.devices("nvml") if devices is None else list(devices)
     if not devs or not any(
         d.window("nvml", g, "up").size or d.errors.get(("nvml", g)) for g in devs
     ):
@@ -164,6 +196,8 @@ def _gpu_section(
             "memory_used_peak_bytes": _max(d.window("nvml", g, "memory_used_bytes")),
             "memory_used_peak_bytes_run": _max(d.all("nvml", g, "memory_used_bytes")),
             "memory_total_bytes": _max(d.all("nvml", g, "memory_total_bytes")),
+            # the server's own memory (its process tree), whole run: None when not known
+            "process_memory_used_peak_bytes": _max(d.all("nvml", g, "process_memory_used_bytes")),
             "power_mean_watts": power,
             "temperature_peak_celsius": _max(d.window("nvml", g, "temperature_celsius")),
             "energy_joules": d.increase("nvml", g, "energy_joules_total"),
@@ -194,6 +228,10 @@ def _gpu_section(
         "memory_used_peak_bytes_run": _max_of(
             r["memory_used_peak_bytes_run"] for r in per.values()
         ),
+        "process_memory_used_peak_bytes": _max_of(
+            r["process_memory_used_peak_bytes"] for r in per.values()
+        ),
+        "process_memory_note": _process_memory_note(d, devs),
         "power_mean_watts": _sum(power_means),
         "gpus_with_errors": [g for g, r in per.items() if r["errors"]],
         "traffic_methods": sorted(methods),
@@ -209,6 +247,24 @@ def _gpu_section(
         )
     gpu["per_gpu"] = per
     return gpu, _energy_section(d, devs, per, tokens)
+
+
+def _process_memory_note(d: _Data, devs: list[str]) -> str | None:
+    """Why the server's GPU memory is unknown (None when it is known on some GPU)."""
+    if any(d.all("nvml", g, "process_memory_used_bytes").size for g in devs):
+        return None
+    listed = [d.all("nvml", g, "compute_processes") for g in devs]
+    if any(v.size and v.max() > 0 for v in listed):
+        return (
+            "NVML lists compute processes but none is the server's (PID namespace? e.g. a "
+            "container): the server's GPU memory is not known"
+        )
+    if any(v.size for v in listed):
+        return (
+            "NVML lists no compute process on these GPUs (processes it cannot see, or a server "
+            "without GPU memory): the server's GPU memory is not known"
+        )
+    return "not sampled (no server process tree: an attached endpoint, or no server yet)"
 
 
 def _energy_section(
@@ -283,8 +339,8 @@ def _server_section(d: _Data) -> dict[str, Any]:
     kv = d.window("vllm", "", "kv_cache_usage_ratio")
     running = d.window("vllm", "", "num_requests_running")
     waiting = d.window("vllm", "", "num_requests_waiting")
-    hits = d.increase("vllm", "", "prefix_cache_hits_total")
-    queries = d.increase("vllm", "", "prefix_cache_queries_total")
+    hits = d.count("vllm", "", "prefix_cache_hits_total")
+    queries = d.count("vllm", "", "prefix_cache_queries_total")
 
     def last(metric: str) -> float | None:
         v = d.window("vllm", "", metric)
@@ -301,10 +357,13 @@ def _server_section(d: _Data) -> dict[str, Any]:
         "num_requests_running_peak": _max(running),
         "num_requests_waiting_mean": _mean(waiting),
         "num_requests_waiting_peak": _max(waiting),
-        "preemptions": d.increase("vllm", "", "num_preemptions_total"),
-        "prompt_tokens": d.increase("vllm", "", "prompt_tokens_total"),
-        "generation_tokens": d.increase("vllm", "", "generation_tokens_total"),
-        "requests_finished": d.increase("vllm", "", "request_success_total"),
+        # counts: the counters' own increases between the scrapes around the window (ints)
+        "preemptions": d.count("vllm", "", "num_preemptions_total"),
+        "prompt_tokens": d.count("vllm", "", "prompt_tokens_total"),
+        "generation_tokens": d.count("vllm", "", "generation_tokens_total"),
+        "requests_finished": d.count("vllm", "", "request_success_total"),
+        "prefix_cache_hits": hits,
+        "prefix_cache_queries": queries,
         "prefix_cache_hit_ratio": hits / queries if hits is not None and queries else None,
         # server-side histogram means are cumulative since the server started
         "cumulative_means_s": {
@@ -313,17 +372,64 @@ def _server_section(d: _Data) -> dict[str, Any]:
     }
 
 
+def gpu_scope_of(
+    d: _Data, recorded: dict[str, Any] | None, gpus: list[dict[str, Any]] | None = None
+) -> GpuScope:
+    """The server's GPUs for this run: the manifest's record, a pending method-3 record decided
+    from the process samples, or every GPU sampled when nothing was recorded (an older run)."""
+    uuid_of = {
+        str(g["index"]): g.get("uuid") for g in gpus or [] if isinstance(g, dict) and "index" in g
+    }
+    sampled = d.devices("nvml") or sorted(uuid_of, key=lambda x: (len(x), x))
+    scope = GpuScope.from_dict(recorded)
+    if scope is None:
+        return GpuScope(
+            tuple(sampled),
+            tuple(uuid_of.get(g) for g in sampled),
+            "all",
+            "no GPU scope recorded in manifest.json (a run from before infprof recorded one): "
+            "every GPU is counted",
+        )
+    if not scope.pending:
+        return scope
+    server = [
+        g
+        for g in sampled
+        if (d.all("nvml", g, "server_compute_processes") > 0).any()
+        or (d.all("nvml", g, "process_memory_used_bytes") > 0).any()
+    ]
+    return decide_from_processes(scope, server, sampled, _process_memory_note(d, sampled), uuid_of)
+
+
 def summarize_telemetry(
     samples: list[Sample],
     window_start: float | None,
     window_end: float | None,
     output_tokens: int,
     nvml_state: dict[str, Any],
+    gpu_scope: dict[str, Any] | None = None,
+    gpus: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``{"gpu": ..., "host": ..., "server": ..., "energy": ...}`` for summary.json."""
+    """``{"gpu": ..., "host": ..., "server": ..., "energy": ...}`` for summary.json.
+    ``gpu_scope`` is manifest.json's record (None: every GPU, said so); ``gpus`` its GPU
+    inventory (for the UUIDs)."""
     if window_start is None or window_end is None or window_end <= window_start:
         reason = "no measured window (no completed requests)"
-        return {k: _unavailable(reason) for k in ("gpu", "host", "server", "energy")}
+        out = {k: _unavailable(reason) for k in ("gpu", "host", "server", "energy")}
+        if nvml_state.get("available", False):  # the scope is still known (for the manifest)
+            d = _Data(samples, 0.0, 0.0)
+            recorded = _scope_dict(gpu_scope_of(d, gpu_scope, gpus), d.devices("nvml"))
+            out["gpu"]["scope"] = out["energy"]["scope"] = recorded
+        return out
     d = _Data(samples, float(window_start), float(window_end))
-    gpu, energy = _gpu_section(d, int(output_tokens or 0), nvml_state)
+    scope = gpu_scope_of(d, gpu_scope, gpus)
+    devices = None if scope.method == "all" and not scope.gpus else list(scope.gpus or ())
+    gpu, energy = _gpu_section(d, int(output_tokens or 0), nvml_state, devices)
+    if nvml_state.get("available", False):
+        gpu["scope"] = energy["scope"] = _scope_dict(scope, d.devices("nvml"))
     return {"gpu": gpu, "host": _host_section(d), "server": _server_section(d), "energy": energy}
+
+
+def _scope_dict(scope: GpuScope, sampled: list[str]) -> dict[str, Any]:
+    mine = set(scope.gpus or ())
+    return {**scope.as_dict(), "other_gpus": [g for g in sampled if g not in mine]}

@@ -99,12 +99,18 @@ def _read_json(path: Path) -> Any:
 
 
 def _gpu_key(manifest: dict[str, Any]) -> str | None:
+    """The catalog key of the server's first GPU (manifest.json ``gpu_scope``; else GPU 0)."""
     from profiler.capacity.hardware import load_hardware
 
     gpus = manifest.get("gpus") or []
     if not isinstance(gpus, list) or not gpus:
         return None
-    name = gpus[0].get("name") if isinstance(gpus[0], dict) else str(gpus[0])
+    mine = _get(manifest, "gpu_scope", "gpus") or []
+    first = next(
+        (g for g in gpus if isinstance(g, dict) and mine and str(g.get("index")) == str(mine[0])),
+        gpus[0],
+    )
+    name = first.get("name") if isinstance(first, dict) else str(first)
     g = load_hardware().gpu_for_nvml_name(str(name or ""))
     return g.key if g else None
 
@@ -157,6 +163,9 @@ def point_from_run(
     tp = int(cfg.get("tp") or serve.get("tensor_parallel_size") or 1)
     pp = int(cfg.get("pp") or serve.get("pipeline_parallel_size") or 1)
     dp = int(cfg.get("dp") or serve.get("data_parallel_size") or 1)
+    counted = _get(summary, "energy", "per_gpu_joules") or {}
+    if _get(summary, "energy", "scope") is None and len(counted) > tp * pp * dp:
+        energy = None  # a summary from before GPU scoping counted GPUs the server did not use
     ep = cfg.get("ep")  # a sweep grid says true/false (vLLM's --enable-expert-parallel)
     if ep is None or isinstance(ep, bool):
         on = bool(serve.get("enable_expert_parallel")) if ep is None else ep

@@ -61,6 +61,11 @@ from profiler.metrics.node import NodeConfig
 @click.option(
     "--once", is_flag=True, help="Take one reading, print it (or write --textfile) and exit."
 )
+@click.option(
+    "--gpus",
+    metavar="IDS",
+    help="Export only these GPUs: NVML indices or UUIDs, comma separated (default: all).",
+)
 def command(
     port: int,
     host: str,
@@ -71,9 +76,11 @@ def command(
     per_core: bool,
     textfile: Path | None,
     once: bool,
+    gpus: str | None,
 ) -> None:
     """Per-node Prometheus exporter for GPU and host metrics (no load)."""
     from profiler.metrics import node
+    from profiler.telemetry.gpu_scope import parse_ids
 
     cfg = NodeConfig(
         host=host,
@@ -84,6 +91,7 @@ def command(
         hostname=hostname,
         per_core=per_core,
         textfile=textfile,
+        gpus=None if gpus is None else tuple(parse_ids(gpus) or ()),
     )
     if once:
         text, nvml_reason = node.once(cfg)

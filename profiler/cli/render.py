@@ -92,8 +92,11 @@ def render_summary(
             console.print(f"{section}: not available ({s.get('reason')})")
     gpu = summary.get("gpu")
     if isinstance(gpu, dict) and gpu.get("available"):
+        scope = gpu.get("scope") or {}
+        which = ", ".join(scope.get("gpus") or []) or "all"
         console.print(
-            f"gpu: utilization mean {_num(gpu.get('utilization_mean_ratio'), '{:.0%}')}, "
+            f"gpu ({which}; {scope.get('method', 'all')}): "
+            f"utilization mean {_num(gpu.get('utilization_mean_ratio'), '{:.0%}')}, "
             f"peak memory {_num((gpu.get('memory_used_peak_bytes') or 0) / 2**30, '{:.1f}')} GiB"
         )
     energy = summary.get("energy")

@@ -133,6 +133,13 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
     show_default=True,
     help="Load-generator processes.",
 )
+@click.option(
+    "--gpus",
+    metavar="IDS",
+    help="The server's GPUs: NVML indices or UUIDs, comma separated. Every GPU figure covers "
+    "them, and a launched server runs on them (default: its CUDA_VISIBLE_DEVICES, else the "
+    "GPUs holding its processes, else all).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",

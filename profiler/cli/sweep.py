@@ -134,6 +134,11 @@ def _ep_list(text: str | None) -> list[bool] | None:
 @click.option("--request-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True)
 @click.option("--sample-interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True)
 @click.option("--no-telemetry", is_flag=True, help="Sample nothing.")
+@click.option(
+    "--gpus",
+    metavar="IDS",
+    help="The servers' GPUs: NVML indices or UUIDs, comma separated (as `infprof run --gpus`).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Sweep directory (default runs/sweep-<time>)."
@@ -209,6 +214,12 @@ def _spec(o: dict[str, Any]) -> Any:
         click.echo("infprof: --endpoint given: server configuration flags are ignored", err=True)
         grid = {}
     sweep_id = (o["out"].name if o["out"] else None) or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    gpus = None
+    if o["gpus"] is not None:  # a GPU this host lacks fails now, not at the first point
+        from profiler.telemetry.gpu_scope import check_here, parse_ids
+
+        check_here(o["gpus"])
+        gpus = parse_ids(o["gpus"])
     tokenizer = None
     if o["tokenizer"]:
         from profiler.runspec import check_tokenizer
@@ -248,6 +259,7 @@ def _spec(o: dict[str, Any]) -> Any:
             gpu_memory_utilization=o["gpu_memory_utilization"],
             load_format=o["load_format"],
             dtype=o["dtype"],
+            gpus=gpus,
         )
     except ValidationError as e:
         err = e.errors()[0]

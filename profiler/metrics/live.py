@@ -5,6 +5,7 @@ latest telemetry samples, served live (``--metrics-port``) and/or written at the
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,13 @@ class LiveExport:
     telemetry samples, served live (``--metrics-port``) and/or written at the end."""
 
     def __init__(
-        self, spec: RunSpec, run_id: str, model: str, telemetry: list[Any], gpus: Any
+        self,
+        spec: RunSpec,
+        run_id: str,
+        model: str,
+        telemetry: list[Any],
+        gpus: Any,
+        scope: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         from prometheus_client import CollectorRegistry
 
@@ -52,6 +59,8 @@ class LiveExport:
         self.registry.register(
             TelemetryCollector(latest, labels, gpus=gpu_identities({"gpus": gpus}))
         )
+        if scope is not None:
+            self.registry.register(ScopeCollector(scope, labels))
         self.handle: Any = None
 
     def serve(self) -> str:
@@ -75,6 +84,30 @@ class LiveExport:
             push(self.spec.pushgateway, "infprof", self.registry, {"run_id": run_id})
 
 
+class ScopeCollector:
+    """``infprof_run_gpu_info{gpu, uuid, method}`` = 1 for each of the server's GPUs (manifest
+    ``gpu_scope``, read on every scrape: a scope decided from the server's processes appears
+    at the end of the run). The run's GPU series cover every GPU of the host; joining on this
+    keeps the server's: ``... and on(hostname, gpu) infprof_run_gpu_info{run_id="..."}``."""
+
+    NAME = "infprof_run_gpu_info"
+
+    def __init__(self, scope: Callable[[], Mapping[str, Any] | None], labels: Mapping[str, str]):
+        self._scope, self._labels = scope, dict(labels)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        keys = [*self._labels, "gpu", "uuid", "method"]
+        fam = GaugeMetricFamily(self.NAME, "1 for each GPU the run's server uses", labels=keys)
+        scope = self._scope() or {}
+        uuids = list(scope.get("uuids") or [])
+        for i, gpu in enumerate(scope.get("gpus") or []):
+            uuid = uuids[i] if i < len(uuids) and uuids[i] else ""
+            fam.add_metric([*self._labels.values(), str(gpu), uuid, str(scope.get("method"))], 1.0)
+        yield fam
+
+
 def start_live(
     spec: RunSpec,
     rd: RunDir,
@@ -85,7 +118,14 @@ def start_live(
 ) -> LiveExport | None:
     if spec.metrics_port is None and spec.textfile is None and not spec.pushgateway:
         return None
-    live = LiveExport(spec, rd.path.name, endpoint.model, telemetry, manifest.get("gpus") or [])
+    live = LiveExport(
+        spec,
+        rd.path.name,
+        endpoint.model,
+        telemetry,
+        manifest.get("gpus") or [],
+        scope=lambda: manifest.get("gpu_scope"),
+    )
     if spec.metrics_port is not None:
         manifest["metrics_url"] = live.serve()
         rd.write_json("manifest.json", manifest)

@@ -32,6 +32,7 @@ class NodeConfig:
     hostname: str | None = None
     per_core: bool = False
     textfile: Path | None = None
+    gpus: tuple[str, ...] | None = None  # NVML indices or UUIDs to export (None: every GPU)
 
 
 class NodeExporter:
@@ -44,13 +45,20 @@ class NodeExporter:
 
         self.cfg = cfg
         self.hostname = cfg.hostname or socket.gethostname()
-        nvml = NvmlSampler(interval_s=cfg.interval_s)
+        indices = None
+        if cfg.gpus is not None:  # an unknown GPU is a SpecError naming --gpus
+            from profiler.telemetry.gpu_scope import check_here
+
+            indices = check_here(list(cfg.gpus))
+        nvml = NvmlSampler(indices, interval_s=cfg.interval_s)
         self.nvml_reason: str | None = None
         samplers: list[Sampler] = [HostSampler(per_core=cfg.per_core)]
         self.gpus: dict[str, GpuIdentity] = {}
         if nvml.available:
             samplers.insert(0, nvml)
             self.gpus = _identities()
+            if indices is not None:
+                self.gpus = {k: v for k, v in self.gpus.items() if int(k) in indices}
         else:
             self.nvml_reason = str(nvml.state.get("reason") or "NVML unavailable")
             nvml.close()

@@ -83,6 +83,23 @@ class RunData:
     def ok(self) -> np.ndarray:
         return self.req["outcome"] == "ok"
 
+    def gpu_scope(self) -> dict[str, Any]:
+        """The server's GPUs the figures cover: summary.json ``gpu.scope`` (manifest.json's
+        record for a summary that predates it); every GPU, said so, when neither has one."""
+        scope = (self.summary.get("gpu") or {}).get("scope") or self.manifest.get("gpu_scope")
+        if isinstance(scope, dict) and scope.get("gpus") is not None:
+            return scope
+        return {
+            "gpus": None,
+            "method": "all",
+            "reason": "no GPU scope recorded for this run (it predates GPU scoping): every GPU is counted",
+        }
+
+    def server_gpu(self, device: str) -> bool:
+        """Whether GPU ``device`` (an NVML index) is one of the server's."""
+        gpus = self.gpu_scope().get("gpus")
+        return gpus is None or device.partition("/")[0] in gpus
+
 
 @dataclass
 class SweepData:

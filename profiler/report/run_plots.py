@@ -123,7 +123,10 @@ def timeline(run: RunData, prefix: str, gpu: bool) -> Figure:
         ):
             series = run.samples.series("nvml", metric)
             for i, (dev, (ts, vs)) in enumerate(series.items()):
-                ax.plot(ts - t0, vs * scale, color=color(i), linewidth=1, label=f"GPU {dev}")
+                mine = run.server_gpu(dev)  # the others: dotted, and labelled as such
+                ax.plot(ts - t0, vs * scale, color=color(i), linewidth=1 if mine else 0.8,
+                        linestyle="-" if mine else ":", alpha=1.0 if mine else 0.6,
+                        label=f"GPU {dev}" if mine else f"GPU {dev} (not the server's)")  # fmt: skip
             title(ax, name)
             if not series:
                 empty(ax, f"no {metric} samples")
@@ -140,7 +143,8 @@ def timeline(run: RunData, prefix: str, gpu: bool) -> Figure:
         f"{prefix}timeline",
         to_png(fig),
         "Load and GPU timeline",
-        "All series on the run clock. Shaded: the measured window when warm-up/cool-down is set.",
+        "All series on the run clock. Shaded: the measured window when warm-up/cool-down is set. "
+        "Dotted GPU lines: GPUs that are not the server's (left out of every GPU figure).",
     )
 
 
@@ -149,7 +153,12 @@ def interconnect(run: RunData, prefix: str) -> Figure | None:
     panels = []
     for kind in ("nvlink", "pcie"):
         series = {
-            d: run.samples.series("nvml", f"{kind}_{d}_bytes_per_second") for d in ("tx", "rx")
+            d: {
+                dev: v
+                for dev, v in run.samples.series("nvml", f"{kind}_{d}_bytes_per_second").items()
+                if run.server_gpu(dev)
+            }
+            for d in ("tx", "rx")
         }
         if any(series.values()):
             panels.append((kind, series))
@@ -165,12 +174,23 @@ def interconnect(run: RunData, prefix: str) -> Figure | None:
         if sum(len(v) for v in series.values()) <= 8:
             legend(ax, loc="upper right", ncols=4)
     axes[-1, 0].set_xlabel("seconds since the first request was sent", fontsize=8)
-    return Figure(f"{prefix}interconnect", to_png(fig), "NVLink and PCIe traffic per GPU")
+    return Figure(
+        f"{prefix}interconnect", to_png(fig), f"NVLink and PCIe traffic per GPU ({_gpus_text(run)})"
+    )
+
+
+def _gpus_text(run: RunData) -> str:
+    gpus = run.gpu_scope().get("gpus")
+    return "all GPUs" if gpus is None else f"the server's GPUs: {', '.join(gpus) or 'none'}"
 
 
 def energy(run: RunData, prefix: str) -> Figure | None:
     """Joules per output token over time: energy counter increase / tokens completed per bin."""
-    series = run.samples.series("nvml", "energy_joules_total")
+    series = {
+        dev: v
+        for dev, v in run.samples.series("nvml", "energy_joules_total").items()
+        if run.server_gpu(dev)
+    }
     if not series:
         return None
     t0, t1 = load_span(run)
@@ -191,10 +211,11 @@ def energy(run: RunData, prefix: str) -> Figure | None:
     fig, axes = new_figure(1, 2, row_height=2.8)
     ax = axes[0, 0]
     ax.step(edges[:-1] - t0, jpt, where="post", color=color(3))
-    title(ax, f"joules per output token ({width:.2g} s bins, all GPUs)")
+    title(ax, f"joules per output token ({width:.2g} s bins, {_gpus_text(run)})")
     ax.set_xlabel("seconds since the first request was sent", fontsize=8)
     ax = axes[0, 1]
-    for i, (dev, (ts, vs)) in enumerate(run.samples.series("nvml", "power_watts").items()):
+    power = run.samples.series("nvml", "power_watts").items()
+    for i, (dev, (ts, vs)) in enumerate((d, v) for d, v in power if run.server_gpu(d)):
         ax.plot(ts - t0, vs, color=color(i), linewidth=1, label=f"GPU {dev}")
     title(ax, "power (W)")
     ax.set_xlim(0, t1 - t0)

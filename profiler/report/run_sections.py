@@ -67,6 +67,20 @@ def _attainment_rows(att: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def scope_gpus(scope: dict[str, Any]) -> str:
+    """``GPUs 2, 5`` or ``every GPU``."""
+    gpus = scope.get("gpus")
+    if gpus is None:
+        return "every GPU"
+    return f"GPU{'s' if len(gpus) != 1 else ''} {', '.join(gpus) or 'none'}"
+
+
+def scope_text(scope: dict[str, Any]) -> str:
+    """``GPUs 2, 5 (cuda_visible_devices: CUDA_VISIBLE_DEVICES=2,5)``."""
+    why = f": {scope['reason']}" if scope.get("reason") else ""
+    return f"{scope_gpus(scope)} ({scope.get('method')}{why})"
+
+
 def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> list[Section]:
     s, m, spec = run.summary, run.manifest, run.spec
     out: list[Section] = []
@@ -99,6 +113,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         ["SLO", slo_text(att.get("slo"))],
         *_attainment_rows(att),
         ["energy per output token", f"{num(dig(s, 'energy', 'joules_per_output_token'))} J" if dig(s, "energy", "available") else "not available"],
+        ["GPUs measured", scope_text(run.gpu_scope())],
         ["tokens", f"{dig(s, 'tokens', 'prompt')} prompt, {dig(s, 'tokens', 'output')} output"],
     ]  # fmt: skip
     head.add(Table(["", ""], rows))
@@ -157,6 +172,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                     "memory total",
                     "power mean",
                     "energy",
+                    "server memory peak",
                     "errors",
                 ],
                 [
@@ -168,11 +184,13 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                         gib(r.get("memory_total_bytes")),
                         f"{num(r.get('power_mean_watts'))} W",
                         f"{num(r.get('energy_joules'))} J",
+                        gib(r.get("process_memory_used_peak_bytes")),
                         str(r.get("errors", 0)),
                     ]
                     for g, r in per.items()
                 ],
-                caption="per GPU over the measured window",
+                caption="the server's GPUs over the measured window (server memory: its processes' "
+                f"peak over the run{'; ' + gpu['process_memory_note'] if gpu.get('process_memory_note') else ''})",
             )  # fmt: skip
         )
     out.append(tl)
@@ -187,7 +205,10 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
             Table(
                 ["", ""],
                 [
-                    ["energy (all GPUs, measured window)", f"{num(energy.get('joules'))} J"],
+                    [
+                        f"energy ({scope_gpus(run.gpu_scope())}, measured window)",
+                        f"{num(energy.get('joules'))} J",
+                    ],
                     ["per output token", f"{num(energy.get('joules_per_output_token'))} J"],
                     [
                         "mean power from energy",
@@ -219,7 +240,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                     ]
                     for k, name in (("nvlink", "NVLink"), ("pcie", "PCIe"))
                 ],
-                caption=f"bytes over the measured window, all GPUs (methods: {', '.join(gpu.get('traffic_methods') or []) or '-'})",
+                caption=f"bytes over the measured window, {scope_gpus(run.gpu_scope())} (methods: {', '.join(gpu.get('traffic_methods') or []) or '-'})",
             )  # fmt: skip
         )
     if fig:

@@ -311,7 +311,7 @@ class _Context:
             else:
                 # the load generator keeps the cores the launched server was kept off
                 with cpus.beside(server.serve.cpus if server.serve is not None else None):
-                    result = _execute(run_spec, server.pids)
+                    result = _execute(run_spec, server.pids, server.serve)
         except _ConfigFailed as e:
             point["reason"] = str(e)
             self.index.record_point(point)
@@ -346,10 +346,12 @@ def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:
     return VllmServer(serve, log_path)
 
 
-def _execute(run_spec: RunSpec, server_pids: Callable[[], list[int]]) -> Any:
+def _execute(
+    run_spec: RunSpec, server_pids: Callable[[], list[int]], serve: ServeSpec | None = None
+) -> Any:
     from profiler.runner import RunHooks, execute
 
-    return execute(run_spec, RunHooks(server_pids=server_pids))
+    return execute(run_spec, RunHooks(server_pids=server_pids, server_spec=serve))
 
 
 def _clear_stale(sweep_dir: Path, pid: str) -> None:

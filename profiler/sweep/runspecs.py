@@ -61,6 +61,7 @@ def serve_spec(spec: SweepSpec, config: dict[str, Any]) -> ServeSpec:
             serve_arg=tuple(spec.serve_args),
             concurrency=1,
         )
+        opts.gpus = ",".join(spec.gpus) if spec.gpus else None  # places the server on them
         serve = build_run_spec(opts).serve
         assert serve is not None
         if best is None or (serve.max_model_len or 0) > (best.max_model_len or 0):
@@ -94,6 +95,7 @@ def point_run_spec(
         tokenizer=_tokenizer(spec),
         out=runs_dir,
         run_id=pid,
+        gpus=",".join(spec.gpus) if spec.gpus else None,
         **kw,
     )
     if spec.search == "slo" and spec.num_requests is None and spec.duration_s is None:

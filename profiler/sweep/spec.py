@@ -71,6 +71,7 @@ class SweepSpec(_Strict):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     load_format: str | None = None
     dtype: str | None = None
+    gpus: list[str] | None = None  # the servers' GPUs (NVML indices or UUIDs), as run --gpus
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:

@@ -113,7 +113,12 @@ GPU_FIELDS: tuple[Field, ...] = (
     _g("gpm_nvlink_rx_bytes_per_second", "GPM NVLink receive rate (Hopper+)"),
     _g("gpm_pcie_tx_bytes_per_second", "GPM PCIe transmit rate (Hopper+)"),
     _g("gpm_pcie_rx_bytes_per_second", "GPM PCIe receive rate (Hopper+)"),
-    _g("process_memory_used_bytes", "GPU memory used by the server's process tree"),
+    _g(
+        "process_memory_used_bytes",
+        "GPU memory used by the server's process tree (absent when NVML lists none of its PIDs)",
+    ),
+    _g("compute_processes", "compute processes NVML lists on the GPU (any owner)"),
+    _g("server_compute_processes", "of those, the processes of the server's tree"),
     _g("up", "1 when the GPU answered this tick, 0 when it was lost or failed"),
 )
 

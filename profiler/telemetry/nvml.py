@@ -313,6 +313,42 @@ def nvml_state() -> dict[str, Any]:
     return {"available": True, "reason": None, "device_count": len(devices)}
 
 
+def gpu_ids() -> tuple[list[dict[str, Any]], NvmlUnavailable | None]:
+    """``[{"index", "uuid", "name"}, ...]`` of every GPU (a light inventory, for ``--gpus``)."""
+    devices, state = open_devices()
+    if state is not None:
+        return [], state
+    try:
+        out = []
+        for d in devices:
+            try:
+                uuid = text(d.call("uuid", "nvmlDeviceGetUUID"))
+                name = text(d.call("name", "nvmlDeviceGetName"))
+            except DeviceFault:
+                uuid = name = None
+            out.append({"index": d.index, "uuid": uuid, "name": name})
+        return out, None
+    finally:
+        nvml_shutdown()
+
+
+def mig_parent_index(mig_uuid: str) -> int | None:
+    """NVML index of the GPU a MIG instance (``MIG-<uuid>``) lives on; None when unknown."""
+    if nvml_init() is not None:
+        return None
+    try:
+        handle = system_call("nvmlDeviceGetHandleByUUID", mig_uuid)
+        parent = (
+            system_call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle)
+            if handle is not None
+            else None
+        )
+        index = system_call("nvmlDeviceGetIndex", parent) if parent is not None else None
+        return None if index is None else int(index)
+    finally:
+        nvml_shutdown()
+
+
 def inventory() -> dict[str, Any]:
     """GPU inventory and topology (see ``profiler.telemetry.inventory.collect``)."""
     from profiler.telemetry.inventory import collect
@@ -335,7 +371,9 @@ __all__ = [
     "NvmlSampler",
     "NvmlUnavailable",
     "const",
+    "gpu_ids",
     "inventory",
+    "mig_parent_index",
     "nvml_init",
     "nvml_shutdown",
     "nvml_state",

@@ -5,7 +5,8 @@ import pynvml). Per tick and GPU: utilization, memory (v2 with reserved, else v1
 (average and instant), power limit, energy counter, temperatures, SM/memory clocks,
 clock-event reasons (bitmask, named flags, cumulative times), PCIe link and throughput, NVLink
 per-link data counters (totals since sampling began and rates), GPM metrics on Hopper+, and
-every ``process_interval_s`` the GPU memory of the server's process tree. The batchable fields
+every ``process_interval_s`` the compute processes NVML lists and the GPU memory of the
+server's process tree (``_read_processes`` says when that memory is known). The batchable fields
 are read in one ``nvmlDeviceGetFieldValues`` call.
 
 NVML's own update rates bound what a tick can see: utilization covers the last 1/6-1 s, power
@@ -114,7 +115,6 @@ class _GpuState:
         self.links_checked_t: float | None = None
         self.counters: dict[tuple[str, int], CounterRate] = {}
         self.gpm: _Gpm | None = None
-        self.proc_t: float | None = None
         self.spot_t: float | None = None
         self.probed = False
 
@@ -147,6 +147,8 @@ class NvmlSampler:
         self._pcie_spot_interval_s = pcie_spot_interval_s
         self._gpm = gpm
         self._per_link = nvlink_per_link
+        self._proc_t: float | None = None  # last process-list read
+        self._warned_pids = False
         devices, unavailable = nvml.open_devices(indices)
         self._unavailable = unavailable
         self._gpus = [_GpuState(d) for d in devices]
@@ -168,6 +170,7 @@ class NvmlSampler:
 
     def sample(self, t_s: float) -> list[Sample]:
         out: list[Sample] = []
+        healthy: list[_GpuState] = []
         for g in self._gpus:
             try:
                 if not g.probed:
@@ -184,6 +187,8 @@ class NvmlSampler:
                 continue
             out.extend(Sample(t_s, SOURCE, d, m, v) for d, m, v in values)
             out.append(Sample(t_s, SOURCE, g.name, "up", 1.0))
+            healthy.append(g)
+        out.extend(self._read_processes(healthy, t_s))
         return out
 
     def close(self) -> None:
@@ -280,7 +285,6 @@ class NvmlSampler:
             for mid, value in g.gpm.read(t_s).items():
                 metric, scale = GPM_METRICS[mid]
                 put(metric, value, scale)
-        self._read_processes(g, t_s, put)
         return v
 
     def _read_fields(self, g: _GpuState, t_s: float, put: Callable[..., None], v: Values) -> None:
@@ -367,24 +371,56 @@ class NvmlSampler:
                 )
                 put(f"{kind}_bytes_per_second", value, KIB)
 
-    def _read_processes(self, g: _GpuState, t_s: float, put: Callable[..., None]) -> None:
-        if self._pids is None or (
-            g.proc_t is not None and t_s - g.proc_t < self._process_interval_s
-        ):
-            return
-        g.proc_t = t_s
+    def _read_processes(self, gpus: list[_GpuState], t_s: float) -> list[Sample]:
+        """Every ``process_interval_s``, per GPU: ``compute_processes`` (what NVML lists, any
+        owner), ``server_compute_processes`` (those in the server's tree) and
+        ``process_memory_used_bytes`` (the server's memory there). The memory is a value only
+        when it is known: the sum over the server's processes on that GPU, or 0 on a GPU where
+        none of them runs *while NVML lists a server process on another GPU in the same read*
+        (NVML demonstrably sees the server's PIDs, so their absence is real). When NVML lists
+        no process of the server anywhere, nothing says the server holds no memory: inside a
+        container NVML gives host PIDs that are not the server's, and a listing can be empty
+        for want of permission; then there is no value, never a 0."""
+        if self._pids is None or not gpus:
+            return []
+        if self._proc_t is not None and t_s - self._proc_t < self._process_interval_s:
+            return []
         try:
             pids = set(self._pids())
         except Exception as e:  # the pid source is the caller's; a failure skips one read
             log.debug("process_pids failed: %s", e)
-            return
-        if not pids:  # the server does not exist yet (or any more)
-            return
-        procs = g.dev.call("processes", "nvmlDeviceGetComputeRunningProcesses")
-        if procs is None:
-            return
-        used = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
-        put("process_memory_used_bytes", sum(used))
+            pids = set()
+        if not pids:  # the server does not exist yet (or any more): ask again next tick
+            return []
+        self._proc_t = t_s
+        listed: list[tuple[_GpuState, int, list[Any]]] = []  # (gpu, listed, the server's)
+        for g in gpus:
+            try:
+                procs = g.dev.call("processes", "nvmlDeviceGetComputeRunningProcesses")
+            except nvml.DeviceFault as e:  # the next tick reports the GPU as down
+                log.debug("GPU %s: process list: %s", g.name, e)
+                continue
+            if procs is not None:
+                listed.append((g, len(procs), [p for p in procs if p.pid in pids]))
+        out: list[Sample] = []
+        sees_server = any(mine for _, _, mine in listed)
+        for g, total, mine in listed:
+            out.append(Sample(t_s, SOURCE, g.name, "compute_processes", float(total)))
+            out.append(Sample(t_s, SOURCE, g.name, "server_compute_processes", float(len(mine))))
+            used = [p.usedGpuMemory for p in mine if p.usedGpuMemory is not None]
+            if used:
+                out.append(
+                    Sample(t_s, SOURCE, g.name, "process_memory_used_bytes", float(sum(used)))
+                )
+            elif not mine and sees_server:
+                out.append(Sample(t_s, SOURCE, g.name, "process_memory_used_bytes", 0.0))
+        if not sees_server and any(total for _, total, _ in listed) and not self._warned_pids:
+            self._warned_pids = True
+            log.warning(
+                "NVML lists GPU processes but none is the server's (PID namespace? e.g. a "
+                "container): the server's GPU memory is not known"
+            )
+        return out
 
 
 def _field_time(timestamp_us: int, t_s: float) -> float:

@@ -97,6 +97,7 @@ class FakeGpu:
     gpm: dict[int, float] | None = None  # metric id -> value; None = GPM unsupported
     mig: bool = False
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, used bytes)
+    mig_uuids: list[str] = field(default_factory=list)  # MIG instances (MIG-<uuid>) on this GPU
     power_per_s_mw: float | None = None  # energy grows at this power on advance (default power_mw)
     unsupported: set[str] = field(default_factory=set)  # pynvml function names -> NotSupported
     unsupported_fields: set[int] = field(default_factory=set)
@@ -281,6 +282,20 @@ class FakeNvml:
 
     def _f_nvmlDeviceGetIndex(self, g: FakeGpu) -> int:
         return g.index
+
+    def _f_nvmlDeviceGetHandleByUUID(self, uuid: Any) -> Any:
+        u = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+        for g in self.gpus:
+            if g.uuid == u:
+                return g
+            if u in g.mig_uuids:
+                return SimpleNamespace(parent=g, mig_uuid=u)
+        raise _err(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def _f_nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, migDevice: Any) -> FakeGpu:
+        if not isinstance(migDevice, SimpleNamespace):
+            raise _err(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return migDevice.parent  # type: ignore[no-any-return]
 
     def _f_nvmlDeviceGetName(self, g: FakeGpu) -> str:
         return g.name

@@ -141,3 +141,49 @@ def test_cpu_sweep_needs_calibration_gpu(tmp_path: Path) -> None:
     cal = fit(pts, gpu="cpu")
     assert cal.gpu == "cpu" and cal.points == 3
     assert cal.heldout_error_pct is not None
+
+
+def _run_dir(tmp_path: Path, name: str, summary_energy: dict, manifest_extra: dict) -> Path:  # type: ignore[type-arg]
+    run = tmp_path / name
+    run.mkdir()
+    summary = {
+        "requests": {"ok": 10},
+        "tokens": {"prompt": 1280, "output": 320},
+        "latency": {"tpot_s": {"mean": 0.02}},
+        "throughput": {"requests_per_s": 1.0, "output_tokens_per_s": 32.0},
+        "energy": summary_energy,
+    }
+    manifest = {"spec": {"serve": {"model": "tiny", "tensor_parallel_size": 1}}, **manifest_extra}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_measured_point_uses_the_servers_gpus(tmp_path: Path) -> None:
+    gpus = [{"index": 0, "name": "NVIDIA L4"}, {"index": 1, "name": "NVIDIA H100 80GB HBM3"}]
+    scope = {"gpus": ["1"], "uuids": [None], "method": "explicit", "reason": "--gpus"}
+    scoped = _run_dir(
+        tmp_path,
+        "scoped",
+        {
+            "available": True,
+            "joules_per_output_token": 0.5,
+            "per_gpu_joules": {"1": 1.0},
+            "scope": scope,
+        },
+        {"gpus": gpus, "gpu_scope": scope},
+    )
+    p = load_sweep(scoped)[0]
+    assert p.gpu == "h100" and p.energy_j_per_token == 0.5  # GPU 1's model, not GPU 0's
+    # a summary from before scoping that counted both GPUs for a one-GPU server: unknown
+    old = _run_dir(
+        tmp_path,
+        "old",
+        {
+            "available": True,
+            "joules_per_output_token": 0.9,
+            "per_gpu_joules": {"0": 1.0, "1": 1.0},
+        },
+        {"gpus": gpus},
+    )
+    assert load_sweep(old)[0].energy_j_per_token is None

@@ -344,3 +344,44 @@ def test_a_launched_servers_process_tree_is_sampled_in_every_point(tmp_path: Pat
         if s["source"] == "host" and s["device"] == "server" and s["metric"] == "process_count"
     ]
     assert counts and all(c == 1 for c in counts)
+
+
+def test_sweep_points_record_the_servers_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--gpus places each configuration's server on those GPUs and every point's figures on
+    the first tp x pp x dp of them; without it, the server's inherited CUDA_VISIBLE_DEVICES."""
+    from tests.fakes.nvml import h100, install_fake_nvml
+
+    seen: list[ServeSpec] = []
+
+    class Recording(ProcessServer):
+        def __init__(self, serve: ServeSpec, log_path: Path) -> None:
+            seen.append(serve)
+            super().__init__(serve, log_path)
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    scopes = {}
+    with install_fake_nvml([h100(i) for i in range(8)]):
+        for name, gpus in (("given", ["4", "5", "6", "7"]), ("inherited", None)):
+            spec = _spec(
+                grid=SweepGrid(tp=[2]),
+                loads=[2],
+                num_requests=10,
+                model="fake-model",
+                sample_interval_s=0.1,
+                gpus=gpus,
+                sweep_id=name,
+            )
+            d = tmp_path / name
+            prepare_sweep_dir(spec, d, resume=False)
+            data = run_sweep(spec, d, SweepHooks(server_factory=Recording))
+            (point,) = data["points"]
+            assert point["status"] == "done", point
+            manifest = json.loads((d / point["run_dir"] / "manifest.json").read_text())
+            scopes[name] = manifest["gpu_scope"]
+    assert seen[0].env["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+    assert scopes["given"]["gpus"] == ["4", "5"] and scopes["given"]["method"] == "explicit"
+    assert "CUDA_VISIBLE_DEVICES" not in seen[1].env  # inherited by the server from this process
+    assert scopes["inherited"]["gpus"] == ["1", "3"]
+    assert scopes["inherited"]["method"] == "cuda_visible_devices"

@@ -207,6 +207,18 @@ def test_process_memory_summed_over_server_tree() -> None:
     assert g.calls["nvmlDeviceGetComputeRunningProcesses"] == 1
 
 
+def test_processes_are_read_at_the_first_tick_the_server_exists() -> None:
+    g = h100(0, processes=[(100, 2 * 2**30)])
+    pids: set[int] = set()
+    with install_fake_nvml([g]):
+        s = NvmlSampler(process_pids=lambda: pids, process_interval_s=2.0)
+        s.sample(0.0)  # no server yet: no read, and the interval does not start
+        pids.add(100)
+        first = s.sample(0.5)
+        s.close()
+    assert by(first, "0")["process_memory_used_bytes"].value == 2 * 2**30
+
+
 @pytest.mark.parametrize(
     ("code", "words"),
     [
@@ -269,7 +281,7 @@ def test_a_binding_surprise_is_contained_to_one_gpu() -> None:
 def test_import_needs_no_gpu_and_no_pydantic() -> None:
     import subprocess
 
-    code = "import sys; sys.modules['pydantic'] = None\nimport profiler.telemetry.nvml, profiler.telemetry.recorder, profiler.telemetry.host, profiler.telemetry.vllm_metrics, profiler.telemetry.inventory, profiler.telemetry.nvml_sampler\nprint('ok')"
+    code = "import sys; sys.modules['pydantic'] = None\nimport profiler.telemetry.nvml, profiler.telemetry.recorder, profiler.telemetry.host, profiler.telemetry.vllm_metrics, profiler.telemetry.inventory, profiler.telemetry.nvml_sampler, profiler.telemetry.gpu_scope\nprint('ok')"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
@@ -313,3 +325,46 @@ def test_a_refused_field_batch_falls_back_to_single_fields_once() -> None:
         assert val(out, "0", "throttle_power_seconds_total") is not None
         assert val(out, "0", "throttle_sw_thermal_seconds_total") is None
     assert g.calls["nvmlDeviceGetFieldValues"] == calls_after_probe + 1  # one batch again
+
+
+def test_process_memory_is_absent_not_zero_when_no_listed_process_is_the_servers() -> None:
+    # in a container NVML lists host PIDs: the server's own PIDs (100, 101) match none of them
+    gpus = [h100(0, processes=[(54321, 5 * 2**30)]), h100(1, processes=[])]
+    with install_fake_nvml(gpus):
+        s = NvmlSampler(process_pids=lambda: {100, 101}, process_interval_s=1.0)
+        out = s.sample(0.0)
+        s.close()
+    assert "process_memory_used_bytes" not in by(out, "0")  # never a fake 0
+    assert "process_memory_used_bytes" not in by(out, "1")  # nothing proves the server sees it
+    assert val(out, "0", "compute_processes") == 1.0
+    assert val(out, "0", "server_compute_processes") == 0.0
+    assert val(out, "1", "compute_processes") == 0.0
+
+
+def test_process_memory_is_zero_only_where_nvml_demonstrably_sees_the_server() -> None:
+    # the server (PIDs 100, 101) is on GPUs 2 and 5; another job (999) holds GPU 0
+    gpus = [h100(i) for i in range(8)]
+    gpus[0].processes = [(999, 7 * 2**30)]
+    gpus[2].processes = [(100, 30 * 2**30)]
+    gpus[5].processes = [(101, 31 * 2**30), (999, 1 * 2**30)]
+    with install_fake_nvml(gpus):
+        s = NvmlSampler(process_pids=lambda: {100, 101}, process_interval_s=1.0)
+        out = s.sample(0.0)
+        s.close()
+    assert val(out, "2", "process_memory_used_bytes") == 30 * 2**30
+    assert val(out, "5", "process_memory_used_bytes") == 31 * 2**30
+    assert val(out, "5", "server_compute_processes") == 1.0
+    # NVML lists the server's processes elsewhere, so its absence here is real
+    for g in ("0", "1", "3", "4", "6", "7"):
+        assert val(out, g, "process_memory_used_bytes") == 0.0, g
+
+
+def test_process_memory_unknown_when_nvml_gives_no_memory_figure() -> None:
+    g = h100(0)
+    g.processes = [(100, None)]  # type: ignore[list-item]  # WDDM / no permission: usedGpuMemory None
+    with install_fake_nvml([g]):
+        s = NvmlSampler(process_pids=lambda: {100}, process_interval_s=1.0)
+        out = s.sample(0.0)
+        s.close()
+    assert "process_memory_used_bytes" not in by(out, "0")
+    assert val(out, "0", "server_compute_processes") == 1.0

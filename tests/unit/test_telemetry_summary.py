@@ -132,7 +132,9 @@ def test_lost_gpu_is_counted_and_energy_unavailable() -> None:
 
 def test_nvml_available_but_no_samples() -> None:
     s = summarize_telemetry(host_and_server(), 5.0, 15.0, 1000, NVML_OK)
-    assert s["gpu"] == {"available": False, "reason": "no NVML samples in the measured window"}
+    assert s["gpu"]["available"] is False
+    assert s["gpu"]["reason"] == "no NVML samples in the measured window"
+    assert s["gpu"]["scope"]["method"] == "all"  # no scope recorded: said so
 
 
 def test_host_and_server_sections() -> None:
@@ -164,3 +166,79 @@ def test_no_window_and_no_samples() -> None:
         "connection refused"
         in summarize_telemetry(failing, 0.0, 10.0, 0, NVML_OK)["server"]["reason"]
     )
+
+
+def counter_scrapes(values: list[tuple[float, float]]) -> list[Sample]:
+    out: list[Sample] = []
+    for t, v in values:
+        out += [
+            Sample(t, "vllm", "", "up", 1.0),
+            Sample(t, "vllm", "", "request_success_total", v),
+            Sample(t, "vllm", "", "prompt_tokens_total", v * 128),
+            Sample(t, "vllm", "", "generation_tokens_total", v * 64),
+            Sample(t, "vllm", "", "num_preemptions_total", v // 10),
+            Sample(t, "vllm", "", "prefix_cache_queries_total", v * 100),
+            Sample(t, "vllm", "", "prefix_cache_hits_total", v * 25),
+        ]
+    return out
+
+
+def test_server_counts_are_whole_increases_between_the_scrapes_around_the_window() -> None:
+    # scrapes every 1.5 s; window [1.0, 10.0]; interpolating at the edges would give fractions
+    # (0.0 @ 0.0 .. 10 @ 1.5 gives 6.67 at 1.0). The count uses the last scrape at or before
+    # the start (t=0.0, 0) and the first at or after the end (t=10.5, 70).
+    series = [(0.0, 0.0), (1.5, 10.0), (3.0, 20.0), (4.5, 30.0), (6.0, 40.0), (7.5, 50.0)]
+    series += [(9.0, 60.0), (10.5, 70.0), (12.0, 80.0)]
+    server = summarize_telemetry(counter_scrapes(series), 1.0, 10.0, 0, NVML_OK)["server"]
+    counts = {
+        "requests_finished": 70,
+        "prompt_tokens": 70 * 128,
+        "generation_tokens": 70 * 64,
+        "preemptions": 7,
+        "prefix_cache_queries": 7000,
+        "prefix_cache_hits": 1750,
+    }
+    for key, want in counts.items():
+        assert server[key] == want and type(server[key]) is int, (key, server[key])
+    assert server["prefix_cache_hit_ratio"] == pytest.approx(0.25)
+
+
+def test_server_counts_survive_a_counter_reset() -> None:
+    # the server restarts between t=3 and t=4: its counter starts again from 0 (Prometheus'
+    # rule: after a drop the new value is all increase)
+    series = [(0.0, 100.0), (2.0, 110.0), (3.0, 115.0), (4.0, 3.0), (6.0, 8.0)]
+    server = summarize_telemetry(counter_scrapes(series), 1.0, 5.0, 0, NVML_OK)["server"]
+    assert server["requests_finished"] == (115 - 100) + 3 + (8 - 3)
+    assert type(server["requests_finished"]) is int
+
+
+def test_server_count_without_a_scrape_inside_the_window_span_is_none() -> None:
+    server = summarize_telemetry(counter_scrapes([(5.0, 1.0)]), 1.0, 10.0, 0, NVML_OK)["server"]
+    assert server["requests_finished"] is None
+
+
+def test_server_gpu_memory_without_a_matching_process_is_none_with_the_reason() -> None:
+    samples = gpu_run()
+    for t in range(0, 21, 2):  # NVML lists a (host-PID) process on each GPU, never the server's
+        for dev in ("0", "1"):
+            samples += [
+                Sample(float(t), "nvml", dev, "compute_processes", 1.0),
+                Sample(float(t), "nvml", dev, "server_compute_processes", 0.0),
+            ]
+    gpu = summarize_telemetry(samples, 5.0, 15.0, 1000, NVML_OK)["gpu"]
+    assert gpu["per_gpu"]["0"]["process_memory_used_peak_bytes"] is None
+    assert gpu["process_memory_used_peak_bytes"] is None
+    assert "none is the server's" in gpu["process_memory_note"]
+
+
+def test_server_gpu_memory_peak_when_known() -> None:
+    samples = gpu_run()
+    samples += [
+        Sample(float(t), "nvml", "0", "process_memory_used_bytes", 30e9 + t) for t in range(21)
+    ]
+    samples += [Sample(float(t), "nvml", "1", "process_memory_used_bytes", 0.0) for t in range(21)]
+    gpu = summarize_telemetry(samples, 5.0, 15.0, 1000, NVML_OK)["gpu"]
+    assert gpu["per_gpu"]["0"]["process_memory_used_peak_bytes"] == 30e9 + 20  # whole run
+    assert gpu["per_gpu"]["1"]["process_memory_used_peak_bytes"] == 0.0
+    assert gpu["process_memory_used_peak_bytes"] == 30e9 + 20
+    assert gpu["process_memory_note"] is None
