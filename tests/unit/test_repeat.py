@@ -30,6 +30,7 @@ class CountingServer(ProcessServer):
 
     def start(self) -> None:
         CountingServer.starts += 1
+        self.log_path.write_text("fake server\n")
         super().start()
 
 
