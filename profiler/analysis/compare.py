@@ -1,30 +1,35 @@
-"""Compare two runs metric by metric with bootstrap confidence intervals, and gate regressions.
+"""Compare runs of a baseline A and a candidate B metric by metric, with bootstrap confidence
+intervals, and gate regressions.
 
-For each metric the point estimate is computed on every request of the run (the same
-definitions as summary.json), and the confidence interval of the difference B - A comes from
-a seeded percentile bootstrap: each run's requests are resampled with replacement, the metric
-is recomputed on each resample, and the resampled values of A and B are paired to give the
-distribution of the difference.
+Each side is one run or several runs of one configuration (``infprof run --repeat``). The
+point estimate of a side pools the requests of all its runs (the same definitions as
+summary.json). The confidence interval of the difference B - A comes from a seeded
+*hierarchical* bootstrap (``profiler.analysis.bootstrap``): each resample draws a side's runs
+with replacement, then the units inside each drawn run, and recomputes the metric on the pool;
+the resampled values of A and B are paired to give the distribution of the difference.
 
 - Latency percentiles (TTFT, TPOT, E2E) resample the run's successful requests.
 - ITL resamples whole requests (a cluster bootstrap) and pools their per-token gaps, because
   the gaps of one request are not independent. On very long runs it uses fewer resamples
   (never under 100; the count is in the result).
-- Rates (requests/s, output tokens/s, goodput requests/s) resample time: the measured window
+- Rates (requests/s, output tokens/s, SLO-met requests/s) resample time: the measured window
   is cut into equal bins (10 to 60, about ten requests each) of completions by end time, and
   the bins are resampled, so the interval reflects how steady the rate was over the run.
-- Fractions (error rate, goodput fraction) resample every request in the measured window.
+- Fractions (error rate, SLO attainment) resample every request in the measured window.
+
+With one run on a side there are no runs to resample: the interval covers only the noise
+within that run, while a server's run-to-run spread is often larger. Such a comparison
+(``interval == "within-run"``) gates nothing unless the user sets ``min_effect``.
 
 A metric *regresses* when it moves in its worse direction (latency and error rate up,
-throughput and goodput down), the confidence interval of the difference excludes zero, and the
-change exceeds the threshold: relative to A (0.05 = 5%), except ``error_rate`` whose threshold
-is absolute (0.01 = one percentage point).
+throughput and SLO attainment down), the confidence interval of the difference excludes zero,
+and the change exceeds the threshold and ``min_effect``: relative to A (0.05 = 5%), except
+``error_rate`` whose thresholds are absolute (0.01 = one percentage point).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,23 +37,18 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from profiler.analysis.bootstrap import hierarchical, weighted_percentile
+from profiler.analysis.run_sample import RunSample, expand_runs, load_run_sample, slo_of
 from profiler.analysis.stats import Distribution
-from profiler.analysis.summary import (
-    RequestColumns,
-    in_window,
-    latencies,
-    measured_window,
-    meets_slo,
-)
-from profiler.errors import SpecError, StorageError
+from profiler.errors import SpecError
 from profiler.spec import SloSpec
-from profiler.store.rundir import read_records
+
+__all__ = ["RunSample", "compare_runs", "compare_samples", "expand_runs", "load_run_sample"]
 
 Better = Literal["lower", "higher"]
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_RESAMPLES = 1000
-_MAX_CELLS = 4_000_000  # bootstrap index matrix cells per chunk (memory bound)
-# ITL pools every token gap; past this many pooled values per run x resample the cluster
+# ITL pools every token gap; past this many pooled values per side x resample the cluster
 # bootstrap uses fewer resamples (at least 100) so a long run still compares in seconds
 _ITL_BUDGET = 60_000_000
 
@@ -73,17 +73,22 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("output_tokens_per_s", "tok/s", "higher", "output tokens per second"),
     MetricDef("requests_per_s", "req/s", "higher", "successful requests per second"),
     MetricDef("error_rate", "", "lower", "share of requests that failed", absolute=True),
-    MetricDef("goodput_rps", "req/s", "higher", "requests per second meeting every SLO"),
-    MetricDef("goodput_fraction", "", "higher", "share of requests meeting every SLO"),
+    MetricDef("slo_met_rps", "req/s", "higher", "requests per second meeting every SLO"),
+    MetricDef("slo_attainment", "", "higher", "share of requests meeting every SLO"),
 )
 BY_NAME = {m.name: m for m in METRICS}
 ALIASES = {
-    "goodput": "goodput_rps",
+    "goodput": "slo_met_rps",
+    "goodput_rps": "slo_met_rps",  # the names before the SLO metrics were renamed
+    "goodput_fraction": "slo_attainment",
     "ttft": "ttft_p50",
     "tpot": "tpot_p50",
     "itl": "itl_p50",
     "e2e": "e2e_p50",
 }
+RATES = ("requests_per_s", "output_tokens_per_s", "slo_met_rps")
+LATENCIES = ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99", "e2e_p50", "e2e_p99")
+Interval = Literal["within-run", "hierarchical"]
 
 
 class MetricDelta(BaseModel):
@@ -92,8 +97,10 @@ class MetricDelta(BaseModel):
     name: str
     unit: str
     better: Better
-    a: float | None
+    a: float | None  # pooled over A's runs
     b: float | None
+    a_per_run: list[float | None]  # the metric of each run: the run-to-run spread
+    b_per_run: list[float | None]
     delta: float | None
     relative: float | None  # delta / |a|; None when a is 0 or missing
     ci_low: float | None
@@ -110,6 +117,13 @@ class CompareResult(BaseModel):
 
     a: str
     b: str
+    runs_a: list[str]
+    runs_b: list[str]
+    # "hierarchical": runs resampled, then requests (run-to-run and within-run noise);
+    # "within-run": a side has one run, the interval covers only the noise inside runs
+    interval: Interval
+    min_effect: float | None
+    note: str | None
     resamples: int
     confidence: float
     seed: int
@@ -118,21 +132,16 @@ class CompareResult(BaseModel):
     regressions: list[str]
 
 
-@dataclass
-class RunSample:
-    """Per-request arrays of one run, restricted to its measured window."""
-
-    name: str
-    ok: np.ndarray  # bool, every request in the window
-    meets_slo: np.ndarray | None  # bool, None without an SLO
-    window_s: float
-    # per time bin of the window (completions by end time): rates are bin sums / window_s
-    bins: dict[str, np.ndarray]
-    ttft: np.ndarray  # successful requests only, NaN dropped
-    tpot: np.ndarray
-    e2e: np.ndarray
-    itl_values: np.ndarray  # per-token ITL shares of successful requests, grouped by request
-    itl_lengths: np.ndarray  # shares per successful request with gaps
+def parse_fraction(option: str, text: str) -> float:
+    """``0.1`` or ``10%`` to 0.1 (not negative)."""
+    text = text.strip()
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise SpecError(f"{option}: '{text}' is not a fraction", "e.g. 10% or 0.1") from None
+    if value < 0 or value != value:
+        raise SpecError(f"{option}: '{text}' must not be negative", "e.g. 10% or 0.1")
+    return value
 
 
 def parse_metric_options(options: Sequence[str]) -> dict[str, float]:
@@ -148,113 +157,37 @@ def parse_metric_options(options: Sequence[str]) -> dict[str, float]:
             )
         value = DEFAULT_THRESHOLD
         if thr.strip():
-            text = thr.strip()
             try:
-                value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-            except ValueError:
+                value = parse_fraction(f"--metric {opt}", thr)
+            except SpecError as e:
                 raise SpecError(
-                    f"--metric {opt}: '{thr}' is not a threshold",
-                    "e.g. ttft_p99:10% or ttft_p99:0.1",
-                ) from None
-            if value < 0:
-                raise SpecError(
-                    f"--metric {opt}: the threshold must not be negative", "e.g. ttft_p99:10%"
-                )
+                    f"--metric {opt}: '{thr}' is not a threshold", "e.g. ttft_p99:10% or 0.1"
+                ) from e
         out[name] = value
     return out
 
 
-def load_run_sample(path: Path, slo: SloSpec | None) -> RunSample:
-    if not path.is_dir():
-        raise SpecError(f"{path} is not a run directory", "pass a directory written by infprof run")
-    if not (path / "requests.parquet").exists() and not (path / "requests.jsonl").exists():
-        raise StorageError(
-            f"{path} has no request records", "pass a run directory (it holds requests.parquet)"
-        )
-    manifest = _manifest(path)
-    spec = manifest.get("spec") or {}
-    records = read_records(path)
-    cols = RequestColumns.from_records(records)
-    win = measured_window(
-        cols, float(spec.get("warmup_s") or 0.0), float(spec.get("cooldown_s") or 0.0)
-    )
-    in_win = in_window(cols, win)
-    ok_all = in_win & (cols.outcome == "ok")
-    ttft, tpot, e2e = latencies(cols)
-    meets: np.ndarray | None = None
-    if slo is not None and slo.is_set():
-        meets = meets_slo(slo, ok_all, ttft, tpot, e2e)[in_win]
-    nbins = int(np.clip(int(np.count_nonzero(in_win)) // 10, 10, 60))
-    span = (win.start, win.end if win.end > win.start else win.start + 1.0)
-
-    def binned(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        w = None if weights is None else weights[mask]
-        return np.histogram(cols.end_s[mask], bins=nbins, range=span, weights=w)[0].astype(
-            np.float64
-        )
-
-    bins = {
-        "requests_per_s": binned(ok_all),
-        "output_tokens_per_s": binned(ok_all, np.nan_to_num(cols.output_tokens)),
-    }
-    if meets is not None:
-        full = np.zeros(cols.id.shape, dtype=bool)
-        full[in_win] = meets
-        bins["goodput_rps"] = binned(full)
-    ok_ids = {int(i) for i in cols.id[ok_all]}
-    shares = [r.itl_shares() for r in records if r.id in ok_ids]
-    shares = [s for s in shares if s]
-    values = np.fromiter((v for s in shares for v in s), dtype=np.float64)
-
-    def drop_nan(a: np.ndarray) -> np.ndarray:
-        return a[~np.isnan(a)]
-
-    return RunSample(
-        name=str(path),
-        ok=ok_all[in_win],
-        meets_slo=meets,
-        window_s=win.seconds,
-        bins=bins,
-        ttft=drop_nan(ttft[ok_all]),
-        tpot=drop_nan(tpot[ok_all]),
-        e2e=drop_nan(e2e[ok_all]),
-        itl_values=values,
-        itl_lengths=np.array([len(s) for s in shares], dtype=np.int64),
-    )
-
-
-def slo_of(path: Path) -> SloSpec | None:
-    slo = (_manifest(path).get("spec") or {}).get("slo")
-    if not slo:
-        return None
-    spec = SloSpec.model_validate(slo)
-    return spec if spec.is_set() else None
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((path / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 # ------------------------------------------------------------------ point estimates
-def point(sample: RunSample, name: str) -> float | None:
-    if name in ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99", "e2e_p50", "e2e_p99"):
-        arr = getattr(sample, name.split("_")[0])
-        return getattr(Distribution.of(arr), name.split("_")[1])  # type: ignore[no-any-return]
+def point(runs: Sequence[RunSample], name: str) -> float | None:
+    """Metric ``name`` over the pooled requests (time bins, for rates) of ``runs``."""
+    if name in LATENCIES:
+        field, q = name.split("_")
+        return getattr(_pool(runs, field), q)  # type: ignore[no-any-return]
     if name == "itl_p50":
-        return Distribution.of(sample.itl_values).p50
+        return _pool(runs, "itl_values").p50
     if name in RATES:
-        if name not in sample.bins or sample.window_s <= 0:
+        if any(name not in r.bins or r.window_s <= 0 for r in runs):
             return None
-        return float(sample.bins[name].sum() / sample.window_s)
-    flags = _flags(sample, name)
-    return float(flags.mean()) if flags is not None and flags.size else None
+        return float(sum(r.bins[name].sum() for r in runs) / sum(r.window_s for r in runs))
+    flags = [_flags(r, name) for r in runs]
+    if any(f is None for f in flags):
+        return None
+    pooled = np.concatenate([f for f in flags if f is not None])
+    return float(pooled.mean()) if pooled.size else None
 
 
-RATES = ("requests_per_s", "output_tokens_per_s", "goodput_rps")
+def _pool(runs: Sequence[RunSample], field: str) -> Distribution:
+    return Distribution.of(np.concatenate([getattr(r, field) for r in runs]), overwrite=True)
 
 
 def _flags(sample: RunSample, name: str) -> np.ndarray | None:
@@ -263,87 +196,99 @@ def _flags(sample: RunSample, name: str) -> np.ndarray | None:
         return (~sample.ok).astype(np.float64)
     if sample.meets_slo is None:
         return None
-    return sample.meets_slo.astype(np.float64)  # goodput_fraction
+    return sample.meets_slo.astype(np.float64)  # slo_attainment
 
 
 # ------------------------------------------------------------------ bootstrap
 def bootstrap(
-    sample: RunSample, name: str, resamples: int, rng: np.random.Generator
+    runs: Sequence[RunSample], name: str, resamples: int, rng: np.random.Generator
 ) -> np.ndarray | None:
-    """``resamples`` bootstrap values of metric ``name`` (None when it cannot be computed)."""
+    """``resamples`` hierarchical bootstrap values of metric ``name`` over ``runs`` (runs
+    drawn with replacement, then units within each drawn run); None when it cannot be
+    computed. With one run this is the ordinary bootstrap of that run's units."""
+    if point(runs, name) is None:
+        return None
     if name == "itl_p50":
-        return _bootstrap_clusters(sample.itl_values, sample.itl_lengths, 50.0, resamples, rng)
-    if name.split("_")[0] in ("ttft", "tpot", "e2e"):
-        arr = getattr(sample, name.split("_")[0])
-        q = float(name.split("_")[1][1:])
-        if arr.size == 0:
-            return None
-        return _chunked(arr.size, resamples, rng, lambda idx: np.percentile(arr[idx], q, axis=1))
-    if point(sample, name) is None:
-        return None
+        used = [r for r in runs if r.itl_lengths.size]
+        values = np.concatenate([r.itl_values for r in used])
+        lengths = np.concatenate([r.itl_lengths for r in used])
+        order = np.argsort(values, kind="stable")
+        ranked, unit = values[order], np.repeat(np.arange(lengths.size), lengths)[order]
+        return hierarchical(
+            [r.itl_lengths.size for r in used],
+            resamples,
+            rng,
+            lambda c, _m: weighted_percentile(ranked, c[:, unit], 50.0),
+            cells_per_row=values.size,
+        )
+    if name in LATENCIES:
+        field, q = name.split("_")
+        arrays = [a for a in (getattr(r, field) for r in runs) if a.size]
+        values = np.concatenate(arrays)
+        order = np.argsort(values, kind="stable")
+        ranked = values[order]
+        return hierarchical(
+            [a.size for a in arrays],
+            resamples,
+            rng,
+            lambda c, _m: weighted_percentile(ranked, c[:, order], float(q[1:])),
+        )
     if name in RATES:
-        b, secs = sample.bins[name], sample.window_s
-        return _chunked(b.size, resamples, rng, lambda idx: b[idx].sum(axis=1) / secs)
-    flags = _flags(sample, name)
-    assert flags is not None
-    return _chunked(flags.size, resamples, rng, lambda idx: flags[idx].mean(axis=1))
+        bins = np.concatenate([r.bins[name] for r in runs])
+        windows = np.array([r.window_s for r in runs])
+        return hierarchical(
+            [r.bins[name].size for r in runs],
+            resamples,
+            rng,
+            lambda c, m: (c @ bins) / (m @ windows),
+        )
+    flags = [f for f in (_flags(r, name) for r in runs) if f is not None and f.size]
+    pooled = np.concatenate(flags)
+    return hierarchical(
+        [f.size for f in flags], resamples, rng, lambda c, _m: (c @ pooled) / c.sum(axis=1)
+    )
 
 
-def _chunked(
-    n: int, resamples: int, rng: np.random.Generator, stat: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
-    rows = max(1, _MAX_CELLS // max(n, 1))
-    out: list[np.ndarray] = []
-    done = 0
-    while done < resamples:
-        k = min(rows, resamples - done)
-        out.append(stat(rng.integers(0, n, size=(k, n))))
-        done += k
-    return np.concatenate(out)
-
-
-def itl_resamples(a: RunSample, b: RunSample, resamples: int) -> int:
-    pooled = max(a.itl_values.size, b.itl_values.size, 1)
+def itl_resamples(a: Sequence[RunSample], b: Sequence[RunSample], resamples: int) -> int:
+    pooled = max(sum(r.itl_values.size for r in a), sum(r.itl_values.size for r in b), 1)
     return max(min(resamples, 100), min(resamples, _ITL_BUDGET // pooled))
-
-
-def _bootstrap_clusters(
-    values: np.ndarray, lengths: np.ndarray, q: float, resamples: int, rng: np.random.Generator
-) -> np.ndarray | None:
-    """Percentile ``q`` of pooled values after resampling whole groups (requests)."""
-    groups = lengths.size
-    if groups == 0:
-        return None
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    out = np.empty(resamples, dtype=np.float64)
-    for i in range(resamples):
-        pick = rng.integers(0, groups, size=groups)
-        lens = lengths[pick]
-        ends = np.cumsum(lens)
-        pos = np.arange(ends[-1]) + np.repeat(offsets[pick] - (ends - lens), lens)
-        out[i] = np.percentile(values[pos], q)
-    return out
 
 
 # ------------------------------------------------------------------ comparison
 def compare_samples(
-    a: RunSample,
-    b: RunSample,
+    a: Sequence[RunSample] | RunSample,
+    b: Sequence[RunSample] | RunSample,
     *,
     gates: dict[str, float] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = 0.95,
     seed: int = 0,
     slo: SloSpec | None = None,
+    min_effect: float | None = None,
+    labels: tuple[str, str] | None = None,
 ) -> CompareResult:
+    """Compare the runs of B against those of baseline A (one run or several a side)."""
+    runs_a = [a] if isinstance(a, RunSample) else list(a)
+    runs_b = [b] if isinstance(b, RunSample) else list(b)
+    if not runs_a or not runs_b:
+        raise SpecError("compare needs at least one run on each side", "pass A and B")
     gates = gates or {}
+    interval: Interval = "hierarchical" if len(runs_a) > 1 and len(runs_b) > 1 else "within-run"
+    can_gate = interval == "hierarchical" or min_effect is not None
     tail = (1.0 - confidence) / 2 * 100
-    out: list[MetricDelta] = []
-    for k, m in enumerate(METRICS):
-        out.append(_delta(a, b, k, m, gates, resamples, tail, seed))
+    out = [
+        _delta(runs_a, runs_b, k, m, gates, resamples, tail, seed, can_gate, min_effect)
+        for k, m in enumerate(METRICS)
+    ]
+    la, lb = labels or (", ".join(r.name for r in runs_a), ", ".join(r.name for r in runs_b))
     return CompareResult(
-        a=a.name,
-        b=b.name,
+        a=la,
+        b=lb,
+        runs_a=[r.name for r in runs_a],
+        runs_b=[r.name for r in runs_b],
+        interval=interval,
+        min_effect=min_effect,
+        note=_note(len(runs_a), len(runs_b), bool(gates), min_effect),
         resamples=resamples,
         confidence=confidence,
         seed=seed,
@@ -353,19 +298,50 @@ def compare_samples(
     )
 
 
+def _note(na: int, nb: int, gated: bool, min_effect: float | None) -> str | None:
+    if na > 1 and nb > 1:
+        if min(na, nb) < 5:
+            return (
+                f"{min(na, nb)} runs on a side: the run-to-run part of the intervals is "
+                "estimated from few runs and is somewhat narrow; keep gate thresholds above "
+                "the spread of the runs (A runs, B runs), or compare 5 or more runs a side"
+            )
+        return None
+    side = "each side" if na == nb == 1 else ("side A" if na == 1 else "side B")
+    text = (
+        f"one run on {side}: the intervals cover only within-run noise (the requests of one "
+        "run), not the server's run-to-run variance"
+    )
+    if min_effect is not None:
+        return f"{text}; a gated metric regresses only beyond --min-effect {min_effect:g}"
+    if gated:
+        return (
+            f"{text}, so no gated metric is called a regression; repeat the runs "
+            "(infprof run --repeat 3) and compare them all, or accept an effect size with "
+            "--min-effect (e.g. 10%)"
+        )
+    return text
+
+
 def _delta(
-    a: RunSample,
-    b: RunSample,
+    a: list[RunSample],
+    b: list[RunSample],
     k: int,
     m: MetricDef,
     gates: dict[str, float],
     resamples: int,
     tail: float,
     seed: int,
+    can_gate: bool,
+    min_effect: float | None,
 ) -> MetricDelta:
     va, vb = point(a, m.name), point(b, m.name)
     d: dict[str, Any] = dict(
         name=m.name, unit=m.unit, better=m.better, a=va, b=vb, gated=m.name in gates
+    )
+    d.update(
+        a_per_run=[point([r], m.name) for r in a] if len(a) > 1 else [va],
+        b_per_run=[point([r], m.name) for r in b] if len(b) > 1 else [vb],
     )
     d.update(threshold=gates.get(m.name), delta=None, relative=None, ci_low=None, ci_high=None)
     d.update(significant=None, resamples=None, verdict="n/a")
@@ -384,7 +360,7 @@ def _delta(
     if d["significant"]:
         worse = delta > 0 if m.better == "lower" else delta < 0
         d["verdict"] = "worse" if worse else "better"
-        if worse and d["gated"]:
+        if worse and d["gated"] and can_gate:
             change = (
                 abs(delta)
                 if m.absolute
@@ -392,29 +368,50 @@ def _delta(
                 if relative is not None
                 else float("inf")
             )
-            if change > gates[m.name]:
+            if change > max(gates[m.name], min_effect or 0.0):
                 d["verdict"] = "regression"
     return MetricDelta(**d)
 
 
+def _paths(p: Path | Sequence[Path]) -> list[Path]:
+    given = [p] if isinstance(p, Path) else list(p)
+    return [run for path in given for run in expand_runs(Path(path))]
+
+
 def compare_runs(
-    path_a: Path,
-    path_b: Path,
+    path_a: Path | Sequence[Path],
+    path_b: Path | Sequence[Path],
     *,
     gates: dict[str, float] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = 0.95,
     seed: int = 0,
     slo: SloSpec | None = None,
+    min_effect: float | None = None,
 ) -> CompareResult:
-    """Compare run B against baseline A. Goodput uses ``slo``, else A's SLO, else B's."""
+    """Compare B against baseline A. Each side is a run directory, a directory of repeats, or
+    a list of those. SLO attainment uses ``slo``, else A's SLO, else B's."""
     if not 0 < confidence < 1:
         raise SpecError(f"--confidence {confidence} is not between 0 and 1", "e.g. 0.95")
     if resamples < 10:
         raise SpecError(f"--resamples {resamples} is too few", "use at least 100 (default 1000)")
-    slo = slo if slo is not None and slo.is_set() else (slo_of(path_a) or slo_of(path_b))
-    a = load_run_sample(path_a, slo)
-    b = load_run_sample(path_b, slo)
+    if min_effect is not None and min_effect < 0:
+        raise SpecError(f"--min-effect {min_effect} is negative", "e.g. --min-effect 10%")
+    runs_a, runs_b = _paths(path_a), _paths(path_b)
+    slo = slo if slo is not None and slo.is_set() else (slo_of(runs_a[0]) or slo_of(runs_b[0]))
+    a = [load_run_sample(p, slo) for p in runs_a]
+    b = [load_run_sample(p, slo) for p in runs_b]
+    labels = tuple(
+        " ".join(str(x) for x in ([p] if isinstance(p, Path) else p)) for p in (path_a, path_b)
+    )
     return compare_samples(
-        a, b, gates=gates, resamples=resamples, confidence=confidence, seed=seed, slo=slo
+        a,
+        b,
+        gates=gates,
+        resamples=resamples,
+        confidence=confidence,
+        seed=seed,
+        slo=slo,
+        min_effect=min_effect,
+        labels=(labels[0], labels[1]),
     )

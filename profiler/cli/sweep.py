@@ -141,6 +141,13 @@ def _ep_list(text: str | None) -> list[bool] | None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs per point (runs/<point>/rep-01..); the index keeps each and their median and spread.",
+)
+@click.option(
     "--out", type=click.Path(path_type=Path), help="Sweep directory (default runs/sweep-<time>)."
 )
 @click.option(
@@ -252,6 +259,7 @@ def _spec(o: dict[str, Any]) -> Any:
             warmup_s=o["warmup"],
             cooldown_s=o["cooldown"],
             seed=o["seed"],
+            repeat=o["repeat"],
             sample_interval_s=None if o["no_telemetry"] else o["sample_interval"],
             request_timeout_s=o["request_timeout"],
             ready_timeout_s=o["ready_timeout"],
@@ -338,6 +346,12 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
         )
     console.print(t)
     console.print("latencies in ms; SLO met = share of requests meeting every SLO")
+    reps = max((len(p.get("repeats") or []) for p in data["points"]), default=0)
+    if reps > 1:
+        console.print(
+            f"points run {reps} times: figures are the median across repeats "
+            "(index.json keeps each repeat and the spread under across_repeats)"
+        )
     for s in data.get("searches", []):
         best = "none" if s["best_rate"] is None else f"{s['best_rate']:g} req/s"
         console.print(

@@ -6,6 +6,12 @@ runs against it as an endpoint (``runner.execute`` with ``RunSpec.endpoint``). W
 ``SweepSpec.endpoint`` there is one configuration, the endpoint, and nothing is launched.
 The index is saved atomically after each point; Ctrl-C (or SIGTERM, via the CLI) stops the
 sweep after recording what finished, and ``--resume`` continues from there.
+
+With ``SweepSpec.repeat`` N > 1 each point runs N times against the same server, under
+``runs/<point>/rep-01..``; the point records each repeat (saved after each, so a resumed sweep
+runs only the missing ones), its ``summary`` is the median of the repeats' figures and
+``across_repeats`` their median, min, max and spread. ``run_dir`` names the first repeat, for
+readers that take one run per point.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler import cpus
+from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.errors import InfprofError, RunInterrupted, SpecError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SPEC, SweepIndex, key_numbers
@@ -295,38 +302,16 @@ class _Context:
             "reason": None,
             "summary": None,
         }
-        server.used = True
-        if self.hooks.before_point:
-            self.hooks.before_point()
-        try:
-            url = server.url() if server.serve is not None else str(self.spec.endpoint)
-            model = server.serve.name if server.serve is not None else self.spec.model
-            run_spec = point_run_spec(
-                self.spec, workload, load, url, model, self.sweep_dir / "runs", pid
-            )
-            _clear_stale(self.sweep_dir, pid)
-            self.status(f"{where} {label}")
-            if self.hooks.run_point is not None:
-                result = self.hooks.run_point(run_spec)
-            else:
-                # the load generator keeps the cores the launched server was kept off
-                with cpus.beside(server.serve.cpus if server.serve is not None else None):
-                    result = _execute(run_spec, server.pids, server.serve)
-        except _ConfigFailed as e:
-            point["reason"] = str(e)
+        if self.spec.repeat > 1:
+            return self._repeats(point, old, workload, load, server, where, label)
+        result, reason = self._attempt(
+            workload, load, server, self.sweep_dir / "runs", pid, pid, where, label
+        )
+        if result is None:
+            point["reason"] = reason
             self.index.record_point(point)
-            self.status(f"{where} {label}: failed ({e})")
+            self.status(f"{where} {label}: failed ({reason})")
             return point
-        except RunInterrupted:
-            raise
-        except InfprofError as e:
-            point["reason"] = e.one_line()
-            server.check_alive()
-            self.index.record_point(point)
-            self.status(f"{where} {label}: failed ({e.one_line()})")
-            return point
-        if result.ended == "interrupted":
-            raise RunInterrupted(f"point {pid} interrupted", None)
         point.update(ended=result.ended, reason=result.reason, summary=key_numbers(result.summary))
         point["status"] = "done" if result.ended == "completed" else "failed"
         server.check_alive()
@@ -338,6 +323,110 @@ class _Context:
             + ("" if point["status"] == "done" else f" ({result.ended}: {result.reason})")
         )
         return point
+
+    def _repeats(
+        self,
+        point: dict[str, Any],
+        old: dict[str, Any] | None,
+        workload: str,
+        load: dict[str, Any],
+        server: _Server,
+        where: str,
+        label: str,
+    ) -> dict[str, Any]:
+        """``--repeat N``: the point's runs under runs/<point>/rep-01..; the index keeps each
+        repeat and, once all are done, the median of their figures as the point's summary and
+        their spread under ``across_repeats``. Done repeats are never rerun on resume."""
+        n, pid = self.spec.repeat, point["id"]
+        reps = {r["index"]: r for r in (old or {}).get("repeats") or [] if r["status"] == "done"}
+        point.update(run_dir=f"runs/{pid}/{rep_id(1, n)}", status="partial")
+        for i in range(1, n + 1):
+            if i in reps:
+                continue
+            rid = rep_id(i, n)
+            result, reason = self._attempt(
+                workload,
+                load,
+                server,
+                self.sweep_dir / "runs" / pid,
+                rid,
+                f"{pid}/{rid}",
+                f"{where} repeat {i}/{n}",
+                label,
+            )
+            rep: dict[str, Any] = {
+                "index": i,
+                "run_dir": f"runs/{pid}/{rid}",
+                "status": "failed",
+                "ended": None,
+                "reason": reason,
+                "summary": None,
+            }
+            if result is not None:
+                server.check_alive()
+                rep.update(ended=result.ended, reason=result.reason)
+                rep.update(summary=key_numbers(result.summary))
+                rep["status"] = "done" if result.ended == "completed" else "failed"
+            reps[i] = rep
+            point["repeats"] = [reps[k] for k in sorted(reps)]
+            if rep["status"] != "done":
+                point.update(
+                    status="failed", ended=rep["ended"], reason=f"repeat {i}: {rep['reason']}"
+                )
+                self.index.record_point(point)
+                self.status(f"{where} {label}: repeat {i}/{n} failed ({rep['reason']})")
+                return point
+            self.index.record_point(point)  # an interruption keeps the finished repeats
+        summaries = [reps[k]["summary"] for k in sorted(reps)]
+        point.update(status="done", ended="completed", reason=None)
+        point.update(summary=median_figures(summaries), across_repeats=across_repeats(summaries))
+        self.index.record_point(point)
+        k, spread = point["summary"], point["across_repeats"]
+        tpot = spread.get("tpot_p50_s") or {}
+        self.status(
+            f"{where} {label}: {n} repeats, median {_num(k['requests_per_s'])} req/s, "
+            f"ttft p50 {_ms(k['ttft_p50_s'])}, tpot p50 {_ms(k['tpot_p50_s'])} "
+            f"(range {_ms(tpot.get('min'))} to {_ms(tpot.get('max'))})"
+        )
+        return point
+
+    def _attempt(
+        self,
+        workload: str,
+        load: dict[str, Any],
+        server: _Server,
+        runs_dir: Path,
+        run_id: str,
+        rel: str,
+        where: str,
+        label: str,
+    ) -> tuple[Any, str | None]:
+        """Run one run of a point: (result, None), or (None, why it could not run)."""
+        server.used = True
+        if self.hooks.before_point:
+            self.hooks.before_point()
+        try:
+            url = server.url() if server.serve is not None else str(self.spec.endpoint)
+            model = server.serve.name if server.serve is not None else self.spec.model
+            run_spec = point_run_spec(self.spec, workload, load, url, model, runs_dir, run_id)
+            _clear_stale(self.sweep_dir, rel)
+            self.status(f"{where} {label}")
+            if self.hooks.run_point is not None:
+                result = self.hooks.run_point(run_spec)
+            else:
+                # the load generator keeps the cores the launched server was kept off
+                with cpus.beside(server.serve.cpus if server.serve is not None else None):
+                    result = _execute(run_spec, server.pids, server.serve)
+        except _ConfigFailed as e:
+            return None, str(e)
+        except RunInterrupted:
+            raise
+        except InfprofError as e:
+            server.check_alive()
+            return None, e.one_line()
+        if result.ended == "interrupted":
+            raise RunInterrupted(f"point {rel} interrupted", None)
+        return result, None
 
 
 def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:
@@ -354,11 +443,13 @@ def _execute(
     return execute(run_spec, RunHooks(server_pids=server_pids, server_spec=serve))
 
 
-def _clear_stale(sweep_dir: Path, pid: str) -> None:
-    """A point that is being (re)run must not find its old directory: move it aside."""
-    run = sweep_dir / "runs" / pid
+def _clear_stale(sweep_dir: Path, rel: str) -> None:
+    """A point (or one repeat of it, ``<point>/rep-02``) that is being (re)run must not find
+    its old directory: move it aside, to ``stale/<point>-<n>`` (``stale/<point>-rep-02-<n>``)."""
+    run = sweep_dir / "runs" / rel
     if not run.exists():
         return
+    pid = rel.replace("/", "-")
     stale = sweep_dir / "stale"
     stale.mkdir(exist_ok=True)
     n = 1

@@ -7,7 +7,9 @@ Layout::
     <sweep>/sweep.json      the SweepSpec (what was asked)
     <sweep>/index.json      {"schema_version", "sweep_id", "status", "configs": [...],
                              "points": [...], "searches": [...], "knees": [...]}
-    <sweep>/runs/<point>/   one run directory per point
+    <sweep>/runs/<point>/   one run directory per point (with --repeat N: runs/<point>/rep-01..,
+                            each repeat under the point's "repeats", their median as its
+                            "summary", their spread as "across_repeats")
     <sweep>/configs/<cN>/server.log
 """
 

@@ -64,6 +64,7 @@ class SweepSpec(_Strict):
     warmup_s: float = Field(default=0.0, ge=0)
     cooldown_s: float = Field(default=0.0, ge=0)
     seed: int = 0
+    repeat: int = Field(default=1, ge=1)  # runs per point (the same spec each time)
     sample_interval_s: float | None = Field(default=0.5, gt=0)
     request_timeout_s: float = Field(default=600.0, gt=0)
     ready_timeout_s: float = Field(default=600.0, gt=0)

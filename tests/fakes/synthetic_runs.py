@@ -294,3 +294,41 @@ def make_sweep(
     }
     write_json_atomic(sweep / "sweep.json", spec)
     return sweep
+
+
+def run_effects(runs: int, run_sd: float, seed: int) -> list[float]:
+    """Multiplicative run effects exp(N(0, run_sd)): how much slower or faster each run of one
+    configuration is, the server's run-to-run drift."""
+    rng = np.random.default_rng([seed, 7])
+    return [float(np.exp(rng.normal(0.0, run_sd))) for _ in range(runs)]
+
+
+def make_repeats(
+    parent: Path,
+    name: str,
+    *,
+    runs: int = 4,
+    run_sd: float = 0.08,
+    slowdown: float = 1.0,
+    seed: int = 0,
+    ttft_s: float = 0.05,
+    tpot_s: float = 0.01,
+    **record_kw: Any,
+) -> Path:
+    """``parent/name/rep-01..``: repeated runs of one configuration against a server whose
+    speed drifts between runs. Each run's TTFT and TPOT are scaled by its own run effect
+    (``run_effects``) and by ``slowdown`` (1.2: every run 20% slower), as ``infprof run
+    --repeat`` lays them out."""
+    root = parent / name
+    root.mkdir(parents=True)
+    for i, effect in enumerate(run_effects(runs, run_sd, seed)):
+        make_run(
+            root,
+            f"rep-{i + 1:02d}",
+            gpu=False,
+            ttft_s=ttft_s * effect * slowdown,
+            tpot_s=tpot_s * effect * slowdown,
+            seed=1000 * seed + i,
+            **record_kw,
+        )
+    return root

@@ -322,3 +322,50 @@ def test_open_loop_capped_in_flight_queues_without_calling_the_client_saturated(
     assert att["fraction"] == att["from_intended"]["fraction"]
     recs = read_records(tmp_path / "q")
     assert all(r.queue_wait_s is not None for r in recs)
+
+def test_repeat_writes_complete_run_directories(fake_url: str, tmp_path: Path) -> None:
+    """``--repeat 2``: two complete run directories under one parent, a repeats.json with the
+    figures across them, and the parent compares as a directory of repeats."""
+    res = _infprof(
+        "run",
+        "--endpoint",
+        fake_url,
+        "--num-requests",
+        "12",
+        "--concurrency",
+        "3",
+        "--output-len",
+        "8",
+        "--repeat",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "rr",
+        "--json",
+        "-q",
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    parent = tmp_path / "rr"
+    assert data == json.loads((parent / "repeats.json").read_text())
+    assert [r["run_dir"] for r in data["runs"]] == ["rep-01", "rep-02"]
+    assert data["status"] == "complete" and data["server"] is None
+    for name in ("rep-01", "rep-02"):
+        run = parent / name
+        for f in ("manifest.json", "requests.parquet", "itl.parquet", "summary.json"):
+            assert (run / f).is_file(), (name, f)
+        assert json.loads((run / "manifest.json").read_text())["ended"] == "completed"
+        assert json.loads((run / "summary.json").read_text())["requests"]["ok"] == 12
+        assert sorted(r.id for r in read_records(run)) == list(range(12))
+    assert data["across_repeats"]["requests_ok"] == {
+        "n": 2,
+        "median": 12.0,
+        "min": 12,
+        "max": 12,
+        "spread": 0,
+        "rel_spread": 0.0,
+    }
+    cmp = _infprof("compare", str(parent), str(parent), "--json", "--resamples", "100")
+    assert cmp.returncode == 0, cmp.stderr
+    assert json.loads(cmp.stdout)["interval"] == "hierarchical"

@@ -188,3 +188,45 @@ def test_killed_sweep_resumes_without_redoing_finished_points(
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+
+
+def test_sweep_repeat_keeps_every_repeat_and_resumes(fake_url: str, tmp_path: Path) -> None:
+    """``--repeat 2``: two complete runs per point under runs/<point>/rep-01.., the point's
+    figures the median of its repeats; resuming a finished sweep reruns nothing."""
+    out = tmp_path / "sw"
+    args = [*INFPROF, "sweep", "--endpoint", fake_url, "--concurrency", "1,2"]
+    args += ["--num-requests", "6", "--output-len", str(OUTPUT_LEN), "--no-telemetry"]
+    res = subprocess.run(
+        [*args, "--repeat", "2", "--out", str(out), "--json", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=_env(tmp_path),
+    )
+    assert res.returncode == 0, res.stderr
+    index = json.loads(res.stdout)
+    assert json.loads((out / "sweep.json").read_text())["repeat"] == 2
+    assert len(index["points"]) == 2
+    for p in index["points"]:
+        assert p["status"] == "done" and len(p["repeats"]) == 2
+        for r in p["repeats"]:
+            assert (
+                json.loads((out / r["run_dir"] / "summary.json").read_text())["requests"]["ok"] == 6
+            )
+        ttft = sorted(r["summary"]["ttft_p50_s"] for r in p["repeats"])
+        assert p["summary"]["ttft_p50_s"] == pytest.approx(sum(ttft) / 2)  # median of two
+        assert p["across_repeats"]["ttft_p50_s"]["min"] == ttft[0]
+    mtimes = sorted((out / "runs").rglob("summary.json"))
+    stamps = [m.stat().st_mtime_ns for m in mtimes]
+    again = subprocess.run(
+        [*INFPROF, "sweep", "--resume", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=_env(tmp_path),
+    )
+    assert again.returncode == 0, again.stderr
+    assert "points run 2 times" in again.stdout
+    assert [m.stat().st_mtime_ns for m in mtimes] == stamps and len(mtimes) == 4

@@ -385,3 +385,59 @@ def test_sweep_points_record_the_servers_gpus(
     assert "CUDA_VISIBLE_DEVICES" not in seen[1].env  # inherited by the server from this process
     assert scopes["inherited"]["gpus"] == ["1", "3"]
     assert scopes["inherited"]["method"] == "cuda_visible_devices"
+
+def test_repeats_per_point_with_median_and_spread(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    spec = _spec(grid=SweepGrid(max_num_seqs=[4]), loads=[1, 4], repeat=3)
+    data = _run(spec, tmp_path / "sw", runner)
+    assert [(c.out_dir.name, c.run_id) for c in runner.calls] == [
+        ("c0-default-conc1", "rep-01"),
+        ("c0-default-conc1", "rep-02"),
+        ("c0-default-conc1", "rep-03"),
+        ("c0-default-conc4", "rep-01"),
+        ("c0-default-conc4", "rep-02"),
+        ("c0-default-conc4", "rep-03"),
+    ]
+    assert FakeServer.started == [4]  # one server for every point and repeat of the config
+    point = next(p for p in data["points"] if p["id"] == "c0-default-conc4")
+    assert point["status"] == "done" and point["run_dir"] == "runs/c0-default-conc4/rep-01"
+    assert [r["run_dir"] for r in point["repeats"]] == [
+        f"runs/c0-default-conc4/rep-0{i}" for i in (1, 2, 3)
+    ]
+    assert all((tmp_path / "sw" / r["run_dir"] / "summary.json").exists() for r in point["repeats"])
+    ttft = sorted(r["summary"]["ttft_p50_s"] for r in point["repeats"])
+    assert point["summary"]["ttft_p50_s"] == pytest.approx(ttft[1])  # the median repeat
+    fig = point["across_repeats"]["ttft_p50_s"]
+    assert (fig["min"], fig["max"], fig["n"]) == (ttft[0], ttft[2], 3)
+    assert read_index(tmp_path / "sw")["points"] == json.loads(json.dumps(data["points"]))
+
+
+def test_repeats_resume_runs_only_the_missing_repeats(tmp_path: Path) -> None:
+    d = tmp_path / "sw"
+    spec = _spec(grid=SweepGrid(max_num_seqs=[4]), loads=[1, 4], repeat=2)
+    with pytest.raises(RunInterrupted, match="0 points done"):
+        _run(spec, d, FakeRunner(interrupt_at=2))  # the first point's second repeat dies
+    (point,) = read_index(d)["points"]
+    assert point["status"] == "partial"
+    assert [(r["index"], r["status"]) for r in point["repeats"]] == [(1, "done")]
+    kept = (d / "runs" / "c0-default-conc1" / "rep-01" / "summary.json").stat().st_mtime_ns
+
+    again = FakeRunner()
+    data = _run(spec, d, again, resume=True)
+    assert [(c.out_dir.name, c.run_id) for c in again.calls] == [
+        ("c0-default-conc1", "rep-02"),
+        ("c0-default-conc4", "rep-01"),
+        ("c0-default-conc4", "rep-02"),
+    ]
+    assert data["status"] == "complete"
+    assert all(p["status"] == "done" and len(p["repeats"]) == 2 for p in data["points"])
+    assert (d / "runs" / "c0-default-conc1" / "rep-01" / "summary.json").stat().st_mtime_ns == kept
+    assert (d / "stale" / "c0-default-conc1-rep-02-1").is_dir()  # the dead repeat, kept aside
+
+
+def test_repeat_option_reaches_the_saved_spec(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        cli, ["sweep", "--out", str(tmp_path / "sw"), "--repeat", "0", "--concurrency", "1"]
+    )
+    assert res.exit_code == 2 and "--repeat" in res.output
+    assert SweepSpec(sweep_id="s", loads=[1]).repeat == 1  # old sweep.json files: one run

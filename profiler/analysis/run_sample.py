@@ -1,0 +1,135 @@
+"""One run's per-request arrays for ``infprof compare``, restricted to its measured window
+(the definitions of summary.json), and where a side's runs are: a run directory or a directory
+of repeats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from profiler.analysis.summary import (
+    RequestColumns,
+    in_window,
+    latencies,
+    measured_window,
+    meets_slo,
+)
+from profiler.errors import SpecError, StorageError
+from profiler.spec import SloSpec
+from profiler.store.rundir import read_records
+
+
+@dataclass
+class RunSample:
+    """Per-request arrays of one run, restricted to its measured window."""
+
+    name: str
+    ok: np.ndarray  # bool, every request in the window
+    meets_slo: np.ndarray | None  # bool, None without an SLO
+    window_s: float
+    # per time bin of the window (completions by end time): rates are bin sums / window_s
+    bins: dict[str, np.ndarray]
+    ttft: np.ndarray  # successful requests only, NaN dropped
+    tpot: np.ndarray
+    e2e: np.ndarray
+    itl_values: np.ndarray  # per-token ITL shares of successful requests, grouped by request
+    itl_lengths: np.ndarray  # shares per successful request with gaps
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "requests.parquet").exists() or (path / "requests.jsonl").exists()
+
+
+def expand_runs(path: Path) -> list[Path]:
+    """A run directory, or a directory of repeats (``infprof run --repeat``, a sweep point
+    run with ``--repeat``): its run subdirectories in name order."""
+    if not path.is_dir():
+        raise SpecError(f"{path} is not a run directory", "pass a directory written by infprof run")
+    if _is_run(path):
+        return [path]
+    subs = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+    if not subs:
+        raise StorageError(
+            f"{path} has no request records",
+            "pass a run directory (it holds requests.parquet) or a directory of repeats",
+        )
+    return subs
+
+
+def load_run_sample(path: Path, slo: SloSpec | None) -> RunSample:
+    if not path.is_dir():
+        raise SpecError(f"{path} is not a run directory", "pass a directory written by infprof run")
+    if not _is_run(path):
+        raise StorageError(
+            f"{path} has no request records", "pass a run directory (it holds requests.parquet)"
+        )
+    manifest = _manifest(path)
+    spec = manifest.get("spec") or {}
+    records = read_records(path)
+    cols = RequestColumns.from_records(records)
+    win = measured_window(
+        cols, float(spec.get("warmup_s") or 0.0), float(spec.get("cooldown_s") or 0.0)
+    )
+    in_win = in_window(cols, win)
+    ok_all = in_win & (cols.outcome == "ok")
+    ttft, tpot, e2e = latencies(cols)
+    meets: np.ndarray | None = None
+    if slo is not None and slo.is_set():
+        meets = meets_slo(slo, ok_all, ttft, tpot, e2e)[in_win]
+    nbins = int(np.clip(int(np.count_nonzero(in_win)) // 10, 10, 60))
+    span = (win.start, win.end if win.end > win.start else win.start + 1.0)
+
+    def binned(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        w = None if weights is None else weights[mask]
+        return np.histogram(cols.end_s[mask], bins=nbins, range=span, weights=w)[0].astype(
+            np.float64
+        )
+
+    bins = {
+        "requests_per_s": binned(ok_all),
+        "output_tokens_per_s": binned(ok_all, np.nan_to_num(cols.output_tokens)),
+    }
+    if meets is not None:
+        full = np.zeros(cols.id.shape, dtype=bool)
+        full[in_win] = meets
+        bins["slo_met_rps"] = binned(full)
+    ok_ids = {int(i) for i in cols.id[ok_all]}
+    shares = [r.itl_shares() for r in records if r.id in ok_ids]
+    shares = [s for s in shares if s]
+    values = np.fromiter((v for s in shares for v in s), dtype=np.float64)
+
+    def drop_nan(a: np.ndarray) -> np.ndarray:
+        return a[~np.isnan(a)]
+
+    return RunSample(
+        name=str(path),
+        ok=ok_all[in_win],
+        meets_slo=meets,
+        window_s=win.seconds,
+        bins=bins,
+        ttft=drop_nan(ttft[ok_all]),
+        tpot=drop_nan(tpot[ok_all]),
+        e2e=drop_nan(e2e[ok_all]),
+        itl_values=values,
+        itl_lengths=np.array([len(s) for s in shares], dtype=np.int64),
+    )
+
+
+def slo_of(path: Path) -> SloSpec | None:
+    slo = (_manifest(path).get("spec") or {}).get("slo")
+    if not slo:
+        return None
+    spec = SloSpec.model_validate(slo)
+    return spec if spec.is_set() else None
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((path / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
