@@ -313,6 +313,34 @@ def nvml_state() -> dict[str, Any]:
     return {"available": True, "reason": None, "device_count": len(devices)}
 
 
+def device_memory() -> list[dict[str, Any]]:
+    """Index, UUID, name and memory (total and free bytes) of every GPU NVML sees: what sizes
+    the embedded default model on a GPU host. ``[]`` without NVML; a GPU that does not answer
+    is left out; a value NVML cannot give is ``None``."""
+    devices, state = open_devices()
+    if state is not None:
+        return []
+    try:
+        out: list[dict[str, Any]] = []
+        for d in devices:
+            try:
+                mem = d.call("memory", "nvmlDeviceGetMemoryInfo")
+                out.append(
+                    {
+                        "index": d.index,
+                        "uuid": text(d.call("uuid", "nvmlDeviceGetUUID")),
+                        "name": text(d.call("name", "nvmlDeviceGetName")),
+                        "memory_total_bytes": int(mem.total) if mem is not None else None,
+                        "memory_free_bytes": int(mem.free) if mem is not None else None,
+                    }
+                )
+            except DeviceFault as e:
+                log.debug("GPU %d: %s", d.index, e)
+        return out
+    finally:
+        nvml_shutdown()
+
+
 def inventory() -> dict[str, Any]:
     """GPU inventory and topology (see ``profiler.telemetry.inventory.collect``)."""
     from profiler.telemetry.inventory import collect
@@ -335,6 +363,7 @@ __all__ = [
     "NvmlSampler",
     "NvmlUnavailable",
     "const",
+    "device_memory",
     "inventory",
     "nvml_init",
     "nvml_shutdown",
