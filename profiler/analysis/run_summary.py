@@ -62,6 +62,9 @@ def summarize_run(
             manifest.get("nvml", {"available": False, "reason": "not recorded"}),
         )
     )
+    from profiler.analysis.roofline import roofline_section
+
+    summary["roofline"] = roofline_section(manifest, summary, spec)
     return summary
 
 
