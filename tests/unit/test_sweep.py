@@ -339,3 +339,25 @@ def test_a_launched_servers_process_tree_is_sampled_in_every_point(tmp_path: Pat
         if s["source"] == "host" and s["device"] == "server" and s["metric"] == "process_count"
     ]
     assert counts and all(c == 1 for c in counts)
+
+
+def test_points_of_a_gpu_default_sweep_count_with_the_shapes_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep without --model on a GPU host serves an embedded shape: its points count streamed
+    tokens with that shape's 128,256-token tokenizer, not the tiny model's."""
+    from profiler.serving import shapes
+    from profiler.sweep.runspecs import point_run_spec
+
+    monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
+    made = shapes.make_shape_model("llama-1b-shape")
+    rs = point_run_spec(
+        _spec(),
+        "default",
+        {"kind": "concurrency", "value": 4},
+        "http://127.0.0.1:9",
+        "llama-1b-shape",
+        tmp_path,
+        "p",
+    )
+    assert rs.tokenizer == str(made.resolve())
