@@ -207,10 +207,13 @@ def _target(
     load_format, enforce_eager, dtype, max_len = o.load_format, False, o.dtype, o.max_model_len
     tokenizer = None
     served_name = None
+    gpu_util = o.gpu_memory_utilization
     default_model = None
     if model is None and gpu_host:
         model, default_model, max_len = _gpu_default_model(o, wl, arrival)
         served_name = str(default_model["shape"])
+        if default_model["gpu_memory_utilization_lowered"]:
+            gpu_util = float(str(default_model["gpu_memory_utilization"]))
         from profiler.serving import shapes
 
         load_format = load_format or shapes.SHAPE_LOAD_FORMAT
@@ -242,7 +245,7 @@ def _target(
                 data_parallel_size=o.dp or 1,
                 enable_expert_parallel=bool(o.expert_parallel),
                 max_model_len=max_len,
-                gpu_memory_utilization=o.gpu_memory_utilization,
+                gpu_memory_utilization=gpu_util,
                 max_num_seqs=o.max_num_seqs,
                 max_num_batched_tokens=o.max_num_batched_tokens,
                 load_format=load_format,

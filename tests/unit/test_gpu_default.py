@@ -57,18 +57,18 @@ def test_h100_serves_the_8b_shape_with_vllm_gpu_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with install_fake_nvml([h100(0)]):  # 80 GiB, 10 GiB in use
+    with install_fake_nvml([h100(0, memory_used=512 * 2**20)]):  # 80 GiB, idle
         spec = _run_spec(tmp_path)
     s = spec.serve
     assert s is not None and spec.endpoint is None
     assert Path(s.model).name == "llama-8b-shape" and s.served_model_name == "llama-8b-shape"
     assert (s.dtype, s.load_format, s.enforce_eager) == ("bfloat16", "dummy", False)
-    assert s.max_model_len == 8192 and s.cpus is None
+    assert s.max_model_len == 8192 and s.cpus is None and s.gpu_memory_utilization is None
     assert not any(k.startswith("VLLM_CPU") for k in s.env)
     argv = build_argv(s, 8000, "/py")
     assert argv[argv.index("--dtype") + 1] == "bfloat16"
     assert argv[argv.index("--load-format") + 1] == "dummy"
-    assert "--enforce-eager" not in argv
+    assert "--enforce-eager" not in argv and "--gpu-memory-utilization" not in argv
     monkeypatch.setattr("profiler.serving.vllm._has_nvidia_device", lambda: True)
     env = server_env(s, base={"PATH": "/usr/bin"})
     assert not any(k.startswith("VLLM_CPU") for k in env)
@@ -77,18 +77,43 @@ def test_h100_serves_the_8b_shape_with_vllm_gpu_defaults(
     assert spec.arrival.kind == "concurrency" and spec.arrival.concurrency == 256
     sc = spec.workload.scenarios[0]
     assert (sc.input.value, sc.output.value, sc.ignore_eos) == (1024, 256, True)
-    # the choice and its numbers: budget = min(free 70 GiB, 0.9 x 80 GiB) = 70 GiB
+    # the choice and its numbers: budget = min(free 79.5 GiB, 0.9 x 80 GiB) = 72 GiB
     choice = s.default_model
     assert choice is not None and choice["shape"] == "llama-8b-shape"
-    assert choice["budget_bytes"] == 70 * GIB
+    assert choice["budget_bytes"] == pytest.approx(72 * GIB)
+    assert choice["gpu_memory_utilization_lowered"] is False
     assert choice["needs"]["llama-8b-shape"]["total_bytes"] == NEED8
     assert choice["needs"]["llama-1b-shape"]["total_bytes"] == NEED1
-    assert "56.8 GiB" in choice["reason"] and "70.0 GiB" in choice["reason"]
+    assert "56.8 GiB" in choice["reason"] and "72.0 GiB" in choice["reason"]
     # the manifest records it
     manifest = initial_manifest(spec, "r", RunClock())
     assert manifest["default_model"]["shape"] == "llama-8b-shape"
     assert manifest["spec"]["serve"]["default_model"]["reason"] == choice["reason"]
     json.dumps(manifest)  # JSON-serialisable
+
+
+def test_less_free_memory_lowers_gpu_memory_utilization_as_vllm_requires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM refuses to start when less than utilization x total is free: with 70 of 80 GiB free
+    the run passes (70 - 1) / 80 = 0.8625, rounded down to 0.86; the budget is 0.86 x 80 GiB."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with install_fake_nvml([h100(0)]):  # 10 GiB in use
+        spec = _run_spec(tmp_path)
+    s = spec.serve
+    assert s is not None and s.served_model_name == "llama-8b-shape"
+    assert s.gpu_memory_utilization == 0.86
+    argv = build_argv(s, 8000, "/py")
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.86"
+    choice = s.default_model
+    assert choice is not None and choice["gpu_memory_utilization_lowered"] is True
+    assert choice["budget_bytes"] == pytest.approx(0.86 * 80 * GIB)
+    assert "lowered to 0.86" in choice["reason"]
+    with install_fake_nvml([h100(0)]):  # the user's value rules
+        given = _run_spec(tmp_path, gpu_memory_utilization=0.8)
+    assert given.serve is not None and given.serve.gpu_memory_utilization == 0.8
+    assert given.serve.default_model is not None
+    assert given.serve.default_model["gpu_memory_utilization_lowered"] is False
 
 
 def test_l4_serves_the_1b_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

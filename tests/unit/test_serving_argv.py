@@ -167,7 +167,7 @@ def test_gpu_default_argv_parses_to_vllm_gpu_defaults(
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
-    with install_fake_nvml([h100(0)]):
+    with install_fake_nvml([h100(0, memory_used=512 * 2**20)]):  # idle
         spec = build_run_spec(RunOptions(out=tmp_path))
     assert spec.serve is not None
     ns = vllm_parser.parse_args(build_argv(spec.serve, 8123, "python")[3:])
