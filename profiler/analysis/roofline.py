@@ -291,6 +291,8 @@ def roofline_section(
         )
     except InfprofError as e:
         return _unavailable(e.message)
+    except (ArithmeticError, ValueError) as e:  # a model the step model cannot count
+        return _unavailable(f"the capacity model cannot count this model: {e}")
     if dp > 1:  # dp replicas, each with its share of the batch
         for part, key in (
             ("decode", "tokens_per_s_bound"),
