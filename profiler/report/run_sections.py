@@ -241,6 +241,10 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     return out
 
 
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
+
+
 def roofline_section(run: RunData, prefix: str) -> Section:
     """The hardware limit for the model, GPU and batch run, and the measured fraction of it."""
     sec = Section(f"{prefix}roofline", "Against the hardware limit (roofline)")
@@ -256,7 +260,7 @@ def roofline_section(run: RunData, prefix: str) -> Section:
     rows = [
         ["hardware", f"{hw['name']}: {num(hw['hbm_bytes_per_s'] / 1e12)} TB/s, "
                      f"{num(hw['peak_flops_per_s'] / 1e12, '{:.1f}')} TFLOP/s ({hw.get('source')})"],
-        ["model", f"{m['name']}, {num(m['params'] / 1e9, '{:.3f}')}B params, weights {m['weight_dtype']}, "
+        ["model", f"{m['name']}, {_count(m['params'])} params, weights {m['weight_dtype']}, "
                   f"KV {m['kv_dtype']} ({m.get('source')})"],
         ["batch", f"{num(r['batch'], '{:.1f}')} streams ({r.get('batch_source')}), "
                   f"{num(r['input_tokens'], '{:.0f}')} prompt + {num(r['output_tokens'], '{:.0f}')} output tokens"],
