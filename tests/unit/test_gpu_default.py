@@ -304,3 +304,23 @@ def test_cli_model_makes_each_shape(tmp_path: Path) -> None:
         assert info["params"] == (P8 if name == "llama-8b-shape" else P1)
     res = runner.invoke(command, ["tiny", "--out", str(tmp_path / "tiny")])
     assert res.exit_code == 0, res.output
+
+
+def test_device_memory_reads_free_memory_through_the_nvml_chokepoint() -> None:
+    import pynvml
+
+    from profiler.telemetry.nvml import device_memory
+
+    with install_fake_nvml([h100(0), pcie_gpu(1, memory_used=GIB)]) as fake:
+        mem = device_memory()
+        fake.gpus[1].lost = True
+        after_loss = device_memory()
+    assert [(g["index"], g["name"]) for g in mem] == [
+        (0, "NVIDIA H100 80GB HBM3"),
+        (1, "NVIDIA L4"),
+    ]
+    assert mem[0]["memory_total_bytes"] == 80 * GIB and mem[0]["memory_free_bytes"] == 70 * GIB
+    assert mem[1]["memory_free_bytes"] == 23 * GIB
+    assert [g["index"] for g in after_loss] == [0]  # a GPU that stopped answering is left out
+    with install_fake_nvml([], init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND):
+        assert device_memory() == []
