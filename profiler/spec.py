@@ -4,7 +4,7 @@ SloSpec. Precedence: defaults < workload file < environment < flags (resolved in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -223,6 +223,11 @@ class ServeSpec(_Strict):
     )
     ready_timeout_s: float = Field(default=600, gt=0)
     python: str | None = Field(default=None, description="interpreter that has vLLM installed")
+    default_model: dict[str, Any] | None = Field(
+        default=None,
+        description="on a GPU host without --model: which embedded shape was made and why "
+        "(profiler/serving/shapes.py choose_shape); not a vLLM flag",
+    )
 
     @property
     def name(self) -> str:

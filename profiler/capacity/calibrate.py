@@ -58,6 +58,9 @@ class Calibration(BaseModel):
     heldout_max_error_pct: float | None
     heldout: list[HeldOut]
     skipped: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list, description="what the points do and do not pin down"
+    )
 
 
 @dataclass
@@ -234,10 +237,77 @@ def predict_tpot(p: MeasuredPoint, eff: Efficiency, gpu: str | None = None) -> f
     return float(forward(r.dep, r.batch, r.context, r.prefill_tokens, r.prefill_ctx).t_s)
 
 
+def fit_one(
+    point: MeasuredPoint, base: Efficiency | None = None, gpu: str | None = None
+) -> Calibration:
+    """A one-point calibration (one run directory): the measured TPOT fixes one factor, the
+    efficiency of the part of the decode step that dominates at the measured batch (eta_B
+    when the step is memory-bound, as decode is, else eta_F); every other factor keeps its
+    default. Its notes say what one point cannot pin down."""
+    base = base or Efficiency()
+    rows, skipped, gpu_key = _rows([point], gpu, base)
+    if not rows:
+        raise SpecError(
+            "calibration needs a usable measured point" + (f" ({skipped[0]})" if skipped else ""),
+            "pass a run directory with completed requests, a known GPU and a known model",
+        )
+    r = rows[0]
+    assert r.point.tpot_s is not None
+    s = forward(r.dep, r.batch, r.context, r.prefill_tokens, r.prefill_ctx)
+    xb, xf = float(s.xb), float(s.xf)
+    fixed = float(s.comm_fixed_s) + float(s.n_coll) * base.collective_latency_s
+    fixed += base.step_overhead_s
+    which = 0 if xb >= xf else 1  # memory-bound step: eta_B; else eta_F
+    other = xf / base.compute_fraction if which == 0 else xb / base.mem_bw_fraction
+    left = r.point.tpot_s - fixed - other
+    theta = _theta(base)
+    lo, hi = _BOUNDS[which]
+    work = xb if which == 0 else xf
+    theta[which] = float(np.clip(work and left / work or hi, lo, hi)) if left > 0 else hi
+    eff = _eff(theta, base)
+    name = PARAMS[which]
+    err = abs(_pred(r, eff) / r.point.tpot_s - 1) * 100
+    notes = [
+        f"One measured point ({r.point.run_dir or r.point.label()}): it fixes "
+        f"{name} = {getattr(eff, name):.3f} at a batch of {r.batch:.1f} streams, "
+        f"{r.context:.0f} tokens of context and the measured TPOT of "
+        f"{r.point.tpot_s * 1e3:.2f} ms.",
+        "It does not pin down "
+        + (
+            "prefill efficiency (eta_F), "
+            if which == 0
+            else "decode bandwidth efficiency (eta_B), "
+        )
+        + "the step overhead, collective latency, nor how TPOT grows with the batch: those "
+        "keep their defaults, so predictions far from this batch, context or layout "
+        "(TP/PP/EP) are extrapolations; sweep several load levels to fit them.",
+    ]
+    if left <= 0:
+        notes.append(
+            f"The measured TPOT ({r.point.tpot_s * 1e3:.2f} ms) is below the default fixed costs "
+            f"({(fixed + other) * 1e3:.2f} ms): {name} was set to its bound, and the fit is poor."
+        )
+    return Calibration(
+        gpu=gpu_key,
+        models=[r.dep.model.name],
+        points=1,
+        fitted=eff,
+        defaults=base,
+        identified=[name],
+        fit_error_pct=err,
+        heldout_error_pct=None,
+        heldout_max_error_pct=None,
+        heldout=[],
+        skipped=skipped,
+        notes=notes,
+    )
+
+
 def fit(
     points: Sequence[MeasuredPoint], base: Efficiency | None = None, gpu: str | None = None
 ) -> Calibration:
-    """Fit efficiency factors to ``points`` (one GPU type) and report leave-one-out error."""
+    """Fit efficiency factors to ``points`` (one GPU type) and report leave-one-out error
+    (one point alone: ``fit_one``)."""
     base = base or Efficiency()
     rows, skipped, gpu_key = _rows(points, gpu, base)
     if len(rows) < 2:

@@ -13,6 +13,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from profiler.capacity.names import match_nvml_name
 from profiler.errors import SpecError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe either way; C is faster
@@ -116,14 +117,10 @@ class HardwareCatalog(_Strict):
         raise SpecError(f"unknown interconnect '{name}'", f"use one of: {avail}")
 
     def gpu_for_nvml_name(self, nvml_name: str) -> GpuSpec | None:
-        """Map an NVML device name ('NVIDIA H100 80GB HBM3') to a catalog entry."""
-        low = nvml_name.lower()
-        best: tuple[int, GpuSpec] | None = None
-        for g in self.gpus.values():
-            for pat in g.nvml_names:
-                if pat.lower() in low and (best is None or len(pat) > best[0]):
-                    best = (len(pat), g)
-        return best[1] if best else None
+        """Map an NVML device name ('NVIDIA H100 80GB HBM3') to a catalog entry (the longest
+        of its ``nvml_names`` that ends where a word ends: profiler/capacity/names.py)."""
+        key = match_nvml_name(nvml_name, {k: g.nvml_names for k, g in self.gpus.items()})
+        return self.gpus[key] if key is not None else None
 
 
 def _norm(s: str) -> str:

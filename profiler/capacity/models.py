@@ -8,6 +8,7 @@ config.json (llama, mistral, qwen2/qwen3, deepseek_v2/deepseek_v3 style) works t
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -338,6 +339,9 @@ def resolve_model(name: str) -> ModelSpec:
         path = path / "config.json"
     if path.is_file():
         return from_hf_config(path)
+    cached = hf_cache_config(name)
+    if cached is not None:
+        return from_hf_config(cached).model_copy(update={"key": name, "hf_id": name})
     base = _norm(Path(name).name)  # a served model path from another machine: match its folder name
     for m in models.values():
         if base and (base == m.key or base in (_norm(a) for a in m.aliases)):
@@ -346,6 +350,32 @@ def resolve_model(name: str) -> ModelSpec:
         f"unknown model '{name}'",
         f"use one of: {', '.join(models)}; or a path to a Hugging Face config.json",
     )
+
+
+def hf_cache_config(model_id: str) -> Path | None:
+    """The config.json of a Hugging Face id (``org/name``) in this machine's hub cache, where
+    vLLM downloaded it (newest snapshot); None when the id is not cached."""
+    if model_id.count("/") != 1 or model_id.startswith((".", "/", "~")):
+        return None
+    hf_home = os.environ.get("HF_HOME")
+    roots = [
+        os.environ.get("HF_HUB_CACHE"),
+        os.environ.get("HUGGINGFACE_HUB_CACHE"),
+        str(Path(hf_home) / "hub") if hf_home else None,
+        str(Path.home() / ".cache" / "huggingface" / "hub"),
+    ]
+    folder = "models--" + model_id.replace("/", "--")
+    for root in roots:
+        if not root:
+            continue
+        snaps = Path(root).expanduser() / folder / "snapshots"
+        try:
+            found = sorted(snaps.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            continue
+        if found:
+            return found[-1]
+    return None
 
 
 _HF_FIELDS = set(ModelSpec.model_fields) - {"key", "hf_id", "aliases", "weight_dtype", "source"}
@@ -363,6 +393,12 @@ def from_hf_config(path: Path) -> ModelSpec:
         raise SpecError(f"{where}: line {e.lineno} is not valid JSON", "fix the file") from None
     if not isinstance(cfg, dict):
         raise SpecError(f"{where}: expected a JSON object", "pass a Hugging Face config.json")
+    return from_config_dict(cfg, where, default_name=path.parent.name)
+
+
+def from_config_dict(cfg: dict[str, Any], where: str, default_name: str = "model") -> ModelSpec:
+    """A Hugging Face config (the parsed config.json) as a ModelSpec; ``where`` names it in
+    errors. Used for files and for the configs profiler/serving/shapes.py makes."""
     mtype = cfg.get("model_type")
     if mtype not in DENSE_TYPES + MLA_TYPES:
         raise SpecError(
@@ -380,9 +416,9 @@ def from_hf_config(path: Path) -> ModelSpec:
         dtype = "int4" if int(quant.get("bits", 4)) == 4 else "int8"
     else:
         dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(
-            str(cfg.get("torch_dtype")), "bf16"
+            str(cfg.get("torch_dtype") or cfg.get("dtype")), "bf16"
         )
-    name = cfg.get("_name_or_path") or path.parent.name
+    name = cfg.get("_name_or_path") or default_name
     return _validate(
         {**data, "key": str(name), "hf_id": str(name), "weight_dtype": dtype, "source": where},
         where,

@@ -49,6 +49,17 @@ class Efficiency(BaseModel):
     )
 
 
+def reserve_bytes(
+    model: ModelSpec, tp: int = 1, max_num_batched_tokens: int = 8192, max_num_seqs: int = 256
+) -> float:
+    """Memory a server keeps beside weights and KV cache, per GPU: activation peak + CUDA
+    context/graphs/NCCL buffers: 1 GiB + C (4h + 2 I/tp) b_a + max_num_seqs V 4 / tp (FP32
+    logits), C = max_num_batched_tokens."""
+    act = max_num_batched_tokens * (4 * model.hidden_size + 2 * model.intermediate_size / tp)
+    logits = max_num_seqs * model.vocab_size * 4.0 / tp
+    return GIB + act * ACT_BYTES + logits
+
+
 @dataclass(frozen=True)
 class Layout:
     """Parallelism of one replica. ``dp`` is the number of attention data-parallel ranks inside
@@ -112,16 +123,9 @@ class Deployment:
         return stored / lay.pp * self.w_bytes
 
     def reserve_bytes(self) -> float:
-        """Activation peak + CUDA context/graphs/NCCL buffers: 1 GiB + C (4h + 2 I/tp) b_a +
-        max_num_seqs V 4 / tp (FP32 logits)."""
-        m, tp = self.model, self.layout.tp
-        act = (
-            self.max_num_batched_tokens
-            * (4 * m.hidden_size + 2 * m.intermediate_size / tp)
-            * ACT_BYTES
+        return reserve_bytes(
+            self.model, self.layout.tp, self.max_num_batched_tokens, self.max_num_seqs
         )
-        logits = self.max_num_seqs * m.vocab_size * 4.0 / tp
-        return GIB + act + logits
 
     def kv_bytes_per_token_per_gpu(self) -> float:
         m, lay = self.model, self.layout

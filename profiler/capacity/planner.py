@@ -89,7 +89,11 @@ def _context(req: PlanRequest) -> PlanContext:
             )
             continue
         try:
-            c = cal.fit(pts, base, gpu=gkey)
+            c = (
+                cal.fit_one(pts[0], base, gpu=gkey)
+                if len(pts) == 1
+                else cal.fit(pts, base, gpu=gkey)
+            )
         except SpecError as e:
             ctx_notes.append(f"calibration on {gkey} skipped: {e.message}")
             continue
@@ -196,9 +200,11 @@ def _notes(ctx: PlanContext, configs: list[ConfigResult]) -> list[str]:
         )
     if not ctx.calibrations:
         notes.append(
-            "Uncalibrated: efficiency factors are defaults; pass --calibration SWEEP_DIR to fit them."
+            "Uncalibrated: efficiency factors are defaults; pass --calibration SWEEP_DIR (or one "
+            "RUN_DIR) to fit them."
         )
     for c in ctx.calibrations:
+        notes.extend(c.notes)
         err = c.heldout_error_pct if c.heldout_error_pct is not None else c.fit_error_pct
         if err > POOR_FIT_PCT:
             notes.append(

@@ -10,7 +10,8 @@ import click
 
 @click.group("model")
 def command() -> None:
-    """Make the embedded default model (tiny Llama) offline."""
+    """Make an embedded default model offline: tiny (CPU), llama-8b-shape or llama-1b-shape
+    (GPU)."""
 
 
 @command.command("tiny")
@@ -44,3 +45,46 @@ def tiny(out: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
     else:
         click.echo(str(path))
+
+
+def _shape_command(name: str, architecture: str) -> click.Command:
+    @click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Directory to write (default: $INFPROF_HOME/models/{name}).",
+    )
+    @click.option(
+        "--json", "as_json", is_flag=True, help="Print a JSON object instead of the path."
+    )
+    def make(out: Path | None, as_json: bool) -> None:
+        from profiler.serving import shapes
+
+        shape = shapes.get_shape(name)
+        path = shapes.make_shape_model(name, out)
+        if as_json:
+            m = shapes.model_spec(shape)
+            info = {
+                "path": str(path),
+                "shape": name,
+                "architecture": shape.architecture,
+                "load_format": shapes.SHAPE_LOAD_FORMAT,
+                "dtype": shapes.SHAPE_DTYPE,
+                "params": m.params_total,
+                "vocab_size": shape.vocab_size,
+                "max_position_embeddings": shape.max_position_embeddings,
+            }
+            click.echo(json.dumps(info, indent=2))
+        else:
+            click.echo(str(path))
+
+    make.__doc__ = (
+        f"Write the {architecture} shape (config + 128,256-token tokenizer, no weights) and "
+        "print its path.\n\nServe it with vLLM's --load-format dummy --dtype bfloat16; "
+        "`infprof run` serves it by default on a GPU host."
+    )
+    return click.command(name)(make)
+
+
+command.add_command(_shape_command("llama-8b-shape", "Llama-3.1-8B"))
+command.add_command(_shape_command("llama-1b-shape", "Llama-3.2-1B"))

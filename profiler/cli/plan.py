@@ -70,7 +70,10 @@ def parse_rate(text: str) -> float:
 )
 @click.option("--slo", help="ttft=SECONDS,tpot=SECONDS,e2e=SECONDS[,fraction=0.9]")
 @click.option(
-    "--calibration", type=click.Path(path_type=Path), help="Sweep directory to calibrate on."
+    "--calibration",
+    type=click.Path(path_type=Path),
+    help="Sweep directory to calibrate on, or one run directory (a one-point calibration: "
+    "it fixes decode efficiency at that batch, not prefill or how TPOT grows with the batch).",
 )
 @click.option("--calibration-gpu", help="GPU the sweep ran on, when its manifests do not say.")
 @click.option(

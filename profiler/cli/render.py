@@ -105,6 +105,8 @@ def render_summary(
             f"energy: {_num(energy.get('joules'), '{:.0f}')} J, {_num(energy.get('joules_per_output_token'), '{:.3f}')} J/token"
         )
     _render_nodes(summary.get("nodes"), console)
+    for line in roofline_lines(summary.get("roofline")):
+        console.print(line, highlight=False)
     if run_dir is not None:
         console.print(f"run directory: {run_dir}")
 
@@ -132,6 +134,25 @@ def _render_nodes(nodes: Any, console: Console) -> None:
             _num(r.get("energy_joules_per_output_token"), "{:.3f}"),
         )
     console.print(t)
+
+
+def roofline_lines(r: Any) -> list[str]:
+    """The roofline of summary.json in two lines (or why there is none)."""
+    if not isinstance(r, dict):
+        return []
+    if not r.get("available"):
+        return [f"roofline: not available ({r.get('reason')})"]
+    hw, m, d, run, frac = r["hardware"], r["model"], r["decode"], r["run"], r["fraction"]
+    placeholder = " (placeholder entry)" if hw.get("placeholder") else ""
+    return [
+        f"roofline: {m['name']} ({m['weight_dtype']}) on {hw['gpu']}{placeholder}, batch "
+        f"{r['batch']:.1f}: decode <= {d['tokens_per_s_bound']:,.0f} tok/s "
+        f"({hw['hbm_bytes_per_s'] / 1e12:g} TB/s over {d['bytes_per_step'] / 1e9:,.3g} GB per "
+        f"step), run <= {run['output_tokens_per_s_bound']:,.0f} output tok/s ({run['bound_by']})",
+        f"roofline: measured {_num(r['measured']['output_tokens_per_s'], '{:,.1f}')} output "
+        f"tok/s = {_num(frac['run'], '{:.1%}')} of the run bound, "
+        f"{_num(frac['decode'], '{:.1%}')} of the decode bound",
+    ]
 
 
 def progress_printer(planned: int | None) -> Callable[[Progress], None]:

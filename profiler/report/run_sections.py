@@ -289,8 +289,46 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         if fig:
             sv.add(fig)
     out.append(sv)
+    out.append(roofline_section(run, prefix))
     out.append(inputs_section(run, prefix))
     return out
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
+
+
+def roofline_section(run: RunData, prefix: str) -> Section:
+    """The hardware limit for the model, GPU and batch run, and the measured fraction of it."""
+    sec = Section(f"{prefix}roofline", "Against the hardware limit (roofline)")
+    r = run.summary.get("roofline")
+    if not isinstance(r, dict) or not r.get("available"):
+        why = r.get("reason") if isinstance(r, dict) else "not in this run's summary"
+        sec.add(Note(f"No roofline for this run: {why}."))
+        return sec
+    hw, m, d, p, rn = r["hardware"], r["model"], r["decode"], r["prefill"], r["run"]
+    meas, frac = r["measured"], r["fraction"]
+    if hw.get("placeholder"):
+        sec.add(Note(f"Hardware: {hw.get('source')}."))
+    rows = [
+        ["hardware", f"{hw['name']}: {num(hw['hbm_bytes_per_s'] / 1e12)} TB/s, "
+                     f"{num(hw['peak_flops_per_s'] / 1e12, '{:.1f}')} TFLOP/s ({hw.get('source')})"],
+        ["model", f"{m['name']}, {_count(m['params'])} params, weights {m['weight_dtype']}, "
+                  f"KV {m['kv_dtype']} ({m.get('source')})"],
+        ["batch", f"{num(r['batch'], '{:.1f}')} streams ({r.get('batch_source')}), "
+                  f"{num(r['input_tokens'], '{:.0f}')} prompt + {num(r['output_tokens'], '{:.0f}')} output tokens"],
+        ["decode step", f"{gb(d['bytes_per_step'])} read ({gb(d['weight_bytes_per_step'])} weights, "
+                        f"{gb(d['kv_bytes_per_step'])} KV cache), {num(d['flops_per_step'] / 1e12, '{:.2f}')} TFLOP"],
+        ["decode bound", f"{num(d['tokens_per_s_bound'], '{:,.0f}')} tok/s by HBM bandwidth "
+                         f"({num(d['tokens_per_s_bound_compute'], '{:,.0f}')} by compute)"],
+        ["prefill bound", f"{num(p['tokens_per_s_bound'], '{:,.0f}')} prompt tok/s by peak FLOP/s"],
+        ["run bound", f"{num(rn['output_tokens_per_s_bound'], '{:,.0f}')} output tok/s ({rn['bound_by']})"],
+        ["measured", f"{num(meas['output_tokens_per_s'], '{:,.1f}')} output tok/s: {pct(frac['run'])} of the run "
+                     f"bound, {pct(frac['decode'])} of the decode bound; {num(meas['prompt_tokens_per_s'], '{:,.1f}')} "
+                     f"prompt tok/s: {pct(frac['prefill'])} of the prefill bound"],
+    ]  # fmt: skip
+    sec.add(Table(["", ""], rows, caption="bounds at 100% of the catalog's peaks, per replica"))
+    return sec
 
 
 def inputs_section(run: RunData, prefix: str) -> Section:

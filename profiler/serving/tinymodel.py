@@ -77,13 +77,21 @@ def make_tiny_model(out_dir: Path | None = None) -> Path:
     so a reader never sees a half-written model.
     """
     target = Path(out_dir) if out_dir is not None else default_dir()
-    files = _render_files()
+    return write_model_dir(target, _render_files(), "a tiny model directory")
+
+
+def write_model_dir(target: Path, files: dict[str, bytes], what: str) -> Path:
+    """Write ``files`` as the embedded model directory ``target`` (stamped, swapped in whole).
+
+    Shared by every embedded model (this tiny one and profiler/serving/shapes.py): nothing is
+    written when the stamp already matches ``files``; a directory that is neither empty nor an
+    embedded model is refused (``what`` names the expected kind in the message)."""
     digest = _digest(files)
     if _stamp_digest(target) == digest:
         return target
     if target.exists() and not (target.is_dir() and (is_tiny_model(target) or _is_empty(target))):
         raise SpecError(
-            f"{target} exists and is not a tiny model directory",
+            f"{target} exists and is not {what}",
             "pass --out with a new or empty directory",
         )
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +110,13 @@ def make_tiny_model(out_dir: Path | None = None) -> Path:
 
 
 def is_tiny_model(path: str | Path) -> bool:
-    """True when ``path`` is a directory this module generated (it needs TINY_LOAD_FORMAT)."""
+    """True when ``path`` is an embedded model directory this package generated: the tiny model
+    or one of the real shapes of profiler/serving/shapes.py. None has weights: each needs
+    TINY_LOAD_FORMAT."""
     return (Path(path) / STAMP_FILE).is_file()
+
+
+is_embedded_model = is_tiny_model
 
 
 # ---------------------------------------------------------------- content

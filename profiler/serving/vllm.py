@@ -102,7 +102,7 @@ def validate_spec(spec: ServeSpec) -> None:
     model_dir = Path(spec.model).expanduser()
     if model_dir.is_dir() and is_tiny_model(model_dir) and spec.load_format != TINY_LOAD_FORMAT:
         raise SpecError(
-            f"{spec.model} is the embedded tiny model, which has no weights",
+            f"{spec.model} is an embedded model (config and tokenizer), which has no weights",
             f"serve it with --load-format {TINY_LOAD_FORMAT}",
         )
     if spec.cpus and hasattr(os, "sched_getaffinity"):

@@ -41,6 +41,8 @@ def initial_manifest(spec: RunSpec, run_id: str, clock: RunClock) -> dict[str, A
         "versions": _versions(),
         "started_at": time.time(),
         "ended": "running",
+        # the embedded model a GPU host serves without --model: which shape and why
+        "default_model": spec.serve.default_model if spec.serve is not None else None,
     }
 
 

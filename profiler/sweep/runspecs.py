@@ -92,7 +92,7 @@ def point_run_spec(
         endpoint=url,
         model=model,
         api_key_env=spec.api_key_env,
-        tokenizer=_tokenizer(spec),
+        tokenizer=_tokenizer(spec, model),
         out=runs_dir,
         run_id=pid,
         gpus=",".join(spec.gpus) if spec.gpus else None,
@@ -105,12 +105,15 @@ def point_run_spec(
     return build_run_spec(opts)
 
 
-def _tokenizer(spec: SweepSpec) -> str | None:
+def _tokenizer(spec: SweepSpec, served: str | None = None) -> str | None:
     """``--tokenizer``; for a server the sweep launches, by default the model's own (each point
-    attaches to the server as an endpoint, so ``build_run_spec`` cannot see the model)."""
+    attaches to the server as an endpoint, so ``build_run_spec`` cannot see the model): the
+    embedded shape a GPU host serves (by its served name), else the tiny model."""
     if spec.tokenizer or spec.endpoint:
         return spec.tokenizer
     from profiler.runspec import default_tokenizer
-    from profiler.serving import tinymodel
+    from profiler.serving import shapes, tinymodel
 
+    if spec.model is None and served is not None and served in shapes.SHAPES:
+        return default_tokenizer(str(shapes.default_dir(served)))
     return default_tokenizer(spec.model or str(tinymodel.default_dir()))

@@ -314,22 +314,37 @@ def nvml_state() -> dict[str, Any]:
 
 
 def gpu_ids() -> tuple[list[dict[str, Any]], NvmlUnavailable | None]:
-    """``[{"index", "uuid", "name"}, ...]`` of every GPU (a light inventory, for ``--gpus``)."""
+    """``[{"index", "uuid", "name", "memory_total_bytes", "memory_free_bytes"}, ...]`` of every
+    GPU (a light inventory: for ``--gpus`` and for sizing the embedded default model); a value
+    NVML cannot give, or a GPU that does not answer, has ``None`` there."""
     devices, state = open_devices()
     if state is not None:
         return [], state
     try:
         out = []
         for d in devices:
+            row: dict[str, Any] = {"index": d.index, "uuid": None, "name": None}
+            row["memory_total_bytes"] = row["memory_free_bytes"] = None
             try:
-                uuid = text(d.call("uuid", "nvmlDeviceGetUUID"))
-                name = text(d.call("name", "nvmlDeviceGetName"))
-            except DeviceFault:
-                uuid = name = None
-            out.append({"index": d.index, "uuid": uuid, "name": name})
+                row["uuid"] = text(d.call("uuid", "nvmlDeviceGetUUID"))
+                row["name"] = text(d.call("name", "nvmlDeviceGetName"))
+                mem = d.call("memory", "nvmlDeviceGetMemoryInfo")
+                if mem is not None:
+                    row["memory_total_bytes"] = int(mem.total)
+                    row["memory_free_bytes"] = int(mem.free)
+            except DeviceFault as e:
+                log.debug("GPU %d: %s", d.index, e)
+                row["lost"] = True
+            out.append(row)
         return out, None
     finally:
         nvml_shutdown()
+
+
+def device_memory() -> list[dict[str, Any]]:
+    """``gpu_ids()`` of the GPUs that answer (``[]`` without NVML): what sizes the embedded
+    default model on a GPU host."""
+    return [g for g in gpu_ids()[0] if not g.pop("lost", False)]
 
 
 def mig_parent_index(mig_uuid: str) -> int | None:
@@ -372,6 +387,7 @@ __all__ = [
     "NvmlUnavailable",
     "const",
     "gpu_ids",
+    "device_memory",
     "inventory",
     "mig_parent_index",
     "nvml_init",

@@ -323,6 +323,7 @@ def test_open_loop_capped_in_flight_queues_without_calling_the_client_saturated(
     recs = read_records(tmp_path / "q")
     assert all(r.queue_wait_s is not None for r in recs)
 
+
 def test_repeat_writes_complete_run_directories(fake_url: str, tmp_path: Path) -> None:
     """``--repeat 2``: two complete run directories under one parent, a repeats.json with the
     figures across them, and the parent compares as a directory of repeats."""

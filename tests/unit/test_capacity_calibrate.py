@@ -187,3 +187,55 @@ def test_measured_point_uses_the_servers_gpus(tmp_path: Path) -> None:
         {"gpus": gpus},
     )
     assert load_sweep(old)[0].energy_j_per_token is None
+
+
+def test_one_point_calibration_fixes_decode_efficiency_and_says_what_it_does_not() -> None:
+    """A server that behaves like the model with eta_B = 0.6 (other factors at their defaults),
+    measured once at a memory-bound decode batch: fit_one recovers eta_B exactly, leaves the rest
+    at the defaults, and its notes say what one point cannot pin down."""
+    from profiler.capacity.calibrate import fit_one
+
+    true = Efficiency(mem_bw_fraction=0.6)
+    point = next(p for p in synthetic_points(true) if p.run_dir == "llama-3.1-8b-tp1-b8")
+    cal = fit_one(point)
+    base = Efficiency()
+    assert cal.points == 1 and cal.identified == ["mem_bw_fraction"] and cal.gpu == "h100"
+    assert cal.fitted.mem_bw_fraction == pytest.approx(0.6, rel=1e-9)
+    assert cal.fitted.compute_fraction == base.compute_fraction
+    assert cal.fitted.step_overhead_s == base.step_overhead_s
+    assert cal.fitted.collective_latency_s == base.collective_latency_s
+    assert cal.fit_error_pct == pytest.approx(0.0, abs=1e-9)
+    assert cal.heldout == [] and cal.heldout_error_pct is None
+    text = " ".join(cal.notes)
+    assert "fixes mem_bw_fraction = 0.600 at a batch of 8.0 streams" in text
+    assert "does not pin down prefill efficiency (eta_F)" in text
+    assert "how TPOT grows with the batch" in text
+    # a TPOT below the fixed costs: the factor goes to its bound and the notes say so
+    fast = point.model_copy(update={"tpot_s": 1e-4, "output_tokens_per_s": 8 / 1e-4})
+    assert any("below the default fixed costs" in n for n in fit_one(fast).notes)
+    with pytest.raises(SpecError, match="no GPU recorded"):
+        fit_one(point.model_copy(update={"gpu": None}))
+
+
+def test_plan_calibrates_on_one_run_directory(tmp_path: Path) -> None:
+    from profiler.capacity.planner import PlanRequest, plan
+
+    sweep = make_sweep(tmp_path, configs=1, loads=(4,))
+    run = sweep / "runs" / "c0-synthetic-conc4"
+    result = plan(
+        PlanRequest(
+            model="tiny",
+            gpus=["h100"],
+            calibration=run,
+            input_len=128,
+            output_len=32,
+            target_rps=2,
+            scaling=False,
+        )
+    )
+    assert len(result.calibration) == 1
+    c = result.calibration[0]
+    assert c.points == 1 and c.identified in (["mem_bw_fraction"], ["compute_fraction"])
+    assert result.efficiency["h100"] == c.fitted
+    assert any(n.startswith("One measured point") for n in result.notes)
+    assert any("does not pin down" in n for n in result.notes)

@@ -155,3 +155,25 @@ def _validate(ns: argparse.Namespace) -> None:
     except ImportError:
         return
     validate_parsed_serve_args(ns)
+
+
+def test_gpu_default_argv_parses_to_vllm_gpu_defaults(
+    vllm_parser: argparse.ArgumentParser, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`infprof run` on a GPU host (fake NVML, one H100): vLLM's own parser reads bf16, dummy
+    weights, CUDA graphs on (no --enforce-eager), and everything else at vLLM's defaults."""
+    from profiler.runspec import RunOptions, build_run_spec
+    from tests.fakes.nvml import h100, install_fake_nvml
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
+    with install_fake_nvml([h100(0, memory_used=512 * 2**20)]):  # idle
+        spec = build_run_spec(RunOptions(out=tmp_path))
+    assert spec.serve is not None
+    ns = vllm_parser.parse_args(build_argv(spec.serve, 8123, "python")[3:])
+    _validate(ns)
+    defaults = vllm_parser.parse_args(["--model", "org/m"])
+    assert (ns.dtype, ns.load_format, ns.max_model_len) == ("bfloat16", "dummy", 8192)
+    assert ns.enforce_eager is False and ns.served_model_name == ["llama-8b-shape"]
+    for key in ("gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens"):
+        assert getattr(ns, key) == getattr(defaults, key), key

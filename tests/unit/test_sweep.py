@@ -386,6 +386,7 @@ def test_sweep_points_record_the_servers_gpus(
     assert scopes["inherited"]["gpus"] == ["1", "3"]
     assert scopes["inherited"]["method"] == "cuda_visible_devices"
 
+
 def test_repeats_per_point_with_median_and_spread(tmp_path: Path) -> None:
     runner = FakeRunner()
     spec = _spec(grid=SweepGrid(max_num_seqs=[4]), loads=[1, 4], repeat=3)
@@ -441,3 +442,25 @@ def test_repeat_option_reaches_the_saved_spec(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "--repeat" in res.output
     assert SweepSpec(sweep_id="s", loads=[1]).repeat == 1  # old sweep.json files: one run
+
+
+def test_points_of_a_gpu_default_sweep_count_with_the_shapes_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep without --model on a GPU host serves an embedded shape: its points count streamed
+    tokens with that shape's 128,256-token tokenizer, not the tiny model's."""
+    from profiler.serving import shapes
+    from profiler.sweep.runspecs import point_run_spec
+
+    monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
+    made = shapes.make_shape_model("llama-1b-shape")
+    rs = point_run_spec(
+        _spec(),
+        "default",
+        {"kind": "concurrency", "value": 4},
+        "http://127.0.0.1:9",
+        "llama-1b-shape",
+        tmp_path,
+        "p",
+    )
+    assert rs.tokenizer == str(made.resolve())

@@ -30,7 +30,16 @@ from profiler.load.workload import (
 from profiler.spec import LengthDist, Scenario, WorkloadSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ["default", "chat", "long-context", "reasoning", "best-of-n", "shared-prefix", "mix"]
+SHIPPED = [
+    "default",
+    "gpu-default",
+    "chat",
+    "long-context",
+    "reasoning",
+    "best-of-n",
+    "shared-prefix",
+    "mix",
+]
 
 
 def take(wl: WorkloadSpec, count: int, **kw: object) -> list[RequestSpec]:
@@ -80,6 +89,19 @@ def test_default_is_the_spine_default() -> None:
         (128, 128, "completions", 1, True)
     }
     assert len({tuple(r.prompt_token_ids or []) for r in reqs}) == 200  # no accidental sharing
+
+
+def test_gpu_default_loads_a_gpu() -> None:
+    """The default of a run launched on a GPU host: 1,000 requests of exactly 1,024 + 256
+    tokens, 256 in flight (enough streams for a GPU's batched decode regime)."""
+    wl = workload_from_name_or_path("gpu-default")
+    assert wl.num_requests == 1000
+    assert wl.arrival is not None and wl.arrival.kind == "concurrency"
+    assert wl.arrival.concurrency == 256
+    reqs = take(wl, 300)
+    assert {(r.input_len, r.output_len, r.api, r.n, r.ignore_eos) for r in reqs} == {
+        (1024, 256, "completions", 1, True)
+    }
 
 
 def test_best_of_n_samples_in_parallel() -> None:

