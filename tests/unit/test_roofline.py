@@ -131,6 +131,20 @@ def test_section_for_the_gpu_default_run(tmp_path: Path, monkeypatch: pytest.Mon
     assert r2["batch"] == pytest.approx(240.0) and "Little" in r2["batch_source"]
 
 
+def test_roofline_takes_the_servers_gpu_from_the_scope(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a host whose GPU 0 is an L4, a server on GPU 1 (an H100, manifest gpu_scope) is
+    measured against the H100."""
+    spec = _gpu_spec(tmp_path, monkeypatch)
+    gpus = [{"index": 0, "name": "NVIDIA L4"}, {"index": 1, "name": "NVIDIA H100 80GB HBM3"}]
+    scope = {"gpus": ["1"], "method": "explicit", "reason": "--gpus 1"}
+    r = roofline_section({"gpus": gpus, "gpu_scope": scope, "versions": {}}, _summary(), spec)
+    assert r["hardware"]["gpu"] == "h100" and "server's GPU 1" in r["hardware"]["source"]
+    r = roofline_section({"gpus": gpus, "versions": {}}, _summary(), spec)  # no scope recorded
+    assert r["hardware"]["gpu"] == "l4"
+
+
 def test_section_says_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _gpu_spec(tmp_path, monkeypatch)
     unknown = {"gpus": [{"index": 0, "name": "NVIDIA Quantum Card"}]}
