@@ -132,13 +132,7 @@ def timeline(run: RunData, prefix: str, gpu: bool) -> Figure:
                 empty(ax, f"no {metric} samples")
             elif len(series) <= 8:
                 legend(ax, loc="upper right", ncols=min(len(series), 4))
-    win = run.summary.get("window") or {}
-    for ax in axes[:, 0]:
-        if win.get("warmup_s") or win.get("cooldown_s"):
-            ax.axvspan(win["start"] - t0, win["end"] - t0, color="#2ca02c", alpha=0.06)
-    margin = 0.02 * (t1 - t0)
-    axes[-1, 0].set_xlim(-margin, t1 - t0 + margin)
-    axes[-1, 0].set_xlabel("seconds since the first request was sent", fontsize=8)
+    _time_axis(axes, run, t0, t1)
     return Figure(
         f"{prefix}timeline",
         to_png(fig),
@@ -305,13 +299,7 @@ def node_timeline(run: RunData, prefix: str) -> Figure | None:
         title(ax, name)
         if len(nodes) <= MAX_NODE_LEGEND:
             legend(ax, loc="upper right", ncols=min(len(nodes), 4))
-    win = run.summary.get("window") or {}
-    for ax in axes[:, 0]:
-        if win.get("warmup_s") or win.get("cooldown_s"):
-            ax.axvspan(win["start"] - t0, win["end"] - t0, color="#2ca02c", alpha=0.06)
-    margin = 0.02 * (t1 - t0)
-    axes[-1, 0].set_xlim(-margin, t1 - t0 + margin)
-    axes[-1, 0].set_xlabel("seconds since the first request was sent", fontsize=8)
+    _time_axis(axes, run, t0, t1)
     shown = ", ".join(nodes[:MAX_NODE_LEGEND])
     more = f" and {len(nodes) - MAX_NODE_LEGEND} more" if len(nodes) > MAX_NODE_LEGEND else ""
     return Figure(
@@ -321,3 +309,15 @@ def node_timeline(run: RunData, prefix: str) -> Figure | None:
         "One line per node (hostname), from the series pulled with --prometheus-url, on the run "
         "clock. Shaded: the measured window when warm-up/cool-down is set.",
     )
+
+
+def _time_axis(axes: Any, run: RunData, t0: float, t1: float) -> None:
+    """The shared time axis of a timeline: the measured window shaded when warm-up or
+    cool-down cut it, seconds since the first request was sent."""
+    win = run.summary.get("window") or {}
+    for ax in axes[:, 0]:
+        if win.get("warmup_s") or win.get("cooldown_s"):
+            ax.axvspan(win["start"] - t0, win["end"] - t0, color="#2ca02c", alpha=0.06)
+    margin = 0.02 * (t1 - t0)
+    axes[-1, 0].set_xlim(-margin, t1 - t0 + margin)
+    axes[-1, 0].set_xlabel("seconds since the first request was sent", fontsize=8)

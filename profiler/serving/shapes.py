@@ -291,19 +291,10 @@ def vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 @lru_cache(maxsize=1)
 def _tokenizer_json() -> str:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from profiler.serving.tinymodel import byte_level_bpe_json
 
     vocab, merges = vocab_and_merges()
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, N_REGULAR)]
-    )
-    tok.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in special_tokens()]
-    )
-    return tok.to_str(pretty=True)
+    return byte_level_bpe_json(vocab, merges, BOS, N_REGULAR, special_tokens())
 
 
 # ---------------------------------------------------------------- choosing the shape

@@ -232,18 +232,24 @@ def _byte_alphabet() -> list[str]:
 
 
 def _tokenizer_json() -> str:
+    vocab, merges = _vocab_and_merges()
+    return byte_level_bpe_json(vocab, merges, "<s>", BOS_ID, SPECIAL_TOKENS)
+
+
+def byte_level_bpe_json(
+    vocab: dict[str, int], merges: list[tuple[str, str]], bos: str, bos_id: int, special: Any
+) -> str:
+    """``tokenizer.json`` of a byte-level BPE (GPT-2/Llama-3 style pre-tokenizer and decoder)
+    that puts ``bos`` before every sequence: the made models' tokenizers (tiny and shapes)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    vocab, merges = _vocab_and_merges()
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A",
-        pair="<s> $A <s> $B",
-        special_tokens=[("<s>", BOS_ID)],
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
     )
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
     return tok.to_str(pretty=True)
 
 
