@@ -8,7 +8,7 @@ HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo 1)
 EXTRA := $(if $(HAS_GPU),gpu,cpu)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean demo-sweep prometheus
+.PHONY: setup run test lint bench clean demo-sweep prometheus chromium
 
 setup: $(STAMP)
 
@@ -24,12 +24,16 @@ endif
 	touch $(STAMP)
 
 prometheus:
-	bash scripts/ensure-prometheus.sh
+	bash scripts/ensure-debian-package.sh prometheus prometheus promtool
+
+# headless screenshots of the HTML report (tests/integration/test_report_render.py)
+chromium:
+	bash scripts/ensure-debian-package.sh chromium chromium
 
 run: setup
 	$(BIN)/infprof run --report
 
-test: setup prometheus
+test: setup prometheus chromium
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 lint: setup

@@ -1,6 +1,6 @@
 """Prometheus end to end, on loopback: every dashboard query returns data.
 
-A real Prometheus (Debian's package; ``scripts/ensure-prometheus.sh`` installs it, ``make test``
+A real Prometheus (Debian's package; ``scripts/ensure-debian-package.sh`` installs it, ``make test``
 runs that first) scrapes every second:
 
 - two ``infprof exporter`` processes with the fake NVML (tests/fakes/nvml.py, moving in real
@@ -101,7 +101,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         PROMETHEUS is None,
-        reason="prometheus binary not found; run scripts/ensure-prometheus.sh (make test does)",
+        reason="prometheus binary not found; run scripts/ensure-debian-package.sh (make test does)",
     ),
     pytest.mark.timeout(300),
 ]

@@ -262,7 +262,7 @@ def test_every_vllm_metric_queried_exists_in_vllm(dashboards: dict[str, dict[str
 
 @pytest.mark.skipif(
     shutil.which("promtool") is None,
-    reason="promtool not installed (scripts/ensure-prometheus.sh installs it)",
+    reason="promtool not installed (scripts/ensure-debian-package.sh installs it)",
 )
 def test_every_query_is_valid_promql(dashboards: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     values = {"run_id": ".*", "model": ".*", "hostname": ".*", "gpu": ".*"}
@@ -285,7 +285,7 @@ def test_every_query_is_valid_promql(dashboards: dict[str, dict[str, Any]], tmp_
 
 @pytest.mark.skipif(
     shutil.which("promtool") is None,
-    reason="promtool not installed (scripts/ensure-prometheus.sh installs it)",
+    reason="promtool not installed (scripts/ensure-debian-package.sh installs it)",
 )
 def test_shipped_prometheus_config_is_valid() -> None:
     res = subprocess.run(
