@@ -8,6 +8,7 @@ are never renamed; later capabilities add keys beside them.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,21 +60,7 @@ class RequestColumns:
         def f(vals: list[Any]) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
 
-        gid: list[int] = []
-        gs: list[float] = []
-        gk: list[int] = []
-        for r in records:
-            t = r.chunk_times_s
-            if r.chunk_choice:
-                g = r.itl_gaps()
-                gs.extend(x for x, _ in g)
-                gk.extend(k for _, k in g)
-                gid.extend([r.id] * len(g))
-            elif len(t) > 1:
-                arr = np.diff(np.asarray(t, dtype=np.float64))
-                gs.extend(arr.tolist())
-                gk.extend(r.chunk_tokens[1:])
-                gid.extend([r.id] * len(arr))
+        gid, gs, gk = _record_gaps(records)
         return cls(
             id=np.array([r.id for r in records], dtype=np.int64),
             outcome=np.array([r.outcome for r in records], dtype="U9"),
@@ -84,11 +71,7 @@ class RequestColumns:
             prompt_tokens=f([r.prompt_tokens for r in records]),
             output_tokens=f([r.output_tokens for r in records]),
             n=f([r.n for r in records]),
-            itl_source=_array_itl_source(
-                np.array(gid, dtype=np.int64),
-                np.array(gs, dtype=np.float64),
-                np.array(gk, dtype=np.int64),
-            ),
+            itl_source=_array_itl_source(gid, gs, gk),
             queue_wait_s=f([r.queue_wait_s for r in records]),
             chunk_source=functools.partial(_record_chunks, list(records)),
         )
@@ -443,6 +426,45 @@ def add_itl_shares(sketch: QuantileSketch, gaps: np.ndarray, toks: np.ndarray | 
     sketch.add(gaps / k, weights=k)
 
 
+def _record_gaps(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(request id, gap, tokens of the later chunk) of every gap of ``records``, in record
+    order. Without several samples per request (n > 1) every record's chunks are joined into
+    one array and differenced at once (no numpy call per record)."""
+    multi = [r for r in records if len(r.chunk_times_s) > 1]
+    if any(r.chunk_choice or len(r.chunk_tokens) != len(r.chunk_times_s) for r in multi):
+        gid: list[int] = []
+        gs: list[float] = []
+        gk: list[int] = []
+        for r in multi:
+            if r.chunk_choice:
+                g = r.itl_gaps()
+                gs.extend(x for x, _ in g)
+                gk.extend(k for _, k in g)
+                gid.extend([r.id] * len(g))
+            else:
+                arr = np.diff(np.asarray(r.chunk_times_s, dtype=np.float64))
+                gs.extend(arr.tolist())
+                gk.extend(r.chunk_tokens[1:])
+                gid.extend([r.id] * len(arr))
+        return (
+            np.array(gid, dtype=np.int64),
+            np.array(gs, dtype=np.float64),
+            np.array(gk, dtype=np.int64),
+        )
+    lens = np.fromiter((len(r.chunk_times_s) for r in multi), np.int64, len(multi))
+    total = int(lens.sum())
+    t = np.fromiter(
+        itertools.chain.from_iterable(r.chunk_times_s for r in multi), np.float64, total
+    )
+    k = np.fromiter(itertools.chain.from_iterable(r.chunk_tokens for r in multi), np.int64, total)
+    later = np.ones(total, dtype=bool)
+    later[np.cumsum(lens) - lens] = False  # a record's first chunk has no gap
+    gaps = np.empty(total, dtype=np.float64)
+    gaps[1:] = np.diff(t)
+    ids = np.fromiter((r.id for r in multi), np.int64, len(multi))
+    return np.repeat(ids, lens - 1), gaps[later], k[later]
+
+
 def _array_itl_source(rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray) -> ItlSource:
     def source(selected: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         keep = selected[rid] & ~np.isnan(gaps)  # a sample's first chunk has no gap
@@ -460,8 +482,9 @@ def _parquet_itl_batches(
     Compaction writes every request's chunks contiguously in requests.parquet order, ``chunks``
     rows each; when the row counts agree, each batch's selection is expanded from that layout
     and the request-id column is never decoded. Token counts are read only when a row group's
-    statistics say some chunk carried more than one token."""
-    pf = pq.ParquetFile(path)
+    statistics say some chunk carried more than one token. ``pre_buffer`` is off: with it,
+    Arrow reads ahead every row group's column chunks, the whole file."""
+    pf = pq.ParquetFile(path, pre_buffer=False)
     meta = pf.metadata
     by_layout = int(chunks.sum()) == meta.num_rows
     tok_col = pf.schema_arrow.get_field_index("tokens")

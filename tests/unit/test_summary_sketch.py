@@ -8,6 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -79,6 +80,9 @@ def test_itl_parquet_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> N
     recs = _records(40, 2000)  # 80k gaps
     path = _compacted(tmp_path, recs)
     itl = str(path / "itl.parquet")
+    # 80 row groups of 1000 rows (compaction writes row groups of 1Mi rows)
+    pq.write_table(pq.read_table(itl), itl, row_group_size=1000, compression="none")
+    assert pq.ParquetFile(itl).metadata.num_row_groups == 81
     whole_reads: list[str] = []
     real_read_table = pq.read_table
 
@@ -103,9 +107,12 @@ def test_itl_parquet_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> N
     batches = []
     real_source = summary_mod._parquet_itl_batches
 
+    arrow_bytes = []
+
     def counting(*a, **kw):
         for gaps, toks in real_source(*a, **kw):
             batches.append(gaps.size)
+            arrow_bytes.append(pa.total_allocated_bytes())  # what Arrow holds right now
             yield gaps, toks
 
     monkeypatch.setattr(summary_mod, "_parquet_itl_batches", counting)
@@ -118,6 +125,8 @@ def test_itl_parquet_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> N
         tracemalloc.stop()
     assert not whole_reads
     assert len(batches) >= 80 and max(batches) <= 1000
+    # a row group's columns are ~20 kB; the file's gap column alone is 640 kB
+    assert max(arrow_bytes) < 200_000, max(arrow_bytes)
     # 80k gaps are 640 kB as float64; the summary holds a batch and the sketch's bins
     assert peak < 400_000, peak
     want = _exact_itl(recs)
