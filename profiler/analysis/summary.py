@@ -81,29 +81,22 @@ class RequestColumns:
         """Columns straight from requests.parquet and itl.parquet: no per-record Python
         objects, so a million records with a hundred gaps each fit in a few GB."""
         path = run_path / "requests.parquet"
-        optional = [c for c in ("queue_wait_s",) if c in pq.read_schema(path).names]
-        req = pq.read_table(
-            path,
-            columns=[
-                "id",
-                "outcome",
-                "intended_start_s",
-                "send_s",
-                "first_token_s",
-                "end_s",
-                "prompt_tokens",
-                "output_tokens",
-                "n",
-                "chunks",
-                *optional,  # absent from runs recorded before it existed
-            ],
-        )
+        # one column decoded at a time, strings never turned into Python objects: the peak is
+        # the columns kept plus one being decoded
+        req = pq.ParquetFile(path, pre_buffer=False)
+        optional = [c for c in ("queue_wait_s",) if c in req.schema_arrow.names]
 
         def f(name: str) -> np.ndarray:
-            return np.asarray(req.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+            col = req.read(columns=[name]).column(0)
+            return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+        def outcomes() -> np.ndarray:
+            codes = pc.dictionary_encode(req.read(columns=["outcome"]).column(0)).combine_chunks()
+            names = np.array([x or "" for x in codes.dictionary.to_pylist()] or [""], dtype="U9")
+            return names[codes.indices.fill_null(0).to_numpy()]
 
         itl_path = run_path / "itl.parquet"
-        ids = req.column("id").to_numpy()
+        ids = req.read(columns=["id"]).column(0).to_numpy()
         chunks = np.nan_to_num(f("chunks")).astype(np.int64)
         return cls(
             queue_wait_s=f("queue_wait_s") if optional else None,
@@ -111,7 +104,7 @@ class RequestColumns:
                 functools.partial(_parquet_chunks, itl_path) if itl_path.exists() else None
             ),
             id=ids,
-            outcome=req.column("outcome").to_numpy(zero_copy_only=False).astype("U9"),
+            outcome=outcomes(),
             intended_start_s=f("intended_start_s"),
             send_s=f("send_s"),
             first_token_s=f("first_token_s"),
