@@ -1,6 +1,9 @@
 """summary.json from a run's records: latency distributions, throughput, SLO attainment, window.
 
 Works on columns (numpy) so a million records with a hundred gaps each summarise in seconds.
+Distributions come from ``QuantileSketch`` (exact up to a threshold, a DDSketch above it) and
+itl.parquet is streamed into it a batch at a time, so memory follows the number of requests,
+never the number of gaps; ``LatencySketches`` is the mergeable partial summary.
 Keys of the spine contract (schema_version, run_id, requests, throughput, latency, window)
 are never renamed; later capabilities add keys beside them.
 """
