@@ -1,6 +1,9 @@
 """summary.json from a run's records: latency distributions, throughput, SLO attainment, window.
 
 Works on columns (numpy) so a million records with a hundred gaps each summarise in seconds.
+Distributions come from ``QuantileSketch`` (exact up to a threshold, a DDSketch above it) and
+itl.parquet is streamed into it a batch at a time, so memory follows the number of requests,
+never the number of gaps; ``LatencySketches`` is the mergeable partial summary.
 Keys of the spine contract (schema_version, run_id, requests, throughput, latency, window)
 are never renamed; later capabilities add keys beside them.
 """
@@ -8,8 +11,9 @@ are never renamed; later capabilities add keys beside them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +22,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from profiler.analysis.stats import Distribution
+from profiler.analysis.stats import QuantileSketch, quantile_method
 from profiler.load.record import OUTCOMES, RequestRecord
 from profiler.spec import SloSpec
 
 SCHEMA_VERSION = 1
 
 ChunkSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# Batches of (gap, tokens its chunk carried or None when every chunk carried one) of the
+# requests selected by a boolean mask indexed by request id; NaN gaps already dropped
+ItlSource = Callable[[np.ndarray], Iterable[tuple[np.ndarray, np.ndarray | None]]]
+# Rows of itl.parquet decoded at a time: memory stays bounded whatever the file's length
+ITL_BATCH_ROWS = 1 << 20
 
 
 @dataclass
@@ -40,8 +49,8 @@ class RequestColumns:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     n: np.ndarray
-    # ITL shares of the requests selected by a boolean mask indexed by request id
-    itl_source: Callable[[np.ndarray], np.ndarray]
+    # ITL gaps of the requests selected by a boolean mask indexed by request id, in batches
+    itl_source: ItlSource
     # Seconds each request waited for a free slot under an open loop's concurrency cap (NaN
     # where there was no cap, or the run predates the field); None: all NaN
     queue_wait_s: np.ndarray | None = None
@@ -54,21 +63,7 @@ class RequestColumns:
         def f(vals: list[Any]) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
 
-        gid: list[int] = []
-        gs: list[float] = []
-        gk: list[int] = []
-        for r in records:
-            t = r.chunk_times_s
-            if r.chunk_choice:
-                g = r.itl_gaps()
-                gs.extend(x for x, _ in g)
-                gk.extend(k for _, k in g)
-                gid.extend([r.id] * len(g))
-            elif len(t) > 1:
-                arr = np.diff(np.asarray(t, dtype=np.float64))
-                gs.extend(arr.tolist())
-                gk.extend(r.chunk_tokens[1:])
-                gid.extend([r.id] * len(arr))
+        gid, gs, gk = _record_gaps(records)
         return cls(
             id=np.array([r.id for r in records], dtype=np.int64),
             outcome=np.array([r.outcome for r in records], dtype="U9"),
@@ -79,11 +74,7 @@ class RequestColumns:
             prompt_tokens=f([r.prompt_tokens for r in records]),
             output_tokens=f([r.output_tokens for r in records]),
             n=f([r.n for r in records]),
-            itl_source=_array_itl_source(
-                np.array(gid, dtype=np.int64),
-                np.array(gs, dtype=np.float64),
-                np.array(gk, dtype=np.int64),
-            ),
+            itl_source=_array_itl_source(gid, gs, gk),
             queue_wait_s=f([r.queue_wait_s for r in records]),
             chunk_source=functools.partial(_record_chunks, list(records)),
         )
@@ -93,37 +84,30 @@ class RequestColumns:
         """Columns straight from requests.parquet and itl.parquet: no per-record Python
         objects, so a million records with a hundred gaps each fit in a few GB."""
         path = run_path / "requests.parquet"
-        optional = [c for c in ("queue_wait_s",) if c in pq.read_schema(path).names]
-        req = pq.read_table(
-            path,
-            columns=[
-                "id",
-                "outcome",
-                "intended_start_s",
-                "send_s",
-                "first_token_s",
-                "end_s",
-                "prompt_tokens",
-                "output_tokens",
-                "n",
-                "chunks",
-                *optional,  # absent from runs recorded before it existed
-            ],
-        )
+        # one column decoded at a time, strings never turned into Python objects: the peak is
+        # the columns kept plus one being decoded
+        req = pq.ParquetFile(path, pre_buffer=False)
+        optional = [c for c in ("queue_wait_s",) if c in req.schema_arrow.names]
 
         def f(name: str) -> np.ndarray:
-            return np.asarray(req.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+            col = req.read(columns=[name]).column(0)
+            return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+        def outcomes() -> np.ndarray:
+            codes = pc.dictionary_encode(req.read(columns=["outcome"]).column(0)).combine_chunks()
+            names = np.array([x or "" for x in codes.dictionary.to_pylist()] or [""], dtype="U9")
+            return names[codes.indices.fill_null(0).to_numpy()]
 
         itl_path = run_path / "itl.parquet"
-        ids = req.column("id").to_numpy()
-        chunks = req.column("chunks").to_numpy(zero_copy_only=False)
+        ids = req.read(columns=["id"]).column(0).to_numpy()
+        chunks = np.nan_to_num(f("chunks")).astype(np.int64)
         return cls(
             queue_wait_s=f("queue_wait_s") if optional else None,
             chunk_source=(
                 functools.partial(_parquet_chunks, itl_path) if itl_path.exists() else None
             ),
             id=ids,
-            outcome=req.column("outcome").to_numpy(zero_copy_only=False).astype("U9"),
+            outcome=outcomes(),
             intended_start_s=f("intended_start_s"),
             send_s=f("send_s"),
             first_token_s=f("first_token_s"),
@@ -131,7 +115,7 @@ class RequestColumns:
             prompt_tokens=f("prompt_tokens"),
             output_tokens=f("output_tokens"),
             n=f("n"),
-            itl_source=lambda sel: _parquet_itl_shares(itl_path, sel, ids, chunks),
+            itl_source=functools.partial(_parquet_itl_batches, itl_path, ids=ids, chunks=chunks),
         )
 
 
@@ -330,10 +314,8 @@ def summarize(
     tok = window_tokens(cols, win, ok_any)
     completed_ok = int(np.count_nonzero(ok_any & done_in_win))
 
-    ttft, tpot, e2e = latencies(cols)
-    ttft_ok, e2e_ok, tpot_ok = ttft[ok], e2e[ok], tpot[ok]
-
-    itl = cols.itl_source(_selected_by_id(cols.id, ok))
+    sketches = latency_sketches(cols, ok, in_win)
+    dist = sketches.distributions()
 
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -344,22 +326,10 @@ def summarize(
             "output_tokens_per_s": tok.output / secs if secs > 0 else None,
             "total_tokens_per_s": (tok.output + tok.prompt) / secs if secs > 0 else None,
         },
-        "latency": {
-            "ttft_s": Distribution.of(ttft_ok).to_dict(),
-            "tpot_s": Distribution.of(tpot_ok).to_dict(),
-            "itl_s": Distribution.of(itl, overwrite=True).to_dict(),
-            "e2e_s": Distribution.of(e2e_ok).to_dict(),
-            "ttft_from_intended_s": Distribution.of(
-                (cols.first_token_s - cols.intended_start_s)[ok]
-            ).to_dict(),
-            "e2e_from_intended_s": Distribution.of(
-                (cols.end_s - cols.intended_start_s)[ok]
-            ).to_dict(),
-        },
-        "dispatch_lag_s": Distribution.of(dispatch_lags(cols)[in_win]).to_dict(),
-        "queue_wait_s": Distribution.of(
-            cols.queue_wait_s[in_win] if cols.queue_wait_s is not None else []
-        ).to_dict(),
+        "latency": {k: dist[k] for k in LATENCY_KEYS},
+        "dispatch_lag_s": dist["dispatch_lag_s"],
+        "queue_wait_s": dist["queue_wait_s"],
+        "quantiles": quantile_method(),
         "tokens": tok.to_dict(),
         "error_rate": (total - counts["ok"]) / total if total else None,
         "window": {
@@ -378,40 +348,139 @@ def summarize(
     return summary
 
 
-def _shares(
-    rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray, selected: np.ndarray
-) -> np.ndarray:
-    """Gaps of selected requests; NaN gaps (a sample's first chunk) dropped."""
-    return _apply_shares(gaps, toks, selected[rid] & ~np.isnan(gaps))
+LATENCY_KEYS = (
+    "ttft_s",
+    "tpot_s",
+    "itl_s",
+    "e2e_s",
+    "ttft_from_intended_s",
+    "e2e_from_intended_s",
+)
+SKETCH_KEYS = (*LATENCY_KEYS, "dispatch_lag_s", "queue_wait_s")
 
 
-def _apply_shares(gaps: np.ndarray, toks: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Kept gaps, each divided evenly among the tokens its chunk carried (a chunk of k tokens
-    gives k equal shares)."""
-    g = gaps[keep]
-    if toks.size == 0 or int(toks.max(initial=1)) <= 1:
-        return g
-    k = np.maximum(toks[keep], 1)
-    return np.repeat(g / k, k)
+@dataclass
+class LatencySketches:
+    """A partial summary: the distributions of ``SKETCH_KEYS`` as mergeable sketches. A
+    worker, a Ray actor or a host sketches its own requests (``latency_sketches``, or
+    ``of_records``), ships ``to_dict()`` (JSON-safe, a few KB once past the exact threshold),
+    and the receiver merges them: the merge equals the sketches of all the requests."""
+
+    sketches: dict[str, QuantileSketch] = field(
+        default_factory=lambda: {k: QuantileSketch() for k in SKETCH_KEYS}
+    )
+
+    def merge(self, other: LatencySketches) -> None:
+        for k, sk in other.sketches.items():
+            self.sketches.setdefault(k, QuantileSketch(sk.relative_accuracy)).merge(sk)
+
+    def distributions(self) -> dict[str, dict[str, Any]]:
+        return {k: sk.distribution().to_dict() for k, sk in self.sketches.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: sk.to_dict() for k, sk in self.sketches.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatencySketches:
+        return cls({k: QuantileSketch.from_dict(v) for k, v in d.items()})
+
+    @classmethod
+    def of_records(cls, records: Sequence[RequestRecord]) -> LatencySketches:
+        """Sketches of ``records`` (no window: every successful request's latencies, every
+        request's dispatch lag and queue wait)."""
+        cols = RequestColumns.from_records(records)
+        everything = np.ones(cols.id.shape, dtype=bool)
+        return latency_sketches(cols, cols.outcome == "ok", everything)
 
 
-def _array_itl_source(
-    rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray
-) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda selected: _shares(rid, gaps, toks, selected)
+def latency_sketches(cols: RequestColumns, ok: np.ndarray, in_win: np.ndarray) -> LatencySketches:
+    """The latency distributions of the successful requests in ``ok`` (ITL shares streamed
+    from ``cols.itl_source``), and dispatch lag and queue wait of the requests in ``in_win``."""
+    ttft, tpot, e2e = latencies(cols)
+    out = LatencySketches()
+    sk = out.sketches
+    sk["ttft_s"].add(ttft[ok])
+    sk["tpot_s"].add(tpot[ok])
+    sk["e2e_s"].add(e2e[ok])
+    sk["ttft_from_intended_s"].add((cols.first_token_s - cols.intended_start_s)[ok])
+    sk["e2e_from_intended_s"].add((cols.end_s - cols.intended_start_s)[ok])
+    sk["dispatch_lag_s"].add(dispatch_lags(cols)[in_win])
+    if cols.queue_wait_s is not None:
+        sk["queue_wait_s"].add(cols.queue_wait_s[in_win])
+    for gaps, toks in cols.itl_source(_selected_by_id(cols.id, ok)):
+        add_itl_shares(sk["itl_s"], gaps, toks)
+    return out
 
 
-def _parquet_itl_shares(
-    path: Path, selected: np.ndarray, ids: np.ndarray, chunks: np.ndarray
-) -> np.ndarray:
-    """The selected shares from itl.parquet, filtered in Arrow (multi-threaded decode, nulls
-    dropped without a NaN pass).
+def add_itl_shares(sketch: QuantileSketch, gaps: np.ndarray, toks: np.ndarray | None) -> None:
+    """Count each gap as its chunk's tokens' shares: a chunk of k tokens gives k equal shares
+    (gap / k), counted as one value of weight k rather than k copies."""
+    if toks is None or toks.size == 0 or int(toks.max()) <= 1:
+        sketch.add(gaps)
+        return
+    k = np.maximum(toks, 1)
+    sketch.add(gaps / k, weights=k)
+
+
+def _record_gaps(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(request id, gap, tokens of the later chunk) of every gap of ``records``, in record
+    order. Without several samples per request (n > 1) every record's chunks are joined into
+    one array and differenced at once (no numpy call per record)."""
+    multi = [r for r in records if len(r.chunk_times_s) > 1]
+    if any(r.chunk_choice or len(r.chunk_tokens) != len(r.chunk_times_s) for r in multi):
+        gid: list[int] = []
+        gs: list[float] = []
+        gk: list[int] = []
+        for r in multi:
+            if r.chunk_choice:
+                g = r.itl_gaps()
+                gs.extend(x for x, _ in g)
+                gk.extend(k for _, k in g)
+                gid.extend([r.id] * len(g))
+            else:
+                arr = np.diff(np.asarray(r.chunk_times_s, dtype=np.float64))
+                gs.extend(arr.tolist())
+                gk.extend(r.chunk_tokens[1:])
+                gid.extend([r.id] * len(arr))
+        return (
+            np.array(gid, dtype=np.int64),
+            np.array(gs, dtype=np.float64),
+            np.array(gk, dtype=np.int64),
+        )
+    lens = np.fromiter((len(r.chunk_times_s) for r in multi), np.int64, len(multi))
+    total = int(lens.sum())
+    t = np.fromiter(
+        itertools.chain.from_iterable(r.chunk_times_s for r in multi), np.float64, total
+    )
+    k = np.fromiter(itertools.chain.from_iterable(r.chunk_tokens for r in multi), np.int64, total)
+    later = np.ones(total, dtype=bool)
+    later[np.cumsum(lens) - lens] = False  # a record's first chunk has no gap
+    gaps = np.empty(total, dtype=np.float64)
+    gaps[1:] = np.diff(t)
+    ids = np.fromiter((r.id for r in multi), np.int64, len(multi))
+    return np.repeat(ids, lens - 1), gaps[later], k[later]
+
+
+def _array_itl_source(rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray) -> ItlSource:
+    def source(selected: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        keep = selected[rid] & ~np.isnan(gaps)  # a sample's first chunk has no gap
+        yield gaps[keep], toks[keep]
+
+    return source
+
+
+def _parquet_itl_batches(
+    path: Path, selected: np.ndarray, *, ids: np.ndarray, chunks: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The selected gaps of itl.parquet, ``ITL_BATCH_ROWS`` rows at a time (never the whole
+    file), filtered in Arrow (nulls dropped without a NaN pass).
 
     Compaction writes every request's chunks contiguously in requests.parquet order, ``chunks``
-    rows each; when the row counts agree, the selection is expanded from that layout and the
-    request-id column is never decoded. Token counts are read only when a row group's
-    statistics say some chunk carried more than one token."""
-    pf = pq.ParquetFile(path)
+    rows each; when the row counts agree, each batch's selection is expanded from that layout
+    and the request-id column is never decoded. Token counts are read only when a row group's
+    statistics say some chunk carried more than one token. ``pre_buffer`` is off: with it,
+    Arrow reads ahead every row group's column chunks, the whole file."""
+    pf = pq.ParquetFile(path, pre_buffer=False)
     meta = pf.metadata
     by_layout = int(chunks.sum()) == meta.num_rows
     tok_col = pf.schema_arrow.get_field_index("tokens")
@@ -419,18 +488,43 @@ def _parquet_itl_shares(
         _stat_max(meta.row_group(i).column(tok_col)) > 1 for i in range(meta.num_row_groups)
     )
     columns = ["gap_s"] + (["tokens"] if multi else []) + ([] if by_layout else ["request_id"])
-    table = pq.read_table(path, columns=columns, use_threads=True, memory_map=True)
-    keep = pc.is_valid(table.column("gap_s"))  # a sample's first chunk has no gap
     sel_rows = selected[ids]
-    if not by_layout:
-        keep = pc.and_(keep, pa.array(selected[table.column("request_id").to_numpy()]))
-    elif not sel_rows.all():
-        keep = pc.and_(keep, pa.array(np.repeat(sel_rows, chunks)))
-    table = table.filter(keep)  # one pass, one copy
-    gaps = table.column("gap_s").to_numpy()
-    if not multi:
-        return gaps
-    return _apply_shares(gaps, table.column("tokens").to_numpy(), np.ones(gaps.shape, dtype=bool))
+    every_row = by_layout and bool(sel_rows.all())
+    ends = np.cumsum(chunks) if by_layout else chunks
+    row0 = 0
+    for batch in pf.iter_batches(batch_size=ITL_BATCH_ROWS, columns=columns, use_threads=True):
+        rows = batch.num_rows
+        keep: Any = None if batch.column(0).null_count == 0 else pc.is_valid(batch.column(0))
+        wanted = None
+        if not by_layout:
+            rid = batch.column(columns.index("request_id")).to_numpy()
+            wanted = np.zeros(rid.size, dtype=bool)
+            known = (rid >= 0) & (rid < selected.size)
+            wanted[known] = selected[rid[known]]
+        elif not every_row:
+            wanted = _layout_rows(ends, chunks, sel_rows, row0, rows)
+        row0 += rows
+        if wanted is not None:
+            keep = pa.array(wanted) if keep is None else pc.and_(keep, pa.array(wanted))
+        if keep is not None:
+            batch = batch.filter(keep)
+        gaps = batch.column(0).to_numpy()
+        yield gaps, batch.column(1).to_numpy() if multi else None
+
+
+def _layout_rows(
+    ends: np.ndarray, chunks: np.ndarray, sel_rows: np.ndarray, row0: int, rows: int
+) -> np.ndarray:
+    """Which of rows [row0, row0 + rows) of itl.parquet belong to selected requests, when
+    request ``i`` owns rows [ends[i] - chunks[i], ends[i])."""
+    if rows == 0:
+        return np.zeros(0, dtype=bool)
+    first = int(np.searchsorted(ends, row0, side="right"))
+    last = int(np.searchsorted(ends, row0 + rows - 1, side="right"))
+    e = ends[first : last + 1]
+    lo = np.maximum(e - chunks[first : last + 1], row0)
+    hi = np.minimum(e, row0 + rows)
+    return np.repeat(sel_rows[first : last + 1], np.maximum(hi - lo, 0))
 
 
 def _record_chunks(

@@ -4,6 +4,9 @@ Request ``i`` goes to worker ``i % N``; open-loop offsets keep their absolute ti
 closed-loop concurrency is divided. Every worker uses the same run clock: ``perf_counter`` is
 CLOCK_MONOTONIC, shared by all processes of a Linux host, and the base is passed in. Each
 worker appends to its own journal (``requests.w<k>.jsonl``); the run directory merges them.
+Each worker also sketches its own requests' latencies (``LatencySketches``) and ships the
+sketches, not raw values, with its result; the parent merges them, so figures over all the
+workers' requests (the client's dispatch-lag p99) are those of the union.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from profiler.analysis.summary import LatencySketches
 from profiler.clock import RunClock
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import ClientHealth, Driver, DriverResult, LoadPlan
@@ -84,10 +88,13 @@ def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
         task.count,
     )
     journal = Journal(task.journal)
+    sketches = _SketchSink()
 
     async def main() -> DriverResult:
         async with StreamingClient(task.opts, clock) as client:
-            driver = Driver(client, clock, [lambda r: journal.append(r.to_journal())])
+            driver = Driver(
+                client, clock, [lambda r: journal.append(r.to_journal()), sketches.append]
+            )
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(
                 signal.SIGTERM, driver.abort, "interrupted", "stopped by SIGTERM", "cancelled"
@@ -111,8 +118,32 @@ def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
         res.health.event_loop = loop_name
     finally:
         journal.close()
-    conn.send(res)
+    conn.send((res, sketches.finish().to_dict()))
     conn.close()
+
+
+class _SketchSink:
+    """A worker's requests sketched in batches (bounded memory, numpy work per batch)."""
+
+    BATCH = 1024
+
+    def __init__(self) -> None:
+        self.sketches = LatencySketches()
+        self._pending: list[Any] = []
+
+    def append(self, rec: Any) -> None:
+        self._pending.append(rec)
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.sketches.merge(LatencySketches.of_records(self._pending))
+            self._pending = []
+
+    def finish(self) -> LatencySketches:
+        self._flush()
+        return self.sketches
 
 
 def run_workers(
@@ -153,6 +184,7 @@ def run_workers(
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     results: list[DriverResult] = []
+    sketches: list[LatencySketches] = []
     try:
         pending = list(procs)
         while pending:
@@ -160,7 +192,9 @@ def run_workers(
                 p, conn = item
                 if conn.poll(0.2):
                     try:
-                        results.append(conn.recv())
+                        res, sk = conn.recv()
+                        results.append(res)
+                        sketches.append(LatencySketches.from_dict(sk))
                     except EOFError:
                         pass
                     pending.remove(item)
@@ -179,12 +213,19 @@ def run_workers(
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return merge_results(results, ended, reason, load_start)
+    return merge_results(results, ended, reason, load_start, sketches)
 
 
 def merge_results(
-    results: list[DriverResult], ended: str, reason: str | None, load_start: float
+    results: list[DriverResult],
+    ended: str,
+    reason: str | None,
+    load_start: float,
+    sketches: list[LatencySketches] | None = None,
 ) -> DriverResult:
+    """One result for all workers. With the workers' ``sketches``, the dispatch-lag p99 is
+    that of all their requests (their merged sketch), not the largest worker's p99; each
+    worker's event loop is its own, so loop lag stays the worst worker's."""
     h = ClientHealth()
     for r in results:
         if r.ended != "completed" and ended == "completed":
@@ -196,6 +237,13 @@ def merge_results(
         h.reasons.extend(f"worker: {x}" for x in r.health.reasons)
     end = max((r.load_end_s for r in results), default=load_start)
     start = min((r.load_start_s for r in results), default=load_start)
+    if sketches:
+        merged = LatencySketches()
+        for sk in sketches:
+            merged.merge(sk)
+        p99 = merged.sketches["dispatch_lag_s"].quantile(0.99)
+        if p99 is not None:
+            h.dispatch_lag_p99_s = p99
     h.cpu_ratio = h.cpu_seconds / max(end - start, 1e-9) / max(len(results), 1)
     h.saturated = bool(h.reasons)
     h.event_loop = next((r.health.event_loop for r in results if r.health.event_loop), None)
