@@ -273,8 +273,7 @@ def _table(path: Path, fmt: str) -> tuple[list[str], list[tuple[int, dict[str, A
     if fmt == "csv":
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            cols = list(reader.fieldnames or [])
-            return cols, list(enumerate(reader, start=2))
+            return list(reader.fieldnames or []), list(enumerate(reader, start=2))
     records = _json_records(path)
     cols: list[str] = []
     for _, rec in records[:1]:
