@@ -128,3 +128,38 @@ def _figure(
         "Left: TTFT percentiles of successful requests at each turn index (dotted: mean prompt "
         "tokens). Right: prefix-cache hits over queried tokens between /metrics scrapes.",
     )
+
+
+def plan_sessions_table(plan: dict[str, Any]) -> Table | None:
+    """The plan section's sessions table: context growth, the cache-hit ratio and how many
+    GPUs the prefix cache saves (``PlanResult.sessions``, profiler/capacity/sessions.py)."""
+    s = plan.get("sessions")
+    if not s:
+        return None
+    w, wo = s.get("with_cache") or {}, s.get("without_cache") or {}
+
+    def gpus(h: dict[str, Any]) -> str:
+        if h.get("gpus_total") is not None:
+            return f"{h['gpus_total']} GPUs ({h.get('parallelism')})"
+        return f"{num(h.get('max_rps_per_gpu'))} req/s per GPU ({h.get('parallelism')})"
+
+    rows = [
+        ["turns per session (mean)", num(s.get("turns_mean"))],
+        ["context growth per turn", f"{num(s.get('context_growth_per_turn'), '{:.0f}')} tokens"],
+        ["mean prompt (context)", f"{num(s.get('prompt_tokens_mean'), '{:.0f}')} tokens"],
+        [
+            "prefix-cache hit ratio",
+            f"{pct(s.get('cache_hit_ratio'))} ({s.get('cache_hit_source')}; all earlier turns "
+            f"cached: {pct(s.get('ideal_cache_hit_ratio'))})",
+        ],
+        [
+            "KV held by thinking sessions",
+            f"{num(s.get('held_tokens_per_stream'), '{:.0f}')} tokens per decoding stream",
+        ],
+        ["with the prefix cache", gpus(w)],
+    ]
+    if wo:
+        rows.append(["without the prefix cache", gpus(wo)])
+    if s.get("gpus_saved_by_cache") is not None:
+        rows.append(["GPUs the cache saves", str(s["gpus_saved_by_cache"])])
+    return Table(["", ""], rows, caption="session workload: what the prefix cache changes")
