@@ -189,7 +189,8 @@ def read_trace(path: Path, fmt: str = "auto", block_tokens: int = 512) -> list[T
                 if "timestamp" not in (reader.fieldnames or []):
                     raise SpecError(
                         f"{path}:1: no 'timestamp' column (found: {', '.join(reader.fieldnames or []) or 'nothing'})",
-                        "the header needs timestamp and optionally input_len, output_len, prefix_id",
+                        "the header needs timestamp and optionally input_len, output_len, "
+                        "prefix_id (an Azure or BurstGPT trace: --trace-format azure|burstgpt)",
                     )
                 for line_no, d in enumerate(reader, start=2):
                     rows.append(_row(d, path, line_no))
