@@ -338,3 +338,33 @@ def test_session_cli_options(tmp_path: Path) -> None:
         build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", users=2, rate=1))
     sess = SessionSpec()
     assert sess.history == "answered" and sess.turns.value == 3
+
+
+def test_trace_rows_start_sessions(tmp_path: Path) -> None:
+    from profiler.runner import execute
+
+    trace = tmp_path / "starts.jsonl"
+    trace.write_text("".join(json.dumps({"timestamp": t}) + "\n" for t in (0, 0.05, 0.1, 0.15)))
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(
+        "name: s\nscenarios:\n  - name: c\n    input: {kind: fixed, value: 8}\n"
+        "    output: {kind: fixed, value: 2}\n    session:\n      turns: {kind: fixed, value: 2}\n"
+    )
+    with serve_in_thread(FakeConfig()) as fake:
+        spec = build_run_spec(
+            RunOptions(
+                endpoint=fake.url,
+                workload=str(wl),
+                trace=trace,
+                num_requests=8,
+                out=tmp_path / "runs",
+                run_id="t",
+                no_telemetry=True,
+            )  # fmt: skip
+        )
+        res = execute(spec)
+    recs = read_records(res.run_dir)
+    assert len(recs) == 8 and len({r.session_id for r in recs}) == 4
+    starts = sorted(r.intended_start_s for r in recs if r.turn == 1)
+    assert np.allclose(np.diff(starts), 0.05, atol=1e-6)
+    assert res.summary["sessions"]["complete_sessions"] == 4
