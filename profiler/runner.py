@@ -69,6 +69,11 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
 
     # a bad trace file fails here: before the run directory, before any server is launched
     sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    datasets = [s.dataset for s in spec.workload.scenarios if s.dataset is not None]
+    if datasets:  # so does a missing dataset file, column or tokenizer
+        from profiler.load.datasets import check_datasets
+
+        check_datasets(datasets)
     if spec.gpus is not None:  # so does a --gpus naming no GPU of this host
         from profiler.telemetry.gpu_scope import check_here
 
@@ -170,7 +175,7 @@ def _drive(
 ) -> DriverResult:
     from profiler.load.workload import iter_requests
 
-    requests = iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows)
+    requests: Any = iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows)
     plan = LoadPlan(
         workload=spec.workload.name,
         num_requests=spec.num_requests,
@@ -180,6 +185,13 @@ def _drive(
         max_concurrency=sched.max_concurrency,
         target_rate=sched.target_rate,
     )
+    if spec.workload.has_sessions():  # turns of conversations (profiler.load.session_loop)
+        from profiler.load.sessions import iter_sessions
+        from profiler.load.tokens import load_encoder
+
+        requests = iter_sessions(spec.workload, seed=spec.seed, limit=spec.num_requests)
+        plan.sessions = True
+        plan.answer_encoder = load_encoder(spec.tokenizer) if spec.tokenizer else None
     journal = rd.request_journal()
     stack.callback(journal.close)
     run_metrics = live.metrics if live is not None else None

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from profiler.errors import SpecError
 from profiler.spec import (
     ArrivalSpec,
+    DatasetSpec,
     EndpointSpec,
     LengthDist,
     RunSpec,
@@ -44,6 +45,14 @@ class RunOptions:
     rate_start: float | None = None
     max_concurrency: int | None = None
     trace: Path | None = None
+    trace_format: str | None = None
+    trace_speedup: float | None = None
+    users: int | None = None
+    dataset: Path | None = None
+    dataset_format: str | None = None
+    dataset_mode: str | None = None
+    prompt_column: str | None = None
+    output_len_column: str | None = None
     num_requests: int | None = None
     duration: float | None = None
     input_len: int | None = None
@@ -102,6 +111,7 @@ def build_run_spec(o: RunOptions) -> RunSpec:
         if o.tokenizer
         else (default_tokenizer(serve.model) if serve is not None else None)
     )
+    wl = _dataset_tokenizer(wl, tokenizer)
     try:
         return RunSpec(
             run_id=o.run_id,
@@ -153,12 +163,64 @@ def place_on_gpus(
     return ids, serve.model_copy(update={"env": env})
 
 
+def _dataset_spec(o: RunOptions) -> DatasetSpec | None:
+    """``--dataset`` and its options as a DatasetSpec (None without ``--dataset``)."""
+    extras = (o.dataset_format, o.dataset_mode, o.prompt_column, o.output_len_column)
+    if o.dataset is None:
+        if any(v is not None for v in extras):
+            raise SpecError(
+                "--dataset-format, --dataset-mode, --prompt-column and --output-len-column "
+                "need --dataset",
+                "add --dataset PATH (a local ShareGPT, chat JSONL, JSONL, CSV or Parquet file)",
+            )
+        return None
+    upd: dict[str, object] = {"path": o.dataset}
+    for key, value in zip(
+        ("format", "mode", "prompt_column", "output_len_column"), extras, strict=True
+    ):
+        if value is not None:
+            upd[key] = value
+    if o.output_len is not None:
+        upd["output_len"] = "scenario"  # --output-len overrides the dataset's lengths
+    try:
+        return DatasetSpec.model_validate(upd)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SpecError(f"--dataset: {err['msg']}", "see `infprof run --help`") from None
+
+
+def _dataset_tokenizer(wl: WorkloadSpec, tokenizer: str | None) -> WorkloadSpec:
+    """Datasets without a tokenizer of their own use the run's."""
+    if tokenizer is None or not any(
+        s.dataset is not None and s.dataset.tokenizer is None for s in wl.scenarios
+    ):
+        return wl
+    scenarios = [
+        s.model_copy(update={"dataset": s.dataset.model_copy(update={"tokenizer": tokenizer})})
+        if s.dataset is not None and s.dataset.tokenizer is None
+        else s
+        for s in wl.scenarios
+    ]
+    return wl.model_copy(update={"scenarios": scenarios})
+
+
 def _override_workload(wl: WorkloadSpec, o: RunOptions) -> WorkloadSpec:
-    if o.input_len is None and o.output_len is None and o.n_samples is None and o.api is None:
+    dataset = _dataset_spec(o)
+    if (
+        o.input_len is None
+        and o.output_len is None
+        and o.n_samples is None
+        and o.api is None
+        and dataset is None
+    ):
         return wl
     scenarios = []
     for s in wl.scenarios:
         upd: dict[str, object] = {}
+        if dataset is not None:
+            upd["dataset"] = dataset
+        elif o.output_len is not None and s.dataset is not None:
+            upd["dataset"] = s.dataset.model_copy(update={"output_len": "scenario"})
         if o.input_len is not None:
             upd["input"] = LengthDist.fixed(o.input_len)
         if o.output_len is not None:
@@ -178,6 +240,23 @@ def _arrival(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
         else {"kind": "concurrency", "concurrency": DEFAULT_CONCURRENCY}
     )
     upd: dict[str, object] = {"seed": o.seed}
+    if o.users is not None:
+        if o.rate is not None or o.concurrency is not None:
+            raise SpecError(
+                "--users cannot be combined with --rate or --concurrency",
+                "use --users N (closed loop of users) or --rate R (open-loop arrivals)",
+            )
+        upd.update(kind="users", users=o.users)
+    elif (
+        wl.has_sessions()
+        and base.get("kind") == "concurrency"
+        and o.concurrency is None
+        and o.rate is None
+        and o.arrival is None
+        and o.trace is None
+    ):
+        # a session workload's own closed loop: its concurrency is the number of users
+        upd.update(kind="users", users=base.get("concurrency") or DEFAULT_CONCURRENCY)
     if o.concurrency is not None and o.rate is None:
         upd.update(kind="concurrency", concurrency=o.concurrency)
     if o.rate is not None:
@@ -188,6 +267,10 @@ def _arrival(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
         upd["kind"] = o.arrival
     if o.trace is not None:
         upd.update(kind="trace", trace=o.trace)
+    if o.trace_format is not None:
+        upd["trace_format"] = o.trace_format
+    if o.trace_speedup is not None:
+        upd["time_scale"] = 1.0 / o.trace_speedup
     for name, value in (
         ("burstiness", o.burstiness),
         ("rate_start", o.rate_start),

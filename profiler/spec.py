@@ -71,6 +71,85 @@ class LengthDist(_Strict):
         return self.max
 
 
+class TimeDist(_Strict):
+    """A distribution of seconds (think times). ``fixed`` takes ``value`` (0 allowed);
+    ``uniform`` ``min``/``max``; ``exponential`` ``mean``; ``lognormal`` ``mean`` and ``sigma``;
+    ``empirical`` ``values`` with optional ``weights``. Samples are clipped to ``[min, max]``."""
+
+    kind: Literal["fixed", "uniform", "exponential", "lognormal", "empirical"] = "fixed"
+    value: float = Field(default=0.0, ge=0)
+    min: float = Field(default=0.0, ge=0)
+    max: float = Field(default=3600.0, ge=0)
+    mean: float | None = Field(default=None, gt=0)
+    sigma: float | None = Field(default=None, ge=0)
+    values: list[float] | None = None
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TimeDist:
+        need = {"fixed": [], "uniform": [], "exponential": ["mean"], "lognormal": ["mean", "sigma"]}
+        missing = [k for k in need.get(self.kind, ["values"]) if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"kind '{self.kind}' needs {', '.join(missing)}")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
+        if self.kind == "empirical":
+            assert self.values is not None
+            if not self.values or any(v < 0 for v in self.values):
+                raise ValueError("values must be a non-empty list of non-negative seconds")
+            if self.weights is not None and len(self.weights) != len(self.values):
+                raise ValueError("weights must have as many entries as values")
+        return self
+
+    def mean_s(self) -> float:
+        """The mean (before clipping, except for ``uniform`` and ``fixed``)."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "uniform":
+            return (self.min + self.max) / 2
+        if self.kind == "empirical":
+            assert self.values is not None
+            w = self.weights or [1.0] * len(self.values)
+            return sum(v * x for v, x in zip(self.values, w, strict=True)) / sum(w)
+        assert self.mean is not None
+        return min(max(self.mean, self.min), self.max)
+
+
+class SessionSpec(_Strict):
+    """A scenario whose requests are the turns of conversations (sessions). Each turn sends the
+    conversation so far plus a new user message of ``input`` tokens (the first turn
+    ``first_input``, when set) and asks for ``output`` tokens; a user pauses ``think_time_s``
+    after each answer. ``history``: the earlier turns as the server ``answered`` them (the
+    default: a turn waits for the previous answer), or as ``recorded`` (a dataset's own
+    assistant replies, or synthetic ones of the requested lengths)."""
+
+    turns: LengthDist = Field(default_factory=lambda: LengthDist.fixed(3))
+    think_time_s: TimeDist = Field(default_factory=TimeDist)
+    first_input: LengthDist | None = None
+    history: Literal["answered", "recorded"] = "answered"
+
+
+class DatasetSpec(_Strict):
+    """Prompts from a local file (never downloaded). ``format``: ``sharegpt`` (JSON list of
+    ``conversations`` with ``from``/``value``), ``openai-chat`` (JSONL of ``messages`` with
+    ``role``/``content``), or ``jsonl`` / ``csv`` / ``parquet`` with a ``prompt_column`` and an
+    optional ``output_len_column``; ``auto`` decides from the suffix and the first record.
+    ``mode``: ``first-turn`` sends each conversation's first user message as one request,
+    ``sessions`` replays whole conversations as sessions. Prompts are tokenized with
+    ``tokenizer`` (a tokenizer.json or a model directory; default: the run's). Output lengths
+    come from the dataset (the recorded reply's tokens, or the output column) unless
+    ``output_len`` is ``scenario`` (the scenario's ``output`` distribution)."""
+
+    path: Path
+    format: Literal["auto", "sharegpt", "openai-chat", "jsonl", "csv", "parquet"] = "auto"
+    mode: Literal["first-turn", "sessions"] = "first-turn"
+    prompt_column: str = "prompt"
+    output_len_column: str | None = None
+    output_len: Literal["dataset", "scenario"] = "dataset"
+    tokenizer: str | None = None
+    shuffle: bool = True
+
+
 # ---------------------------------------------------------------- workloads
 class Scenario(_Strict):
     """One kind of request. A workload is one scenario or a weighted mix of several."""
@@ -86,6 +165,27 @@ class Scenario(_Strict):
     ignore_eos: bool = True
     temperature: float = Field(default=0.0, ge=0)
     reasoning: bool = False
+    session: SessionSpec | None = Field(
+        default=None, description="turns of conversations instead of independent requests"
+    )
+    dataset: DatasetSpec | None = Field(default=None, description="prompts from a local file")
+
+    def is_session(self) -> bool:
+        """Requests of this scenario are turns of sessions (a session spec or a dataset's whole
+        conversations)."""
+        return self.session is not None or (
+            self.dataset is not None and self.dataset.mode == "sessions"
+        )
+
+    def max_context(self) -> int:
+        """Largest prompt a request of this scenario can send (the last turn of the longest
+        session holds every earlier turn and answer)."""
+        prefix = self.shared_prefix_len
+        if self.session is None:
+            return self.input.upper() + prefix
+        first = (self.session.first_input or self.input).upper()
+        more = self.session.turns.upper() - 1
+        return prefix + first + more * (self.input.upper() + self.output.upper())
 
 
 class WorkloadSpec(_Strict):
@@ -97,7 +197,10 @@ class WorkloadSpec(_Strict):
     arrival: ArrivalSpec | None = None
 
     def max_input(self) -> int:
-        return max(s.input.upper() + s.shared_prefix_len for s in self.scenarios)
+        return max(s.max_context() for s in self.scenarios)
+
+    def has_sessions(self) -> bool:
+        return any(s.is_session() for s in self.scenarios)
 
     def max_output(self) -> int:
         return max(s.output.upper() for s in self.scenarios)
@@ -113,18 +216,29 @@ class ArrivalSpec(_Strict):
     - ``gamma``: open loop, gamma gaps at ``rate``; ``burstiness`` < 1 is burstier than Poisson.
     - ``ramp``: open loop, rate rising linearly from ``rate_start`` to ``rate`` over the run.
     - ``trace``: replay ``trace`` (JSONL or CSV with ``timestamp`` and optional
-      ``input_len``, ``output_len``, ``prefix_id``), scaled by ``time_scale``.
+      ``input_len``, ``output_len``, ``prefix_id``; or a Mooncake, Azure LLM inference or
+      BurstGPT trace, see ``trace_format``), its times multiplied by ``time_scale``.
+    - ``users``: closed loop of ``users`` users; each runs one session at a time and keeps
+      its slot through the session's turns and think times (a plain workload: one request).
+    With a session workload the open-loop kinds schedule session starts.
     ``max_concurrency`` caps in-flight requests for every open-loop kind.
     """
 
-    kind: Literal["concurrency", "constant", "poisson", "gamma", "ramp", "trace"] = "concurrency"
+    kind: Literal["concurrency", "constant", "poisson", "gamma", "ramp", "trace", "users"] = (
+        "concurrency"
+    )
     rate: float | None = Field(default=None, gt=0)
     rate_start: float | None = Field(default=None, gt=0)
     concurrency: int | None = Field(default=None, ge=1)
+    users: int | None = Field(default=None, ge=1, description="kind users: users in the loop")
     max_concurrency: int | None = Field(default=None, ge=1)
     burstiness: float = Field(default=1.0, gt=0)
     trace: Path | None = None
     time_scale: float = Field(default=1.0, gt=0)
+    trace_format: Literal["auto", "infprof", "mooncake", "azure", "burstgpt"] = "auto"
+    trace_block_tokens: int = Field(
+        default=512, ge=1, description="tokens per Mooncake hash_ids block (the trace's 512)"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -137,11 +251,15 @@ class ArrivalSpec(_Strict):
             raise ValueError("kind 'ramp' needs rate_start")
         if self.kind == "trace" and self.trace is None:
             raise ValueError("kind 'trace' needs trace (a JSONL or CSV file)")
+        if self.kind == "users" and self.users is None:
+            raise ValueError("kind 'users' needs users (users in the closed loop)")
         return self
 
     def label(self) -> str:
         if self.kind == "concurrency":
             return f"concurrency={self.concurrency}"
+        if self.kind == "users":
+            return f"users={self.users}"
         if self.kind == "trace":
             return f"trace={self.trace}"
         cap = f",cap={self.max_concurrency}" if self.max_concurrency else ""
@@ -282,6 +400,14 @@ class RunSpec(_Strict):
             raise ValueError("exactly one of serve and endpoint must be set")
         if self.num_requests is None and self.duration_s is None:
             raise ValueError("set num_requests or duration_s (or both)")
+        if self.workload.has_sessions():
+            if self.workers > 1:
+                raise ValueError("a session workload runs in one load process: drop --workers")
+            if self.arrival.kind == "concurrency":
+                raise ValueError(
+                    "a session workload needs users (--users N: a user keeps its slot through "
+                    "its turns) or an open-loop session arrival (--rate)"
+                )
         return self
 
 

@@ -74,6 +74,9 @@ def summarize_run(
         summary["tokens"]["output"],
         spec.prometheus_url if spec else None,
     )
+    from profiler.analysis.turns import session_sections
+
+    summary.update(session_sections(run_path, cols, summary, samples))
     from profiler.analysis.roofline import roofline_section
 
     summary["roofline"] = roofline_section(manifest, summary, spec)

@@ -28,6 +28,7 @@ from profiler.capacity.result import (
     ScalingRow,
     TestTimeScaling,
 )
+from profiler.capacity.sessions import annotate, cache_shape
 from profiler.capacity.sizing import WorkloadShape, capacity
 from profiler.capacity.workload import resolve_shape
 from profiler.errors import SpecError
@@ -43,6 +44,7 @@ def _context(req: PlanRequest) -> PlanContext:
     shape, label = resolve_shape(
         req.workload, req.input_len, req.output_len, req.n, req.cached_prefix_len
     )
+    shape, label = cache_shape(req, shape, label)  # sessions: context growth, cache, idle KV
     names = [x.strip() for g in req.gpus for x in g.split(",") if x.strip()]
     gpus: list[GpuSpec] = []
     for name in names:
@@ -150,7 +152,7 @@ def plan(req: PlanRequest) -> PlanResult:
                 c.best_for_gpu = True
                 seen.add(c.gpu)
     scaling = test_time_scaling(req, ctx=ctx) if req.scaling else None
-    return PlanResult(
+    return annotate(req, plan, PlanResult(
         model=ctx.model.summary(),
         workload={
             "name": ctx.label,
@@ -183,7 +185,7 @@ def plan(req: PlanRequest) -> PlanResult:
         rejected=rejected,
         test_time_scaling=scaling,
         notes=ctx.notes + _notes(ctx, configs),
-    )
+    ))  # fmt: skip
 
 
 def _notes(ctx: PlanContext, configs: list[ConfigResult]) -> list[str]:

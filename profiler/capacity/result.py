@@ -36,6 +36,8 @@ class PlanRequest(_Strict):
     output_len: float | None = Field(default=None, ge=1)
     n: float | None = Field(default=None, ge=1, le=64)
     cached_prefix_len: float | None = Field(default=None, ge=0)
+    cache_hit_ratio: float | None = Field(default=None, ge=0, le=1)  # capacity/sessions.py
+    cache_hit_from: Path | None = None  # a run directory whose measured hit ratio to use
     target_rps: float | None = Field(default=None, gt=0)
     users: float | None = Field(default=None, gt=0)
     rate_per_user_per_s: float | None = Field(default=None, gt=0)
@@ -187,3 +189,4 @@ class PlanResult(_Strict):
     rejected: list[Rejected]
     test_time_scaling: TestTimeScaling | None
     notes: list[str]
+    sessions: dict[str, Any] | None = None  # session workloads (capacity/sessions.py)

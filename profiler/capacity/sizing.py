@@ -34,6 +34,7 @@ class WorkloadShape:
     output_len: float
     n: float = 1.0
     cached_prefix_len: float = 0.0
+    held_tokens_per_stream: float = 0.0  # KV of idle sessions per stream (capacity/sessions.py)
 
     @property
     def uncached_input(self) -> float:
@@ -41,8 +42,11 @@ class WorkloadShape:
 
     @property
     def resident_tokens_per_stream(self) -> float:
-        """Average KV tokens a decoding stream holds: (T_in + n O / 2) / n (prompt shared)."""
-        return (self.input_len + self.n * self.output_len / 2) / self.n
+        """Average KV tokens a decoding stream holds: (T_in + n O / 2) / n (prompt shared),
+        plus the KV that thinking sessions keep cached for it."""
+        return (
+            self.input_len + self.n * self.output_len / 2
+        ) / self.n + self.held_tokens_per_stream
 
     @property
     def decode_context(self) -> float:

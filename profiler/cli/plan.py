@@ -58,6 +58,17 @@ def parse_rate(text: str) -> float:
 )
 @click.option("--n", type=click.IntRange(1, 64), help="Parallel samples per prompt.")
 @click.option("--cached-prefix-len", type=float, help="Prompt tokens served from the prefix cache.")
+@click.option(
+    "--cache-hit-ratio",
+    type=click.FloatRange(0, 1),
+    help="Assumed prefix-cache hit ratio (cached share of prompt tokens); a session workload "
+    "defaults to every earlier turn cached.",
+)
+@click.option(
+    "--cache-hit-from",
+    type=click.Path(path_type=Path),
+    help="Run directory whose measured prefix-cache hit ratio (summary.json) to plan with.",
+)
 @click.option("--target-rps", type=float, help="Target load in requests/s.")
 @click.option("--users", type=float, help="Number of users (with --rate-per-user).")
 @click.option("--rate-per-user", help="Requests per user: 10/day, 2/h, 0.5/min, 0.01/s.")
@@ -139,6 +150,8 @@ def command(**kw: Any) -> None:
             output_len=kw["output_len"],
             n=kw["n"],
             cached_prefix_len=kw["cached_prefix_len"],
+            cache_hit_ratio=kw["cache_hit_ratio"],
+            cache_hit_from=kw["cache_hit_from"],
             target_rps=kw["target_rps"],
             users=kw["users"],
             rate_per_user_per_s=parse_rate(kw["rate_per_user"]) if kw["rate_per_user"] else None,

@@ -67,6 +67,43 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
     help="Cap on in-flight requests for open loops.",
 )
 @click.option("--trace", type=click.Path(path_type=Path), help="Trace file (JSONL/CSV) to replay.")
+@click.option(
+    "--trace-format",
+    type=click.Choice(["auto", "infprof", "mooncake", "azure", "burstgpt"]),
+    help="Trace format when auto-detection (CSV header, first JSONL object) cannot tell.",
+)
+@click.option(
+    "--trace-speedup",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay the trace this many times faster (2: half the gaps).",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    help="Sessions: closed loop of N users, each keeping its slot through its session's turns "
+    "and think times.",
+)
+@click.option(
+    "--dataset",
+    type=click.Path(path_type=Path),
+    help="Prompts from a local file: ShareGPT JSON, OpenAI chat JSONL, or JSONL/CSV/Parquet "
+    "with a prompt column (tokenized with --tokenizer).",
+)
+@click.option(
+    "--dataset-format",
+    type=click.Choice(["auto", "sharegpt", "openai-chat", "jsonl", "csv", "parquet"]),
+    help="Dataset format (default: from the suffix and the first record).",
+)
+@click.option(
+    "--dataset-mode",
+    type=click.Choice(["first-turn", "sessions"]),
+    help="Conversations: first user turn only (default), or whole conversations as sessions.",
+)
+@click.option("--prompt-column", help="Dataset column holding the prompt (default: prompt).")
+@click.option(
+    "--output-len-column",
+    help="Dataset column holding output lengths in tokens (default: output_len if present).",
+)
 @click.option("--num-requests", type=click.IntRange(min=1), help="Requests to send.")
 @click.option(
     "--duration",

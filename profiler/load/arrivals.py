@@ -27,6 +27,10 @@ class TraceRow:
     input_len: int | None = None
     output_len: int | None = None
     prefix_id: str | None = None
+    # Mooncake: the prompt's blocks of ``block_tokens`` tokens, by hash id (shared ids are
+    # shared prefixes)
+    hash_ids: tuple[int, ...] | None = None
+    block_tokens: int = 512
 
 
 @dataclass
@@ -68,9 +72,11 @@ def schedule(spec: ArrivalSpec, num_requests: int | None, duration_s: float | No
     """
     if spec.kind == "concurrency":
         return Schedule("concurrency", None, spec.concurrency, None, None)
+    if spec.kind == "users":  # closed loop: a user is a slot kept through a whole session
+        return Schedule("users", None, spec.users, None, None)
     if spec.kind == "trace":
         assert spec.trace is not None
-        rows = read_trace(spec.trace)
+        rows = read_trace(spec.trace, spec.trace_format, spec.trace_block_tokens)
         offsets = np.array([r.timestamp_s for r in rows], dtype=np.float64) * spec.time_scale
         offsets, rows = _limit(offsets, rows, num_requests, duration_s)
         return Schedule("trace", offsets, None, spec.max_concurrency, None, trace_rows=rows)
@@ -162,20 +168,29 @@ def _limit(
     return offsets[:keep], rows[:keep]
 
 
-def read_trace(path: Path) -> list[TraceRow]:
-    """A JSONL or CSV trace: ``timestamp`` (seconds; absolute or relative, shifted to start at
-    0), optional ``input_len``, ``output_len``, ``prefix_id``. Rows are sorted by time."""
+def read_trace(path: Path, fmt: str = "auto", block_tokens: int = 512) -> list[TraceRow]:
+    """A trace, shifted to start at 0 and sorted by time. infprof's own format: JSONL or CSV
+    with ``timestamp`` (seconds; absolute or relative), optional ``input_len``, ``output_len``,
+    ``prefix_id``. ``fmt`` ``auto`` recognises Mooncake, Azure LLM inference and BurstGPT
+    traces too (``profiler.load.traces``)."""
     if not path.exists():
         raise SpecError(f"trace file {path} does not exist", "pass an existing JSONL or CSV file")
     rows: list[TraceRow] = []
     try:
-        if path.suffix.lower() == ".csv":
+        from profiler.load import traces
+
+        if fmt == "auto":
+            fmt = traces.detect(path)
+        if fmt != "infprof":
+            rows = traces.read_foreign(path, fmt, block_tokens)
+        elif path.suffix.lower() == ".csv":
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
                 if "timestamp" not in (reader.fieldnames or []):
                     raise SpecError(
                         f"{path}:1: no 'timestamp' column (found: {', '.join(reader.fieldnames or []) or 'nothing'})",
-                        "the header needs timestamp and optionally input_len, output_len, prefix_id",
+                        "the header needs timestamp and optionally input_len, output_len, "
+                        "prefix_id (an Azure or BurstGPT trace: --trace-format azure|burstgpt)",
                     )
                 for line_no, d in enumerate(reader, start=2):
                     rows.append(_row(d, path, line_no))
@@ -201,7 +216,12 @@ def read_trace(path: Path) -> list[TraceRow]:
         raise SpecError(f"trace {path} has no rows", "add rows with a timestamp field")
     rows.sort(key=lambda r: r.timestamp_s)
     t0 = rows[0].timestamp_s
-    return [TraceRow(r.timestamp_s - t0, r.input_len, r.output_len, r.prefix_id) for r in rows]
+    return [
+        TraceRow(
+            r.timestamp_s - t0, r.input_len, r.output_len, r.prefix_id, r.hash_ids, r.block_tokens
+        )
+        for r in rows
+    ]
 
 
 def _row(d: dict[str, object], path: Path, line_no: int) -> TraceRow:

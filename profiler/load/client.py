@@ -60,6 +60,24 @@ class ClientOptions:
     tokenizer: str | None = None  # tokenizer.json (or its directory): counts chunks without usage
 
 
+class Answer:
+    """The answer a session turn keeps for the next turn's history: the streamed text of the
+    first choice (content, not reasoning) and, when asked for (``want_ids``: vLLM's
+    ``return_token_ids``) and sent, its token ids. Only session requests carry one; a plain
+    request costs one ``is None`` test per event."""
+
+    __slots__ = ("parts", "ids", "want_ids")
+
+    def __init__(self, want_ids: bool = False) -> None:
+        self.parts: list[str] = []
+        self.ids: list[int] | None = [] if want_ids else None
+        self.want_ids = want_ids
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
 def build_payload(req: Any, opts: ClientOptions) -> tuple[str, dict[str, Any]]:
     """(path, JSON body) of one streaming request."""
     body: dict[str, Any] = {
@@ -98,10 +116,17 @@ class StreamState:
         "finish_seen",
         "malformed",
         "count_tokens",
+        "answer",
     )
 
-    def __init__(self, rec: RequestRecord, count_tokens: TokenCounter | None = None) -> None:
+    def __init__(
+        self,
+        rec: RequestRecord,
+        count_tokens: TokenCounter | None = None,
+        answer: Answer | None = None,
+    ) -> None:
         self.rec = rec
+        self.answer = answer
         self.buf = b""
         self.done = False
         # output tokens the per-event usage accounts for so far (all choices)
@@ -172,6 +197,9 @@ class StreamState:
                 if not choices:
                     # the final usage-only event: the total over all choices
                     self._final_usage(ct)
+                    details = usage.get("prompt_tokens_details")
+                    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+                        rec.cached_tokens = details["cached_tokens"]
                 elif per_choice is None:  # n == 1: the count is the stream's own
                     delta_tokens = ct - self.usage_tokens
                     self.usage_tokens = ct
@@ -222,6 +250,8 @@ class StreamState:
                     texts.append(text)
             if choice < 0 and (text or reasoning):
                 choice = idx if isinstance(idx, int) else 0
+            if self.answer is not None and not idx:  # a session turn keeps its answer
+                self._keep(ch, text)
         if not has_content:
             if delta_tokens <= 0:
                 return
@@ -244,6 +274,15 @@ class StreamState:
             tokens = self.count_tokens("".join(texts)) or 1
         rec.chunk_tokens.append(tokens)
         rec.tokens_estimated = True
+
+    def _keep(self, ch: dict[str, Any], text: Any) -> None:
+        answer = self.answer
+        assert answer is not None
+        if text and isinstance(text, str):
+            answer.parts.append(text)
+        ids = ch.get("token_ids")
+        if answer.ids is not None and isinstance(ids, list):
+            answer.ids.extend(ids)
 
     def _final_usage(self, total: int) -> None:
         """The usage-only event at the end: the server's total over all choices. Per-event
@@ -313,10 +352,14 @@ class StreamingClient:
         workload: str,
         intended_start_s: float,
         on_send: Callable[[], None] | None = None,
+        answer: Answer | None = None,
     ) -> RequestRecord:
+        """One request; ``answer`` (session turns only) receives the streamed answer."""
         pool = self._pool
         assert pool is not None, "use the client as an async context manager"
         path, body = build_payload(req, self.opts)
+        if answer is not None and answer.want_ids and self.opts.vllm_extras:
+            body["return_token_ids"] = True  # vLLM: each chunk's token ids (exact history)
         rec = RequestRecord(
             id=req.id,
             workload=workload,
@@ -327,7 +370,7 @@ class StreamingClient:
         )
         clock = self.clock
         data = to_json(body)
-        state = StreamState(rec, self._count_tokens)
+        state = StreamState(rec, self._count_tokens, answer)
         rec.send_s = clock.now()
         if on_send is not None:
             on_send()

@@ -62,6 +62,10 @@ class LoadPlan:
     max_concurrency: int | None = None
     target_rate: Callable[[float], float | None] | None = None
     start_s: float | None = None  # origin of offsets_s on the run clock (default: now)
+    # sessions (profiler.load.session_loop): the requests are SessionPlans; ``concurrency``
+    # is then the number of users, ``offsets_s`` the session starts
+    sessions: bool = False
+    answer_encoder: Callable[[list[str]], list[list[int]]] | None = None
 
 
 @dataclass
@@ -152,6 +156,7 @@ class Driver:
         # lags, dispatch lags, cpu, wall, run-queue wait at the previous health_now()
         self._snap: tuple[int, int, float, float, float | None] | None = None
         self._loop_tid: int | None = None
+        self._next_id = 0
 
     # ------------------------------------------------------------------ control
     def abort(self, ended: str, reason: str, outcome: str = "cancelled") -> None:
@@ -186,9 +191,13 @@ class Driver:
         if self.on_progress is not None:
             monitors.append(asyncio.create_task(self._progress_loop()))
         deadline = self._start_s + plan.duration_s if plan.duration_s else None
-        limited = _take(requests, plan.num_requests)
+        limited = requests if plan.sessions else _take(requests, plan.num_requests)
         try:
-            if plan.offsets_s is None:
+            if plan.sessions:
+                from profiler.load.session_loop import run_sessions
+
+                await run_sessions(self, limited, plan, deadline)
+            elif plan.offsets_s is None:
                 await self._closed_loop(limited, plan, deadline)
             else:
                 await self._open_loop(limited, plan, deadline)
@@ -279,14 +288,29 @@ class Driver:
         return task
 
     async def _one(
-        self, req: Any, workload: str, intended: float, queue_wait_s: float | None
+        self,
+        req: Any,
+        workload: str,
+        intended: float,
+        queue_wait_s: float | None,
+        turn: tuple[int, int, Any] | None = None,
     ) -> RequestRecord:
         # counted here, not at spawn: a task cancelled before it ever ran (an abort right after
         # dispatch) sent nothing and leaves no record, so "sent" always equals the records
         self._sent += 1
-        rec = await self.client.send(
-            req, workload=workload, intended_start_s=intended, on_send=self.on_send
-        )
+        if turn is None:
+            rec = await self.client.send(
+                req, workload=workload, intended_start_s=intended, on_send=self.on_send
+            )
+        else:  # a session's turn: (session id, turn index, Answer or None)
+            rec = await self.client.send(
+                req,
+                workload=workload,
+                intended_start_s=intended,
+                on_send=self.on_send,
+                answer=turn[2],
+            )
+            rec.session_id, rec.turn = turn[0], turn[1]
         rec.queue_wait_s = queue_wait_s
         if rec.outcome == "cancelled" and self._abort_outcome != "cancelled":
             rec.outcome = self._abort_outcome  # type: ignore[assignment]
@@ -298,6 +322,48 @@ class Driver:
         except StorageError as e:  # disk full: stop, keeping what is on disk intact
             self.abort("storage_error", e.one_line())
         return rec
+
+    # ------------------------------------------------------------------ sessions
+    def next_id(self) -> int:
+        """The next request id of a session load (ids follow the order of sending)."""
+        rid = self._next_id
+        self._next_id += 1
+        return rid
+
+    async def send_turn(
+        self,
+        req: Any,
+        workload: str,
+        intended: float,
+        queue_wait_s: float | None,
+        session_id: int,
+        turn: int,
+        answer: Any,
+    ) -> RequestRecord | None:
+        """Send one turn of a session and wait for its record (None: aborted before sending)."""
+        task = asyncio.create_task(
+            self._one(req, workload, intended, queue_wait_s, (session_id, turn, answer))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.wait([task])
+        return None if task.cancelled() else task.result()
+
+    async def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a user's think time); True when the load is stopping instead."""
+        if self._stop is None or self._stop.is_set():
+            return True
+        if seconds <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    def dispatched_late(self, lag_s: float) -> None:
+        """A session start's lateness on an open-loop schedule (judged by client health)."""
+        self._dispatch_lags.append(lag_s)
 
     def _account(self, rec: RequestRecord) -> None:
         self._done += 1

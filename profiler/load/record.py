@@ -7,6 +7,14 @@ from typing import Any, Literal
 
 Outcome = Literal["ok", "error", "timeout", "cancelled"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "error", "timeout", "cancelled")
+# Turn indices grouped for per-turn figures and the Prometheus ``turn`` label (bounded
+# cardinality): the first turn (no history), early turns, and late turns (long contexts).
+TURN_BUCKETS: tuple[str, ...] = ("1", "2-4", "5+")
+
+
+def turn_bucket(turn: int) -> str:
+    """The ``TURN_BUCKETS`` entry of a 1-based turn index."""
+    return "1" if turn <= 1 else "2-4" if turn <= 4 else "5+"
 
 
 @dataclass(slots=True)
@@ -39,6 +47,13 @@ class RequestRecord:
     # scheduler's dispatch and the send); None where the load has no cap (closed loop, or an
     # open loop without --concurrency)
     queue_wait_s: float | None = None
+    # Sessions: the session's id and this request's turn in it (1 = the first); None for
+    # requests that are not turns of a session
+    session_id: int | None = None
+    turn: int | None = None
+    # Prompt tokens the server served from its prefix cache (usage.prompt_tokens_details
+    # .cached_tokens: vLLM reports it with --enable-prompt-tokens-details); None: not reported
+    cached_tokens: int | None = None
     # Arrival time and token count of every content chunk (all samples when n > 1).
     chunk_times_s: list[float] = field(default_factory=list, repr=False)
     chunk_tokens: list[int] = field(default_factory=list, repr=False)

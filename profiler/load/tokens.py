@@ -63,3 +63,30 @@ def model_tokenizer(model: str) -> str | None:
         return str(p) if (p / TOKENIZER_FILE).is_file() else None
     except OSError:
         return None
+
+
+TokenEncoder = Callable[[list[str]], list[list[int]]]
+
+
+def load_encoder(path: str | Path, *, option: str = "tokenizer") -> TokenEncoder:
+    """``encode(texts) -> token ids of each`` with the tokenizer at ``path`` (special tokens not
+    added; batched, so the tokenizers library encodes on all cores). ``SpecError`` as
+    :func:`load_counter`."""
+    file = tokenizer_file(path, option=option)
+    try:
+        return _load_encoder(str(file.resolve()))
+    except Exception as e:  # tokenizers raises plain Exception
+        why = " ".join(str(e).split())[:200]
+        raise SpecError(f"{option} '{path}': cannot load {file} ({why})", _FIX) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_encoder(file: str) -> TokenEncoder:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(file)
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+    return encode

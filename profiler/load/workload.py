@@ -6,7 +6,11 @@ chat mode (``/v1/chat/completions``) sends words; each word is about one token f
 tokenizers, so its lengths are approximate (the record keeps the server's own counts).
 
 A scenario's ``input`` is the prompt after its shared prefix (``input_len`` of a request
-counts both); a trace row's ``input_len`` is the whole prompt. Every random choice comes from
+counts both); a trace row's ``input_len`` is the whole prompt. A trace row with ``hash_ids``
+(Mooncake) builds its prompt from blocks of ``block_tokens`` ids, one block per hash id and
+the same ids for the same hash id, so requests sharing leading hash ids share a prompt prefix
+(the trace's cache reuse). A scenario with a ``dataset`` sends the dataset's prompts
+(``profiler.load.datasets``). Every random choice comes from
 generators seeded by ``(seed, scenario index, purpose)``, drawn in blocks, so a million
 requests cost seconds and the same seed gives the same requests in every process.
 """
@@ -27,6 +31,7 @@ from profiler.spec import LengthDist, Scenario, WorkloadSpec, load_yaml_model
 
 BLOCK = 4096
 MAX_CACHED_PREFIXES = 1024
+MAX_CACHED_BLOCKS = 8192  # Mooncake hash-id blocks kept (512 ids each: about 40 MB at most)
 PACKAGED = Path(__file__).resolve().parents[1] / "data" / "workloads"
 
 
@@ -95,7 +100,13 @@ class _ScenarioStream:
         self._pre: list[int] = []
         self._i = 0
         self._prefixes: dict[str, list[int]] = {}
+        self._blocks: dict[int, list[int]] = {}
         self.temperature = sc.temperature if sc.n == 1 else max(sc.temperature, 1.0)
+        self.dataset = None
+        if sc.dataset is not None:
+            from profiler.load.datasets import DatasetStream
+
+            self.dataset = DatasetStream(sc.dataset, seed, index)
 
     def _refill(self) -> None:
         sc = self.sc
@@ -114,12 +125,70 @@ class _ScenarioStream:
             self._prefixes[prefix_id] = ids
         return ids
 
+    def _hashed(self, hash_ids: tuple[int, ...], length: int, block: int) -> list[int]:
+        """A prompt of ``length`` ids made of one block per hash id (cut or padded)."""
+        out: list[int] = []
+        for h in hash_ids:
+            if len(out) >= length:
+                break
+            ids = self._blocks.get(h)
+            if ids is None:
+                if len(self._blocks) >= MAX_CACHED_BLOCKS:
+                    self._blocks.clear()
+                ids = make_prefix_ids(self.seed, f"block-{h}", block, *self.vocab)
+                self._blocks[h] = ids
+            out.extend(ids)
+        if len(out) < length:
+            out.extend(self.ids.take(length - len(out)))
+        return out[:length]
+
+    def _from_dataset(self, rid: int, out_len: int, row: TraceRow | None) -> RequestSpec:
+        sc = self.sc
+        assert self.dataset is not None
+        entry = self.dataset.next()
+        turn = entry.turns[0]
+        if turn.output_len is not None:
+            out_len = turn.output_len
+        if row is not None and row.output_len:
+            out_len = row.output_len
+        min_tokens = out_len if sc.ignore_eos else None
+        system = entry.system_ids or []
+        if sc.api == "chat":
+            messages = [{"role": "user", "content": turn.user_text}]
+            if entry.system_text:
+                messages.insert(0, {"role": "system", "content": entry.system_text})
+            return RequestSpec(
+                rid, sc.name, "chat", len(system) + len(turn.user_ids), out_len, sc.n,
+                sc.ignore_eos, min_tokens, self.temperature, None, None, messages, None,
+            )  # fmt: skip
+        ids = system + turn.user_ids
+        return RequestSpec(
+            rid, sc.name, "completions", len(ids), out_len, sc.n, sc.ignore_eos,
+            min_tokens, self.temperature, ids, None, None, None,
+        )  # fmt: skip
+
     def build(self, rid: int, row: TraceRow | None) -> RequestSpec:
         if self._i >= len(self._in):
             self._refill()
         sc, i = self.sc, self._i
         self._i += 1
         in_len, out_len = self._in[i], self._out[i]
+        if self.dataset is not None:
+            return self._from_dataset(rid, out_len, row)
+        if row is not None and row.hash_ids is not None and row.input_len:
+            out_len = row.output_len or out_len
+            ids = self._hashed(row.hash_ids, row.input_len, row.block_tokens)
+            min_tokens = out_len if sc.ignore_eos else None
+            if sc.api == "chat":
+                messages = [{"role": "user", "content": ids_to_words(ids)}]
+                return RequestSpec(
+                    rid, sc.name, "chat", len(ids), out_len, sc.n, sc.ignore_eos, min_tokens,
+                    self.temperature, None, None, messages, None,
+                )  # fmt: skip
+            return RequestSpec(
+                rid, sc.name, "completions", len(ids), out_len, sc.n, sc.ignore_eos,
+                min_tokens, self.temperature, ids, None, None, None,
+            )  # fmt: skip
         prefix_id = f"{sc.name}-{self._pre[i]}" if sc.shared_prefix_len else None
         whole_len: int | None = None
         if row is not None:

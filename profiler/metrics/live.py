@@ -48,6 +48,7 @@ class LiveExport:
             model=model,
             hostname=labels["hostname"],
             slo=spec.slo,
+            sessions=spec.workload.has_sessions(),
         )
 
         def latest() -> dict[Any, Any]:

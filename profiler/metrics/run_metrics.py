@@ -18,9 +18,9 @@ import threading
 from collections.abc import Mapping
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from profiler.load.record import OUTCOMES, RequestRecord
+from profiler.load.record import OUTCOMES, TURN_BUCKETS, RequestRecord, turn_bucket
 from profiler.metrics.histogram import BatchHistogram
 
 # Seconds, from a millisecond to ten minutes: TTFT under load and E2E of long generations.
@@ -86,6 +86,7 @@ class RunMetrics:
         model: str,
         hostname: str,
         slo: Slo | None = None,
+        sessions: bool = False,
     ) -> None:
         values = {"run_id": run_id, "workload": workload, "model": model, "hostname": hostname}
         self.labels: Mapping[str, str] = values
@@ -191,6 +192,25 @@ class RunMetrics:
             (*names, "objective"),
             registry=r,
         )
+        # sessions: latency by turn, the ``turn`` label one of TURN_BUCKETS (1, 2-4, 5+), so
+        # the series stay few however long the sessions; observed once per request
+        self._turns: dict[str, list[Histogram]] | None = None
+        if sessions:
+            fams = [
+                Histogram(
+                    f"infprof_turn_{kind}_seconds",
+                    f"{what} of successful session turns by turn index (1, 2-4, 5+).",
+                    (*names, "turn"),
+                    buckets=buckets,
+                    registry=r,
+                )
+                for kind, what, buckets in (
+                    ("ttft", "Time to first token", LATENCY_BUCKETS_S),
+                    ("tpot", "Time per output token", TOKEN_LATENCY_BUCKETS_S),
+                    ("e2e", "End-to-end latency", LATENCY_BUCKETS_S),
+                )
+            ]
+            self._turns = {b: [f.labels(**values, turn=b) for f in fams] for b in TURN_BUCKETS}
         if self._slo is not None:
             for kind in ("ttft", "tpot", "e2e"):
                 v = getattr(self._slo, f"{kind}_s")
@@ -234,6 +254,10 @@ class RunMetrics:
         if e2e is not None:
             self._e2e.observe(e2e)
         self._itl.observe_many(rec.itl_shares())
+        if self._turns is not None and rec.turn is not None:
+            for h, v in zip(self._turns[turn_bucket(rec.turn)], (ttft, tpot, e2e), strict=True):
+                if v is not None:
+                    h.observe(v)
         if rec.output_tokens:
             self._out_tok.inc(rec.output_tokens)
         if rec.prompt_tokens:

@@ -9,6 +9,7 @@ from typing import Any
 
 from profiler.report.doc import Figure, Note, Section, Table, Text
 from profiler.report.plotting import color, legend, new_figure, title, to_png
+from profiler.report.session_section import plan_sessions_table
 
 TOP_N = 15
 
@@ -66,6 +67,9 @@ def plan_sections(plan: dict[str, Any], origin: str) -> list[Section]:
             "(column 'source')."
         )
     )
+    sessions = plan_sessions_table(plan)  # session workloads: what the prefix cache changes
+    if sessions is not None:
+        sec.add(sessions)
     configs = plan.get("configurations") or []
     rows = []
     for c in configs[:TOP_N]:

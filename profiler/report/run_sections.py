@@ -10,6 +10,7 @@ from profiler.report.data import RunData
 from profiler.report.doc import Code, Note, Section, Table
 from profiler.report.fmt import dig, gb, gib, ms, num, pct, pretty_json, slo_text
 from profiler.report.node_section import node_section
+from profiler.report.session_section import session_section
 
 LATENCY_ROWS = (
     ("ttft_s", "TTFT"),
@@ -26,6 +27,8 @@ def _arrival(spec: dict[str, Any]) -> str:
     kind = a.get("kind")
     if kind == "concurrency":
         return f"closed loop, {a.get('concurrency')} in flight"
+    if kind == "users":
+        return f"closed loop, {a.get('users')} users (sessions)"
     if kind in ("constant", "poisson", "gamma", "ramp"):
         cap = f", at most {a['max_concurrency']} in flight" if a.get("max_concurrency") else ""
         return f"{kind} arrivals at {a.get('rate')} req/s{cap}"
@@ -289,6 +292,9 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         if fig:
             sv.add(fig)
     out.append(sv)
+    sessions = session_section(run, prefix)  # session turns, prefix-cache timeline
+    if sessions:
+        out.append(sessions)
     out.append(roofline_section(run, prefix))
     out.append(inputs_section(run, prefix))
     return out

@@ -344,6 +344,9 @@ REQUEST_SCHEMA = pa.schema(
         ("e2e_s", pa.float64()),
         ("dispatch_lag_s", pa.float64()),
         ("queue_wait_s", pa.float64()),
+        ("session_id", pa.int64()),
+        ("turn", pa.int64()),
+        ("cached_tokens", pa.int64()),
     ]
 )
 

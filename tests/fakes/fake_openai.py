@@ -27,6 +27,11 @@ Streams exactly ``max_tokens`` tokens per choice (each token is the word `` tok`
   429 beyond it (streams in flight).
   ``config`` is read per request, so a test may change ``server.config.mode`` between calls.
 - ``/health``, ``/v1/models`` and a small vLLM-like ``/metrics`` reflecting the counters.
+- ``return_token_ids`` (vLLM): every chunk's choice carries the ids of its tokens (each token
+  `` tok`` is id ``TOKEN_ID``). A prefix cache of ``CACHE_BLOCK``-token blocks (prompt ids, or
+  the words of chat messages) counts ``prefix_cache_queries``/``hits`` as vLLM does (tokens);
+  ``prefix_caching=False`` turns it off, ``prompt_tokens_details`` reports each request's
+  ``cached_tokens`` in its final usage. ``keep_bodies`` keeps every request body.
 
 Events are assembled from prebuilt byte templates, so one stream costs little CPU (the
 benchmarks drive 256 concurrent streams). With ``ttft_ms = itl_ms = 0`` every chunk still
@@ -55,6 +60,9 @@ from aiohttp import web
 MODES = ("ok", "http_500", "http_400", "drop_mid_stream", "malformed", "no_done", "hang")
 ERROR_MODES = ("http_500", "drop_mid_stream")
 TOKEN = b" tok"
+TOKEN_ID = 7
+CACHE_BLOCK = 16
+MAX_CACHED_BLOCKS = 100_000
 # vLLM sends its system_fingerprint on the final usage event (or, without include_usage, on
 # every finishing event)
 FINGERPRINT = b',"system_fingerprint":"fake-0"'
@@ -75,6 +83,9 @@ class FakeConfig:
     max_concurrency: int | None = None
     seed: int = 0
     api_key: str | None = None
+    prefix_caching: bool = True
+    prompt_tokens_details: bool = False
+    keep_bodies: bool = False
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -89,6 +100,9 @@ class Counters:
     generation_tokens: int = 0
     last_body: dict[str, Any] | None = None
     statuses: dict[int, int] = field(default_factory=dict)
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakeOpenAIServer:
@@ -97,7 +111,8 @@ class FakeOpenAIServer:
         self.counters = Counters()
         self._rng = random.Random(self.config.seed)
         self._runner: web.AppRunner | None = None
-        self._mids: dict[tuple[bytes, int, bool], bytes] = {}
+        self._mids: dict[tuple[bytes, int, bool, bool], bytes] = {}
+        self._blocks: set[int] = set()
         self.port: int | None = None
 
     @property
@@ -152,6 +167,8 @@ class FakeOpenAIServer:
             ("prompt_tokens_total", "counter", c.prompt_tokens),
             ("generation_tokens_total", "counter", c.generation_tokens),
             ("request_success_total", "counter", c.requests - c.errors - c.rejected),
+            ("prefix_cache_queries_total", "counter", c.prefix_cache_queries),
+            ("prefix_cache_hits_total", "counter", c.prefix_cache_hits),
         ]
         text = "".join(
             f"# HELP vllm:{name} fake\n# TYPE vllm:{name} {kind}\nvllm:{name}{lab} {value}\n"
@@ -171,6 +188,8 @@ class FakeOpenAIServer:
             return self._fail(400, "body is not a JSON object")
         c.requests += 1
         c.last_body = body
+        if cfg.keep_bodies:
+            c.bodies.append(body)
         if cfg.max_concurrency is not None and c.running >= cfg.max_concurrency:
             c.rejected += 1
             return self._fail(429, "too many requests", count=False)
@@ -190,6 +209,7 @@ class FakeOpenAIServer:
             return self._fail(400, "max_tokens must be >= 1 and n in 1..128")
         prompt_tokens = _count_prompt(body.get("messages") if chat else body.get("prompt"))
         c.prompt_tokens += prompt_tokens
+        cached = self._cache(body.get("messages") if chat else body.get("prompt"))
         c.statuses[200] = c.statuses.get(200, 0) + 1
         if not body.get("stream"):
             if mode == "hang":
@@ -211,12 +231,40 @@ class FakeOpenAIServer:
                 n,
                 cfg.usage and bool(opts.get("include_usage")),
                 cfg.usage and bool(opts.get("continuous_usage_stats")),
+                bool(body.get("return_token_ids")),
+                cached if cfg.prompt_tokens_details else None,
             )
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             c.running -= 1
         return resp
+
+    def _cache(self, prompt: Any) -> int:
+        """Prefix-cache lookup of a prompt as vLLM counts it: every prompt token is queried, the
+        leading full blocks already seen are hits; the prompt's blocks are then cached."""
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
+            tokens: list[Any] = " ".join(str(m.get("content", "")) for m in prompt).split()
+        elif isinstance(prompt, list):
+            tokens = prompt
+        else:
+            tokens = str(prompt or "").split()
+        c = self.counters
+        c.prefix_cache_queries += len(tokens)
+        if not self.config.prefix_caching:
+            return 0
+        h, hits, missed = 0, 0, False
+        for start in range(0, len(tokens) - CACHE_BLOCK + 1, CACHE_BLOCK):
+            h = hash((h, tuple(tokens[start : start + CACHE_BLOCK])))
+            if not missed and h in self._blocks:
+                hits += CACHE_BLOCK
+            else:
+                missed = True
+                if len(self._blocks) >= MAX_CACHED_BLOCKS:  # bounded, like a real cache
+                    self._blocks.clear()
+                self._blocks.add(h)
+        c.prefix_cache_hits += hits
+        return hits
 
     def _fail(self, status: int, message: str, count: bool = True) -> web.Response:
         if count:
@@ -252,24 +300,27 @@ class FakeOpenAIServer:
             }
         )
 
-    def _mid(self, kind: bytes, step: int, last: bool) -> bytes:
+    def _mid(self, kind: bytes, step: int, last: bool, ids: bool = False) -> bytes:
         """The bytes of one choice after its index, as vLLM dumps them: ``kind`` is b"text",
-        b"content" or the reasoning field; cached, so a stream only concatenates."""
-        key = (kind, step, last)
+        b"content" or the reasoning field; ``ids``: the tokens' ids (``return_token_ids``);
+        cached, so a stream only concatenates."""
+        key = (kind, step, last, ids)
         mid = self._mids.get(key)
         if mid is None:
             finish = b'"length"' if last else b"null"
             words = TOKEN * step
+            token_ids = json.dumps([TOKEN_ID] * step).encode() if ids else b"null"
             if kind == b"text":
                 mid = (
                     b',"text":"' + words + b'","logprobs":null,"finish_reason":' + finish
-                    + b',"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+                    + b',"stop_reason":null,"prompt_token_ids":null,"token_ids":' + token_ids
+                    + b"}]"
                 )  # fmt: skip
             else:  # chat: stop_reason only on the finishing event
                 mid = (
                     b',"delta":{"' + kind + b'":"' + words + b'"},"logprobs":null'
                     + b',"finish_reason":' + finish + (b',"stop_reason":null' if last else b"")
-                    + b',"token_ids":null}]'
+                    + b',"token_ids":' + token_ids + b"}]"
                 )  # fmt: skip
             self._mids[key] = mid
         return mid
@@ -284,6 +335,8 @@ class FakeOpenAIServer:
         n: int,
         include_usage: bool,
         continuous: bool,
+        token_ids: bool = False,
+        cached: int | None = None,
     ) -> None:
         cfg, c = self.config, self.counters
         loop = asyncio.get_running_loop()
@@ -326,7 +379,7 @@ class FakeOpenAIServer:
                 step, kind = min(k, max_tokens - emitted), (b"content" if chat else b"text")
             emitted += step
             last = emitted >= max_tokens
-            mid = self._mid(kind, step, last)
+            mid = self._mid(kind, step, last, token_ids)
             # continuous usage: the running count of each event's own choice (vLLM)
             tail = usage_fmt % (prompt_tokens + emitted, emitted) + end if continuous else end
             if last and not include_usage:  # vLLM stamps the finishing events instead
@@ -345,8 +398,11 @@ class FakeOpenAIServer:
         if include_usage:
             # prompt once, completion tokens of all choices (vLLM drops null fields here)
             total = n * max_tokens
-            final = b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}'
+            final = b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d'
             final %= (prompt_tokens, prompt_tokens + total, total)
+            if cached is not None:
+                final += b',"prompt_tokens_details":{"cached_tokens":%d}' % cached
+            final += b"}"
             await resp.write(head + b"]" + final + FINGERPRINT + end)
         if mode != "no_done":
             await resp.write(b"data: [DONE]\n\n")

@@ -25,7 +25,7 @@ YAML_CASES = {
         "name: w\nscenarios:\n  - name: a\n    inptu: {kind: fixed, value: 8}\n",
         [
             r"unknown-field\.yaml: line 4 field 'scenarios\.0\.inptu': Extra inputs are not permitted",
-            r"allowed fields: api, ignore_eos, input, n, name, ",
+            r"allowed fields: api, dataset, ignore_eos, input, n, name, ",
         ],
     ),
     "out-of-range": (
@@ -42,7 +42,7 @@ YAML_CASES = {
     ),
     "bad-kind": (
         "name: w\narrival: {kind: burst, rate: 2}\nscenarios:\n  - name: a\n",
-        [r"field 'arrival\.kind': Input should be 'concurrency', 'constant', 'poisson', 'gamma', 'ramp' or 'trace'"],
+        [r"field 'arrival\.kind': Input should be 'concurrency', 'constant', 'poisson', 'gamma', 'ramp', 'trace' or 'users'"],
     ),
     "missing-rate": (
         "name: w\narrival:\n  kind: poisson\nscenarios:\n  - name: a\n",

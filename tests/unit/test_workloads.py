@@ -40,6 +40,7 @@ SHIPPED = [
     "shared-prefix",
     "mix",
 ]
+SESSION_WORKLOADS = ["multi-turn", "agentic"]
 
 
 def take(wl: WorkloadSpec, count: int, **kw: object) -> list[RequestSpec]:
@@ -47,7 +48,31 @@ def take(wl: WorkloadSpec, count: int, **kw: object) -> list[RequestSpec]:
 
 
 def test_every_shipped_workload_is_listed() -> None:
-    assert sorted(available_workloads()) == sorted(SHIPPED)
+    assert sorted(available_workloads()) == sorted(SHIPPED + SESSION_WORKLOADS)
+
+
+@pytest.mark.parametrize("name", SESSION_WORKLOADS)
+def test_shipped_session_workloads_generate_sessions(name: str) -> None:
+    from profiler.load.sessions import iter_sessions
+
+    wl = workload_from_name_or_path(name)
+    assert wl.name == name and wl.has_sessions()
+    assert wl.arrival is not None and wl.arrival.kind == "users"
+    sessions = list(itertools.islice(iter_sessions(wl, seed=0), 50))
+    sc = wl.scenarios[0]
+    assert sc.session is not None
+    for s in sessions:
+        assert sc.session.turns.min <= len(s.turns) <= sc.session.turns.upper()
+        for t in s.turns:
+            assert sc.output.min <= t.output_len <= sc.output.upper()
+            assert t.think_s >= 0
+    if name == "multi-turn":  # chat, 2-10 turns
+        assert sc.api == "chat" and (sc.session.turns.min, sc.session.turns.max) == (2, 10)
+    else:  # a long shared context, 10-50 short turns, short outputs
+        assert sc.shared_prefix_len >= 1024
+        assert (sc.session.turns.min, sc.session.turns.max) == (10, 50)
+        assert sc.output.upper() <= 64
+        assert sessions[0].system_ids is not None
 
 
 def test_repo_and_packaged_copies_are_identical() -> None:
@@ -308,7 +333,7 @@ def test_cli_lists_workloads() -> None:
     res = CliRunner().invoke(cli, ["workloads", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
-    assert [r["name"] for r in rows] == sorted(SHIPPED)
+    assert [r["name"] for r in rows] == sorted(SHIPPED + SESSION_WORKLOADS)
     assert all(r["description"] for r in rows)
     res = CliRunner().invoke(cli, ["workloads"])
     assert res.exit_code == 0 and "shared-prefix" in res.output
