@@ -48,6 +48,13 @@ class RequestColumns:
     # (request id, arrival time, tokens) of every content chunk of the requests selected by a
     # boolean mask indexed by request id; None where the run has no chunk data
     chunk_source: ChunkSource | None = None
+    # Error text per request (object array, None where none); None: not read
+    error: np.ndarray | None = None
+    # Requested lengths (NaN where not recorded) and whether exact output lengths were asked
+    # of the server (1.0 / 0.0, NaN: natural lengths); None: the run predates them
+    requested_prompt_tokens: np.ndarray | None = None
+    requested_output_tokens: np.ndarray | None = None
+    length_enforced: np.ndarray | None = None
 
     @classmethod
     def from_records(cls, records: Sequence[RequestRecord]) -> RequestColumns:
@@ -86,6 +93,10 @@ class RequestColumns:
             ),
             queue_wait_s=f([r.queue_wait_s for r in records]),
             chunk_source=functools.partial(_record_chunks, list(records)),
+            error=np.array([r.error for r in records], dtype=object),
+            requested_prompt_tokens=f([r.requested_prompt_tokens for r in records]),
+            requested_output_tokens=f([r.requested_output_tokens for r in records]),
+            length_enforced=f([r.length_enforced for r in records]),
         )
 
     @classmethod
@@ -93,7 +104,19 @@ class RequestColumns:
         """Columns straight from requests.parquet and itl.parquet: no per-record Python
         objects, so a million records with a hundred gaps each fit in a few GB."""
         path = run_path / "requests.parquet"
-        optional = [c for c in ("queue_wait_s",) if c in pq.read_schema(path).names]
+        names = pq.read_schema(path).names
+        optional = [c for c in ("queue_wait_s",) if c in names]
+        # absent from runs recorded before they existed
+        extra = [
+            c
+            for c in (
+                "error",
+                "requested_prompt_tokens",
+                "requested_output_tokens",
+                "length_enforced",
+            )
+            if c in names
+        ]
         req = pq.read_table(
             path,
             columns=[
@@ -108,6 +131,7 @@ class RequestColumns:
                 "n",
                 "chunks",
                 *optional,  # absent from runs recorded before it existed
+                *extra,
             ],
         )
 
@@ -117,7 +141,19 @@ class RequestColumns:
         itl_path = run_path / "itl.parquet"
         ids = req.column("id").to_numpy()
         chunks = req.column("chunks").to_numpy(zero_copy_only=False)
+
+        def opt(name: str) -> np.ndarray | None:
+            return f(name) if name in extra else None
+
         return cls(
+            error=(
+                req.column("error").to_numpy(zero_copy_only=False).astype(object)
+                if "error" in extra
+                else None
+            ),
+            requested_prompt_tokens=opt("requested_prompt_tokens"),
+            requested_output_tokens=opt("requested_output_tokens"),
+            length_enforced=opt("length_enforced"),
             queue_wait_s=f("queue_wait_s") if optional else None,
             chunk_source=(
                 functools.partial(_parquet_chunks, itl_path) if itl_path.exists() else None
@@ -375,7 +411,60 @@ def summarize(
     summary["slo_attainment"] = slo_attainment(
         slo, cols, in_win, done_in_win, secs, open_loop=bool(open_loop)
     )
+    summary["errors"] = error_summary(cols, in_win)
+    summary["lengths"] = length_summary(cols, ok)
     return summary
+
+
+TOP_ERRORS = 5
+
+
+def error_summary(cols: RequestColumns, sel: np.ndarray) -> dict[str, Any]:
+    """The most frequent error messages of the selected failed requests (cancelled ones are
+    not failures), with their counts: ``{"top": [{"message", "count"}], "distinct"}``."""
+    failed = sel & (cols.outcome != "ok") & (cols.outcome != "cancelled")
+    if cols.error is None or not failed.any():
+        return {"top": [], "distinct": 0}
+    msgs = [
+        str(e).strip() if e is not None and str(e).strip() else str(o)
+        for e, o in zip(cols.error[failed], cols.outcome[failed], strict=True)
+    ]
+    values, counts = np.unique(np.asarray(msgs, dtype=object).astype(str), return_counts=True)
+    order = np.lexsort((values, -counts))[:TOP_ERRORS]
+    return {
+        "top": [{"message": str(values[i]), "count": int(counts[i])} for i in order],
+        "distinct": int(values.size),
+    }
+
+
+def length_summary(cols: RequestColumns, ok: np.ndarray) -> dict[str, Any]:
+    """Requested against achieved lengths of the successful requests: means, and how many got
+    exactly what was asked (prompt: the server's count of the prompt; output: of all samples).
+    ``length_enforced`` counts requests sent with and without exact-length controls
+    (``ignore_eos``/``min_tokens``); without them ``max_tokens`` only bounds the output."""
+
+    def part(requested: np.ndarray | None, achieved: np.ndarray) -> dict[str, Any]:
+        if requested is None:
+            return {"requested_mean": None, "achieved_mean": None, "exact": None, "requests": 0}
+        both = ok & ~np.isnan(requested) & ~np.isnan(achieved)
+        n = int(np.count_nonzero(both))
+        if not n:
+            return {"requested_mean": None, "achieved_mean": None, "exact": None, "requests": 0}
+        return {
+            "requested_mean": float(requested[both].mean()),
+            "achieved_mean": float(achieved[both].mean()),
+            "exact": int(np.count_nonzero(requested[both] == achieved[both])),
+            "requests": n,
+        }
+
+    enforced = cols.length_enforced
+    sel = enforced[ok] if enforced is not None else np.zeros(0)
+    return {
+        "prompt_tokens": part(cols.requested_prompt_tokens, cols.prompt_tokens),
+        "output_tokens": part(cols.requested_output_tokens, cols.output_tokens),
+        "enforced_requests": int(np.count_nonzero(sel == 1.0)),
+        "not_enforced_requests": int(np.count_nonzero(sel == 0.0)),
+    }
 
 
 def _shares(

@@ -63,3 +63,33 @@ def model_tokenizer(model: str) -> str | None:
         return str(p) if (p / TOKENIZER_FILE).is_file() else None
     except OSError:
         return None
+
+
+TokenOffsets = Callable[[str], list[tuple[int, int]]]
+
+
+def load_offsets(path: str | Path, *, option: str = "tokenizer") -> TokenOffsets:
+    """``offsets(text) -> [(start, end), ...]``: the character span of every token of ``text``
+    under the tokenizer at ``path`` (special tokens not added). Text prompts of an exact token
+    length are cut at a token's end (``profiler.load.prompts.TextPrompter``). Errors as
+    :func:`load_counter`."""
+    file = tokenizer_file(path, option=option)
+    try:
+        return _load_offsets(str(file.resolve()))
+    except Exception as e:  # tokenizers raises plain Exception
+        why = " ".join(str(e).split())[:200]
+        raise SpecError(f"{option} '{path}': cannot load {file} ({why})", _FIX) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_offsets(file: str) -> TokenOffsets:
+    from tokenizers import Tokenizer
+
+    encode = Tokenizer.from_file(file).encode
+
+    def offsets(text: str) -> list[tuple[int, int]]:
+        if not text:
+            return []
+        return list(encode(text, add_special_tokens=False).offsets)
+
+    return offsets

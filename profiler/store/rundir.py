@@ -344,6 +344,8 @@ REQUEST_SCHEMA = pa.schema(
         ("e2e_s", pa.float64()),
         ("dispatch_lag_s", pa.float64()),
         ("queue_wait_s", pa.float64()),
+        ("requested_prompt_tokens", pa.int64()),
+        ("length_enforced", pa.bool_()),
     ]
 )
 
