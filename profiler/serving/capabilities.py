@@ -241,10 +241,11 @@ def run_probe(post: Post, name: str, api: str, body: dict[str, Any], sent: list[
         p.error = f"HTTP {status}: {_error_text(data)}"
         return p
     finished: set[int] = set()
-    for line in data.split(b"\n"):
-        if not line.startswith(b"data:"):
-            continue
-        payload = line[5:].strip()
+    if body.get("stream"):
+        events = [line[5:].strip() for line in data.split(b"\n") if line.startswith(b"data:")]
+    else:  # one JSON answer: its usage is the final usage, its choices the content
+        events = [data]
+    for payload in events:
         if not payload or payload == b"[DONE]":
             continue
         try:
@@ -253,6 +254,8 @@ def run_probe(post: Post, name: str, api: str, body: dict[str, Any], sent: list[
             continue
         if not isinstance(ev, dict):
             continue
+        if not body.get("stream"):
+            _as_final_event(ev)
         if "error" in ev and not ev.get("choices"):
             err = ev["error"]
             msg = err.get("message") if isinstance(err, dict) else err
@@ -260,6 +263,8 @@ def run_probe(post: Post, name: str, api: str, body: dict[str, Any], sent: list[
             return p
         choices = ev.get("choices") or []
         usage = ev.get("usage")
+        if "_final_usage" in ev:
+            usage, choices = ev["_final_usage"], []
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             if choices:
                 p.usage_per_chunk = True
@@ -268,7 +273,7 @@ def run_probe(post: Post, name: str, api: str, body: dict[str, Any], sent: list[
                 p.completion_tokens = usage["completion_tokens"]
             if isinstance(usage.get("prompt_tokens"), int):
                 p.prompt_tokens = usage["prompt_tokens"]
-        for ch in choices:
+        for ch in ev.get("choices") or []:
             if not isinstance(ch, dict):
                 continue
             delta = ch.get("delta")
@@ -283,6 +288,17 @@ def run_probe(post: Post, name: str, api: str, body: dict[str, Any], sent: list[
     if not p.ok:
         p.error = "HTTP 200 but the stream carried no content"
     return p
+
+
+def _as_final_event(ev: dict[str, Any]) -> None:
+    """A non-streaming answer read as a stream: its message is the content, and its usage
+    is the final usage event's (moved off the choices)."""
+    for ch in ev.get("choices") or []:
+        if isinstance(ch, dict) and isinstance(ch.get("message"), dict):
+            ch["delta"] = ch.pop("message")
+    usage = ev.pop("usage", None)
+    if isinstance(usage, dict):
+        ev["_final_usage"] = usage
 
 
 def _error_text(data: bytes) -> str:
@@ -323,14 +339,15 @@ class _Prober:
         extras: bool = False,
         usage: str = "final",  # none | final | per_chunk
         n: int = 1,
+        stream: bool = True,
     ) -> Probe:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": PROBE_MAX_TOKENS,
-            "stream": True,
+            "stream": stream,
             "temperature": 1.0 if n > 1 else 0.0,
         }
-        sent = []
+        sent = [] if stream else ["stream: false"]
         if api == "chat":
             body["messages"] = [{"role": "user", "content": _words(words)}]
         elif ids:
@@ -338,7 +355,7 @@ class _Prober:
             sent.append("prompt as token ids")
         else:
             body["prompt"] = _words(words)
-        if usage != "none":
+        if usage != "none" and stream:
             body["stream_options"] = {"include_usage": True}
             sent.append("stream_options.include_usage")
             if usage == "per_chunk":
@@ -422,7 +439,7 @@ def preflight(
         else:
             caps.stream_usage = _usage_kind(base)
         caps.n_samples = _n_works(pr.send("n", base_api, usage=usage, n=2), 2)
-    _size_text(caps, pr, needs, plain, chat, tokenizer)
+    _size_text(caps, pr, plain, chat, tokenizer)
     caps.probes = pr.probes
     _check_needs(caps, needs, endpoint, pr.probes)
     return caps
@@ -435,55 +452,75 @@ def _usage_kind(p: Probe) -> str:
 def _size_text(
     caps: Capabilities,
     pr: _Prober,
-    needs: Needs,
     plain: Probe | None,
     chat: Probe | None,
     tokenizer: str | None,
 ) -> None:
-    """How text prompts are sized: tokens added per prompt and, without a tokenizer, tokens
-    per word from a second text probe of another length."""
-    text_completions = caps.completions and caps.token_id_prompts is False
-    if not text_completions and chat is None:
+    """How text prompts are sized: the tokens the server adds to every prompt (a BOS token, a
+    chat template) from its ``prompt_tokens`` for a prompt of known size and, without a
+    tokenizer, tokens per word from a second prompt of another length. A server that streams
+    no usage is asked once more without streaming (its answer carries usage)."""
+    text_completions = bool(caps.completions and caps.token_id_prompts is False)
+    chat_ok = chat is not None and chat.ok
+    if not text_completions and not chat_ok:
         caps.prompt_fit = "token_ids"
         return
     k1, k2 = PROBE_WORDS
+    counts: dict[tuple[str, int], int | None] = {}
+    if plain is not None and plain.prompt_tokens is not None:
+        counts[("completions", k1)] = plain.prompt_tokens
+    if chat is not None and chat.prompt_tokens is not None:
+        counts[("chat", k1)] = chat.prompt_tokens
+
+    def server_count(api: str, words: int) -> int | None:
+        if (api, words) not in counts:
+            streamed = caps.stream_usage not in (None, "none")
+            usage = "final" if caps.include_usage else "none"
+            p = pr.send(f"count-{api}-{words}", api, words=words, usage=usage, stream=streamed)
+            counts[(api, words)] = p.prompt_tokens if p.ok else None
+        return counts[(api, words)]
+
     if tokenizer:
         from profiler.load.tokens import load_counter
 
         count = load_counter(tokenizer)
         caps.prompt_fit = "tokenizer"
-        if text_completions and plain is not None and plain.prompt_tokens is not None:
-            caps.text_added_tokens = float(plain.prompt_tokens - count(_words(k1)))
-            if not 0 <= caps.text_added_tokens <= 8:
-                caps.notes.append(
-                    f"the server counts {plain.prompt_tokens} tokens where the tokenizer counts "
-                    f"{count(_words(k1))}: is --tokenizer the served model's?"
-                )
-        if chat is not None and chat.ok and chat.prompt_tokens is not None:
-            caps.chat_template_tokens = float(chat.prompt_tokens - count(_words(k1)))
+        ours = count(_words(k1))
+        if text_completions:
+            theirs = server_count("completions", k1)
+            if theirs is None:
+                caps.notes.append("the server reports no prompt_tokens: the tokenizer alone sizes")
+            else:
+                caps.text_added_tokens = float(theirs - ours)
+                if not 0 <= caps.text_added_tokens <= 8:
+                    caps.notes.append(
+                        f"the server counts {theirs} prompt tokens where the tokenizer counts "
+                        f"{ours}: is --tokenizer the served model's?"
+                    )
+        if chat_ok:
+            theirs = server_count("chat", k1)
+            if theirs is not None:
+                caps.chat_template_tokens = float(theirs - ours)
         return
-    # no tokenizer: the server's counts of two prompts of k1 and k2 words
-    api = "completions" if text_completions and plain is not None else "chat"
-    first = plain if api == "completions" else chat
-    if first is None or not first.ok or first.prompt_tokens is None:
+    api = "completions" if text_completions else "chat"
+    p1 = server_count(api, k1)
+    p2 = server_count(api, k2) if p1 is not None else None
+    if p1 is None or p2 is None or p2 <= p1:
         caps.prompt_fit = "words"
-        caps.notes.append("no tokenizer and no prompt_tokens from the server: one token per word")
+        caps.notes.append("no tokenizer and no usable prompt_tokens: one token per word")
         return
-    second = pr.send("calibrate", api, words=k2, usage="final" if caps.include_usage else "none")
-    if not second.ok or second.prompt_tokens is None or second.prompt_tokens <= first.prompt_tokens:
-        caps.prompt_fit = "words"
-        caps.notes.append("the calibration probe gave no usable prompt_tokens: one token per word")
-        return
-    per_word = (second.prompt_tokens - first.prompt_tokens) / (k2 - k1)
-    added = first.prompt_tokens - per_word * k1
+    per_word = (p2 - p1) / (k2 - k1)
     caps.tokens_per_word = round(per_word, 4)
     caps.prompt_fit = "calibrated"
-    if api == "completions":
-        caps.text_added_tokens = round(added, 2)
-        if chat is not None and chat.ok and chat.prompt_tokens is not None:
-            caps.chat_template_tokens = round(chat.prompt_tokens - per_word * k1, 2)
-    else:
-        caps.chat_template_tokens = round(added, 2)
+    added = round(p1 - per_word * k1, 2)
+    if api == "chat":
+        caps.chat_template_tokens = added
+        return
+    caps.text_added_tokens = added
+    if chat_ok:
+        theirs = server_count("chat", k1)
+        if theirs is not None:
+            caps.chat_template_tokens = round(theirs - per_word * k1, 2)
 
 
 def _check_needs(caps: Capabilities, needs: Needs, endpoint: Endpoint, probes: list[Probe]) -> None:

@@ -73,7 +73,19 @@ def test_chat_template_tokens_of_a_vllm_like_server_without_a_tokenizer() -> Non
         caps = preflight(_endpoint(srv.url), Needs(chat=True))
     assert caps.token_id_prompts is True
     assert caps.chat_template_tokens == pytest.approx(5.0)  # a second chat probe calibrates
-    assert [p.name for p in caps.probes] == ["vllm-full", "chat", "calibrate"]
+    assert [p.name for p in caps.probes] == ["vllm-full", "chat", "count-chat-48"]
+
+
+def test_a_server_streaming_no_usage_is_asked_once_without_streaming() -> None:
+    """llama.cpp's server (llama-cpp-python) streams no usage at all, but its non-streaming
+    answer has one: the text prompts are still calibrated on the server's own counts."""
+    with serve_in_thread(FakeConfig(strict=True, usage=False, chat_template_tokens=3)) as srv:
+        caps = preflight(_endpoint(srv.url), Needs(chat=True))
+    assert caps.stream_usage == "none"
+    assert caps.prompt_fit == "calibrated" and caps.tokens_per_word == pytest.approx(1.0)
+    assert caps.chat_template_tokens == pytest.approx(3.0)
+    counted = [p for p in caps.probes if p.name.startswith("count-")]
+    assert counted and all("stream: false" in p.sent for p in counted)
 
 
 def test_a_tokenizer_that_is_not_the_servers_is_noted(tmp_path: Path) -> None:
