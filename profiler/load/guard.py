@@ -1,10 +1,11 @@
 """Failures that speak: stop a run whose requests all fail, and a run over its error ceiling.
 
-- Early stop (``ended: failing``): the first ``EARLY_REQUESTS`` finished requests all failed,
-  or ``EARLY_S`` seconds into the load every request sent in those seconds has finished and
-  all of them failed. A server that refuses every request is known after a few seconds, not
-  after the whole schedule; the one-line reason names the most frequent error, its cause and
-  its fix (``diagnose``).
+- Early stop (``ended: failing``): the early set is the first ``EARLY_REQUESTS`` requests
+  sent, or those sent in the first ``EARLY_S`` seconds when fewer; once every one of them has
+  finished and all failed, the run stops. A server that refuses every request is known after a
+  few seconds, not after the whole schedule; fast failures beside slow successes (a 429 from a
+  busy server) do not stop it, since the early set waits for its successes. The one-line
+  reason names the most frequent error, its cause and its fix (``diagnose``).
 - ``--max-error-rate R`` (``ended: error_rate``): as GuideLLM's ``max_error_rate`` constraint,
   the share of failures among the last ``RATE_WINDOW`` finished requests, once that many have
   finished, may not pass R; and the whole run's share may not either (checked on the summary
@@ -78,6 +79,11 @@ _RULES: tuple[tuple[tuple[str, ...], str, str], ...] = (
         "read the server's message above; check --model, --api and the workload",
     ),
     (
+        ("stream cut", "connection closed before the response ended"),
+        "the server (or a proxy) closes streams before they end",
+        "see the server's log; a proxy in between may time streams out",
+    ),
+    (
         ("without any content", "malformed SSE", "truncated"),
         "the server's streams are not OpenAI server-sent events",
         "check that the endpoint streams OpenAI chunks (stream: true)",
@@ -121,8 +127,11 @@ class ErrorGuard:
         self.early_s = early_s
         self.abort: Callable[..., Any] | None = None
         self.start_s: float | None = None
-        self.sent_early = 0
+        self.sent_early = 0  # the early set: the first requests sent (profiler.load.guard)
         self.done_early = 0
+        self.ok_early = 0
+        self.early_until_s: float | None = None
+        self.early_decided = False
         self.ok = 0
         self.failed = 0
         self.errors: Counter[str] = Counter()
@@ -137,8 +146,10 @@ class ErrorGuard:
         t = self.now()
         if self.start_s is None:
             self.start_s = t
-        if t - self.start_s < self.early_s:
+        if not self._early_closed(t):
             self.sent_early += 1
+            self.early_until_s = t  # the latest send of the early set
+        self._check_early()
 
     def on_record(self, rec: Any) -> None:
         if self.ended is not None or rec.outcome == "cancelled":
@@ -150,27 +161,39 @@ class ErrorGuard:
         else:
             self.ok += 1
         self.window.append(failed)
-        start = self.start_s
-        if start is not None and rec.send_s is not None and rec.send_s - start < self.early_s:
+        until = self.early_until_s
+        if until is not None and rec.send_s is not None and rec.send_s <= until:
             self.done_early += 1
-        self._check()
+            self.ok_early += not failed
+        self._check_early()
+        self._check_rate()
 
-    def _check(self) -> None:
-        if self.ok == 0 and self.failed:
-            if self.failed >= self.early_requests:
-                self._stop("failing", f"the first {self.failed} requests all failed")
-                return
-            start = self.start_s
-            if (
-                start is not None
-                and self.now() - start >= self.early_s
-                and self.done_early >= self.sent_early
-            ):
-                self._stop(
-                    "failing",
-                    f"every request of the first {self.early_s:g} s failed ({self.failed})",
-                )
-                return
+    def _early_closed(self, t: float) -> bool:
+        """No more requests join the early set: the first ``early_requests`` were sent, or
+        ``early_s`` seconds have passed since the first."""
+        start = self.start_s
+        return self.sent_early >= self.early_requests or (
+            start is not None and t - start >= self.early_s
+        )
+
+    def _check_early(self) -> None:
+        """Decided once every request of the early set finished: all failed, stop."""
+        if self.early_decided or self.ended is not None or not self.sent_early:
+            return
+        if not self._early_closed(self.now()) or self.done_early < self.sent_early:
+            return
+        self.early_decided = True
+        if self.ok_early:
+            return
+        if self.sent_early >= self.early_requests:
+            what = f"the first {self.sent_early} requests all failed"
+        else:
+            what = f"every request of the first {self.early_s:g} s failed ({self.sent_early})"
+        self._stop("failing", what)
+
+    def _check_rate(self) -> None:
+        if self.ended is not None:
+            return
         ceiling = self.max_error_rate
         if ceiling is not None and len(self.window) == self.window.maxlen:
             rate = sum(self.window) / len(self.window)

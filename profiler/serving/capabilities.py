@@ -28,6 +28,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ PROBE_MAX_TOKENS = 4
 PROBE_WORDS = (16, 48)
 PROBE_IDS = list(range(100, 108))  # token ids inside every vocabulary, above the specials
 PROBE_TIMEOUT_S = 120.0
+PROBE_ATTEMPTS = 3  # a probe that fails transiently (5xx, 429, timeout) is sent again
 ERROR_TEXT_MAX = 300
 
 # What each kind is known to take, for ``--server-kind``: no probe is sent. vLLM, SGLang and
@@ -97,6 +99,17 @@ class Probe:
     usage_final: bool = False
     choices_finished: int = 0
     content_chunks: int = 0
+    attempts: int = 1
+
+    @property
+    def refused(self) -> bool:
+        """A definite no: the server answered 4xx (not 429) to this request."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
+
+    @property
+    def transient(self) -> bool:
+        """No answer either way: a 5xx, a 429, a timeout, a cut connection."""
+        return not self.ok and not self.refused
 
 
 @dataclass
@@ -368,6 +381,11 @@ class _Prober:
             body["n"] = n
             sent.append(f"n={n}")
         p = run_probe(self.post, name, api, body, sent)
+        while p.transient and p.attempts < PROBE_ATTEMPTS:
+            time.sleep(0.25 * p.attempts)
+            attempts = p.attempts + 1
+            p = run_probe(self.post, name, api, body, sent)
+            p.attempts = attempts
         self.probes.append(p)
         log.info("probe %s: %s", name, "ok" if p.ok else p.error)
         return p
@@ -421,6 +439,8 @@ def preflight(
         caps.chat = chat.ok
     if not caps.completions and not caps.chat:
         first = plain or full
+        if not any(p.refused for p in pr.probes):
+            return _unknown(caps, pr.probes, first)
         raise EndpointError(
             f"{endpoint.url} refused every probe request: {first.error}",
             _diagnose(first.error or ""),
@@ -430,19 +450,39 @@ def preflight(
         assert base is not None
         usage = "final" if caps.include_usage else "none"
         if base_api == "completions":
-            caps.token_id_prompts = pr.send("token-ids", base_api, ids=True, usage=usage).ok
-        caps.length_controls = pr.send("ignore-eos", base_api, extras=True, usage=usage).ok
+            caps.token_id_prompts = _accepted(pr.send("token-ids", base_api, ids=True, usage=usage))
+        caps.length_controls = _accepted(pr.send("ignore-eos", base_api, extras=True, usage=usage))
         if caps.include_usage:
             cont = pr.send("continuous-usage", base_api, usage="per_chunk")
             caps.continuous_usage = cont.ok and cont.usage_per_chunk
             caps.stream_usage = _usage_kind(cont if caps.continuous_usage else base)
         else:
             caps.stream_usage = _usage_kind(base)
-        caps.n_samples = _n_works(pr.send("n", base_api, usage=usage, n=2), 2)
+        n_probe = pr.send("n", base_api, usage=usage, n=2)
+        caps.n_samples = None if n_probe.transient else _n_works(n_probe, 2)
     _size_text(caps, pr, plain, chat, tokenizer)
     caps.probes = pr.probes
     _check_needs(caps, needs, endpoint, pr.probes)
     return caps
+
+
+def _accepted(p: Probe) -> bool | None:
+    """True: it worked; False: refused (4xx); None: no answer either way (sent as before)."""
+    return True if p.ok else (False if p.refused else None)
+
+
+def _unknown(caps: Capabilities, probes: list[Probe], first: Probe) -> Capabilities:
+    """Every probe failed without a refusal (5xx, timeouts, cut streams): nothing is known,
+    so the load sends vLLM's full request; if it fails too, the early stop says why."""
+    preset = from_kind("vllm", caps.owned_by, source="probe_failed")
+    preset.server_kind = "auto"
+    preset.completions = None
+    preset.notes.append(
+        f"every probe failed without an answer ({first.error}); sending vLLM's full request "
+        "(--server-kind sets what the server takes)"
+    )
+    preset.probes = probes
+    return preset
 
 
 def _usage_kind(p: Probe) -> str:
@@ -537,7 +577,7 @@ def _check_needs(caps: Capabilities, needs: Needs, endpoint: Endpoint, probes: l
             f"{endpoint.url} refuses /v1/chat/completions ({err_of('chat')})",
             "send completions requests (--api completions), or serve a model with a chat template",
         )
-    if needs.n_samples and not caps.n_samples:
+    if needs.n_samples and caps.n_samples is False:
         raise EndpointError(
             f"{endpoint.url} does not return n > 1 choices per request (it sent one)",
             "use one sample per prompt: --n 1, or a workload without n",

@@ -158,3 +158,34 @@ def test_a_launched_server_is_vllm() -> None:
         "min_tokens",
         "stream_options.continuous_usage_stats",
     ]
+
+
+def test_a_probe_failing_transiently_is_sent_again() -> None:
+    calls: list[str] = []
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        calls.append(path)
+        if len(calls) == 1:
+            return 503, b'{"error": {"message": "warming up"}}'
+        events = [
+            b'data: {"choices":[{"index":0,"text":"a","finish_reason":"length"}],'
+            b'"usage":{"prompt_tokens":8,"completion_tokens":1}}',
+            b'data: {"choices":[{"index":1,"text":"b","finish_reason":"length"}],'
+            b'"usage":{"prompt_tokens":8,"completion_tokens":1}}',
+            b'data: {"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":2}}',
+        ]
+        return 200, b"\n\n".join(events) + b"\n\n"
+
+    caps = preflight(_endpoint("http://127.0.0.1:9"), Needs(), post=post)
+    assert len(calls) == 2 and caps.probes[0].attempts == 2
+    assert caps.token_id_prompts and caps.stream_usage == "per_chunk" and caps.n_samples
+
+
+def test_a_server_failing_every_probe_without_refusing_gets_the_full_request() -> None:
+    """5xx everywhere is no answer about what the server takes: the load goes ahead with
+    vLLM's request, and the early stop speaks if it fails too."""
+    with serve_in_thread(FakeConfig(mode="http_500")) as srv:
+        caps = preflight(_endpoint(srv.url), Needs())
+    assert caps.source == "probe_failed" and caps.token_id_prompts is True
+    assert "every probe failed without an answer (HTTP 500: injected HTTP 500)" in caps.notes[0]
+    assert all(p.attempts == 3 for p in caps.probes)

@@ -77,14 +77,34 @@ def test_every_request_of_the_first_10_s_failed() -> None:
     """A slow schedule: 1 request/s, each refused at once. After 10 s all 10 have failed."""
     clock = Clock()
     g, calls = _guard(clock)
-    for i in range(11):
+    for i in range(10):
         clock.t = float(i)
         g.on_send()
         g.on_record(_rec(i, clock.t, ok=False))
-        if i < 10:
-            assert calls == [], i
+    assert calls == []
+    clock.t = 10.0
+    g.on_send()  # the 11th is not of the first 10 s: the early set is complete, all failed
     assert calls and calls[0][0] == "failing"
-    assert calls[0][1].startswith("every request of the first 10 s failed (11)")
+    assert calls[0][1].startswith("every request of the first 10 s failed (10)")
+
+
+def test_fast_failures_beside_a_slow_success_do_not_stop_the_run() -> None:
+    """A busy server: the first request streams for a while, the next ones get a 429 at
+    once. The first 20 finished requests all failed, but the first 20 sent did not."""
+    clock = Clock()
+    g, calls = _guard(clock)
+    g.on_send()  # request 0: slow, succeeds
+    for i in range(1, 40):
+        clock.t = i * 0.01
+        g.on_send()
+        g.on_record(_rec(i, clock.t, ok=False, error="HTTP 429: too many requests"))
+    assert calls == []
+    clock.t = 1.0
+    g.on_record(_rec(0, 0.0, ok=True))
+    for i in range(40, 100):
+        g.on_send()
+        g.on_record(_rec(i, clock.t, ok=False))
+    assert calls == []
 
 
 def test_slow_successes_still_in_flight_at_10_s_are_waited_for() -> None:
