@@ -459,7 +459,7 @@ def preflight(
         else:
             caps.stream_usage = _usage_kind(base)
         n_probe = pr.send("n", base_api, usage=usage, n=2)
-        caps.n_samples = None if n_probe.transient else _n_works(n_probe, 2)
+        caps.n_samples = None if n_probe.status == 429 else _n_works(n_probe, 2)
     _size_text(caps, pr, plain, chat, tokenizer)
     caps.probes = pr.probes
     _check_needs(caps, needs, endpoint, pr.probes)
@@ -467,8 +467,12 @@ def preflight(
 
 
 def _accepted(p: Probe) -> bool | None:
-    """True: it worked; False: refused (4xx); None: no answer either way (sent as before)."""
-    return True if p.ok else (False if p.refused else None)
+    """A feature probe, a one-field change to a request that works: True when it worked;
+    False when it failed every try (a 4xx, or a 5xx, as llama-cpp-python answers a request it
+    cannot validate); None when rate-limited (429), so nothing is known (sent as before)."""
+    if p.ok:
+        return True
+    return None if p.status == 429 else False
 
 
 def _unknown(caps: Capabilities, probes: list[Probe], first: Probe) -> Capabilities:

@@ -189,3 +189,21 @@ def test_a_server_failing_every_probe_without_refusing_gets_the_full_request() -
     assert caps.source == "probe_failed" and caps.token_id_prompts is True
     assert "every probe failed without an answer (HTTP 500: injected HTTP 500)" in caps.notes[0]
     assert all(p.attempts == 3 for p in caps.probes)
+
+
+def test_a_feature_failing_with_500_every_try_is_refused() -> None:
+    """llama-cpp-python validates requests with pydantic and answers HTTP 500 to a token-id
+    prompt: the plain request works, the one-field change never does, so it is refused."""
+    calls: list[dict[str, Any]] = []
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        calls.append(body)
+        if isinstance(body.get("prompt"), list):
+            return 500, b'{"error": {"message": "prompt: Input should be a valid string"}}'
+        return 200, b'data: {"choices":[{"index":0,"text":"x","finish_reason":"length"}]}\n\n'
+
+    caps = preflight(_endpoint("http://127.0.0.1:9"), Needs(), post=post)
+    assert caps.token_id_prompts is False
+    assert caps.length_controls is True and caps.stream_usage == "none"
+    ids_probe = next(p for p in caps.probes if p.name == "token-ids")
+    assert ids_probe.attempts == 3 and ids_probe.status == 500
