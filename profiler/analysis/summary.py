@@ -421,18 +421,22 @@ TOP_ERRORS = 5
 
 def error_summary(cols: RequestColumns, sel: np.ndarray) -> dict[str, Any]:
     """The most frequent error messages of the selected failed requests (cancelled ones are
-    not failures), with their counts: ``{"top": [{"message", "count"}], "distinct"}``."""
+    not failures), with their counts: ``{"top": [{"message", "count"}], "distinct"}``. Messages
+    are grouped as ``profiler.load.guard.error_key`` does (echoed token ids left out)."""
     failed = sel & (cols.outcome != "ok") & (cols.outcome != "cancelled")
     if cols.error is None or not failed.any():
         return {"top": [], "distinct": 0}
+    from profiler.load.guard import error_key
+
     msgs = [
-        str(e).strip() if e is not None and str(e).strip() else str(o)
+        (str(e).strip() or str(o)) if e is not None else str(o)
         for e, o in zip(cols.error[failed], cols.outcome[failed], strict=True)
     ]
-    values, counts = np.unique(np.asarray(msgs, dtype=object).astype(str), return_counts=True)
+    keys = np.asarray([error_key(m, m) for m in msgs], dtype=object).astype(str)
+    values, first, counts = np.unique(keys, return_index=True, return_counts=True)
     order = np.lexsort((values, -counts))[:TOP_ERRORS]
-    return {
-        "top": [{"message": str(values[i]), "count": int(counts[i])} for i in order],
+    return {  # each group's message as its first request had it
+        "top": [{"message": msgs[first[i]], "count": int(counts[i])} for i in order],
         "distinct": int(values.size),
     }
 

@@ -18,6 +18,7 @@ summarised. A completed run with some errors and no ceiling still exits 0. Cance
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -103,9 +104,24 @@ def diagnose(error: str) -> tuple[str, str]:
     )
 
 
+# numbers inside a message are each request's own (the token ids a validation error echoes
+# back, "input_value=[455, 1251, ...36, 313]", a count, a timeout): they are left out of the
+# message that failures are grouped by; lists of them become "[...]", other numbers "N"
+_NUMBER_LIST = re.compile(r"\[[\d\s,.]*\d[\d\s,.]*\]")
+_NUMBER = re.compile(r"\d+")
+_HTTP = re.compile(r"^HTTP \d{3}: ")
+ERROR_KEY_CHARS = 160
+
+
 def error_key(error: str | None, outcome: str) -> str:
-    """The message that failures are grouped by (the record's error, or its outcome)."""
-    return (error or outcome).strip() or outcome
+    """The message that failures are grouped by: the record's error (or its outcome) with its
+    numbers left out (``HTTP 400: ...`` keeps its status), its first ``ERROR_KEY_CHARS``."""
+    text = (error or outcome).strip() or outcome
+    m = _HTTP.match(text)
+    head, rest = (m.group(0), text[m.end() :]) if m else ("", text)
+    # the start says what went wrong; a long message cut to the record's limit ends wherever
+    # the echoed input left it
+    return (head + _NUMBER.sub("N", _NUMBER_LIST.sub("[...]", rest)))[:ERROR_KEY_CHARS]
 
 
 class ErrorGuard:
@@ -134,7 +150,8 @@ class ErrorGuard:
         self.early_decided = False
         self.ok = 0
         self.failed = 0
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # grouped messages (error_key)
+        self.examples: dict[str, str] = {}  # each group's first message as it came
         self.window: deque[bool] = deque(maxlen=window)
         self.ended: str | None = None
         self.reason: str | None = None
@@ -157,7 +174,9 @@ class ErrorGuard:
         failed = rec.outcome != "ok"
         if failed:
             self.failed += 1
-            self.errors[error_key(rec.error, rec.outcome)] += 1
+            key = error_key(rec.error, rec.outcome)
+            self.errors[key] += 1
+            self.examples.setdefault(key, rec.error or rec.outcome)
         else:
             self.ok += 1
         self.window.append(failed)
@@ -210,7 +229,8 @@ class ErrorGuard:
             self.abort(ended, self.reason, "cancelled")
 
     def _with_cause(self, what: str) -> str:
-        return with_cause(what, self.errors.most_common(1))
+        top = [(self.examples[k], n) for k, n in self.errors.most_common(1)]
+        return with_cause(what, top)
 
 
 def with_cause(what: str, top: list[tuple[str, int]]) -> str:

@@ -181,3 +181,44 @@ def test_llama_cpp_server(llama_cpp_url: str, tiny_dir: Path, tmp_path: Path, ap
     records = read_records(tmp_path / api)
     assert all(r.length_enforced for r in records)
     assert all(r.prompt_tokens is None for r in records)  # it reports none while streaming
+
+
+def test_guidellm_mock_with_token_ids_stops_early_and_says_why(
+    guidellm_url: str, tmp_path: Path
+) -> None:
+    """The issue's first run: token-id prompts to a server that takes strings. Forced with
+    --server-kind vllm (no probe), the run stops after the first 20 and says why (exit 8)."""
+    from profiler.errors import EXIT_FAILING
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "profiler",
+            "run",
+            "--endpoint",
+            guidellm_url,
+            "--server-kind",
+            "vllm",
+            "--num-requests",
+            "500",
+            "--concurrency",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "f",
+            "-q",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert res.returncode == EXIT_FAILING, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert "the first 20 requests all failed; most frequent error (20x): HTTP 400: " in line
+    assert "cause: the server takes prompts only as text, not token ids" in line
+    summary = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert summary["errors"]["top"][0]["count"] >= 20 and summary["errors"]["distinct"] == 1
+    assert "errors (most frequent first):" in res.stdout

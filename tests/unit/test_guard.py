@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from profiler.load.guard import ErrorGuard, diagnose, over_ceiling
+from profiler.load.guard import ErrorGuard, diagnose, error_key, over_ceiling
 from profiler.load.record import RequestRecord
 
 GUIDELLM_400 = (
@@ -175,3 +175,21 @@ def test_diagnoses() -> None:
     )
     assert diagnose("no complete response within 5 s")[0] == "requests time out"
     assert diagnose("something odd")[0] == "requests fail"
+
+
+def test_messages_echoing_each_requests_token_ids_group_together() -> None:
+    """GuideLLM's mock server echoes the prompt's ids in its 400: one cause, one group."""
+    clock = Clock()
+    g, calls = _guard(clock)
+    for i in range(20):
+        ids = ", ".join(str(100 + i + k) for k in range(5))
+        g.on_send()
+        g.on_record(_rec(i, 0.0, ok=False, error=f"HTTP 400: bad prompt input_value=[{ids}]"))
+    assert g.errors == {"HTTP 400: bad prompt input_value=[...]": 20}
+    assert "most frequent error (20x): HTTP 400: bad prompt input_value=[100, 101," in calls[0][1]
+    assert error_key("HTTP 400: x [455, 1251, 707, 118...36, 186]", "error") == "HTTP 400: x [...]"
+    assert (
+        error_key("HTTP 422: 129 errors, input_value=4", "error")
+        == "HTTP 422: N errors, input_value=N"
+    )
+    assert error_key(None, "timeout") == "timeout"
