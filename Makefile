@@ -8,7 +8,7 @@ HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo 1)
 EXTRA := $(if $(HAS_GPU),gpu,cpu)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean demo-sweep prometheus chromium
+.PHONY: setup run test lint bench clean demo-sweep prometheus chromium compat-servers
 
 setup: $(STAMP)
 
@@ -30,10 +30,15 @@ prometheus:
 chromium:
 	bash scripts/ensure-debian-package.sh chromium chromium
 
+# GuideLLM's mock server and llama.cpp's server in .venv-compat (never in .venv), for
+# tests/integration/test_compat_servers.py; llama-cpp-python compiles once (~7 min on 2 cores)
+compat-servers:
+	PY=$(PY) bash scripts/ensure-compat-servers.sh
+
 run: setup
 	$(BIN)/infprof run --report
 
-test: setup prometheus chromium
+test: setup prometheus chromium compat-servers
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 lint: setup
@@ -49,4 +54,4 @@ demo-sweep: setup
 	$(BIN)/infprof report runs/demo-sweep
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache runs bench-results
+	rm -rf $(VENV) .venv-compat build *.egg-info .pytest_cache .mypy_cache .ruff_cache runs bench-results

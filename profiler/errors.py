@@ -10,6 +10,8 @@ Exit codes (documented in the README, "Failure behaviour"):
   6  the run ended early: interrupted (SIGINT/SIGTERM), the server died, or the endpoint was
      lost mid-run (requests in a row could not connect); completed records kept
   7  a regression beyond the threshold (``infprof compare``)
+  8  requests failed: the first 20 (or those of the first 10 s) all failed, or the error rate
+     passed ``--max-error-rate``; the records are kept (``profiler.load.guard``)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ EXIT_ENDPOINT = 4
 EXIT_STORAGE = 5
 EXIT_INTERRUPTED = 6
 EXIT_REGRESSION = 7
+EXIT_FAILING = 8
 
 
 class InfprofError(Exception):
@@ -72,3 +75,9 @@ class RegressionDetected(InfprofError):
     """A compared metric regressed beyond its threshold."""
 
     exit_code = EXIT_REGRESSION
+
+
+class RequestsFailing(InfprofError):
+    """The run stopped because its requests failed (early stop, ``--max-error-rate``)."""
+
+    exit_code = EXIT_FAILING

@@ -35,6 +35,7 @@ from profiler.store.rundir import RunDir, new_run_id
 
 if TYPE_CHECKING:
     from profiler.load.arrivals import Schedule
+    from profiler.serving.capabilities import Capabilities
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 manifest["server"] = {"argv": None, "url": endpoint.url}
             manifest["model"] = endpoint.model
             rd.write_json("manifest.json", manifest)
+            caps = _capabilities(spec, endpoint, hooks, status)
+            manifest["server_capabilities"] = caps.to_dict()
+            rd.write_json("manifest.json", manifest)
             if spec.sample_interval_s is not None:
                 server_metrics = _start_server_metrics(spec, clock, sample_journal, endpoint)
                 telemetry.append(server_metrics)
@@ -129,7 +133,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 if server_cpus and client_cpus:
                     manifest["cpus"] = {"server": sorted(server_cpus), "client": client_cpus}
                     rd.write_json("manifest.json", manifest)
-                result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack)
+                result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack, caps)
         except InfprofError as e:
             manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
             safe_write(rd, "manifest.json", manifest)
@@ -172,7 +176,9 @@ def _drive(
     hooks: RunHooks,
     live: LiveExport | None,
     stack: ExitStack,
+    caps: Capabilities,
 ) -> DriverResult:
+    from profiler.load.guard import ErrorGuard
     from profiler.load.workload import iter_requests
 
     requests: Any = iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows)
@@ -198,13 +204,20 @@ def _drive(
     sinks: list[Callable[[RequestRecord], None]] = [lambda r: journal.append(r.to_journal())]
     if run_metrics is not None:
         sinks.append(run_metrics.on_record)
-    opts = ClientOptions(
-        base_url=endpoint.url,
-        model=endpoint.model,
-        api_key=endpoint.api_key,
-        request_timeout_s=spec.request_timeout_s,
-        tokenizer=spec.tokenizer,
+    opts = caps.client_options(
+        ClientOptions(
+            base_url=endpoint.url,
+            model=endpoint.model,
+            api_key=endpoint.api_key,
+            request_timeout_s=spec.request_timeout_s,
+            tokenizer=_tokenizer(spec, endpoint),
+        )
     )
+    guard = ErrorGuard(clock.now, max_error_rate=spec.max_error_rate)
+    sinks.append(guard.on_record)
+    on_send = guard.on_send
+    if run_metrics is not None:
+        on_send = _both(run_metrics.on_send, guard.on_send)
     status = hooks.on_status or (lambda _m: None)
     status(f"load: {spec.workload.name}, {spec.arrival.label()}, endpoint {endpoint.url}")
     if spec.workers > 1:
@@ -216,13 +229,8 @@ def _drive(
     async def main() -> DriverResult:
         loop = asyncio.get_running_loop()
         async with StreamingClient(opts, clock) as client:
-            driver = Driver(
-                client,
-                clock,
-                sinks,
-                on_send=run_metrics.on_send if run_metrics is not None else None,
-                on_progress=hooks.on_progress,
-            )
+            driver = Driver(client, clock, sinks, on_send=on_send, on_progress=hooks.on_progress)
+            guard.bind(driver.abort)
             handled = []
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
@@ -312,6 +320,12 @@ def _finish(
     rd.compact()
     summary = summarize_run(rd.path, spec=spec, health=result.health.to_dict())
     rd.write_json("summary.json", summary)
+    if result.ended == "completed":
+        from profiler.load.guard import over_ceiling
+
+        over = over_ceiling(summary, spec.max_error_rate)
+        if over is not None:
+            result.ended, result.reason = "error_rate", over
     scope = (summary.get("gpu") or {}).get("scope")
     if (manifest.get("gpu_scope") or {}).get("gpus") is None and scope is not None:
         # method 3 is known only now, from the samples: the manifest records the decision
@@ -329,6 +343,42 @@ def _finish(
 
 
 # ---------------------------------------------------------------------- pieces
+def _capabilities(
+    spec: RunSpec, endpoint: Endpoint, hooks: RunHooks, status: Callable[[str], None]
+) -> Capabilities:
+    """What the endpoint accepts (profiler/serving/capabilities.py): vLLM's full request for a
+    server infprof launched, ``--server-kind``'s preset, else probed before the load."""
+    from profiler.serving.capabilities import PROBE_TIMEOUT_S, Needs, resolve
+
+    caps = resolve(
+        endpoint,
+        Needs.of(spec.workload),
+        server_kind=spec.endpoint.server_kind if spec.endpoint is not None else "auto",
+        launched=spec.serve is not None or hooks.server_spec is not None,
+        tokenizer=_tokenizer(spec, endpoint),
+        timeout_s=min(spec.request_timeout_s, PROBE_TIMEOUT_S),
+    )
+    status(caps.summary_line())
+    for note in caps.notes:
+        status(f"server capabilities: {note}")
+    return caps
+
+
+def _tokenizer(spec: RunSpec, endpoint: Endpoint) -> str | None:
+    """--tokenizer, else the served model's own when its name is a local model directory."""
+    from profiler.load.tokens import model_tokenizer
+
+    return spec.tokenizer or model_tokenizer(endpoint.model)
+
+
+def _both(a: Callable[[], None], b: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        a()
+        b()
+
+    return call
+
+
 def _start_telemetry(
     spec: RunSpec,
     clock: RunClock,

@@ -88,6 +88,8 @@ class RunOptions:
     out: Path = Path("runs")
     run_id: str | None = None
     gpus: str | None = None
+    server_kind: str | None = None  # None: auto (probe the endpoint)
+    max_error_rate: float | None = None
 
 
 def build_run_spec(o: RunOptions) -> RunSpec:
@@ -136,6 +138,7 @@ def build_run_spec(o: RunOptions) -> RunSpec:
             workers=o.workers,
             seed=o.seed,
             gpus=gpus,
+            max_error_rate=o.max_error_rate,
         )
     except ValidationError as e:
         err = e.errors()[0]
@@ -309,7 +312,17 @@ def _target(
         from profiler.serving.endpoint import api_key_from_env
 
         api_key_from_env(o.api_key_env)  # a missing key fails here, before the run directory
-        return None, EndpointSpec(url=o.endpoint, model=o.model, api_key_env=o.api_key_env)
+        return None, EndpointSpec(
+            url=o.endpoint,
+            model=o.model,
+            api_key_env=o.api_key_env,
+            server_kind=o.server_kind or "auto",  # type: ignore[arg-type]
+        )
+    if o.server_kind not in (None, "auto"):
+        raise SpecError(
+            "--server-kind describes an --endpoint; a server infprof launches is vLLM",
+            "drop --server-kind, or add --endpoint URL",
+        )
     model = o.model
     env: dict[str, str] = {}
     load_format, enforce_eager, dtype, max_len = o.load_format, False, o.dtype, o.max_model_len

@@ -359,6 +359,10 @@ class EndpointSpec(_Strict):
     model: str | None = None
     api_key_env: str | None = None
     metrics_url: str | None = None
+    server_kind: Literal["auto", "vllm", "sglang", "trtllm", "openai", "generic"] = Field(
+        default="auto",
+        description="what the server accepts (profiler/serving/capabilities.py); auto: probe it",
+    )
 
 
 class RunSpec(_Strict):
@@ -387,6 +391,13 @@ class RunSpec(_Strict):
     pushgateway: str | None = None
     workers: int = Field(default=1, ge=1)
     seed: int = 0
+    max_error_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="stop when more than this share of the last 30 requests failed, and fail a "
+        "run whose whole error rate is above it (profiler/load/guard.py); None: no ceiling",
+    )
     gpus: list[str] | None = Field(
         default=None,
         min_length=1,

@@ -57,6 +57,13 @@ class RequestColumns:
     # (request id, arrival time, tokens) of every content chunk of the requests selected by a
     # boolean mask indexed by request id; None where the run has no chunk data
     chunk_source: ChunkSource | None = None
+    # Error text per request (object array, None where none); None: not read
+    error: np.ndarray | None = None
+    # Requested lengths (NaN where not recorded) and whether exact output lengths were asked
+    # of the server (1.0 / 0.0, NaN: natural lengths); None: the run predates them
+    requested_prompt_tokens: np.ndarray | None = None
+    requested_output_tokens: np.ndarray | None = None
+    length_enforced: np.ndarray | None = None
 
     @classmethod
     def from_records(cls, records: Sequence[RequestRecord]) -> RequestColumns:
@@ -77,6 +84,10 @@ class RequestColumns:
             itl_source=_array_itl_source(gid, gs, gk),
             queue_wait_s=f([r.queue_wait_s for r in records]),
             chunk_source=functools.partial(_record_chunks, list(records)),
+            error=np.array([r.error for r in records], dtype=object),
+            requested_prompt_tokens=f([r.requested_prompt_tokens for r in records]),
+            requested_output_tokens=f([r.requested_output_tokens for r in records]),
+            length_enforced=f([r.length_enforced for r in records]),
         )
 
     @classmethod
@@ -87,7 +98,19 @@ class RequestColumns:
         # one column decoded at a time, strings never turned into Python objects: the peak is
         # the columns kept plus one being decoded
         req = pq.ParquetFile(path, pre_buffer=False)
-        optional = [c for c in ("queue_wait_s",) if c in req.schema_arrow.names]
+        names = req.schema_arrow.names
+        optional = [c for c in ("queue_wait_s",) if c in names]
+        # absent from runs recorded before they existed
+        extra = [
+            c
+            for c in (
+                "error",
+                "requested_prompt_tokens",
+                "requested_output_tokens",
+                "length_enforced",
+            )
+            if c in names
+        ]
 
         def f(name: str) -> np.ndarray:
             col = req.read(columns=[name]).column(0)
@@ -101,7 +124,19 @@ class RequestColumns:
         itl_path = run_path / "itl.parquet"
         ids = req.read(columns=["id"]).column(0).to_numpy()
         chunks = np.nan_to_num(f("chunks")).astype(np.int64)
+
+        def opt(name: str) -> np.ndarray | None:
+            return f(name) if name in extra else None
+
         return cls(
+            error=(
+                req.read(columns=["error"]).column(0).to_numpy(zero_copy_only=False).astype(object)
+                if "error" in extra
+                else None
+            ),
+            requested_prompt_tokens=opt("requested_prompt_tokens"),
+            requested_output_tokens=opt("requested_output_tokens"),
+            length_enforced=opt("length_enforced"),
             queue_wait_s=f("queue_wait_s") if optional else None,
             chunk_source=(
                 functools.partial(_parquet_chunks, itl_path) if itl_path.exists() else None
@@ -345,6 +380,8 @@ def summarize(
     summary["slo_attainment"] = slo_attainment(
         slo, cols, in_win, done_in_win, secs, open_loop=bool(open_loop)
     )
+    summary["errors"] = error_summary(cols, in_win)
+    summary["lengths"] = length_summary(cols, ok)
     return summary
 
 
@@ -357,6 +394,61 @@ LATENCY_KEYS = (
     "e2e_from_intended_s",
 )
 SKETCH_KEYS = (*LATENCY_KEYS, "dispatch_lag_s", "queue_wait_s")
+
+
+TOP_ERRORS = 5
+
+
+def error_summary(cols: RequestColumns, sel: np.ndarray) -> dict[str, Any]:
+    """The most frequent error messages of the selected failed requests (cancelled ones are
+    not failures), with their counts: ``{"top": [{"message", "count"}], "distinct"}``. Messages
+    are grouped as ``profiler.load.guard.error_key`` does (echoed token ids left out)."""
+    failed = sel & (cols.outcome != "ok") & (cols.outcome != "cancelled")
+    if cols.error is None or not failed.any():
+        return {"top": [], "distinct": 0}
+    from profiler.load.guard import error_key
+
+    msgs = [
+        (str(e).strip() or str(o)) if e is not None else str(o)
+        for e, o in zip(cols.error[failed], cols.outcome[failed], strict=True)
+    ]
+    keys = np.asarray([error_key(m, m) for m in msgs], dtype=object).astype(str)
+    values, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    order = np.lexsort((values, -counts))[:TOP_ERRORS]
+    return {  # each group's message as its first request had it
+        "top": [{"message": msgs[first[i]], "count": int(counts[i])} for i in order],
+        "distinct": int(values.size),
+    }
+
+
+def length_summary(cols: RequestColumns, ok: np.ndarray) -> dict[str, Any]:
+    """Requested against achieved lengths of the successful requests: means, and how many got
+    exactly what was asked (prompt: the server's count of the prompt; output: of all samples).
+    ``length_enforced`` counts requests sent with and without exact-length controls
+    (``ignore_eos``/``min_tokens``); without them ``max_tokens`` only bounds the output."""
+
+    def part(requested: np.ndarray | None, achieved: np.ndarray) -> dict[str, Any]:
+        if requested is None:
+            return {"requested_mean": None, "achieved_mean": None, "exact": None, "requests": 0}
+        both = ok & ~np.isnan(requested) & ~np.isnan(achieved)
+        n = int(np.count_nonzero(both))
+        if not n:
+            return {"requested_mean": None, "achieved_mean": None, "exact": None, "requests": 0}
+        return {
+            "requested_mean": float(requested[both].mean()),
+            "achieved_mean": float(achieved[both].mean()),
+            "exact": int(np.count_nonzero(requested[both] == achieved[both])),
+            "requests": n,
+        }
+
+    enforced = cols.length_enforced
+    sel = enforced[ok] if enforced is not None else np.zeros(0)
+    return {
+        "prompt_tokens": part(cols.requested_prompt_tokens, cols.prompt_tokens),
+        "output_tokens": part(cols.requested_output_tokens, cols.output_tokens),
+        "enforced_requests": int(np.count_nonzero(sel == 1.0)),
+        "not_enforced_requests": int(np.count_nonzero(sel == 0.0)),
+    }
 
 
 @dataclass

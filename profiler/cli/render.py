@@ -81,6 +81,8 @@ def render_summary(
             *(_ms(d[q]) for q in ("mean", "p50", "p90", "p95", "p99", "max")),
         )
     console.print(t)
+    for line in error_lines(summary.get("errors")) + length_lines(summary.get("lengths")):
+        console.print(line, highlight=False, markup=False)
     client = summary.get("client") or {}
     if client.get("saturated"):
         console.print(
@@ -109,6 +111,41 @@ def render_summary(
         console.print(line, highlight=False)
     if run_dir is not None:
         console.print(f"run directory: {run_dir}")
+
+
+def error_lines(errors: Any) -> list[str]:
+    """The most frequent error messages of summary.json with their counts."""
+    top = (errors or {}).get("top") if isinstance(errors, dict) else None
+    if not top:
+        return []
+    more = errors.get("distinct", len(top)) - len(top)
+    lines = ["errors (most frequent first):"]
+    lines += [f"  {e['count']:>6}x  {e['message']}" for e in top]
+    if more > 0:
+        lines.append(f"  ... and {more} other messages (requests.parquet, column error)")
+    return lines
+
+
+def length_lines(lengths: Any) -> list[str]:
+    """Requested against achieved prompt and output lengths, when they differ or were not
+    enforced (a run whose lengths came out exactly as asked prints nothing)."""
+    if not isinstance(lengths, dict):
+        return []
+    lines = []
+    for key, label in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
+        p = lengths.get(key) or {}
+        if not p.get("requests") or p.get("exact") == p.get("requests"):
+            continue
+        lines.append(
+            f"{label} tokens: requested mean {_num(p['requested_mean'], '{:.1f}')}, achieved "
+            f"mean {_num(p['achieved_mean'], '{:.1f}')} ({p['exact']} of {p['requests']} exact)"
+        )
+    if lengths.get("not_enforced_requests"):
+        lines.append(
+            f"output lengths not enforced for {lengths['not_enforced_requests']} requests: the "
+            "server refuses ignore_eos/min_tokens, so max_tokens only bounds them"
+        )
+    return lines
 
 
 def _render_nodes(nodes: Any, console: Console) -> None:

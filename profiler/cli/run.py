@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from profiler.cli.render import progress_printer, render_summary
-from profiler.errors import EXIT_INTERRUPTED, EXIT_STORAGE, RunInterrupted
+from profiler.errors import EXIT_FAILING, EXIT_INTERRUPTED, EXIT_STORAGE, RunInterrupted
 from profiler.runspec import RunOptions, build_run_spec
 
 
@@ -179,6 +179,22 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
     "them, and a launched server runs on them (default: its CUDA_VISIBLE_DEVICES, else the "
     "GPUs holding its processes, else all).",
 )
+@click.option(
+    "--server-kind",
+    type=click.Choice(["auto", "vllm", "sglang", "trtllm", "openai", "generic"]),
+    default="auto",
+    show_default=True,
+    help="What the --endpoint accepts. auto: probe it with a few small requests before the load "
+    "(token-id prompts, ignore_eos/min_tokens, usage per chunk, n > 1, chat template); a kind "
+    "skips the probe: vllm/sglang/trtllm take all of them, openai and generic none (text "
+    "prompts, max_tokens only).",
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    help="Stop when more than this share of the last 30 finished requests failed, and exit 8 "
+    "when the whole run's error rate is above it (as GuideLLM's max_error_rate).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -211,6 +227,13 @@ def command(**kwargs: Any) -> None:
       infprof run --model meta-llama/Llama-3.1-8B-Instruct --tp 2 --rate 4 --duration 120
       infprof run --endpoint http://127.0.0.1:8000 --concurrency 32 --json
       infprof run --endpoint http://127.0.0.1:8000 --repeat 3 --run-id base   # base/rep-01..03
+      infprof run --endpoint https://gateway.example --server-kind openai --api chat
+
+    \b
+    Exit codes: 0 completed (whatever its error rate, unless --max-error-rate), 2 bad input,
+    3 server did not start, 4 endpoint unreachable or refusing the workload, 5 run directory,
+    6 ended early (interrupted, server died, endpoint lost), 8 requests failed: the first 20
+    (or all of the first 10 s) failed, or the error rate passed --max-error-rate.
     """
     json_ = kwargs.pop("json_")
     quiet = kwargs.pop("quiet")
@@ -248,7 +271,16 @@ def command(**kwargs: Any) -> None:
             f"infprof: run ended early ({result.ended}): {result.reason}; completed records kept in {result.run_dir}",
             err=True,
         )
-        sys.exit(EXIT_STORAGE if result.ended == "storage_error" else EXIT_INTERRUPTED)
+        sys.exit(_exit_code(result.ended))
+
+
+def _exit_code(ended: str) -> int:
+    """The documented exit code of a run that did not complete (profiler/errors.py)."""
+    if ended == "storage_error":
+        return EXIT_STORAGE
+    if ended in ("failing", "error_rate"):
+        return EXIT_FAILING
+    return EXIT_INTERRUPTED
 
 
 def _repeats(spec: Any, repeat: int, hooks: Any, json_: bool, write_report: bool) -> None:
@@ -278,4 +310,4 @@ def _repeats(spec: Any, repeat: int, hooks: Any, json_: bool, write_report: bool
             f"{last.reason}; completed records kept in {last.run_dir}",
             err=True,
         )
-        sys.exit(EXIT_STORAGE if last.ended == "storage_error" else EXIT_INTERRUPTED)
+        sys.exit(_exit_code(last.ended))

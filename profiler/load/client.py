@@ -28,8 +28,9 @@ from typing import Any, Protocol
 from pydantic_core import from_json, to_json
 
 from profiler.clock import RunClock
+from profiler.load.prompts import TextPrompter, ids_to_words
 from profiler.load.record import RequestRecord
-from profiler.load.tokens import TokenCounter, load_counter
+from profiler.load.tokens import TokenCounter, load_counter, load_offsets
 from profiler.load.transport import Pool, TransportError
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -51,13 +52,26 @@ class RequestLike(Protocol):
 
 @dataclass(frozen=True)
 class ClientOptions:
+    """How requests are built and read. The defaults are vLLM's full request (token-id prompts,
+    ``ignore_eos``/``min_tokens``, usage per chunk); ``profiler.serving.capabilities`` turns off
+    what an endpoint refuses, so a field it rejects is never sent."""
+
     base_url: str
     model: str
     api_key: str | None = None
     request_timeout_s: float = 600.0
     vllm_extras: bool = True  # ignore_eos / min_tokens (vLLM sampling extensions)
-    continuous_usage: bool = True
+    continuous_usage: bool = True  # stream_options.continuous_usage_stats
     tokenizer: str | None = None  # tokenizer.json (or its directory): counts chunks without usage
+    include_usage: bool = True  # stream_options.include_usage (False: no stream_options at all)
+    token_id_prompts: bool = True  # False: token-id prompts are sent as text of their length
+    # Text prompts without a tokenizer: prompt tokens per word, from the server's own counts
+    tokens_per_word: float | None = None
+    # Prompt tokens the server adds to a completions text prompt (a BOS token)
+    text_added_tokens: float = 0.0
+    # Prompt tokens a chat request has beyond its content (the chat template); when known, a
+    # single-message chat prompt is cut so that the server counts ``input_len`` tokens
+    chat_template_tokens: float | None = None
 
 
 class Answer:
@@ -78,15 +92,32 @@ class Answer:
         return "".join(self.parts)
 
 
-def build_payload(req: Any, opts: ClientOptions) -> tuple[str, dict[str, Any]]:
-    """(path, JSON body) of one streaming request."""
+def text_prompter(opts: ClientOptions) -> TextPrompter | None:
+    """The text-prompt maker the options call for: with the tokenizer when one is set, else
+    with the calibrated tokens per word; ``None`` when no prompt is sent as fitted text."""
+    if opts.token_id_prompts and opts.chat_template_tokens is None:
+        return None
+    if opts.tokenizer:
+        return TextPrompter(offsets=load_offsets(opts.tokenizer))
+    return TextPrompter(tokens_per_word=opts.tokens_per_word or 1.0)
+
+
+def build_payload(
+    req: Any, opts: ClientOptions, prompter: TextPrompter | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(path, JSON body) of one streaming request. Fields the options turn off are left out
+    (not sent as ``false``: strict servers refuse a field they do not know whatever its value)."""
     body: dict[str, Any] = {
         "model": opts.model,
         "max_tokens": req.output_len,
         "stream": True,
-        "stream_options": {"include_usage": True, "continuous_usage_stats": opts.continuous_usage},
         "temperature": req.temperature,
     }
+    if opts.include_usage:
+        stream_options: dict[str, Any] = {"include_usage": True}
+        if opts.continuous_usage:
+            stream_options["continuous_usage_stats"] = True
+        body["stream_options"] = stream_options
     if req.n > 1:
         body["n"] = req.n
     if opts.vllm_extras and req.ignore_eos:
@@ -96,11 +127,32 @@ def build_payload(req: Any, opts: ClientOptions) -> tuple[str, dict[str, Any]]:
         messages = getattr(req, "messages", None) or [
             {"role": "user", "content": getattr(req, "text", "")}
         ]
+        if prompter is not None and opts.chat_template_tokens is not None:
+            messages = _fit_chat(messages, req, opts.chat_template_tokens, prompter)
         body["messages"] = messages
         return "/v1/chat/completions", body
     ids = getattr(req, "prompt_token_ids", None)
-    body["prompt"] = ids if ids is not None else getattr(req, "text", "")
+    if ids is not None and not opts.token_id_prompts:
+        body["prompt"] = (
+            prompter.for_ids(ids, opts.text_added_tokens) if prompter else ids_to_words(ids)
+        )
+    else:
+        body["prompt"] = ids if ids is not None else getattr(req, "text", "")
     return "/v1/completions", body
+
+
+def _fit_chat(
+    messages: list[dict[str, Any]], req: Any, template_tokens: float, prompter: TextPrompter
+) -> list[dict[str, Any]]:
+    """A one-message chat prompt cut so the server counts ``input_len`` prompt tokens, the
+    template's included; conversations (several messages) are sent as they are."""
+    want = getattr(req, "input_len", None)
+    if len(messages) != 1 or not isinstance(want, int):
+        return messages
+    content = messages[0].get("content")
+    if messages[0].get("role") != "user" or not isinstance(content, str):
+        return messages
+    return [{"role": "user", "content": prompter.fit(content, want - template_tokens)}]
 
 
 class StreamState:
@@ -286,10 +338,16 @@ class StreamState:
 
     def _final_usage(self, total: int) -> None:
         """The usage-only event at the end: the server's total over all choices. Per-event
-        usage that does not add up to it was not per choice (or not the server's count)."""
+        usage that does not add up to it was not per choice (or not the server's count).
+        Without per-event usage, a total equal to the number of content chunks proves one
+        token per chunk (every content chunk carries at least one): the counts are exact."""
         rec = self.rec
-        if self.usage_tokens and total != self.usage_tokens:
-            rec.tokens_estimated = True
+        if self.usage_tokens:
+            if total != self.usage_tokens:
+                rec.tokens_estimated = True
+        elif rec.tokens_estimated and rec.chunks == total:
+            rec.chunk_tokens = [1] * rec.chunks
+            rec.tokens_estimated = False
         rec.output_tokens = total
 
     def close(self, t_s: float) -> None:
@@ -335,6 +393,7 @@ class StreamingClient:
         if opts.api_key:
             self._headers["Authorization"] = f"Bearer {opts.api_key}"
         self._count_tokens = load_counter(opts.tokenizer) if opts.tokenizer else None
+        self._prompter = text_prompter(opts)
         self._pool: Pool | None = None
 
     async def __aenter__(self) -> StreamingClient:
@@ -357,7 +416,7 @@ class StreamingClient:
         """One request; ``answer`` (session turns only) receives the streamed answer."""
         pool = self._pool
         assert pool is not None, "use the client as an async context manager"
-        path, body = build_payload(req, self.opts)
+        path, body = build_payload(req, self.opts, self._prompter)
         if answer is not None and answer.want_ids and self.opts.vllm_extras:
             body["return_token_ids"] = True  # vLLM: each chunk's token ids (exact history)
         rec = RequestRecord(
@@ -366,6 +425,8 @@ class StreamingClient:
             scenario=req.scenario,
             intended_start_s=intended_start_s,
             requested_output_tokens=req.output_len * req.n,
+            requested_prompt_tokens=getattr(req, "input_len", None),
+            length_enforced=(self.opts.vllm_extras if req.ignore_eos else None),
             n=req.n,
         )
         clock = self.clock

@@ -10,6 +10,7 @@ the same prefix for the same key (what a prefix cache sees).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -81,3 +82,80 @@ def prefix_ids(
 def ids_to_words(ids: list[int]) -> str:
     """Words standing for ``ids`` (a chat system prompt derived from a shared prefix)."""
     return " ".join(WORDS[t % len(WORDS)] for t in ids)
+
+
+# ------------------------------------------------------------------ text of a token length
+# Servers that refuse token-id prompts get text: the words standing for the ids
+# (``ids_to_words``, so a shared prefix stays a shared text prefix), cut to the requested
+# token count under the model's tokenizer, or, without one, sized by the server's own counts
+# of the capability probe's prompts (tokens per word and the tokens it adds to every prompt).
+FIT_ROUNDS = 4
+
+
+class TextPrompter:
+    """Text prompts of a requested token length.
+
+    With ``offsets`` (``profiler.load.tokens.load_offsets``) the text is cut at the end of the
+    token that reaches the length and checked by encoding the cut text again (a cut inside a
+    word may tokenise differently; the target is corrected and cut again, at most
+    ``FIT_ROUNDS`` times, keeping the closest). Without a tokenizer, ``tokens_per_word``
+    (calibrated from the server's ``prompt_tokens``) sizes it in whole words. ``added_tokens``
+    is what the server adds to every text prompt of the API (a BOS token; a chat template's
+    tokens): the text gets that many fewer."""
+
+    def __init__(
+        self,
+        offsets: Callable[[str], list[tuple[int, int]]] | None = None,
+        tokens_per_word: float | None = None,
+    ) -> None:
+        if offsets is None and (tokens_per_word is None or tokens_per_word <= 0):
+            raise ValueError("a TextPrompter needs a tokenizer or a positive tokens_per_word")
+        self.offsets = offsets
+        self.tokens_per_word = tokens_per_word
+
+    @property
+    def exact(self) -> bool:
+        """The text's token count is checked with the model's tokenizer."""
+        return self.offsets is not None
+
+    def for_ids(self, ids: list[int], added_tokens: float = 0.0) -> str:
+        """Text that the server counts as ``len(ids)`` prompt tokens, made of the words that
+        stand for ``ids`` (the same ids give the same text; a shared prefix of ids a shared
+        prefix of text)."""
+        return self.fit(ids_to_words(ids), len(ids) - added_tokens)
+
+    def fit(self, words: str, target: float) -> str:
+        """``words`` (repeated when too short) cut to ``target`` tokens (at least one)."""
+        target_i = max(int(round(target)), 1)
+        if not words.strip():
+            words = WORDS[0]
+        if self.offsets is None:
+            assert self.tokens_per_word is not None
+            k = max(int(round(target_i / self.tokens_per_word)), 1)
+            return _words(words, k)
+        offsets = self.offsets
+        text = words
+        offs = offsets(text)
+        while len(offs) < target_i:  # a word is at least one token: rarely needed
+            text = f"{text} {words}"
+            offs = offsets(text)
+        want = target_i
+        best, best_err = text, abs(len(offs) - target_i)
+        for _ in range(FIT_ROUNDS):
+            cut = text[: offs[want - 1][1]]
+            got = len(offsets(cut))
+            if got == target_i:
+                return cut
+            if abs(got - target_i) < best_err:
+                best, best_err = cut, abs(got - target_i)
+            want = min(max(want + target_i - got, 1), len(offs))
+        return best
+
+
+def _words(words: str, k: int) -> str:
+    """The first ``k`` words of ``words``, repeated as often as needed."""
+    parts = words.split()
+    if len(parts) >= k:
+        return " ".join(parts[:k])
+    reps = -(-k // len(parts))
+    return " ".join((parts * reps)[:k])

@@ -54,6 +54,12 @@ class RequestRecord:
     # Prompt tokens the server served from its prefix cache (usage.prompt_tokens_details
     # .cached_tokens: vLLM reports it with --enable-prompt-tokens-details); None: not reported
     cached_tokens: int | None = None
+    # The prompt length the workload asked for (the server's count is ``prompt_tokens``)
+    requested_prompt_tokens: int | None = None
+    # Exact output lengths asked for (``ignore_eos``): True when sent with ``ignore_eos`` and
+    # ``min_tokens``; False when the server refuses them, so ``max_tokens`` only bounds the
+    # output; None when the workload asked for natural lengths
+    length_enforced: bool | None = None
     # Arrival time and token count of every content chunk (all samples when n > 1).
     chunk_times_s: list[float] = field(default_factory=list, repr=False)
     chunk_tokens: list[int] = field(default_factory=list, repr=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from profiler.errors import SpecError
 
@@ -34,16 +35,11 @@ def load_counter(path: str | Path, *, option: str = "tokenizer") -> TokenCounter
     """``count(text) -> tokens`` with the tokenizer at ``path`` (special tokens not added; at
     least 1 for non-empty text). ``SpecError`` naming ``option`` and the path when the file is
     missing or is not a tokenizers-format ``tokenizer.json``."""
-    file = tokenizer_file(path, option=option)
-    try:
-        return _load(str(file.resolve()))
-    except Exception as e:  # tokenizers raises plain Exception: unreadable, not JSON, bad model
-        why = " ".join(str(e).split())[:200]
-        raise SpecError(f"{option} '{path}': cannot load {file} ({why})", _FIX) from None
+    return _load(path, option, _load_counter)
 
 
 @functools.lru_cache(maxsize=8)
-def _load(file: str) -> TokenCounter:
+def _load_counter(file: str) -> TokenCounter:
     from tokenizers import Tokenizer
 
     encode = Tokenizer.from_file(file).encode
@@ -66,16 +62,32 @@ def model_tokenizer(model: str) -> str | None:
 
 
 TokenEncoder = Callable[[list[str]], list[list[int]]]
+TokenOffsets = Callable[[str], list[tuple[int, int]]]
+_T = TypeVar("_T")
 
 
 def load_encoder(path: str | Path, *, option: str = "tokenizer") -> TokenEncoder:
     """``encode(texts) -> token ids of each`` with the tokenizer at ``path`` (special tokens not
     added; batched, so the tokenizers library encodes on all cores). ``SpecError`` as
     :func:`load_counter`."""
+    return _load(path, option, _load_encoder)
+
+
+def load_offsets(path: str | Path, *, option: str = "tokenizer") -> TokenOffsets:
+    """``offsets(text) -> [(start, end), ...]``: the character span of every token of ``text``
+    under the tokenizer at ``path`` (special tokens not added). Text prompts of an exact token
+    length are cut at a token's end (``profiler.load.prompts.TextPrompter``). Errors as
+    :func:`load_counter`."""
+    return _load(path, option, _load_offsets)
+
+
+def _load(path: str | Path, option: str, loader: Callable[[str], _T]) -> _T:
+    """``loader(file)`` of the tokenizer at ``path``; ``SpecError`` naming ``option`` and the
+    path when the file is missing or is not a tokenizers-format ``tokenizer.json``."""
     file = tokenizer_file(path, option=option)
     try:
-        return _load_encoder(str(file.resolve()))
-    except Exception as e:  # tokenizers raises plain Exception
+        return loader(str(file.resolve()))
+    except Exception as e:  # tokenizers raises plain Exception: unreadable, not JSON, bad model
         why = " ".join(str(e).split())[:200]
         raise SpecError(f"{option} '{path}': cannot load {file} ({why})", _FIX) from None
 
@@ -90,3 +102,17 @@ def _load_encoder(file: str) -> TokenEncoder:
         return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
     return encode
+
+
+@functools.lru_cache(maxsize=8)
+def _load_offsets(file: str) -> TokenOffsets:
+    from tokenizers import Tokenizer
+
+    encode = Tokenizer.from_file(file).encode
+
+    def offsets(text: str) -> list[tuple[int, int]]:
+        if not text:
+            return []
+        return list(encode(text, add_special_tokens=False).offsets)
+
+    return offsets

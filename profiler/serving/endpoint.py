@@ -17,6 +17,7 @@ class Endpoint:
     url: str
     model: str
     api_key: str | None = None
+    owned_by: str | None = None  # /v1/models says who serves the model (vllm, sglang, ...)
 
     @property
     def metrics_url(self) -> str:
@@ -78,8 +79,12 @@ def attach(url: str, model: str | None, api_key: str | None, timeout_s: float = 
         raise EndpointError(
             f"{base}/v1/models did not answer JSON", "is it an OpenAI-compatible server?"
         ) from None
-    ids = [m.get("id") for m in (data.get("data") or [])] if isinstance(data, dict) else []
-    ids = [i for i in ids if isinstance(i, str)]
+    cards = (
+        [m for m in (data.get("data") or []) if isinstance(m, dict)]
+        if isinstance(data, dict)
+        else []
+    )
+    ids: list[str] = [m["id"] for m in cards if isinstance(m.get("id"), str)]
     if model is None:
         if not ids:
             raise EndpointError(f"{base} lists no model", "pass --model NAME")
@@ -88,4 +93,7 @@ def attach(url: str, model: str | None, api_key: str | None, timeout_s: float = 
         raise EndpointError(
             f"{base} does not serve '{model}' (it serves: {', '.join(ids)})", "fix --model"
         )
-    return Endpoint(url=base, model=model, api_key=api_key)
+    owner = next((m.get("owned_by") for m in cards if m.get("id") == model), None)
+    return Endpoint(
+        url=base, model=model, api_key=api_key, owned_by=owner if isinstance(owner, str) else None
+    )

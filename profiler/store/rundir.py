@@ -347,6 +347,8 @@ REQUEST_SCHEMA = pa.schema(
         ("session_id", pa.int64()),
         ("turn", pa.int64()),
         ("cached_tokens", pa.int64()),
+        ("requested_prompt_tokens", pa.int64()),
+        ("length_enforced", pa.bool_()),
     ]
 )
 

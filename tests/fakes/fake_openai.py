@@ -32,6 +32,14 @@ Streams exactly ``max_tokens`` tokens per choice (each token is the word `` tok`
   the words of chat messages) counts ``prefix_cache_queries``/``hits`` as vLLM does (tokens);
   ``prefix_caching=False`` turns it off, ``prompt_tokens_details`` reports each request's
   ``cached_tokens`` in its final usage. ``keep_bodies`` keeps every request body.
+- ``strict`` (``--strict``): a hosted API's validation. Token-id prompts are refused (HTTP 400,
+  ``'prompt' must be a string``), and so is every field outside OpenAI's public API
+  (``Unrecognized request argument supplied: ignore_eos``), ``stream_options`` keys included
+  (``continuous_usage_stats``).
+- ``stop_after`` (``--stop-after K``): the model "emits EOS" after K tokens per choice
+  (``finish_reason: stop``) unless the request sets ``ignore_eos`` (``min_tokens`` defers it).
+- ``chat_template_tokens`` (``--chat-template-tokens T``): a chat prompt counts T tokens more
+  than its words, as a chat template adds.
 
 Events are assembled from prebuilt byte templates, so one stream costs little CPU (the
 benchmarks drive 256 concurrent streams). With ``ttft_ms = itl_ms = 0`` every chunk still
@@ -63,6 +71,20 @@ TOKEN = b" tok"
 TOKEN_ID = 7
 CACHE_BLOCK = 16
 MAX_CACHED_BLOCKS = 100_000
+
+# OpenAI's public API: what a strict server (``FakeConfig.strict``) accepts
+COMPLETIONS_FIELDS = frozenset(
+    "model prompt best_of echo frequency_penalty logit_bias logprobs max_tokens n "
+    "presence_penalty seed stop stream stream_options suffix temperature top_p user".split()
+)
+CHAT_FIELDS = frozenset(
+    "model messages audio frequency_penalty function_call functions logit_bias logprobs "
+    "max_completion_tokens max_tokens metadata modalities n parallel_tool_calls prediction "
+    "presence_penalty reasoning_effort response_format seed service_tier stop store stream "
+    "stream_options temperature tool_choice tools top_logprobs top_p user "
+    "web_search_options".split()
+)
+STREAM_OPTIONS_FIELDS = frozenset({"include_usage", "include_obfuscation"})
 # vLLM sends its system_fingerprint on the final usage event (or, without include_usage, on
 # every finishing event)
 FINGERPRINT = b',"system_fingerprint":"fake-0"'
@@ -88,6 +110,9 @@ class FakeConfig:
     keep_bodies: bool = False
     host: str = "127.0.0.1"
     port: int = 0
+    strict: bool = False  # refuse token-id prompts and fields outside OpenAI's API
+    stop_after: int | None = None  # EOS after this many tokens unless ignore_eos
+    chat_template_tokens: int = 0  # prompt tokens a chat template adds
 
 
 @dataclass
@@ -111,7 +136,7 @@ class FakeOpenAIServer:
         self.counters = Counters()
         self._rng = random.Random(self.config.seed)
         self._runner: web.AppRunner | None = None
-        self._mids: dict[tuple[bytes, int, bool, bool], bytes] = {}
+        self._mids: dict[tuple[bytes, int, bool, bool, bytes], bytes] = {}
         self._blocks: set[int] = set()
         self.port: int | None = None
 
@@ -200,14 +225,26 @@ class FakeOpenAIServer:
             status = 500 if mode == "http_500" else 400
             return self._fail(status, f"injected HTTP {status}")
         chat = request.path.endswith("/chat/completions")
+        if cfg.strict:
+            refused = _strict_refusal(body, chat)
+            if refused is not None:
+                return self._fail(400, refused)
         try:
             max_tokens = int(_first(body, "max_tokens", "max_completion_tokens", default=16))
             n = int(_first(body, "n", default=1))
+            min_tokens = int(_first(body, "min_tokens", default=0))
         except (TypeError, ValueError):
-            return self._fail(400, "max_tokens and n must be integers")
+            return self._fail(400, "max_tokens, min_tokens and n must be integers")
         if max_tokens < 1 or not 1 <= n <= 128:
             return self._fail(400, "max_tokens must be >= 1 and n in 1..128")
+        finish = b'"length"'
+        if cfg.stop_after is not None and not body.get("ignore_eos"):
+            eos_at = max(cfg.stop_after, min_tokens)
+            if eos_at < max_tokens:
+                max_tokens, finish = eos_at, b'"stop"'
         prompt_tokens = _count_prompt(body.get("messages") if chat else body.get("prompt"))
+        if chat:
+            prompt_tokens += cfg.chat_template_tokens
         c.prompt_tokens += prompt_tokens
         cached = self._cache(body.get("messages") if chat else body.get("prompt"))
         c.statuses[200] = c.statuses.get(200, 0) + 1
@@ -233,6 +270,7 @@ class FakeOpenAIServer:
                 cfg.usage and bool(opts.get("continuous_usage_stats")),
                 bool(body.get("return_token_ids")),
                 cached if cfg.prompt_tokens_details else None,
+                finish,
             )
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -300,14 +338,16 @@ class FakeOpenAIServer:
             }
         )
 
-    def _mid(self, kind: bytes, step: int, last: bool, ids: bool = False) -> bytes:
+    def _mid(
+        self, kind: bytes, step: int, last: bool, ids: bool = False, reason: bytes = b'"length"'
+    ) -> bytes:
         """The bytes of one choice after its index, as vLLM dumps them: ``kind`` is b"text",
         b"content" or the reasoning field; ``ids``: the tokens' ids (``return_token_ids``);
-        cached, so a stream only concatenates."""
-        key = (kind, step, last, ids)
+        ``reason``: the last chunk's finish reason; cached, so a stream only concatenates."""
+        key = (kind, step, last, ids, reason)
         mid = self._mids.get(key)
         if mid is None:
-            finish = b'"length"' if last else b"null"
+            finish = reason if last else b"null"
             words = TOKEN * step
             token_ids = json.dumps([TOKEN_ID] * step).encode() if ids else b"null"
             if kind == b"text":
@@ -337,6 +377,7 @@ class FakeOpenAIServer:
         continuous: bool,
         token_ids: bool = False,
         cached: int | None = None,
+        finish: bytes = b'"length"',
     ) -> None:
         cfg, c = self.config, self.counters
         loop = asyncio.get_running_loop()
@@ -379,7 +420,7 @@ class FakeOpenAIServer:
                 step, kind = min(k, max_tokens - emitted), (b"content" if chat else b"text")
             emitted += step
             last = emitted >= max_tokens
-            mid = self._mid(kind, step, last, token_ids)
+            mid = self._mid(kind, step, last, token_ids, finish)
             # continuous usage: the running count of each event's own choice (vLLM)
             tail = usage_fmt % (prompt_tokens + emitted, emitted) + end if continuous else end
             if last and not include_usage:  # vLLM stamps the finishing events instead
@@ -419,6 +460,22 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": kind, "code": status}}, status=status
     )
+
+
+def _strict_refusal(body: dict[str, Any], chat: bool) -> str | None:
+    """What a hosted API says to a request outside its public schema (None: accepted)."""
+    allowed = CHAT_FIELDS if chat else COMPLETIONS_FIELDS
+    for key in body:
+        if key not in allowed:
+            return f"Unrecognized request argument supplied: {key}"
+    opts = body.get("stream_options")
+    if isinstance(opts, dict):
+        for key in opts:
+            if key not in STREAM_OPTIONS_FIELDS:
+                return f"Unrecognized request argument supplied: stream_options.{key}"
+    if not chat and not isinstance(body.get("prompt"), str):
+        return "'prompt' must be a string (token-id prompts are not supported)"
+    return None
 
 
 def _first(body: dict[str, Any], *keys: str, default: int) -> Any:
@@ -507,6 +564,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-concurrency", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key-env", help="require the key held in this environment variable")
+    p.add_argument("--strict", action="store_true", help="refuse token ids and non-OpenAI fields")
+    p.add_argument("--stop-after", type=int, help="EOS after K tokens unless ignore_eos")
+    p.add_argument("--chat-template-tokens", type=int, default=0)
     a = p.parse_args(argv)
     cfg = FakeConfig(
         model=a.model,
@@ -524,6 +584,9 @@ def main(argv: list[str] | None = None) -> None:
         api_key=os.environ.get(a.api_key_env) if a.api_key_env else None,
         host=a.host,
         port=a.port,
+        strict=a.strict,
+        stop_after=a.stop_after,
+        chat_template_tokens=a.chat_template_tokens,
     )
 
     async def serve() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from profiler.errors import EXIT_FAILING
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
 from tests.integration.faults_support import (
     cli_env,
@@ -34,7 +35,8 @@ def run_against(
         infprof_cmd(
             "run", "--endpoint", url, "--num-requests", str(num), "--input-len", "8",
             "--output-len", "10", "--no-telemetry", "--out", str(out), "--run-id", "r", "-q",
-            *args,
+            # the fake is vLLM-like: no capability probe, whose requests the fake would count
+            "--server-kind", "vllm", *args,
         ),
         cli_env(tmp_path / "home"),
     )  # fmt: skip
@@ -72,10 +74,9 @@ def test_request_timeout_against_a_hanging_stream(tmp_path: Path) -> None:
     "config,statuses",
     [
         (FakeConfig(error_rate=0.3, seed=1), {200, 500}),
-        (FakeConfig(mode="http_400"), {400}),
         (FakeConfig(max_concurrency=1, itl_ms=2), {200, 429}),
     ],
-    ids=["5xx-at-30%", "400", "429"],
+    ids=["5xx-at-30%", "429"],
 )
 def test_http_errors_are_records(tmp_path: Path, config: FakeConfig, statuses: set[int]) -> None:
     with serve_in_thread(config) as fake:
@@ -99,6 +100,33 @@ def test_http_errors_are_records(tmp_path: Path, config: FakeConfig, statuses: s
     assert summary["error_rate"] == pytest.approx(errors / 40)
 
 
+def test_every_request_refused_stops_early(tmp_path: Path) -> None:
+    """HTTP 400 for every request: the first 20 all fail, the run stops (exit 8) with one line
+    naming the most frequent error; the records are data, as always."""
+    with serve_in_thread(FakeConfig(mode="http_400")) as fake:
+        rc, err, records, summary, manifest = run_against(
+            tmp_path, fake.url, "--concurrency", "4", num=200
+        )
+    assert rc == EXIT_FAILING, err
+    assert manifest["ended"] == "failing"
+    assert manifest["requests_sent"] == manifest["requests_recorded"] == len(records)
+    refused = [r for r in records if r["outcome"] == "error"]
+    assert 20 <= len(refused) <= len(records) < 40
+    assert all(r["error"] == "HTTP 400: injected HTTP 400" for r in refused)
+    # those in flight when it stopped are cancelled
+    assert all(r["outcome"] == "cancelled" for r in records if r not in refused)
+
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "infprof: run ended early (failing): the first 20 requests all failed; most frequent "
+            "error (20x): HTTP 400: injected HTTP 400"
+        )
+    )
+    assert summary["errors"]["top"][0] == {"message": "HTTP 400: injected HTTP 400", "count": 20}
+
+
 def test_connection_refused_from_the_start(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -118,15 +146,20 @@ def test_connection_refused_from_the_start(tmp_path: Path) -> None:
 
 
 def test_connection_reset_mid_stream(tmp_path: Path) -> None:
-    """Every stream is cut after half its tokens: 40 errors in a row from a server that is
-    still up must not end the run as 'endpoint lost'."""
+    """Every stream is cut after half its tokens: errors in a row from a server that is still
+    up do not end the run as 'endpoint lost'; the first 20 all failing stop it early."""
     with serve_in_thread(FakeConfig(mode="drop_mid_stream", itl_ms=1)) as fake:
         rc, err, records, summary, manifest = run_against(
             tmp_path, fake.url, "--concurrency", "4", num=40
         )
-    check_completed(rc, err, records, manifest)
-    assert len(records) == 40
+    assert rc == EXIT_FAILING, err
+    assert manifest["ended"] == "failing"
+    assert "cause: the server (or a proxy) closes streams before they end" in err
+    assert 20 <= len(records) < 40
+    assert sum(r["outcome"] == "error" for r in records) >= 20
     for r in records:
+        if r["outcome"] == "cancelled":  # in flight when the run stopped
+            continue
         assert r["outcome"] == "error" and r["http_status"] == 200, r
         assert r["first_token_s"] is not None and r["chunks"] >= 1  # it got part of the answer
         assert r["error"]

@@ -128,7 +128,7 @@ def test_profiler_sigkilled_report_recovers_every_completed_record(tmp_path: Pat
         c = fake.counters
         cmd = infprof_cmd(
             "run", "--endpoint", fake.url, "--concurrency", "2", "--out", str(out),
-            "--run-id", "killed", *LOAD,
+            "--run-id", "killed", "--server-kind", "vllm", *LOAD,  # no probe: counters = load
         )  # fmt: skip
         with spawn_cli(cmd, env, tmp_path / "cli") as cli:
             wait_until(lambda: c.requests - c.running >= 2, 30, "a pair of requests done")

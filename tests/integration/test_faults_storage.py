@@ -139,7 +139,7 @@ def test_disk_full_mid_run_keeps_what_was_written(
             [
                 "run", "--endpoint", fake.url, "--num-requests", "5000", "--concurrency", "4",
                 "--input-len", "8", "--output-len", "10", "--no-telemetry", "--out", str(out),
-                "--run-id", "full", "-q",
+                "--run-id", "full", "-q", "--server-kind", "vllm",  # no probe: counters = load
             ],
         )  # fmt: skip
         sent_to_server = fake.counters.requests

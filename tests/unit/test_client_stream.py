@@ -492,3 +492,31 @@ def test_vllm_n2_cut_mid_stream_keeps_each_chunks_choice() -> None:
     assert rec.outcome == "error" and "truncated" in (rec.error or "")
     assert rec.chunk_choice == [0, 1, 1]
     assert rec.chunk_tokens == [1, 1, 1] and rec.output_tokens == 3
+
+
+def test_final_usage_equal_to_the_chunk_count_confirms_one_token_per_chunk() -> None:
+    """GuideLLM's mock server and llama.cpp stream one token per event and report usage only
+    at the end: a total equal to the number of content chunks proves every chunk carried one
+    token (each carries at least one), so the counts are the server's, not estimates."""
+    rec = _rec()
+    st = StreamState(rec)
+    for i in range(5):
+        st.feed(_chunk(" w"), 0.1 * (i + 1))
+    st.feed(_chunk("", finish="stop"), 0.6)
+    st.feed(_final(5), 0.6)
+    st.close(0.6)
+    assert rec.outcome == "ok"
+    assert rec.output_tokens == 5
+    assert rec.chunk_tokens == [1] * 5
+    assert not rec.tokens_estimated
+
+
+def test_final_usage_above_the_chunk_count_stays_an_estimate() -> None:
+    rec = _rec()
+    st = StreamState(rec)
+    for i in range(3):
+        st.feed(_chunk(" w"), 0.1 * (i + 1))
+    st.feed(_final(5), 0.4)
+    st.close(0.4)
+    assert rec.output_tokens == 5
+    assert rec.tokens_estimated  # some chunk carried two tokens: which one is unknown
