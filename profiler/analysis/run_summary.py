@@ -74,6 +74,9 @@ def summarize_run(
         summary["tokens"]["output"],
         spec.prometheus_url if spec else None,
     )
+    from profiler.analysis.clock_offsets import clock_section
+
+    summary["workers_clock"] = clock_section(manifest)
     from profiler.analysis.roofline import roofline_section
 
     summary["roofline"] = roofline_section(manifest, summary, spec)

@@ -12,16 +12,24 @@ With ``SweepSpec.repeat`` N > 1 each point runs N times against the same server,
 runs only the missing ones), its ``summary`` is the median of the repeats' figures and
 ``across_repeats`` their median, min, max and spread. ``run_dir`` names the first repeat, for
 readers that take one run per point.
+
+Where a point runs is the executor's business (``SweepHooks.executor``): none runs it here, on
+this host, against the configuration's server (``--executor local``); a ``PointExecutor``
+(``profiler.sweep.ray_executor``, ``--executor ray``) runs each point, its own server included,
+wherever it places it, and ships the run directory back. Either way each point (and repeat)
+records ``node``, ``gpus`` and ``timing``; a remote one also its ``attempts``.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from profiler import cpus
 from profiler.analysis.repeats import across_repeats, median_figures, rep_id
@@ -39,12 +47,36 @@ PointRunner = Callable[[RunSpec], Any]  # returns an object with run_dir, summar
 ServerFactory = Callable[[ServeSpec, Path], Any]  # VllmServer-like: start/wait_ready/url/alive/stop
 
 
+@dataclass(frozen=True)
+class PointJob:
+    """One run of a point for an executor: ``rel`` is its directory under ``runs/``
+    (``<point>`` or ``<point>/rep-02``); ``run_spec`` launches the configuration's server
+    itself (``serve``) or attaches to the sweep's endpoint."""
+
+    rel: str
+    run_spec: RunSpec
+
+
+class PointExecutor(Protocol):
+    """Runs points elsewhere (``profiler.sweep.ray_executor``)."""
+
+    def prefetch(self, jobs: list[PointJob]) -> None:
+        """Start every job it can ahead of time (they run in parallel as resources allow)."""
+
+    def run(self, job: PointJob) -> tuple[Any, str | None, dict[str, Any]]:
+        """Wait for ``job``: (result, None, info) with its run directory in place under
+        ``runs/<rel>``, or (None, why, info). ``info`` goes into the index entry."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class SweepHooks:
     on_status: Callable[[str], None] | None = None
     run_point: PointRunner | None = None
     server_factory: ServerFactory | None = None
     before_point: Callable[[], None] | None = None  # e.g. the CLI re-arms its SIGTERM handler
+    executor: PointExecutor | None = None  # None: each point runs here (--executor local)
 
 
 def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, resume: bool) -> SweepSpec:
@@ -150,6 +182,8 @@ def run_sweep(
     index.set_status("running")
     ctx = _Context(spec, sweep_dir, index, hooks, status, retry_failed)
     try:
+        if hooks.executor is not None:
+            hooks.executor.prefetch(ctx.pending_jobs())
         for ci, config in enumerate(spec.configs()):
             ctx.run_config(config_id(ci), config)
     except (KeyboardInterrupt, RunInterrupted):
@@ -159,6 +193,9 @@ def run_sweep(
             f"sweep interrupted; {done} point{'' if done == 1 else 's'} done and kept in {sweep_dir}",
             f"continue with `infprof sweep --resume {sweep_dir}`",
         ) from None
+    finally:
+        if hooks.executor is not None:
+            hooks.executor.close()
     index.data["knees"] = knees(index.points)
     index.set_status("complete")
     return index.data
@@ -304,9 +341,10 @@ class _Context:
         }
         if self.spec.repeat > 1:
             return self._repeats(point, old, workload, load, server, where, label)
-        result, reason = self._attempt(
+        result, reason, info = self._attempt(
             workload, load, server, self.sweep_dir / "runs", pid, pid, where, label
         )
+        point.update(info)
         if result is None:
             point["reason"] = reason
             self.index.record_point(point)
@@ -344,7 +382,7 @@ class _Context:
             if i in reps:
                 continue
             rid = rep_id(i, n)
-            result, reason = self._attempt(
+            result, reason, info = self._attempt(
                 workload,
                 load,
                 server,
@@ -361,6 +399,7 @@ class _Context:
                 "ended": None,
                 "reason": reason,
                 "summary": None,
+                **info,
             }
             if result is not None:
                 server.check_alive()
@@ -400,33 +439,170 @@ class _Context:
         rel: str,
         where: str,
         label: str,
-    ) -> tuple[Any, str | None]:
-        """Run one run of a point: (result, None), or (None, why it could not run)."""
+    ) -> tuple[Any, str | None, dict[str, Any]]:
+        """Run one run of a point: (result, None, info), or (None, why it could not run, info);
+        ``info`` says where and when it ran (the index entry's node, gpus, timing)."""
         server.used = True
         if self.hooks.before_point:
             self.hooks.before_point()
+        if self.hooks.executor is not None and self.hooks.run_point is None:
+            return self._remote_attempt(
+                workload, load, server.serve, runs_dir, run_id, rel, where, label
+            )
+        info: dict[str, Any] = {}
         try:
             url = server.url() if server.serve is not None else str(self.spec.endpoint)
             model = server.serve.name if server.serve is not None else self.spec.model
             run_spec = point_run_spec(self.spec, workload, load, url, model, runs_dir, run_id)
             _clear_stale(self.sweep_dir, rel)
             self.status(f"{where} {label}")
+            started = time.time()
             if self.hooks.run_point is not None:
                 result = self.hooks.run_point(run_spec)
             else:
                 # the load generator keeps the cores the launched server was kept off
                 with cpus.beside(server.serve.cpus if server.serve is not None else None):
                     result = _execute(run_spec, server.pids, server.serve)
+            info = local_info(getattr(result, "run_dir", None), started, time.time())
         except _ConfigFailed as e:
-            return None, str(e)
+            return None, str(e), info
         except RunInterrupted:
             raise
         except InfprofError as e:
             server.check_alive()
-            return None, e.one_line()
+            return None, e.one_line(), info
         if result.ended == "interrupted":
             raise RunInterrupted(f"point {rel} interrupted", None)
-        return result, None
+        return result, None, info
+
+    def _remote_attempt(
+        self,
+        workload: str,
+        load: dict[str, Any],
+        serve: ServeSpec | None,
+        runs_dir: Path,
+        run_id: str,
+        rel: str,
+        where: str,
+        label: str,
+    ) -> tuple[Any, str | None, dict[str, Any]]:
+        """The point runs where the executor places it, its server launched there."""
+        assert self.hooks.executor is not None
+        try:
+            job = PointJob(rel, self._job_spec(workload, load, serve, runs_dir, run_id))
+        except InfprofError as e:
+            return None, e.one_line(), {}
+        _clear_stale(self.sweep_dir, rel)
+        self.status(f"{where} {label}")
+        result, reason, info = self.hooks.executor.run(job)
+        if result is not None and result.ended == "interrupted":
+            raise RunInterrupted(f"point {rel} interrupted", None)
+        return result, reason, info
+
+    def _job_spec(
+        self,
+        workload: str,
+        load: dict[str, Any],
+        serve: ServeSpec | None,
+        runs_dir: Path,
+        run_id: str,
+    ) -> RunSpec:
+        """The RunSpec of a point run elsewhere: against the sweep's endpoint, or launching
+        the configuration's server itself (on the GPUs it is given there, not pinned to this
+        host's cores)."""
+        if serve is None:
+            return point_run_spec(
+                self.spec,
+                workload,
+                load,
+                str(self.spec.endpoint),
+                self.spec.model,
+                runs_dir,
+                run_id,
+            )
+        run_spec = point_run_spec(self.spec, workload, load, _NO_URL, serve.name, runs_dir, run_id)
+        return run_spec.model_copy(
+            update={"endpoint": None, "serve": serve.model_copy(update={"cpus": None})}
+        )
+
+    def pending_jobs(self) -> list[PointJob]:
+        """Every run of a grid point not yet done (an SLO search decides its probes one at a
+        time, so it has none to start ahead)."""
+        if self.spec.search is not None:
+            return []
+        jobs = []
+        n = self.spec.repeat
+        for ci, config in enumerate(self.spec.configs()):
+            cfg_id = config_id(ci)
+            try:
+                serve = None if self.spec.endpoint else serve_spec(self.spec, config)
+            except InfprofError:
+                continue  # reported when the configuration's turn comes
+            for workload in self.spec.workloads:
+                for value in self.spec.loads:
+                    load = {
+                        "kind": self.spec.load_kind,
+                        "value": _load_value(self.spec.load_kind, value),
+                    }
+                    pid = point_id(cfg_id, workload, load)
+                    old = self.index.find(pid)
+                    if old is not None and (
+                        old["status"] == "done"
+                        or (old["status"] == "failed" and not self.retry_failed)
+                    ):
+                        continue
+                    runs = self.sweep_dir / "runs"
+                    if n == 1:
+                        runs_reps = [(runs, pid, pid)]
+                    else:
+                        done = {
+                            r["index"]
+                            for r in (old or {}).get("repeats") or []
+                            if r["status"] == "done"
+                        }
+                        runs_reps = [
+                            (runs / pid, rep_id(i, n), f"{pid}/{rep_id(i, n)}")
+                            for i in range(1, n + 1)
+                            if i not in done
+                        ]
+                    for runs_dir, run_id, rel in runs_reps:
+                        try:
+                            spec = self._job_spec(workload, load, serve, runs_dir, run_id)
+                        except InfprofError:
+                            continue
+                        jobs.append(PointJob(rel, spec))
+        return jobs
+
+
+_NO_URL = "http://127.0.0.1:1"  # replaced by the launched server's own address
+
+
+def local_info(run_dir: Path | None, started: float, ended: float) -> dict[str, Any]:
+    """``node``, ``gpus`` and ``timing`` of a point run on this host (the GPUs are the run's
+    GPU scope, from its manifest)."""
+    gpus: list[str] = []
+    if run_dir is not None:
+        try:
+            import json
+
+            scope = json.loads((Path(run_dir) / "manifest.json").read_text()).get("gpu_scope")
+            gpus = [str(g) for g in (scope or {}).get("gpus") or []]
+        except (OSError, ValueError, AttributeError):
+            pass
+    return {
+        "node": socket.gethostname(),
+        "gpus": gpus,
+        "timing": timing(started, started, ended),
+    }
+
+
+def timing(queued_at: float, started_at: float, ended_at: float) -> dict[str, float]:
+    return {
+        "queued_at": queued_at,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "wall_s": round(ended_at - started_at, 3),
+    }
 
 
 def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:
