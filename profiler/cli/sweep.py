@@ -328,6 +328,18 @@ def _n(v: float | None, fmt: str = "{:.3g}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _where(p: dict[str, Any]) -> tuple[str, str, str]:
+    """Node (with its Ray id's start, as several nodes may share a host), GPUs, seconds run;
+    a point that lost attempts says how many."""
+    node = p.get("node") or "-"
+    if p.get("node_id"):
+        node = f"{node}:{str(p['node_id'])[:8]}"
+    if p.get("lost_attempts"):
+        node += f" ({p['lost_attempts']} lost)"
+    wall = (p.get("timing") or {}).get("wall_s")
+    return node, ",".join(p.get("gpus") or []) or "-", _n(wall, "{:.1f}")
+
+
 def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -341,7 +353,7 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
     for c in data.get("configs", []):
         console.print(f"  {c['id']}: {config_label(c['config'])} ({c.get('status')})")
     t = Table()
-    cols = (
+    cols: tuple[str, ...] = (
         "point",
         "status",
         "req/s",
@@ -352,6 +364,9 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
         "TPOT p99",
         "SLO met",
     )
+    remote = any(p.get("node_id") for p in data["points"])  # run on a Ray cluster
+    if remote:
+        cols = (*cols, "node", "GPUs", "wall s")
     for col in cols:
         t.add_column(col, justify="left" if col in ("point", "status") else "right", no_wrap=True)
     points = sorted(
@@ -374,6 +389,7 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
             _ms(k.get("tpot_p50_s")),
             _ms(k.get("tpot_p99_s")),
             _n(k.get("slo_attainment"), "{:.0%}"),
+            *(_where(p) if remote else ()),
         )
     console.print(t)
     console.print("latencies in ms; SLO met = share of requests meeting every SLO")

@@ -187,6 +187,7 @@ class RayPointExecutor:
         self.collector: Any = None
         self.nodes: list[NodeInfo] = []
         self._first: dict[str, tuple[Any, float]] = {}  # rel -> (first attempt's ref, queued)
+        self._current: Any = None  # the attempt being waited for
 
     def open(self) -> RayPointExecutor:
         from profiler.store.ray_journal import start_collector
@@ -250,9 +251,11 @@ class RayPointExecutor:
         )
 
     def _wait(self, ref: Any) -> Any:
+        self._current = ref
         while True:
             ready, _ = self.ray.wait([ref], timeout=POLL_S)
             if ready:
+                self._current = None
                 return self.ray.get(ready[0])
 
     def _finished(
@@ -313,15 +316,20 @@ class RayPointExecutor:
         }
 
     def close(self) -> None:
-        """Cancel every run not collected (an interrupted sweep); the driver disconnects."""
+        """Cancel every run not collected (an interrupted sweep). Not forced: a running point
+        gets a KeyboardInterrupt, so it stops the server it launched, as a local run does."""
         if self.ray is None:
             return
-        for ref, _ in self._first.values():
+        refs = [ref for ref, _ in self._first.values()]
+        if self._current is not None:
+            refs.append(self._current)
+        for ref in refs:
             try:
-                self.ray.cancel(ref, force=True)
+                self.ray.cancel(ref, force=False)
             except Exception as e:  # already finished or gone
                 log.debug("cancel failed: %s", e)
         self._first.clear()
+        self._current = None
 
 
 def _key(rel: str, attempt: int) -> str:
