@@ -202,16 +202,17 @@ def command(**o: Any) -> None:
         )
     spec = _spec(o)
     sweep_dir = resume or o["out"] or Path("runs") / spec.sweep_id
-    spec = prepare_sweep_dir(spec, sweep_dir, resume=resume is not None)
     quiet = o["quiet"]
     status = None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True))
-    if status and resume is not None:
-        status(f"resuming sweep {sweep_dir}")
     from profiler.sweep.ray_executor import make_executor
 
+    # the cluster is joined first: without one, nothing is written
     executor = make_executor(
         o["executor"], sweep_dir, o["ray_address"], o["max_node_retries"], status
     )
+    spec = prepare_sweep_dir(spec, sweep_dir, resume=resume is not None)
+    if status and resume is not None:
+        status(f"resuming sweep {sweep_dir}")
     hooks = SweepHooks(on_status=status, before_point=_arm_sigterm, executor=executor)
     _arm_sigterm()
     data = run_sweep(spec, sweep_dir, hooks, retry_failed=o["retry_failed"])

@@ -48,6 +48,7 @@ def connect(address: str | None) -> Any:
     if ray.is_initialized():
         return ray
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    check_reachable(target)
     try:
         ray.init(
             address=target,
@@ -64,6 +65,29 @@ def connect(address: str | None) -> Any:
             "other node), or pass --ray-address HOST:PORT",
         ) from None
     return ray
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on fails in one line now (Ray itself would retry for
+    minutes). ``auto`` and ``ray://`` client addresses are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SpecError(
+            f"--ray-address {address} is not HOST:PORT", "e.g. --ray-address 10.0.0.1:6379"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise RayClusterError(
+            f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__})",
+            "start one with `ray start --head --port 6379`, or pass the head's --ray-address",
+        ) from None
 
 
 @dataclass(frozen=True)

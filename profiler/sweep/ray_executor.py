@@ -190,8 +190,6 @@ class RayPointExecutor:
         self._current: Any = None  # the attempt being waited for
 
     def open(self) -> RayPointExecutor:
-        from profiler.store.ray_journal import start_collector
-
         self.ray = connect(self.address)
         self.nodes = alive_nodes(self.ray)
         gpus = sum(n.gpus for n in self.nodes)
@@ -199,17 +197,26 @@ class RayPointExecutor:
             f"Ray cluster: {len(self.nodes)} node{'' if len(self.nodes) == 1 else 's'}, "
             f"{gpus:g} GPUs; points run where Ray places them"
         )
-        self.collector = start_collector(
-            self.ray, self.sweep_dir / ATTEMPTS_DIR, driver_node_id(self.ray)
-        )
         return self
+
+    def _collector(self) -> Any:
+        """The journal collector on the driver's node (started with the first point)."""
+        if self.collector is None:
+            from profiler.store.ray_journal import start_collector
+
+            self.collector = start_collector(
+                self.ray, self.sweep_dir / ATTEMPTS_DIR, driver_node_id(self.ray)
+            )
+        return self.collector
 
     def _submit(self, job: PointJob, attempt: int) -> Any:
         res = point_resources(job.run_spec)
         return (
             _task()
             .options(num_gpus=res["num_gpus"], num_cpus=res["num_cpus"], name=f"infprof:{job.rel}")
-            .remote(job.run_spec.model_dump_json(), _key(job.rel, attempt), attempt, self.collector)
+            .remote(
+                job.run_spec.model_dump_json(), _key(job.rel, attempt), attempt, self._collector()
+            )
         )
 
     def prefetch(self, jobs: list[PointJob]) -> None:
@@ -221,6 +228,9 @@ class RayPointExecutor:
 
     def run(self, job: PointJob) -> tuple[Any, str | None, dict[str, Any]]:
         why = unplaceable(job.run_spec, self.nodes)
+        if why is not None:  # nodes may have joined since
+            self.nodes = alive_nodes(self.ray)
+            why = unplaceable(job.run_spec, self.nodes)
         if why is not None:
             return None, why, {}
         attempts: list[dict[str, Any]] = []

@@ -394,3 +394,29 @@ def test_cli_ray_options_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     )
     monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
     _one_line(runner.invoke(cli, ["run", *ep, "--executor", "ray"]), "needs Ray", "infprof[ray]")
+
+
+def test_unreachable_cluster_fails_in_one_line_before_writing(tmp_path: Path) -> None:
+    import socket
+
+    from profiler.errors import ServerError, SpecError
+    from profiler.serving.ray_cluster import check_reachable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ServerError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(SpecError, match="is not HOST:PORT"):
+        check_reachable("headnode")
+    check_reachable("auto")  # left to Ray
+    pytest.importorskip("ray")
+    out = tmp_path / "s"
+    res = CliRunner().invoke(
+        cli,
+        ["sweep", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--endpoint",
+         "http://127.0.0.1:9", "--concurrency", "1", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 3, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("infprof: error:")]
+    assert not out.exists()
