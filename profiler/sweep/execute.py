@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from profiler import cpus
 from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.errors import InfprofError, RunInterrupted, SpecError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SPEC, SweepIndex, key_numbers
+from profiler.sweep.jobs import PointExecutor, PointJob, job_spec, local_info, pending_jobs
 from profiler.sweep.knees import knees
 from profiler.sweep.runspecs import point_run_spec, serve_spec
 from profiler.sweep.search import slo_search
@@ -43,31 +43,10 @@ from profiler.sweep.spec import SweepSpec, config_id, config_label, load_label, 
 
 log = logging.getLogger(__name__)
 
+__all__ = ["PointExecutor", "PointJob", "SweepHooks", "prepare_sweep_dir", "run_sweep"]
+
 PointRunner = Callable[[RunSpec], Any]  # returns an object with run_dir, summary, ended, reason
 ServerFactory = Callable[[ServeSpec, Path], Any]  # VllmServer-like: start/wait_ready/url/alive/stop
-
-
-@dataclass(frozen=True)
-class PointJob:
-    """One run of a point for an executor: ``rel`` is its directory under ``runs/``
-    (``<point>`` or ``<point>/rep-02``); ``run_spec`` launches the configuration's server
-    itself (``serve``) or attaches to the sweep's endpoint."""
-
-    rel: str
-    run_spec: RunSpec
-
-
-class PointExecutor(Protocol):
-    """Runs points elsewhere (``profiler.sweep.ray_executor``)."""
-
-    def prefetch(self, jobs: list[PointJob]) -> None:
-        """Start every job it can ahead of time (they run in parallel as resources allow)."""
-
-    def run(self, job: PointJob) -> tuple[Any, str | None, dict[str, Any]]:
-        """Wait for ``job``: (result, None, info) with its run directory in place under
-        ``runs/<rel>``, or (None, why, info). ``info`` goes into the index entry."""
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -183,7 +162,7 @@ def run_sweep(
     ctx = _Context(spec, sweep_dir, index, hooks, status, retry_failed)
     try:
         if hooks.executor is not None:
-            hooks.executor.prefetch(ctx.pending_jobs())
+            hooks.executor.prefetch(pending_jobs(spec, sweep_dir, index, retry_failed))
         for ci, config in enumerate(spec.configs()):
             ctx.run_config(config_id(ci), config)
     except (KeyboardInterrupt, RunInterrupted):
@@ -489,7 +468,7 @@ class _Context:
         """The point runs where the executor places it, its server launched there."""
         assert self.hooks.executor is not None
         try:
-            job = PointJob(rel, self._job_spec(workload, load, serve, runs_dir, run_id))
+            job = PointJob(rel, job_spec(self.spec, workload, load, serve, runs_dir, run_id))
         except InfprofError as e:
             return None, e.one_line(), {}
         _clear_stale(self.sweep_dir, rel)
@@ -498,111 +477,6 @@ class _Context:
         if result is not None and result.ended == "interrupted":
             raise RunInterrupted(f"point {rel} interrupted", None)
         return result, reason, info
-
-    def _job_spec(
-        self,
-        workload: str,
-        load: dict[str, Any],
-        serve: ServeSpec | None,
-        runs_dir: Path,
-        run_id: str,
-    ) -> RunSpec:
-        """The RunSpec of a point run elsewhere: against the sweep's endpoint, or launching
-        the configuration's server itself (on the GPUs it is given there, not pinned to this
-        host's cores)."""
-        if serve is None:
-            return point_run_spec(
-                self.spec,
-                workload,
-                load,
-                str(self.spec.endpoint),
-                self.spec.model,
-                runs_dir,
-                run_id,
-            )
-        run_spec = point_run_spec(self.spec, workload, load, _NO_URL, serve.name, runs_dir, run_id)
-        return run_spec.model_copy(
-            update={"endpoint": None, "serve": serve.model_copy(update={"cpus": None})}
-        )
-
-    def pending_jobs(self) -> list[PointJob]:
-        """Every run of a grid point not yet done (an SLO search decides its probes one at a
-        time, so it has none to start ahead)."""
-        if self.spec.search is not None:
-            return []
-        jobs = []
-        n = self.spec.repeat
-        for ci, config in enumerate(self.spec.configs()):
-            cfg_id = config_id(ci)
-            try:
-                serve = None if self.spec.endpoint else serve_spec(self.spec, config)
-            except InfprofError:
-                continue  # reported when the configuration's turn comes
-            for workload in self.spec.workloads:
-                for value in self.spec.loads:
-                    load = {
-                        "kind": self.spec.load_kind,
-                        "value": _load_value(self.spec.load_kind, value),
-                    }
-                    pid = point_id(cfg_id, workload, load)
-                    old = self.index.find(pid)
-                    if old is not None and (
-                        old["status"] == "done"
-                        or (old["status"] == "failed" and not self.retry_failed)
-                    ):
-                        continue
-                    runs = self.sweep_dir / "runs"
-                    if n == 1:
-                        runs_reps = [(runs, pid, pid)]
-                    else:
-                        done = {
-                            r["index"]
-                            for r in (old or {}).get("repeats") or []
-                            if r["status"] == "done"
-                        }
-                        runs_reps = [
-                            (runs / pid, rep_id(i, n), f"{pid}/{rep_id(i, n)}")
-                            for i in range(1, n + 1)
-                            if i not in done
-                        ]
-                    for runs_dir, run_id, rel in runs_reps:
-                        try:
-                            spec = self._job_spec(workload, load, serve, runs_dir, run_id)
-                        except InfprofError:
-                            continue
-                        jobs.append(PointJob(rel, spec))
-        return jobs
-
-
-_NO_URL = "http://127.0.0.1:1"  # replaced by the launched server's own address
-
-
-def local_info(run_dir: Path | None, started: float, ended: float) -> dict[str, Any]:
-    """``node``, ``gpus`` and ``timing`` of a point run on this host (the GPUs are the run's
-    GPU scope, from its manifest)."""
-    gpus: list[str] = []
-    if run_dir is not None:
-        try:
-            import json
-
-            scope = json.loads((Path(run_dir) / "manifest.json").read_text()).get("gpu_scope")
-            gpus = [str(g) for g in (scope or {}).get("gpus") or []]
-        except (OSError, ValueError, AttributeError):
-            pass
-    return {
-        "node": socket.gethostname(),
-        "gpus": gpus,
-        "timing": timing(started, started, ended),
-    }
-
-
-def timing(queued_at: float, started_at: float, ended_at: float) -> dict[str, float]:
-    return {
-        "queued_at": queued_at,
-        "started_at": started_at,
-        "ended_at": ended_at,
-        "wall_s": round(ended_at - started_at, 3),
-    }
 
 
 def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:

@@ -41,7 +41,7 @@ from profiler.serving.ray_cluster import (
 )
 from profiler.spec import RunSpec
 from profiler.store.ray_journal import ATTEMPT_FILE, is_request_journal
-from profiler.sweep.execute import PointJob, timing
+from profiler.sweep.jobs import PointJob, timing
 
 log = logging.getLogger(__name__)
 
