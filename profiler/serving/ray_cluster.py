@@ -177,7 +177,13 @@ def prepare_run_server(serve: ServeSpec, address: str | None) -> ServeSpec:
     the layout's GPUs (one line naming what is missing), and return the Ray-backed spec."""
     ray = connect(address)
     check_gpus(ray, gpus_needed(serve), layout_label(serve))
-    return ray_serve_spec(serve, address or os.environ.get("RAY_ADDRESS"))
+    joined = address or os.environ.get("RAY_ADDRESS")
+    if not joined or joined == "auto":  # vLLM joins exactly the cluster checked
+        try:
+            joined = str(ray.get_runtime_context().gcs_address)
+        except Exception:  # an older Ray: vLLM finds the node's cluster itself
+            joined = None
+    return ray_serve_spec(serve, joined)
 
 
 def here() -> dict[str, Any]:
