@@ -17,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[$(EXTRA),dev]'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRA),dev,ray]'
 ifeq ($(EXTRA),cpu)
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 endif

@@ -96,6 +96,10 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         if host_nvml is not None:
             telemetry.append(host_nvml)
             stack.callback(host_nvml.stop)
+        if spec.executor == "ray" and spec.sample_interval_s is not None:
+            from profiler.telemetry.ray_nodes import start_node_samplers
+
+            stack.callback(start_node_samplers(spec, clock, sample_journal, manifest).stop)
         manifest["gpu_scope"] = _gpu_scope(spec, hooks, manifest)
         rd.write_json("manifest.json", manifest)
         try:
@@ -223,7 +227,8 @@ def _drive(
     if spec.workers > 1:
         from profiler.load.workers import run_workers
 
-        status(f"spreading the load over {spec.workers} worker processes")
+        how = "Ray actors" if spec.executor == "ray" else "worker processes"
+        status(f"spreading the load over {spec.workers} {how}")
         return run_workers(spec, plan, opts, clock, rd.path, server)
 
     async def main() -> DriverResult:
@@ -317,6 +322,9 @@ def _finish(
 ) -> RunResult:
     if spec.prometheus_url:
         _pull_prometheus(spec, rd, clock, result)
+    if result.workers is not None:  # Ray load workers: nodes and clock offsets
+        manifest["workers"] = result.workers
+        rd.write_json("manifest.json", manifest)
     rd.compact()
     summary = summarize_run(rd.path, spec=spec, health=result.health.to_dict())
     rd.write_json("summary.json", summary)

@@ -84,6 +84,8 @@ class RunOptions:
     pushgateway: str | None = None
     prometheus_url: str | None = None
     workers: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
     seed: int = 0
     out: Path = Path("runs")
     run_id: str | None = None
@@ -136,6 +138,8 @@ def build_run_spec(o: RunOptions) -> RunSpec:
             pushgateway=o.pushgateway,
             prometheus_url=o.prometheus_url,
             workers=o.workers,
+            executor="ray" if o.executor == "ray" else "local",
+            ray_address=o.ray_address,
             seed=o.seed,
             gpus=gpus,
             max_error_rate=o.max_error_rate,

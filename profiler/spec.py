@@ -390,6 +390,12 @@ class RunSpec(_Strict):
     textfile: Path | None = None
     pushgateway: str | None = None
     workers: int = Field(default=1, ge=1)
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="ray: a launched server spans the Ray cluster's nodes (vLLM's Ray "
+        "backend), every node's GPUs are sampled, and --workers are Ray actors on its nodes",
+    )
+    ray_address: str | None = None  # None: RAY_ADDRESS, else the cluster this node joined
     seed: int = 0
     max_error_rate: float | None = Field(
         default=None,

@@ -1,5 +1,7 @@
 """The ``nodes`` section of summary.json: every node's GPUs and host from the series
-``infprof run --prometheus-url`` pulled back from Prometheus (``source == "prometheus"``).
+``infprof run --prometheus-url`` pulled back from Prometheus (``source == "prometheus"``), or
+that a sampler actor on every node of a Ray cluster sent (``source == "ray"``, same shape:
+``profiler.telemetry.ray_nodes``).
 
 ``profiler.metrics.prom_query`` stores an exporter's ``infprof_gpu_<field>`` series as metric
 ``gpu_<field>`` on device ``"<node>/<gpu>"`` and ``infprof_host_<field>`` as ``host_<field>`` on
@@ -45,6 +47,10 @@ HOST_PREFIX = "host_"
 TRAFFIC = ("nvlink_tx", "nvlink_rx", "pcie_tx", "pcie_rx")
 _LINK = "link="
 NO_URL = "no --prometheus-url given (only this machine was sampled)"
+# node series come from Prometheus (--prometheus-url) or from a sampler actor on every node of
+# a Ray cluster (``profiler.telemetry.ray_nodes``, --executor ray), in the same shape
+RAY_SOURCE = "ray"
+NODE_SOURCES = (SOURCE, RAY_SOURCE)
 
 
 def gpu_device(device: str) -> tuple[str, str] | None:
@@ -74,7 +80,7 @@ def per_node_samples(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     ``nvml``/``host``, device as the local samplers name it, metric the field name)."""
     out: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
-        if s.source != SOURCE:
+        if s.source not in NODE_SOURCES:
             continue
         if s.metric.startswith(GPU_PREFIX):
             where = gpu_device(s.device)
@@ -151,6 +157,7 @@ def summarize_nodes(
 ) -> dict[str, Any]:
     """``summary["nodes"]``: per node (hostname) over the measured window, from the series
     pulled with ``--prometheus-url``; ``{"available": false, "reason": ...}`` without them."""
+    samples = list(samples)
     by_node = per_node_samples(samples)
     if not by_node:
         if not prometheus_url:
@@ -166,9 +173,10 @@ def summarize_nodes(
         node: _node_section(_Data(rows, float(window_start), float(window_end)), tokens)
         for node, rows in sorted(by_node.items())
     }
+    sources = sorted({s.source for s in samples if s.source in NODE_SOURCES})
     return {
         "available": True,
-        "source": SOURCE,
+        "source": sources[0] if len(sources) == 1 else "+".join(sources),
         **_totals(per_node, tokens),
         "per_node": per_node,
     }

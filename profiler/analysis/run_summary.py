@@ -77,6 +77,9 @@ def summarize_run(
     from profiler.analysis.turns import session_sections
 
     summary.update(session_sections(run_path, cols, summary, samples))
+    from profiler.analysis.clock_offsets import clock_section
+
+    summary["workers_clock"] = clock_section(manifest)
     from profiler.analysis.roofline import roofline_section
 
     summary["roofline"] = roofline_section(manifest, summary, spec)

@@ -88,6 +88,9 @@ def render_summary(
         console.print(
             f"[bold red]client saturated[/]: {client.get('reason')} (latencies include client delay)"
         )
+    clock = summary.get("workers_clock") or {}
+    if clock.get("warning"):
+        console.print(f"[bold yellow]workers' clocks[/]: {clock['warning']}")
     for section in ("gpu", "energy"):
         s = summary.get(section)
         if isinstance(s, dict) and s.get("available") is False:
@@ -157,7 +160,8 @@ def _render_nodes(nodes: Any, console: Console) -> None:
     if not nodes.get("available"):
         console.print(f"nodes: not available ({nodes.get('reason')})")
         return
-    t = Table(title="nodes (from Prometheus)")
+    src = "a sampler on each Ray node" if nodes.get("source") == "ray" else "Prometheus"
+    t = Table(title=f"nodes (from {src})")
     t.add_column("node")
     for c in ("GPUs", "util mean", "power W", "energy J", "J/token"):
         t.add_column(c, justify="right")

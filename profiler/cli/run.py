@@ -10,7 +10,13 @@ from typing import Any
 import click
 
 from profiler.cli.render import progress_printer, render_summary
-from profiler.errors import EXIT_FAILING, EXIT_INTERRUPTED, EXIT_STORAGE, RunInterrupted
+from profiler.errors import (
+    EXIT_FAILING,
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE,
+    RunInterrupted,
+    SpecError,
+)
 from profiler.runspec import RunOptions, build_run_spec
 
 
@@ -173,6 +179,19 @@ def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) 
     help="Load-generator processes.",
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: run on a Ray cluster: a launched vLLM spans its nodes (--tp x --pp GPUs, "
+    "vLLM's Ray backend), every node's GPUs are sampled, and --workers are Ray actors.",
+)
+@click.option(
+    "--ray-address",
+    metavar="HOST:PORT",
+    help="The Ray cluster to join (default: RAY_ADDRESS, else the cluster this node joined).",
+)
+@click.option(
     "--gpus",
     metavar="IDS",
     help="The server's GPUs: NVML indices or UUIDs, comma separated. Every GPU figure covers "
@@ -228,6 +247,7 @@ def command(**kwargs: Any) -> None:
       infprof run --endpoint http://127.0.0.1:8000 --concurrency 32 --json
       infprof run --endpoint http://127.0.0.1:8000 --repeat 3 --run-id base   # base/rep-01..03
       infprof run --endpoint https://gateway.example --server-kind openai --api chat
+      infprof run --executor ray --model meta-llama/Llama-3.1-70B-Instruct --tp 8 --pp 2
 
     \b
     Exit codes: 0 completed (whatever its error rate, unless --max-error-rate), 2 bad input,
@@ -241,6 +261,10 @@ def command(**kwargs: Any) -> None:
     repeat = kwargs.pop("repeat")
     opts = RunOptions(**kwargs)
     spec = build_run_spec(opts)
+    if spec.executor == "ray":
+        spec = _on_ray(spec)
+    elif spec.ray_address is not None:
+        raise SpecError("--ray-address needs --executor ray", "add --executor ray")
     from profiler.runner import RunHooks, execute
 
     hooks = RunHooks(
@@ -281,6 +305,22 @@ def _exit_code(ended: str) -> int:
     if ended in ("failing", "error_rate"):
         return EXIT_FAILING
     return EXIT_INTERRUPTED
+
+
+def _on_ray(spec: Any) -> Any:
+    """``--executor ray``: the launched server spans the cluster (its GPUs checked first, one
+    line naming what is missing); ``--gpus`` places a server on this host, so it cannot."""
+    if spec.gpus is not None:
+        raise SpecError(
+            "--gpus cannot be used with --executor ray (Ray places the server's workers)",
+            "drop --gpus, or use --executor local",
+        )
+    from profiler.serving.ray_cluster import connect, prepare_run_server
+
+    if spec.serve is None:
+        connect(spec.ray_address)  # fails now, in one line, when there is no cluster
+        return spec
+    return spec.model_copy(update={"serve": prepare_run_server(spec.serve, spec.ray_address)})
 
 
 def _repeats(spec: Any, repeat: int, hooks: Any, json_: bool, write_report: bool) -> None:

@@ -157,6 +157,26 @@ def _ep_list(text: str | None) -> list[bool] | None:
 )
 @click.option("--retry-failed", is_flag=True, help="On resume, rerun failed points too.")
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where points run: here, one after another (local), or as Ray tasks on a Ray "
+    "cluster, in parallel as its GPUs allow, each launching its server on its node (ray).",
+)
+@click.option(
+    "--ray-address",
+    metavar="HOST:PORT",
+    help="The Ray cluster to join (default: RAY_ADDRESS, else the cluster this node joined).",
+)
+@click.option(
+    "--max-node-retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="With --executor ray: reruns of a point whose node was lost mid-run.",
+)
+@click.option(
     "--report", "write_report", is_flag=True, help="Write the HTML/Markdown report at the end."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print index.json at the end.")
@@ -170,18 +190,30 @@ def command(**o: Any) -> None:
       infprof sweep --model meta-llama/Llama-3.1-8B-Instruct --tp 1,2 --rate 1,2,4,8 --duration 60
       infprof sweep --endpoint http://127.0.0.1:8000 --search slo --slo ttft=0.5,tpot=0.05
       infprof sweep --resume runs/sweep-20250101-120000
+      infprof sweep --executor ray --ray-address HEAD:6379 --tp 1,2 --rate 1,2,4 --duration 60
     """
     from profiler.sweep.execute import SweepHooks, prepare_sweep_dir, run_sweep
 
     resume: Path | None = o["resume"]
+    if o["executor"] == "ray" and o["gpus"] is not None:
+        raise SpecError(
+            "--gpus cannot be used with --executor ray (Ray gives each point its GPUs)",
+            "drop --gpus, or use --executor local",
+        )
     spec = _spec(o)
     sweep_dir = resume or o["out"] or Path("runs") / spec.sweep_id
-    spec = prepare_sweep_dir(spec, sweep_dir, resume=resume is not None)
     quiet = o["quiet"]
     status = None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True))
+    from profiler.sweep.ray_executor import make_executor
+
+    # the cluster is joined first: without one, nothing is written
+    executor = make_executor(
+        o["executor"], sweep_dir, o["ray_address"], o["max_node_retries"], status
+    )
+    spec = prepare_sweep_dir(spec, sweep_dir, resume=resume is not None)
     if status and resume is not None:
         status(f"resuming sweep {sweep_dir}")
-    hooks = SweepHooks(on_status=status, before_point=_arm_sigterm)
+    hooks = SweepHooks(on_status=status, before_point=_arm_sigterm, executor=executor)
     _arm_sigterm()
     data = run_sweep(spec, sweep_dir, hooks, retry_failed=o["retry_failed"])
     if o["as_json"]:
@@ -297,6 +329,18 @@ def _n(v: float | None, fmt: str = "{:.3g}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _where(p: dict[str, Any]) -> tuple[str, str, str]:
+    """Node (with its Ray id's start, as several nodes may share a host), GPUs, seconds run;
+    a point that lost attempts says how many."""
+    node = p.get("node") or "-"
+    if p.get("node_id"):
+        node = f"{node}:{str(p['node_id'])[:8]}"
+    if p.get("lost_attempts"):
+        node += f" ({p['lost_attempts']} lost)"
+    wall = (p.get("timing") or {}).get("wall_s")
+    return node, ",".join(p.get("gpus") or []) or "-", _n(wall, "{:.1f}")
+
+
 def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -310,7 +354,7 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
     for c in data.get("configs", []):
         console.print(f"  {c['id']}: {config_label(c['config'])} ({c.get('status')})")
     t = Table()
-    cols = (
+    cols: tuple[str, ...] = (
         "point",
         "status",
         "req/s",
@@ -321,6 +365,9 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
         "TPOT p99",
         "SLO met",
     )
+    remote = any(p.get("node_id") for p in data["points"])  # run on a Ray cluster
+    if remote:
+        cols = (*cols, "node", "GPUs", "wall s")
     for col in cols:
         t.add_column(col, justify="left" if col in ("point", "status") else "right", no_wrap=True)
     points = sorted(
@@ -343,6 +390,7 @@ def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
             _ms(k.get("tpot_p50_s")),
             _ms(k.get("tpot_p99_s")),
             _n(k.get("slo_attainment"), "{:.0%}"),
+            *(_where(p) if remote else ()),
         )
     console.print(t)
     console.print("latencies in ms; SLO met = share of requests meeting every SLO")

@@ -119,6 +119,7 @@ class DriverResult:
     health: ClientHealth
     load_start_s: float
     load_end_s: float
+    workers: list[dict[str, Any]] | None = None  # Ray load workers: where, clock offsets
 
 
 class Driver:

@@ -1,4 +1,5 @@
-"""``--workers N``: the schedule spread over N load-generator processes on one host.
+"""``--workers N``: the schedule spread over N load-generator processes on one host (with
+``--executor ray``, over N Ray actors on the cluster's nodes: ``profiler.load.ray_workers``).
 
 Request ``i`` goes to worker ``i % N``; open-loop offsets keep their absolute times and
 closed-loop concurrency is divided. Every worker uses the same run clock: ``perf_counter`` is
@@ -149,7 +150,13 @@ class _SketchSink:
 def run_workers(
     spec: RunSpec, plan: LoadPlan, opts: ClientOptions, clock: RunClock, run_dir: Path, server: Any
 ) -> DriverResult:
-    """Run ``spec.workers`` processes and merge their results; records land in their journals."""
+    """Run ``spec.workers`` processes and merge their results; records land in their journals.
+    With ``--executor ray`` the workers are Ray actors on the cluster's nodes instead
+    (``profiler.load.ray_workers``)."""
+    if spec.executor == "ray":
+        from profiler.load.ray_workers import run_ray_workers
+
+        return run_ray_workers(spec, plan, opts, clock, run_dir, server)
     count = spec.workers
     ctx = mp.get_context("spawn")
     load_start = clock.now() + 1.0 + 0.2 * count  # time for the workers to start

@@ -12,12 +12,19 @@ With ``SweepSpec.repeat`` N > 1 each point runs N times against the same server,
 runs only the missing ones), its ``summary`` is the median of the repeats' figures and
 ``across_repeats`` their median, min, max and spread. ``run_dir`` names the first repeat, for
 readers that take one run per point.
+
+Where a point runs is the executor's business (``SweepHooks.executor``): none runs it here, on
+this host, against the configuration's server (``--executor local``); a ``PointExecutor``
+(``profiler.sweep.ray_executor``, ``--executor ray``) runs each point, its own server included,
+wherever it places it, and ships the run directory back. Either way each point (and repeat)
+records ``node``, ``gpus`` and ``timing``; a remote one also its ``attempts``.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +35,15 @@ from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.errors import InfprofError, RunInterrupted, SpecError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SPEC, SweepIndex, key_numbers
+from profiler.sweep.jobs import PointExecutor, PointJob, job_spec, local_info, pending_jobs
 from profiler.sweep.knees import knees
 from profiler.sweep.runspecs import point_run_spec, serve_spec
 from profiler.sweep.search import slo_search
 from profiler.sweep.spec import SweepSpec, config_id, config_label, load_label, point_id
 
 log = logging.getLogger(__name__)
+
+__all__ = ["PointExecutor", "PointJob", "SweepHooks", "prepare_sweep_dir", "run_sweep"]
 
 PointRunner = Callable[[RunSpec], Any]  # returns an object with run_dir, summary, ended, reason
 ServerFactory = Callable[[ServeSpec, Path], Any]  # VllmServer-like: start/wait_ready/url/alive/stop
@@ -45,6 +55,7 @@ class SweepHooks:
     run_point: PointRunner | None = None
     server_factory: ServerFactory | None = None
     before_point: Callable[[], None] | None = None  # e.g. the CLI re-arms its SIGTERM handler
+    executor: PointExecutor | None = None  # None: each point runs here (--executor local)
 
 
 def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, resume: bool) -> SweepSpec:
@@ -150,6 +161,8 @@ def run_sweep(
     index.set_status("running")
     ctx = _Context(spec, sweep_dir, index, hooks, status, retry_failed)
     try:
+        if hooks.executor is not None:
+            hooks.executor.prefetch(pending_jobs(spec, sweep_dir, index, retry_failed))
         for ci, config in enumerate(spec.configs()):
             ctx.run_config(config_id(ci), config)
     except (KeyboardInterrupt, RunInterrupted):
@@ -159,6 +172,9 @@ def run_sweep(
             f"sweep interrupted; {done} point{'' if done == 1 else 's'} done and kept in {sweep_dir}",
             f"continue with `infprof sweep --resume {sweep_dir}`",
         ) from None
+    finally:
+        if hooks.executor is not None:
+            hooks.executor.close()
     index.data["knees"] = knees(index.points)
     index.set_status("complete")
     return index.data
@@ -304,9 +320,10 @@ class _Context:
         }
         if self.spec.repeat > 1:
             return self._repeats(point, old, workload, load, server, where, label)
-        result, reason = self._attempt(
+        result, reason, info = self._attempt(
             workload, load, server, self.sweep_dir / "runs", pid, pid, where, label
         )
+        point.update(info)
         if result is None:
             point["reason"] = reason
             self.index.record_point(point)
@@ -344,7 +361,7 @@ class _Context:
             if i in reps:
                 continue
             rid = rep_id(i, n)
-            result, reason = self._attempt(
+            result, reason, info = self._attempt(
                 workload,
                 load,
                 server,
@@ -361,6 +378,7 @@ class _Context:
                 "ended": None,
                 "reason": reason,
                 "summary": None,
+                **info,
             }
             if result is not None:
                 server.check_alive()
@@ -400,33 +418,65 @@ class _Context:
         rel: str,
         where: str,
         label: str,
-    ) -> tuple[Any, str | None]:
-        """Run one run of a point: (result, None), or (None, why it could not run)."""
+    ) -> tuple[Any, str | None, dict[str, Any]]:
+        """Run one run of a point: (result, None, info), or (None, why it could not run, info);
+        ``info`` says where and when it ran (the index entry's node, gpus, timing)."""
         server.used = True
         if self.hooks.before_point:
             self.hooks.before_point()
+        if self.hooks.executor is not None and self.hooks.run_point is None:
+            return self._remote_attempt(
+                workload, load, server.serve, runs_dir, run_id, rel, where, label
+            )
+        info: dict[str, Any] = {}
         try:
             url = server.url() if server.serve is not None else str(self.spec.endpoint)
             model = server.serve.name if server.serve is not None else self.spec.model
             run_spec = point_run_spec(self.spec, workload, load, url, model, runs_dir, run_id)
             _clear_stale(self.sweep_dir, rel)
             self.status(f"{where} {label}")
+            started = time.time()
             if self.hooks.run_point is not None:
                 result = self.hooks.run_point(run_spec)
             else:
                 # the load generator keeps the cores the launched server was kept off
                 with cpus.beside(server.serve.cpus if server.serve is not None else None):
                     result = _execute(run_spec, server.pids, server.serve)
+            info = local_info(getattr(result, "run_dir", None), started, time.time())
         except _ConfigFailed as e:
-            return None, str(e)
+            return None, str(e), info
         except RunInterrupted:
             raise
         except InfprofError as e:
             server.check_alive()
-            return None, e.one_line()
+            return None, e.one_line(), info
         if result.ended == "interrupted":
             raise RunInterrupted(f"point {rel} interrupted", None)
-        return result, None
+        return result, None, info
+
+    def _remote_attempt(
+        self,
+        workload: str,
+        load: dict[str, Any],
+        serve: ServeSpec | None,
+        runs_dir: Path,
+        run_id: str,
+        rel: str,
+        where: str,
+        label: str,
+    ) -> tuple[Any, str | None, dict[str, Any]]:
+        """The point runs where the executor places it, its server launched there."""
+        assert self.hooks.executor is not None
+        try:
+            job = PointJob(rel, job_spec(self.spec, workload, load, serve, runs_dir, run_id))
+        except InfprofError as e:
+            return None, e.one_line(), {}
+        _clear_stale(self.sweep_dir, rel)
+        self.status(f"{where} {label}")
+        result, reason, info = self.hooks.executor.run(job)
+        if result is not None and result.ended == "interrupted":
+            raise RunInterrupted(f"point {rel} interrupted", None)
+        return result, reason, info
 
 
 def _vllm_factory(serve: ServeSpec, log_path: Path) -> Any:

@@ -13,6 +13,7 @@ point ``spec.python`` (or ``profiler.serving.vllm.server_python``) at the script
   --fake-never-ready                     never listens (a model load that never ends)
   --fake-child                           spawn a child (like vLLM's engine core) in its group
   --fake-marker PATH                     write its pid to PATH when started
+  --fake-env-out PATH                    write RAY_ADDRESS and CUDA_VISIBLE_DEVICES to PATH (JSON)
 Children print ``CHILD_PID <pid>`` to stdout (the server log).
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +64,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--load-format",
         "--dtype",
         "--tokenizer",
+        "--distributed-executor-backend",
     ):
         ap.add_argument(flag)
     ap.add_argument("--enable-expert-parallel", action="store_true")
@@ -72,6 +75,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--fake-never-ready", action="store_true")
     ap.add_argument("--fake-child", action="store_true")
     ap.add_argument("--fake-marker")
+    ap.add_argument("--fake-env-out")
     return ap.parse_args(argv)
 
 
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fake vllm (OpenAI shim): model={args.model} name={name} port={args.port}", flush=True)
     if args.fake_marker:
         Path(args.fake_marker).write_text(str(os.getpid()))
+    if args.fake_env_out:  # what a launcher handed the server (RAY_ADDRESS, CUDA_VISIBLE_DEVICES)
+        keys = ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES")
+        Path(args.fake_env_out).write_text(json.dumps({k: os.environ.get(k) for k in keys}))
     if args.fake_child:
         child = subprocess.Popen([sys.executable, "-c", CHILD])
         print(f"CHILD_PID {child.pid}", flush=True)
