@@ -162,10 +162,13 @@ def test_hf_config_qwen2_has_qkv_bias(tmp_path: Path) -> None:
     assert from_hf_config(_write(tmp_path, cfg)).params_total == q.params_total
 
 
-def test_hf_config_unsupported_type(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="model_type 'gpt2' is not supported") as e:
-        from_hf_config(_write(tmp_path, {"model_type": "gpt2"}))
-    assert "llama" in (e.value.fix or "")
+def test_hf_config_unsizable_architecture_names_what_is_missing(tmp_path: Path) -> None:
+    # GPT-2 names its fields n_embd/n_layer/n_head: nothing the sizing needs is there, and the
+    # one-line error says which fields are missing and which families are supported
+    with pytest.raises(SpecError, match="cannot size model_type 'gpt2': missing hidden_size") as e:
+        from_hf_config(_write(tmp_path, {"model_type": "gpt2", "n_embd": 768, "n_layer": 12}))
+    assert "num_hidden_layers" in e.value.message and "vocab_size" in e.value.message
+    assert "llama" in (e.value.fix or "") and "qwen3_moe" in (e.value.fix or "")
 
 
 def test_hf_config_missing_field_names_it(tmp_path: Path) -> None:
