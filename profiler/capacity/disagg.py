@@ -101,7 +101,8 @@ def plan_disaggregated(ctx: PlanContext, aggregated: list[ConfigResult]) -> list
         best_p: tuple[float, Layout, PoolCapacity, Any, float, float] | None = None
         for lay in cands:
             net, nbytes, t_kv = _transfer(ctx, g, lay, best_d[1])
-            cap = prefill_capacity(deployment(ctx, g, lay), shape, slo, t_kv)
+            dep_p = deployment(ctx, g, lay).with_(ep_dedup=True)  # DeepEP normal mode
+            cap = prefill_capacity(dep_p, shape, slo, t_kv)
             if cap.feasible and (best_p is None or cap.rps_max / lay.gpus > best_p[0]):
                 best_p = (cap.rps_max / lay.gpus, lay, cap, net, nbytes, t_kv)
         if best_p is None:

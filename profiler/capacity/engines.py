@@ -20,6 +20,7 @@ from profiler.errors import SpecError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ENGINES_FILE = "engines.yaml"
+CALIBRATIONS_FILE = "engine_calibrations.yaml"
 DEFAULT_ENGINE = "vllm"
 
 
@@ -139,7 +140,14 @@ def load_engines() -> EngineCatalog:
     )
     if not isinstance(data, dict) or not isinstance(data.get("engines"), dict):
         raise SpecError(f"{where}: expected 'engines:' mapping", "see the shipped file")
-    engines = {k: {**v, "key": k} for k, v in data["engines"].items()}
+    fitted: dict[str, list[Any]] = {}
+    cal_file = resources.files("profiler").joinpath("data", CALIBRATIONS_FILE)
+    if cal_file.is_file():
+        fitted = yaml.load(cal_file.read_text(), Loader=_LOADER) or {}
+    engines = {
+        k: {**v, "key": k, "calibrations": list(v.get("calibrations") or []) + fitted.get(k, [])}
+        for k, v in data["engines"].items()
+    }
     cat = _validate({**data, "engines": engines}, where)
     fields = set(Efficiency.model_fields)
     for e in cat.engines.values():

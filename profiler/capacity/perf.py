@@ -19,6 +19,7 @@ function works on numpy arrays of batch sizes so a capacity search is one vector
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -92,10 +93,11 @@ def reserve_bytes(
     model: ModelSpec, tp: int = 1, max_num_batched_tokens: int = 8192, max_num_seqs: int = 256
 ) -> float:
     """Memory a server keeps beside weights and KV cache, per GPU: activation peak + CUDA
-    context/graphs/NCCL buffers: 1 GiB + C (4h + 2 I/tp) b_a + max_num_seqs V 4 / tp (FP32
-    logits), C = max_num_batched_tokens."""
+    context/graphs/NCCL buffers: 1 GiB + C (4h + 2 I/tp) b_a + min(S, 1024) V 4 / tp (FP32
+    logits of up to 1,024 sequences, vLLM's largest default max_num_seqs), C =
+    max_num_batched_tokens, S = max_num_seqs."""
     act = max_num_batched_tokens * (4 * model.hidden_size + 2 * model.intermediate_size / tp)
-    logits = max_num_seqs * model.vocab_size * 4.0 / tp
+    logits = min(max_num_seqs, 1024) * model.vocab_size * 4.0 / tp
     return GIB + act * ACT_BYTES + logits
 
 
@@ -171,6 +173,7 @@ class Deployment:
     memory_mode: MemoryMode = "total"  # vLLM/SGLang: share of all memory; TRT-LLM: of the free
     domain_gpus: int | None = None  # GPUs per scale-up domain (None: the GPU's)
     redundant_experts: int = 0  # EPLB replicas beside the E routed experts (spread over EP)
+    ep_dedup: bool = False  # dispatch sends a token once per remote domain (DeepEP normal mode)
 
     def with_(self, **kw: Any) -> Deployment:
         return replace(self, **kw)
@@ -327,7 +330,7 @@ def _consts(dep: Deployment) -> _Consts:
         ep_bytes_tok=network.alltoall_bytes_per_gpu(1.0 / tp, k, m.hidden_size, disp, ACT_BYTES, ep)
         if ep > 1 and Lm_s > 0
         else 0.0,
-        ep_frac_out=network.inter_node_fraction(ep, dep.domain),
+        ep_frac_out=_out_share(dep, k),
         ep_n=Lm_s if ep > 1 else 0.0,
         up_bw=up_bw,
         up_lat=up_lat,
@@ -336,6 +339,21 @@ def _consts(dep: Deployment) -> _Consts:
     )
     dep.__dict__["_consts_cache"] = c  # frozen dataclass: cache beside the fields
     return c
+
+
+def _out_share(dep: Deployment, k: int) -> float:
+    """Share of a token's all-to-all bytes that crosses a NIC. Per expert copy: the copies
+    bound for other domains, (ep - D)/(ep - 1) of the remote ones under uniform routing. With
+    DeepEP's normal (prefill) kernels a token crosses to each remote domain once and is
+    forwarded there over NVLink: (n - 1)(1 - (1 - 1/n)^k) crossings of k copies, n = ep / D
+    domains (DeepSeek-V3 technical report, s3.4; deepseek-ai/DeepEP)."""
+    ep, dom = dep.layout.ep, dep.domain
+    plain = network.inter_node_fraction(ep, dom)
+    if not dep.ep_dedup or plain == 0.0 or k <= 0:
+        return plain
+    n = ep / dom
+    crossings = (n - 1) * (1.0 - (1.0 - 1.0 / n) ** k)
+    return min(plain, crossings / (k * (ep - 1) / ep))
 
 
 def expert_imbalance(ep: int, assignments_per_rank: Any, skew: float) -> Any:
@@ -349,12 +367,48 @@ def expert_imbalance(ep: int, assignments_per_rank: Any, skew: float) -> Any:
     return skew * (1.0 + np.sqrt(2.0 * np.log(ep) / mu))
 
 
-def _stage(dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any, ctx_pre: Any) -> dict[str, Any]:
+def busiest_rank_prefill(p_tok: Any, chunk: float, dp: int) -> Any:
+    """Prefill tokens of the busiest of ``dp`` attention ranks in a step that averages
+    ``p_tok`` per rank: prompts arrive in chunks of ``chunk`` tokens, a Poisson number per rank
+    per step, and every MoE layer waits for the slowest rank (the DP-attention imbalance of
+    aggregated serving, lmsys.org/blog/2025-05-05-large-scale-ep). chunk x E[max of dp
+    Poisson(p_tok / chunk)]."""
+    p = np.asarray(p_tok, dtype=float)
+    if dp <= 1 or chunk <= 0:
+        return p
+    mu = p / chunk
+    flat = np.atleast_1d(mu).astype(float)
+    out = np.empty_like(flat)
+    for i, lam in enumerate(flat):
+        if lam <= 0:
+            out[i] = 0.0
+            continue
+        kmax = int(lam + 12 * np.sqrt(lam) + 12)
+        k = np.arange(kmax + 1)
+        logpmf = k * np.log(lam) - lam - np.array([math.lgamma(x + 1) for x in k])
+        cdf = np.minimum(np.cumsum(np.exp(logpmf)), 1.0)
+        out[i] = float(np.sum(1.0 - cdf**dp))
+    res = np.maximum(out.reshape(np.shape(mu)) * chunk, p)
+    return res if res.ndim else float(res)
+
+
+def _stage(
+    dep: Deployment,
+    b_dec: Any,
+    ctx_dec: Any,
+    p_tok: Any,
+    ctx_pre: Any,
+    chunk: float | None = None,
+) -> dict[str, Any]:
     """One pipeline stage on one GPU for a micro-batch of ``b_dec`` decode tokens (mean context
     ``ctx_dec``) and ``p_tok`` prefill tokens (mean attention context ``ctx_pre``), per
-    attention rank."""
+    attention rank. With attention DP and prompts arriving in chunks of ``chunk`` tokens the
+    per-rank work (dense layers, attention, all-to-all) is the busiest rank's."""
     c, eff, m, lay = _consts(dep), dep.eff, dep.model, dep.layout
-    tokens = b_dec + p_tok  # per attention rank (a TP group)
+    mean_tokens = b_dec + p_tok  # per attention rank (a TP group)
+    if chunk and lay.dp > 1:
+        p_tok = busiest_rank_prefill(p_tok, chunk, lay.dp)
+    tokens = b_dec + p_tok
     zero = 0.0 * tokens
 
     # ---- dense (non-routed) linear layers
@@ -368,7 +422,8 @@ def _stage(dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any, ctx_pre: Any) 
     e_cmp = zero
     imb = 1.0 + zero
     if c.e_flops:
-        t_moe = tokens * lay.dp if c.ep > 1 else tokens  # tokens entering the MoE layer
+        # tokens entering the MoE layer: the EP group's total (experts are shared by all ranks)
+        t_moe = mean_tokens * lay.dp if c.ep > 1 else tokens
         imb = expert_imbalance(c.ep, t_moe * c.k / max(c.ep, 1), eff.expert_skew)
         e_w = c.e_local * (1.0 - c.e_keep**t_moe) * c.e_bytes
         e_f = c.e_flops * t_moe
@@ -426,16 +481,27 @@ def _stage(dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any, ctx_pre: Any) 
 
 
 def forward(
-    dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any = 0.0, ctx_pre: Any = 0.0
+    dep: Deployment,
+    b_dec: Any,
+    ctx_dec: Any,
+    p_tok: Any = 0.0,
+    ctx_pre: Any = 0.0,
+    prefill_chunk: float | None = None,
 ) -> StepCost:
     """A full step of the replica: ``b_dec`` decode streams and ``p_tok`` prefill tokens per
-    attention rank, split into pp micro-batches that flow through pp stages."""
+    attention rank, split into pp micro-batches that flow through pp stages. ``prefill_chunk``
+    (tokens a scheduled prompt brings to one step) sets the busiest attention rank's share."""
     pp, eff = dep.layout.pp, dep.eff
     b = np.asarray(b_dec, dtype=float)
     # a micro-batch carries at least one stream: a lone stream still crosses every stage
     micro = np.where(b > 0, np.maximum(b / pp, 1.0), 0.0)
     st = _stage(
-        dep, micro, np.asarray(ctx_dec, dtype=float), np.asarray(p_tok, dtype=float) / pp, ctx_pre
+        dep,
+        micro,
+        np.asarray(ctx_dec, dtype=float),
+        np.asarray(p_tok, dtype=float) / pp,
+        ctx_pre,
+        prefill_chunk,
     )
     xb, xf = pp * st["xb"], pp * st["xf"]
     n_coll = pp * st["n_coll"]

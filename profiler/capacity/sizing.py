@@ -100,7 +100,8 @@ class Capacity:
 def _evaluate(dep: Deployment, wl: WorkloadShape, b: np.ndarray) -> Curve:
     n, out_len = wl.n, wl.output_len
     p_tok = b * wl.uncached_input / (n * out_len)
-    step = forward(dep, b, wl.decode_context, p_tok, wl.input_len / 2)
+    chunk = min(wl.uncached_input, float(dep.max_num_batched_tokens))
+    step = forward(dep, b, wl.decode_context, p_tok, wl.input_len / 2, chunk)
     tpot = np.asarray(step.t_s, dtype=float)
     rps_rank = b / (n * out_len * tpot)
     C = dep.max_num_batched_tokens
