@@ -291,5 +291,14 @@ def load_calibration(
         return points
     if not path.exists():
         raise SpecError(f"{path}: no such file or directory", "check the --calibration path")
+    from profiler.capacity.hardware import load_hardware
+
+    hw = load_hardware()
     points = load_file(path, model=model, layout=layout)
-    return [p.model_copy(update={"gpu": gpu or p.gpu}) for p in points]
+    out = []
+    for p in points:
+        key = gpu or p.gpu
+        if key is not None:  # a --metadata gpu=H100 names it: map it to the catalog
+            key = hw.gpu(key).key
+        out.append(p.model_copy(update={"gpu": key}))
+    return out

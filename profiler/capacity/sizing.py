@@ -393,6 +393,20 @@ def prefill_capacity(
     the KV transfer, and the capacity is mu rho* at the largest rho meeting the TTFT SLO."""
     C = float(dep.max_num_batched_tokens)
     T = wl.uncached_input
+    free, need = dep.kv_free_bytes(), float(dep.kv_bytes_per_sequence(wl.input_len))
+    if free < need:
+        w_gb = dep.weight_bytes_per_gpu() / 1e9
+        return PoolCapacity(
+            False,
+            f"KV cache holds {free / 1e9:,.2f} GB per GPU, one prompt needs {need / 1e9:,.2f} GB "
+            f"(weights {w_gb:.1f} GB/GPU of {dep.gpu.memory_gb:g} GB)",
+            0,
+            C,
+            None,
+            None,
+            "kv_capacity",
+            "kv_capacity",
+        )
     step = forward(dep, 0.0, 0.0, C, wl.input_len / 2)
     t_chunk = float(step.t_s)
     mu = C / (T * t_chunk)  # prompts/s per rank
