@@ -399,9 +399,7 @@ def fit(
         for j, reason in sorted(why.items())
         if j != 2 or reason != "no signal in these points"
     ]
-    at_limit = [
-        n for n in ("mem_bw_fraction", "compute_fraction") if getattr(eff, n) >= 1.0 - 1e-9
-    ]
+    at_limit = [n for n in ("mem_bw_fraction", "compute_fraction") if getattr(eff, n) >= 1.0 - 1e-9]
     if at_limit and any(PARAMS.index(n) not in why for n in at_limit):
         notes.append(
             f"{', '.join(at_limit)} reached 1.0, the physical limit: the measurements are faster "

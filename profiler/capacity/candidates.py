@@ -8,13 +8,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from profiler.capacity import calibrate as cal
 from profiler.capacity.engines import EngineProfile
 from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect
 from profiler.capacity.measured import MeasuredPoint
 from profiler.capacity.models import ModelSpec, resolve_model
-import numpy as np
-
 from profiler.capacity.perf import Deployment, Efficiency, Layout
 from profiler.capacity.result import (
     ConfigResult,

@@ -55,7 +55,9 @@ def _pool(role: str, lay: Layout, cap: PoolCapacity, replicas: int, shape: Any) 
     )
 
 
-def _transfer(ctx: PlanContext, g: GpuSpec, prefill: Layout, decode: Layout) -> tuple[Any, float, float]:
+def _transfer(
+    ctx: PlanContext, g: GpuSpec, prefill: Layout, decode: Layout
+) -> tuple[Any, float, float]:
     """(interconnect, bytes per request, seconds per request)."""
     m, shape = ctx.model, ctx.shape
     nbytes = float(m.kv_bytes_per_sequence(shape.input_len, ctx.kv_dtype, tp=1))
@@ -68,7 +70,9 @@ def _transfer(ctx: PlanContext, g: GpuSpec, prefill: Layout, decode: Layout) -> 
     return net, nbytes, net.latency_s + nbytes / bw
 
 
-def plan_disaggregated(ctx: PlanContext, aggregated: list[ConfigResult]) -> list[DisaggregatedResult]:
+def plan_disaggregated(
+    ctx: PlanContext, aggregated: list[ConfigResult]
+) -> list[DisaggregatedResult]:
     out: list[DisaggregatedResult] = []
     shape, slo = ctx.shape, ctx.req.slo
     for g in ctx.gpus:
@@ -83,9 +87,7 @@ def plan_disaggregated(ctx: PlanContext, aggregated: list[ConfigResult]) -> list
             lay
             for lay in cands
             if lay.tp <= deployment(ctx, g, lay).domain
-            and not (
-                lay.ep > 1 and (ctx.model.n_routed_experts + ctx.redundant_experts) % lay.ep
-            )
+            and not (lay.ep > 1 and (ctx.model.n_routed_experts + ctx.redundant_experts) % lay.ep)
         ]
         if not cands:
             continue

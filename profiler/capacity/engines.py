@@ -35,7 +35,8 @@ class EngineCalibration(_Strict):
     weight_dtypes: list[str] = Field(default_factory=list, description="empty: any precision")
     efficiency: dict[str, float]
     fitted_on: list[str] = Field(
-        default_factory=list, description="ids of profiler/data/published.yaml rows it was fitted to"
+        default_factory=list,
+        description="ids of profiler/data/published.yaml rows it was fitted to",
     )
     source: str = ""
 
@@ -93,7 +94,9 @@ class EngineProfile(_Strict):
         found = [c for c in self.calibrations if c.matches(gpu, weight_dtype)]
         return max(found, key=lambda c: c.specificity) if found else None
 
-    def efficiency_for(self, gpu: str, weight_dtype: str, base: Efficiency | None = None) -> Efficiency:
+    def efficiency_for(
+        self, gpu: str, weight_dtype: str, base: Efficiency | None = None
+    ) -> Efficiency:
         """Priors <- engine-wide factors <- the most specific calibration matching this GPU and
         precision."""
         eff = base or Efficiency()
@@ -117,9 +120,7 @@ class EngineCatalog(_Strict):
             key, key
         )
         if key not in self.engines:
-            raise SpecError(
-                f"unknown engine '{name}'", f"use one of: {', '.join(self.engines)}"
-            )
+            raise SpecError(f"unknown engine '{name}'", f"use one of: {', '.join(self.engines)}")
         return self.engines[key]
 
 
@@ -129,7 +130,9 @@ def _validate(data: object, where: str) -> EngineCatalog:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(f"{where}: field '{loc}': {err['msg']}", f"correct '{loc}' in {where}") from None
+        raise SpecError(
+            f"{where}: field '{loc}': {err['msg']}", f"correct '{loc}' in {where}"
+        ) from None
 
 
 @lru_cache(maxsize=1)

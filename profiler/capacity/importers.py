@@ -81,7 +81,8 @@ def kind_of(data: Any) -> str | None:
         isinstance(b, dict) and isinstance(b.get("metrics"), dict) for b in data["benchmarks"]
     ):
         return "guidellm"
-    metrics = data.get("records") if isinstance(data.get("records"), dict) else data
+    records = data.get("records")
+    metrics: dict[str, Any] = records if isinstance(records, dict) else data
     if isinstance(metrics.get("request_throughput"), dict) and isinstance(
         metrics.get("time_to_first_token"), dict
     ):
@@ -172,7 +173,9 @@ def _guidellm(
 
         def pct(metric: str, _m: dict[str, Any] = m) -> dict[str, float]:
             ps = _get(_m, metric, "successful", "percentiles") or {}
-            return {k: float(ps[k]) / 1e3 for k in ("p50", "p90", "p95", "p99") if ps.get(k) is not None}
+            return {
+                k: float(ps[k]) / 1e3 for k in ("p50", "p90", "p95", "p99") if ps.get(k) is not None
+            }
 
         name = model or _get(b, "args", "model") or _get(b, "config", "model") or top_model
         if not name:
@@ -215,7 +218,9 @@ def _guidellm(
     return out
 
 
-def _aiperf(d: dict[str, Any], where: str, model: str | None, layout: Layout | None) -> MeasuredPoint:
+def _aiperf(
+    d: dict[str, Any], where: str, model: str | None, layout: Layout | None
+) -> MeasuredPoint:
     m = d["records"] if isinstance(d.get("records"), dict) else d
 
     def avg(metric: str, stat: str = "avg") -> float | None:

@@ -434,7 +434,9 @@ def _stage(
 
     # ---- attention: KV reads (decode) and writes (all new tokens), FLOPs
     tp_pp = lay.tp * lay.pp
-    kv_bytes = b_dec * dep.kv_bytes_per_sequence(ctx_dec) + tokens * dep.kv_bytes_per_token_per_gpu()
+    kv_bytes = (
+        b_dec * dep.kv_bytes_per_sequence(ctx_dec) + tokens * dep.kv_bytes_per_token_per_gpu()
+    )
     attn_flops = (
         m.attn_flops(b_dec, ctx_dec, "decode") + m.attn_flops(p_tok, ctx_pre, "prefill")
     ) / tp_pp

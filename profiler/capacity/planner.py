@@ -22,6 +22,7 @@ from profiler.capacity.candidates import (
     gpus_per_node,
     layouts,
 )
+from profiler.capacity.disagg import plan_disaggregated
 from profiler.capacity.engines import load_engines
 from profiler.capacity.hardware import GpuSpec, load_hardware
 from profiler.capacity.importers import load_calibration
@@ -37,7 +38,6 @@ from profiler.capacity.result import (
     ScalingRow,
     TestTimeScaling,
 )
-from profiler.capacity.disagg import plan_disaggregated
 from profiler.capacity.sizing import WorkloadShape, capacity
 from profiler.capacity.workload import resolve_shape
 from profiler.errors import SpecError
@@ -300,8 +300,13 @@ def _notes(
     notes = [
         "SLOs are checked against modelled means (measured points use the percentile matching the SLO's target fraction).",
         f"Engine {ctx.engine.label}: {eff.comm_overlap:.0%} of communication overlaps compute "
-        f"({ctx.engine.overlap_flag} raises it: --comm-overlap {ctx.engine.overlap_when_on:g}); "
-        f"expert routing skew {eff.expert_skew:g} over random balance"
+        + (
+            "(--comm-overlap); "
+            if ctx.req.comm_overlap is not None
+            else f"({ctx.engine.overlap_flag} raises it: --comm-overlap "
+            f"{ctx.engine.overlap_when_on:g}); "
+        )
+        + f"expert routing skew {eff.expert_skew:g} over random balance"
         + (" (EPLB)" if ctx.req.eplb else f" (no EPLB: --eplb if {ctx.engine.eplb_flag} is on)")
         + ".",
         "Prices are illustrative defaults unless set with --price; energy assumes board power at TDP (an upper bound).",

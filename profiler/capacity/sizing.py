@@ -197,7 +197,9 @@ def capacity(
         return Capacity(False, detail, b_lim, kind, 0, 0, what, "compute", curve)
     rps = np.where(ok, curve.rps_rank, -1.0)
     i = int(np.argmax(rps))
-    if i < len(b) - 1 and concurrency is None:  # refine between the best feasible point and the next one
+    if (
+        i < len(b) - 1 and concurrency is None
+    ):  # refine between the best feasible point and the next one
         fine = np.linspace(b[i], b[i + 1], REFINE_POINTS + 2)[1:-1]
         b = np.unique(np.concatenate([b, fine]))
         curve = _evaluate(dep, wl, b)
@@ -331,7 +333,9 @@ def decode_capacity(
     lambda = b / (n O TPOT). Capacity: the largest lambda meeting the TPOT (and e2e) SLO."""
     b_lim, kind, reason = batch_limit(dep, wl)
     if b_lim < 1:
-        return PoolCapacity(False, reason or "batch limit below one stream", 0, 0, None, None, kind, kind)
+        return PoolCapacity(
+            False, reason or "batch limit below one stream", 0, 0, None, None, kind, kind
+        )
     if concurrency is not None:
         b_fix = concurrency / dep.layout.dp
         if b_fix > b_lim * (1 + 1e-9):

@@ -81,9 +81,7 @@ class Check:
 
 @lru_cache(maxsize=1)
 def load_published() -> tuple[dict[str, str], list[Published]]:
-    data = yaml.safe_load(
-        resources.files("profiler").joinpath("data", PUBLISHED_FILE).read_text()
-    )
+    data = yaml.safe_load(resources.files("profiler").joinpath("data", PUBLISHED_FILE).read_text())
     sources = dict(data["sources"])
     rows = [Published.model_validate(r) for r in data["rows"]]
     for r in rows:
@@ -131,7 +129,9 @@ def check(row: Published) -> Check:
     if row.mode in ("offline", "concurrency"):
         r = evaluate(ctx, g, lay, checks=False)
         if not isinstance(r, ConfigResult):
-            raise SpecError(f"{row.id}: the planner rejects this layout ({r.reason})", "fix the row")
+            raise SpecError(
+                f"{row.id}: the planner rejects this layout ({r.reason})", "fix the row"
+            )
         return Check(row, row.source, r.capacity_tokens_per_s_per_gpu, r.bottleneck)
     d = plan_disaggregated(ctx, [])
     if not d:
@@ -173,22 +173,18 @@ def markdown(checks: list[Check], held: dict[str, float] | None = None) -> str:
         elif r.mode == "concurrency":
             cond = f"concurrency {r.concurrency or 0:g}"
         elif r.mode == "decode":
-            cond = "decode pool" + (
-                f", {r.batch_per_gpu:g} streams/GPU" if r.batch_per_gpu else ""
-            )
+            cond = "decode pool" + (f", {r.batch_per_gpu:g} streams/GPU" if r.batch_per_gpu else "")
         else:
             cond = "prefill pool (prompt tok/s)"
         if r.eplb:
             cond += ", EPLB"
         if r.comm_overlap is not None:
             cond += ", TBO"
+        ho = f"{held[r.id]:.2f}" if r.id in held else "-"
         lines.append(
             f"| {r.id}{'' if r.band else ' (not in band)'} | {r.engine} | {r.model} | {r.gpu} | "
             f"{r.layout} | {r.weight_dtype}/{r.kv_dtype} | {r.input_len:,.0f} / {r.output_len:,.0f} "
-            f"| {cond} | {r.published:,.0f} | {c.planned:,.0f} | {c.ratio:.2f} | "
-            f"{held[r.id]:.2f} |"
-            if r.id in held
-            else f"| {cond} | {r.published:,.0f} | {c.planned:,.0f} | {c.ratio:.2f} | - |"
+            f"| {cond} | {r.published:,.0f} | {c.planned:,.0f} | {c.ratio:.2f} | {ho} |"
         )
     s = band_summary(checks)
     lines.append("")
@@ -257,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         for f in fits:
             sys.stdout.write(f"# {f.scope.engine} {','.join(f.scope.weight_dtypes)}: {f.best}\n")
             for r in f.rows:
-                held = f.held_out.get(r)
+                h = f.held_out.get(r)
                 sys.stdout.write(
                     f"#   {r}: in-sample {f.in_sample[r]:.2f}"
-                    + (f", held out {held:.2f}" if held is not None else "")
+                    + (f", held out {h:.2f}" if h is not None else "")
                     + "\n"
                 )
         text = calibrations_yaml(fits)
@@ -306,7 +302,12 @@ SCOPES = (
     Scope("tensorrt-llm", BLACKWELL, ("nvfp4", "mxfp4", "fp8", "bf16", "int4")),
     # SGLang: DeepSeek decode pools only; they cannot separate eta_F from the MoE efficiency,
     # which keeps its prior
-    Scope("sglang", HOPPER + BLACKWELL, ("fp8", "bf16", "fp16", "nvfp4", "mxfp4"), ("compute_fraction",)),
+    Scope(
+        "sglang",
+        HOPPER + BLACKWELL,
+        ("fp8", "bf16", "fp16", "nvfp4", "mxfp4"),
+        ("compute_fraction",),
+    ),
 )
 GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(19))  # 0.10 .. 1.00
 CALIBRATIONS_FILE = "engine_calibrations.yaml"
@@ -350,6 +351,7 @@ def fit_scope(scope: Scope, fixed: dict[str, float] | None = None) -> ScopeFit |
     """Grid search (GRID per parameter) for the values minimising the summed squared log
     ratio over the scope's rows, and leave-one-out ratios from the same grid. ``fixed``:
     values inherited from another scope's fit."""
+    import functools
     import itertools
 
     _, rows = load_published()
@@ -374,7 +376,7 @@ def fit_scope(scope: Scope, fixed: dict[str, float] | None = None) -> ScopeFit |
     held: dict[str, float] = {}
     for i, r in enumerate(mine):
         if len(mine) > 1:
-            p_i = min(points, key=lambda p, i=i: loss(p, i))
+            p_i = min(points, key=functools.partial(loss, skip=i))
             held[r.id] = table[p_i][i]
     return ScopeFit(
         scope,

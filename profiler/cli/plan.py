@@ -232,16 +232,18 @@ def _render_disaggregated(result: Any, console: Any) -> None:
         "decode",
         "GPUs P+D",
         "D/P",
-        "capacity tok/s/GPU",
-        "aggregated GPUs",
-        "aggregated tok/s/GPU",
-        "prefill TTFT ms",
-        "decode TPOT ms",
-        "KV/request MB",
+        "capacity\ntok/s/GPU",
+        "aggregated\nGPUs",
+        "aggregated\ntok/s/GPU",
+        "prefill\nTTFT ms",
+        "decode\nTPOT ms",
+        "KV/request\nMB",
         "KV link",
-        "GB/s per prefill GPU",
+        "GB/s per\nprefill GPU",
     ):
-        t.add_column(col, justify="left" if col in ("GPU", "prefill", "decode", "KV link") else "right")
+        t.add_column(
+            col, justify="left" if col in ("GPU", "prefill", "decode", "KV link") else "right"
+        )
     for d in result.disaggregated:
         t.add_row(
             d.gpu,
@@ -260,7 +262,6 @@ def _render_disaggregated(result: Any, console: Any) -> None:
             f"{d.kv_transfer.gb_per_s_per_prefill_gpu:,.2f}",
         )
     console.print(t)
-
 
 
 def _f(v: float | None, fmt: str = "{:.2f}") -> str:
@@ -334,13 +335,13 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
         "",
         "GPU",
         "parallelism",
-        "GPUs/rep",
-        "replicas",
+        "GPUs\n/rep",
+        "repli-\ncas",
         "GPUs",
         "nodes",
-        "demand tok/s/GPU",
-        "capacity tok/s/GPU",
-        "tok/s/user",
+        "demand\ntok/s/GPU",
+        "capacity\ntok/s/GPU",
+        "tok/s\n/user",
         "TTFT ms",
         "TPOT ms",
         "$/h",
@@ -368,7 +369,7 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
             f"{c.tokens_per_s_per_user:,.1f}",
             _ms(c.ttft_s),
             _ms(c.tpot_s),
-            f"{c.cost_per_hour:,.1f}",
+            f"{c.cost_per_hour:,.0f}",
             f"{c.cost_per_million_output_tokens:,.2f}",
             f"{c.joules_per_output_token:.2f}",
             _SHORT.get(c.bottleneck, c.bottleneck),

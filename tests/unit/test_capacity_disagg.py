@@ -32,7 +32,10 @@ def test_pools_ratio_and_kv_transfer() -> None:
     assert p.role == "prefill" and dec.role == "decode"
     assert d.gpus_total == p.gpus_total + dec.gpus_total
     assert d.decode_to_prefill_ratio == pytest.approx(dec.gpus_total / p.gpus_total)
-    assert p.replicas * p.max_rps_per_replica >= 50.0 and dec.replicas * dec.max_rps_per_replica >= 50.0
+    assert (
+        p.replicas * p.max_rps_per_replica >= 50.0
+        and dec.replicas * dec.max_rps_per_replica >= 50.0
+    )
     # the prompt's KV: 1,024 tokens x 70,272 B (MLA latent, BF16) per request
     assert d.kv_transfer.bytes_per_request == pytest.approx(1024 * 70_272)
     assert d.kv_transfer.interconnect == "ib-400"  # separate H800 nodes: RDMA over the NICs

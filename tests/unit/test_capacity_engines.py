@@ -41,7 +41,9 @@ def _dep(model: str = "deepseek-v3", gpu: str = "h800", **kw: object) -> Deploym
 
 
 def test_default_engine_is_vllm_and_engines_differ() -> None:
-    base = dict(model="llama-3.1-70b", gpus=["h100"], input_len=1000, output_len=1000, scaling=False)
+    base = dict(
+        model="llama-3.1-70b", gpus=["h100"], input_len=1000, output_len=1000, scaling=False
+    )
     v = plan(PlanRequest(**base))  # type: ignore[arg-type]
     t = plan(PlanRequest(**base, engine="tensorrt-llm", weight_dtype="fp8"))  # type: ignore[arg-type]
     assert v.engine == "vllm" and t.engine == "tensorrt-llm"
@@ -120,7 +122,9 @@ def test_sensitivity_table_shows_overlap() -> None:
 def test_expert_imbalance_random_and_skew() -> None:
     # ep balanced random loads: the busiest of ep ranks holds 1 + sqrt(2 ln ep / mu) x the mean
     assert float(expert_imbalance(1, 100.0, 1.3)) == 1.0
-    assert float(expert_imbalance(64, 100.0, 1.0)) == pytest.approx(1 + math.sqrt(2 * math.log(64) / 100))
+    assert float(expert_imbalance(64, 100.0, 1.0)) == pytest.approx(
+        1 + math.sqrt(2 * math.log(64) / 100)
+    )
     assert float(expert_imbalance(64, 1e6, 1.0)) == pytest.approx(1.0, abs=0.01)
     cat = load_engines()
     assert cat.eplb_expert_skew < cat.default_expert_skew

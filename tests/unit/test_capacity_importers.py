@@ -134,7 +134,12 @@ def aiperf_export(conc: int) -> dict[str, object]:
         "request_throughput": {"unit": "requests/sec", "avg": out / 256},
         "output_token_throughput": {"unit": "tokens/sec", "avg": out},
         "time_to_first_token": {"unit": "ms", "avg": 80.0, "p50": 75.0, "p90": 90.0, "p99": 120.0},
-        "inter_token_latency": {"unit": "ms", "avg": tpot * 1e3, "p50": tpot * 1e3, "p99": tpot * 1.2e3},
+        "inter_token_latency": {
+            "unit": "ms",
+            "avg": tpot * 1e3,
+            "p50": tpot * 1e3,
+            "p99": tpot * 1.2e3,
+        },
         "input_sequence_length": {"unit": "tokens", "avg": 1024.0},
         "output_sequence_length": {"unit": "tokens", "avg": 256.0},
         "request_count": {"unit": "requests", "avg": 200.0},
@@ -218,7 +223,11 @@ def test_an_unknown_model_in_a_sweep_is_an_error(tmp_path: Path) -> None:
         m.setdefault("spec", {})["serve"] = {"model": "acme/never-heard-of-it-7b"}
         (run / "manifest.json").write_text(json.dumps(m))
     req = PlanRequest(
-        model="llama-3.1-8b", gpus=["h100"], calibration=sweep, calibration_gpu="h100", scaling=False
+        model="llama-3.1-8b",
+        gpus=["h100"],
+        calibration=sweep,
+        calibration_gpu="h100",
+        scaling=False,
     )
     with pytest.raises(SpecError, match="acme/never-heard-of-it-7b' cannot be sized") as e:
         plan(req)

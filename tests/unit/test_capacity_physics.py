@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pytest
 
 from profiler.capacity.calibrate import fit, predict_tpot
 from profiler.capacity.engines import load_engines
@@ -167,7 +166,12 @@ def test_plan_says_which_factors_kept_their_priors() -> None:
 
 
 def test_a_measured_layout_wins_within_the_models_uncertainty() -> None:
-    from profiler.capacity.planner import UNCALIBRATED_UNCERTAINTY, _context, _prefer_measured, _rank_key
+    from profiler.capacity.planner import (
+        UNCALIBRATED_UNCERTAINTY,
+        _context,
+        _prefer_measured,
+        _rank_key,
+    )
 
     req = PlanRequest(
         model="llama-3.1-8b",

@@ -77,9 +77,9 @@ def test_calibrations_are_merged_into_the_engine_profiles() -> None:
 def test_docs_carry_the_computed_table(checks: list[v.Check]) -> None:
     text = DOCS.read_text()
     s = v.band_summary(checks)
-    assert (
-        f"median error {s['median_error']:.2f}x, worst {s['worst_error']:.2f}x" in text
-    ), "regenerate the table: python -m profiler.capacity.validation"
+    assert f"median error {s['median_error']:.2f}x, worst {s['worst_error']:.2f}x" in text, (
+        "regenerate the table: python -m profiler.capacity.validation"
+    )
     for c in checks:
         assert f"| {c.row.id}" in text
         assert f"| {c.planned:,.0f} | {c.ratio:.2f} |" in text, c.row.id
