@@ -42,6 +42,7 @@ class WorkloadShape:
     output_len: float
     n: float = 1.0
     cached_prefix_len: float = 0.0
+    held_tokens_per_stream: float = 0.0  # KV of idle sessions per stream (capacity/sessions.py)
 
     @property
     def uncached_input(self) -> float:
@@ -49,15 +50,21 @@ class WorkloadShape:
 
     @property
     def resident_tokens_per_stream(self) -> float:
-        """Average KV tokens a decoding stream holds: (T_in + n O / 2) / n (prompt shared)."""
-        return (self.input_len + self.n * self.output_len / 2) / self.n
+        """Average KV tokens a decoding stream holds: (T_in + n O / 2) / n (prompt shared),
+        plus the KV that thinking sessions keep cached for it."""
+        return (
+            self.input_len + self.n * self.output_len / 2
+        ) / self.n + self.held_tokens_per_stream
 
     def kv_bytes_per_stream(self, dep: Deployment) -> float:
         """Average KV bytes a decoding stream holds on one GPU: the prompt's KV is shared by
-        the n samples, each sample's output grows linearly (local layers capped)."""
+        the n samples, each sample's output grows linearly (local layers capped); plus the
+        KV idle sessions hold for it (``held_tokens_per_stream``, counted at full-attention
+        bytes per token: an upper bound for models with local layers)."""
         prompt = float(dep.kv_bytes_per_sequence(self.input_len))
         mid = float(dep.kv_bytes_per_sequence(self.input_len + self.output_len / 2))
-        return (prompt + self.n * (mid - prompt)) / self.n
+        held = self.held_tokens_per_stream * dep.kv_bytes_per_token_per_gpu()
+        return (prompt + self.n * (mid - prompt)) / self.n + held
 
     def kv_bytes_per_request(self, dep: Deployment) -> float:
         """KV bytes one whole request needs at its end (prompt + n full outputs)."""

@@ -3,6 +3,7 @@ number below is arithmetic on catalog facts)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -203,3 +204,24 @@ def test_capacity_meets_slo_and_tighter_slo_lowers_it() -> None:
     assert loose.curve.tpot_s[i] <= 0.05
     impossible = capacity(d, wl, SloSpec(tpot_s=0.001))
     assert not impossible.feasible and "TPOT" in impossible.reason
+
+
+def test_kv_held_by_idle_sessions_counts_against_the_batch() -> None:
+    # capacity/sessions.py adds the KV that thinking sessions keep cached per decoding stream
+    # (WorkloadShape.held_tokens_per_stream); the byte-based KV limit must count it
+    d = dataclasses.replace(
+        dep("llama-3.1-70b", layout=Layout(tp=4)),
+        max_num_seqs=100_000,
+        max_num_batched_tokens=1 << 20,
+    )
+    base = WorkloadShape(input_len=2048, output_len=512)
+    held = WorkloadShape(input_len=2048, output_len=512, held_tokens_per_stream=2304)
+    per_token = d.kv_bytes_per_token_per_gpu()
+    assert held.kv_bytes_per_stream(d) == pytest.approx(
+        base.kv_bytes_per_stream(d) + 2304 * per_token
+    )
+    b0, k0, _ = batch_limit(d, base)
+    b1, k1, _ = batch_limit(d, held)
+    assert k0 == k1 == "kv_capacity"
+    # 2,304 resident tokens per stream without sessions (2,048 + 512/2), twice that with them
+    assert b1 == pytest.approx(b0 / 2, rel=1e-6)
