@@ -56,6 +56,10 @@ class WorkloadShape:
             self.input_len + self.n * self.output_len / 2
         ) / self.n + self.held_tokens_per_stream
 
+    @property
+    def decode_context(self) -> float:
+        return self.input_len + self.output_len / 2
+
     def kv_bytes_per_stream(self, dep: Deployment) -> float:
         """Average KV bytes a decoding stream holds on one GPU: the prompt's KV is shared by
         the n samples, each sample's output grows linearly (local layers capped); plus the
@@ -71,10 +75,6 @@ class WorkloadShape:
         prompt = float(dep.kv_bytes_per_sequence(self.input_len))
         full = float(dep.kv_bytes_per_sequence(self.input_len + self.output_len))
         return prompt + self.n * (full - prompt)
-
-    @property
-    def decode_context(self) -> float:
-        return self.input_len + self.output_len / 2
 
 
 @dataclass
