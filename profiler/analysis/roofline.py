@@ -82,12 +82,7 @@ def bounds(
         scale_up=hw.interconnect(gpu.default_scale_up()),
         scale_out=hw.interconnect(gpu.default_scale_out()),
         gpus_per_node=gpu.gpus_per_node,
-        eff=Efficiency(
-            mem_bw_fraction=1.0,
-            compute_fraction=1.0,
-            collective_latency_s=0.0,
-            step_overhead_s=0.0,
-        ),
+        eff=Efficiency.ideal(),  # 100% of every peak: physical limits, not predictions
         weight_dtype=w_dtype,
         kv_dtype=kv,
     )

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiler.capacity.dtypes import resolve_weight_dtype
+from profiler.capacity.engines import EngineProfile, load_engines
 from profiler.capacity.hardware import load_hardware
 from profiler.capacity.measured import MeasuredPoint
 from profiler.capacity.models import ModelSpec, resolve_model
@@ -26,7 +28,11 @@ from profiler.errors import InfprofError, SpecError
 
 PARAMS = ("mem_bw_fraction", "compute_fraction", "collective_latency_s", "step_overhead_s")
 RIDGE = 1e-3
-_BOUNDS = [(1 / 1.5, 100.0), (1 / 1.5, 1000.0), (0.0, 1e-2), (0.0, 10.0)]  # on theta
+# on theta = (1/eta_B, 1/eta_F, alpha, t_overhead): an efficiency is at most 1 (physics: no fit
+# may need more than the GPU's peak bandwidth or FLOP/s), at least 1%
+_BOUNDS = [(1.0, 100.0), (1.0, 100.0), (0.0, 1e-2), (0.0, 10.0)]
+VIF_MAX = 100.0  # a factor whose column the others explain to R^2 > 0.99 is not separable
+_DROP_ORDER = (2, 3, 1, 0)  # which factor gives way first when two cannot be told apart
 
 
 class HeldOut(BaseModel):
@@ -52,6 +58,10 @@ class Calibration(BaseModel):
     defaults: Efficiency
     identified: list[str] = Field(
         description="factors the data constrained (others stay at defaults)"
+    )
+    not_identified: list[str] = Field(
+        default_factory=list,
+        description="factors these points cannot separate from the others: they keep their priors",
     )
     fit_error_pct: float = Field(description="mean |error| of TPOT on the fitted points, %")
     heldout_error_pct: float | None = Field(description="leave-one-out mean |error| of TPOT, %")
@@ -95,9 +105,21 @@ def _eff(theta: np.ndarray, base: Efficiency) -> Efficiency:
     )
 
 
-def deployment_for(p: MeasuredPoint, model: ModelSpec, gpu_key: str, eff: Efficiency) -> Deployment:
+def deployment_for(
+    p: MeasuredPoint,
+    model: ModelSpec,
+    gpu_key: str,
+    eff: Efficiency,
+    engine: EngineProfile | None = None,
+) -> Deployment:
+    """The deployment a measured point ran: its layout and the precisions it served with
+    (recorded by the sweep: --quantization, --kv-cache-dtype, --dtype), the engine's limits
+    where the point does not record them."""
     hw = load_hardware()
     g = hw.gpu(gpu_key)
+    engine = engine or load_engines().engine(None)
+    seqs, tokens = engine.batch_limits(g)
+    w = resolve_weight_dtype(model.weight_dtype, p.weight_dtype, p.activation_dtype)
     return Deployment(
         model=model,
         gpu=g,
@@ -106,15 +128,20 @@ def deployment_for(p: MeasuredPoint, model: ModelSpec, gpu_key: str, eff: Effici
         scale_out=hw.interconnect(g.default_scale_out()),
         gpus_per_node=g.gpus_per_node,
         eff=eff,
-        weight_dtype=p.weight_dtype or model.weight_dtype,
-        kv_dtype=p.kv_dtype or ("fp32" if model.weight_dtype == "fp32" else "bf16"),
-        max_num_seqs=p.max_num_seqs or 256,
-        max_num_batched_tokens=p.max_num_batched_tokens or 2048,
+        weight_dtype=w,
+        kv_dtype=p.kv_dtype or ("fp32" if w == "fp32" else "bf16"),
+        max_num_seqs=p.max_num_seqs or seqs,
+        max_num_batched_tokens=p.max_num_batched_tokens or tokens,
+        memory_mode=engine.memory_mode,
+        gpu_memory_utilization=engine.gpu_memory_utilization,
     )
 
 
 def _rows(
-    points: Sequence[MeasuredPoint], gpu: str | None, eff: Efficiency
+    points: Sequence[MeasuredPoint],
+    gpu: str | None,
+    eff: Efficiency,
+    engine: EngineProfile | None = None,
 ) -> tuple[list[_Row], list[str], str]:
     rows: list[_Row] = []
     skipped: list[str] = []
@@ -143,7 +170,7 @@ def _rows(
         rows.append(
             _Row(
                 point=p,
-                dep=deployment_for(p, model, key, eff),
+                dep=deployment_for(p, model, key, eff, engine),
                 batch=b,
                 context=p.input_len + p.output_len / 2,
                 prefill_tokens=b * max(p.input_len, 1.0) / (p.n * max(p.output_len, 1.0)),
@@ -166,16 +193,46 @@ def _design(rows: list[_Row], eff: Efficiency) -> tuple[np.ndarray, np.ndarray, 
     return A, y, obs
 
 
+def unidentified(A: np.ndarray, obs: np.ndarray) -> dict[int, str]:
+    """Factors these points cannot pin down, with why: a column with no signal (no
+    collectives, nothing compute-bound) or one the other columns explain (variance inflation
+    above VIF_MAX: e.g. one layout and one request shape cannot separate the step overhead
+    from the bandwidth term). The least separable gives way first, in _DROP_ORDER."""
+    Aw = A / obs[:, None]
+    scale = np.sqrt((Aw**2).mean(axis=0))
+    out: dict[int, str] = {
+        j: "no signal in these points" for j in range(4) if scale[j] <= 1e-9 * scale.max()
+    }
+    while True:
+        free = [j for j in range(4) if j not in out]
+        if len(free) < 2:
+            return out
+        As = Aw[:, free] / scale[free]
+        worst: tuple[float, int] | None = None
+        for pos, j in enumerate(free):
+            others = np.delete(As, pos, axis=1)
+            coef, *_ = np.linalg.lstsq(others, As[:, pos], rcond=None)
+            resid = As[:, pos] - others @ coef
+            r2 = 1.0 - float(resid @ resid) / max(float(As[:, pos] @ As[:, pos]), 1e-300)
+            vif = 1.0 / max(1.0 - r2, 1e-12)
+            if vif > VIF_MAX:
+                rank = _DROP_ORDER.index(j)
+                if worst is None or rank < worst[0]:
+                    worst = (rank, j)
+        if worst is None:
+            return out
+        out[worst[1]] = "not separable from the other factors with these points"
+
+
 def _solve(A: np.ndarray, y: np.ndarray, obs: np.ndarray, theta0: np.ndarray) -> np.ndarray:
     """Least squares in relative error with a weak ridge prior toward theta0 and box bounds
     (a factor hitting a bound is fixed there and the rest refitted)."""
     w = 1.0 / obs
     Aw, yw = A * w[:, None], y * w
     scale = np.sqrt((Aw**2).mean(axis=0))
-    # a column with no signal (no collectives, nothing compute-bound) keeps its prior value
-    fixed: dict[int, float] = {
-        j: float(theta0[j]) for j in range(4) if scale[j] <= 1e-9 * scale.max()
-    }
+    scale = np.where(scale > 0, scale, 1.0)
+    # factors the points cannot pin down keep their prior values
+    fixed: dict[int, float] = {j: float(theta0[j]) for j in unidentified(A, obs)}
     for _ in range(5):
         free = [j for j in range(4) if j not in fixed]
         if not free:
@@ -227,8 +284,10 @@ def _fit_rows(rows: list[_Row], base: Efficiency) -> tuple[Efficiency, np.ndarra
     return best[1], best[2]
 
 
-def predict_tpot(p: MeasuredPoint, eff: Efficiency, gpu: str | None = None) -> float:
-    rows, _, _ = _rows([p], gpu, eff)
+def predict_tpot(
+    p: MeasuredPoint, eff: Efficiency, gpu: str | None = None, engine: EngineProfile | None = None
+) -> float:
+    rows, _, _ = _rows([p], gpu, eff, engine)
     if not rows:
         raise SpecError(
             f"cannot model point {p.label()}", "it needs a GPU, a known model and a TPOT"
@@ -238,14 +297,17 @@ def predict_tpot(p: MeasuredPoint, eff: Efficiency, gpu: str | None = None) -> f
 
 
 def fit_one(
-    point: MeasuredPoint, base: Efficiency | None = None, gpu: str | None = None
+    point: MeasuredPoint,
+    base: Efficiency | None = None,
+    gpu: str | None = None,
+    engine: EngineProfile | None = None,
 ) -> Calibration:
     """A one-point calibration (one run directory): the measured TPOT fixes one factor, the
     efficiency of the part of the decode step that dominates at the measured batch (eta_B
     when the step is memory-bound, as decode is, else eta_F); every other factor keeps its
     default. Its notes say what one point cannot pin down."""
     base = base or Efficiency()
-    rows, skipped, gpu_key = _rows([point], gpu, base)
+    rows, skipped, gpu_key = _rows([point], gpu, base, engine)
     if not rows:
         raise SpecError(
             "calibration needs a usable measured point" + (f" ({skipped[0]})" if skipped else ""),
@@ -263,8 +325,10 @@ def fit_one(
     theta = _theta(base)
     lo, hi = _BOUNDS[which]
     work = xb if which == 0 else xf
-    theta[which] = float(np.clip(work and left / work or hi, lo, hi)) if left > 0 else hi
+    raw = work and left / work or hi
+    theta[which] = float(np.clip(raw, lo, hi)) if left > 0 else hi
     eff = _eff(theta, base)
+    capped = left > 0 and raw < lo
     name = PARAMS[which]
     err = abs(_pred(r, eff) / r.point.tpot_s - 1) * 100
     notes = [
@@ -282,6 +346,11 @@ def fit_one(
         "keep their defaults, so predictions far from this batch, context or layout "
         "(TP/PP/EP) are extrapolations; sweep several load levels to fit them.",
     ]
+    if capped:
+        notes.append(
+            f"The measured TPOT is shorter than this model allows at 100% of peak: {name} was "
+            "held at 1.0 (the physical limit), so the model is slower than the measurement here."
+        )
     if left <= 0:
         notes.append(
             f"The measured TPOT ({r.point.tpot_s * 1e3:.2f} ms) is below the default fixed costs "
@@ -294,6 +363,7 @@ def fit_one(
         fitted=eff,
         defaults=base,
         identified=[name],
+        not_identified=[p for p in PARAMS if p != name],
         fit_error_pct=err,
         heldout_error_pct=None,
         heldout_max_error_pct=None,
@@ -304,12 +374,16 @@ def fit_one(
 
 
 def fit(
-    points: Sequence[MeasuredPoint], base: Efficiency | None = None, gpu: str | None = None
+    points: Sequence[MeasuredPoint],
+    base: Efficiency | None = None,
+    gpu: str | None = None,
+    engine: EngineProfile | None = None,
 ) -> Calibration:
     """Fit efficiency factors to ``points`` (one GPU type) and report leave-one-out error
-    (one point alone: ``fit_one``)."""
+    (one point alone: ``fit_one``). Factors the points cannot separate keep their priors
+    (``not_identified``, with a note); fitted efficiencies never exceed 1."""
     base = base or Efficiency()
-    rows, skipped, gpu_key = _rows(points, gpu, base)
+    rows, skipped, gpu_key = _rows(points, gpu, base, engine)
     if len(rows) < 2:
         raise SpecError(
             f"calibration needs at least 2 usable measured points, got {len(rows)}"
@@ -317,7 +391,20 @@ def fit(
             "sweep at least two load levels or configurations",
         )
     eff, A = _fit_rows(rows, base)
-    identified = [PARAMS[j] for j in range(4) if np.abs(A[:, j]).max() > 1e-9 * np.abs(A).max()]
+    obs = np.array([r.point.tpot_s or 1.0 for r in rows])
+    why = unidentified(A, obs)
+    identified = [PARAMS[j] for j in range(4) if j not in why]
+    notes = [
+        f"{PARAMS[j]} keeps its prior ({getattr(base, PARAMS[j]):g}): {reason}."
+        for j, reason in sorted(why.items())
+        if j != 2 or reason != "no signal in these points"
+    ]
+    at_limit = [n for n in ("mem_bw_fraction", "compute_fraction") if getattr(eff, n) >= 1.0 - 1e-9]
+    if at_limit and any(PARAMS.index(n) not in why for n in at_limit):
+        notes.append(
+            f"{', '.join(at_limit)} reached 1.0, the physical limit: the measurements are faster "
+            "than this model allows at peak, so its byte or FLOP counts are too high here."
+        )
     fitted_err = [abs(_pred(r, eff) / r.point.tpot_s - 1) * 100 for r in rows if r.point.tpot_s]
     held: list[HeldOut] = []
     if len(rows) >= 3:
@@ -343,11 +430,13 @@ def fit(
         fitted=eff,
         defaults=base,
         identified=identified,
+        not_identified=[PARAMS[j] for j in sorted(why)],
         fit_error_pct=float(np.mean(fitted_err)),
         heldout_error_pct=float(np.mean(errs)) if errs else None,
         heldout_max_error_pct=float(np.max(errs)) if errs else None,
         heldout=held,
         skipped=skipped,
+        notes=notes,
     )
 
 

@@ -8,11 +8,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from profiler.capacity import calibrate as cal
+from profiler.capacity.engines import EngineProfile
 from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect
 from profiler.capacity.measured import MeasuredPoint
 from profiler.capacity.models import ModelSpec, resolve_model
-from profiler.capacity.perf import GIB, Deployment, Efficiency, Layout
+from profiler.capacity.perf import Deployment, Efficiency, Layout
 from profiler.capacity.result import (
     ConfigResult,
     InterconnectCheck,
@@ -38,8 +41,8 @@ MEASURED_FIELDS = (
     "gpus_total",
     "nodes",
     "rps_per_replica",
-    "tokens_per_s_per_gpu",
-    "max_tokens_per_s_per_gpu",
+    "demand_tokens_per_s_per_gpu",
+    "capacity_tokens_per_s_per_gpu",
     "tokens_per_s_per_user",
     "ttft_s",
     "tpot_s",
@@ -67,12 +70,24 @@ class PlanContext:
     out_override: Interconnect | None
     weight_dtype: str
     kv_dtype: str
+    engine: EngineProfile
+    redundant_experts: int = 0
+    only_layouts: list[Layout] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
-def layouts(model: ModelSpec, gpus_per_node: int, max_gpus: int) -> list[Layout]:
+def layouts(
+    model: ModelSpec,
+    gpus_per_node: int,
+    max_gpus: int,
+    redundant_experts: int = 0,
+    only: list[Layout] | None = None,
+) -> list[Layout]:
     """TP in {1,2,4,8} (inside a node, dividing the heads) x PP in {1,2,4,8,16}; for MoE also
-    attention-DP x expert-parallel groups (ep = tp x dp) up to ``max_gpus`` per replica."""
+    attention-DP x expert-parallel groups (ep = tp x dp, dividing the routed experts plus any
+    EPLB replicas) up to ``max_gpus`` per replica. ``only``: exactly these layouts."""
+    if only:
+        return list(dict.fromkeys(only))
     tps = [t for t in (1, 2, 4, 8) if t <= gpus_per_node and model.n_q % t == 0]
     out = [
         Layout(tp=t, pp=p)
@@ -81,28 +96,24 @@ def layouts(model: ModelSpec, gpus_per_node: int, max_gpus: int) -> list[Layout]
         if p <= model.num_hidden_layers and t * p <= max_gpus
     ]
     if model.is_moe:
+        experts = model.n_routed_experts + redundant_experts
         for t in tps:
             for d in (1, 2, 4, 8, 16, 32, 64, 128):
                 ep = t * d
-                if ep >= 2 and ep <= max_gpus and model.n_routed_experts % ep == 0:
+                if ep >= 2 and ep <= max_gpus and experts % ep == 0:
                     out.append(Layout(tp=t, pp=1, dp=d, ep=ep))
     return out
 
 
-def vllm_defaults(gpu: GpuSpec) -> tuple[int, int]:
-    """vLLM's defaults (engine/arg_utils.py): max_num_seqs 1024 and batched tokens 8192 on
-    >= 70 GiB non-A100 GPUs (16384 at >= 160 GiB), else 256 and 2048."""
-    mem = gpu.memory_bytes
-    if mem >= 160 * GIB:
-        return 1024, 16384
-    if mem >= 70 * GIB and not gpu.key.startswith("a100"):
-        return 1024, 8192
-    return 256, 2048
+def gpus_per_node(ctx: PlanContext, g: GpuSpec) -> int:
+    return min(g.gpus_per_node, ctx.req.max_gpus_per_node or g.gpus_per_node)
 
 
 def deployment(ctx: PlanContext, g: GpuSpec, lay: Layout) -> Deployment:
-    seqs, tokens = vllm_defaults(g)
-    gpn = min(g.gpus_per_node, ctx.req.max_gpus_per_node or g.gpus_per_node)
+    """The deployment of ``lay`` on ``g`` with the engine's defaults and the plan's settings."""
+    seqs, tokens = ctx.engine.batch_limits(g)
+    gpn = gpus_per_node(ctx, g)
+    capped = ctx.req.max_gpus_per_node is not None and ctx.req.max_gpus_per_node < g.gpus_per_node
     return Deployment(
         model=ctx.model,
         gpu=g,
@@ -113,9 +124,12 @@ def deployment(ctx: PlanContext, g: GpuSpec, lay: Layout) -> Deployment:
         eff=ctx.effs[g.key],
         weight_dtype=ctx.weight_dtype,
         kv_dtype=ctx.kv_dtype,
-        gpu_memory_utilization=ctx.req.gpu_memory_utilization,
+        gpu_memory_utilization=ctx.req.gpu_memory_utilization or ctx.engine.gpu_memory_utilization,
         max_num_seqs=ctx.req.max_num_seqs or seqs,
         max_num_batched_tokens=ctx.req.max_num_batched_tokens or tokens,
+        memory_mode=ctx.engine.memory_mode,
+        domain_gpus=gpn if capped else None,
+        redundant_experts=ctx.redundant_experts,
     )
 
 
@@ -202,7 +216,7 @@ def _checks(
             )
             continue
         d2 = dep.with_(**{net.kind: net})
-        cap2 = capacity(d2, shape, slo)
+        cap2 = capacity(d2, shape, slo, ctx.req.concurrency)
         meets = cap2.feasible and rps_rep <= cap2.rps_max * (1 + 1e-9)
         if meets:  # at the target load, same replica count
             op2 = operating_point(d2, shape, cap2, rps_rep)
@@ -230,19 +244,41 @@ def _checks(
     return out
 
 
+def _utilization(cap: Capacity) -> tuple[float, float]:
+    """(HBM, compute) share of peak the capacity point's step uses."""
+    assert cap.curve is not None
+    i = int(np.searchsorted(cap.curve.b, cap.b_star))
+    i = min(i, len(cap.curve.b) - 1)
+    s = cap.curve.step
+    return (
+        float(np.asarray(s.hbm_utilization).reshape(-1)[i]),
+        float(np.asarray(s.compute_utilization).reshape(-1)[i]),
+    )
+
+
 def evaluate(
     ctx: PlanContext, g: GpuSpec, lay: Layout, checks: bool = True
 ) -> ConfigResult | Rejected:
     dep = deployment(ctx, g, lay)
     shape, slo = ctx.shape, ctx.req.slo
-    if lay.tp > dep.gpus_per_node:
+    if lay.tp > dep.domain:
         return Rejected(
             gpu=g.key,
             parallelism=lay.label(),
             gpus_per_replica=lay.gpus,
-            reason="TP group larger than a node",
+            reason="TP group larger than a scale-up domain",
         )
-    cap = capacity(dep, shape, slo)
+    m = ctx.model
+    if lay.ep > 1 and (m.n_routed_experts + ctx.redundant_experts) % lay.ep:
+        return Rejected(
+            gpu=g.key,
+            parallelism=lay.label(),
+            gpus_per_replica=lay.gpus,
+            reason=f"EP{lay.ep} does not divide {m.n_routed_experts} experts"
+            + (f" + {ctx.redundant_experts} redundant" if ctx.redundant_experts else "")
+            + " (give --redundant-experts)",
+        )
+    cap = capacity(dep, shape, slo, ctx.req.concurrency)
     if not cap.feasible:
         return Rejected(
             gpu=g.key, parallelism=lay.label(), gpus_per_replica=lay.gpus, reason=cap.reason
@@ -287,12 +323,8 @@ def evaluate(
     )
     req_up = required_bandwidth(dep, shape, op, slo, "scale_up") if checks else None
     req_out = required_bandwidth(dep, shape, op, slo, "scale_out") if checks else None
-    kv_gpu = max(
-        dep.gpu.memory_bytes * dep.gpu_memory_utilization
-        - dep.weight_bytes_per_gpu()
-        - dep.reserve_bytes(),
-        0.0,
-    )
+    kv_gpu = dep.kv_free_bytes()
+    util = _utilization(cap)
     sources = {
         k: "measured" if measured and k in MEASURED_FIELDS else "modelled"
         for k in ConfigResult.model_fields
@@ -329,8 +361,8 @@ def evaluate(
         rps_per_replica=rps_rep,
         batch_per_replica=batch,
         max_batch_per_replica=cap.b_star * lay.dp,
-        tokens_per_s_per_gpu=out_tps / gpus_total,
-        max_tokens_per_s_per_gpu=rps_max * shape.n * shape.output_len / lay.gpus,
+        demand_tokens_per_s_per_gpu=out_tps / gpus_total if target else None,
+        capacity_tokens_per_s_per_gpu=rps_max * shape.n * shape.output_len / lay.gpus,
         tokens_per_s_per_user=1.0 / tpot,
         ttft_s=ttft,
         tpot_s=tpot,
@@ -340,6 +372,8 @@ def evaluate(
         joules_per_output_token=energy_meas
         if energy_meas is not None
         else gpus_total * g.tdp_w / out_tps,
+        hbm_utilization=util[0],
+        compute_utilization=util[1],
         weights_gb_per_gpu=dep.weight_bytes_per_gpu() / 1e9,
         kv_cache_gb_per_gpu=kv_gpu / 1e9,
         kv_capacity_tokens_per_replica=dep.kv_capacity_tokens() * lay.dp,

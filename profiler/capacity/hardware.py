@@ -32,9 +32,14 @@ class GpuSpec(_Strict):
     nvml_names: list[str] = Field(default_factory=list)
     bf16_tflops: float = Field(gt=0)
     fp8_tflops: float | None = Field(default=None, gt=0)
+    int8_tops: float | None = Field(default=None, gt=0)
+    fp4_tflops: float | None = Field(default=None, gt=0)
     memory_gb: float = Field(gt=0)
     hbm_tb_per_s: float = Field(gt=0)
     nvlink_gb_per_s: float = Field(ge=0, description="bidirectional per GPU; 0: none")
+    scale_up_gpus: int | None = Field(
+        default=None, ge=1, description="GPUs in one NVLink/PCIe domain (None: gpus_per_node)"
+    )
     pcie_gen: Literal[3, 4, 5, 6]
     nic_gbit_per_s: float = Field(gt=0)
     gpus_per_node: int = Field(ge=1)
@@ -59,14 +64,38 @@ class GpuSpec(_Strict):
     def hbm_bytes_per_s(self) -> float:
         return self.hbm_tb_per_s * 1e12
 
-    def peak_flops(self, dtype: str) -> float:
-        """Peak dense FLOP/s for GEMMs on weights of ``dtype`` (FP8 falls back to BF16 where
-        the GPU has no FP8 tensor cores, as vLLM's weight-only FP8 kernels do)."""
-        if dtype == "fp8" and self.fp8_flops is not None:
-            return self.fp8_flops
+    @property
+    def domain_gpus(self) -> int:
+        """GPUs one scale-up fabric connects (an NVLink domain; a PCIe node)."""
+        return self.scale_up_gpus or self.gpus_per_node
+
+    def compute_dtype(self, dtype: str) -> str:
+        """The tensor-core precision GEMMs on weights of ``dtype`` run at here: the weight's
+        own where the GPU has that path (FP8 on Hopper/Ada/Blackwell, FP4 on Blackwell, INT8
+        W8A8), else BF16 (weight-only kernels dequantize: Marlin FP8/INT4 on Ampere, MXFP4 on
+        Hopper), TF32 for FP32."""
         if dtype == "fp32":
-            return self.bf16_flops / 2  # TF32 tensor-core rate: half of BF16 on these parts
-        return self.bf16_flops
+            return "tf32"
+        if dtype == "fp8" and self.fp8_tflops is not None:
+            return "fp8"
+        if dtype in ("nvfp4", "mxfp4") and self.fp4_tflops is not None:
+            return "fp4"
+        if dtype == "int8" and self.int8_tops is not None:
+            return "int8"
+        return "bf16"
+
+    def peak_flops(self, dtype: str) -> float:
+        """Peak dense FLOP/s of GEMMs on weights of ``dtype`` (``compute_dtype`` says which
+        tensor-core rate that is)."""
+        rate = {
+            "tf32": self.bf16_tflops / 2,  # TF32: half of BF16 on these parts
+            "bf16": self.bf16_tflops,
+            "fp8": self.fp8_tflops,
+            "fp4": self.fp4_tflops,
+            "int8": self.int8_tops,
+        }[self.compute_dtype(dtype)]
+        assert rate is not None
+        return rate * 1e12
 
     def default_scale_up(self) -> str:
         """The fabric between GPUs of one node: NVLink when the part has it, else PCIe."""

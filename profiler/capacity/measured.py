@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from profiler.capacity.dtypes import served_dtypes
 from profiler.errors import SpecError
 
 
@@ -28,8 +29,11 @@ class MeasuredPoint(BaseModel):
     ep: int = Field(default=1, ge=1)
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    weight_dtype: str | None = None
-    kv_dtype: str | None = None
+    weight_dtype: str | None = Field(
+        default=None, description="--quantization's precision (None: the checkpoint's)"
+    )
+    kv_dtype: str | None = Field(default=None, description="None: auto (the activation dtype)")
+    activation_dtype: str | None = Field(default=None, description="--dtype (None: auto)")
     input_len: float = Field(gt=0, description="mean prompt tokens")
     output_len: float = Field(gt=0, description="mean output tokens per sample")
     n: float = Field(default=1.0, ge=1)
@@ -139,6 +143,7 @@ def point_from_run(
     )
     serve = _get(manifest, "spec", "serve") or manifest.get("serve") or {}
     cfg = entry.get("config") or {}
+    dtypes = entry.get("dtypes") or served_dtypes(serve if isinstance(serve, dict) else {})
     ok = _get(summary, "requests", "ok") or 0
     if not ok:
         return None
@@ -184,6 +189,9 @@ def point_from_run(
             max_num_seqs=cfg.get("max_num_seqs") or serve.get("max_num_seqs"),
             max_num_batched_tokens=cfg.get("max_num_batched_tokens")
             or serve.get("max_num_batched_tokens"),
+            weight_dtype=dtypes.get("weight"),
+            kv_dtype=dtypes.get("kv"),
+            activation_dtype=dtypes.get("dtype"),
             input_len=max(prompt, 1.0),
             output_len=max(output / n, 1.0),
             n=n,
@@ -223,9 +231,15 @@ def load_sweep(sweep_dir: Path, gpu: str | None = None) -> list[MeasuredPoint]:
             "pass a directory made by infprof sweep",
         )
     out: list[MeasuredPoint] = []
+    configs = {
+        c.get("id"): c for c in index.get("configs") or [] if isinstance(c, dict) and c.get("id")
+    }
     for entry in index["points"]:
         if not isinstance(entry, dict) or entry.get("status") != "done" or not entry.get("run_dir"):
             continue
+        recorded = (configs.get(entry.get("config_id")) or {}).get("dtypes")
+        if recorded and "dtypes" not in entry:
+            entry = {**entry, "dtypes": recorded}
         run = sweep_dir / str(entry["run_dir"])
         if not (run / "summary.json").is_file():
             continue

@@ -1,20 +1,27 @@
 """Roofline step-time model for one replica: prefill and decode forward passes, per GPU.
 
-For one pipeline stage on one GPU (symbols as in docs/capacity.md):
-    t_linear = max(W_touched / (eta_B BW), F_linear / (eta_F F_peak(w)))
-    t_attn   = max(KV_read / (eta_B BW),  F_attn / (eta_F F_peak(bf16)))
-    t_comm   = TP all-reduces + EP all-to-alls (alpha + bytes / (eta_N BW_link) each)
-    t_stage  = t_linear + t_attn + t_comm
-A decode step with PP splits the batch into pp micro-batches:
+For one pipeline stage on one GPU (symbols as in docs/capacity.md), each operator class is its
+own roofline, bound by HBM bandwidth or by the tensor-core rate of its precision:
+    t_dense  = max(W_dense / (eta_B BW), F_dense / (eta_F F(w)))
+    t_moe    = max(W_experts / (eta_B BW), imbalance F_experts / (eta_F F(w))) / eta_moe
+    t_attn   = max(KV_read / (eta_B BW), F_attn / (eta_F F(bf16)))
+    t_comp   = t_dense + t_moe + t_attn
+    t_comm   = TP all-reduces + EP all-to-alls (alpha + imbalance bytes / (eta_N BW_link))
+    t_stage  = t_comp + t_comm - overlap min(t_comp, t_comm)
+``overlap`` is the share of communication hidden behind compute (0: none, vLLM's default;
+two-batch overlap / DBO hide part of it), so the network costs time only where it is on the
+critical path. A decode step with PP splits the batch into pp micro-batches:
     TPOT = pp t_stage(B/pp) + (pp-1) t_p2p + t_overhead
-Communication is not overlapped with compute (vLLM's default). Every function works on numpy
-arrays of batch sizes so a capacity search is one vectorised call.
+Every efficiency is at most 1, so no output needs more than the GPU's peak bandwidth or
+FLOP/s (StepCost.hbm_utilization / compute_utilization say how much a step uses). Every
+function works on numpy arrays of batch sizes so a capacity search is one vectorised call.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,15 +35,16 @@ ACT_BYTES = 2.0  # activations travel in BF16
 
 
 class Efficiency(BaseModel):
-    """Achieved fractions of peak and fixed costs; calibrated from measurements when given."""
+    """Achieved fractions of peak and fixed costs (an engine profile's, or calibrated from
+    measurements). Fractions are bounded by physics: at most 1."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mem_bw_fraction: float = Field(
-        default=0.75, gt=0, le=1.5, description="eta_B: achieved HBM bandwidth / peak"
+        default=0.75, gt=0, le=1, description="eta_B: achieved HBM bandwidth / peak"
     )
     compute_fraction: float = Field(
-        default=0.55, gt=0, le=1.5, description="eta_F: achieved GEMM FLOP/s / peak"
+        default=0.55, gt=0, le=1, description="eta_F: achieved GEMM FLOP/s / peak"
     )
     collective_latency_s: float = Field(
         default=6e-6, ge=0, description="alpha: software latency per collective"
@@ -47,16 +55,49 @@ class Efficiency(BaseModel):
     network_fraction: float = Field(
         default=0.8, gt=0, le=1, description="eta_N: achieved link bandwidth / line rate"
     )
+    comm_overlap: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of communication time hidden behind compute (two-batch overlap)",
+    )
+    moe_gemm_fraction: float = Field(
+        default=0.85,
+        gt=0,
+        le=1,
+        description="eta_moe: grouped expert GEMMs' efficiency relative to dense GEMMs",
+    )
+    expert_skew: float = Field(
+        default=1.3,
+        ge=1,
+        description="busiest EP rank's share of routed-expert work over the mean, beyond "
+        "random fluctuation (EPLB-style balancing brings it near 1)",
+    )
+
+    @classmethod
+    def ideal(cls) -> Efficiency:
+        """100% of every peak, no overheads: the physical limit (roofline bounds)."""
+        return cls(
+            mem_bw_fraction=1.0,
+            compute_fraction=1.0,
+            collective_latency_s=0.0,
+            step_overhead_s=0.0,
+            network_fraction=1.0,
+            comm_overlap=0.0,
+            moe_gemm_fraction=1.0,
+            expert_skew=1.0,
+        )
 
 
 def reserve_bytes(
     model: ModelSpec, tp: int = 1, max_num_batched_tokens: int = 8192, max_num_seqs: int = 256
 ) -> float:
     """Memory a server keeps beside weights and KV cache, per GPU: activation peak + CUDA
-    context/graphs/NCCL buffers: 1 GiB + C (4h + 2 I/tp) b_a + max_num_seqs V 4 / tp (FP32
-    logits), C = max_num_batched_tokens."""
+    context/graphs/NCCL buffers: 1 GiB + C (4h + 2 I/tp) b_a + min(S, 1024) V 4 / tp (FP32
+    logits of up to 1,024 sequences, vLLM's largest default max_num_seqs), C =
+    max_num_batched_tokens, S = max_num_seqs."""
     act = max_num_batched_tokens * (4 * model.hidden_size + 2 * model.intermediate_size / tp)
-    logits = max_num_seqs * model.vocab_size * 4.0 / tp
+    logits = min(max_num_seqs, 1024) * model.vocab_size * 4.0 / tp
     return GIB + act * ACT_BYTES + logits
 
 
@@ -87,6 +128,34 @@ class Layout:
         return "x".join(parts)
 
 
+def parse_layout(text: str) -> Layout:
+    """'tp8', 'TP4xPP2', 'dp8xep8', 'tp2xdp4xep8' -> Layout (ep defaults to tp x dp when dp > 1
+    is given with 'ep', else 1)."""
+    import re
+
+    from profiler.errors import SpecError
+
+    parts = [p for p in re.split(r"[x,*\s]+", text.strip().lower()) if p]
+    vals = {"tp": 1, "pp": 1, "dp": 1, "ep": 0}
+    for p in parts:
+        m = re.fullmatch(r"(tp|pp|dp|ep)(\d+)", p)
+        if not m or int(m.group(2)) < 1:
+            raise SpecError(
+                f"layout '{text}': cannot read '{p}'", "write e.g. tp8, tp4xpp2 or dp8xep8"
+            )
+        vals[m.group(1)] = int(m.group(2))
+    ep = vals["ep"] or 1
+    if ep > 1 and ep != vals["tp"] * vals["dp"]:
+        raise SpecError(
+            f"layout '{text}': EP{ep} must equal TP x DP = {vals['tp'] * vals['dp']}",
+            "expert parallelism spans the replica's attention ranks: e.g. dp8xep8, tp2xdp4xep8",
+        )
+    return Layout(tp=vals["tp"], pp=vals["pp"], dp=vals["dp"], ep=ep)
+
+
+MemoryMode = Literal["total", "free"]
+
+
 @dataclass(frozen=True)
 class Deployment:
     model: ModelSpec
@@ -101,13 +170,24 @@ class Deployment:
     gpu_memory_utilization: float = 0.92
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+    memory_mode: MemoryMode = "total"  # vLLM/SGLang: share of all memory; TRT-LLM: of the free
+    domain_gpus: int | None = None  # GPUs per scale-up domain (None: the GPU's)
+    redundant_experts: int = 0  # EPLB replicas beside the E routed experts (spread over EP)
+    ep_dedup: bool = False  # dispatch sends a token once per remote domain (DeepEP normal mode)
 
     def with_(self, **kw: Any) -> Deployment:
         return replace(self, **kw)
 
     @property
+    def domain(self) -> int:
+        if self.domain_gpus:
+            return self.domain_gpus
+        return self.gpu.scale_up_gpus or self.gpus_per_node
+
+    @property
     def spans_nodes(self) -> bool:
-        return self.layout.gpus > self.gpus_per_node
+        """Whether a replica reaches past one scale-up domain (its traffic then uses NICs)."""
+        return self.layout.gpus > self.domain
 
     @property
     def w_bytes(self) -> float:
@@ -117,7 +197,8 @@ class Deployment:
     def weight_bytes_per_gpu(self) -> float:
         m, lay = self.model, self.layout
         if lay.ep > 1:
-            stored = m.nonrouted_params / lay.tp + m.routed_params / lay.ep
+            extra = 1.0 + self.redundant_experts / max(m.n_routed_experts, 1)
+            stored = m.nonrouted_params / lay.tp + m.routed_params * extra / lay.ep
         else:
             stored = m.params_total / lay.tp
         return stored / lay.pp * self.w_bytes
@@ -127,18 +208,31 @@ class Deployment:
             self.model, self.layout.tp, self.max_num_batched_tokens, self.max_num_seqs
         )
 
+    def kv_free_bytes(self) -> float:
+        """Memory one GPU gives the KV cache: u M - W - reserve (vLLM/SGLang) or
+        u (M - W - reserve) (TRT-LLM's free-memory fraction)."""
+        mem = self.gpu.memory_bytes
+        rest = self.weight_bytes_per_gpu() + self.reserve_bytes()
+        free = (
+            self.gpu_memory_utilization * mem - rest
+            if self.memory_mode == "total"
+            else self.gpu_memory_utilization * (mem - rest)
+        )
+        return max(free, 0.0)
+
     def kv_bytes_per_token_per_gpu(self) -> float:
         m, lay = self.model, self.layout
         return m.kv_bytes_per_token(self.kv_dtype, tp=lay.tp, layers=None) / lay.pp
 
+    def kv_bytes_per_sequence(self, context: Any) -> Any:
+        """KV bytes one sequence of ``context`` tokens holds on one GPU of its attention rank
+        (local-attention layers capped at their window)."""
+        m, lay = self.model, self.layout
+        return m.kv_bytes_per_sequence(context, self.kv_dtype, tp=lay.tp) / lay.pp
+
     def kv_capacity_tokens(self) -> float:
-        """Tokens of KV cache one attention rank holds: (M u - W - reserve) / KV_tok,gpu."""
-        free = (
-            self.gpu.memory_bytes * self.gpu_memory_utilization
-            - self.weight_bytes_per_gpu()
-            - self.reserve_bytes()
-        )
-        return max(free, 0.0) / self.kv_bytes_per_token_per_gpu()
+        """Tokens of full-attention KV cache one attention rank holds."""
+        return self.kv_free_bytes() / self.kv_bytes_per_token_per_gpu()
 
     # ------------------------------------------------------------ links
     def _link(self, inter: bool) -> tuple[float, float]:
@@ -151,9 +245,9 @@ class StepCost:
     """One forward pass through the whole replica (all stages), per GPU; arrays over batch."""
 
     t_s: Any  # step seconds (TPOT for a decode step)
-    mem_s: Any  # time of memory-bound parts
-    compute_s: Any  # time of compute-bound parts
-    comm_s: Any  # communication (bandwidth + latency)
+    mem_s: Any  # time of memory-bound operators
+    compute_s: Any  # time of compute-bound operators
+    comm_s: Any  # communication on the critical path (bandwidth + latency, after overlap)
     overhead_s: float
     # calibration design: t = xb/eta_B + xf/eta_F + n_coll*alpha + comm_fixed + t_overhead
     xb: Any
@@ -165,6 +259,8 @@ class StepCost:
     weight_bytes: Any
     kv_bytes: Any
     flops: Any
+    hbm_utilization: Any = 0.0  # (weight + KV bytes) / step time / peak HBM bandwidth
+    compute_utilization: Any = 0.0  # FLOPs / step time / peak FLOP/s of the GEMM precision
 
     def bottleneck(self) -> Any:
         """'memory_bandwidth' | 'compute' | 'network' per element (largest share of the step)."""
@@ -184,9 +280,8 @@ class _Consts:
     e_local: float  # routed experts held per GPU (E/ep), or E under TP-sharded experts
     e_keep: float  # 1 - k/E
     e_flops: float  # routed-expert FLOPs per token entering the MoE layers (per GPU share)
-    kv_tok: float
-    a_dec: float  # attention FLOPs per decode token per context token
-    a_pre: float
+    ep: int
+    k: int
     bw: float
     f_lin: float
     f_attn: float
@@ -216,18 +311,17 @@ def _consts(dep: Deployment) -> _Consts:
     share = ep if ep > 1 else tp  # experts split by EP, or every expert split by TP
     up_bw, up_lat = dep._link(inter=False)
     out_bw, out_lat = dep._link(inter=True)
-    disp = 1.0 if dep.weight_dtype == "fp8" else ACT_BYTES
+    disp = 1.0 if dep.weight_dtype in ("fp8", "nvfp4", "mxfp4") else ACT_BYTES
     c = _Consts(
         w_base=(body + head) * wb,
         f_tok=2.0 * body,
         f_dec=2.0 * head,  # LM head on decode tokens (the last prompt token's is ignored)
         e_bytes=m.expert_params * Lm_s * wb / (1 if ep > 1 else tp),
-        e_local=E / ep if ep > 1 else float(E),
+        e_local=(E + dep.redundant_experts) / ep if ep > 1 else float(E),
         e_keep=1.0 - k / E if E else 1.0,
         e_flops=2.0 * k * m.expert_params * Lm_s / share,
-        kv_tok=dep.kv_bytes_per_token_per_gpu(),
-        a_dec=m.attn_flops_per_token_per_ctx("decode") / (tp * pp),
-        a_pre=m.attn_flops_per_token_per_ctx("prefill") / (tp * pp),
+        ep=ep,
+        k=k,
         bw=g.hbm_bytes_per_s,
         f_lin=g.peak_flops(dep.weight_dtype),
         f_attn=g.peak_flops("bf16"),
@@ -236,7 +330,7 @@ def _consts(dep: Deployment) -> _Consts:
         ep_bytes_tok=network.alltoall_bytes_per_gpu(1.0 / tp, k, m.hidden_size, disp, ACT_BYTES, ep)
         if ep > 1 and Lm_s > 0
         else 0.0,
-        ep_frac_out=network.inter_node_fraction(ep, dep.gpus_per_node),
+        ep_frac_out=_out_share(dep, k),
         ep_n=Lm_s if ep > 1 else 0.0,
         up_bw=up_bw,
         up_lat=up_lat,
@@ -247,71 +341,169 @@ def _consts(dep: Deployment) -> _Consts:
     return c
 
 
-def _stage(dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any, ctx_pre: Any) -> dict[str, Any]:
+def _out_share(dep: Deployment, k: int) -> float:
+    """Share of a token's all-to-all bytes that crosses a NIC. Per expert copy: the copies
+    bound for other domains, (ep - D)/(ep - 1) of the remote ones under uniform routing. With
+    DeepEP's normal (prefill) kernels a token crosses to each remote domain once and is
+    forwarded there over NVLink: (n - 1)(1 - (1 - 1/n)^k) crossings of k copies, n = ep / D
+    domains (DeepSeek-V3 technical report, s3.4; deepseek-ai/DeepEP)."""
+    ep, dom = dep.layout.ep, dep.domain
+    plain = network.inter_node_fraction(ep, dom)
+    if not dep.ep_dedup or plain == 0.0 or k <= 0:
+        return plain
+    n = ep / dom
+    crossings = (n - 1) * (1.0 - (1.0 - 1.0 / n) ** k)
+    return min(plain, crossings / (k * (ep - 1) / ep))
+
+
+def expert_imbalance(ep: int, assignments_per_rank: Any, skew: float) -> Any:
+    """Busiest EP rank's routed-expert load over the mean: skew x (1 + sqrt(2 ln(ep) / mu)),
+    mu = token-expert assignments per rank. The second factor is the expected maximum of ep
+    balanced random loads (Gaussian order statistics); ``skew`` the systematic part (hot
+    experts), which EPLB-style replication removes."""
+    if ep <= 1:
+        return 1.0 + 0.0 * np.asarray(assignments_per_rank, dtype=float)
+    mu = np.maximum(np.asarray(assignments_per_rank, dtype=float), 1.0)
+    return skew * (1.0 + np.sqrt(2.0 * np.log(ep) / mu))
+
+
+def busiest_rank_prefill(p_tok: Any, chunk: float, dp: int) -> Any:
+    """Prefill tokens of the busiest of ``dp`` attention ranks in a step that averages
+    ``p_tok`` per rank: prompts arrive in chunks of ``chunk`` tokens, a Poisson number per rank
+    per step, and every MoE layer waits for the slowest rank (the DP-attention imbalance of
+    aggregated serving, lmsys.org/blog/2025-05-05-large-scale-ep). chunk x E[max of dp
+    Poisson(p_tok / chunk)]."""
+    p = np.asarray(p_tok, dtype=float)
+    if dp <= 1 or chunk <= 0:
+        return p
+    mu = p / chunk
+    flat = np.atleast_1d(mu).astype(float)
+    out = np.empty_like(flat)
+    for i, lam in enumerate(flat):
+        if lam <= 0:
+            out[i] = 0.0
+            continue
+        kmax = int(lam + 12 * np.sqrt(lam) + 12)
+        k = np.arange(kmax + 1)
+        logpmf = k * np.log(lam) - lam - np.array([math.lgamma(x + 1) for x in k])
+        cdf = np.minimum(np.cumsum(np.exp(logpmf)), 1.0)
+        out[i] = float(np.sum(1.0 - cdf**dp))
+    res = np.maximum(out.reshape(np.shape(mu)) * chunk, p)
+    return res if res.ndim else float(res)
+
+
+def _stage(
+    dep: Deployment,
+    b_dec: Any,
+    ctx_dec: Any,
+    p_tok: Any,
+    ctx_pre: Any,
+    chunk: float | None = None,
+) -> dict[str, Any]:
     """One pipeline stage on one GPU for a micro-batch of ``b_dec`` decode tokens (mean context
     ``ctx_dec``) and ``p_tok`` prefill tokens (mean attention context ``ctx_pre``), per
-    attention rank."""
-    c, eff, dp = _consts(dep), dep.eff, dep.layout.dp
-    tokens = b_dec + p_tok  # per attention rank (a TP group)
+    attention rank. With attention DP and prompts arriving in chunks of ``chunk`` tokens the
+    per-rank work (dense layers, attention, all-to-all) is the busiest rank's."""
+    c, eff, m, lay = _consts(dep), dep.eff, dep.model, dep.layout
+    mean_tokens = b_dec + p_tok  # per attention rank (a TP group)
+    if chunk and lay.dp > 1:
+        p_tok = busiest_rank_prefill(p_tok, chunk, lay.dp)
+    tokens = b_dec + p_tok
+    zero = 0.0 * tokens
 
-    # ---- linear layers: weights touched and FLOPs
-    w_touched = c.w_base + 0.0 * tokens
+    # ---- dense (non-routed) linear layers
+    d_mem = c.w_base / c.bw + zero
+    d_cmp = (c.f_tok * tokens + c.f_dec * b_dec) / c.f_lin
+    w_touched = c.w_base + zero
     lin_flops = c.f_tok * tokens + c.f_dec * b_dec
+
+    # ---- routed experts (grouped GEMMs, eta_moe of a dense GEMM's efficiency)
+    e_mem = zero
+    e_cmp = zero
+    imb = 1.0 + zero
     if c.e_flops:
-        t_moe = tokens * dp if dep.layout.ep > 1 else tokens  # tokens entering the MoE layer
-        w_touched = w_touched + c.e_local * (1.0 - c.e_keep**t_moe) * c.e_bytes
-        lin_flops = lin_flops + c.e_flops * t_moe
+        # tokens entering the MoE layer: the EP group's total (experts are shared by all ranks)
+        t_moe = mean_tokens * lay.dp if c.ep > 1 else tokens
+        imb = expert_imbalance(c.ep, t_moe * c.k / max(c.ep, 1), eff.expert_skew)
+        e_w = c.e_local * (1.0 - c.e_keep**t_moe) * c.e_bytes
+        e_f = c.e_flops * t_moe
+        w_touched = w_touched + e_w
+        lin_flops = lin_flops + e_f
+        e_mem = e_w / c.bw / eff.moe_gemm_fraction
+        e_cmp = e_f * imb / c.f_lin / eff.moe_gemm_fraction
 
     # ---- attention: KV reads (decode) and writes (all new tokens), FLOPs
-    kv_bytes = (b_dec * ctx_dec + tokens) * c.kv_tok
-    attn_flops = b_dec * ctx_dec * c.a_dec + p_tok * ctx_pre * c.a_pre
+    tp_pp = lay.tp * lay.pp
+    kv_bytes = (
+        b_dec * dep.kv_bytes_per_sequence(ctx_dec) + tokens * dep.kv_bytes_per_token_per_gpu()
+    )
+    attn_flops = (
+        m.attn_flops(b_dec, ctx_dec, "decode") + m.attn_flops(p_tok, ctx_pre, "prefill")
+    ) / tp_pp
+    a_mem = kv_bytes / c.bw
+    a_cmp = attn_flops / c.f_attn
 
-    lin_mem, lin_cmp = w_touched / c.bw, lin_flops / c.f_lin
-    att_mem, att_cmp = kv_bytes / c.bw, attn_flops / c.f_attn
-    lin_is_mem = lin_mem * eff.compute_fraction >= lin_cmp * eff.mem_bw_fraction
-    att_is_mem = att_mem * eff.compute_fraction >= att_cmp * eff.mem_bw_fraction
-    xb = np.where(lin_is_mem, lin_mem, 0.0) + np.where(att_is_mem, att_mem, 0.0)
-    xf = np.where(lin_is_mem, 0.0, lin_cmp) + np.where(att_is_mem, 0.0, att_cmp)
+    # regime of each operator at the current efficiencies; xb/xf at peak (calibration design)
+    xb = zero
+    xf = zero
+    for mem, cmp in ((d_mem, d_cmp), (e_mem, e_cmp), (a_mem, a_cmp)):
+        is_mem = mem * eff.compute_fraction >= cmp * eff.mem_bw_fraction
+        xb = xb + np.where(is_mem, mem, 0.0)
+        xf = xf + np.where(is_mem, 0.0, cmp)
 
-    # ---- communication: 2 TP all-reduces per layer of T h b_a (inside a node); per MoE layer
-    # one EP dispatch + combine. Hierarchical all-to-all (DeepEP): traffic for another node goes
-    # over the NIC to the same-index GPU there and is forwarded over the scale-up fabric, so
-    # the scale-up link carries every remote byte and the NIC the inter-node share.
+    # ---- communication: 2 TP all-reduces per layer of T h b_a (inside a domain); per MoE
+    # layer one EP dispatch + combine. Hierarchical all-to-all (DeepEP): traffic for another
+    # domain goes over the NIC to the same-index GPU there and is forwarded over the scale-up
+    # fabric, so the scale-up link carries every remote byte and the NIC the inter-domain
+    # share; the busiest rank receives imbalance x the mean.
     tp_bytes = c.tp_n * c.tp_bytes_tok * tokens
-    ep_per = c.ep_bytes_tok * tokens
+    ep_per = c.ep_bytes_tok * tokens * imb
     up_bytes = tp_bytes + c.ep_n * ep_per
     out_bytes = c.ep_n * ep_per * c.ep_frac_out
-    comm_fixed = tp_bytes / c.up_bw + c.tp_n * c.up_lat
+    comm_bw = tp_bytes / c.up_bw + c.tp_n * c.up_lat
     n_coll = c.tp_n + 2 * c.ep_n
     if c.ep_n:
         lat = c.out_lat if c.ep_frac_out > 0 else c.up_lat
         t_bw = np.maximum(ep_per / c.up_bw, ep_per * c.ep_frac_out / c.out_bw)
-        comm_fixed = comm_fixed + c.ep_n * (t_bw + 2 * lat)
+        comm_bw = comm_bw + c.ep_n * (t_bw + 2 * lat)
     return {
         "xb": xb,
         "xf": xf,
-        "n_coll": n_coll + 0.0 * tokens,
-        "comm_fixed": comm_fixed,
+        "n_coll": n_coll + zero,
+        "comm_fixed": comm_bw,
         "up_bytes": up_bytes,
         "out_bytes": out_bytes,
         "w_bytes": w_touched,
         "kv_bytes": kv_bytes,
         "flops": lin_flops + attn_flops,
+        "lin_flops": lin_flops,
+        "attn_flops": attn_flops,
         "tokens": tokens,
     }
 
 
 def forward(
-    dep: Deployment, b_dec: Any, ctx_dec: Any, p_tok: Any = 0.0, ctx_pre: Any = 0.0
+    dep: Deployment,
+    b_dec: Any,
+    ctx_dec: Any,
+    p_tok: Any = 0.0,
+    ctx_pre: Any = 0.0,
+    prefill_chunk: float | None = None,
 ) -> StepCost:
     """A full step of the replica: ``b_dec`` decode streams and ``p_tok`` prefill tokens per
-    attention rank, split into pp micro-batches that flow through pp stages."""
+    attention rank, split into pp micro-batches that flow through pp stages. ``prefill_chunk``
+    (tokens a scheduled prompt brings to one step) sets the busiest attention rank's share."""
     pp, eff = dep.layout.pp, dep.eff
     b = np.asarray(b_dec, dtype=float)
     # a micro-batch carries at least one stream: a lone stream still crosses every stage
     micro = np.where(b > 0, np.maximum(b / pp, 1.0), 0.0)
     st = _stage(
-        dep, micro, np.asarray(ctx_dec, dtype=float), np.asarray(p_tok, dtype=float) / pp, ctx_pre
+        dep,
+        micro,
+        np.asarray(ctx_dec, dtype=float),
+        np.asarray(p_tok, dtype=float) / pp,
+        ctx_pre,
+        prefill_chunk,
     )
     xb, xf = pp * st["xb"], pp * st["xf"]
     n_coll = pp * st["n_coll"]
@@ -329,23 +521,40 @@ def forward(
             up_bytes = up_bytes + pp * size
     mem_s = xb / eff.mem_bw_fraction
     compute_s = xf / eff.compute_fraction
-    comm_s = comm_fixed + n_coll * eff.collective_latency_s
-    t = mem_s + compute_s + comm_s + eff.step_overhead_s
+    comp = mem_s + compute_s
+    comm = comm_fixed + n_coll * eff.collective_latency_s
+    hidden = eff.comm_overlap * np.minimum(comp, comm)
+    # the calibration design keeps the step linear in the factors: whichever side is shorter
+    # is the one partly hidden, so its terms are scaled by (1 - overlap)
+    comm_short = comm <= comp
+    o = eff.comm_overlap
+    f_comp = np.where(comm_short, 1.0, 1.0 - o)
+    f_comm = np.where(comm_short, 1.0 - o, 1.0)
+    t = comp + comm - hidden + eff.step_overhead_s
+    hbm = pp * (st["w_bytes"] + st["kv_bytes"])
+    flops = pp * st["flops"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hbm_util = np.where(t > 0, hbm / t / dep.gpu.hbm_bytes_per_s, 0.0)
+        lin_t = pp * st["lin_flops"] / dep.gpu.peak_flops(dep.weight_dtype)
+        att_t = pp * st["attn_flops"] / dep.gpu.peak_flops("bf16")
+        cmp_util = np.where(t > 0, (lin_t + att_t) / t, 0.0)
     return StepCost(
         t_s=t,
         mem_s=mem_s,
         compute_s=compute_s,
-        comm_s=comm_s,
+        comm_s=comm - hidden,
         overhead_s=eff.step_overhead_s,
-        xb=xb,
-        xf=xf,
-        n_coll=n_coll,
-        comm_fixed_s=comm_fixed,
+        xb=xb * f_comp,
+        xf=xf * f_comp,
+        n_coll=n_coll * f_comm,
+        comm_fixed_s=comm_fixed * f_comm,
         scale_up_bytes=up_bytes,
         scale_out_bytes=out_bytes,
         weight_bytes=pp * st["w_bytes"],
         kv_bytes=pp * st["kv_bytes"],
-        flops=pp * st["flops"],
+        flops=flops,
+        hbm_utilization=hbm_util,
+        compute_utilization=cmp_util,
     )
 
 

@@ -9,16 +9,26 @@ SLOs, price them, test them against other fabrics, and pick the cheapest that me
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from profiler.capacity import calibrate as cal
-from profiler.capacity.candidates import PlanContext, deployment, evaluate, layouts
+from profiler.capacity.candidates import (
+    PlanContext,
+    deployment,
+    evaluate,
+    gpus_per_node,
+    layouts,
+)
+from profiler.capacity.disagg import plan_disaggregated
+from profiler.capacity.engines import load_engines
 from profiler.capacity.hardware import GpuSpec, load_hardware
-from profiler.capacity.measured import MeasuredPoint, load_sweep
+from profiler.capacity.importers import load_calibration
+from profiler.capacity.measured import MeasuredPoint
 from profiler.capacity.models import resolve_model
-from profiler.capacity.perf import Efficiency
+from profiler.capacity.perf import Efficiency, parse_layout
 from profiler.capacity.result import (
     DEFAULT_RATE_PER_USER_PER_S,
     ConfigResult,
@@ -34,12 +44,46 @@ from profiler.capacity.workload import resolve_shape
 from profiler.errors import SpecError
 
 POOR_FIT_PCT = 25.0
+UNCALIBRATED_UNCERTAINTY = 0.25  # the validation band's median target (docs/capacity.md)
 
 __all__ = ["PlanRequest", "PlanResult", "plan", "test_time_scaling", "layouts"]
 
 
+def _measured_points(req: PlanRequest, hw: Any) -> list[MeasuredPoint]:
+    measured = list(req.measured_points)
+    if req.calibration is not None:
+        gkey = hw.gpu(req.calibration_gpu).key if req.calibration_gpu else None
+        measured += load_calibration(
+            req.calibration,
+            gpu=gkey,
+            model=req.calibration_model,
+            layout=parse_layout(req.calibration_layout) if req.calibration_layout else None,
+        )
+        if not measured:
+            raise SpecError(
+                f"{req.calibration}: no finished runs to calibrate on", "finish the sweep first"
+            )
+    return measured
+
+
+def _check_models(points: list[MeasuredPoint], where: Path | None) -> None:
+    """Every calibration point's model must be one the planner can size: an unknown one is an
+    error naming it, not a silently uncalibrated plan."""
+    for name in dict.fromkeys(p.model for p in points):
+        try:
+            resolve_model(name)
+        except SpecError as e:
+            src = f"{where}: " if where is not None else ""
+            raise SpecError(
+                f"{src}calibration model '{name}' cannot be sized ({e.message})",
+                "pass its config.json with --calibration-model PATH (or a catalog name)",
+            ) from None
+
+
 def _context(req: PlanRequest) -> PlanContext:
     hw = load_hardware()
+    engines = load_engines()
+    engine = engines.engine(req.engine)
     model = resolve_model(req.model)
     shape, label = resolve_shape(
         req.workload, req.input_len, req.output_len, req.n, req.cached_prefix_len
@@ -67,34 +111,40 @@ def _context(req: PlanRequest) -> PlanContext:
                 else:
                     out = net
     prices = {g.key: req.prices.get(g.key, g.price_per_hour) for g in gpus}
-    measured = list(req.measured_points)
-    if req.calibration is not None:
-        gkey = hw.gpu(req.calibration_gpu).key if req.calibration_gpu else None
-        measured += load_sweep(req.calibration, gpu=gkey)
-        if not measured:
-            raise SpecError(
-                f"{req.calibration}: no finished runs to calibrate on", "finish the sweep first"
+    weight_dtype = req.weight_dtype or model.weight_dtype
+    kv_dtype = req.kv_dtype or ("fp32" if weight_dtype == "fp32" else "bf16")
+    ctx_notes: list[str] = []
+    effs: dict[str, Efficiency] = {}
+    for g in gpus:
+        base = req.efficiency or engine.efficiency_for(g.key, weight_dtype)
+        effs[g.key] = _apply_switches(base, req, engines.eplb_expert_skew)
+        if req.efficiency is None and engine.calibration_for(g.key, weight_dtype) is None:
+            ctx_notes.append(
+                f"{engine.label} has no published-result calibration for {g.key} in "
+                f"{weight_dtype}: its efficiency factors are priors (docs/capacity.md)."
             )
-    base = req.efficiency or Efficiency()
-    effs = {g.key: base for g in gpus}
+    measured = _measured_points(req, hw)
+    _check_models(measured, req.calibration)
     calibrations: list[cal.Calibration] = []
     by_gpu: dict[str, list[MeasuredPoint]] = {}
     for p in measured:
         by_gpu.setdefault(
             req.calibration_gpu and hw.gpu(req.calibration_gpu).key or p.gpu or "?", []
         ).append(p)
-    ctx_notes: list[str] = []
     for gkey, pts in by_gpu.items():
         if gkey == "?":
             ctx_notes.append(
                 f"{len(pts)} measured point(s) without a GPU were not used (pass --calibration-gpu)"
             )
             continue
+        prior = effs.get(gkey) or _apply_switches(
+            engine.efficiency_for(gkey, weight_dtype), req, engines.eplb_expert_skew
+        )
         try:
             c = (
-                cal.fit_one(pts[0], base, gpu=gkey)
+                cal.fit_one(pts[0], prior, gpu=gkey, engine=engine)
                 if len(pts) == 1
-                else cal.fit(pts, base, gpu=gkey)
+                else cal.fit(pts, prior, gpu=gkey, engine=engine)
             )
         except SpecError as e:
             ctx_notes.append(f"calibration on {gkey} skipped: {e.message}")
@@ -102,8 +152,10 @@ def _context(req: PlanRequest) -> PlanContext:
         calibrations.append(c)
         if gkey in effs:
             effs[gkey] = c.fitted
-    weight_dtype = req.weight_dtype or model.weight_dtype
-    kv_dtype = req.kv_dtype or ("fp32" if weight_dtype == "fp32" else "bf16")
+    only = [parse_layout(x) for g in req.layouts for x in g.split(",") if x.strip()]
+    redundant = req.redundant_experts
+    if redundant is None:
+        redundant = 0
     return PlanContext(
         req=req,
         hw=hw,
@@ -120,8 +172,21 @@ def _context(req: PlanRequest) -> PlanContext:
         out_override=out,
         weight_dtype=weight_dtype,
         kv_dtype=kv_dtype,
+        engine=engine,
+        redundant_experts=redundant,
+        only_layouts=only,
         notes=ctx_notes,
     )
+
+
+def _apply_switches(eff: Efficiency, req: PlanRequest, eplb_skew: float) -> Efficiency:
+    """--eplb and --comm-overlap on top of an engine's (or a calibration's) factors."""
+    update: dict[str, Any] = {}
+    if req.eplb:
+        update["expert_skew"] = eplb_skew
+    if req.comm_overlap is not None:
+        update["comm_overlap"] = req.comm_overlap
+    return eff.model_copy(update=update) if update else eff
 
 
 def _rank_key(ctx: PlanContext) -> Any:
@@ -136,23 +201,24 @@ def plan(req: PlanRequest) -> PlanResult:
     configs: list[ConfigResult] = []
     rejected: list[Rejected] = []
     for g in ctx.gpus:
-        gpn = min(g.gpus_per_node, req.max_gpus_per_node or g.gpus_per_node)
-        for lay in layouts(ctx.model, gpn, req.max_gpus_per_replica):
+        for lay in _layouts(ctx, g):
             r = evaluate(ctx, g, lay)
             (configs if isinstance(r, ConfigResult) else rejected).append(r)  # type: ignore[arg-type]
     key = _rank_key(ctx)
     configs.sort(key=key)
     best = None
     if configs:
-        configs[0].best = True
-        best = configs[0]
+        best = _prefer_measured(ctx, configs, key)
+        best.best = True
         seen: set[str] = set()
         for c in configs:
             if c.gpu not in seen:
                 c.best_for_gpu = True
                 seen.add(c.gpu)
     scaling = test_time_scaling(req, ctx=ctx) if req.scaling else None
+    disagg = plan_disaggregated(ctx, configs) if req.disaggregated else None
     return annotate(req, plan, PlanResult(
+        engine=ctx.engine.key,
         model=ctx.model.summary(),
         workload={
             "name": ctx.label,
@@ -184,14 +250,67 @@ def plan(req: PlanRequest) -> PlanResult:
         best=best.model_copy() if best else None,
         rejected=rejected,
         test_time_scaling=scaling,
-        notes=ctx.notes + _notes(ctx, configs),
+        disaggregated=disagg,
+        notes=ctx.notes + _notes(ctx, configs, best),
     ))  # fmt: skip
 
 
-def _notes(ctx: PlanContext, configs: list[ConfigResult]) -> list[str]:
+def _layouts(ctx: PlanContext, g: GpuSpec) -> list[Any]:
+    return layouts(
+        ctx.model,
+        gpus_per_node(ctx, g),
+        ctx.req.max_gpus_per_replica,
+        ctx.redundant_experts,
+        only=ctx.only_layouts or None,
+    )
+
+
+def model_uncertainty(ctx: PlanContext, gpu: str) -> float:
+    """Relative uncertainty of a modelled capacity on ``gpu``: the calibration's held-out
+    (else in-sample) error where one exists, else the planner's validated band on published
+    measurements (docs/capacity.md, "Checked against the world")."""
+    for c in ctx.calibrations:
+        if c.gpu == gpu:
+            err = c.heldout_error_pct if c.heldout_error_pct is not None else c.fit_error_pct
+            return max(err / 100.0, 0.05)
+    return UNCALIBRATED_UNCERTAINTY
+
+
+def _prefer_measured(ctx: PlanContext, configs: list[ConfigResult], key: Any) -> ConfigResult:
+    """The cheapest configuration, except that a measured one wins over a cheaper modelled one
+    when the modelled one's advantage is within the model's stated uncertainty."""
+    best = configs[0]
+    if best.source == "measured":
+        return best
+    u = model_uncertainty(ctx, best.gpu)
+    best_cost = key(best)[0]
+    for c in configs:
+        if c.source == "measured" and key(c)[0] <= best_cost * (1 + u):
+            ctx.notes.append(
+                f"{c.gpu} {c.parallelism} was measured and costs within the model's uncertainty "
+                f"({u:.0%}) of the cheapest modelled configuration ({best.gpu} "
+                f"{best.parallelism}): the measured one is marked best."
+            )
+            return c
+    return best
+
+
+def _notes(
+    ctx: PlanContext, configs: list[ConfigResult], best: ConfigResult | None = None
+) -> list[str]:
+    eff = ctx.effs[best.gpu] if best is not None else next(iter(ctx.effs.values()))
     notes = [
         "SLOs are checked against modelled means (measured points use the percentile matching the SLO's target fraction).",
-        "Communication is not overlapped with compute; expert routing is assumed uniform.",
+        f"Engine {ctx.engine.label}: {eff.comm_overlap:.0%} of communication overlaps compute "
+        + (
+            "(--comm-overlap); "
+            if ctx.req.comm_overlap is not None
+            else f"({ctx.engine.overlap_flag} raises it: --comm-overlap "
+            f"{ctx.engine.overlap_when_on:g}); "
+        )
+        + f"expert routing skew {eff.expert_skew:g} over random balance"
+        + (" (EPLB)" if ctx.req.eplb else f" (no EPLB: --eplb if {ctx.engine.eplb_flag} is on)")
+        + ".",
         "Prices are illustrative defaults unless set with --price; energy assumes board power at TDP (an upper bound).",
     ]
     if ctx.target_rps is None:
@@ -202,8 +321,10 @@ def _notes(ctx: PlanContext, configs: list[ConfigResult]) -> list[str]:
         )
     if not ctx.calibrations:
         notes.append(
-            "Uncalibrated: efficiency factors are defaults; pass --calibration SWEEP_DIR (or one "
-            "RUN_DIR) to fit them."
+            f"Not calibrated on your hardware: efficiency factors are the {ctx.engine.label} "
+            "profile's (fitted to its published results where the note above does not say "
+            "otherwise); pass --calibration SWEEP_DIR, one RUN_DIR, or a vllm bench serve / "
+            "GuideLLM / AIPerf result file to fit them."
         )
     for c in ctx.calibrations:
         notes.extend(c.notes)
@@ -220,10 +341,9 @@ def _fractional_best(ctx: PlanContext, g: GpuSpec, shape: WorkloadShape, rate: f
     """The layout with the fewest GPUs per req/s for ``shape`` (capacity only: no replicas, no
     fabric checks, so the 13-point sweep stays cheap)."""
     sub = PlanContext(**{**ctx.__dict__, "shape": shape, "target_rps": None})
-    gpn = min(g.gpus_per_node, ctx.req.max_gpus_per_node or g.gpus_per_node)
     # (GPUs per req/s, layout, TPOT at capacity, bottleneck, source)
     best: tuple[Any, ...] | None = None
-    for lay in layouts(ctx.model, gpn, ctx.req.max_gpus_per_replica):
+    for lay in _layouts(ctx, g):
         if ctx.measured:  # measured capacity may replace the model's: take the full path
             r = evaluate(sub, g, lay, checks=False)
             if not isinstance(r, ConfigResult):
@@ -236,7 +356,7 @@ def _fractional_best(ctx: PlanContext, g: GpuSpec, shape: WorkloadShape, rate: f
                 r.source,
             )
         else:
-            cap = capacity(deployment(sub, g, lay), shape, ctx.req.slo)
+            cap = capacity(deployment(sub, g, lay), shape, ctx.req.slo, ctx.req.concurrency)
             if not cap.feasible or cap.curve is None:
                 continue
             i = int(np.searchsorted(cap.curve.b, cap.b_star))

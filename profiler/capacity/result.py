@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from profiler.capacity.calibrate import Calibration
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import Dtype
+from profiler.capacity.models import Dtype, KvDtype
 from profiler.capacity.perf import Efficiency
 from profiler.spec import SloSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: demand_/capacity_tokens_per_s_per_gpu, engine, disaggregated
 Source = Literal["measured", "modelled"]
 Bottleneck = Literal["compute", "memory_bandwidth", "kv_capacity", "network", "client"]
 DEFAULT_OUTPUT_LENS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -45,14 +45,31 @@ class PlanRequest(_Strict):
     slo: SloSpec = Field(default_factory=SloSpec)
     calibration: Path | None = None
     calibration_gpu: str | None = None
+    calibration_model: str | None = Field(
+        default=None, description="model of a calibration file that does not name a known one"
+    )
+    calibration_layout: str | None = Field(
+        default=None, description="layout of a calibration file that does not record one (tp2)"
+    )
     measured_points: list[MeasuredPoint] = Field(default_factory=list)
+    engine: str | None = Field(default=None, description="vllm (default), sglang, tensorrt-llm")
+    layouts: list[str] = Field(
+        default_factory=list, description="only these layouts (tp8, tp4xpp2, dp8xep8, ...)"
+    )
+    concurrency: float | None = Field(
+        default=None, gt=0, description="streams in flight per replica (a closed loop)"
+    )
+    disaggregated: bool = False
+    eplb: bool | None = Field(default=None, description="expert load balancing (EPLB)")
+    redundant_experts: int | None = Field(default=None, ge=0)
+    comm_overlap: float | None = Field(default=None, ge=0, le=1)
     max_gpus_per_node: int | None = Field(default=None, ge=1)
     max_gpus_per_replica: int = Field(default=128, ge=1)
     interconnect: list[str] = Field(default_factory=list)
     prices: dict[str, float] = Field(default_factory=dict)
     weight_dtype: Dtype | None = None
-    kv_dtype: Dtype | None = None
-    gpu_memory_utilization: float = Field(default=0.92, gt=0, le=1)
+    kv_dtype: KvDtype | None = None
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     max_num_seqs: int | None = Field(default=None, ge=1)
     max_num_batched_tokens: int | None = Field(default=None, ge=64)
     efficiency: Efficiency | None = None
@@ -115,8 +132,13 @@ class ConfigResult(_Strict):
     rps_per_replica: float
     batch_per_replica: float = Field(description="decoding streams per replica at the target load")
     max_batch_per_replica: float
-    tokens_per_s_per_gpu: float
-    max_tokens_per_s_per_gpu: float
+    demand_tokens_per_s_per_gpu: float | None = Field(
+        description="the target load's output tokens/s divided by the GPUs deployed (None "
+        "without a target load)"
+    )
+    capacity_tokens_per_s_per_gpu: float = Field(
+        description="output tokens/s per GPU one replica sustains at its SLO capacity"
+    )
     tokens_per_s_per_user: float
     ttft_s: float
     tpot_s: float
@@ -124,6 +146,12 @@ class ConfigResult(_Strict):
     cost_per_hour: float
     cost_per_million_output_tokens: float
     joules_per_output_token: float
+    hbm_utilization: float = Field(
+        description="HBM bytes per step / step time / peak bandwidth at capacity (<= 1)"
+    )
+    compute_utilization: float = Field(
+        description="FLOPs per step / step time / peak FLOP/s at capacity (<= 1)"
+    )
     weights_gb_per_gpu: float
     kv_cache_gb_per_gpu: float
     kv_capacity_tokens_per_replica: float
@@ -173,8 +201,64 @@ class TestTimeScaling(_Strict):
     by_n: list[ScalingRow]
 
 
+class PoolResult(_Strict):
+    """One pool of a disaggregated plan (prefill or decode)."""
+
+    role: Literal["prefill", "decode"]
+    parallelism: str
+    tp: int
+    dp: int
+    ep: int
+    gpus_per_replica: int
+    replicas: int
+    gpus_total: int
+    max_rps_per_replica: float
+    batch: float = Field(description="decode: streams per rank; prefill: tokens per chunk")
+    tpot_s: float | None
+    ttft_s: float | None
+    capacity_tokens_per_s_per_gpu: float = Field(
+        description="decode: output tokens/s per decode GPU; prefill: prompt tokens/s per "
+        "prefill GPU (uncached)"
+    )
+    limit: str
+    bottleneck: str
+
+
+class KvTransfer(_Strict):
+    bytes_per_request: float = Field(description="the prompt's KV (all layers, all heads)")
+    interconnect: str
+    label: str
+    seconds: float = Field(description="per request, added to TTFT")
+    gb_per_s_per_prefill_gpu: float = Field(
+        description="average send rate each prefill GPU needs at the target load (capacity "
+        "without one)"
+    )
+
+
+class DisaggregatedResult(_Strict):
+    gpu: str
+    prefill: PoolResult
+    decode: PoolResult
+    kv_transfer: KvTransfer
+    gpus_total: int
+    decode_to_prefill_ratio: float = Field(description="decode GPUs per prefill GPU")
+    capacity_tokens_per_s_per_gpu: float = Field(
+        description="output tokens/s per GPU of both pools together at their capacities, in "
+        "the ratio the load needs"
+    )
+    demand_tokens_per_s_per_gpu: float | None
+    cost_per_hour: float
+    aggregated_gpus_total: int | None = Field(
+        description="GPUs of the cheapest aggregated configuration on this GPU, for comparison"
+    )
+    aggregated_capacity_tokens_per_s_per_gpu: float | None
+    meets_slo: bool
+    source: Source = "modelled"
+
+
 class PlanResult(_Strict):
     schema_version: int = SCHEMA_VERSION
+    engine: str = "vllm"
     model: dict[str, Any]
     workload: dict[str, Any]
     load: dict[str, Any]
@@ -188,5 +272,6 @@ class PlanResult(_Strict):
     best: ConfigResult | None
     rejected: list[Rejected]
     test_time_scaling: TestTimeScaling | None
+    disaggregated: list[DisaggregatedResult] | None = None
     notes: list[str]
     sessions: dict[str, Any] | None = None  # session workloads (capacity/sessions.py)

@@ -8,8 +8,16 @@ per sample and n samples:
     lambda(b) = b / (n O TPOT(b))                       (Little's law, requests/s per rank)
     TTFT(b)   = TPOT/2 + n_chunks t_mixed + rho/(2(1-rho)) n_chunks t_mixed    (M/D/1 wait)
               with rho = p / (C - b), C = max_num_batched_tokens
-    b_max     = min(KV capacity / ((T_in + n O/2)/n), max_num_seqs, C - 1)
-The capacity is the largest lambda over b <= b_max meeting every SLO.
+    b_max     = min(KV bytes free / KV bytes per stream, max_num_seqs, C - 1)
+The capacity is the largest lambda over b <= b_max meeting every SLO; with a fixed concurrency
+(a closed loop of c streams per replica) it is lambda at b = c / dp.
+
+Disaggregated pools (``decode_capacity``, ``prefill_capacity``): a decode replica runs decode
+steps only (b streams, no prefill tokens; TPOT is the step time); a prefill replica runs chunks
+of C prompt tokens: its service rate is mu = C / (T_unc t_chunk) prompts/s and
+    TTFT = n_ch t_chunk + rho / (2 (1 - rho)) T_unc / (C / t_chunk) + t_kv_transfer
+(M/D/1 wait at load rho), so its capacity is mu rho* with rho* the largest load meeting the
+TTFT SLO (rho* = 1 without one).
 """
 
 from __future__ import annotations
@@ -52,6 +60,22 @@ class WorkloadShape:
     def decode_context(self) -> float:
         return self.input_len + self.output_len / 2
 
+    def kv_bytes_per_stream(self, dep: Deployment) -> float:
+        """Average KV bytes a decoding stream holds on one GPU: the prompt's KV is shared by
+        the n samples, each sample's output grows linearly (local layers capped); plus the
+        KV idle sessions hold for it (``held_tokens_per_stream``, counted at full-attention
+        bytes per token: an upper bound for models with local layers)."""
+        prompt = float(dep.kv_bytes_per_sequence(self.input_len))
+        mid = float(dep.kv_bytes_per_sequence(self.input_len + self.output_len / 2))
+        held = self.held_tokens_per_stream * dep.kv_bytes_per_token_per_gpu()
+        return (prompt + self.n * (mid - prompt)) / self.n + held
+
+    def kv_bytes_per_request(self, dep: Deployment) -> float:
+        """KV bytes one whole request needs at its end (prompt + n full outputs)."""
+        prompt = float(dep.kv_bytes_per_sequence(self.input_len))
+        full = float(dep.kv_bytes_per_sequence(self.input_len + self.output_len))
+        return prompt + self.n * (full - prompt)
+
 
 @dataclass
 class Curve:
@@ -83,7 +107,8 @@ class Capacity:
 def _evaluate(dep: Deployment, wl: WorkloadShape, b: np.ndarray) -> Curve:
     n, out_len = wl.n, wl.output_len
     p_tok = b * wl.uncached_input / (n * out_len)
-    step = forward(dep, b, wl.decode_context, p_tok, wl.input_len / 2)
+    chunk = min(wl.uncached_input, float(dep.max_num_batched_tokens))
+    step = forward(dep, b, wl.decode_context, p_tok, wl.input_len / 2, chunk)
     tpot = np.asarray(step.t_s, dtype=float)
     rps_rank = b / (n * out_len * tpot)
     C = dep.max_num_batched_tokens
@@ -117,20 +142,20 @@ def _meets(
 
 def batch_limit(dep: Deployment, wl: WorkloadShape) -> tuple[float, str, str]:
     """(b_max per rank, which bound, reason if nothing fits)."""
-    cap_tokens = dep.kv_capacity_tokens()
-    need = wl.input_len + wl.n * wl.output_len
-    if cap_tokens < need:
+    free = dep.kv_free_bytes()
+    need = wl.kv_bytes_per_request(dep)
+    if free < need:
         w_gb = dep.weight_bytes_per_gpu() / 1e9
         return (
             0.0,
             "kv_capacity",
             (
-                f"KV cache holds {cap_tokens:,.0f} tokens per rank, one request needs {need:,.0f} "
-                f"(weights {w_gb:.1f} GB/GPU of {dep.gpu.memory_gb:g} GB)"
+                f"KV cache holds {free / 1e9:,.2f} GB per GPU, one request needs "
+                f"{need / 1e9:,.2f} GB (weights {w_gb:.1f} GB/GPU of {dep.gpu.memory_gb:g} GB)"
             ),
         )
     bounds = {
-        "kv_capacity": cap_tokens / wl.resident_tokens_per_stream,
+        "kv_capacity": free / wl.kv_bytes_per_stream(dep),
         "max_num_seqs": float(dep.max_num_seqs),
         "token_budget": float(dep.max_num_batched_tokens - 1),
     }
@@ -138,13 +163,33 @@ def batch_limit(dep: Deployment, wl: WorkloadShape) -> tuple[float, str, str]:
     return bounds[kind], kind, ""
 
 
-def capacity(dep: Deployment, wl: WorkloadShape, slo: SloSpec) -> Capacity:
+def capacity(
+    dep: Deployment, wl: WorkloadShape, slo: SloSpec, concurrency: float | None = None
+) -> Capacity:
+    """The replica's SLO capacity; with ``concurrency`` (streams per replica, a closed loop)
+    the throughput at exactly that batch."""
     b_lim, kind, reason = batch_limit(dep, wl)
     if b_lim < 1:
         return Capacity(
             False, reason or "batch limit below one stream", b_lim, kind, 0, 0, kind, kind
         )
-    b = np.unique(np.concatenate([np.geomspace(1.0, b_lim, GRID_POINTS), [b_lim]]))
+    if concurrency is not None:
+        b_fix = concurrency / dep.layout.dp
+        if b_fix > b_lim * (1 + 1e-9):
+            return Capacity(
+                False,
+                f"{concurrency:g} streams need {b_fix:,.0f} per rank; {kind} allows {b_lim:,.0f}",
+                b_lim,
+                kind,
+                0,
+                0,
+                kind,
+                kind,
+            )
+        b_lim, kind = max(b_fix, 1e-6), "concurrency"
+    b = np.unique(np.concatenate([np.geomspace(min(1.0, b_lim), b_lim, GRID_POINTS), [b_lim]]))
+    if concurrency is not None:
+        b = np.array([b_lim])
     curve = _evaluate(dep, wl, b)
     ok, checks = _meets(curve, wl, slo)
     if not ok.any():
@@ -159,7 +204,9 @@ def capacity(dep: Deployment, wl: WorkloadShape, slo: SloSpec) -> Capacity:
         return Capacity(False, detail, b_lim, kind, 0, 0, what, "compute", curve)
     rps = np.where(ok, curve.rps_rank, -1.0)
     i = int(np.argmax(rps))
-    if i < len(b) - 1:  # refine between the best feasible point and the next one
+    if (
+        i < len(b) - 1 and concurrency is None
+    ):  # refine between the best feasible point and the next one
         fine = np.linspace(b[i], b[i + 1], REFINE_POINTS + 2)[1:-1]
         b = np.unique(np.concatenate([b, fine]))
         curve = _evaluate(dep, wl, b)
@@ -267,3 +314,141 @@ def required_bandwidth(
 
 def as_float(x: Any) -> float:
     return float(np.asarray(x, dtype=float).reshape(-1)[0])
+
+
+# ---------------------------------------------------------------- disaggregated pools
+@dataclass
+class PoolCapacity:
+    """One replica of a prefill or decode pool at its SLO capacity."""
+
+    feasible: bool
+    reason: str
+    rps_max: float  # requests/s per replica
+    batch: float  # decode: streams per rank; prefill: prompt tokens per chunk step
+    tpot_s: float | None  # decode step time (decode pools)
+    ttft_s: float | None  # prefill latency + transfer at capacity (prefill pools)
+    limit: str
+    bottleneck: str
+    step: StepCost | None = None
+
+
+def decode_capacity(
+    dep: Deployment, wl: WorkloadShape, slo: SloSpec, concurrency: float | None = None
+) -> PoolCapacity:
+    """A decode-only replica: b streams per rank at mean context T_in + O/2, no prefill
+    tokens (prompts arrive with their KV from the prefill pool); TPOT is the step time and
+    lambda = b / (n O TPOT). Capacity: the largest lambda meeting the TPOT (and e2e) SLO."""
+    b_lim, kind, reason = batch_limit(dep, wl)
+    if b_lim < 1:
+        return PoolCapacity(
+            False, reason or "batch limit below one stream", 0, 0, None, None, kind, kind
+        )
+    if concurrency is not None:
+        b_fix = concurrency / dep.layout.dp
+        if b_fix > b_lim * (1 + 1e-9):
+            return PoolCapacity(
+                False,
+                f"{concurrency:g} streams need {b_fix:,.0f} per rank; {kind} allows {b_lim:,.0f}",
+                0,
+                0,
+                None,
+                None,
+                kind,
+                kind,
+            )
+        b = np.array([max(b_fix, 1e-6)])
+        kind = "concurrency"
+    else:
+        b = np.unique(np.concatenate([np.geomspace(1.0, b_lim, GRID_POINTS * 2), [b_lim]]))
+    step = forward(dep, b, wl.decode_context)
+    tpot = np.asarray(step.t_s, dtype=float)
+    rps = b / (wl.n * wl.output_len * tpot)
+    ok = np.ones_like(b, dtype=bool)
+    if slo.tpot_s is not None:
+        ok &= tpot <= slo.tpot_s
+    if slo.e2e_s is not None:
+        ok &= (wl.output_len - 1) * tpot <= slo.e2e_s
+    if not ok.any():
+        return PoolCapacity(
+            False,
+            f"TPOT {tpot[0] * 1e3:.1f} ms at batch {b[0]:g} exceeds the TPOT SLO",
+            0,
+            0,
+            float(tpot[0]),
+            None,
+            "slo_tpot",
+            str(step.bottleneck()[0]),
+        )
+    i = int(np.argmax(np.where(ok, rps, -1.0)))
+    limit = kind if i == len(b) - 1 else "slo_tpot"
+    one = forward(dep, np.array([b[i]]), wl.decode_context)
+    return PoolCapacity(
+        True,
+        "",
+        float(rps[i]) * dep.layout.dp,
+        float(b[i]),
+        float(tpot[i]),
+        None,
+        limit,
+        "kv_capacity" if limit == "kv_capacity" else str(step.bottleneck()[i]),
+        one,
+    )
+
+
+def prefill_capacity(
+    dep: Deployment, wl: WorkloadShape, slo: SloSpec, transfer_s: float = 0.0
+) -> PoolCapacity:
+    """A prefill-only replica: chunks of C = max_num_batched_tokens prompt tokens per rank
+    (causal attention over half the prompt on average). Service rate mu = C / (T_unc t_chunk)
+    prompts/s per rank; at load rho the TTFT is the prompt's own chunks plus an M/D/1 wait plus
+    the KV transfer, and the capacity is mu rho* at the largest rho meeting the TTFT SLO."""
+    C = float(dep.max_num_batched_tokens)
+    T = wl.uncached_input
+    free, need = dep.kv_free_bytes(), float(dep.kv_bytes_per_sequence(wl.input_len))
+    if free < need:
+        w_gb = dep.weight_bytes_per_gpu() / 1e9
+        return PoolCapacity(
+            False,
+            f"KV cache holds {free / 1e9:,.2f} GB per GPU, one prompt needs {need / 1e9:,.2f} GB "
+            f"(weights {w_gb:.1f} GB/GPU of {dep.gpu.memory_gb:g} GB)",
+            0,
+            C,
+            None,
+            None,
+            "kv_capacity",
+            "kv_capacity",
+        )
+    step = forward(dep, 0.0, 0.0, C, wl.input_len / 2)
+    t_chunk = float(step.t_s)
+    mu = C / (T * t_chunk)  # prompts/s per rank
+    own = np.ceil(T / C) * forward(dep, 0.0, 0.0, min(T, C), wl.input_len / 2).t_s
+    own = float(own) + transfer_s
+    service = 1.0 / mu
+    rho = 1.0
+    if slo.ttft_s is not None:
+        room = slo.ttft_s - own
+        if room <= 0:
+            return PoolCapacity(
+                False,
+                f"prefill of one prompt takes {own:.2f} s (with KV transfer), over the TTFT SLO",
+                0,
+                C,
+                None,
+                own,
+                "slo_ttft",
+                str(step.bottleneck()),
+            )
+        # room = rho / (2 (1 - rho)) service  ->  rho = 2 room / (service + 2 room)
+        rho = min(2 * room / (service + 2 * room), 1.0)
+    ttft = own + (rho / (2 * (1 - rho)) * service if rho < 1 else 0.0)
+    return PoolCapacity(
+        True,
+        "",
+        mu * rho * dep.layout.dp,
+        C,
+        None,
+        ttft,
+        "slo_ttft" if rho < 1 else "prefill",
+        str(np.asarray(step.bottleneck()).item()),
+        step,
+    )

@@ -83,10 +83,49 @@ def parse_rate(text: str) -> float:
 @click.option(
     "--calibration",
     type=click.Path(path_type=Path),
-    help="Sweep directory to calibrate on, or one run directory (a one-point calibration: "
-    "it fixes decode efficiency at that batch, not prefill or how TPOT grows with the batch).",
+    help="Sweep directory to calibrate on, one run directory (a one-point calibration: it "
+    "fixes decode efficiency at that batch, not prefill or how TPOT grows with the batch), or "
+    "a vllm bench serve / GuideLLM / AIPerf result JSON.",
 )
-@click.option("--calibration-gpu", help="GPU the sweep ran on, when its manifests do not say.")
+@click.option("--calibration-gpu", help="GPU the measurements ran on, when they do not say.")
+@click.option(
+    "--calibration-model", help="Model of the measurements (catalog name or config.json path)."
+)
+@click.option(
+    "--calibration-layout", help="Layout of a result file's server, e.g. tp2 (default tp1)."
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["vllm", "sglang", "tensorrt-llm", "trtllm"]),
+    help="Serving engine whose profile to plan with (default vllm).",
+)
+@click.option(
+    "--layout",
+    "layouts",
+    multiple=True,
+    help="Only these layouts: tp8, tp4xpp2, dp8xep8, tp2xdp4xep8 (repeat or comma-separate).",
+)
+@click.option(
+    "--concurrency",
+    type=click.FloatRange(min=1),
+    help="Streams in flight per replica (a closed loop): plan at that batch.",
+)
+@click.option(
+    "--disaggregated",
+    is_flag=True,
+    help="Also plan separate prefill and decode pools and the KV transfer between them.",
+)
+@click.option("--eplb", is_flag=True, help="Experts are load-balanced (EPLB).")
+@click.option(
+    "--redundant-experts",
+    type=click.IntRange(0),
+    help="EPLB expert replicas beside the routed experts (e.g. 32 for DeepSeek).",
+)
+@click.option(
+    "--comm-overlap",
+    type=click.FloatRange(0, 1),
+    help="Share of communication hidden behind compute (two-batch overlap: ~0.6).",
+)
 @click.option(
     "--max-gpus-per-node",
     type=click.IntRange(1, 64),
@@ -103,7 +142,7 @@ def parse_rate(text: str) -> float:
 @click.option("--price", multiple=True, help="GPU=$/hour, e.g. h100=2.1 (repeatable).")
 @click.option(
     "--weight-dtype",
-    type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "fp32"]),
+    type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4", "fp32"]),
     help="Default: the model's.",
 )
 @click.option(
@@ -112,7 +151,10 @@ def parse_rate(text: str) -> float:
     help="KV cache dtype (default bf16).",
 )
 @click.option(
-    "--gpu-memory-utilization", type=click.FloatRange(0.05, 1.0), default=0.92, show_default=True
+    "--gpu-memory-utilization",
+    type=click.FloatRange(0.05, 1.0),
+    help="Share of GPU memory for the server (default: the engine's; TensorRT-LLM's is of "
+    "the memory left after weights).",
 )
 @click.option(
     "--max-num-seqs",
@@ -159,6 +201,15 @@ def command(**kw: Any) -> None:
             slo=SloSpec.parse(kw["slo"]),
             calibration=kw["calibration"],
             calibration_gpu=kw["calibration_gpu"],
+            calibration_model=kw["calibration_model"],
+            calibration_layout=kw["calibration_layout"],
+            engine=kw["engine"],
+            layouts=list(kw["layouts"]),
+            concurrency=kw["concurrency"],
+            disaggregated=kw["disaggregated"],
+            eplb=kw["eplb"] or None,
+            redundant_experts=kw["redundant_experts"],
+            comm_overlap=kw["comm_overlap"],
             max_gpus_per_node=kw["max_gpus_per_node"],
             max_gpus_per_replica=kw["max_gpus_per_replica"],
             interconnect=list(kw["interconnect"]),
@@ -184,6 +235,48 @@ def command(**kw: Any) -> None:
 
 
 # ---------------------------------------------------------------- human rendering
+def _render_disaggregated(result: Any, console: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title="aggregated vs disaggregated prefill/decode (per GPU type)")
+    for col in (
+        "GPU",
+        "prefill",
+        "decode",
+        "GPUs P+D",
+        "D/P",
+        "capacity\ntok/s/GPU",
+        "aggregated\nGPUs",
+        "aggregated\ntok/s/GPU",
+        "prefill\nTTFT ms",
+        "decode\nTPOT ms",
+        "KV/request\nMB",
+        "KV link",
+        "GB/s per\nprefill GPU",
+    ):
+        t.add_column(
+            col, justify="left" if col in ("GPU", "prefill", "decode", "KV link") else "right"
+        )
+    for d in result.disaggregated:
+        t.add_row(
+            d.gpu,
+            f"{d.prefill.parallelism} x {d.prefill.replicas}",
+            f"{d.decode.parallelism} x {d.decode.replicas}",
+            f"{d.prefill.gpus_total if result.load['target_rps'] else d.prefill.gpus_per_replica}"
+            f"+{d.decode.gpus_total if result.load['target_rps'] else d.decode.gpus_per_replica}",
+            f"{d.decode_to_prefill_ratio:.2f}",
+            f"{d.capacity_tokens_per_s_per_gpu:,.0f}",
+            _f(d.aggregated_gpus_total, "{:,.0f}"),
+            _f(d.aggregated_capacity_tokens_per_s_per_gpu, "{:,.0f}"),
+            _ms(d.prefill.ttft_s),
+            _ms(d.decode.tpot_s),
+            f"{d.kv_transfer.bytes_per_request / 1e6:,.1f}",
+            d.kv_transfer.interconnect,
+            f"{d.kv_transfer.gb_per_s_per_prefill_gpu:,.2f}",
+        )
+    console.print(t)
+
+
 def _f(v: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
 
@@ -233,6 +326,7 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
         if v
     )
     head.add_row("SLO", slo_txt or "none")
+    head.add_row("engine", f"{result.engine}, KV cache {w['kv_dtype']}")
     for c in result.calibration:
         held = (
             f", held-out error {c.heldout_error_pct:.1f}% (max {c.heldout_max_error_pct:.1f}%)"
@@ -254,12 +348,13 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
         "",
         "GPU",
         "parallelism",
-        "GPUs/rep",
-        "replicas",
+        "GPUs\n/rep",
+        "repli-\ncas",
         "GPUs",
         "nodes",
-        "tok/s/GPU",
-        "tok/s/user",
+        "demand\ntok/s/GPU",
+        "capacity\ntok/s/GPU",
+        "tok/s\n/user",
         "TTFT ms",
         "TPOT ms",
         "$/h",
@@ -282,11 +377,12 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
             str(c.replicas),
             str(c.gpus_total),
             str(c.nodes),
-            f"{c.tokens_per_s_per_gpu:,.0f}",
+            _f(c.demand_tokens_per_s_per_gpu, "{:,.0f}"),
+            f"{c.capacity_tokens_per_s_per_gpu:,.0f}",
             f"{c.tokens_per_s_per_user:,.1f}",
             _ms(c.ttft_s),
             _ms(c.tpot_s),
-            f"{c.cost_per_hour:,.1f}",
+            f"{c.cost_per_hour:,.0f}",
             f"{c.cost_per_million_output_tokens:,.2f}",
             f"{c.joules_per_output_token:.2f}",
             _SHORT.get(c.bottleneck, c.bottleneck),
@@ -333,6 +429,8 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
                 _f(x.gpus_total, "{:.0f}"),
             )
         console.print(it)
+    if result.disaggregated:
+        _render_disaggregated(result, console)
     tts = result.test_time_scaling
     if tts is not None:
         console.print(f"test-time scaling: GPUs per 1k users ({tts.assumption})")

@@ -61,10 +61,12 @@ def plan_sections(plan: dict[str, Any], origin: str) -> list[Section]:
     wl = plan.get("workload") or {}
     sec.add(
         Text(
-            f"From {origin}. Model {model.get('name', model.get('id', '?'))}; workload: input "
+            f"From {origin} (engine profile {plan.get('engine', 'vllm')}). Model "
+            f"{model.get('name', model.get('id', '?'))}; workload: input "
             f"{_f(wl.get('input_len'), '{:g}')} tokens, output {_f(wl.get('output_len'), '{:g}')} tokens, n={_f(wl.get('n'), '{:g}')}; "
-            f"load: {_f(load.get('target_rps'))} req/s. Every number says whether it was measured or modelled "
-            "(column 'source')."
+            f"load: {_f(load.get('target_rps'))} req/s. 'demand tok/s/GPU' is the target load "
+            "spread over the GPUs deployed; 'capacity tok/s/GPU' what one replica sustains at "
+            "its SLOs. Every number says whether it was measured or modelled (column 'source')."
         )
     )
     sessions = plan_sessions_table(plan)  # session workloads: what the prefix cache changes
@@ -86,7 +88,11 @@ def plan_sections(plan: dict[str, Any], origin: str) -> list[Section]:
                 _f(c.get("replicas"), "{:d}"),
                 _f(c.get("gpus_total"), "{:d}"),
                 _f(c.get("nodes"), "{:d}"),
-                _f(c.get("tokens_per_s_per_gpu"), "{:.0f}"),
+                _f(c.get("demand_tokens_per_s_per_gpu", c.get("tokens_per_s_per_gpu")), "{:.0f}"),
+                _f(
+                    c.get("capacity_tokens_per_s_per_gpu", c.get("max_tokens_per_s_per_gpu")),
+                    "{:.0f}",
+                ),
                 _f(c.get("tokens_per_s_per_user"), "{:.1f}"),
                 _ms(c.get("ttft_s")),
                 _ms(c.get("tpot_s")),
@@ -108,7 +114,8 @@ def plan_sections(plan: dict[str, Any], origin: str) -> list[Section]:
                     "replicas",
                     "GPUs",
                     "nodes",
-                    "tok/s/GPU",
+                    "demand tok/s/GPU",
+                    "capacity tok/s/GPU",
                     "tok/s/user",
                     "TTFT ms",
                     "TPOT ms",
@@ -166,6 +173,9 @@ def plan_sections(plan: dict[str, Any], origin: str) -> list[Section]:
             ),  # fmt: skip
         )
         out.append(ic)
+    disagg = plan.get("disaggregated") or []
+    if disagg:
+        out.append(_disaggregated(disagg))
     tts = plan.get("test_time_scaling")
     if tts:
         out.append(_scaling(tts))
@@ -177,6 +187,49 @@ def plan_sections(plan: dict[str, Any], origin: str) -> list[Section]:
             )
         )
     return out
+
+
+def _disaggregated(rows: list[dict[str, Any]]) -> Section:
+    sec = Section("plan-disaggregated", "Disaggregated prefill/decode", level=3)
+    sec.add(
+        Text(
+            "Separate prefill and decode pools, each with its own layout, against the cheapest "
+            "aggregated configuration on the same GPU; the prompt's KV moves from prefill to "
+            "decode over the link named."
+        ),
+        Table(
+            [
+                "GPU",
+                "prefill",
+                "decode",
+                "GPUs (P+D)",
+                "decode/prefill",
+                "capacity tok/s/GPU",
+                "aggregated GPUs",
+                "aggregated tok/s/GPU",
+                "KV MB/request",
+                "KV link",
+                "GB/s per prefill GPU",
+            ],
+            [
+                [
+                    str(d.get("gpu")),
+                    f"{d['prefill']['parallelism']} x {d['prefill']['replicas']}",
+                    f"{d['decode']['parallelism']} x {d['decode']['replicas']}",
+                    f"{d['prefill']['gpus_total']}+{d['decode']['gpus_total']}",
+                    _f(d.get("decode_to_prefill_ratio"), "{:.2f}"),
+                    _f(d.get("capacity_tokens_per_s_per_gpu"), "{:.0f}"),
+                    _f(d.get("aggregated_gpus_total"), "{:d}"),
+                    _f(d.get("aggregated_capacity_tokens_per_s_per_gpu"), "{:.0f}"),
+                    _f(d["kv_transfer"]["bytes_per_request"] / 1e6, "{:.1f}"),
+                    str(d["kv_transfer"]["interconnect"]),
+                    _f(d["kv_transfer"]["gb_per_s_per_prefill_gpu"], "{:.2f}"),
+                ]
+                for d in rows
+            ],
+        ),
+    )
+    return sec
 
 
 def _scaling(tts: dict[str, Any]) -> Section:

@@ -32,6 +32,7 @@ from typing import Any
 
 from profiler import cpus
 from profiler.analysis.repeats import across_repeats, median_figures, rep_id
+from profiler.capacity.dtypes import served_dtypes
 from profiler.errors import InfprofError, RunInterrupted, SpecError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SPEC, SweepIndex, key_numbers
@@ -212,6 +213,9 @@ class _Context:
             "label": config_label(config),
             "status": "pending",
             "reason": None,
+            # the precisions served (--quantization, --kv-cache-dtype, --dtype): calibration
+            # reads them, so an FP8 sweep is fitted as FP8
+            "dtypes": served_dtypes(serve.model_dump() if serve is not None else None),
         }
         try:
             for workload in self.spec.workloads:

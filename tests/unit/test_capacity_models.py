@@ -162,10 +162,13 @@ def test_hf_config_qwen2_has_qkv_bias(tmp_path: Path) -> None:
     assert from_hf_config(_write(tmp_path, cfg)).params_total == q.params_total
 
 
-def test_hf_config_unsupported_type(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="model_type 'gpt2' is not supported") as e:
-        from_hf_config(_write(tmp_path, {"model_type": "gpt2"}))
-    assert "llama" in (e.value.fix or "")
+def test_hf_config_unsizable_architecture_names_what_is_missing(tmp_path: Path) -> None:
+    # GPT-2 names its fields n_embd/n_layer/n_head: nothing the sizing needs is there, and the
+    # one-line error says which fields are missing and which families are supported
+    with pytest.raises(SpecError, match="cannot size model_type 'gpt2': missing hidden_size") as e:
+        from_hf_config(_write(tmp_path, {"model_type": "gpt2", "n_embd": 768, "n_layer": 12}))
+    assert "num_hidden_layers" in e.value.message and "vocab_size" in e.value.message
+    assert "llama" in (e.value.fix or "") and "qwen3_moe" in (e.value.fix or "")
 
 
 def test_hf_config_missing_field_names_it(tmp_path: Path) -> None:
@@ -245,3 +248,196 @@ def test_bad_hardware_entry_names_file_and_field() -> None:
     data = {"gpus": {}, "interconnects": {}, "sensitivity": [], "colour": "red"}
     with pytest.raises(SpecError, match="colour"):
         parse_hardware(data, "hw.yaml")
+
+
+# ---------------------------------------------------------------- families and attention kinds
+FAMILY_CONFIGS = {
+    # config.json fields as each family writes them (names differ per family)
+    "qwen3-235b-a22b": {
+        "model_type": "qwen3_moe",
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "moe_intermediate_size": 1536,
+        "num_hidden_layers": 94,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "vocab_size": 151936,
+        "tie_word_embeddings": False,
+        "sliding_window": None,
+        "use_sliding_window": False,
+        "max_window_layers": 94,
+        "torch_dtype": "bfloat16",
+    },
+    "mixtral-8x7b": {
+        "model_type": "mixtral",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "vocab_size": 32000,
+        "sliding_window": None,
+    },
+    "gpt-oss-20b": {
+        "model_type": "gpt_oss",
+        "hidden_size": 2880,
+        "intermediate_size": 2880,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "num_local_experts": 32,
+        "num_experts_per_tok": 4,
+        "experts_per_token": 4,
+        "sliding_window": 128,
+        "layer_types": ["sliding_attention", "full_attention"] * 12,
+        "vocab_size": 201088,
+        "attention_bias": True,
+        "tie_word_embeddings": False,
+        "quantization_config": {"quant_method": "mxfp4"},
+    },
+    "llama-4-maverick": {
+        "model_type": "llama4",
+        "text_config": {
+            "model_type": "llama4_text",
+            "hidden_size": 5120,
+            "intermediate_size": 8192,
+            "intermediate_size_mlp": 16384,
+            "num_hidden_layers": 48,
+            "num_attention_heads": 40,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "num_local_experts": 128,
+            "num_experts_per_tok": 1,
+            "interleave_moe_layer_step": 2,
+            "attention_chunk_size": 8192,
+            "no_rope_layers": [1, 1, 1, 0] * 12,
+            "vocab_size": 202048,
+        },
+        "tie_word_embeddings": False,
+    },
+    "deepseek-v2": {
+        "model_type": "deepseek_v2",
+        "hidden_size": 5120,
+        "intermediate_size": 12288,
+        "moe_intermediate_size": 1536,
+        "num_hidden_layers": 60,
+        "first_k_dense_replace": 1,
+        "num_attention_heads": 128,
+        "num_key_value_heads": 128,
+        "q_lora_rank": 1536,
+        "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "v_head_dim": 128,
+        "n_routed_experts": 160,
+        "n_shared_experts": 2,
+        "num_experts_per_tok": 6,
+        "vocab_size": 102400,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CONFIGS))
+def test_family_configs_size_like_the_catalog(tmp_path: Path, name: str) -> None:
+    m = from_hf_config(_write(tmp_path, FAMILY_CONFIGS[name]))
+    cat = resolve_model(name)
+    assert m.params_total == cat.params_total and m.params_active == cat.params_active
+    assert m.num_moe_layers == cat.num_moe_layers and m.local_layers == cat.local_layers
+    if name == "gpt-oss-20b":
+        assert m.weight_dtype == "mxfp4" and m.attention_kind == "gqa+local"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llama-2-70b",
+        "llama-3.2-3b",
+        "llama-3.3-70b",
+        "llama-4-scout",
+        "llama-4-maverick",
+        "qwen2.5-7b",
+        "qwen3-8b",
+        "qwen3-32b",
+        "qwen3-30b-a3b",
+        "qwen3-235b-a22b",
+        "mixtral-8x7b",
+        "mixtral-8x22b",
+        "deepseek-v2",
+        "deepseek-v2-lite",
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+    ],
+)
+def test_catalog_families_match_published_totals(name: str) -> None:
+    m = resolve_model(name)
+    assert m.published_params_b is not None
+    assert m.params_total / 1e9 == pytest.approx(m.published_params_b, rel=0.03)
+    if m.published_active_params_b:
+        # published active counts leave the input embedding out (or not): either is within 15%
+        active = (m.params_active - m.embed_params) / 1e9
+        assert active == pytest.approx(m.published_active_params_b, rel=0.15)
+
+
+def test_sliding_window_caps_the_kv_of_local_layers() -> None:
+    m = resolve_model("gpt-oss-120b")  # 18 full + 18 sliding (128) layers, 8 KV heads x 64
+    per_layer = 2 * 8 * 64 * 2  # K and V, BF16
+    assert m.kv_bytes_per_sequence(100) == pytest.approx(36 * 100 * per_layer)
+    assert m.kv_bytes_per_sequence(4096) == pytest.approx((18 * 4096 + 18 * 128) * per_layer)
+    # attention FLOPs likewise see at most the window on local layers
+    full = m.attn_flops(1, 4096, "decode")
+    assert full == pytest.approx(4 * 64 * 64 * (18 * 4096 + 18 * 128))
+    scout = resolve_model("llama-4-scout")  # chunked attention (8,192) on 36 of 48 layers
+    assert scout.local_layers == 36 and scout.kv_layer_tokens(32768) == 12 * 32768 + 36 * 8192
+
+
+def test_generic_decoder_is_sized_and_says_so(tmp_path: Path) -> None:
+    cfg = {
+        "model_type": "granite",
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "vocab_size": 49152,
+    }
+    m = from_hf_config(_write(tmp_path, cfg))
+    assert m.params_total > 1e9 and "generic decoder" in m.source
+
+
+def test_new_gpus_and_scale_up_domains() -> None:
+    hw = load_hardware()
+    for key in ("b200", "gb200", "h20", "l4", "a10g"):
+        g = hw.gpu(key)
+        assert g.price_per_hour > 0 and g.source
+    assert hw.gpu("gb200").domain_gpus == 72 and hw.gpu("gb200").gpus_per_node == 4
+    assert hw.gpu("h100").domain_gpus == 8
+    assert hw.gpu_for_nvml_name("NVIDIA A10G").key == "a10g"  # type: ignore[union-attr]
+    assert hw.gpu_for_nvml_name("NVIDIA GB200").key == "gb200"  # type: ignore[union-attr]
+
+
+def test_expert_parallel_inside_an_nvl72_rack_uses_no_nic() -> None:
+    from profiler.capacity.perf import Deployment, Layout, decode_step
+
+    hw = load_hardware()
+    g = hw.gpu("gb200")
+    dep = Deployment(
+        model=resolve_model("deepseek-v3"),
+        gpu=g,
+        layout=Layout(dp=64, ep=64),
+        scale_up=hw.interconnect(g.default_scale_up()),
+        scale_out=hw.interconnect(g.default_scale_out()),
+        gpus_per_node=g.gpus_per_node,
+        weight_dtype="fp8",
+    )
+    s = decode_step(dep, 64, 2048.0)
+    assert float(s.scale_out_bytes) == 0.0 and float(s.scale_up_bytes) > 0
+    h = dep.with_(gpu=hw.gpu("h100"), gpus_per_node=8, scale_up=hw.interconnect("nvlink-900"))
+    assert float(decode_step(h, 64, 2048.0).scale_out_bytes) > 0  # 8-GPU domains: NICs

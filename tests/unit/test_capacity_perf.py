@@ -3,6 +3,9 @@ number below is arithmetic on catalog facts)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 
@@ -21,13 +24,7 @@ from profiler.capacity.perf import (
 from profiler.capacity.sizing import WorkloadShape, batch_limit, capacity
 from profiler.spec import SloSpec
 
-IDEAL = Efficiency(
-    mem_bw_fraction=1.0,
-    compute_fraction=1.0,
-    collective_latency_s=0.0,
-    step_overhead_s=0.0,
-    network_fraction=1.0,
-)
+IDEAL = Efficiency.ideal()
 H100_BW = 3.35e12
 H100_F = 989e12
 
@@ -129,15 +126,21 @@ def test_moe_alltoall_bytes() -> None:
     )
     assert network.inter_node_fraction(16, 8) == pytest.approx(8 / 15)
     assert network.inter_node_fraction(8, 8) == 0.0
+    # the busiest rank receives the mean times the random-fluctuation factor of ep balanced
+    # loads (skew 1 here): 1 + sqrt(2 ln ep / mu), mu = 10 tokens x 8 experts per rank
     s = decode_step(dep("deepseek-v3", "h800", Layout(tp=1, dp=8, ep=8)), 10, 1.0)
-    assert float(s.scale_up_bytes) == pytest.approx(58 * 10 * 172_032 * 7 / 8, rel=1e-9)
+    imb8 = 1 + math.sqrt(2 * math.log(8) / 80)
+    assert float(s.scale_up_bytes) == pytest.approx(58 * 10 * 172_032 * 7 / 8 * imb8, rel=1e-9)
     assert float(s.scale_out_bytes) == 0.0
     wide = decode_step(dep("deepseek-v3", "h800", Layout(tp=1, dp=16, ep=16)), 10, 1.0)
+    imb16 = 1 + math.sqrt(2 * math.log(16) / 80)
     assert float(wide.scale_out_bytes) == pytest.approx(
-        58 * 10 * 172_032 * 15 / 16 * 8 / 15, rel=1e-9
+        58 * 10 * 172_032 * 15 / 16 * 8 / 15 * imb16, rel=1e-9
     )
     # inter-node traffic is forwarded inside the node (DeepEP): the scale-up link sees it all
-    assert float(wide.scale_up_bytes) == pytest.approx(58 * 10 * 172_032 * 15 / 16, rel=1e-9)
+    assert float(wide.scale_up_bytes) == pytest.approx(
+        58 * 10 * 172_032 * 15 / 16 * imb16, rel=1e-9
+    )
 
 
 def test_moe_weights_touched_grow_with_batch() -> None:
@@ -176,7 +179,7 @@ def test_kv_capacity_limits_batch() -> None:
 def test_weights_that_do_not_fit_are_rejected() -> None:
     cap = capacity(dep("deepseek-v3", "h800", Layout(tp=8)), WorkloadShape(1024, 1024), SloSpec())
     assert not cap.feasible
-    assert "KV cache holds 0 tokens" in cap.reason
+    assert "KV cache holds 0.00 GB per GPU" in cap.reason
 
 
 def test_parallel_sampling_shares_the_prompt() -> None:
@@ -201,3 +204,24 @@ def test_capacity_meets_slo_and_tighter_slo_lowers_it() -> None:
     assert loose.curve.tpot_s[i] <= 0.05
     impossible = capacity(d, wl, SloSpec(tpot_s=0.001))
     assert not impossible.feasible and "TPOT" in impossible.reason
+
+
+def test_kv_held_by_idle_sessions_counts_against_the_batch() -> None:
+    # capacity/sessions.py adds the KV that thinking sessions keep cached per decoding stream
+    # (WorkloadShape.held_tokens_per_stream); the byte-based KV limit must count it
+    d = dataclasses.replace(
+        dep("llama-3.1-70b", layout=Layout(tp=4)),
+        max_num_seqs=100_000,
+        max_num_batched_tokens=1 << 20,
+    )
+    base = WorkloadShape(input_len=2048, output_len=512)
+    held = WorkloadShape(input_len=2048, output_len=512, held_tokens_per_stream=2304)
+    per_token = d.kv_bytes_per_token_per_gpu()
+    assert held.kv_bytes_per_stream(d) == pytest.approx(
+        base.kv_bytes_per_stream(d) + 2304 * per_token
+    )
+    b0, k0, _ = batch_limit(d, base)
+    b1, k1, _ = batch_limit(d, held)
+    assert k0 == k1 == "kv_capacity"
+    # 2,304 resident tokens per stream without sessions (2,048 + 512/2), twice that with them
+    assert b1 == pytest.approx(b0 / 2, rel=1e-6)

@@ -45,7 +45,12 @@ def test_configurations_follow_the_sizing_formulas() -> None:
         assert c.rps_per_replica * c.replicas == pytest.approx(10.0)
         assert c.cost_per_hour == pytest.approx(c.gpus_total * 2.50)
         out_tps = 10.0 * 512
-        assert c.tokens_per_s_per_gpu == pytest.approx(out_tps / c.gpus_total)
+        # demand per GPU (the load spread over the GPUs) and capacity per GPU are separate
+        assert c.demand_tokens_per_s_per_gpu == pytest.approx(out_tps / c.gpus_total)
+        assert c.capacity_tokens_per_s_per_gpu == pytest.approx(
+            c.max_rps_per_replica * 512 / c.gpus_per_replica
+        )
+        assert c.capacity_tokens_per_s_per_gpu >= c.demand_tokens_per_s_per_gpu * (1 - 1e-9)
         assert c.cost_per_million_output_tokens == pytest.approx(
             c.cost_per_hour / (out_tps * 3600) * 1e6
         )
@@ -118,7 +123,7 @@ def test_moe_plans_include_expert_parallel_layouts() -> None:
     eps = {c.ep for c in r.configurations}
     assert max(eps) > 1 and 1 in {c.ep for c in r.configurations} | {1}
     assert all(c.gpus_total >= 16 for c in r.configurations)  # 671 GB of FP8 weights > 8 x 80 GB
-    assert any("KV cache holds 0 tokens" in x.reason for x in r.rejected)
+    assert any("KV cache holds 0.00 GB per GPU" in x.reason for x in r.rejected)
     wide = [c for c in r.configurations if c.gpus_per_replica > 8]
     assert wide and all(c.nodes >= c.replicas * 2 for c in wide)
 
@@ -200,7 +205,8 @@ def test_result_is_json_and_lists_required_keys() -> None:
         "ep",
         "gpus_total",
         "nodes",
-        "tokens_per_s_per_gpu",
+        "demand_tokens_per_s_per_gpu",
+        "capacity_tokens_per_s_per_gpu",
         "ttft_s",
         "tpot_s",
         "cost_per_hour",
