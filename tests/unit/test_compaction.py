@@ -475,3 +475,21 @@ def test_rundir_module_keeps_its_writers(tmp_path: Path) -> None:
     rd.compact()
     for name in ("itl.parquet", "requests.parquet"):
         assert pq.read_table(tmp_path / name).equals(pq.read_table(rd.file(name)))
+
+
+def test_a_journal_only_run_is_repaired_through_compaction_one_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``infprof report`` on a run that died before compaction compacts it (streaming) and
+    summarises the Parquet files: no step holds every record."""
+    from profiler.report.data import repair_run
+    from tests.fakes.synthetic_runs import make_run
+
+    run = make_run(tmp_path, "dead", journal_only=True, n=120)
+    monkeypatch.setattr("profiler.store.compaction.BATCH_RECORDS", 16, raising=False)
+    records, _ = _count_objects(monkeypatch)
+    notes = repair_run(run)
+    assert "compacted" in " ".join(notes)
+    assert records.made == 120 and records.peak <= 16, records.peak
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["requests"]["total"] == 120
