@@ -198,12 +198,17 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
             if not line.endswith(b"\n"):
                 break
             try:
-                yield from_json(line)
+                yield parse_journal_line(line)
             except ValueError:
-                try:  # what pydantic-core refuses and json reads (invalid UTF-8 in a string)
-                    yield json.loads(line.decode("utf-8", "replace"))
-                except ValueError:
-                    continue
+                continue
+
+
+def parse_journal_line(line: bytes) -> Any:
+    """One journal line decoded; ValueError when it is not JSON."""
+    try:
+        return from_json(line)
+    except ValueError:  # what pydantic-core refuses and json reads (invalid UTF-8 in a string)
+        return json.loads(line.decode("utf-8", "replace"))
 
 
 class RunDir:
@@ -267,13 +272,12 @@ class RunDir:
 
     # ------------------------------------------------------------ compaction and loading
     def compact(self) -> None:
-        """Write requests.parquet, itl.parquet and samples.parquet from the journals. Safe to
-        run again; the journals are kept until the Parquet files are complete."""
-        records = list(self.iter_journal_records())
-        write_requests_parquet(self.file("requests.parquet"), records)
-        write_itl_parquet(self.file("itl.parquet"), records)
-        samples = [Sample(**d) for d in read_journal(self.file(SAMPLES_JOURNAL))]
-        write_samples_parquet(self.file("samples.parquet"), samples)
+        """Write requests.parquet, itl.parquet and samples.parquet from the journals, a batch
+        at a time (``profiler.store.compaction``). Safe to run again; the journals are never
+        touched, and requests.parquet appears only once all three files are complete."""
+        from profiler.store.compaction import compact_run
+
+        compact_run(self.path, self.request_journals(), self.file(SAMPLES_JOURNAL))
 
     def request_journals(self) -> list[Path]:
         """The main journal and those of ``--workers`` processes (requests.w<k>.jsonl)."""
@@ -284,15 +288,10 @@ class RunDir:
         )
 
     def iter_journal_records(self) -> Iterator[RequestRecord]:
-        records = []
-        for path in self.request_journals():
-            for d in read_journal(path):
-                try:
-                    records.append(RequestRecord.from_journal(d))
-                except TypeError:
-                    continue
-        records.sort(key=lambda r: r.id)
-        yield from records
+        """Every record of the request journals in id order, a batch at a time."""
+        from profiler.store.compaction import iter_journal_records
+
+        yield from iter_journal_records(self.request_journals())
 
     def has_journal(self) -> bool:
         return bool(self.request_journals())
@@ -376,15 +375,25 @@ SAMPLE_SCHEMA = pa.schema(
 
 
 def write_requests_parquet(path: Path, records: list[RequestRecord]) -> None:
+    _write_table(path, requests_table(records))
+
+
+def requests_table(records: list[RequestRecord]) -> pa.Table:
+    """requests.parquet's rows of ``records``, in their order."""
     rows = [r.to_row() for r in records]
     cols = {name: [row[name] for row in rows] for name in REQUEST_SCHEMA.names}
-    _write_table(path, pa.table(cols, schema=REQUEST_SCHEMA))
+    return pa.table(cols, schema=REQUEST_SCHEMA)
 
 
 def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
+    _write_table(path, itl_table(records), ITL_COMPRESSION, ITL_DICTIONARY)
+
+
+def itl_table(records: list[RequestRecord]) -> pa.Table:
     """One row per content chunk: request id, index, arrival time, gap to the previous chunk of
-    the same sample (null for a sample's first chunk), tokens and choice. Built column-wise
-    with numpy; only records with several samples (n > 1) are walked chunk by chunk."""
+    the same sample (null for a sample's first chunk), tokens and choice; each record's chunks
+    contiguous, in the order of ``records``. Built column-wise with numpy; only records with
+    several samples (n > 1) are walked chunk by chunk."""
     recs = [r for r in records if r.chunk_times_s]
     lens = np.fromiter((len(r.chunk_times_s) for r in recs), np.int64, len(recs))
     total = int(lens.sum())
@@ -408,7 +417,7 @@ def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
             null[row0 + i] = c not in prev
             gaps[row0 + i] = tc - prev[c] if c in prev else 0.0
             prev[c] = tc
-    table = pa.table(
+    return pa.table(
         {
             "request_id": rid,
             "index": idx,
@@ -419,12 +428,15 @@ def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
         },
         schema=ITL_SCHEMA,
     )
-    _write_table(path, table, ITL_COMPRESSION, ITL_DICTIONARY)
 
 
 def write_samples_parquet(path: Path, samples: list[Sample]) -> None:
+    _write_table(path, samples_table(samples))
+
+
+def samples_table(samples: list[Sample]) -> pa.Table:
     cols = {name: [getattr(s, name) for s in samples] for name in SAMPLE_SCHEMA.names}
-    _write_table(path, pa.table(cols, schema=SAMPLE_SCHEMA))
+    return pa.table(cols, schema=SAMPLE_SCHEMA)
 
 
 def read_records(run_path: Path) -> list[RequestRecord]:

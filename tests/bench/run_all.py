@@ -16,6 +16,7 @@ from tests.bench.common import RESULTS
 BENCHES = [
     ("summary_scale", "tests.bench.bench_summary"),
     ("summary_billion", "tests.bench.bench_sketch"),
+    ("compaction", "tests.bench.bench_compaction"),
     ("client", "tests.bench.bench_client"),
     ("workers", "tests.bench.bench_workers"),
     ("telemetry", "tests.bench.bench_telemetry"),
