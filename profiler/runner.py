@@ -253,7 +253,7 @@ def _drive(
             rate_task = asyncio.create_task(_publish_live(plan, clock, driver, run_metrics))
             try:
                 result = await driver.run(requests, plan)
-                if server is not None and result.ended == "endpoint_lost" and not server.alive():
+                if result.ended == "endpoint_lost" and await _server_exited(server):
                     # connection failures can outrun the watch: the cause is the server's exit
                     result.ended, result.reason = "server_died", _server_died(server)
                 return result
@@ -306,6 +306,20 @@ async def _watch_server(server: Any, driver: Driver) -> None:
         if not server.alive():
             driver.abort("server_died", _server_died(server), outcome="error")
             return
+
+
+async def _server_exited(server: Any, within_s: float = 2.0) -> bool:
+    """Whether the launched server has exited, or does within ``within_s``: a killed process
+    closes its sockets before it can be reaped, so the connection failures that ended the load
+    can come first (None: no launched server)."""
+    if server is None:
+        return False
+    deadline = time.monotonic() + within_s
+    while server.alive():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def _server_died(server: Any) -> str:

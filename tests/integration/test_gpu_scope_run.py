@@ -134,10 +134,17 @@ def test_launched_server_found_by_its_processes(
     spec = spec.model_copy(update={"sample_interval_s": 0.1})
     done = threading.Event()
     with fake_node() as fake:
+        # processes this session already runs (a shared vLLM server, say) are not this run's
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
 
         def place() -> None:  # the server's tree (shim and its child) holds GPUs 2 and 5
             while not done.wait(0.01):
-                tree = [p.pid for p in psutil.Process().children(recursive=True)]
+                tree = sorted(
+                    (p.create_time(), p.pid)
+                    for p in psutil.Process().children(recursive=True)
+                    if p.pid not in before
+                )
+                tree = [pid for _, pid in tree]
                 if len(tree) >= 2:
                     fake.gpus[2].processes = [(tree[0], 30 * 2**30)]
                     fake.gpus[5].processes = [(tree[-1], 31 * 2**30)]
