@@ -1,6 +1,6 @@
 """One base exception for every domain error; the CLI turns each into a one-line message.
 
-Exit codes (documented in the README, "Failure behaviour"):
+Exit codes (documented in docs/failures.md):
   0  success
   1  unexpected internal error (a bug: please report it)
   2  bad input: flags, workload or spec files (click's own usage errors also exit 2)

@@ -4,7 +4,7 @@ package index, each started here on loopback and stopped after: GuideLLM's mock 
 with the ``gguf`` package). They live in ``.venv-compat`` (``scripts/ensure-compat-servers.sh``,
 run by ``make test``); without it these tests skip and say how to make it.
 
-What each test checks is what the README's "Servers tested" table states: the capabilities the
+What each test checks is what the "Servers tested" table in docs/run.md states: the capabilities the
 preflight finds, that every request succeeds, and how the lengths came out."""
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def test_run_spec_tokenizer_defaults_and_manifest(tiny: Path) -> None:
 
 
 def test_run_options_come_from_the_environment(tmp_path: Path) -> None:
-    """``INFPROF_RUN_<OPTION>`` sets an option through the real entry point (the README's
+    """``INFPROF_RUN_<OPTION>`` sets an option through the real entry point (docs/run.md's
     precedence: environment < flags)."""
     import os
     import subprocess
