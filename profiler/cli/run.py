@@ -20,10 +20,6 @@ from profiler.errors import (
 from profiler.runspec import RunOptions, build_run_spec
 
 
-def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    return value
-
-
 @click.command("run")
 @click.option(
     "--model",
