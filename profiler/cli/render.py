@@ -12,6 +12,7 @@ from rich.table import Table
 
 from profiler.analysis.legacy import slo_attainment_of
 from profiler.load.driver import Progress
+from profiler.report.fmt import client_health_rows
 
 
 def _ms(v: float | None) -> str:
@@ -84,6 +85,11 @@ def render_summary(
     for line in error_lines(summary.get("errors")) + length_lines(summary.get("lengths")):
         console.print(line, highlight=False, markup=False)
     client = summary.get("client") or {}
+    if client:
+        health = Table(title="client health", show_header=False, box=None)
+        for label, value in client_health_rows(client):
+            health.add_row(label, value)
+        console.print(health, highlight=False)
     if client.get("saturated"):
         console.print(
             f"[bold red]client saturated[/]: {client.get('reason')} (latencies include client delay)"

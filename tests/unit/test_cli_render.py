@@ -34,3 +34,50 @@ def test_a_single_machine_run_prints_no_node_table(tmp_path: Path) -> None:
     assert "nodes" not in rendered(summary)
     summary["nodes"] = {"available": False, "reason": "Prometheus returned nothing"}
     assert "nodes: not available (Prometheus returned nothing)" in rendered(summary)
+
+
+HEALTH = {
+    "saturated": False,
+    "reason": None,
+    "event_loop_lag_s": {"p50": 0.0004, "p99": 0.0021, "max": None},
+    "cpu_seconds": 3.25,
+    "cpu_ratio": 0.42,
+    "dispatch_lag_p99_s": 0.0013,
+    "run_queue_wait_ratio": None,
+    "event_loop": "uvloop",
+    "token_counting": "usage",
+}
+
+
+def health_table(summary: dict) -> str:
+    console = Console(record=True, width=120, color_system=None, file=io.StringIO())
+    render_summary(summary, console=console)
+    text = console.export_text()
+    assert "client health" in text
+    return text[text.index("client health") :].split("\n\n")[0]
+
+
+def test_client_health_table_shows_numbers_with_units(tmp_path: Path) -> None:
+    summary = summarize_run(make_run(tmp_path, "health", n=50))
+    summary["client"] = dict(HEALTH)
+    table = health_table(summary)
+    assert "None" not in table and "{" not in table
+    assert "0.4 ms" in table and "2.1 ms" in table  # event-loop lag p50, p99
+    assert "3.2 s" in table and "42%" in table and "1.3 ms" in table
+    assert "uvloop" in table and "usage" in table
+
+
+def test_client_health_not_recorded_shows_no_none(tmp_path: Path) -> None:
+    summary = summarize_run(make_run(tmp_path, "old", n=50))
+    summary["client"] = {"saturated": None, "reason": "client health not recorded"}
+    table = health_table(summary)
+    assert "None" not in table and "{" not in table
+    assert "client health not recorded" in table
+
+
+def test_report_health_table_has_no_raw_dicts(tmp_path: Path) -> None:
+    from profiler.report.fmt import client_health_rows
+
+    rows = client_health_rows(HEALTH)
+    cells = " ".join(v for _, v in rows)
+    assert "None" not in cells and "{" not in cells and "0.4 ms" in cells
