@@ -1,10 +1,13 @@
-"""Human rendering shared by commands: the run summary table and the stderr progress line."""
+"""Human rendering shared by commands: the run summary table and the progress on stderr (a
+rich progress bar on a terminal, a line every few seconds otherwise)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.console import Console
@@ -215,6 +218,63 @@ def progress_printer(planned: int | None) -> Callable[[Progress], None]:
         )
 
     return show
+
+
+def _rate(p: Progress) -> str:
+    tok_s = p.output_tokens / p.elapsed_s if p.elapsed_s > 0 else 0.0
+    return f"{p.inflight} in flight, {p.failed} failed, {tok_s:,.0f} output tok/s"
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, one per load run (a run of ``--repeat`` starts a new bar
+    when the elapsed time goes back); ``close`` leaves the last state on the terminal."""
+
+    def __init__(self, planned: int | None, console: Console | None = None) -> None:
+        from rich import progress as rp
+
+        self.planned = planned
+        self.bar = rp.Progress(
+            rp.TextColumn("load"),
+            rp.BarColumn(),
+            rp.MofNCompleteColumn(),
+            rp.TimeElapsedColumn(),
+            rp.TextColumn("{task.fields[detail]}"),
+            console=console or Console(stderr=True),
+        )
+        self._task: Any = None
+        self._elapsed_s = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        if self._task is None:
+            self.bar.start()
+        if self._task is None or p.elapsed_s < self._elapsed_s:
+            self._task = self.bar.add_task("load", total=self.planned or p.planned, detail="")
+        self._elapsed_s = p.elapsed_s
+        self.bar.update(self._task, completed=p.done, detail=_rate(p))
+
+    def close(self) -> None:
+        if self._task is not None:
+            self.bar.stop()
+
+
+@contextmanager
+def progress_on_stderr(
+    planned: int | None, quiet: bool = False, stream: IO[str] | None = None
+) -> Iterator[Callable[[Progress], None] | None]:
+    """The progress callback of a run: none when quiet, a rich bar when stderr is a terminal,
+    else the periodic lines of ``progress_printer`` (logs and pipes keep plain lines)."""
+    if quiet:
+        yield None
+        return
+    stream = stream if stream is not None else sys.stderr
+    if not stream.isatty():
+        yield progress_printer(planned)
+        return
+    bar = ProgressBar(planned, Console(file=stream))
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 REPEAT_COLUMNS = (

@@ -1,14 +1,17 @@
-"""render_summary's per-node table (a --prometheus-url run) and its silence without one."""
+"""render_summary's per-node table (a --prometheus-url run) and its silence without one, the
+client-health table, and the progress on stderr (a bar on a terminal, lines otherwise)."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from profiler.analysis.run_summary import summarize_run
-from profiler.cli.render import render_summary
+from profiler.cli.render import ProgressBar, progress_on_stderr, render_summary
+from profiler.load.driver import Progress
 from tests.fakes.synthetic_runs import make_run
 
 
@@ -81,3 +84,44 @@ def test_report_health_table_has_no_raw_dicts(tmp_path: Path) -> None:
     rows = client_health_rows(HEALTH)
     cells = " ".join(v for _, v in rows)
     assert "None" not in cells and "{" not in cells and "0.4 ms" in cells
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _progress(elapsed_s: float, done: int) -> Progress:
+    return Progress(
+        elapsed_s=elapsed_s,
+        sent=done + 2,
+        done=done,
+        ok=done,
+        failed=0,
+        inflight=2,
+        output_tokens=100 * done,
+        planned=10,
+    )
+
+
+def test_progress_is_a_rich_bar_on_a_terminal() -> None:
+    stream = _Tty()
+    with progress_on_stderr(10, stream=stream) as show:
+        assert isinstance(show, ProgressBar)
+        show(_progress(1.0, 3))
+        show(_progress(2.0, 7))
+        assert len(show.bar.tasks) == 1 and show.bar.tasks[0].completed == 7
+        show(_progress(0.5, 1))  # the next run of --repeat: a new bar
+        assert len(show.bar.tasks) == 2
+    assert "1/10" in stream.getvalue() and "output tok/s" in stream.getvalue()
+
+
+def test_progress_stays_periodic_lines_when_stderr_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with progress_on_stderr(10, stream=io.StringIO()) as show:
+        assert show is not None and not isinstance(show, ProgressBar)
+        show(_progress(2.0, 4))
+    assert "4/10 done, 2 in flight, 0 failed, 200 output tok/s" in capsys.readouterr().err
+    with progress_on_stderr(10, quiet=True, stream=_Tty()) as show:
+        assert show is None
