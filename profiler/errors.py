@@ -16,6 +16,11 @@ Exit codes (documented in docs/failures.md):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # no pydantic at import time: profiler/telemetry/ imports this module
+    from pydantic import ValidationError
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
@@ -45,6 +50,25 @@ class SpecError(InfprofError):
     """Bad flags, workload YAML or spec values."""
 
     exit_code = EXIT_BAD_INPUT
+
+    @classmethod
+    def from_validation(cls, e: ValidationError, message: str, fix: str, **names: Any) -> SpecError:
+        """The first error of pydantic's ``e`` as one line. ``message`` and ``fix`` are format
+        strings over ``names`` and: ``{loc}`` the dotted field path ('' at the top level),
+        ``{field}`` that path and ': ' (or nothing), ``{msg}`` pydantic's message, ``{reason}``
+        the same without pydantic's 'Value error, ', ``{more}`` ' (+N more)' when N more errors."""
+        errs = e.errors()
+        err = errs[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        parts = {
+            "loc": loc,
+            "field": f"{loc}: " if loc else "",
+            "msg": err["msg"],
+            "reason": err["msg"].removeprefix("Value error, "),
+            "more": f" (+{len(errs) - 1} more)" if len(errs) > 1 else "",
+            **names,
+        }
+        return cls(message.format(**parts), fix.format(**parts))
 
 
 class ServerError(InfprofError):

@@ -409,10 +409,11 @@ def _start_telemetry(
     manifest: dict[str, Any],
 ) -> Any:
     from profiler.telemetry.host import HostSampler
-    from profiler.telemetry.nvml import NvmlSampler, inventory
+    from profiler.telemetry.inventory import collect as collect_inventory
+    from profiler.telemetry.nvml_sampler import NvmlSampler
     from profiler.telemetry.recorder import TelemetryRecorder
 
-    inv = inventory()
+    inv = collect_inventory()
     manifest["nvml"] = {"available": inv.get("available", False), "reason": inv.get("reason")}
     manifest["gpus"] = inv.get("gpus", [])
     manifest["topology"] = inv.get("topology")

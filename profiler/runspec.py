@@ -145,9 +145,9 @@ def build_run_spec(o: RunOptions) -> RunSpec:
             max_error_rate=o.max_error_rate,
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(f"run options: {loc}: {err['msg']}", "see `infprof run --help`") from None
+        raise SpecError.from_validation(
+            e, "run options: {loc}: {msg}", "see `infprof run --help`"
+        ) from None
 
 
 def place_on_gpus(
@@ -192,8 +192,7 @@ def _dataset_spec(o: RunOptions) -> DatasetSpec | None:
     try:
         return DatasetSpec.model_validate(upd)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise SpecError(f"--dataset: {err['msg']}", "see `infprof run --help`") from None
+        raise SpecError.from_validation(e, "--dataset: {msg}", "see `infprof run --help`") from None
 
 
 def _dataset_tokenizer(wl: WorkloadSpec, tokenizer: str | None) -> WorkloadSpec:
@@ -288,9 +287,9 @@ def _arrival(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
     try:
         return ArrivalSpec.model_validate({**base, **upd})
     except ValidationError as e:
-        err = e.errors()[0]
-        raise SpecError(
-            f"arrival: {err['msg']}",
+        raise SpecError.from_validation(
+            e,
+            "arrival: {msg}",
             "e.g. --concurrency 16, or --rate 4 [--arrival gamma --burstiness 0.5]",
         ) from None
 
@@ -385,9 +384,11 @@ def _target(
             None,
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        raise SpecError(
-            f"server options: {err['loc'][0]}: {err['msg']}", "see `infprof run --help`"
+        raise SpecError.from_validation(
+            e,
+            "server options: {top}: {msg}",
+            "see `infprof run --help`",
+            top=e.errors()[0]["loc"][0],
         ) from None
 
 

@@ -306,8 +306,8 @@ class SloSpec(_Strict):
         try:
             return cls(**values)
         except ValidationError as e:
-            raise SpecError(
-                f"--slo: {_first_error(e)}", "SLO values are positive seconds"
+            raise SpecError.from_validation(
+                e, "--slo: {field}{msg}", "SLO values are positive seconds"
             ) from None
 
 
@@ -428,12 +428,6 @@ class RunSpec(_Strict):
         return self
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else err["msg"]
-
-
 def load_yaml_model(path: Path, model: type[_M]) -> _M:
     """Load a YAML file into ``model``; every failure names the file, the field and the fix."""
     try:
@@ -451,17 +445,18 @@ def load_yaml_model(path: Path, model: type[_M]) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        errs = e.errors()
-        err = errs[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        line = _line_of(text, err["loc"])
-        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+        err = e.errors()[0]
         allowed = ""
         if err["type"] == "extra_forbidden":
             allowed = f"; allowed fields: {', '.join(_allowed_fields(model, err['loc']))}"
-        raise SpecError(
-            f"{path}:{line} field '{loc}': {err['msg']}{more}",
-            f"correct '{loc}'{allowed}",
+        raise SpecError.from_validation(
+            e,
+            "{path}:{line} field '{where}': {msg}{more}",
+            "correct '{where}'{allowed}",
+            path=path,
+            line=_line_of(text, err["loc"]),
+            where=".".join(str(p) for p in err["loc"]) or "(top level)",
+            allowed=allowed,
         ) from None
 
 

@@ -128,10 +128,8 @@ def _validate(data: object, where: str) -> EngineCatalog:
     try:
         return EngineCatalog.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(
-            f"{where}: field '{loc}': {err['msg']}", f"correct '{loc}' in {where}"
+        raise SpecError.from_validation(
+            e, "{where}: field '{loc}': {msg}", "correct '{loc}' in {where}", where=where
         ) from None
 
 

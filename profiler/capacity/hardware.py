@@ -170,10 +170,8 @@ def _validate(data: object, model: type[_M], where: str) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(
-            f"{where}: field '{loc}': {err['msg']}", f"correct '{loc}' in {where}"
+        raise SpecError.from_validation(
+            e, "{where}: field '{loc}': {msg}", "correct '{loc}' in {where}", where=where
         ) from None
 
 

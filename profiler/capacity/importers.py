@@ -94,11 +94,11 @@ def _point(where: str, **kw: Any) -> MeasuredPoint:
     try:
         return MeasuredPoint(**kw, run_dir=where)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise SpecError(
-            f"{where}: cannot use as a measured point ({'.'.join(map(str, err['loc']))}: "
-            f"{err['msg']})",
+        raise SpecError.from_validation(
+            e,
+            "{where}: cannot use as a measured point ({loc}: {msg})",
             "check the result file",
+            where=where,
         ) from None
 
 

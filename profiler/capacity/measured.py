@@ -211,10 +211,11 @@ def point_from_run(
             run_dir=str(run_dir),
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        raise SpecError(
-            f"{run_dir}: cannot use as a measured point ({'.'.join(map(str, err['loc']))}: {err['msg']})",
+        raise SpecError.from_validation(
+            e,
+            "{where}: cannot use as a measured point ({loc}: {msg})",
             "check summary.json",
+            where=run_dir,
         ) from None
 
 

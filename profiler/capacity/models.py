@@ -352,11 +352,15 @@ def _validate(data: dict[str, Any], where: str) -> ModelSpec:
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        field = f" field '{loc}'" if loc else ""
-        raise SpecError(
-            f"{where}:{field} {err['msg']}", f"correct{field or ' the entry'} in {where}"
+        loc = ".".join(str(p) for p in e.errors()[0]["loc"])
+        named = f" field '{loc}'" if loc else ""
+        raise SpecError.from_validation(
+            e,
+            "{where}:{named} {msg}",
+            "correct{entry} in {where}",
+            where=where,
+            named=named,
+            entry=named or " the entry",
         ) from None
 
 

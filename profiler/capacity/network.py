@@ -18,13 +18,6 @@ def allreduce_bytes_per_gpu(size_bytes: Any, p: int) -> Any:
     return 2.0 * (p - 1) / p * size_bytes
 
 
-def allreduce_time_s(size_bytes: Any, p: int, bytes_per_s: float, latency_s: float) -> Any:
-    """alpha + 2 (p-1)/p S / BW (zero when p == 1)."""
-    if p <= 1:
-        return size_bytes * 0.0
-    return latency_s + allreduce_bytes_per_gpu(size_bytes, p) / bytes_per_s
-
-
 def tp_allreduce_bytes_per_token(
     hidden_size: int, layers: int, p: int, act_bytes: float = 2.0
 ) -> float:

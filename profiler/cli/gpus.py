@@ -87,9 +87,9 @@ def render(inv: dict[str, Any], console: Console) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON.")
 def command(as_json: bool) -> None:
     """Show GPU inventory and topology (NVML)."""
-    from profiler.telemetry.nvml import inventory
+    from profiler.telemetry.inventory import collect
 
-    inv = inventory()
+    inv = collect()
     if as_json:
         click.echo(json.dumps(inv, indent=2, sort_keys=False))
         return

@@ -221,11 +221,8 @@ def command(**kw: Any) -> None:
             scaling=not kw["no_scaling"],
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(
-            f"plan: {loc + ': ' if loc else ''}{err['msg']}",
-            "check the flags (infprof plan --help)",
+        raise SpecError.from_validation(
+            e, "plan: {field}{msg}", "check the flags (infprof plan --help)"
         ) from None
     result = plan(req)
     if kw["as_json"]:

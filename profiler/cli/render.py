@@ -1,10 +1,13 @@
-"""Human rendering shared by commands: the run summary table and the stderr progress line."""
+"""Human rendering shared by commands: the run summary table and the progress on stderr (a
+rich progress bar on a terminal, a line every few seconds otherwise)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.console import Console
@@ -12,6 +15,7 @@ from rich.table import Table
 
 from profiler.analysis.legacy import slo_attainment_of
 from profiler.load.driver import Progress
+from profiler.report.fmt import client_health_rows
 
 
 def _ms(v: float | None) -> str:
@@ -84,6 +88,11 @@ def render_summary(
     for line in error_lines(summary.get("errors")) + length_lines(summary.get("lengths")):
         console.print(line, highlight=False, markup=False)
     client = summary.get("client") or {}
+    if client:
+        health = Table(title="client health", show_header=False, box=None)
+        for label, value in client_health_rows(client):
+            health.add_row(label, value)
+        console.print(health, highlight=False)
     if client.get("saturated"):
         console.print(
             f"[bold red]client saturated[/]: {client.get('reason')} (latencies include client delay)"
@@ -209,6 +218,63 @@ def progress_printer(planned: int | None) -> Callable[[Progress], None]:
         )
 
     return show
+
+
+def _rate(p: Progress) -> str:
+    tok_s = p.output_tokens / p.elapsed_s if p.elapsed_s > 0 else 0.0
+    return f"{p.inflight} in flight, {p.failed} failed, {tok_s:,.0f} output tok/s"
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, one per load run (a run of ``--repeat`` starts a new bar
+    when the elapsed time goes back); ``close`` leaves the last state on the terminal."""
+
+    def __init__(self, planned: int | None, console: Console | None = None) -> None:
+        from rich import progress as rp
+
+        self.planned = planned
+        self.bar = rp.Progress(
+            rp.TextColumn("load"),
+            rp.BarColumn(),
+            rp.MofNCompleteColumn(),
+            rp.TimeElapsedColumn(),
+            rp.TextColumn("{task.fields[detail]}"),
+            console=console or Console(stderr=True),
+        )
+        self._task: Any = None
+        self._elapsed_s = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        if self._task is None:
+            self.bar.start()
+        if self._task is None or p.elapsed_s < self._elapsed_s:
+            self._task = self.bar.add_task("load", total=self.planned or p.planned, detail="")
+        self._elapsed_s = p.elapsed_s
+        self.bar.update(self._task, completed=p.done, detail=_rate(p))
+
+    def close(self) -> None:
+        if self._task is not None:
+            self.bar.stop()
+
+
+@contextmanager
+def progress_on_stderr(
+    planned: int | None, quiet: bool = False, stream: IO[str] | None = None
+) -> Iterator[Callable[[Progress], None] | None]:
+    """The progress callback of a run: none when quiet, a rich bar when stderr is a terminal,
+    else the periodic lines of ``progress_printer`` (logs and pipes keep plain lines)."""
+    if quiet:
+        yield None
+        return
+    stream = stream if stream is not None else sys.stderr
+    if not stream.isatty():
+        yield progress_printer(planned)
+        return
+    bar = ProgressBar(planned, Console(file=stream))
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 REPEAT_COLUMNS = (

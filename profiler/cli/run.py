@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from profiler.cli.render import progress_printer, render_summary
+from profiler.cli.render import progress_on_stderr, render_summary
 from profiler.errors import (
     EXIT_FAILING,
     EXIT_INTERRUPTED,
@@ -18,10 +18,6 @@ from profiler.errors import (
     SpecError,
 )
 from profiler.runspec import RunOptions, build_run_spec
-
-
-def _int_list(_ctx: click.Context, _p: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    return value
 
 
 @click.command("run")
@@ -267,20 +263,24 @@ def command(**kwargs: Any) -> None:
         raise SpecError("--ray-address needs --executor ray", "add --executor ray")
     from profiler.runner import RunHooks, execute
 
-    hooks = RunHooks(
-        on_progress=None if quiet else progress_printer(spec.num_requests),
-        on_status=None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True)),
-    )
+    with progress_on_stderr(spec.num_requests, quiet) as on_progress:  # closed before output
+        hooks = RunHooks(
+            on_progress=on_progress,
+            on_status=None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True)),
+        )
+        if repeat > 1:
+            res = _run_repeats(spec, repeat, hooks)
+        else:
+            try:
+                result = execute(spec, hooks)
+            except KeyboardInterrupt:  # SIGINT/SIGTERM outside the load loop (server start, ...)
+                raise RunInterrupted(
+                    "interrupted before the run finished (the server, if launched, was stopped)",
+                    "records completed so far are kept; `infprof report RUN_DIR` summarises them",
+                ) from None
     if repeat > 1:
-        _repeats(spec, repeat, hooks, json_, write_report)
+        _show_repeats(res, repeat, json_, write_report)
         return
-    try:
-        result = execute(spec, hooks)
-    except KeyboardInterrupt:  # SIGINT/SIGTERM outside the load loop (server start, compaction)
-        raise RunInterrupted(
-            "interrupted before the run finished (the server, if launched, was stopped)",
-            "records completed so far are kept; `infprof report RUN_DIR` summarises them",
-        ) from None
     if json_:
         click.echo(json.dumps(result.summary, indent=2))
     else:
@@ -323,18 +323,23 @@ def _on_ray(spec: Any) -> Any:
     return spec.model_copy(update={"serve": prepare_run_server(spec.serve, spec.ray_address)})
 
 
-def _repeats(spec: Any, repeat: int, hooks: Any, json_: bool, write_report: bool) -> None:
+def _run_repeats(spec: Any, repeat: int, hooks: Any) -> Any:
     """``--repeat N``: N runs of the spec under one parent directory (profiler.repeat)."""
-    from profiler.cli.render import render_repeats
     from profiler.repeat import run_repeats
 
     try:
-        res = run_repeats(spec, repeat, hooks)
+        return run_repeats(spec, repeat, hooks)
     except KeyboardInterrupt:
         raise RunInterrupted(
             "interrupted before the repeats finished (the server, if launched, was stopped)",
             "completed repeats are kept; `infprof compare` and `infprof report` read them",
         ) from None
+
+
+def _show_repeats(res: Any, repeat: int, json_: bool, write_report: bool) -> None:
+    """The repeats' table (or JSON), the report, and the exit code of an early end."""
+    from profiler.cli.render import render_repeats
+
     if json_:
         click.echo(json.dumps(res.data, indent=2))
     else:

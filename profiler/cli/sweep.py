@@ -302,11 +302,8 @@ def _spec(o: dict[str, Any]) -> Any:
             gpus=gpus,
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise SpecError(
-            f"sweep options: {loc + ': ' if loc else ''}{msg}", "see `infprof sweep --help`"
+        raise SpecError.from_validation(
+            e, "sweep options: {field}{reason}", "see `infprof sweep --help`"
         ) from None
 
 

@@ -23,7 +23,7 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic_core import from_json, to_json
 
@@ -36,18 +36,6 @@ from profiler.load.transport import Pool, TransportError
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 _DECODE = json.JSONDecoder().decode  # fallback for events that are not valid UTF-8
 ERROR_TEXT_MAX = 500
-
-
-class RequestLike(Protocol):
-    """What the client needs of a request (``profiler.load.workload.RequestSpec``)."""
-
-    id: int
-    scenario: str
-    api: str
-    output_len: int
-    n: int
-    ignore_eos: bool
-    temperature: float
 
 
 @dataclass(frozen=True)

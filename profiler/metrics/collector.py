@@ -54,7 +54,7 @@ GpusArg = Mapping[str, GpuIdentity] | Callable[[], Mapping[str, GpuIdentity]] | 
 
 
 def gpu_identities(inventory: Mapping[str, Any]) -> dict[str, GpuIdentity]:
-    """GPU index (as a string) -> identity, from ``profiler.telemetry.nvml.inventory()``'s
+    """GPU index (as a string) -> identity, from ``profiler.telemetry.inventory.collect()``'s
     dict (``{"gpus": [{"index", "uuid", "name", "pci_bus_id"}, ...]}``); tolerant of missing
     keys, so an inventory without GPUs gives ``{}``."""
     out: dict[str, GpuIdentity] = {}

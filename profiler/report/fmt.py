@@ -50,3 +50,48 @@ def slo_text(slo: dict[str, Any] | None) -> str:
         return "none"
     frac = slo.get("target_fraction")
     return ", ".join(parts) + (f" for {frac:.0%} of requests" if frac is not None else "")
+
+
+def _ms_unit(v: Any) -> str:
+    return "-" if v is None else f"{float(v) * 1000:.1f} ms"
+
+
+def _plain(v: Any) -> str:
+    """Any other value of the client block: a dict as 'key value, ...', no ``None``."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_plain(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return "-" if v is None else str(v)
+
+
+_HEALTH: dict[str, tuple[str, Any]] = {
+    "saturated": ("saturated", lambda v: "not recorded" if v is None else _plain(v)),
+    "reason": ("why", str),
+    "event_loop_lag_s": (
+        "event-loop lag",
+        lambda d: ", ".join(f"{q} {_ms_unit(d.get(q))}" for q in ("p50", "p99", "max")),
+    ),
+    "cpu_seconds": ("client CPU time", lambda v: f"{float(v):.1f} s"),
+    "cpu_ratio": ("client CPU", lambda v: f"{float(v):.0%} of a core"),
+    "dispatch_lag_p99_s": ("dispatch lag p99", _ms_unit),
+    "run_queue_wait_ratio": ("waited for a CPU", lambda v: f"{float(v):.0%} of the run"),
+    "event_loop": ("event loop", str),
+    "token_counting": ("output tokens counted by", str),
+}
+
+
+def client_health_rows(client: dict[str, Any]) -> list[tuple[str, str]]:
+    """summary.json's ``client`` block as (label, value) rows: numbers with units, a value
+    that was not recorded left out (``saturated`` says 'not recorded')."""
+    rows = []
+    for key, v in client.items():
+        if v is None and key != "saturated":
+            continue
+        label, fmt = _HEALTH.get(key, (key.replace("_", " "), _plain))
+        if isinstance(v, dict) and key != "event_loop_lag_s":
+            fmt = _plain
+        rows.append((label, fmt(v)))
+    return rows

@@ -8,7 +8,17 @@ from profiler.analysis.legacy import slo_attainment_of
 from profiler.report import run_plots
 from profiler.report.data import RunData
 from profiler.report.doc import Code, Note, Section, Table
-from profiler.report.fmt import dig, gb, gib, ms, num, pct, pretty_json, slo_text
+from profiler.report.fmt import (
+    client_health_rows,
+    dig,
+    gb,
+    gib,
+    ms,
+    num,
+    pct,
+    pretty_json,
+    slo_text,
+)
 from profiler.report.node_section import node_section
 from profiler.report.session_section import session_section
 
@@ -367,7 +377,7 @@ def inputs_section(run: RunData, prefix: str) -> Section:
         sec.add(Table(["host", ""], [[k, str(v)] for k, v in host.items()]))
     client = s.get("client") or {}
     if client:
-        sec.add(Table(["client health", ""], [[k, str(v)] for k, v in client.items()]))
+        sec.add(Table(["client health", ""], [list(r) for r in client_health_rows(client)]))
     argv = dig(m, "server", "argv")
     if argv:
         sec.add(Code(" ".join(str(a) for a in argv), summary="server command line"))

@@ -11,8 +11,8 @@ Every NVML call goes through one chokepoint, ``NvmlDevice.call`` (and ``fields``
 - NVML unavailable (no library, driver not loaded, init failure) -> ``NvmlUnavailable(reason)``.
 
 Units are converted where values leave this module: W, J, bytes, bytes/s, Hz, seconds, ratios.
-The sampler itself is ``profiler.telemetry.nvml_sampler.NvmlSampler`` (re-exported here);
-inventory and topology are in ``profiler.telemetry.inventory`` (``inventory()`` here).
+The sampler is ``profiler.telemetry.nvml_sampler.NvmlSampler``; inventory and topology are
+``profiler.telemetry.inventory.collect``. Both import this module, never the other way round.
 Importing this module needs no GPU and touches no driver.
 """
 
@@ -22,15 +22,12 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 try:
     import pynvml
 except ImportError:  # pragma: no cover - nvidia-ml-py is a base dependency
     pynvml = None
-
-if TYPE_CHECKING:
-    from profiler.telemetry.nvml_sampler import NvmlSampler
 
 log = logging.getLogger(__name__)
 
@@ -364,31 +361,13 @@ def mig_parent_index(mig_uuid: str) -> int | None:
         nvml_shutdown()
 
 
-def inventory() -> dict[str, Any]:
-    """GPU inventory and topology (see ``profiler.telemetry.inventory.collect``)."""
-    from profiler.telemetry.inventory import collect
-
-    return collect()
-
-
-def __getattr__(name: str) -> Any:
-    # ``from profiler.telemetry.nvml import NvmlSampler`` without a circular import
-    if name == "NvmlSampler":
-        from profiler.telemetry.nvml_sampler import NvmlSampler
-
-        return NvmlSampler
-    raise AttributeError(name)
-
-
 __all__ = [
     "DeviceFault",
     "NvmlDevice",
-    "NvmlSampler",
     "NvmlUnavailable",
     "const",
     "gpu_ids",
     "device_memory",
-    "inventory",
     "mig_parent_index",
     "nvml_init",
     "nvml_shutdown",

@@ -59,7 +59,7 @@ class _NodeSampler:
     def start(self, run_base_s: float, wall_start: float) -> dict[str, Any]:
         """Sample on the driver's run clock, which starts at ``run_base_s`` on this node's."""
         from profiler.telemetry.host import HostSampler
-        from profiler.telemetry.nvml import NvmlSampler
+        from profiler.telemetry.nvml_sampler import NvmlSampler
         from profiler.telemetry.recorder import TelemetryRecorder
 
         samplers: list[Any] = [HostSampler(per_core=False)]

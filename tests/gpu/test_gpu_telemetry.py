@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from profiler.clock import RunClock
-from profiler.telemetry.nvml import NvmlSampler, inventory
+from profiler.telemetry.inventory import collect
+from profiler.telemetry.nvml_sampler import NvmlSampler
 from profiler.telemetry.recorder import TelemetryRecorder
 from profiler.telemetry.sample import Sample
 
@@ -78,7 +79,7 @@ def run(request: pytest.FixtureRequest) -> dict[str, Any]:
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA device")
-    inv = inventory()
+    inv = collect()
     idx = _nvml_index(torch, inv)
     dev = torch.device("cuda:0")
     torch.ones(1, device=dev).sum().item()  # CUDA context before the baseline
@@ -313,7 +314,7 @@ def test_report_the_rest(run: dict[str, Any]) -> None:
 
 
 def test_inventory_and_topology() -> None:
-    inv = inventory()
+    inv = collect()
     assert inv["available"] is True and inv["gpu_count"] >= 1
     assert all(g.get("name") and g.get("uuid") for g in inv["gpus"] if "error" not in g)
     topo = inv["topology"]

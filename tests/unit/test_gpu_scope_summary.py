@@ -9,7 +9,8 @@ import pytest
 
 from profiler.analysis.telemetry_summary import summarize_telemetry
 from profiler.telemetry.gpu_scope import GpuInfo, choose
-from profiler.telemetry.nvml import NvmlSampler, inventory
+from profiler.telemetry.inventory import collect
+from profiler.telemetry.nvml_sampler import NvmlSampler
 from profiler.telemetry.sample import Sample
 from tests.fakes.nvml import FakeGpu, h100, install_fake_nvml
 
@@ -37,7 +38,7 @@ def node() -> list[FakeGpu]:
 def sampled() -> tuple[list[Sample], list[dict[str, Any]]]:
     """20 s at 2 Hz from the real sampler over the fake node; and the inventory."""
     with install_fake_nvml(node()) as fake:
-        inv = inventory()
+        inv = collect()
         s = NvmlSampler(process_pids=lambda: SERVER_PIDS, process_interval_s=0.5)
         out: list[Sample] = []
         for k in range(41):

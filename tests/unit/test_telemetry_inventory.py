@@ -15,7 +15,6 @@ from profiler.telemetry.inventory import (  # noqa: E402
     norm_bus_id,
     parse_nvidia_smi_topo,
 )
-from profiler.telemetry.nvml import inventory  # noqa: E402
 from tests.fakes.nvml import FakeLink, h100, install_fake_nvml, mig_gpu, pcie_gpu  # noqa: E402
 
 SMI_TOPO = (
@@ -32,7 +31,7 @@ SMI_TOPO = (
 def test_inventory_of_an_nvlink_pair_and_a_pcie_card() -> None:
     gpus = [h100(0, peers=[1], links_per_peer=4), h100(1, peers=[0], links_per_peer=4), pcie_gpu(2)]
     with install_fake_nvml(gpus) as fake:
-        inv = inventory()
+        inv = collect()
         assert fake.init_count == 0  # shut down again
     assert inv["available"] is True
     assert inv["driver_version"] == "550.54.15" and inv["cuda_driver_version"] == "12.4"

@@ -11,7 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # until pytest has pythonpath=["."]
 
 from profiler.telemetry import fields  # noqa: E402
-from profiler.telemetry.nvml import NvmlSampler, nvml_state  # noqa: E402
+from profiler.telemetry.nvml import nvml_state  # noqa: E402
+from profiler.telemetry.nvml_sampler import NvmlSampler  # noqa: E402
 from profiler.telemetry.sample import Sample  # noqa: E402
 from tests.fakes.nvml import h100, install_fake_nvml, mig_gpu, no_power_gpu, pcie_gpu  # noqa: E402
 
@@ -368,3 +369,17 @@ def test_process_memory_unknown_when_nvml_gives_no_memory_figure() -> None:
         s.close()
     assert "process_memory_used_bytes" not in by(out, "0")
     assert val(out, "0", "server_compute_processes") == 1.0
+
+
+def test_chokepoint_imports_none_of_its_users() -> None:
+    """nvml.py is imported by the sampler and the inventory, never the other way round: it
+    re-exports neither and imports no other module of profiler.telemetry."""
+    import ast
+
+    from profiler.telemetry import nvml
+
+    assert not hasattr(nvml, "NvmlSampler") and not hasattr(nvml, "inventory")
+    tree = ast.parse(Path(nvml.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith("profiler.telemetry")}
