@@ -43,16 +43,6 @@ TABLE_GPUS = ("h100", "h200", "l4", "a100", "l40s", "h100-pcie", "b200")
 TABLE_SHAPES = ("llama-8b-shape", "llama-1b-shape")
 TABLE_BATCHES = (1, 64, 256)
 TABLE_LENGTHS = (1024, 256)  # the GPU default workload
-_DTYPES = {
-    "bfloat16": "bf16",
-    "bf16": "bf16",
-    "float16": "fp16",
-    "half": "fp16",
-    "fp16": "fp16",
-    "float32": "fp32",
-    "float": "fp32",
-    "fp32": "fp32",
-}
 
 
 def bounds(
@@ -270,7 +260,11 @@ def roofline_section(
     tp = serve.tensor_parallel_size if serve is not None else 1
     pp = serve.pipeline_parallel_size if serve is not None else 1
     dp = serve.data_parallel_size if serve is not None else 1
-    dtype = _DTYPES.get(str(serve.dtype).lower()) if serve is not None and serve.dtype else None
+    from profiler.capacity.dtypes import TORCH_DTYPES
+
+    dtype = (
+        TORCH_DTYPES.get(str(serve.dtype).lower()) if serve is not None and serve.dtype else None
+    )
     if model.weight_dtype not in ("bf16", "fp16", "fp32"):  # quantized: the checkpoint rules
         dtype = None
     w_dtype = dtype or model.weight_dtype

@@ -20,6 +20,8 @@ QUANTIZATION_DTYPES = {
     "gptq_marlin": "int4",
     "bitsandbytes": "int4",
     "experts_int8": "int8",
+    "w8a8_int8": "int8",
+    "smoothquant": "int8",
 }
 TORCH_DTYPES = {
     "bfloat16": "bf16",

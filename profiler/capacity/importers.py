@@ -34,14 +34,7 @@ from pydantic import ValidationError
 from profiler.capacity.measured import MeasuredPoint, load_sweep
 from profiler.capacity.perf import Layout
 from profiler.errors import SpecError
-
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
+from profiler.store.nested import dig as _get
 
 
 def _num(x: Any) -> float | None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiler.capacity.dtypes import served_dtypes
 from profiler.errors import SpecError
+from profiler.store.nested import dig as _get
 
 
 class MeasuredPoint(BaseModel):
@@ -79,14 +80,6 @@ class MeasuredPoint(BaseModel):
         if table:
             return table.get("p99", max(table.values()))
         return self.ttft_s if metric == "ttft" else self.tpot_s
-
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
 
 
 def _read_json(path: Path) -> Any:

@@ -461,23 +461,6 @@ def hf_cache_config(model_id: str) -> Path | None:
     return None
 
 
-_QUANT_DTYPES = {
-    "fp8": "fp8",
-    "fbgemm_fp8": "fp8",
-    "modelopt": "fp8",
-    "modelopt_fp4": "nvfp4",
-    "nvfp4": "nvfp4",
-    "mxfp4": "mxfp4",
-    "awq": "int4",
-    "awq_marlin": "int4",
-    "gptq": "int4",
-    "gptq_marlin": "int4",
-    "bitsandbytes": "int4",
-    "w8a8_int8": "int8",
-    "smoothquant": "int8",
-}
-
-
 def quant_dtype(quant: dict[str, Any]) -> str | None:
     """The weight dtype a config.json ``quantization_config`` stores (None: not quantized or
     a method not listed). compressed-tensors configs say it in their config groups."""
@@ -496,7 +479,9 @@ def quant_dtype(quant: dict[str, Any]) -> str | None:
             if bits == 4:
                 return "nvfp4" if kind == "float" else "int4"
         return None
-    return _QUANT_DTYPES.get(method)
+    from profiler.capacity.dtypes import QUANTIZATION_DTYPES
+
+    return QUANTIZATION_DTYPES.get(method)
 
 
 def _first(cfg: dict[str, Any], *keys: str) -> Any:

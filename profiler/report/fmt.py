@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from profiler.store.nested import dig as dig  # re-exported: the report modules read with it
+
 
 def ms(v: Any) -> str:
     return "-" if v is None else f"{float(v) * 1000:.1f}"
@@ -24,14 +26,6 @@ def gib(v: Any) -> str:
 
 def gb(v: Any) -> str:
     return "-" if v is None else f"{float(v) / 1e9:.3g} GB"
-
-
-def dig(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
 
 
 def pretty_json(obj: Any) -> str:

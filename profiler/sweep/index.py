@@ -22,19 +22,12 @@ from typing import Any
 
 from profiler.analysis.legacy import key_numbers_of, search_of, slo_attainment_of
 from profiler.errors import StorageError
+from profiler.store.nested import dig as _get
 from profiler.store.rundir import write_json_atomic
 
 INDEX_SCHEMA_VERSION = 1
 INDEX = "index.json"
 SPEC = "sweep.json"
-
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
 
 
 def key_numbers(summary: dict[str, Any]) -> dict[str, Any]:
