@@ -227,20 +227,11 @@ def special_tokens() -> list[str]:
 
 
 def _tokenizer_config() -> dict[str, Any]:
-    added = {
-        str(N_REGULAR + i): {
-            "content": tok,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for i, tok in enumerate(special_tokens())
-    }
+    from profiler.serving.tinymodel import added_tokens_decoder
+
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "added_tokens_decoder": added,
+        "added_tokens_decoder": added_tokens_decoder(special_tokens(), first_id=N_REGULAR),
         "bos_token": BOS,
         "eos_token": EOT,
         "clean_up_tokenization_spaces": True,

@@ -168,20 +168,9 @@ def _special_tokens_map() -> dict[str, str]:
 
 
 def _tokenizer_config() -> dict[str, Any]:
-    added = {
-        str(i): {
-            "content": tok,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for i, tok in enumerate(SPECIAL_TOKENS)
-    }
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "added_tokens_decoder": added,
+        "added_tokens_decoder": added_tokens_decoder(SPECIAL_TOKENS, first_id=0),
         **_special_tokens_map(),
         "add_bos_token": True,
         "add_eos_token": False,
@@ -189,6 +178,16 @@ def _tokenizer_config() -> dict[str, Any]:
         "model_max_length": TINY_MAX_MODEL_LEN,
         "padding_side": "left",
         "chat_template": CHAT_TEMPLATE,
+    }
+
+
+def added_tokens_decoder(tokens: Any, first_id: int) -> dict[str, dict[str, Any]]:
+    """``tokenizer_config.json``'s ``added_tokens_decoder``: special ``tokens`` with ids from
+    ``first_id`` on (the made models' tokenizers, tiny and shapes)."""
+    flags = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+    return {
+        str(first_id + i): {"content": tok, **flags, "special": True}
+        for i, tok in enumerate(tokens)
     }
 
 
