@@ -12,9 +12,9 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from profiler.capacity.hardware import GpuSpec
+from profiler.capacity.hardware import GpuSpec, validate_catalog
 from profiler.capacity.perf import GIB, Efficiency
 from profiler.errors import SpecError
 
@@ -124,15 +124,6 @@ class EngineCatalog(_Strict):
         return self.engines[key]
 
 
-def _validate(data: object, where: str) -> EngineCatalog:
-    try:
-        return EngineCatalog.model_validate(data)
-    except ValidationError as e:
-        raise SpecError.from_validation(
-            e, "{where}: field '{loc}': {msg}", "correct '{loc}' in {where}", where=where
-        ) from None
-
-
 @lru_cache(maxsize=1)
 def load_engines() -> EngineCatalog:
     where = f"profiler/data/{ENGINES_FILE}"
@@ -149,7 +140,7 @@ def load_engines() -> EngineCatalog:
         k: {**v, "key": k, "calibrations": list(v.get("calibrations") or []) + fitted.get(k, [])}
         for k, v in data["engines"].items()
     }
-    cat = _validate({**data, "engines": engines}, where)
+    cat = validate_catalog({**data, "engines": engines}, EngineCatalog, where)
     fields = set(Efficiency.model_fields)
     for e in cat.engines.values():
         for eff in [e.efficiency] + [c.efficiency for c in e.calibrations]:

@@ -166,7 +166,8 @@ def _lookup(name: str, table: dict[str, GpuSpec]) -> GpuSpec | None:
     return None
 
 
-def _validate(data: object, model: type[_M], where: str) -> _M:
+def validate_catalog(data: object, model: type[_M], where: str) -> _M:
+    """``model`` from a catalog file's data; ``SpecError`` naming the file and the field."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -187,15 +188,15 @@ def parse_hardware(data: object, where: str) -> HardwareCatalog:
             f"{where}: expected a mapping at the top", "see profiler/data/hardware.yaml"
         )
     gpus = {
-        k: _validate({**v, "key": k}, GpuSpec, f"{where} gpus.{k}")
+        k: validate_catalog({**v, "key": k}, GpuSpec, f"{where} gpus.{k}")
         for k, v in (data.get("gpus") or {}).items()
     }
     nets = {
-        k: _validate({**v, "key": k}, Interconnect, f"{where} interconnects.{k}")
+        k: validate_catalog({**v, "key": k}, Interconnect, f"{where} interconnects.{k}")
         for k, v in (data.get("interconnects") or {}).items()
     }
     rest = {k: v for k, v in data.items() if k not in ("gpus", "interconnects")}
-    cat = _validate({"gpus": {}, "interconnects": {}, **rest}, HardwareCatalog, where)
+    cat = validate_catalog({"gpus": {}, "interconnects": {}, **rest}, HardwareCatalog, where)
     cat = cat.model_copy(update={"gpus": gpus, "interconnects": nets})
     for g in gpus.values():
         for fabric in (g.default_scale_up(), g.default_scale_out()):
