@@ -27,10 +27,10 @@ from typing import Any
 
 from profiler import cpus
 from profiler.analysis.repeats import REPEATS, across_repeats, rep_id
-from profiler.errors import ServerError, SpecError, StorageError
+from profiler.errors import ServerError, SpecError
 from profiler.runner import RunHooks, RunResult, execute
 from profiler.spec import EndpointSpec, RunSpec, ServeSpec
-from profiler.store.rundir import check_run_id, new_run_id, write_json_atomic
+from profiler.store.rundir import check_run_id, new_run_directory, new_run_id, write_json_atomic
 
 ServerFactory = Callable[[ServeSpec, Path], Any]  # VllmServer-like: start/wait_ready/url/pids
 
@@ -60,7 +60,7 @@ def run_repeats(
     from profiler.load.arrivals import schedule
 
     schedule(spec.arrival, spec.num_requests, spec.duration_s)  # a bad trace fails first
-    parent = _parent(spec.out_dir, check_run_id(spec.run_id or new_run_id()))
+    parent = new_run_directory(spec.out_dir, check_run_id(spec.run_id or new_run_id()))
     data: dict[str, Any] = {
         "schema_version": 1,
         "run_id": parent.name,
@@ -127,21 +127,6 @@ def _run_all(
                     f"the server exited (code {server.returncode}) after repeat {i} of {repeat}",
                     f"read {parent / 'server.log'}; completed repeats are kept in {parent}",
                 )
-
-
-def _parent(out_dir: Path, run_id: str) -> Path:
-    parent = out_dir.expanduser() / run_id
-    try:
-        parent.mkdir(parents=True, exist_ok=False)
-    except FileExistsError:
-        raise SpecError(
-            f"run directory {parent} already exists", "pick another --run-id or --out"
-        ) from None
-    except OSError as e:
-        raise StorageError(
-            f"cannot create {parent}: {e.strerror}", "choose a writable --out"
-        ) from None
-    return parent
 
 
 @contextmanager

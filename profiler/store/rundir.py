@@ -211,6 +211,23 @@ def parse_journal_line(line: bytes) -> Any:
         return json.loads(line.decode("utf-8", "replace"))
 
 
+def new_run_directory(out_dir: Path, run_id: str) -> Path:
+    """Create ``out_dir/run_id``, which must not exist yet (a run's, or ``--repeat``'s parent);
+    ``SpecError`` when it does, ``StorageError`` when it cannot be created."""
+    path = out_dir.expanduser() / run_id
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise SpecError(
+            f"run directory {path} already exists", "pick another --run-id or --out"
+        ) from None
+    except OSError as e:
+        raise StorageError(
+            f"cannot create {path}: {e.strerror}", "choose a writable --out directory"
+        ) from None
+    return path
+
+
 class RunDir:
     """One run's directory. ``create`` checks it is writable before anything starts."""
 
@@ -220,18 +237,7 @@ class RunDir:
     @classmethod
     def create(cls, out_dir: Path, run_id: str) -> RunDir:
         check_run_id(run_id)
-        out = out_dir.expanduser()
-        path = out / run_id
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            raise SpecError(
-                f"run directory {path} already exists", "pick another --run-id or --out"
-            ) from None
-        except OSError as e:
-            raise StorageError(
-                f"cannot create {path}: {e.strerror}", "choose a writable --out directory"
-            ) from None
+        path = new_run_directory(out_dir, run_id)
         probe = path / ".write-probe"
         try:
             probe.write_bytes(b"x" * 4096)
