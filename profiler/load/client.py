@@ -445,7 +445,7 @@ class StreamingClient:
             rec.end_s = resp.end_s
             rec.outcome = "error"
             text = resp.error_body.decode("utf-8", "replace")
-            rec.error = f"HTTP {resp.status}: {_error_text(text)}"
+            rec.error = f"HTTP {resp.status}: {error_text(text)}"
             return rec
         state.finish(resp.end_s)
         state.close(resp.end_s)
@@ -456,14 +456,16 @@ def _status(rec: RequestRecord, status: int) -> None:
     rec.http_status = status
 
 
-def _error_text(text: str) -> str:
+def error_text(text: str, limit: int = ERROR_TEXT_MAX) -> str:
+    """The message of an HTTP error body: OpenAI's ``error.message``, a bare ``message`` or
+    FastAPI's ``detail``, else the body; on one line, at most ``limit`` characters."""
     try:
         obj = json.loads(text)
         if isinstance(obj, dict):
-            err = obj.get("error", obj.get("message", obj))
+            err = obj.get("error", obj.get("message", obj.get("detail", obj)))
             if isinstance(err, dict):
                 err = err.get("message", err)
             text = str(err)
     except ValueError:
         pass
-    return " ".join(text.split())[:ERROR_TEXT_MAX]
+    return " ".join(text.split())[:limit]

@@ -251,7 +251,9 @@ def run_probe(post: Post, name: str, api: str, body: dict[str, Any], sent: list[
         return p
     p.status = status
     if status != 200:
-        p.error = f"HTTP {status}: {_error_text(data)}"
+        from profiler.load.client import error_text  # the records' reading of an error body
+
+        p.error = f"HTTP {status}: {error_text(data.decode('utf-8', 'replace'), ERROR_TEXT_MAX)}"
         return p
     finished: set[int] = set()
     if body.get("stream"):
@@ -312,20 +314,6 @@ def _as_final_event(ev: dict[str, Any]) -> None:
     usage = ev.pop("usage", None)
     if isinstance(usage, dict):
         ev["_final_usage"] = usage
-
-
-def _error_text(data: bytes) -> str:
-    text = data.decode("utf-8", "replace")
-    try:
-        obj = json.loads(text)
-        if isinstance(obj, dict):
-            err = obj.get("error", obj.get("message", obj.get("detail", obj)))
-            if isinstance(err, dict):
-                err = err.get("message", err)
-            text = str(err)
-    except ValueError:
-        pass
-    return " ".join(text.split())[:ERROR_TEXT_MAX]
 
 
 def _words(k: int) -> str:
