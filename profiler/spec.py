@@ -19,6 +19,21 @@ class _Strict(BaseModel):
 
 
 # ---------------------------------------------------------------- lengths
+def _check_dist(d: Any, need: list[str], *, low: float, what: str) -> None:
+    """The checks every distribution shares: the fields its kind needs, ``min <= max``, and an
+    ``empirical`` kind's values (each at least ``low``) and weights (one per value)."""
+    missing = [k for k in need if getattr(d, k) is None]
+    if missing:
+        raise ValueError(f"kind '{d.kind}' needs {', '.join(missing)}")
+    if d.min > d.max:
+        raise ValueError(f"min ({d.min}) is larger than max ({d.max})")
+    if d.kind == "empirical":
+        if not d.values or any(v < low for v in d.values):
+            raise ValueError(f"values must be a non-empty list of {what}")
+        if d.weights is not None and len(d.weights) != len(d.values):
+            raise ValueError("weights must have as many entries as values")
+
+
 class LengthDist(_Strict):
     """A token-length distribution. ``fixed`` takes ``value``; ``uniform`` ``min``/``max``;
     ``normal`` ``mean``/``std``; ``lognormal`` ``mean`` (of the lengths) and ``sigma``;
@@ -43,17 +58,7 @@ class LengthDist(_Strict):
             "lognormal": ["mean", "sigma"],
             "empirical": ["values"],
         }[self.kind]
-        missing = [k for k in need if getattr(self, k) is None]
-        if missing:
-            raise ValueError(f"kind '{self.kind}' needs {', '.join(missing)}")
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
-        if self.kind == "empirical":
-            assert self.values is not None
-            if not self.values or any(v < 1 for v in self.values):
-                raise ValueError("values must be a non-empty list of positive token counts")
-            if self.weights is not None and len(self.weights) != len(self.values):
-                raise ValueError("weights must have as many entries as values")
+        _check_dist(self, need, low=1, what="positive token counts")
         return self
 
     @classmethod
@@ -88,17 +93,7 @@ class TimeDist(_Strict):
     @model_validator(mode="after")
     def _check(self) -> TimeDist:
         need = {"fixed": [], "uniform": [], "exponential": ["mean"], "lognormal": ["mean", "sigma"]}
-        missing = [k for k in need.get(self.kind, ["values"]) if getattr(self, k) is None]
-        if missing:
-            raise ValueError(f"kind '{self.kind}' needs {', '.join(missing)}")
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
-        if self.kind == "empirical":
-            assert self.values is not None
-            if not self.values or any(v < 0 for v in self.values):
-                raise ValueError("values must be a non-empty list of non-negative seconds")
-            if self.weights is not None and len(self.weights) != len(self.values):
-                raise ValueError("weights must have as many entries as values")
+        _check_dist(self, need.get(self.kind, ["values"]), low=0, what="non-negative seconds")
         return self
 
     def mean_s(self) -> float:
