@@ -23,16 +23,13 @@ def summarize_run(
         spec = RunSpec.model_validate(manifest["spec"])
     if (run_path / "requests.parquet").exists():
         cols = RequestColumns.from_run_dir(run_path)
-        table = pq.read_table(
-            run_path / "requests.parquet", columns=["tokens_estimated", "outcome"]
-        )
+        table = pq.read_table(run_path / "requests.parquet", columns=["tokens_estimated"])
         est = table.column(0).to_numpy(zero_copy_only=False).astype(bool)
-        ok = table.column(1).to_numpy(zero_copy_only=False) == "ok"
     else:
         records = read_records(run_path)
         cols = RequestColumns.from_records(records)
         est = np.array([r.tokens_estimated for r in records], dtype=bool)
-        ok = np.array([r.outcome == "ok" for r in records], dtype=bool)
+    ok = cols.outcome == "ok"  # the columns' outcomes, in the same row order
     estimated = int(est.sum())
     summary = summarize(
         cols,
