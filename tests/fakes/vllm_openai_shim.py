@@ -14,6 +14,8 @@ point ``spec.python`` (or ``profiler.serving.vllm.server_python``) at the script
   --fake-child                           spawn a child (like vLLM's engine core) in its group
   --fake-marker PATH                     write its pid to PATH when started
   --fake-env-out PATH                    write RAY_ADDRESS and CUDA_VISIBLE_DEVICES to PATH (JSON)
+  --fake-gpu-gib G                       hold G GiB on cuda:0 from before it listens, and run bf16
+                                         matmuls there while streams are in flight (tests/gpu)
 Children print ``CHILD_PID <pid>`` to stdout (the server log).
 """
 
@@ -25,8 +27,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from tests.fakes.fake_openai import FakeConfig, FakeOpenAIServer
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +82,32 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--fake-child", action="store_true")
     ap.add_argument("--fake-marker")
     ap.add_argument("--fake-env-out")
+    ap.add_argument("--fake-gpu-gib", type=float)
     return ap.parse_args(argv)
+
+
+def gpu_work(gib: float) -> Callable[[FakeOpenAIServer], None]:
+    """Hold ``gib`` GiB on cuda:0 now (as a model load would); the returned loop runs bf16
+    matmuls while ``server`` has streams in flight."""
+    import torch
+
+    dev = torch.device("cuda:0")
+    held = torch.empty(int(gib * 2**30), dtype=torch.uint8, device=dev)
+    held.fill_(1)
+    a = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+
+    def loop(server: FakeOpenAIServer) -> None:
+        keep = [held]
+        while keep:
+            if server.counters.running > 0:
+                for _ in range(8):
+                    a @ a
+                torch.cuda.synchronize()
+            else:
+                time.sleep(0.005)
+
+    return loop
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,13 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.fake_child:
         child = subprocess.Popen([sys.executable, "-c", CHILD])
         print(f"CHILD_PID {child.pid}", flush=True)
+    work = gpu_work(args.fake_gpu_gib) if args.fake_gpu_gib else None
     time.sleep(args.fake_startup_s)
     if args.fake_never_ready:
         print("loading the model (forever)", flush=True)
         while True:
             time.sleep(1)
-
-    from tests.fakes.fake_openai import FakeConfig, FakeOpenAIServer
 
     cfg = FakeConfig(
         model=name,
@@ -109,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         server = FakeOpenAIServer(cfg)
+        if work is not None:
+            threading.Thread(target=work, args=(server,), daemon=True).start()
         await server.start()
         print(f"listening on {server.url}", flush=True)
         await asyncio.Event().wait()
