@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from profiler.errors import SpecError
-from profiler.load.arrivals import TraceRow
 from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, IdSource, WordSource, ids_to_words
 from profiler.load.prompts import prefix_ids as make_prefix_ids
+from profiler.load.traces import TraceRow
 from profiler.spec import LengthDist, Scenario, WorkloadSpec, load_yaml_model
 
 BLOCK = 4096
