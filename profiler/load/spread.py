@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from profiler.analysis.summary import LatencySketches
-from profiler.load.driver import ClientHealth, DriverResult, LoadPlan
+from profiler.load.driver import DriverResult, LoadPlan
+from profiler.load.health import ClientHealth
 
 
 def split_plan(plan: LoadPlan, index: int, count: int, load_start_s: float) -> LoadPlan:

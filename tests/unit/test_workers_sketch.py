@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from profiler.analysis.summary import LatencySketches
-from profiler.load.driver import ClientHealth, DriverResult
+from profiler.load.driver import DriverResult
+from profiler.load.health import ClientHealth
 from profiler.load.record import RequestRecord
 from profiler.load.spread import merge_results
 from profiler.load.workers import _SketchSink
