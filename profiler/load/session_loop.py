@@ -22,10 +22,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from profiler.load.client import Answer
 from profiler.load.dispatch import Pace
 from profiler.load.record import RequestRecord
 from profiler.load.sessions import History, SessionPlan
+from profiler.load.stream import Answer
 
 log = logging.getLogger(__name__)
 
