@@ -441,7 +441,7 @@ def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: dict[str, Any]) -> dict
     env = None
     world = None
     if serve is not None:
-        from profiler.serving.vllm import server_env
+        from profiler.serving.vllm_command import server_env
 
         env = server_env(serve)
         world = _server_gpu_count(serve)
