@@ -25,7 +25,7 @@ prompt sizing: ``profiler.serving.prompt_sizing``), or stated by ``--server-kind
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from profiler.load.client import ClientOptions
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from profiler.spec import WorkloadSpec
 
 SERVER_KINDS = ("auto", "vllm", "sglang", "trtllm", "openai", "generic")
+# where the capabilities come from: probed, probing failed (vLLM's assumed), --server-kind,
+# or a server infprof launched
+Source = Literal["probe", "probe_failed", "server_kind", "launched"]
+StreamUsage = Literal["per_chunk", "final", "none"]  # usage per chunk, at the end, or none
+PromptFit = Literal["token_ids", "tokenizer", "calibrated", "words"]  # how prompts are sized
 
 # What each kind is known to take, for ``--server-kind``: no probe is sent. vLLM, SGLang and
 # TensorRT-LLM's OpenAI servers take token-id prompts, ignore_eos/min_tokens and
@@ -88,21 +93,21 @@ class Needs:
 class Capabilities:
     """What the endpoint takes; ``None`` where not found (not probed, or not needed)."""
 
-    source: str  # probe | server_kind | launched
+    source: Source
     server_kind: str
     owned_by: str | None = None
     completions: bool | None = None
     chat: bool | None = None
     token_id_prompts: bool | None = None
     length_controls: bool | None = None
-    stream_usage: str | None = None  # per_chunk | final | none
+    stream_usage: StreamUsage | None = None
     include_usage: bool = True  # stream_options.include_usage is sent
     continuous_usage: bool = False  # stream_options.continuous_usage_stats is sent
     n_samples: bool | None = None
     chat_template_tokens: float | None = None
     text_added_tokens: float | None = None
     tokens_per_word: float | None = None
-    prompt_fit: str = "token_ids"  # token_ids | tokenizer | calibrated | words
+    prompt_fit: PromptFit = "token_ids"
     notes: list[str] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
 
@@ -156,7 +161,7 @@ class Capabilities:
 
 
 def from_kind(
-    kind: str, owned_by: str | None = None, *, source: str = "server_kind"
+    kind: str, owned_by: str | None = None, *, source: Source = "server_kind"
 ) -> Capabilities:
     """The capabilities ``--server-kind`` states (no probe)."""
     preset = KIND_PRESETS[kind]

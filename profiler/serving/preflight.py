@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from profiler.errors import EndpointError
-from profiler.serving.capabilities import Capabilities, Needs, from_kind
+from profiler.serving.capabilities import Capabilities, Needs, StreamUsage, from_kind
 from profiler.serving.probes import PROBE_TIMEOUT_S, Post, Probe, Prober, http_post
 from profiler.serving.prompt_sizing import size_text
 
@@ -120,7 +120,7 @@ def _unknown(caps: Capabilities, probes: list[Probe], first: Probe) -> Capabilit
     return preset
 
 
-def _usage_kind(p: Probe) -> str:
+def _usage_kind(p: Probe) -> StreamUsage:
     return "per_chunk" if p.usage_per_chunk else ("final" if p.usage_final else "none")
 
 
