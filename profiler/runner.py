@@ -370,7 +370,9 @@ def _capabilities(
 ) -> Capabilities:
     """What the endpoint accepts (profiler/serving/capabilities.py): vLLM's full request for a
     server infprof launched, ``--server-kind``'s preset, else probed before the load."""
-    from profiler.serving.capabilities import PROBE_TIMEOUT_S, Needs, resolve
+    from profiler.serving.capabilities import Needs
+    from profiler.serving.preflight import resolve
+    from profiler.serving.probes import PROBE_TIMEOUT_S
 
     caps = resolve(
         endpoint,
@@ -441,7 +443,7 @@ def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: dict[str, Any]) -> dict
     env = None
     world = None
     if serve is not None:
-        from profiler.serving.vllm import server_env
+        from profiler.serving.vllm_command import server_env
 
         env = server_env(serve)
         world = _server_gpu_count(serve)

@@ -16,21 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from profiler.errors import SpecError
+from profiler.load.traces import TraceRow
 from profiler.spec import ArrivalSpec
 
 BLOCK = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRow:
-    timestamp_s: float
-    input_len: int | None = None
-    output_len: int | None = None
-    prefix_id: str | None = None
-    # Mooncake: the prompt's blocks of ``block_tokens`` tokens, by hash id (shared ids are
-    # shared prefixes)
-    hash_ids: tuple[int, ...] | None = None
-    block_tokens: int = 512
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``--workers N --executor ray``: the load spread over N Ray actors on the cluster's nodes,
 for targets one host's client cannot drive.
 
-The schedule is split as for worker processes (``profiler.load.workers.split_plan``: request
+The schedule is split as for worker processes (``profiler.load.spread.split_plan``: request
 ``i`` to worker ``i % N``, open-loop offsets kept absolute, closed-loop concurrency divided)
 and shared on one epoch: the load starts at ``load_start_s`` on the driver's run clock.
 
@@ -34,7 +34,7 @@ from typing import Any
 from profiler.clock import RunClock, measure_offset
 from profiler.load.client import ClientOptions
 from profiler.load.driver import DriverResult, LoadPlan
-from profiler.load.workers import merge_results, split_plan
+from profiler.load.spread import merge_results, split_plan
 from profiler.spec import RunSpec
 
 OFFSET_PROBES = 16
@@ -72,7 +72,7 @@ class _LoadWorker:
         from profiler.load.arrivals import schedule as make_schedule
         from profiler.load.client import StreamingClient
         from profiler.load.driver import Driver
-        from profiler.load.workers import _stride
+        from profiler.load.spread import stride
         from profiler.load.workload import iter_requests
         from profiler.store.ray_journal import Forwarder
         from profiler.store.rundir import Journal
@@ -81,7 +81,7 @@ class _LoadWorker:
         # ``run_base_s``: where the driver's run clock starts, on this worker's clock
         clock = RunClock(base=run_base_s - self.skew_s, wall_start=wall_start)
         sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
-        requests = _stride(
+        requests = stride(
             iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows),
             self.index,
             count,

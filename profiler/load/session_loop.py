@@ -1,4 +1,6 @@
-"""Session loads: ``users`` (closed loop) and open-loop session arrivals, on a ``Driver``.
+"""Session loads: ``users`` (closed loop) and open-loop session arrivals. Each session is one
+unit of the load's dispatch core (``profiler.load.dispatch``); its turns are sent by the
+``Driver`` (``send_turn``).
 
 - ``users``: ``plan.concurrency`` users; each takes the next session, sends its turns one after
   the other (a turn waits for the previous answer, then the user thinks), and only then takes
@@ -17,124 +19,92 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from profiler.load.client import Answer
+from profiler.load.dispatch import Pace
+from profiler.load.record import RequestRecord
 from profiler.load.sessions import History, SessionPlan
-
-if TYPE_CHECKING:
-    from profiler.load.driver import Driver, LoadPlan
+from profiler.load.stream import Answer
 
 log = logging.getLogger(__name__)
 
-
-async def run_sessions(
-    driver: Driver, sessions: Iterator[SessionPlan], plan: LoadPlan, deadline: float | None
-) -> None:
-    """Run the sessions of ``sessions`` as ``plan`` says (users, or open-loop starts)."""
-    sources: dict[str, int] = {}
-    if plan.offsets_s is None:
-        await _users(driver, sessions, plan, deadline, sources)
-    else:
-        await _open(driver, sessions, plan, deadline, sources)
-    if sources.get("synthetic"):
-        log.warning(
-            "%d answers entered the history as ids drawn for their length: the server sent "
-            "no token ids (vLLM's return_token_ids) and no tokenizer was set",
-            sources["synthetic"],
-        )
+# (request, workload, intended start, queue wait, session index, turn number, answer or None)
+# -> the turn's record, or None when aborted before sending (``Driver.send_turn``)
+SendTurn = Callable[
+    [Any, str, float, float | None, int, int, Answer | None], Awaitable[RequestRecord | None]
+]
 
 
-async def _users(
-    driver: Driver,
-    sessions: Iterator[SessionPlan],
-    plan: LoadPlan,
-    deadline: float | None,
-    sources: dict[str, int],
-) -> None:
-    assert plan.concurrency is not None
-    it = iter(sessions)
-    clock = driver.clock
+class SessionLoad:
+    """The sessions of one load, each a unit of the load's closed loop (``run``) or open loop
+    (``launch``); ``max_concurrency`` caps the turns in flight (open loop)."""
 
-    async def user() -> None:
-        while not driver.stopping:
-            if deadline is not None and clock.now() >= deadline:
+    def __init__(
+        self,
+        pace: Pace,
+        send_turn: SendTurn,
+        workload: str,
+        answer_encoder: Callable[[list[str]], list[list[int]]] | None,
+        max_concurrency: int | None,
+    ) -> None:
+        self.pace = pace
+        self.send_turn = send_turn
+        self.workload = workload
+        self.answer_encoder = answer_encoder
+        self.sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self.sources: dict[str, int] = {}  # where the answers in the histories came from
+        self._running: set[asyncio.Task[None]] = set()
+        self._next_id = 0  # request ids follow the order of sending
+
+    def launch(self, s: SessionPlan, intended: float, _queue_wait_s: float | None) -> None:
+        """Start session ``s`` (open loop) and go on: it runs beside the others."""
+        task = asyncio.create_task(self.run(s, intended))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def finish(self) -> None:
+        """Wait for the sessions still running."""
+        if self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+        if self.sources.get("synthetic"):
+            log.warning(
+                "%d answers entered the history as ids drawn for their length: the server sent "
+                "no token ids (vLLM's return_token_ids) and no tokenizer was set",
+                self.sources["synthetic"],
+            )
+
+    async def run(self, s: SessionPlan, intended: float) -> None:
+        """Send the turns of ``s`` in order; the first is intended at ``intended``."""
+        pace, clock, sem = self.pace, self.pace.clock, self.sem
+        history = History(s, self.answer_encoder)
+        last = len(s.turns) - 1
+        for k, turn in enumerate(s.turns):
+            if pace.stopping or (k and pace.over()):
                 return
-            s = next(it, None)
-            if s is None:
-                return
-            await run_session(driver, s, plan, deadline, clock.now(), None, sources)
-
-    await asyncio.gather(*(user() for _ in range(plan.concurrency)))
-
-
-async def _open(
-    driver: Driver,
-    sessions: Iterator[SessionPlan],
-    plan: LoadPlan,
-    deadline: float | None,
-    sources: dict[str, int],
-) -> None:
-    assert plan.offsets_s is not None
-    offsets = plan.offsets_s
-    sem = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
-    clock = driver.clock
-    t0 = driver.start_s
-    running: set[asyncio.Task[None]] = set()
-    for i, s in enumerate(sessions):
-        if i >= len(offsets) or driver.stopping:
-            break
-        intended = t0 + float(offsets[i])
-        if deadline is not None and intended >= deadline:
-            break
-        delay = intended - clock.now()
-        if delay > 0 and await driver.pause(delay):
-            break
-        driver.dispatched_late(clock.now() - intended)
-        task = asyncio.create_task(run_session(driver, s, plan, deadline, intended, sem, sources))
-        running.add(task)
-        task.add_done_callback(running.discard)
-    if running:
-        await asyncio.gather(*list(running), return_exceptions=True)
-
-
-async def run_session(
-    driver: Driver,
-    s: SessionPlan,
-    plan: LoadPlan,
-    deadline: float | None,
-    intended: float,
-    sem: asyncio.Semaphore | None,
-    sources: dict[str, int],
-) -> None:
-    """Send the turns of ``s`` in order; the first is intended at ``intended``."""
-    clock = driver.clock
-    history = History(s, plan.answer_encoder)
-    last = len(s.turns) - 1
-    for k, turn in enumerate(s.turns):
-        if driver.stopping or (deadline is not None and k and clock.now() >= deadline):
-            return
-        req = history.request(k, driver.next_id())
-        # the answer is kept only when a next turn will send it back
-        answer = None
-        if k < last and history.wants_answers:
-            answer = Answer(want_ids=s.api == "completions")
-        wait: float | None = None
-        if sem is not None:
-            queued = clock.now()
-            await sem.acquire()
-            wait = clock.now() - queued
-        try:
-            rec = await driver.send_turn(req, plan.workload, intended, wait, s.index, k + 1, answer)
-        finally:
+            req = history.request(k, self._next_id)
+            self._next_id += 1
+            # the answer is kept only when a next turn will send it back
+            answer = None
+            if k < last and history.wants_answers:
+                answer = Answer(want_ids=s.api == "completions")
+            wait: float | None = None
             if sem is not None:
-                sem.release()
-        if rec is None or rec.outcome != "ok" or k == last:
-            return
-        history.answered(k, req, answer, rec.output_tokens)
-        if history.answer_source is not None:
-            sources[history.answer_source] = sources.get(history.answer_source, 0) + 1
-        if await driver.pause(turn.think_s):
-            return
-        intended = clock.now()
+                queued = clock.now()
+                await sem.acquire()
+                wait = clock.now() - queued
+            try:
+                rec = await self.send_turn(
+                    req, self.workload, intended, wait, s.index, k + 1, answer
+                )
+            finally:
+                if sem is not None:
+                    sem.release()
+            if rec is None or rec.outcome != "ok" or k == last:
+                return
+            history.answered(k, req, answer, rec.output_tokens)
+            if history.answer_source is not None:
+                self.sources[history.answer_source] = self.sources.get(history.answer_source, 0) + 1
+            if await pace.pause(turn.think_s):
+                return
+            intended = clock.now()

@@ -30,11 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from profiler.load.datasets import DatasetStream
-from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, IdSource, WordSource, ids_to_words
+from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, ids_to_words
 from profiler.load.prompts import prefix_ids as make_prefix_ids
 from profiler.load.tokens import TokenEncoder
-from profiler.load.workload import BLOCK, MAX_CACHED_PREFIXES, RequestSpec, sample_lengths
+from profiler.load.workload import BLOCK, RequestSpec, ScenarioSource, sample_lengths
 from profiler.spec import Scenario, TimeDist, WorkloadSpec
 
 
@@ -90,25 +89,18 @@ class SessionPlan:
         return self.scenario.api
 
 
-class _SessionSource:
+class _SessionSource(ScenarioSource):
     """Sessions of one scenario; lengths and think times drawn in blocks."""
 
     def __init__(self, sc: Scenario, index: int, seed: int, vocab: tuple[int, int]) -> None:
-        self.sc, self.seed, self.vocab = sc, seed, vocab
-        self._rng = np.random.default_rng([seed, index, 20])
-        self._pre_rng = np.random.default_rng([seed, index, 21])
-        self.ids = IdSource(np.random.default_rng([seed, index, 22]), *vocab)
-        self.words = WordSource(np.random.default_rng([seed, index, 23]))
-        self.dataset = DatasetStream(sc.dataset, seed, index) if sc.dataset is not None else None
-        self._prefixes: dict[str, list[int]] = {}
+        super().__init__(sc, index, seed, vocab, first=20)
         self._buf: dict[str, list[Any]] = {}
-        self.temperature = sc.temperature if sc.n == 1 else max(sc.temperature, 1.0)
 
     def _draw(self, what: str) -> Any:
         """The next value of ``what`` (turns, first, input, output, think), drawn in blocks."""
         buf = self._buf.get(what)
         if not buf:
-            sc, rng = self.sc, self._rng
+            sc, rng = self.sc, self.rng
             sess = sc.session
             if what == "turns":
                 vals = sample_lengths(sess.turns, rng, BLOCK) if sess else np.ones(BLOCK, int)
@@ -127,14 +119,8 @@ class _SessionSource:
         sc = self.sc
         if not sc.shared_prefix_len:
             return None, []
-        pid = f"{sc.name}-{int(self._pre_rng.integers(0, sc.num_prefixes))}"
-        ids = self._prefixes.get(pid)
-        if ids is None:
-            if len(self._prefixes) >= MAX_CACHED_PREFIXES:
-                self._prefixes.clear()
-            ids = make_prefix_ids(self.seed, pid, sc.shared_prefix_len, *self.vocab)
-            self._prefixes[pid] = ids
-        return pid, ids
+        pid = f"{sc.name}-{int(self.pre_rng.integers(0, sc.num_prefixes))}"
+        return pid, self.prefix_ids(pid)
 
     def _content(self, n: int) -> tuple[list[int] | None, str | None]:
         if self.sc.api == "chat":

@@ -23,8 +23,8 @@ Token counts below 1 become 1 (a request needs a prompt and asks for at least on
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,6 +35,20 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_COLUMNS = ("Timestamp", "Request tokens", "Response tokens")
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
 _FIX_FORMAT = "pass --trace-format infprof, mooncake, azure or burstgpt"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    """One request of a trace (infprof's own or a public one): when, and what sizes."""
+
+    timestamp_s: float
+    input_len: int | None = None
+    output_len: int | None = None
+    prefix_id: str | None = None
+    # Mooncake: the prompt's blocks of ``block_tokens`` tokens, by hash id (shared ids are
+    # shared prefixes)
+    hash_ids: tuple[int, ...] | None = None
+    block_tokens: int = 512
 
 
 def detect(path: Path) -> str:
@@ -62,9 +76,7 @@ def detect(path: Path) -> str:
     return "infprof"
 
 
-def read_mooncake(path: Path, block_tokens: int) -> list[Any]:
-    from profiler.load.arrivals import TraceRow
-
+def read_mooncake(path: Path, block_tokens: int) -> list[TraceRow]:
     rows: list[TraceRow] = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
@@ -138,9 +150,7 @@ def _csv_columns(path: Path, names: tuple[str, ...], kind: str) -> dict[str, np.
     return out
 
 
-def read_azure(path: Path) -> list[Any]:
-    from profiler.load.arrivals import TraceRow
-
+def read_azure(path: Path) -> list[TraceRow]:
     c = _csv_columns(path, AZURE_COLUMNS, "Azure LLM inference")
     ts, ctx, gen = c["TIMESTAMP"], c["ContextTokens"], c["GeneratedTokens"]
     keep = ~(np.isnan(ts) | np.isnan(ctx) | np.isnan(gen))
@@ -150,9 +160,7 @@ def read_azure(path: Path) -> list[Any]:
     ]
 
 
-def read_burstgpt(path: Path) -> list[Any]:
-    from profiler.load.arrivals import TraceRow
-
+def read_burstgpt(path: Path) -> list[TraceRow]:
     c = _csv_columns(path, BURSTGPT_COLUMNS, "BurstGPT")
     ts, req, resp = c["Timestamp"], c["Request tokens"], c["Response tokens"]
     keep = ~(np.isnan(ts) | np.isnan(req) | np.isnan(resp)) & (np.nan_to_num(resp) > 0)
@@ -162,7 +170,7 @@ def read_burstgpt(path: Path) -> list[Any]:
     ]
 
 
-def read_foreign(path: Path, fmt: str, block_tokens: int = 512) -> list[Any]:
+def read_foreign(path: Path, fmt: str, block_tokens: int = 512) -> list[TraceRow]:
     """Rows of a Mooncake, Azure or BurstGPT trace (unsorted, times as in the file)."""
     if fmt == "mooncake":
         return read_mooncake(path, block_tokens)

@@ -16,18 +16,16 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from profiler.analysis.summary import LatencySketches
 from profiler.clock import RunClock
 from profiler.load.client import ClientOptions, StreamingClient
-from profiler.load.driver import ClientHealth, Driver, DriverResult, LoadPlan
+from profiler.load.driver import Driver, DriverResult, LoadPlan
 from profiler.load.loop import run as run_loop
+from profiler.load.spread import merge_results, split_plan, stride
 from profiler.spec import RunSpec
 from profiler.store.rundir import Journal
 
@@ -44,38 +42,6 @@ class WorkerTask:
     load_start_s: float
 
 
-def split_plan(plan: LoadPlan, index: int, count: int, load_start_s: float) -> LoadPlan:
-    """Worker ``index``'s share of ``plan``: every ``count``-th request, its offsets shifted so
-    each keeps its absolute intended time on the shared clock."""
-    num = None if plan.num_requests is None else len(range(index, plan.num_requests, count))
-    conc = None
-    if plan.concurrency is not None:
-        conc = plan.concurrency // count + (1 if index < plan.concurrency % count else 0)
-    offsets = None
-    if plan.offsets_s is not None:
-        offsets = np.asarray(plan.offsets_s[index::count], dtype=np.float64)
-    cap = None
-    if plan.max_concurrency is not None:
-        cap = max(
-            1, plan.max_concurrency // count + (1 if index < plan.max_concurrency % count else 0)
-        )
-    return LoadPlan(
-        workload=plan.workload,
-        num_requests=num,
-        duration_s=plan.duration_s,
-        concurrency=max(conc, 1) if conc is not None else None,
-        offsets_s=offsets,
-        max_concurrency=cap,
-        start_s=load_start_s,
-    )
-
-
-def _stride(it: Iterator[Any], index: int, count: int) -> Iterator[Any]:
-    for i, x in enumerate(it):
-        if i % count == index:
-            yield x
-
-
 def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
     from profiler.load.arrivals import schedule as make_schedule
     from profiler.load.workload import iter_requests
@@ -83,7 +49,7 @@ def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
     spec = RunSpec.model_validate_json(task.spec_json)
     clock = RunClock(base=task.clock_base, wall_start=task.wall_start)
     sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
-    requests = _stride(
+    requests = stride(
         iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows),
         task.index,
         task.count,
@@ -221,45 +187,3 @@ def run_workers(
         for s, h in old.items():
             signal.signal(s, h)
     return merge_results(results, ended, reason, load_start, sketches)
-
-
-def merge_results(
-    results: list[DriverResult],
-    ended: str,
-    reason: str | None,
-    load_start: float,
-    sketches: list[LatencySketches] | None = None,
-) -> DriverResult:
-    """One result for all workers. With the workers' ``sketches``, the dispatch-lag p99 is
-    that of all their requests (their merged sketch), not the largest worker's p99; each
-    worker's event loop is its own, so loop lag stays the worst worker's."""
-    h = ClientHealth()
-    for r in results:
-        if r.ended != "completed" and ended == "completed":
-            ended, reason = r.ended, r.reason
-        h.cpu_seconds += r.health.cpu_seconds
-        for name in ("loop_lag_p50_s", "loop_lag_p99_s", "loop_lag_max_s", "dispatch_lag_p99_s"):
-            vals = [getattr(r.health, name) for r in results if getattr(r.health, name) is not None]
-            setattr(h, name, max(vals) if vals else None)
-        h.reasons.extend(f"worker: {x}" for x in r.health.reasons)
-    end = max((r.load_end_s for r in results), default=load_start)
-    start = min((r.load_start_s for r in results), default=load_start)
-    if sketches:
-        merged = LatencySketches()
-        for sk in sketches:
-            merged.merge(sk)
-        p99 = merged.sketches["dispatch_lag_s"].quantile(0.99)
-        if p99 is not None:
-            h.dispatch_lag_p99_s = p99
-    h.cpu_ratio = h.cpu_seconds / max(end - start, 1e-9) / max(len(results), 1)
-    h.saturated = bool(h.reasons)
-    h.event_loop = next((r.health.event_loop for r in results if r.health.event_loop), None)
-    return DriverResult(
-        sent=sum(r.sent for r in results),
-        done=sum(r.done for r in results),
-        ended=ended,
-        reason=reason,
-        health=h,
-        load_start_s=start,
-        load_end_s=end,
-    )

@@ -20,14 +20,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from profiler.errors import SpecError
-from profiler.load.arrivals import TraceRow
 from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, IdSource, WordSource, ids_to_words
 from profiler.load.prompts import prefix_ids as make_prefix_ids
+from profiler.load.traces import TraceRow
 from profiler.spec import LengthDist, Scenario, WorkloadSpec, load_yaml_model
+
+if TYPE_CHECKING:
+    from profiler.load.datasets import DatasetStream
 
 BLOCK = 4096
 MAX_CACHED_PREFIXES = 1024
@@ -86,37 +90,30 @@ def sample_lengths(dist: LengthDist, rng: np.random.Generator, size: int) -> np.
     return np.clip(np.rint(out), dist.min, dist.max).astype(np.int64)
 
 
-class _ScenarioStream:
-    """Requests of one scenario; lengths and prefix choices sampled in blocks."""
+class ScenarioSource:
+    """What one scenario's requests (``_ScenarioStream``) or sessions
+    (``profiler.load.sessions``) are drawn from, the same for a seed: four generators seeded by
+    ``(seed, scenario index, first + k)`` (k: 0 lengths, 1 prefix choices, 2 prompt ids,
+    3 prompt words), the dataset's stream, and the shared prefixes' ids."""
 
-    def __init__(self, sc: Scenario, index: int, seed: int, vocab: tuple[int, int]) -> None:
+    def __init__(
+        self, sc: Scenario, index: int, seed: int, vocab: tuple[int, int], first: int
+    ) -> None:
         self.sc, self.seed, self.vocab = sc, seed, vocab
-        self._len_rng = np.random.default_rng([seed, index, 0])
-        self._pre_rng = np.random.default_rng([seed, index, 1])
-        self.ids = IdSource(np.random.default_rng([seed, index, 2]), *vocab)
-        self.words = WordSource(np.random.default_rng([seed, index, 3]))
-        self._in: list[int] = []
-        self._out: list[int] = []
-        self._pre: list[int] = []
-        self._i = 0
-        self._prefixes: dict[str, list[int]] = {}
-        self._blocks: dict[int, list[int]] = {}
+        self.rng = np.random.default_rng([seed, index, first])
+        self.pre_rng = np.random.default_rng([seed, index, first + 1])
+        self.ids = IdSource(np.random.default_rng([seed, index, first + 2]), *vocab)
+        self.words = WordSource(np.random.default_rng([seed, index, first + 3]))
         self.temperature = sc.temperature if sc.n == 1 else max(sc.temperature, 1.0)
-        self.dataset = None
+        self.dataset: DatasetStream | None = None
         if sc.dataset is not None:
             from profiler.load.datasets import DatasetStream
 
             self.dataset = DatasetStream(sc.dataset, seed, index)
+        self._prefixes: dict[str, list[int]] = {}
 
-    def _refill(self) -> None:
-        sc = self.sc
-        self._in = sample_lengths(sc.input, self._len_rng, BLOCK).tolist()
-        self._out = sample_lengths(sc.output, self._len_rng, BLOCK).tolist()
-        if sc.shared_prefix_len:
-            self._pre = self._pre_rng.integers(0, sc.num_prefixes, BLOCK).tolist()
-        self._i = 0
-
-    def _prefix(self, prefix_id: str) -> list[int]:
+    def prefix_ids(self, prefix_id: str) -> list[int]:
+        """The ids of shared prefix ``prefix_id`` (the same for a seed; the last ones cached)."""
         ids = self._prefixes.get(prefix_id)
         if ids is None:
             if len(self._prefixes) >= MAX_CACHED_PREFIXES:
@@ -124,6 +121,26 @@ class _ScenarioStream:
             ids = make_prefix_ids(self.seed, prefix_id, self.sc.shared_prefix_len, *self.vocab)
             self._prefixes[prefix_id] = ids
         return ids
+
+
+class _ScenarioStream(ScenarioSource):
+    """Requests of one scenario; lengths and prefix choices sampled in blocks."""
+
+    def __init__(self, sc: Scenario, index: int, seed: int, vocab: tuple[int, int]) -> None:
+        super().__init__(sc, index, seed, vocab, first=0)
+        self._in: list[int] = []
+        self._out: list[int] = []
+        self._pre: list[int] = []
+        self._i = 0
+        self._blocks: dict[int, list[int]] = {}
+
+    def _refill(self) -> None:
+        sc = self.sc
+        self._in = sample_lengths(sc.input, self.rng, BLOCK).tolist()
+        self._out = sample_lengths(sc.output, self.rng, BLOCK).tolist()
+        if sc.shared_prefix_len:
+            self._pre = self.pre_rng.integers(0, sc.num_prefixes, BLOCK).tolist()
+        self._i = 0
 
     def _hashed(self, hash_ids: tuple[int, ...], length: int, block: int) -> list[int]:
         """A prompt of ``length`` ids made of one block per hash id (cut or padded)."""
@@ -196,7 +213,7 @@ class _ScenarioStream:
             whole_len = row.input_len
             if row.prefix_id is not None:
                 prefix_id = row.prefix_id
-        prefix = self._prefix(prefix_id) if sc.shared_prefix_len and prefix_id else []
+        prefix = self.prefix_ids(prefix_id) if sc.shared_prefix_len and prefix_id else []
         if whole_len is not None:
             in_len = max(whole_len - len(prefix), 1)
         min_tokens = out_len if sc.ignore_eos else None

@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 from profiler.serving.tinymodel import TINY_DTYPE, TINY_LOAD_FORMAT, make_tiny_model
-from profiler.serving.vllm import VllmServer, vllm_version
+from profiler.serving.vllm import VllmServer
+from profiler.serving.vllm_command import vllm_version
 from profiler.spec import ServeSpec
 
 pytestmark = [

@@ -11,14 +11,9 @@ import pytest
 
 from profiler.errors import EndpointError
 from profiler.load.client import ClientOptions
-from profiler.serving.capabilities import (
-    KIND_PRESETS,
-    Needs,
-    from_kind,
-    preflight,
-    resolve,
-)
+from profiler.serving.capabilities import KIND_PRESETS, Needs, from_kind
 from profiler.serving.endpoint import Endpoint
+from profiler.serving.preflight import preflight, resolve
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
 
 

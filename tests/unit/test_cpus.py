@@ -13,7 +13,8 @@ import pytest
 from profiler import cpus
 from profiler.errors import SpecError
 from profiler.runspec import RunOptions, build_run_spec
-from profiler.serving.vllm import VllmServer, server_env
+from profiler.serving.vllm import VllmServer
+from profiler.serving.vllm_command import server_env
 from profiler.spec import ServeSpec
 
 needs_affinity = pytest.mark.skipif(
@@ -26,7 +27,7 @@ def _no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "profiler.telemetry.nvml.nvml_state", lambda: {"available": False, "reason": "test"}
     )
-    monkeypatch.setattr("profiler.serving.vllm._has_nvidia_device", lambda: False)
+    monkeypatch.setattr("profiler.serving.vllm_command._has_nvidia_device", lambda: False)
 
 
 def test_split_keeps_the_first_core_for_the_client(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from profiler.clock import RunClock
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, LoadPlan
 from profiler.load.record import RequestRecord
-from profiler.load.workers import merge_results, split_plan
+from profiler.load.spread import merge_results, split_plan
 from profiler.load.workload import RequestSpec
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
 
@@ -112,7 +112,7 @@ def test_open_loop_queueing_under_the_cap_is_not_client_lag() -> None:
     """An open loop at 50 req/s capped at one in flight against 0.1 s requests: the requests
     queue for the slot (up to about 0.7 s here), and that is the load's queue, not a late
     client. The client's own dispatch lag stays small and health does not call it saturated."""
-    from profiler.load.driver import DISPATCH_LAG_LIMIT_S
+    from profiler.load.health import DISPATCH_LAG_LIMIT_S
 
     clock = RunClock()
     records: list[RequestRecord] = []
@@ -240,18 +240,19 @@ def test_live_health_covers_only_the_last_interval() -> None:
 
 
 def test_a_lagging_loop_that_waited_for_a_cpu_is_called_starved() -> None:
-    from profiler.load import driver as drv
+    from profiler.load.health import RUN_QUEUE_LIMIT, judge
 
-    d = Driver(None, RunClock(), [])  # type: ignore[arg-type]
-    d._lags = [0.5] * 100
-    starved = d._health(0.1, 1.0, open_loop=False, run_queue_s=0.3)
+    lags = [0.5] * 100
+    starved = judge(0.1, 1.0, open_loop=False, lags=lags, dispatch_lags=[], run_queue_s=0.3)
     assert starved.run_queue_wait_ratio == pytest.approx(0.3)
     assert starved.saturated and "starved: the loop waited for a CPU 30%" in starved.reasons[0]
     assert starved.to_dict()["run_queue_wait_ratio"] == pytest.approx(0.3)
-    busy = d._health(0.1, 1.0, open_loop=False, run_queue_s=drv.RUN_QUEUE_LIMIT / 2)
+    busy = judge(
+        0.1, 1.0, open_loop=False, lags=lags, dispatch_lags=[], run_queue_s=RUN_QUEUE_LIMIT / 2
+    )
     assert busy.saturated and "event-loop lag" in busy.reasons[0]
     assert "starved" not in busy.reasons[0]
-    unknown = d._health(0.1, 1.0, open_loop=False, run_queue_s=None)
+    unknown = judge(0.1, 1.0, open_loop=False, lags=lags, dispatch_lags=[], run_queue_s=None)
     assert (
         unknown.run_queue_wait_ratio is None and unknown.to_dict()["run_queue_wait_ratio"] is None
     )
@@ -267,22 +268,22 @@ def test_run_queue_wait_grows_when_another_process_shares_the_core() -> None:
     import time
 
     from profiler import cpus
-    from profiler.load.driver import _run_delay_s
+    from profiler.load.health import run_delay_s
 
     tid = threading.get_native_id()
-    if _run_delay_s(tid) is None or not hasattr(os, "sched_setaffinity"):
+    if run_delay_s(tid) is None or not hasattr(os, "sched_setaffinity"):
         pytest.skip("no per-thread schedstat or CPU affinity here")
-    assert _run_delay_s(10**9) is None  # no such thread
+    assert run_delay_s(10**9) is None  # no such thread
     core = cpus.available()[0]
     with cpus.on_cpus([core]):
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             time.sleep(0.3)  # the spinner is running
-            before = _run_delay_s(tid)
+            before = run_delay_s(tid)
             t_end = time.monotonic() + 1.0
             while time.monotonic() < t_end:  # runnable the whole second
                 pass
-            after = _run_delay_s(tid)
+            after = run_delay_s(tid)
         finally:
             spinner.kill()
             spinner.wait()

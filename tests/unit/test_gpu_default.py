@@ -15,7 +15,8 @@ from profiler.clock import RunClock
 from profiler.errors import SpecError
 from profiler.runspec import RunOptions, build_run_spec
 from profiler.serving import shapes
-from profiler.serving.vllm import VllmServer, build_argv, server_env
+from profiler.serving.vllm import VllmServer
+from profiler.serving.vllm_command import build_argv, server_env
 from profiler.spec import RunSpec
 from profiler.store.manifest import initial_manifest
 from tests.fakes.nvml import h100, install_fake_nvml, pcie_gpu
@@ -69,7 +70,7 @@ def test_h100_serves_the_8b_shape_with_vllm_gpu_defaults(
     assert argv[argv.index("--dtype") + 1] == "bfloat16"
     assert argv[argv.index("--load-format") + 1] == "dummy"
     assert "--enforce-eager" not in argv and "--gpu-memory-utilization" not in argv
-    monkeypatch.setattr("profiler.serving.vllm._has_nvidia_device", lambda: True)
+    monkeypatch.setattr("profiler.serving.vllm_command._has_nvidia_device", lambda: True)
     env = server_env(s, base={"PATH": "/usr/bin"})
     assert not any(k.startswith("VLLM_CPU") for k in env)
     # the GPU default workload

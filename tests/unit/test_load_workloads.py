@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from profiler.errors import SpecError
-from profiler.load.arrivals import TraceRow
+from profiler.load.traces import TraceRow
 from profiler.load.workload import (
     available_workloads,
     iter_requests,

@@ -188,7 +188,7 @@ def test_ray_serve_spec_uses_vllms_ray_backend() -> None:
     chosen = ray_serve_spec(_serve(extra_args=["--distributed-executor-backend=mp"]), None)
     assert chosen.extra_args == ["--distributed-executor-backend=mp"]  # the user's choice
     assert "RAY_ADDRESS" not in chosen.env
-    from profiler.serving.vllm import build_argv
+    from profiler.serving.vllm_command import build_argv
 
     argv = build_argv(out, 8000, "python")
     assert argv[argv.index("--tensor-parallel-size") + 1] == "8"

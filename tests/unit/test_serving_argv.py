@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from profiler.serving.vllm import VLLM_MODULE, build_argv
+from profiler.serving.vllm_command import VLLM_MODULE, build_argv
 from profiler.spec import ServeSpec
 
 

@@ -15,7 +15,8 @@ import pytest
 from profiler.errors import ServerError, SpecError
 from profiler.serving.ports import free_port, port_in_use
 from profiler.serving.tinymodel import make_tiny_model
-from profiler.serving.vllm import VllmServer, build_argv, server_env, vllm_version
+from profiler.serving.vllm import VllmServer
+from profiler.serving.vllm_command import build_argv, server_env, vllm_version
 from profiler.spec import ServeSpec
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_vllm_proc.py"
@@ -217,12 +218,12 @@ def test_bad_python_is_a_server_error(tmp_path: Path) -> None:
 
 
 def test_env_layers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("profiler.serving.vllm._has_nvidia_device", lambda: False)
+    monkeypatch.setattr("profiler.serving.vllm_command._has_nvidia_device", lambda: False)
     env = server_env(spec(env={"A": "spec"}), {"A": "base", "B": "base"})
     assert env["A"] == "spec" and env["B"] == "base"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
     assert server_env(spec(), {"VLLM_CPU_KVCACHE_SPACE": "4"})["VLLM_CPU_KVCACHE_SPACE"] == "4"
-    monkeypatch.setattr("profiler.serving.vllm._has_nvidia_device", lambda: True)
+    monkeypatch.setattr("profiler.serving.vllm_command._has_nvidia_device", lambda: True)
     assert "VLLM_CPU_KVCACHE_SPACE" not in server_env(spec(), {})
 
 

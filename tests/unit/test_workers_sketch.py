@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from profiler.analysis.summary import LatencySketches
-from profiler.load.driver import ClientHealth, DriverResult
+from profiler.load.driver import DriverResult
+from profiler.load.health import ClientHealth
 from profiler.load.record import RequestRecord
-from profiler.load.workers import _SketchSink, merge_results
+from profiler.load.spread import merge_results
+from profiler.load.workers import _SketchSink
 
 
 def _records(lags: list[float], start_id: int) -> list[RequestRecord]:

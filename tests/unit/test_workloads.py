@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from profiler.cli.main import cli
 from profiler.errors import SpecError
-from profiler.load.arrivals import TraceRow
 from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, prefix_ids
+from profiler.load.traces import TraceRow
 from profiler.load.workload import (
     PACKAGED,
     RequestSpec,

@@ -1,0 +1,79 @@
+"""``profiler/load`` and ``profiler/serving`` have no import circles: no module imports,
+directly or through others of these packages, a module that imports it. Every import counts,
+the ones inside functions and under ``TYPE_CHECKING`` too (a circle there is still two modules
+that each need the other)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("profiler/load", "profiler/serving")
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            out |= {n for n in names if n in known} or ({node.module} & known)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in known}
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).glob("*.py"))]
+    known = {_module(p) for p in files}
+    return {_module(p): _imports(p, known) - {_module(p)} for p in files}
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_graph_sees_lazy_and_type_checking_imports() -> None:
+    graph = _graph()
+    assert "profiler.serving.ray_cluster" in graph["profiler.load.ray_workers"]  # in a function
+    assert "profiler.serving.probes" in graph["profiler.serving.capabilities"]  # TYPE_CHECKING
+    assert "profiler.load.session_loop" in graph["profiler.load.driver"]  # module level
+
+
+def test_load_and_serving_have_no_import_circles() -> None:
+    assert _circles(_graph()) == []
