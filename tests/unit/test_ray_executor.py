@@ -21,7 +21,8 @@ from profiler.load.ray_workers import clock_entry
 from profiler.serving.ray_cluster import NodeInfo, missing_gpus, ray_serve_spec
 from profiler.spec import RunSpec, ServeSpec
 from profiler.store.ray_journal import Forwarder
-from profiler.sweep.execute import PointJob, SweepHooks, prepare_sweep_dir, run_sweep
+from profiler.sweep.execute import SweepHooks, run_sweep
+from profiler.sweep.jobs import PointJob
 from profiler.sweep.ray_executor import (
     embedded_model_here,
     pack,
@@ -30,6 +31,7 @@ from profiler.sweep.ray_executor import (
     unplaceable,
 )
 from profiler.sweep.spec import SweepGrid, SweepSpec
+from profiler.sweep.sweep_dir import prepare_sweep_dir
 from profiler.telemetry.ray_nodes import as_node_sample, node_names
 from profiler.telemetry.sample import Sample
 from tests.fakes.synthetic_runs import make_run
