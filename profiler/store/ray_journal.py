@@ -67,7 +67,7 @@ def _actor_class() -> Any:
 
 def start_collector(ray: Any, root: Path, node_id: str) -> Any:
     """A collector on ``node_id`` (the driver's) writing under ``root``."""
-    from profiler.serving.ray_cluster import on_node
+    from profiler.cluster import on_node
 
     root.mkdir(parents=True, exist_ok=True)
     actor = _actor_class().options(scheduling_strategy=on_node(node_id)).remote(str(root))

@@ -146,7 +146,7 @@ def start_node_samplers(
 ) -> NodeSamplers:
     """A sampler actor on every alive node of the cluster at ``spec.ray_address``; the
     manifest's ``ray`` section names the nodes, their GPUs and clock offsets."""
-    from profiler.serving.ray_cluster import alive_nodes, connect, on_node
+    from profiler.cluster import alive_nodes, connect, on_node
 
     ray = connect(spec.ray_address)
     nodes = alive_nodes(ray)

@@ -53,7 +53,7 @@ def test_each_domain_error_exits_with_its_documented_code() -> None:
     """docs/failures.md's table: the code each error class ends the CLI with; a subclass that
     names none keeps its base's (RayClusterError is a ServerError)."""
     from profiler import errors
-    from profiler.serving.ray_cluster import RayClusterError
+    from profiler.cluster import RayClusterError
 
     expected = {
         errors.InfprofError: 1,
