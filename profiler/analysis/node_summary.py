@@ -33,6 +33,7 @@ from typing import Any
 from profiler.analysis.sample_series import SampleSeries, max_of, per_token, sum_all
 from profiler.analysis.telemetry_sections import gpu_sections, host_section, unavailable
 from profiler.metrics.prom_query import SOURCE
+from profiler.telemetry.ray_nodes import SOURCE as RAY_SOURCE
 from profiler.telemetry.sample import Sample
 
 GPU_PREFIX = "gpu_"
@@ -42,7 +43,6 @@ _LINK = "link="
 NO_URL = "no --prometheus-url given (only this machine was sampled)"
 # node series come from Prometheus (--prometheus-url) or from a sampler actor on every node of
 # a Ray cluster (``profiler.telemetry.ray_nodes``, --executor ray), in the same shape
-RAY_SOURCE = "ray"
 NODE_SOURCES = (SOURCE, RAY_SOURCE)
 
 
