@@ -33,9 +33,16 @@ EXIT_FAILING = 8
 
 
 class InfprofError(Exception):
-    """Base of every error the profiler raises on purpose."""
+    """Base of every error the profiler raises on purpose. A subclass names its exit code in
+    its header (``class StorageError(InfprofError, exit_code=EXIT_STORAGE)``); one that does
+    not keeps its base's."""
 
     exit_code = EXIT_INTERNAL
+
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
     def __init__(self, message: str, fix: str | None = None) -> None:
         super().__init__(message)
@@ -46,10 +53,8 @@ class InfprofError(Exception):
         return f"{self.message} (fix: {self.fix})" if self.fix else self.message
 
 
-class SpecError(InfprofError):
+class SpecError(InfprofError, exit_code=EXIT_BAD_INPUT):
     """Bad flags, workload YAML or spec values."""
-
-    exit_code = EXIT_BAD_INPUT
 
     @classmethod
     def from_validation(cls, e: ValidationError, message: str, fix: str, **names: Any) -> SpecError:
@@ -71,37 +76,25 @@ class SpecError(InfprofError):
         return cls(message.format(**parts), fix.format(**parts))
 
 
-class ServerError(InfprofError):
+class ServerError(InfprofError, exit_code=EXIT_SERVER):
     """The model server could not be started or died."""
 
-    exit_code = EXIT_SERVER
 
-
-class EndpointError(InfprofError):
+class EndpointError(InfprofError, exit_code=EXIT_ENDPOINT):
     """The endpoint is unreachable or not OpenAI-compatible."""
 
-    exit_code = EXIT_ENDPOINT
 
-
-class StorageError(InfprofError):
+class StorageError(InfprofError, exit_code=EXIT_STORAGE):
     """The run directory cannot be written."""
 
-    exit_code = EXIT_STORAGE
 
-
-class RunInterrupted(InfprofError):
+class RunInterrupted(InfprofError, exit_code=EXIT_INTERRUPTED):
     """The run stopped early; completed records were kept."""
 
-    exit_code = EXIT_INTERRUPTED
 
-
-class RegressionDetected(InfprofError):
+class RegressionDetected(InfprofError, exit_code=EXIT_REGRESSION):
     """A compared metric regressed beyond its threshold."""
 
-    exit_code = EXIT_REGRESSION
 
-
-class RequestsFailing(InfprofError):
+class RequestsFailing(InfprofError, exit_code=EXIT_FAILING):
     """The run stopped because its requests failed (early stop, ``--max-error-rate``)."""
-
-    exit_code = EXIT_FAILING

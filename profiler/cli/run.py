@@ -315,7 +315,8 @@ def _on_ray(spec: Any) -> Any:
             "--gpus cannot be used with --executor ray (Ray places the server's workers)",
             "drop --gpus, or use --executor local",
         )
-    from profiler.serving.ray_cluster import connect, prepare_run_server
+    from profiler.cluster import connect
+    from profiler.serving.ray_cluster import prepare_run_server
 
     if spec.serve is None:
         connect(spec.ray_address)  # fails now, in one line, when there is no cluster

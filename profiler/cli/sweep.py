@@ -192,7 +192,8 @@ def command(**o: Any) -> None:
       infprof sweep --resume runs/sweep-20250101-120000
       infprof sweep --executor ray --ray-address HEAD:6379 --tp 1,2 --rate 1,2,4 --duration 60
     """
-    from profiler.sweep.execute import SweepHooks, prepare_sweep_dir, run_sweep
+    from profiler.sweep.execute import SweepHooks, run_sweep
+    from profiler.sweep.sweep_dir import prepare_sweep_dir
 
     resume: Path | None = o["resume"]
     if o["executor"] == "ray" and o["gpus"] is not None:

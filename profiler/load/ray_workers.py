@@ -55,7 +55,7 @@ class _LoadWorker:
         return time.perf_counter() + self.skew_s
 
     def where(self) -> dict[str, Any]:
-        from profiler.serving.ray_cluster import here
+        from profiler.cluster import here
 
         return here()
 
@@ -158,7 +158,7 @@ def run_ray_workers(
 ) -> DriverResult:
     """Run ``spec.workers`` Ray actors spread over the cluster's nodes and merge their results;
     their records land in ``run_dir/requests.w<k>.jsonl``."""
-    from profiler.serving.ray_cluster import connect, driver_node_id
+    from profiler.cluster import connect, driver_node_id
     from profiler.store.ray_journal import start_collector
 
     ray = connect(spec.ray_address)

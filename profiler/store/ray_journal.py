@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from profiler.store.rundir import write_json_atomic
+from profiler.ticker import Ticker
 
 FORWARD_INTERVAL_S = 0.5
 ATTEMPT_FILE = "attempt.json"
@@ -67,7 +67,7 @@ def _actor_class() -> Any:
 
 def start_collector(ray: Any, root: Path, node_id: str) -> Any:
     """A collector on ``node_id`` (the driver's) writing under ``root``."""
-    from profiler.serving.ray_cluster import on_node
+    from profiler.cluster import on_node
 
     root.mkdir(parents=True, exist_ok=True)
     actor = _actor_class().options(scheduling_strategy=on_node(node_id)).remote(str(root))
@@ -104,16 +104,11 @@ class Forwarder:
         self._manifest_mtime: float | None = None
         self._refs: list[Any] = []
         self.lines_sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="infprof-forward", daemon=True)
+        self._ticker = Ticker(self.pass_once, interval_s, "infprof-forward")
 
     def start(self) -> Forwarder:
-        self._thread.start()
+        self._ticker.start()
         return self
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.pass_once()
 
     def pass_once(self) -> None:
         if not self.src.is_dir():
@@ -157,9 +152,7 @@ class Forwarder:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """A last pass, then wait until the collector has written everything sent."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=timeout_s)
+        self._ticker.stop(timeout_s)
         self.pass_once()
         if self._refs:
             import ray

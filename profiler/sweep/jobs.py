@@ -79,6 +79,12 @@ def is_settled(old: dict[str, Any] | None, retry_failed: bool) -> bool:
     )
 
 
+def done_repeats(old: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """The repeats of a point already in the index that are done, by their index (1..N):
+    never rerun on resume."""
+    return {r["index"]: r for r in (old or {}).get("repeats") or [] if r["status"] == "done"}
+
+
 def pending_jobs(
     spec: SweepSpec, sweep_dir: Path, index: SweepIndex, retry_failed: bool
 ) -> list[PointJob]:
@@ -105,11 +111,7 @@ def pending_jobs(
                 if n == 1:
                     todo = [(runs, pid, pid)]
                 else:
-                    done = {
-                        r["index"]
-                        for r in (old or {}).get("repeats") or []
-                        if r["status"] == "done"
-                    }
+                    done = done_repeats(old)
                     todo = [
                         (runs / pid, rep_id(i, n), f"{pid}/{rep_id(i, n)}")
                         for i in range(1, n + 1)

@@ -30,15 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler.cluster import NodeInfo, alive_nodes, connect, driver_node_id
 from profiler.errors import InfprofError, SpecError
-from profiler.serving.ray_cluster import (
-    NodeInfo,
-    alive_nodes,
-    connect,
-    driver_node_id,
-    gpus_needed,
-    layout_label,
-)
+from profiler.serving.ray_cluster import gpus_needed, layout_label
 from profiler.spec import RunSpec
 from profiler.store.ray_journal import ATTEMPT_FILE, is_request_journal
 from profiler.sweep.jobs import PointJob, timing
@@ -89,8 +83,8 @@ def unplaceable(run_spec: RunSpec, nodes: list[NodeInfo]) -> str | None:
 def _run_point(run_spec_json: str, key: str, attempt: int, collector: Any) -> dict[str, Any]:
     """The task: run the point here, stream its journals to the driver, return its run
     directory packed (also when the run failed: its manifest and server log say why)."""
+    from profiler.cluster import here
     from profiler.runner import RunHooks, execute
-    from profiler.serving.ray_cluster import here
     from profiler.store.ray_journal import Forwarder
 
     where = here()

@@ -6,8 +6,8 @@ import pynvml). Per tick and GPU: utilization, memory (v2 with reserved, else v1
 clock-event reasons (bitmask, named flags, cumulative times), PCIe link and throughput, NVLink
 per-link data counters (totals since sampling began and rates), GPM metrics on Hopper+, and
 every ``process_interval_s`` the compute processes NVML lists and the GPU memory of the
-server's process tree (``_read_processes`` says when that memory is known). The batchable fields
-are read in one ``nvmlDeviceGetFieldValues`` call.
+server's process tree (``profiler.telemetry.nvml_processes``, which says when that memory is
+known). The batchable fields are read in one ``nvmlDeviceGetFieldValues`` call.
 
 NVML's own update rates bound what a tick can see: utilization covers the last 1/6-1 s, power
 is a 1-s average on Ampere+, the energy counter moves every 20-100 ms and GPM needs two
@@ -22,11 +22,11 @@ from typing import Any
 
 from profiler.telemetry import nvml
 from profiler.telemetry.counters import CounterRate
+from profiler.telemetry.nvml_processes import SOURCE, ServerProcesses
 from profiler.telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
 
-SOURCE = "nvml"
 KIB = 1024
 
 # field ids (nvml.h): value -> metric, scale to base units
@@ -142,13 +142,10 @@ class NvmlSampler:
         nvlink_per_link: bool = False,
     ) -> None:
         self.interval_s = interval_s  # a hint: GPM pairs and docs; the recorder sets the pace
-        self._pids = process_pids
-        self._process_interval_s = process_interval_s
+        self._procs = ServerProcesses(process_pids, process_interval_s)
         self._pcie_spot_interval_s = pcie_spot_interval_s
         self._gpm = gpm
         self._per_link = nvlink_per_link
-        self._proc_t: float | None = None  # last process-list read
-        self._warned_pids = False
         devices, unavailable = nvml.open_devices(indices)
         self._unavailable = unavailable
         self._gpus = [_GpuState(d) for d in devices]
@@ -188,7 +185,7 @@ class NvmlSampler:
             out.extend(Sample(t_s, SOURCE, d, m, v) for d, m, v in values)
             out.append(Sample(t_s, SOURCE, g.name, "up", 1.0))
             healthy.append(g)
-        out.extend(self._read_processes(healthy, t_s))
+        out.extend(self._procs.read([g.dev for g in healthy], t_s))
         return out
 
     def close(self) -> None:
@@ -370,57 +367,6 @@ class NvmlSampler:
                     nvml.const(const, 0 if kind == "pcie_tx" else 1),
                 )
                 put(f"{kind}_bytes_per_second", value, KIB)
-
-    def _read_processes(self, gpus: list[_GpuState], t_s: float) -> list[Sample]:
-        """Every ``process_interval_s``, per GPU: ``compute_processes`` (what NVML lists, any
-        owner), ``server_compute_processes`` (those in the server's tree) and
-        ``process_memory_used_bytes`` (the server's memory there). The memory is a value only
-        when it is known: the sum over the server's processes on that GPU, or 0 on a GPU where
-        none of them runs *while NVML lists a server process on another GPU in the same read*
-        (NVML demonstrably sees the server's PIDs, so their absence is real). When NVML lists
-        no process of the server anywhere, nothing says the server holds no memory: inside a
-        container NVML gives host PIDs that are not the server's, and a listing can be empty
-        for want of permission; then there is no value, never a 0."""
-        if self._pids is None or not gpus:
-            return []
-        if self._proc_t is not None and t_s - self._proc_t < self._process_interval_s:
-            return []
-        try:
-            pids = set(self._pids())
-        except Exception as e:  # the pid source is the caller's; a failure skips one read
-            log.debug("process_pids failed: %s", e)
-            pids = set()
-        if not pids:  # the server does not exist yet (or any more): ask again next tick
-            return []
-        self._proc_t = t_s
-        listed: list[tuple[_GpuState, int, list[Any]]] = []  # (gpu, listed, the server's)
-        for g in gpus:
-            try:
-                procs = g.dev.call("processes", "nvmlDeviceGetComputeRunningProcesses")
-            except nvml.DeviceFault as e:  # the next tick reports the GPU as down
-                log.debug("GPU %s: process list: %s", g.name, e)
-                continue
-            if procs is not None:
-                listed.append((g, len(procs), [p for p in procs if p.pid in pids]))
-        out: list[Sample] = []
-        sees_server = any(mine for _, _, mine in listed)
-        for g, total, mine in listed:
-            out.append(Sample(t_s, SOURCE, g.name, "compute_processes", float(total)))
-            out.append(Sample(t_s, SOURCE, g.name, "server_compute_processes", float(len(mine))))
-            used = [p.usedGpuMemory for p in mine if p.usedGpuMemory is not None]
-            if used:
-                out.append(
-                    Sample(t_s, SOURCE, g.name, "process_memory_used_bytes", float(sum(used)))
-                )
-            elif not mine and sees_server:
-                out.append(Sample(t_s, SOURCE, g.name, "process_memory_used_bytes", 0.0))
-        if not sees_server and any(total for _, total, _ in listed) and not self._warned_pids:
-            self._warned_pids = True
-            log.warning(
-                "NVML lists GPU processes but none is the server's (PID namespace? e.g. a "
-                "container): the server's GPU memory is not known"
-            )
-        return out
 
 
 def _field_time(timestamp_us: int, t_s: float) -> float:

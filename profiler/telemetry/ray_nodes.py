@@ -25,6 +25,7 @@ from typing import Any
 
 from profiler.clock import RunClock, measure_offset
 from profiler.telemetry.sample import Sample
+from profiler.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +108,11 @@ class NodeSamplers:
 
     def __init__(self, ray: Any, actors: list[tuple[str, Any]], journal: Any) -> None:
         self.ray, self.actors, self.journal = ray, actors, journal
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="infprof-ray-nodes", daemon=True)
+        self._ticker = Ticker(lambda: self._collect("drain"), DRAIN_INTERVAL_S, "infprof-ray-nodes")
 
     def start(self) -> NodeSamplers:
-        self._thread.start()
+        self._ticker.start()
         return self
-
-    def _loop(self) -> None:
-        while not self._stop.wait(DRAIN_INTERVAL_S):
-            self._collect("drain")
 
     def _collect(self, method: str) -> None:
         refs = [(name, getattr(a, method).remote()) for name, a in self.actors]
@@ -132,9 +128,7 @@ class NodeSamplers:
                 log.warning("cannot journal node samples: %s", e)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        self._ticker.stop(timeout_s=30)
         self._collect("stop")
         for _, a in self.actors:
             try:
@@ -152,7 +146,7 @@ def start_node_samplers(
 ) -> NodeSamplers:
     """A sampler actor on every alive node of the cluster at ``spec.ray_address``; the
     manifest's ``ray`` section names the nodes, their GPUs and clock offsets."""
-    from profiler.serving.ray_cluster import alive_nodes, connect, on_node
+    from profiler.cluster import alive_nodes, connect, on_node
 
     ray = connect(spec.ray_address)
     nodes = alive_nodes(ray)

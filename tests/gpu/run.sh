@@ -25,11 +25,11 @@ fi
 "$PY" -m profiler gpus || true
 # the roofline of the embedded default models (8B and 1B shapes) on the GPU found: shipped rows
 # of profiler/data/roofline.json matched by NVML name (no pydantic needed); $OUT/roofline.md
-echo "== roofline (bounds at 100% of the catalog's peaks; profiler/analysis/roofline.py)"
+echo "== roofline (bounds at 100% of the catalog's peaks; profiler/analysis/roofline_table.py)"
 if [ -n "${OUT:-}" ]; then
-    "$PY" -m profiler.analysis.roofline --nvml | tee "$OUT/roofline.md" || true
+    "$PY" -m profiler.analysis.roofline_table --nvml | tee "$OUT/roofline.md" || true
 else
-    "$PY" -m profiler.analysis.roofline --nvml || true
+    "$PY" -m profiler.analysis.roofline_table --nvml || true
 fi
 
 timeout 290 "$PY" -m pytest tests/gpu -m gpu -q -rA -p no:cacheprovider -o addopts="" "$@"

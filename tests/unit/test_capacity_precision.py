@@ -18,8 +18,9 @@ from profiler.capacity.measured import MeasuredPoint, load_sweep
 from profiler.capacity.models import DTYPE_BYTES, resolve_model
 from profiler.capacity.perf import Efficiency
 from profiler.spec import RunSpec, ServeSpec
-from profiler.sweep.execute import SweepHooks, prepare_sweep_dir, run_sweep
+from profiler.sweep.execute import SweepHooks, run_sweep
 from profiler.sweep.spec import SweepGrid, SweepSpec
+from profiler.sweep.sweep_dir import prepare_sweep_dir
 from tests.fakes.synthetic_runs import make_run, make_sweep
 
 

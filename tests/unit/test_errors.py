@@ -47,3 +47,26 @@ def test_top_level_error_has_no_empty_field_and_reason_drops_value_error() -> No
 def test_braces_in_names_are_not_format_fields() -> None:
     err = SpecError.from_validation(_error(rate="x"), "{where}: {loc}", "fix", where="dir{x}")
     assert err.message == "dir{x}: rate"
+
+
+def test_each_domain_error_exits_with_its_documented_code() -> None:
+    """docs/failures.md's table: the code each error class ends the CLI with; a subclass that
+    names none keeps its base's (RayClusterError is a ServerError)."""
+    from profiler import errors
+    from profiler.cluster import RayClusterError
+
+    expected = {
+        errors.InfprofError: 1,
+        errors.SpecError: 2,
+        errors.ServerError: 3,
+        errors.EndpointError: 4,
+        errors.StorageError: 5,
+        errors.RunInterrupted: 6,
+        errors.RegressionDetected: 7,
+        errors.RequestsFailing: 8,
+        RayClusterError: 3,
+    }
+    assert {cls: cls("m", "f").exit_code for cls in expected} == expected
+    assert errors.StorageError("cannot write x", "free disk space").one_line() == (
+        "cannot write x (fix: free disk space)"
+    )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from profiler.analysis.telemetry_summary import summarize_telemetry
+from profiler.analysis.telemetry_sections import summarize_telemetry
 from profiler.telemetry.gpu_scope import GpuInfo, choose
 from profiler.telemetry.inventory import collect
 from profiler.telemetry.nvml_sampler import NvmlSampler

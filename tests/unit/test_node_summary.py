@@ -11,7 +11,7 @@ from profiler.analysis.node_summary import (
     per_node_samples,
     summarize_nodes,
 )
-from profiler.analysis.telemetry_summary import summarize_telemetry
+from profiler.analysis.telemetry_sections import summarize_telemetry
 from profiler.telemetry.sample import Sample
 
 URL = "http://prometheus:9090"

@@ -17,11 +17,13 @@ from click.testing import CliRunner
 from profiler.analysis.clock_offsets import LIMIT_S, clock_section
 from profiler.cli.main import cli
 from profiler.clock import measure_offset
+from profiler.cluster import NodeInfo
 from profiler.load.ray_workers import clock_entry
-from profiler.serving.ray_cluster import NodeInfo, missing_gpus, ray_serve_spec
+from profiler.serving.ray_cluster import missing_gpus, ray_serve_spec
 from profiler.spec import RunSpec, ServeSpec
 from profiler.store.ray_journal import Forwarder
-from profiler.sweep.execute import PointJob, SweepHooks, prepare_sweep_dir, run_sweep
+from profiler.sweep.execute import SweepHooks, run_sweep
+from profiler.sweep.jobs import PointJob
 from profiler.sweep.ray_executor import (
     embedded_model_here,
     pack,
@@ -30,6 +32,7 @@ from profiler.sweep.ray_executor import (
     unplaceable,
 )
 from profiler.sweep.spec import SweepGrid, SweepSpec
+from profiler.sweep.sweep_dir import prepare_sweep_dir
 from profiler.telemetry.ray_nodes import as_node_sample, node_names
 from profiler.telemetry.sample import Sample
 from tests.fakes.synthetic_runs import make_run
@@ -399,8 +402,8 @@ def test_cli_ray_options_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_unreachable_cluster_fails_in_one_line_before_writing(tmp_path: Path) -> None:
     import socket
 
+    from profiler.cluster import check_reachable
     from profiler.errors import ServerError, SpecError
-    from profiler.serving.ray_cluster import check_reachable
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))

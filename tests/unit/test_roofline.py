@@ -1,6 +1,6 @@
 """The roofline of a run (profiler/analysis/roofline.py) against numbers computed by hand, its
-summary.json section for GPU, CPU and unknown hardware or model, the shipped table, and the
-catalog's NVML name matching."""
+summary.json section for GPU, CPU and unknown hardware or model, the shipped table
+(profiler/analysis/roofline_table.py), and the catalog's NVML name matching."""
 
 from __future__ import annotations
 
@@ -12,14 +12,8 @@ from typing import Any
 
 import pytest
 
-from profiler.analysis.roofline import (
-    bounds,
-    main,
-    nvml_table,
-    roofline_section,
-    shipped_table,
-    table_data,
-)
+from profiler.analysis.roofline import bounds, ideal_deployment, roofline_section
+from profiler.analysis.roofline_table import main, nvml_table, shipped_table, table_data
 from profiler.capacity.hardware import load_hardware
 from profiler.runspec import RunOptions, build_run_spec
 from profiler.serving import shapes
@@ -52,7 +46,9 @@ def test_hand_values_8b_h100() -> None:
     assert round(PREFILL8_H100) == 69_513
     assert round(RUN8_H100) == 13_637  # prefill FLOPs make the whole run compute-bound
     m = shapes.model_spec(shapes.LLAMA_8B)
-    f = bounds(m, load_hardware().gpu("h100"), batch=B, input_len=IN, output_len=OUT)
+    f = bounds(
+        ideal_deployment(m, load_hardware().gpu("h100")), batch=B, input_len=IN, output_len=OUT
+    )
     assert f["decode"]["bytes_per_step"] == pytest.approx(STEP_BYTES8, rel=1e-12)
     assert f["decode"]["weight_bytes_per_step"] == 2 * (BODY8 + E8)
     assert f["decode"]["flops_per_step"] == pytest.approx(STEP_FLOPS8, rel=1e-12)
@@ -62,7 +58,9 @@ def test_hand_values_8b_h100() -> None:
     assert f["run"]["output_tokens_per_s_bound"] == pytest.approx(RUN8_H100, rel=1e-12)
     assert f["run"]["bound_by"] == "compute"
     # H200: 4.8 TB/s lifts the decode bound; the run bound is FLOP-bound and stays
-    g = bounds(m, load_hardware().gpu("h200"), batch=B, input_len=IN, output_len=OUT)
+    g = bounds(
+        ideal_deployment(m, load_hardware().gpu("h200")), batch=B, input_len=IN, output_len=OUT
+    )
     assert g["decode"]["tokens_per_s_bound"] == pytest.approx(B * 4.8e12 / STEP_BYTES8)
     assert g["run"]["output_tokens_per_s_bound"] == pytest.approx(RUN8_H100, rel=1e-12)
 
@@ -78,8 +76,7 @@ def test_hand_values_1b_l4() -> None:
     bw, peak = 300e9, 121e12
     run = OUT / max(OUT * step_bytes / (B * bw), (prompt_flops + OUT * step_flops / B) / peak)
     f = bounds(
-        shapes.model_spec(shapes.LLAMA_1B),
-        load_hardware().gpu("l4"),
+        ideal_deployment(shapes.model_spec(shapes.LLAMA_1B), load_hardware().gpu("l4")),
         batch=B,
         input_len=IN,
         output_len=OUT,
@@ -249,7 +246,7 @@ def test_summary_and_report_render_the_roofline(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- shipped table, names
 def test_shipped_table_is_what_the_code_computes() -> None:
     """profiler/data/roofline.json is regenerated with
-    `python -m profiler.analysis.roofline --write profiler/data/roofline.json`."""
+    `python -m profiler.analysis.roofline_table --write profiler/data/roofline.json`."""
     assert shipped_table() == json.loads(json.dumps(table_data()))
 
 
@@ -274,7 +271,7 @@ def test_nvml_mode_needs_no_pydantic_and_no_yaml() -> None:
         "import sys\n"
         "sys.modules['pydantic'] = None\n"
         "sys.modules['yaml'] = None\n"
-        "from profiler.analysis.roofline import main\n"
+        "from profiler.analysis.roofline_table import main\n"
         "main(['--nvml'])\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

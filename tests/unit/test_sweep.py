@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from profiler.cli.main import cli
 from profiler.errors import RunInterrupted, ServerError, SpecError
 from profiler.spec import RunSpec, ServeSpec
-from profiler.sweep.execute import SweepHooks, prepare_sweep_dir, run_sweep
+from profiler.sweep.execute import SweepHooks, run_sweep
 from profiler.sweep.index import read_index
 from profiler.sweep.spec import SweepGrid, SweepSpec
+from profiler.sweep.sweep_dir import prepare_sweep_dir
 from tests.fakes.synthetic_runs import make_run, saturating
 
 

@@ -279,13 +279,33 @@ def test_a_binding_surprise_is_contained_to_one_gpu() -> None:
     assert by(out, "1")["up"].value == 0.0 and "boom" in (by(out, "1")["up"].error or "")
 
 
-def test_import_needs_no_gpu_and_no_pydantic() -> None:
+def test_every_telemetry_module_imports_without_pydantic_or_numpy() -> None:
+    """tests/gpu/run.sh runs on a GPU machine without pydantic (tests/gpu/conftest.py: nor
+    numpy): every module of profiler/telemetry, found by listing the package (a new one is
+    checked too), imports with both blocked and no GPU; and so do what their Ray code loads
+    when samplers start (profiler.cluster) and what run.sh's roofline step runs."""
+    import pkgutil
     import subprocess
 
-    code = "import sys; sys.modules['pydantic'] = None\nimport profiler.telemetry.nvml, profiler.telemetry.recorder, profiler.telemetry.host, profiler.telemetry.vllm_metrics, profiler.telemetry.inventory, profiler.telemetry.nvml_sampler, profiler.telemetry.gpu_scope\nprint('ok')"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    import profiler.telemetry
+
+    names = sorted(
+        f"profiler.telemetry.{m.name}" for m in pkgutil.iter_modules(profiler.telemetry.__path__)
+    )
+    assert {"profiler.telemetry.nvml", "profiler.telemetry.nvml_sampler"} <= set(names)
+    names += ["profiler.clock", "profiler.cluster", "profiler.analysis.roofline_table"]
+    code = (
+        "import importlib, sys\n"
+        "sys.modules['pydantic'] = sys.modules['numpy'] = None\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        "print(len(sys.argv) - 1)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "ok"
+    assert res.stdout.strip() == str(len(names))
 
 
 def test_pcie_spot_throughput_without_counters_and_at_most_once_a_second() -> None:

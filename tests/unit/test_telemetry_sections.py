@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.analysis.telemetry_summary import summarize_telemetry
+from profiler.analysis.telemetry_sections import summarize_telemetry
 from profiler.telemetry.sample import Sample
 
 NVML_OK = {"available": True, "reason": None}
