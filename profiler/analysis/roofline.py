@@ -60,8 +60,9 @@ def bounds(
 ) -> dict[str, Any]:
     """The roofline figures for ``batch`` streams of ``input_len`` + ``output_len`` tokens of
     ``model`` on one replica of ``gpu`` (see the module docstring). Per GPU, base units."""
+    from profiler.capacity.deployment import Deployment, Efficiency, Layout
     from profiler.capacity.hardware import load_hardware
-    from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
+    from profiler.capacity.perf import forward
 
     hw = load_hardware()
     w_dtype = weight_dtype or model.weight_dtype
@@ -185,7 +186,7 @@ def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec |
 
 
 def _model(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[ModelSpec | None, str]:
-    from profiler.capacity.models import resolve_model
+    from profiler.capacity.catalog import resolve_model
 
     names: list[str] = []
     if spec is not None and spec.serve is not None:
@@ -322,15 +323,16 @@ def table_rows(
     lengths: tuple[int, int] = TABLE_LENGTHS,
 ) -> list[dict[str, Any]]:
     """One row per GPU x embedded shape x batch: the bounds, flat and rounded for reading."""
+    from profiler.capacity.catalog import shape_spec
     from profiler.capacity.hardware import load_hardware
-    from profiler.serving.shapes import get_shape, model_spec
+    from profiler.serving.shapes import get_shape
 
     hw = load_hardware()
     rows = []
     for key in gpus:
         g = hw.gpu(key)
         for name in shapes:
-            m = model_spec(get_shape(name))
+            m = shape_spec(get_shape(name))
             for b in batches:
                 f = bounds(m, g, batch=b, input_len=lengths[0], output_len=lengths[1])
                 rows.append(

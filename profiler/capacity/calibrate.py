@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Deployment, Efficiency, Layout
 from profiler.capacity.dtypes import resolve_weight_dtype
 from profiler.capacity.engines import EngineProfile, load_engines
 from profiler.capacity.hardware import load_hardware
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import ModelSpec, resolve_model
-from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
+from profiler.capacity.models import ModelSpec
+from profiler.capacity.perf import forward
 from profiler.errors import InfprofError, SpecError
 
 PARAMS = ("mem_bw_fraction", "compute_fraction", "collective_latency_s", "step_overhead_s")

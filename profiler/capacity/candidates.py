@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from profiler.capacity import calibrate as cal
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Deployment, Efficiency, Layout
 from profiler.capacity.engines import EngineProfile
 from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import ModelSpec, resolve_model
-from profiler.capacity.perf import Deployment, Efficiency, Layout
+from profiler.capacity.models import ModelSpec
 from profiler.capacity.result import (
     ConfigResult,
     InterconnectCheck,

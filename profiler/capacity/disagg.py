@@ -20,8 +20,8 @@ import math
 from typing import Any
 
 from profiler.capacity.candidates import PlanContext, deployment, gpus_per_node, layouts
+from profiler.capacity.deployment import Layout
 from profiler.capacity.hardware import GpuSpec
-from profiler.capacity.perf import Layout
 from profiler.capacity.result import (
     ConfigResult,
     DisaggregatedResult,

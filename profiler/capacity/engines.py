@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiler.capacity.deployment import GIB, Efficiency
 from profiler.capacity.hardware import GpuSpec, validate_catalog
-from profiler.capacity.perf import GIB, Efficiency
 from profiler.errors import SpecError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

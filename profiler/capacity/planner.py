@@ -22,13 +22,13 @@ from profiler.capacity.candidates import (
     gpus_per_node,
     layouts,
 )
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Efficiency, parse_layout
 from profiler.capacity.disagg import plan_disaggregated
 from profiler.capacity.engines import load_engines
 from profiler.capacity.hardware import GpuSpec, load_hardware
 from profiler.capacity.importers import load_calibration
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import resolve_model
-from profiler.capacity.perf import Efficiency, parse_layout
 from profiler.capacity.result import (
     DEFAULT_RATE_PER_USER_PER_S,
     ConfigResult,

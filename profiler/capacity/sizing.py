@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from profiler.capacity.perf import Deployment, StepCost, forward
+from profiler.capacity.deployment import Deployment
+from profiler.capacity.perf import StepCost, forward
 from profiler.spec import SloSpec
 
 GRID_POINTS = 40

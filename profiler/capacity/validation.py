@@ -24,9 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from profiler.capacity.candidates import evaluate
+from profiler.capacity.deployment import parse_layout
 from profiler.capacity.disagg import plan_disaggregated
 from profiler.capacity.engines import load_engines
-from profiler.capacity.perf import parse_layout
 from profiler.capacity.result import ConfigResult, PlanRequest
 from profiler.errors import SpecError
 
@@ -314,7 +314,7 @@ CALIBRATIONS_FILE = "engine_calibrations.yaml"
 
 
 def _ratio_with(row: Published, update: dict[str, float]) -> float:
-    from profiler.capacity.perf import Efficiency
+    from profiler.capacity.deployment import Efficiency
     from profiler.capacity.planner import _context
 
     req = request_for(row)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from profiler.capacity.calibrate import fit, predict_tpot
+from profiler.capacity.deployment import Efficiency
 from profiler.capacity.measured import MeasuredPoint, load_sweep
-from profiler.capacity.perf import Efficiency
 from profiler.errors import SpecError
 from tests.fakes.synthetic_runs import make_sweep
 

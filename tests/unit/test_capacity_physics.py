@@ -10,11 +10,12 @@ import itertools
 import numpy as np
 
 from profiler.capacity.calibrate import fit, predict_tpot
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Deployment, Efficiency, Layout
 from profiler.capacity.engines import load_engines
 from profiler.capacity.hardware import load_hardware
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import resolve_model
-from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
+from profiler.capacity.perf import forward
 from profiler.capacity.planner import PlanRequest, plan
 from profiler.capacity.sizing import WorkloadShape, capacity, decode_capacity, prefill_capacity
 from profiler.spec import SloSpec

@@ -20,6 +20,7 @@ from profiler.analysis.roofline import (
     shipped_table,
     table_data,
 )
+from profiler.capacity.catalog import shape_spec
 from profiler.capacity.hardware import load_hardware
 from profiler.runspec import RunOptions, build_run_spec
 from profiler.serving import shapes
@@ -51,7 +52,7 @@ def test_hand_values_8b_h100() -> None:
     assert round(DECODE8_H100) == 15_971
     assert round(PREFILL8_H100) == 69_513
     assert round(RUN8_H100) == 13_637  # prefill FLOPs make the whole run compute-bound
-    m = shapes.model_spec(shapes.LLAMA_8B)
+    m = shape_spec(shapes.LLAMA_8B)
     f = bounds(m, load_hardware().gpu("h100"), batch=B, input_len=IN, output_len=OUT)
     assert f["decode"]["bytes_per_step"] == pytest.approx(STEP_BYTES8, rel=1e-12)
     assert f["decode"]["weight_bytes_per_step"] == 2 * (BODY8 + E8)
@@ -78,7 +79,7 @@ def test_hand_values_1b_l4() -> None:
     bw, peak = 300e9, 121e12
     run = OUT / max(OUT * step_bytes / (B * bw), (prompt_flops + OUT * step_flops / B) / peak)
     f = bounds(
-        shapes.model_spec(shapes.LLAMA_1B),
+        shape_spec(shapes.LLAMA_1B),
         load_hardware().gpu("l4"),
         batch=B,
         input_len=IN,
