@@ -5,29 +5,25 @@ where a calibration sweep ran exactly this configuration."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from profiler.capacity import calibrate as cal
 from profiler.capacity.catalog import resolve_model
-from profiler.capacity.deployment import Deployment, Efficiency, Layout
-from profiler.capacity.engines import EngineProfile
-from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect
+from profiler.capacity.context import PlanContext, deployment, gpus_per_node
+from profiler.capacity.deployment import Deployment, Layout
+from profiler.capacity.hardware import GpuSpec
 from profiler.capacity.measured import MeasuredPoint
 from profiler.capacity.models import ModelSpec
 from profiler.capacity.result import (
     ConfigResult,
     InterconnectCheck,
-    PlanRequest,
     Rejected,
     StepBreakdown,
 )
 from profiler.capacity.sizing import (
     Capacity,
     OperatingPoint,
-    WorkloadShape,
     as_float,
     capacity,
     latency_at_batch,
@@ -52,29 +48,6 @@ MEASURED_FIELDS = (
     "cost_per_million_output_tokens",
 )
 SHAPE_TOLERANCE = 0.25
-
-
-@dataclass
-class PlanContext:
-    req: PlanRequest
-    hw: HardwareCatalog
-    model: ModelSpec
-    shape: WorkloadShape
-    label: str
-    gpus: list[GpuSpec]
-    target_rps: float | None
-    prices: dict[str, float]
-    effs: dict[str, Efficiency]
-    calibrations: list[cal.Calibration]
-    measured: list[MeasuredPoint]
-    up_override: Interconnect | None
-    out_override: Interconnect | None
-    weight_dtype: str
-    kv_dtype: str
-    engine: EngineProfile
-    redundant_experts: int = 0
-    only_layouts: list[Layout] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def layouts(
@@ -106,32 +79,29 @@ def layouts(
     return out
 
 
-def gpus_per_node(ctx: PlanContext, g: GpuSpec) -> int:
-    return min(g.gpus_per_node, ctx.req.max_gpus_per_node or g.gpus_per_node)
-
-
-def deployment(ctx: PlanContext, g: GpuSpec, lay: Layout) -> Deployment:
-    """The deployment of ``lay`` on ``g`` with the engine's defaults and the plan's settings."""
-    seqs, tokens = ctx.engine.batch_limits(g)
-    gpn = gpus_per_node(ctx, g)
-    capped = ctx.req.max_gpus_per_node is not None and ctx.req.max_gpus_per_node < g.gpus_per_node
-    return Deployment(
-        model=ctx.model,
-        gpu=g,
-        layout=lay,
-        scale_up=ctx.up_override or ctx.hw.interconnect(g.default_scale_up()),
-        scale_out=ctx.out_override or ctx.hw.interconnect(g.default_scale_out()),
-        gpus_per_node=gpn,
-        eff=ctx.effs[g.key],
-        weight_dtype=ctx.weight_dtype,
-        kv_dtype=ctx.kv_dtype,
-        gpu_memory_utilization=ctx.req.gpu_memory_utilization or ctx.engine.gpu_memory_utilization,
-        max_num_seqs=ctx.req.max_num_seqs or seqs,
-        max_num_batched_tokens=ctx.req.max_num_batched_tokens or tokens,
-        memory_mode=ctx.engine.memory_mode,
-        domain_gpus=gpn if capped else None,
-        redundant_experts=ctx.redundant_experts,
+def plan_layouts(ctx: PlanContext, g: GpuSpec) -> list[Layout]:
+    """The layouts a plan tries on ``g`` (``layouts`` under the plan's limits)."""
+    return layouts(
+        ctx.model,
+        gpus_per_node(ctx, g),
+        ctx.req.max_gpus_per_replica,
+        ctx.redundant_experts,
+        only=ctx.only_layouts or None,
     )
+
+
+def unfit(ctx: PlanContext, dep: Deployment) -> str | None:
+    """Why the deployment's layout cannot run at all (None: it can)."""
+    lay, m = dep.layout, ctx.model
+    if lay.tp > dep.domain:
+        return "TP group larger than a scale-up domain"
+    if lay.ep > 1 and (m.n_routed_experts + ctx.redundant_experts) % lay.ep:
+        return (
+            f"EP{lay.ep} does not divide {m.n_routed_experts} experts"
+            + (f" + {ctx.redundant_experts} redundant" if ctx.redundant_experts else "")
+            + " (give --redundant-experts)"
+        )
+    return None
 
 
 def _nodes(gpus_per_replica: int, replicas: int, gpn: int) -> int:
@@ -262,23 +232,9 @@ def evaluate(
 ) -> ConfigResult | Rejected:
     dep = deployment(ctx, g, lay)
     shape, slo = ctx.shape, ctx.req.slo
-    if lay.tp > dep.domain:
-        return Rejected(
-            gpu=g.key,
-            parallelism=lay.label(),
-            gpus_per_replica=lay.gpus,
-            reason="TP group larger than a scale-up domain",
-        )
-    m = ctx.model
-    if lay.ep > 1 and (m.n_routed_experts + ctx.redundant_experts) % lay.ep:
-        return Rejected(
-            gpu=g.key,
-            parallelism=lay.label(),
-            gpus_per_replica=lay.gpus,
-            reason=f"EP{lay.ep} does not divide {m.n_routed_experts} experts"
-            + (f" + {ctx.redundant_experts} redundant" if ctx.redundant_experts else "")
-            + " (give --redundant-experts)",
-        )
+    why = unfit(ctx, dep)
+    if why is not None:
+        return Rejected(gpu=g.key, parallelism=lay.label(), gpus_per_replica=lay.gpus, reason=why)
     cap = capacity(dep, shape, slo, ctx.req.concurrency)
     if not cap.feasible:
         return Rejected(

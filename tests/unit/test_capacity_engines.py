@@ -14,7 +14,8 @@ from profiler.capacity.deployment import Deployment, Efficiency, Layout
 from profiler.capacity.engines import load_engines
 from profiler.capacity.hardware import load_hardware
 from profiler.capacity.perf import busiest_rank_prefill, expert_imbalance, forward
-from profiler.capacity.planner import PlanRequest, plan
+from profiler.capacity.planner import plan
+from profiler.capacity.result import PlanRequest
 from profiler.errors import SpecError
 from profiler.spec import SloSpec
 
