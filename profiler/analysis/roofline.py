@@ -61,23 +61,18 @@ def bounds(
     """The roofline figures for ``batch`` streams of ``input_len`` + ``output_len`` tokens of
     ``model`` on one replica of ``gpu`` (see the module docstring). Per GPU, base units."""
     from profiler.capacity.deployment import Deployment, Efficiency, Layout
-    from profiler.capacity.hardware import load_hardware
     from profiler.capacity.perf import forward
 
-    hw = load_hardware()
     w_dtype = weight_dtype or model.weight_dtype
-    kv = kv_dtype or ("fp32" if w_dtype == "fp32" else "bf16")
-    dep = Deployment(
-        model=model,
-        gpu=gpu,
-        layout=Layout(tp=tp, pp=pp),
-        scale_up=hw.interconnect(gpu.default_scale_up()),
-        scale_out=hw.interconnect(gpu.default_scale_out()),
-        gpus_per_node=gpu.gpus_per_node,
+    dep = Deployment.on(
+        model,
+        gpu,
+        Layout(tp=tp, pp=pp),
         eff=Efficiency.ideal(),  # 100% of every peak: physical limits, not predictions
         weight_dtype=w_dtype,
-        kv_dtype=kv,
+        kv_dtype=kv_dtype,
     )
+    kv = dep.kv_dtype
     b = max(float(batch), 1.0)
     ctx = float(input_len) + float(output_len) / 2
     step = forward(dep, b, ctx)

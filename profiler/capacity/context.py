@@ -10,7 +10,13 @@ from typing import Any
 
 from profiler.capacity import calibrate as cal
 from profiler.capacity.catalog import resolve_model
-from profiler.capacity.deployment import Deployment, Efficiency, Layout, parse_layout
+from profiler.capacity.deployment import (
+    Deployment,
+    Efficiency,
+    Layout,
+    default_kv_dtype,
+    parse_layout,
+)
 from profiler.capacity.engines import EngineProfile, load_engines
 from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect, load_hardware
 from profiler.capacity.importers import load_calibration
@@ -52,25 +58,24 @@ def gpus_per_node(ctx: PlanContext, g: GpuSpec) -> int:
 
 def deployment(ctx: PlanContext, g: GpuSpec, lay: Layout) -> Deployment:
     """The deployment of ``lay`` on ``g`` with the engine's defaults and the plan's settings."""
-    seqs, tokens = ctx.engine.batch_limits(g)
-    gpn = gpus_per_node(ctx, g)
-    capped = ctx.req.max_gpus_per_node is not None and ctx.req.max_gpus_per_node < g.gpus_per_node
-    return Deployment(
-        model=ctx.model,
-        gpu=g,
-        layout=lay,
-        scale_up=ctx.up_override or ctx.hw.interconnect(g.default_scale_up()),
-        scale_out=ctx.out_override or ctx.hw.interconnect(g.default_scale_out()),
-        gpus_per_node=gpn,
+    r, gpn = ctx.req, gpus_per_node(ctx, g)
+    capped = r.max_gpus_per_node is not None and r.max_gpus_per_node < g.gpus_per_node
+    return Deployment.on(
+        ctx.model,
+        g,
+        lay,
         eff=ctx.effs[g.key],
         weight_dtype=ctx.weight_dtype,
         kv_dtype=ctx.kv_dtype,
-        gpu_memory_utilization=ctx.req.gpu_memory_utilization or ctx.engine.gpu_memory_utilization,
-        max_num_seqs=ctx.req.max_num_seqs or seqs,
-        max_num_batched_tokens=ctx.req.max_num_batched_tokens or tokens,
-        memory_mode=ctx.engine.memory_mode,
+        scale_up=ctx.up_override,
+        scale_out=ctx.out_override,
+        gpus_per_node=gpn,
+        hw=ctx.hw,
         domain_gpus=gpn if capped else None,
         redundant_experts=ctx.redundant_experts,
+        **ctx.engine.settings(
+            g, r.max_num_seqs, r.max_num_batched_tokens, r.gpu_memory_utilization
+        ),
     )
 
 
@@ -139,7 +144,7 @@ def build_context(req: PlanRequest) -> PlanContext:
                     out = net
     prices = {g.key: req.prices.get(g.key, g.price_per_hour) for g in gpus}
     weight_dtype = req.weight_dtype or model.weight_dtype
-    kv_dtype = req.kv_dtype or ("fp32" if weight_dtype == "fp32" else "bf16")
+    kv_dtype = req.kv_dtype or default_kv_dtype(weight_dtype)
     ctx_notes: list[str] = []
     effs: dict[str, Efficiency] = {}
     for g in gpus:

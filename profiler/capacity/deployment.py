@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from profiler.capacity.hardware import GpuSpec, Interconnect
+from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect, load_hardware
 from profiler.capacity.models import DTYPE_BYTES, ModelSpec
 
 GIB = 1024**3
@@ -140,6 +140,12 @@ def parse_layout(text: str) -> Layout:
 MemoryMode = Literal["total", "free"]
 
 
+def default_kv_dtype(weight_dtype: str) -> str:
+    """The KV cache's precision when none is given: the activations' (FP32 for an FP32 model,
+    else BF16)."""
+    return "fp32" if weight_dtype == "fp32" else "bf16"
+
+
 @dataclass(frozen=True)
 class Deployment:
     model: ModelSpec
@@ -158,6 +164,39 @@ class Deployment:
     domain_gpus: int | None = None  # GPUs per scale-up domain (None: the GPU's)
     redundant_experts: int = 0  # EPLB replicas beside the E routed experts (spread over EP)
     ep_dedup: bool = False  # dispatch sends a token once per remote domain (DeepEP normal mode)
+
+    @classmethod
+    def on(
+        cls,
+        model: ModelSpec,
+        gpu: GpuSpec,
+        layout: Layout,
+        *,
+        eff: Efficiency,
+        weight_dtype: str,
+        kv_dtype: str | None = None,
+        scale_up: Interconnect | None = None,
+        scale_out: Interconnect | None = None,
+        gpus_per_node: int | None = None,
+        hw: HardwareCatalog | None = None,
+        **settings: Any,
+    ) -> Deployment:
+        """``layout`` of ``model`` on ``gpu``: over the GPU's default scale-up and scale-out
+        fabrics and a whole node of GPUs unless given, the KV cache in ``kv_dtype`` (default:
+        ``default_kv_dtype``); ``settings`` are the other fields (engine limits, EP options)."""
+        hw = hw or load_hardware()
+        return cls(
+            model=model,
+            gpu=gpu,
+            layout=layout,
+            scale_up=scale_up or hw.interconnect(gpu.default_scale_up()),
+            scale_out=scale_out or hw.interconnect(gpu.default_scale_out()),
+            gpus_per_node=gpus_per_node or gpu.gpus_per_node,
+            eff=eff,
+            weight_dtype=weight_dtype,
+            kv_dtype=kv_dtype or default_kv_dtype(weight_dtype),
+            **settings,
+        )
 
     def with_(self, **kw: Any) -> Deployment:
         return replace(self, **kw)

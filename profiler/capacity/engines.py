@@ -90,6 +90,23 @@ class EngineProfile(_Strict):
         last = self.limits[-1]
         return last.max_num_seqs, last.max_num_batched_tokens
 
+    def settings(
+        self,
+        gpu: GpuSpec,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        gpu_memory_utilization: float | None = None,
+    ) -> dict[str, Any]:
+        """The Deployment fields this engine sets on ``gpu``: batch limits and memory share
+        (each given one wins over the engine's default) and how the share is counted."""
+        seqs, tokens = self.batch_limits(gpu)
+        return {
+            "max_num_seqs": max_num_seqs or seqs,
+            "max_num_batched_tokens": max_num_batched_tokens or tokens,
+            "gpu_memory_utilization": gpu_memory_utilization or self.gpu_memory_utilization,
+            "memory_mode": self.memory_mode,
+        }
+
     def calibration_for(self, gpu: str, weight_dtype: str) -> EngineCalibration | None:
         found = [c for c in self.calibrations if c.matches(gpu, weight_dtype)]
         return max(found, key=lambda c: c.specificity) if found else None
