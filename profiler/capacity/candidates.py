@@ -153,51 +153,54 @@ def _meets_measured(p: MeasuredPoint, ctx: PlanContext) -> bool:
     return all(lim is None or (v is not None and v <= lim) for lim, v in checks)
 
 
+def _replicas_gpus(ctx: PlanContext, rps_max: float, lay: Layout) -> int | None:
+    """GPUs of the replicas the target load needs at ``rps_max`` per replica (no target: None)."""
+    if ctx.target_rps is None:
+        return None
+    return math.ceil(ctx.target_rps / rps_max - 1e-9) * lay.gpus
+
+
+def _on_fabric(ctx: PlanContext, dep: Deployment, rps_rep: float, b_op: float) -> dict[str, Any]:
+    """The InterconnectCheck figures of ``dep`` at the base configuration's load per replica;
+    where it cannot carry that load, its latencies at the base configuration's batch (what
+    this fabric does to the same work)."""
+    shape = ctx.shape
+    cap = capacity(dep, shape, ctx.req.slo, ctx.req.concurrency)
+    meets = cap.feasible and rps_rep <= cap.rps_max * (1 + 1e-9)
+    if meets:  # at the target load, same replica count
+        op = operating_point(dep, shape, cap, rps_rep)
+        lat = (op.tpot_s, op.ttft_s)
+    else:
+        lat = latency_at_batch(dep, shape, b_op)
+    tpot, ttft = (v if math.isfinite(v) else None for v in lat)
+    return {
+        "tpot_s": tpot,
+        "ttft_s": ttft,
+        "meets_slo": meets,
+        "max_rps_per_replica": cap.rps_max if cap.feasible else None,
+        "gpus_total": _replicas_gpus(ctx, cap.rps_max, dep.layout) if cap.feasible else None,
+    }
+
+
 def _checks(
     ctx: PlanContext, dep: Deployment, rps_rep: float, cap: Capacity, op: OperatingPoint
 ) -> list[InterconnectCheck]:
     """The same layout and replica count on each fabric of the sensitivity list (modelled)."""
     out: list[InterconnectCheck] = []
-    slo, shape = ctx.req.slo, ctx.shape
     lay = dep.layout
-    b_op = op.b
-    base_gpus = (
-        math.ceil(ctx.target_rps / cap.rps_max - 1e-9) * lay.gpus
-        if ctx.target_rps is not None
-        else None
-    )
+    base = {
+        "tpot_s": op.tpot_s,
+        "ttft_s": op.ttft_s,
+        "meets_slo": rps_rep <= cap.rps_max * (1 + 1e-9),
+        "max_rps_per_replica": cap.rps_max,
+        "gpus_total": _replicas_gpus(ctx, cap.rps_max, lay),
+    }
     uses_up = lay.tp > 1 or lay.ep > 1 or (lay.pp > 1 and not dep.spans_nodes)
     for key in ctx.hw.sensitivity:
         net = ctx.hw.interconnect(key)
         used = uses_up if net.kind == "scale_up" else dep.spans_nodes
-        if not used or net.key == getattr(dep, net.kind).key:  # nothing changes: reuse the base
-            out.append(
-                InterconnectCheck(
-                    interconnect=key,
-                    label=net.label,
-                    kind=net.kind,
-                    gb_per_s=net.gb_per_s,
-                    used=used,
-                    tpot_s=op.tpot_s,
-                    ttft_s=op.ttft_s,
-                    meets_slo=rps_rep <= cap.rps_max * (1 + 1e-9),
-                    max_rps_per_replica=cap.rps_max,
-                    gpus_total=base_gpus,
-                )
-            )
-            continue
-        d2 = dep.with_(**{net.kind: net})
-        cap2 = capacity(d2, shape, slo, ctx.req.concurrency)
-        meets = cap2.feasible and rps_rep <= cap2.rps_max * (1 + 1e-9)
-        if meets:  # at the target load, same replica count
-            op2 = operating_point(d2, shape, cap2, rps_rep)
-            lat = (op2.tpot_s, op2.ttft_s)
-        else:  # at the base configuration's batch: what this fabric does to the same work
-            lat = latency_at_batch(d2, shape, b_op)
-        tpot, ttft = (v if math.isfinite(v) else None for v in lat)
-        gpus = None
-        if cap2.feasible and ctx.target_rps is not None:
-            gpus = math.ceil(ctx.target_rps / cap2.rps_max - 1e-9) * lay.gpus
+        changes = used and net.key != getattr(dep, net.kind).key  # else: reuse the base
+        figures = _on_fabric(ctx, dep.with_(**{net.kind: net}), rps_rep, op.b) if changes else base
         out.append(
             InterconnectCheck(
                 interconnect=key,
@@ -205,11 +208,7 @@ def _checks(
                 kind=net.kind,
                 gb_per_s=net.gb_per_s,
                 used=used,
-                tpot_s=tpot,
-                ttft_s=ttft,
-                meets_slo=meets,
-                max_rps_per_replica=cap2.rps_max if cap2.feasible else None,
-                gpus_total=gpus,
+                **figures,
             )
         )
     return out

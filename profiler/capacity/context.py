@@ -70,7 +70,6 @@ def deployment(ctx: PlanContext, g: GpuSpec, lay: Layout) -> Deployment:
         scale_up=ctx.up_override,
         scale_out=ctx.out_override,
         gpus_per_node=gpn,
-        hw=ctx.hw,
         domain_gpus=gpn if capped else None,
         redundant_experts=ctx.redundant_experts,
         **ctx.engine.settings(

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect, load_hardware
+from profiler.capacity.hardware import GpuSpec, Interconnect, load_hardware
 from profiler.capacity.models import DTYPE_BYTES, ModelSpec
 
 GIB = 1024**3
@@ -178,13 +178,12 @@ class Deployment:
         scale_up: Interconnect | None = None,
         scale_out: Interconnect | None = None,
         gpus_per_node: int | None = None,
-        hw: HardwareCatalog | None = None,
         **settings: Any,
     ) -> Deployment:
         """``layout`` of ``model`` on ``gpu``: over the GPU's default scale-up and scale-out
-        fabrics and a whole node of GPUs unless given, the KV cache in ``kv_dtype`` (default:
+        fabrics (profiler/data/hardware.yaml) and a whole node of GPUs unless given, the KV cache in ``kv_dtype`` (default:
         ``default_kv_dtype``); ``settings`` are the other fields (engine limits, EP options)."""
-        hw = hw or load_hardware()
+        hw = load_hardware()
         return cls(
             model=model,
             gpu=gpu,

@@ -53,30 +53,18 @@ def _fractional_best(ctx: PlanContext, g: GpuSpec, shape: WorkloadShape, rate: f
             )
         if best is None or cand[0] < best[0]:
             best = cand
-    o, n = int(round(shape.output_len)), int(round(shape.n))
-    if best is None:
-        return ScalingRow(
-            gpu=g.key,
-            output_len=o,
-            n=n,
-            gpus_per_1k_users=None,
-            gpus_per_rps=None,
-            parallelism=None,
-            tpot_s=None,
-            bottleneck=None,
-            source="modelled",
-        )
-    per_rps, label, tpot, bottleneck, source = best
+    # no layout fits: a row of Nones
+    per_rps, label, tpot, bottleneck, source = best or (None, None, None, None, "modelled")
     return ScalingRow(
         gpu=g.key,
-        output_len=o,
-        n=n,
-        gpus_per_1k_users=per_rps * rate * 1000,
+        output_len=int(round(shape.output_len)),
+        n=int(round(shape.n)),
+        gpus_per_1k_users=None if per_rps is None else per_rps * rate * 1000,
         gpus_per_rps=per_rps,
         parallelism=label,
         tpot_s=tpot,
         bottleneck=bottleneck,
-        source=source,  # type: ignore[arg-type]
+        source=source,
     )
 
 

@@ -122,30 +122,11 @@ class Shape:
         }
 
 
-LLAMA_8B = Shape(
-    name="llama-8b-shape",
-    architecture="Llama-3.1-8B",
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=128,
-    rope_scaling_factor=8.0,
-    tie_word_embeddings=False,
-)
-LLAMA_1B = Shape(
-    name="llama-1b-shape",
-    architecture="Llama-3.2-1B",
-    hidden_size=2048,
-    intermediate_size=8192,
-    num_hidden_layers=16,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=64,
-    rope_scaling_factor=32.0,
-    tie_word_embeddings=True,
-)
+# Shape(name, architecture, hidden_size, intermediate_size, num_hidden_layers,
+#       num_attention_heads, num_key_value_heads, head_dim, rope_scaling_factor,
+#       tie_word_embeddings), as Meta's config.json files give them
+LLAMA_8B = Shape("llama-8b-shape", "Llama-3.1-8B", 4096, 14336, 32, 32, 8, 128, 8.0, False)
+LLAMA_1B = Shape("llama-1b-shape", "Llama-3.2-1B", 2048, 8192, 16, 32, 8, 64, 32.0, True)
 SHAPES: dict[str, Shape] = {s.name: s for s in (LLAMA_8B, LLAMA_1B)}
 """Largest first: ``choose_shape`` takes the first that fits."""
 
