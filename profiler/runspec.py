@@ -395,8 +395,9 @@ def _target(
 def _gpu_default_model(
     o: RunOptions, wl: WorkloadSpec, arrival: ArrivalSpec
 ) -> tuple[str, dict[str, object], int]:
-    """The embedded model of a real shape for a GPU host (profiler/serving/shapes.py says how
-    the shape is chosen): its directory, the choice record for the manifest, max-model-len."""
+    """The embedded model of a real shape for a GPU host (profiler/capacity/shape_choice.py
+    says how it is chosen): its directory, the choice record for the manifest, max-model-len."""
+    from profiler.capacity.shape_choice import choose_shape
     from profiler.serving import shapes
     from profiler.telemetry.nvml import device_memory
 
@@ -411,7 +412,7 @@ def _gpu_default_model(
         else arrival.max_concurrency or shapes.DEFAULT_BATCH
     )
     tp, pp = o.tp or 1, o.pp or 1
-    choice = shapes.choose_shape(
+    choice = choose_shape(
         shapes.serving_gpus(
             device_memory(),
             tp * pp,

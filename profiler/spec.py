@@ -339,7 +339,7 @@ class ServeSpec(_Strict):
     default_model: dict[str, Any] | None = Field(
         default=None,
         description="on a GPU host without --model: which embedded shape was made and why "
-        "(profiler/serving/shapes.py choose_shape); not a vLLM flag",
+        "(profiler/capacity/shape_choice.py choose_shape); not a vLLM flag",
     )
 
     @property

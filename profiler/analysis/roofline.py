@@ -33,9 +33,9 @@ from profiler.errors import InfprofError
 from profiler.store.nested import dig
 
 if TYPE_CHECKING:
+    from profiler.capacity.deployment import Deployment, Layout
     from profiler.capacity.hardware import GpuSpec
     from profiler.capacity.models import ModelSpec
-    from profiler.capacity.perf import Deployment, Layout
     from profiler.spec import RunSpec
 
 
@@ -48,22 +48,17 @@ def ideal_deployment(
 ) -> Deployment:
     """``model`` on one replica of ``gpu`` at 100 % of every peak with no overheads (physical
     limits, not predictions), over the GPU's default fabrics; weights in the model's dtype and
-    the KV cache in bf16 (fp32 beside fp32 weights) unless given."""
-    from profiler.capacity.hardware import load_hardware
-    from profiler.capacity.perf import Deployment, Efficiency, Layout
+    the KV cache in ``default_kv_dtype``'s unless given."""
+    from profiler.capacity.deployment import Deployment, Efficiency, Layout
 
-    hw = load_hardware()
     w_dtype = weight_dtype or model.weight_dtype
-    return Deployment(
-        model=model,
-        gpu=gpu,
-        layout=layout or Layout(),
-        scale_up=hw.interconnect(gpu.default_scale_up()),
-        scale_out=hw.interconnect(gpu.default_scale_out()),
-        gpus_per_node=gpu.gpus_per_node,
+    return Deployment.on(
+        model,
+        gpu,
+        layout or Layout(),
         eff=Efficiency.ideal(),
         weight_dtype=w_dtype,
-        kv_dtype=kv_dtype or ("fp32" if w_dtype == "fp32" else "bf16"),
+        kv_dtype=kv_dtype,
     )
 
 
@@ -181,7 +176,7 @@ def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec |
 
 
 def _model(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[ModelSpec | None, str]:
-    from profiler.capacity.models import resolve_model
+    from profiler.capacity.catalog import resolve_model
 
     names: list[str] = []
     if spec is not None and spec.serve is not None:
@@ -262,7 +257,7 @@ def roofline_section(
     n_out = float(dig(summary, "tokens", "output") or 0)
     n_in = float(dig(summary, "tokens", "prompt") or 0)
     input_len, output_len = max(n_in / ok, 1.0), max(n_out / ok, 1.0)
-    from profiler.capacity.perf import Layout
+    from profiler.capacity.deployment import Layout
 
     try:
         dep = ideal_deployment(model, gpu, Layout(tp=tp, pp=pp), w_dtype, _kv_dtype(spec))

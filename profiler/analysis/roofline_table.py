@@ -30,15 +30,16 @@ def table_rows(
 ) -> list[dict[str, Any]]:
     """One row per GPU x embedded shape x batch: the bounds, flat and rounded for reading."""
     from profiler.analysis.roofline import bounds, ideal_deployment
+    from profiler.capacity.catalog import shape_spec
     from profiler.capacity.hardware import load_hardware
-    from profiler.serving.shapes import get_shape, model_spec
+    from profiler.serving.shapes import get_shape
 
     hw = load_hardware()
     rows = []
     for key in gpus:
         g = hw.gpu(key)
         for name in shapes:
-            dep = ideal_deployment(model_spec(get_shape(name)), g)
+            dep = ideal_deployment(shape_spec(get_shape(name)), g)
             for b in batches:
                 f = bounds(dep, batch=b, input_len=lengths[0], output_len=lengths[1])
                 rows.append(

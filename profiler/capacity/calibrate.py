@@ -6,8 +6,9 @@ The decode step model is linear in its unknowns once each operator's regime is k
 FLOP/s, n_coll: collectives per step, comm_fixed: bandwidth time of the transfers). The fit
 alternates: assign regimes with the current factors, solve a least-squares problem in relative
 error (numpy), repeat until the regimes settle. Factors the data cannot identify (no
-collectives, no compute-bound point) stay at their defaults through a weak ridge prior.
-Held-out error is leave-one-out: refit without each point, predict it.
+collectives, no compute-bound point) stay at their defaults through a weak ridge prior (the
+solver: profiler/capacity/lstsq.py). Held-out error is leave-one-out: refit without each
+point, predict it.
 """
 
 from __future__ import annotations
@@ -18,21 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Deployment, Efficiency, Layout
 from profiler.capacity.dtypes import resolve_weight_dtype
 from profiler.capacity.engines import EngineProfile, load_engines
 from profiler.capacity.hardware import load_hardware
+from profiler.capacity.lstsq import BOUNDS, solve, unidentified
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import ModelSpec, resolve_model
-from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
+from profiler.capacity.models import ModelSpec
+from profiler.capacity.perf import StepCost, forward
 from profiler.errors import InfprofError, SpecError
 
 PARAMS = ("mem_bw_fraction", "compute_fraction", "collective_latency_s", "step_overhead_s")
-RIDGE = 1e-3
-# on theta = (1/eta_B, 1/eta_F, alpha, t_overhead): an efficiency is at most 1 (physics: no fit
-# may need more than the GPU's peak bandwidth or FLOP/s), at least 1%
-_BOUNDS = [(1.0, 100.0), (1.0, 100.0), (0.0, 1e-2), (0.0, 10.0)]
-VIF_MAX = 100.0  # a factor whose column the others explain to R^2 > 0.99 is not separable
-_DROP_ORDER = (2, 3, 1, 0)  # which factor gives way first when two cannot be told apart
 
 
 class HeldOut(BaseModel):
@@ -82,6 +80,11 @@ class _Row:
     prefill_tokens: float
     prefill_ctx: float
 
+    def step(self, eff: Efficiency | None = None) -> StepCost:
+        """The modelled step of this point (at ``eff``, default the row's own factors)."""
+        dep = self.dep if eff is None else self.dep.with_(eff=eff)
+        return forward(dep, self.batch, self.context, self.prefill_tokens, self.prefill_ctx)
+
 
 def _theta(eff: Efficiency) -> np.ndarray:
     return np.array(
@@ -115,25 +118,16 @@ def deployment_for(
     """The deployment a measured point ran: its layout and the precisions it served with
     (recorded by the sweep: --quantization, --kv-cache-dtype, --dtype), the engine's limits
     where the point does not record them."""
-    hw = load_hardware()
-    g = hw.gpu(gpu_key)
+    g = load_hardware().gpu(gpu_key)
     engine = engine or load_engines().engine(None)
-    seqs, tokens = engine.batch_limits(g)
-    w = resolve_weight_dtype(model.weight_dtype, p.weight_dtype, p.activation_dtype)
-    return Deployment(
-        model=model,
-        gpu=g,
-        layout=Layout(tp=p.tp, pp=p.pp, dp=p.dp, ep=p.ep),
-        scale_up=hw.interconnect(g.default_scale_up()),
-        scale_out=hw.interconnect(g.default_scale_out()),
-        gpus_per_node=g.gpus_per_node,
+    return Deployment.on(
+        model,
+        g,
+        Layout(tp=p.tp, pp=p.pp, dp=p.dp, ep=p.ep),
         eff=eff,
-        weight_dtype=w,
-        kv_dtype=p.kv_dtype or ("fp32" if w == "fp32" else "bf16"),
-        max_num_seqs=p.max_num_seqs or seqs,
-        max_num_batched_tokens=p.max_num_batched_tokens or tokens,
-        memory_mode=engine.memory_mode,
-        gpu_memory_utilization=engine.gpu_memory_utilization,
+        weight_dtype=resolve_weight_dtype(model.weight_dtype, p.weight_dtype, p.activation_dtype),
+        kv_dtype=p.kv_dtype,
+        **engine.settings(g, p.max_num_seqs, p.max_num_batched_tokens),
     )
 
 
@@ -185,78 +179,12 @@ def _design(rows: list[_Row], eff: Efficiency) -> tuple[np.ndarray, np.ndarray, 
     y = np.zeros(len(rows))
     obs = np.zeros(len(rows))
     for i, r in enumerate(rows):
-        s = forward(r.dep.with_(eff=eff), r.batch, r.context, r.prefill_tokens, r.prefill_ctx)
+        s = r.step(eff)
         A[i] = [float(s.xb), float(s.xf), float(s.n_coll), 1.0]
         assert r.point.tpot_s is not None
         obs[i] = r.point.tpot_s
         y[i] = r.point.tpot_s - float(s.comm_fixed_s)
     return A, y, obs
-
-
-def unidentified(A: np.ndarray, obs: np.ndarray) -> dict[int, str]:
-    """Factors these points cannot pin down, with why: a column with no signal (no
-    collectives, nothing compute-bound) or one the other columns explain (variance inflation
-    above VIF_MAX: e.g. one layout and one request shape cannot separate the step overhead
-    from the bandwidth term). The least separable gives way first, in _DROP_ORDER."""
-    Aw = A / obs[:, None]
-    scale = np.sqrt((Aw**2).mean(axis=0))
-    out: dict[int, str] = {
-        j: "no signal in these points" for j in range(4) if scale[j] <= 1e-9 * scale.max()
-    }
-    while True:
-        free = [j for j in range(4) if j not in out]
-        if len(free) < 2:
-            return out
-        As = Aw[:, free] / scale[free]
-        worst: tuple[float, int] | None = None
-        for pos, j in enumerate(free):
-            others = np.delete(As, pos, axis=1)
-            coef, *_ = np.linalg.lstsq(others, As[:, pos], rcond=None)
-            resid = As[:, pos] - others @ coef
-            r2 = 1.0 - float(resid @ resid) / max(float(As[:, pos] @ As[:, pos]), 1e-300)
-            vif = 1.0 / max(1.0 - r2, 1e-12)
-            if vif > VIF_MAX:
-                rank = _DROP_ORDER.index(j)
-                if worst is None or rank < worst[0]:
-                    worst = (rank, j)
-        if worst is None:
-            return out
-        out[worst[1]] = "not separable from the other factors with these points"
-
-
-def _solve(A: np.ndarray, y: np.ndarray, obs: np.ndarray, theta0: np.ndarray) -> np.ndarray:
-    """Least squares in relative error with a weak ridge prior toward theta0 and box bounds
-    (a factor hitting a bound is fixed there and the rest refitted)."""
-    w = 1.0 / obs
-    Aw, yw = A * w[:, None], y * w
-    scale = np.sqrt((Aw**2).mean(axis=0))
-    scale = np.where(scale > 0, scale, 1.0)
-    # factors the points cannot pin down keep their prior values
-    fixed: dict[int, float] = {j: float(theta0[j]) for j in unidentified(A, obs)}
-    for _ in range(5):
-        free = [j for j in range(4) if j not in fixed]
-        if not free:
-            break
-        rhs = yw - sum((Aw[:, j] * v for j, v in fixed.items()), np.zeros_like(yw))
-        As = Aw[:, free] / scale[free]
-        prior = theta0[free] * scale[free]
-        lam = np.sqrt(RIDGE)
-        M = np.vstack([As, lam * np.eye(len(free))])
-        b = np.concatenate([rhs, lam * prior])
-        u, *_ = np.linalg.lstsq(M, b, rcond=None)
-        theta = theta0.copy()
-        for j, v in fixed.items():
-            theta[j] = v
-        theta[free] = u / scale[free]
-        out = [j for j in free if not (_BOUNDS[j][0] <= theta[j] <= _BOUNDS[j][1])]
-        if not out:
-            return theta
-        for j in out:
-            fixed[j] = float(np.clip(theta[j], *_BOUNDS[j]))
-    theta = theta0.copy()
-    for j, v in fixed.items():
-        theta[j] = v
-    return theta
 
 
 def _fit_rows(rows: list[_Row], base: Efficiency) -> tuple[Efficiency, np.ndarray]:
@@ -272,7 +200,7 @@ def _fit_rows(rows: list[_Row], base: Efficiency) -> tuple[Efficiency, np.ndarra
         if key in seen:
             break
         seen.append(key)
-        theta = _solve(A, y, obs, theta0)
+        theta = solve(A, y, obs, theta0)
         cand = _eff(theta, base)
         resid = float(
             np.mean(np.abs([_pred(r, cand) / o - 1 for r, o in zip(rows, obs, strict=True)]))
@@ -293,7 +221,7 @@ def predict_tpot(
             f"cannot model point {p.label()}", "it needs a GPU, a known model and a TPOT"
         )
     r = rows[0]
-    return float(forward(r.dep, r.batch, r.context, r.prefill_tokens, r.prefill_ctx).t_s)
+    return float(r.step().t_s)
 
 
 def fit_one(
@@ -315,7 +243,7 @@ def fit_one(
         )
     r = rows[0]
     assert r.point.tpot_s is not None
-    s = forward(r.dep, r.batch, r.context, r.prefill_tokens, r.prefill_ctx)
+    s = r.step()
     xb, xf = float(s.xb), float(s.xf)
     fixed = float(s.comm_fixed_s) + float(s.n_coll) * base.collective_latency_s
     fixed += base.step_overhead_s
@@ -323,7 +251,7 @@ def fit_one(
     other = xf / base.compute_fraction if which == 0 else xb / base.mem_bw_fraction
     left = r.point.tpot_s - fixed - other
     theta = _theta(base)
-    lo, hi = _BOUNDS[which]
+    lo, hi = BOUNDS[which]
     work = xb if which == 0 else xf
     raw = work and left / work or hi
     theta[which] = float(np.clip(raw, lo, hi)) if left > 0 else hi
@@ -441,6 +369,4 @@ def fit(
 
 
 def _pred(r: _Row, eff: Efficiency) -> float:
-    return float(
-        forward(r.dep.with_(eff=eff), r.batch, r.context, r.prefill_tokens, r.prefill_ctx).t_s
-    )
+    return float(r.step(eff).t_s)

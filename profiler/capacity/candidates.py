@@ -5,28 +5,25 @@ where a calibration sweep ran exactly this configuration."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from profiler.capacity import calibrate as cal
-from profiler.capacity.engines import EngineProfile
-from profiler.capacity.hardware import GpuSpec, HardwareCatalog, Interconnect
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.context import PlanContext, deployment, gpus_per_node
+from profiler.capacity.deployment import Deployment, Layout
+from profiler.capacity.hardware import GpuSpec
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import ModelSpec, resolve_model
-from profiler.capacity.perf import Deployment, Efficiency, Layout
+from profiler.capacity.models import ModelSpec
 from profiler.capacity.result import (
     ConfigResult,
     InterconnectCheck,
-    PlanRequest,
     Rejected,
     StepBreakdown,
 )
 from profiler.capacity.sizing import (
     Capacity,
     OperatingPoint,
-    WorkloadShape,
     as_float,
     capacity,
     latency_at_batch,
@@ -51,29 +48,6 @@ MEASURED_FIELDS = (
     "cost_per_million_output_tokens",
 )
 SHAPE_TOLERANCE = 0.25
-
-
-@dataclass
-class PlanContext:
-    req: PlanRequest
-    hw: HardwareCatalog
-    model: ModelSpec
-    shape: WorkloadShape
-    label: str
-    gpus: list[GpuSpec]
-    target_rps: float | None
-    prices: dict[str, float]
-    effs: dict[str, Efficiency]
-    calibrations: list[cal.Calibration]
-    measured: list[MeasuredPoint]
-    up_override: Interconnect | None
-    out_override: Interconnect | None
-    weight_dtype: str
-    kv_dtype: str
-    engine: EngineProfile
-    redundant_experts: int = 0
-    only_layouts: list[Layout] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def layouts(
@@ -105,32 +79,29 @@ def layouts(
     return out
 
 
-def gpus_per_node(ctx: PlanContext, g: GpuSpec) -> int:
-    return min(g.gpus_per_node, ctx.req.max_gpus_per_node or g.gpus_per_node)
-
-
-def deployment(ctx: PlanContext, g: GpuSpec, lay: Layout) -> Deployment:
-    """The deployment of ``lay`` on ``g`` with the engine's defaults and the plan's settings."""
-    seqs, tokens = ctx.engine.batch_limits(g)
-    gpn = gpus_per_node(ctx, g)
-    capped = ctx.req.max_gpus_per_node is not None and ctx.req.max_gpus_per_node < g.gpus_per_node
-    return Deployment(
-        model=ctx.model,
-        gpu=g,
-        layout=lay,
-        scale_up=ctx.up_override or ctx.hw.interconnect(g.default_scale_up()),
-        scale_out=ctx.out_override or ctx.hw.interconnect(g.default_scale_out()),
-        gpus_per_node=gpn,
-        eff=ctx.effs[g.key],
-        weight_dtype=ctx.weight_dtype,
-        kv_dtype=ctx.kv_dtype,
-        gpu_memory_utilization=ctx.req.gpu_memory_utilization or ctx.engine.gpu_memory_utilization,
-        max_num_seqs=ctx.req.max_num_seqs or seqs,
-        max_num_batched_tokens=ctx.req.max_num_batched_tokens or tokens,
-        memory_mode=ctx.engine.memory_mode,
-        domain_gpus=gpn if capped else None,
-        redundant_experts=ctx.redundant_experts,
+def plan_layouts(ctx: PlanContext, g: GpuSpec) -> list[Layout]:
+    """The layouts a plan tries on ``g`` (``layouts`` under the plan's limits)."""
+    return layouts(
+        ctx.model,
+        gpus_per_node(ctx, g),
+        ctx.req.max_gpus_per_replica,
+        ctx.redundant_experts,
+        only=ctx.only_layouts or None,
     )
+
+
+def unfit(ctx: PlanContext, dep: Deployment) -> str | None:
+    """Why the deployment's layout cannot run at all (None: it can)."""
+    lay, m = dep.layout, ctx.model
+    if lay.tp > dep.domain:
+        return "TP group larger than a scale-up domain"
+    if lay.ep > 1 and (m.n_routed_experts + ctx.redundant_experts) % lay.ep:
+        return (
+            f"EP{lay.ep} does not divide {m.n_routed_experts} experts"
+            + (f" + {ctx.redundant_experts} redundant" if ctx.redundant_experts else "")
+            + " (give --redundant-experts)"
+        )
+    return None
 
 
 def _nodes(gpus_per_replica: int, replicas: int, gpn: int) -> int:
@@ -182,51 +153,54 @@ def _meets_measured(p: MeasuredPoint, ctx: PlanContext) -> bool:
     return all(lim is None or (v is not None and v <= lim) for lim, v in checks)
 
 
+def _replicas_gpus(ctx: PlanContext, rps_max: float, lay: Layout) -> int | None:
+    """GPUs of the replicas the target load needs at ``rps_max`` per replica (no target: None)."""
+    if ctx.target_rps is None:
+        return None
+    return math.ceil(ctx.target_rps / rps_max - 1e-9) * lay.gpus
+
+
+def _on_fabric(ctx: PlanContext, dep: Deployment, rps_rep: float, b_op: float) -> dict[str, Any]:
+    """The InterconnectCheck figures of ``dep`` at the base configuration's load per replica;
+    where it cannot carry that load, its latencies at the base configuration's batch (what
+    this fabric does to the same work)."""
+    shape = ctx.shape
+    cap = capacity(dep, shape, ctx.req.slo, ctx.req.concurrency)
+    meets = cap.feasible and rps_rep <= cap.rps_max * (1 + 1e-9)
+    if meets:  # at the target load, same replica count
+        op = operating_point(dep, shape, cap, rps_rep)
+        lat = (op.tpot_s, op.ttft_s)
+    else:
+        lat = latency_at_batch(dep, shape, b_op)
+    tpot, ttft = (v if math.isfinite(v) else None for v in lat)
+    return {
+        "tpot_s": tpot,
+        "ttft_s": ttft,
+        "meets_slo": meets,
+        "max_rps_per_replica": cap.rps_max if cap.feasible else None,
+        "gpus_total": _replicas_gpus(ctx, cap.rps_max, dep.layout) if cap.feasible else None,
+    }
+
+
 def _checks(
     ctx: PlanContext, dep: Deployment, rps_rep: float, cap: Capacity, op: OperatingPoint
 ) -> list[InterconnectCheck]:
     """The same layout and replica count on each fabric of the sensitivity list (modelled)."""
     out: list[InterconnectCheck] = []
-    slo, shape = ctx.req.slo, ctx.shape
     lay = dep.layout
-    b_op = op.b
-    base_gpus = (
-        math.ceil(ctx.target_rps / cap.rps_max - 1e-9) * lay.gpus
-        if ctx.target_rps is not None
-        else None
-    )
+    base = {
+        "tpot_s": op.tpot_s,
+        "ttft_s": op.ttft_s,
+        "meets_slo": rps_rep <= cap.rps_max * (1 + 1e-9),
+        "max_rps_per_replica": cap.rps_max,
+        "gpus_total": _replicas_gpus(ctx, cap.rps_max, lay),
+    }
     uses_up = lay.tp > 1 or lay.ep > 1 or (lay.pp > 1 and not dep.spans_nodes)
     for key in ctx.hw.sensitivity:
         net = ctx.hw.interconnect(key)
         used = uses_up if net.kind == "scale_up" else dep.spans_nodes
-        if not used or net.key == getattr(dep, net.kind).key:  # nothing changes: reuse the base
-            out.append(
-                InterconnectCheck(
-                    interconnect=key,
-                    label=net.label,
-                    kind=net.kind,
-                    gb_per_s=net.gb_per_s,
-                    used=used,
-                    tpot_s=op.tpot_s,
-                    ttft_s=op.ttft_s,
-                    meets_slo=rps_rep <= cap.rps_max * (1 + 1e-9),
-                    max_rps_per_replica=cap.rps_max,
-                    gpus_total=base_gpus,
-                )
-            )
-            continue
-        d2 = dep.with_(**{net.kind: net})
-        cap2 = capacity(d2, shape, slo, ctx.req.concurrency)
-        meets = cap2.feasible and rps_rep <= cap2.rps_max * (1 + 1e-9)
-        if meets:  # at the target load, same replica count
-            op2 = operating_point(d2, shape, cap2, rps_rep)
-            lat = (op2.tpot_s, op2.ttft_s)
-        else:  # at the base configuration's batch: what this fabric does to the same work
-            lat = latency_at_batch(d2, shape, b_op)
-        tpot, ttft = (v if math.isfinite(v) else None for v in lat)
-        gpus = None
-        if cap2.feasible and ctx.target_rps is not None:
-            gpus = math.ceil(ctx.target_rps / cap2.rps_max - 1e-9) * lay.gpus
+        changes = used and net.key != getattr(dep, net.kind).key  # else: reuse the base
+        figures = _on_fabric(ctx, dep.with_(**{net.kind: net}), rps_rep, op.b) if changes else base
         out.append(
             InterconnectCheck(
                 interconnect=key,
@@ -234,11 +208,7 @@ def _checks(
                 kind=net.kind,
                 gb_per_s=net.gb_per_s,
                 used=used,
-                tpot_s=tpot,
-                ttft_s=ttft,
-                meets_slo=meets,
-                max_rps_per_replica=cap2.rps_max if cap2.feasible else None,
-                gpus_total=gpus,
+                **figures,
             )
         )
     return out
@@ -261,23 +231,9 @@ def evaluate(
 ) -> ConfigResult | Rejected:
     dep = deployment(ctx, g, lay)
     shape, slo = ctx.shape, ctx.req.slo
-    if lay.tp > dep.domain:
-        return Rejected(
-            gpu=g.key,
-            parallelism=lay.label(),
-            gpus_per_replica=lay.gpus,
-            reason="TP group larger than a scale-up domain",
-        )
-    m = ctx.model
-    if lay.ep > 1 and (m.n_routed_experts + ctx.redundant_experts) % lay.ep:
-        return Rejected(
-            gpu=g.key,
-            parallelism=lay.label(),
-            gpus_per_replica=lay.gpus,
-            reason=f"EP{lay.ep} does not divide {m.n_routed_experts} experts"
-            + (f" + {ctx.redundant_experts} redundant" if ctx.redundant_experts else "")
-            + " (give --redundant-experts)",
-        )
+    why = unfit(ctx, dep)
+    if why is not None:
+        return Rejected(gpu=g.key, parallelism=lay.label(), gpus_per_replica=lay.gpus, reason=why)
     cap = capacity(dep, shape, slo, ctx.req.concurrency)
     if not cap.feasible:
         return Rejected(

@@ -19,16 +19,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from profiler.capacity.candidates import PlanContext, deployment, gpus_per_node, layouts
+from profiler.capacity.candidates import plan_layouts, unfit
+from profiler.capacity.context import PlanContext, deployment, gpus_per_node
+from profiler.capacity.deployment import Layout
 from profiler.capacity.hardware import GpuSpec
-from profiler.capacity.perf import Layout
+from profiler.capacity.pools import PoolCapacity, decode_capacity, prefill_capacity
 from profiler.capacity.result import (
     ConfigResult,
     DisaggregatedResult,
     KvTransfer,
     PoolResult,
 )
-from profiler.capacity.sizing import PoolCapacity, decode_capacity, prefill_capacity
 
 
 def _pool(role: str, lay: Layout, cap: PoolCapacity, replicas: int, shape: Any) -> PoolResult:
@@ -76,19 +77,7 @@ def plan_disaggregated(
     out: list[DisaggregatedResult] = []
     shape, slo = ctx.shape, ctx.req.slo
     for g in ctx.gpus:
-        cands = layouts(
-            ctx.model,
-            gpus_per_node(ctx, g),
-            ctx.req.max_gpus_per_replica,
-            ctx.redundant_experts,
-            only=ctx.only_layouts or None,
-        )
-        cands = [
-            lay
-            for lay in cands
-            if lay.tp <= deployment(ctx, g, lay).domain
-            and not (lay.ep > 1 and (ctx.model.n_routed_experts + ctx.redundant_experts) % lay.ep)
-        ]
+        cands = [lay for lay in plan_layouts(ctx, g) if unfit(ctx, deployment(ctx, g, lay)) is None]
         if not cands:
             continue
         # decode: most requests/s per GPU meeting the TPOT SLO

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiler.capacity.deployment import GIB, Efficiency
 from profiler.capacity.hardware import GpuSpec, validate_catalog
-from profiler.capacity.perf import GIB, Efficiency
 from profiler.errors import SpecError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -89,6 +89,23 @@ class EngineProfile(_Strict):
                 return t.max_num_seqs, t.max_num_batched_tokens
         last = self.limits[-1]
         return last.max_num_seqs, last.max_num_batched_tokens
+
+    def settings(
+        self,
+        gpu: GpuSpec,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        gpu_memory_utilization: float | None = None,
+    ) -> dict[str, Any]:
+        """The Deployment fields this engine sets on ``gpu``: batch limits and memory share
+        (each given one wins over the engine's default) and how the share is counted."""
+        seqs, tokens = self.batch_limits(gpu)
+        return {
+            "max_num_seqs": max_num_seqs or seqs,
+            "max_num_batched_tokens": max_num_batched_tokens or tokens,
+            "gpu_memory_utilization": gpu_memory_utilization or self.gpu_memory_utilization,
+            "memory_mode": self.memory_mode,
+        }
 
     def calibration_for(self, gpu: str, weight_dtype: str) -> EngineCalibration | None:
         found = [c for c in self.calibrations if c.matches(gpu, weight_dtype)]

@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from profiler.capacity.deployment import Layout
 from profiler.capacity.measured import MeasuredPoint, load_sweep
-from profiler.capacity.perf import Layout
 from profiler.errors import SpecError
 from profiler.store.nested import dig as _get
 

@@ -9,9 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from profiler.capacity.calibrate import Calibration
+from profiler.capacity.deployment import Efficiency
 from profiler.capacity.measured import MeasuredPoint
 from profiler.capacity.models import Dtype, KvDtype
-from profiler.capacity.perf import Efficiency
 from profiler.spec import SloSpec
 
 SCHEMA_VERSION = 2  # 2: demand_/capacity_tokens_per_s_per_gpu, engine, disaggregated

@@ -12,12 +12,7 @@ per sample and n samples:
 The capacity is the largest lambda over b <= b_max meeting every SLO; with a fixed concurrency
 (a closed loop of c streams per replica) it is lambda at b = c / dp.
 
-Disaggregated pools (``decode_capacity``, ``prefill_capacity``): a decode replica runs decode
-steps only (b streams, no prefill tokens; TPOT is the step time); a prefill replica runs chunks
-of C prompt tokens: its service rate is mu = C / (T_unc t_chunk) prompts/s and
-    TTFT = n_ch t_chunk + rho / (2 (1 - rho)) T_unc / (C / t_chunk) + t_kv_transfer
-(M/D/1 wait at load rho), so its capacity is mu rho* with rho* the largest load meeting the
-TTFT SLO (rho* = 1 without one).
+The pools of a disaggregated deployment are sized in profiler/capacity/pools.py.
 """
 
 from __future__ import annotations
@@ -27,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from profiler.capacity.perf import Deployment, StepCost, forward
+from profiler.capacity.deployment import Deployment
+from profiler.capacity.perf import StepCost, forward
 from profiler.spec import SloSpec
 
 GRID_POINTS = 40
@@ -163,30 +159,32 @@ def batch_limit(dep: Deployment, wl: WorkloadShape) -> tuple[float, str, str]:
     return bounds[kind], kind, ""
 
 
+def stream_limit(
+    dep: Deployment, wl: WorkloadShape, concurrency: float | None = None
+) -> tuple[float, str, str]:
+    """(streams per rank to size for, which bound, why nothing fits or ""): the batch limit,
+    or with ``concurrency`` (streams per replica, a closed loop) exactly concurrency / dp
+    streams ("concurrency") when the limit allows them."""
+    b_lim, kind, reason = batch_limit(dep, wl)
+    if b_lim < 1:
+        return b_lim, kind, reason or "batch limit below one stream"
+    if concurrency is None:
+        return b_lim, kind, ""
+    b_fix = concurrency / dep.layout.dp
+    if b_fix > b_lim * (1 + 1e-9):
+        why = f"{concurrency:g} streams need {b_fix:,.0f} per rank; {kind} allows {b_lim:,.0f}"
+        return b_lim, kind, why
+    return max(b_fix, 1e-6), "concurrency", ""
+
+
 def capacity(
     dep: Deployment, wl: WorkloadShape, slo: SloSpec, concurrency: float | None = None
 ) -> Capacity:
     """The replica's SLO capacity; with ``concurrency`` (streams per replica, a closed loop)
     the throughput at exactly that batch."""
-    b_lim, kind, reason = batch_limit(dep, wl)
-    if b_lim < 1:
-        return Capacity(
-            False, reason or "batch limit below one stream", b_lim, kind, 0, 0, kind, kind
-        )
-    if concurrency is not None:
-        b_fix = concurrency / dep.layout.dp
-        if b_fix > b_lim * (1 + 1e-9):
-            return Capacity(
-                False,
-                f"{concurrency:g} streams need {b_fix:,.0f} per rank; {kind} allows {b_lim:,.0f}",
-                b_lim,
-                kind,
-                0,
-                0,
-                kind,
-                kind,
-            )
-        b_lim, kind = max(b_fix, 1e-6), "concurrency"
+    b_lim, kind, reason = stream_limit(dep, wl, concurrency)
+    if reason:
+        return Capacity(False, reason, b_lim, kind, 0, 0, kind, kind)
     b = np.unique(np.concatenate([np.geomspace(min(1.0, b_lim), b_lim, GRID_POINTS), [b_lim]]))
     if concurrency is not None:
         b = np.array([b_lim])
@@ -314,141 +312,3 @@ def required_bandwidth(
 
 def as_float(x: Any) -> float:
     return float(np.asarray(x, dtype=float).reshape(-1)[0])
-
-
-# ---------------------------------------------------------------- disaggregated pools
-@dataclass
-class PoolCapacity:
-    """One replica of a prefill or decode pool at its SLO capacity."""
-
-    feasible: bool
-    reason: str
-    rps_max: float  # requests/s per replica
-    batch: float  # decode: streams per rank; prefill: prompt tokens per chunk step
-    tpot_s: float | None  # decode step time (decode pools)
-    ttft_s: float | None  # prefill latency + transfer at capacity (prefill pools)
-    limit: str
-    bottleneck: str
-    step: StepCost | None = None
-
-
-def decode_capacity(
-    dep: Deployment, wl: WorkloadShape, slo: SloSpec, concurrency: float | None = None
-) -> PoolCapacity:
-    """A decode-only replica: b streams per rank at mean context T_in + O/2, no prefill
-    tokens (prompts arrive with their KV from the prefill pool); TPOT is the step time and
-    lambda = b / (n O TPOT). Capacity: the largest lambda meeting the TPOT (and e2e) SLO."""
-    b_lim, kind, reason = batch_limit(dep, wl)
-    if b_lim < 1:
-        return PoolCapacity(
-            False, reason or "batch limit below one stream", 0, 0, None, None, kind, kind
-        )
-    if concurrency is not None:
-        b_fix = concurrency / dep.layout.dp
-        if b_fix > b_lim * (1 + 1e-9):
-            return PoolCapacity(
-                False,
-                f"{concurrency:g} streams need {b_fix:,.0f} per rank; {kind} allows {b_lim:,.0f}",
-                0,
-                0,
-                None,
-                None,
-                kind,
-                kind,
-            )
-        b = np.array([max(b_fix, 1e-6)])
-        kind = "concurrency"
-    else:
-        b = np.unique(np.concatenate([np.geomspace(1.0, b_lim, GRID_POINTS * 2), [b_lim]]))
-    step = forward(dep, b, wl.decode_context)
-    tpot = np.asarray(step.t_s, dtype=float)
-    rps = b / (wl.n * wl.output_len * tpot)
-    ok = np.ones_like(b, dtype=bool)
-    if slo.tpot_s is not None:
-        ok &= tpot <= slo.tpot_s
-    if slo.e2e_s is not None:
-        ok &= (wl.output_len - 1) * tpot <= slo.e2e_s
-    if not ok.any():
-        return PoolCapacity(
-            False,
-            f"TPOT {tpot[0] * 1e3:.1f} ms at batch {b[0]:g} exceeds the TPOT SLO",
-            0,
-            0,
-            float(tpot[0]),
-            None,
-            "slo_tpot",
-            str(step.bottleneck()[0]),
-        )
-    i = int(np.argmax(np.where(ok, rps, -1.0)))
-    limit = kind if i == len(b) - 1 else "slo_tpot"
-    one = forward(dep, np.array([b[i]]), wl.decode_context)
-    return PoolCapacity(
-        True,
-        "",
-        float(rps[i]) * dep.layout.dp,
-        float(b[i]),
-        float(tpot[i]),
-        None,
-        limit,
-        "kv_capacity" if limit == "kv_capacity" else str(step.bottleneck()[i]),
-        one,
-    )
-
-
-def prefill_capacity(
-    dep: Deployment, wl: WorkloadShape, slo: SloSpec, transfer_s: float = 0.0
-) -> PoolCapacity:
-    """A prefill-only replica: chunks of C = max_num_batched_tokens prompt tokens per rank
-    (causal attention over half the prompt on average). Service rate mu = C / (T_unc t_chunk)
-    prompts/s per rank; at load rho the TTFT is the prompt's own chunks plus an M/D/1 wait plus
-    the KV transfer, and the capacity is mu rho* at the largest rho meeting the TTFT SLO."""
-    C = float(dep.max_num_batched_tokens)
-    T = wl.uncached_input
-    free, need = dep.kv_free_bytes(), float(dep.kv_bytes_per_sequence(wl.input_len))
-    if free < need:
-        w_gb = dep.weight_bytes_per_gpu() / 1e9
-        return PoolCapacity(
-            False,
-            f"KV cache holds {free / 1e9:,.2f} GB per GPU, one prompt needs {need / 1e9:,.2f} GB "
-            f"(weights {w_gb:.1f} GB/GPU of {dep.gpu.memory_gb:g} GB)",
-            0,
-            C,
-            None,
-            None,
-            "kv_capacity",
-            "kv_capacity",
-        )
-    step = forward(dep, 0.0, 0.0, C, wl.input_len / 2)
-    t_chunk = float(step.t_s)
-    mu = C / (T * t_chunk)  # prompts/s per rank
-    own = np.ceil(T / C) * forward(dep, 0.0, 0.0, min(T, C), wl.input_len / 2).t_s
-    own = float(own) + transfer_s
-    service = 1.0 / mu
-    rho = 1.0
-    if slo.ttft_s is not None:
-        room = slo.ttft_s - own
-        if room <= 0:
-            return PoolCapacity(
-                False,
-                f"prefill of one prompt takes {own:.2f} s (with KV transfer), over the TTFT SLO",
-                0,
-                C,
-                None,
-                own,
-                "slo_ttft",
-                str(step.bottleneck()),
-            )
-        # room = rho / (2 (1 - rho)) service  ->  rho = 2 room / (service + 2 room)
-        rho = min(2 * room / (service + 2 * room), 1.0)
-    ttft = own + (rho / (2 * (1 - rho)) * service if rho < 1 else 0.0)
-    return PoolCapacity(
-        True,
-        "",
-        mu * rho * dep.layout.dp,
-        C,
-        None,
-        ttft,
-        "slo_ttft" if rho < 1 else "prefill",
-        str(np.asarray(step.bottleneck()).item()),
-        step,
-    )

@@ -24,9 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from profiler.capacity.candidates import evaluate
+from profiler.capacity.deployment import parse_layout
 from profiler.capacity.disagg import plan_disaggregated
 from profiler.capacity.engines import load_engines
-from profiler.capacity.perf import parse_layout
 from profiler.capacity.result import ConfigResult, PlanRequest
 from profiler.errors import SpecError
 
@@ -120,10 +120,10 @@ def request_for(row: Published) -> PlanRequest:
 
 
 def check(row: Published) -> Check:
-    from profiler.capacity.planner import _context
+    from profiler.capacity.context import build_context
 
     req = request_for(row)
-    ctx = _context(req)
+    ctx = build_context(req)
     g = ctx.gpus[0]
     lay = parse_layout(row.layout)
     if row.mode in ("offline", "concurrency"):
@@ -314,8 +314,8 @@ CALIBRATIONS_FILE = "engine_calibrations.yaml"
 
 
 def _ratio_with(row: Published, update: dict[str, float]) -> float:
-    from profiler.capacity.perf import Efficiency
-    from profiler.capacity.planner import _context
+    from profiler.capacity.context import build_context
+    from profiler.capacity.deployment import Efficiency
 
     req = request_for(row)
     engine = load_engines().engine(row.engine)
@@ -324,7 +324,7 @@ def _ratio_with(row: Published, update: dict[str, float]) -> float:
         update={"comm_overlap": engine.comm_overlap, **dict(engine.efficiency), **update}
     )
     req = req.model_copy(update={"efficiency": prior})
-    ctx = _context(req)
+    ctx = build_context(req)
     g, lay = ctx.gpus[0], parse_layout(row.layout)
     if row.mode in ("offline", "concurrency"):
         r = evaluate(ctx, g, lay, checks=False)

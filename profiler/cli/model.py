@@ -58,12 +58,13 @@ def _shape_command(name: str, architecture: str) -> click.Command:
         "--json", "as_json", is_flag=True, help="Print a JSON object instead of the path."
     )
     def make(out: Path | None, as_json: bool) -> None:
+        from profiler.capacity.catalog import shape_spec
         from profiler.serving import shapes
 
         shape = shapes.get_shape(name)
         path = shapes.make_shape_model(name, out)
         if as_json:
-            m = shapes.model_spec(shape)
+            m = shape_spec(shape)
             info = {
                 "path": str(path),
                 "shape": name,

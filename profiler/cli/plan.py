@@ -170,7 +170,8 @@ def command(**kw: Any) -> None:
     """Size a fleet for a model and a load: GPUs, nodes, interconnect, cost and energy per
     configuration (modelled, or measured where --calibration has the configuration)."""
     from profiler.capacity.hardware import parse_prices
-    from profiler.capacity.planner import PlanRequest, plan
+    from profiler.capacity.planner import plan
+    from profiler.capacity.result import PlanRequest
     from profiler.spec import SloSpec
 
     if kw["users"] is not None and kw["rate_per_user"] is None:

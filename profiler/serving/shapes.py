@@ -17,46 +17,25 @@ pairs extended by one more symbol), and Llama 3.1's 256 special tokens at ids 12
 of a benchmark are token ids, so what the merges mean does not matter; what matters is the
 vocabulary size (LM head, sampling, detokenization cost) and that decoding works.
 
-Choosing the shape (``choose_shape``), per GPU the server uses (the first ``tp x pp`` GPUs,
-or those ``CUDA_VISIBLE_DEVICES`` names):
-
-    budget = min(free memory, u x total memory)     (NVML; u = vLLM's 0.9, or lower: see below)
-    need   = weights / tp + reserve + KV cache for the run's batch
-           = params x 2 bytes / tp
-             + reserve_bytes (profiler/capacity/perf.py: 1 GiB + activations + logits)
-             + batch x (prompt + output tokens) x KV bytes per token / tp
-    8B shape when budget >= need(8B), else the 1B shape when budget >= weights + reserve + one
-    sequence of max-model-len, else a SpecError (free the GPU or pass --model).
-
-vLLM refuses to start when less than u x total memory is free, so when less than 90 % is free
-(and ``--gpu-memory-utilization`` is not given) u is lowered to (free - 1 GiB) / total, rounded
-down to 0.01, and passed to vLLM. The batch is the run's concurrency (its closed loop, or the cap of an open loop; 256
-otherwise). With the GPU default workload (256 in flight, 1,024 + 256 tokens) the 8B shape
-needs 56.8 GiB per GPU (15.0 GiB weights, 1.8 GiB reserve, 40.0 GiB KV cache): an 80 GB H100
-or a 141 GB H200 holds it, a 24 GB L4 or a 48 GB L40S gets the 1B shape (13.8 GiB: 2.3 GiB
-weights, 1.5 GiB reserve, 10.0 GiB KV cache).
+Which shape a GPU host serves is chosen by profiler/capacity/shape_choice.py (it needs the
+capacity model's memory arithmetic; this module only makes the shapes).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from profiler.errors import SpecError
 from profiler.paths import models_dir
 from profiler.serving import tinymodel
 
-if TYPE_CHECKING:
-    from profiler.capacity.models import ModelSpec
-
 SHAPE_DTYPE = "bfloat16"
 """dtype the shapes are declared in and served with on a GPU."""
 SHAPE_LOAD_FORMAT = tinymodel.TINY_LOAD_FORMAT
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 DEFAULT_BATCH = 256  # in-flight target when the arrival process sets none
 MAX_MODEL_LEN_FLOOR = 8192
 """--max-model-len of a shape: at least this, more when the workload needs it (both Llama
@@ -143,30 +122,11 @@ class Shape:
         }
 
 
-LLAMA_8B = Shape(
-    name="llama-8b-shape",
-    architecture="Llama-3.1-8B",
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=128,
-    rope_scaling_factor=8.0,
-    tie_word_embeddings=False,
-)
-LLAMA_1B = Shape(
-    name="llama-1b-shape",
-    architecture="Llama-3.2-1B",
-    hidden_size=2048,
-    intermediate_size=8192,
-    num_hidden_layers=16,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=64,
-    rope_scaling_factor=32.0,
-    tie_word_embeddings=True,
-)
+# Shape(name, architecture, hidden_size, intermediate_size, num_hidden_layers,
+#       num_attention_heads, num_key_value_heads, head_dim, rope_scaling_factor,
+#       tie_word_embeddings), as Meta's config.json files give them
+LLAMA_8B = Shape("llama-8b-shape", "Llama-3.1-8B", 4096, 14336, 32, 32, 8, 128, 8.0, False)
+LLAMA_1B = Shape("llama-1b-shape", "Llama-3.2-1B", 2048, 8192, 16, 32, 8, 64, 32.0, True)
 SHAPES: dict[str, Shape] = {s.name: s for s in (LLAMA_8B, LLAMA_1B)}
 """Largest first: ``choose_shape`` takes the first that fits."""
 
@@ -190,13 +150,6 @@ def make_shape_model(name: str, out_dir: Path | None = None) -> Path:
     shape = get_shape(name)
     target = Path(out_dir) if out_dir is not None else default_dir(name)
     return tinymodel.write_model_dir(target, render_files(shape), "an embedded model directory")
-
-
-def model_spec(shape: Shape) -> ModelSpec:
-    """The shape as the capacity model sees it (parameters, KV bytes per token)."""
-    from profiler.capacity.models import from_config_dict
-
-    return from_config_dict(shape.config(), f"shape {shape.name}", default_name=shape.name)
 
 
 # ---------------------------------------------------------------- files
@@ -288,16 +241,7 @@ def _tokenizer_json() -> str:
     return byte_level_bpe_json(vocab, merges, BOS, N_REGULAR, special_tokens())
 
 
-# ---------------------------------------------------------------- choosing the shape
-RULE = (
-    "per GPU used: budget = min(free, u x total), u = --gpu-memory-utilization, else 0.9 "
-    "(vLLM's default) lowered to (free - 1 GiB)/total where less is free; the 8B shape when "
-    "budget >= weights/(tp pp) + reserve + batch x (prompt + output) x KV bytes per token/"
-    "(tp pp), else "
-    "the 1B shape when its weights + reserve + one max-model-len sequence fit"
-)
-
-
+# ---------------------------------------------------------------- the GPUs a server uses
 def serving_gpus(
     gpus: list[dict[str, Any]], count: int, visible: str | None = None, order: str | None = None
 ) -> list[dict[str, Any]]:
@@ -318,115 +262,3 @@ def serving_gpus(
         if picked:
             return picked[:count]
     return gpus[:count]
-
-
-def _need(shape: Shape, kv_tokens: float, tp: int, pp: int, max_num_seqs: int) -> dict[str, float]:
-    from profiler.capacity.perf import reserve_bytes
-
-    m = model_spec(shape)
-    weights = m.params_total * 2.0 / (tp * pp)  # bf16
-    reserve = reserve_bytes(m, tp=tp, max_num_seqs=max_num_seqs)
-    kv = kv_tokens * m.kv_bytes_per_token("bf16", tp=tp) / pp
-    return {
-        "weights_bytes": weights,
-        "reserve_bytes": reserve,
-        "kv_cache_bytes": kv,
-        "kv_cache_tokens": kv_tokens,
-        "total_bytes": weights + reserve + kv,
-    }
-
-
-def choose_shape(
-    gpus: list[dict[str, Any]],
-    *,
-    batch: int,
-    seq_tokens: int,
-    max_model_len: int,
-    gpu_memory_utilization: float | None = None,
-    tp: int = 1,
-    pp: int = 1,
-) -> dict[str, Any]:
-    """The shape to serve on ``gpus`` (NVML ``device_memory`` records of the GPUs the server
-    uses) for a run with ``batch`` sequences of ``seq_tokens`` in flight, and why: a record for
-    the manifest. Raises SpecError when not even the 1B shape fits."""
-    known = [
-        (float(g["memory_total_bytes"]), float(g["memory_free_bytes"]), g)
-        for g in gpus
-        if g.get("memory_total_bytes") and g.get("memory_free_bytes") is not None
-    ]
-    if not known:
-        raise SpecError(
-            "NVML reports no memory for the GPUs the server would use",
-            "pass --model (and --max-model-len) to choose the model yourself",
-        )
-    # vLLM refuses to start when less than utilization x total is free: lower it to what is
-    # free (less 1 GiB for its CUDA context), unless --gpu-memory-utilization says otherwise
-    util = gpu_memory_utilization or min(
-        [DEFAULT_GPU_MEMORY_UTILIZATION]
-        + [math.floor(100 * max(free - 2.0**30, 0.0) / total) / 100 for total, free, _ in known]
-    )
-    lowered = gpu_memory_utilization is None and util < DEFAULT_GPU_MEMORY_UTILIZATION
-    budget, tightest = min(
-        ((min(free, util * total), g) for total, free, g in known), key=lambda b: b[0]
-    )
-    seqs = max(batch, 1)
-    needs = {
-        LLAMA_8B.name: _need(LLAMA_8B, seqs * seq_tokens, tp, pp, seqs),
-        LLAMA_1B.name: _need(LLAMA_1B, seqs * seq_tokens, tp, pp, seqs),
-    }
-    minimal_1b = _need(LLAMA_1B, max_model_len, tp, pp, seqs)
-    gib = 2.0**30
-    where = f"GPU {tightest.get('index')} ({tightest.get('name')})"
-    n8, n1 = needs[LLAMA_8B.name], needs[LLAMA_1B.name]
-    batch_text = f"{seqs} sequences of {seq_tokens} tokens"
-    util_text = (
-        f" (--gpu-memory-utilization lowered to {util:.2f}: vLLM refuses to start when less than "
-        f"{DEFAULT_GPU_MEMORY_UTILIZATION:g} of the memory is free)"
-        if lowered
-        else ""
-    )
-    if budget >= n8["total_bytes"]:
-        shape = LLAMA_8B
-        reason = (
-            f"{where} can use {budget / gib:.1f} GiB: enough for the 8B shape's weights "
-            f"({n8['weights_bytes'] / gib:.1f} GiB), reserve ({n8['reserve_bytes'] / gib:.1f} GiB) "
-            f"and the KV cache of {batch_text} ({n8['kv_cache_bytes'] / gib:.1f} GiB), "
-            f"{n8['total_bytes'] / gib:.1f} GiB in all{util_text}"
-        )
-    elif budget >= minimal_1b["total_bytes"]:
-        shape = LLAMA_1B
-        full = "holds" if budget >= n1["total_bytes"] else "does not hold"
-        reason = (
-            f"{where} can use {budget / gib:.1f} GiB, less than the 8B shape needs with the KV "
-            f"cache of {batch_text} ({n8['total_bytes'] / gib:.1f} GiB); the 1B shape needs "
-            f"{n1['total_bytes'] / gib:.1f} GiB for the same batch, so the budget {full} its "
-            f"whole batch{util_text}"
-        )
-    else:
-        raise SpecError(
-            f"{where} has {budget / gib:.1f} GiB usable; even the 1B default model needs "
-            f"{minimal_1b['total_bytes'] / gib:.1f} GiB",
-            "free GPU memory (nvidia-smi shows who holds it), or pass --model / --endpoint",
-        )
-    return {
-        "shape": shape.name,
-        "architecture": shape.architecture,
-        "dtype": SHAPE_DTYPE,
-        "reason": reason,
-        "rule": RULE,
-        "gpu": {
-            "index": tightest.get("index"),
-            "name": tightest.get("name"),
-            "memory_total_bytes": tightest.get("memory_total_bytes"),
-            "memory_free_bytes": tightest.get("memory_free_bytes"),
-        },
-        "gpus_considered": len(known),
-        "gpu_memory_utilization": util,
-        "gpu_memory_utilization_lowered": lowered,
-        "budget_bytes": budget,
-        "batch": seqs,
-        "seq_tokens": seq_tokens,
-        "tp": tp,
-        "pp": pp,
-        "needs": needs,
-    }

@@ -203,12 +203,13 @@ def test_server_process_memory_is_measured_or_absent_never_zero(
 def test_default_model_shape_for_this_gpu(
     server: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
+    from profiler.capacity.shape_choice import choose_shape
     from profiler.serving import shapes
     from profiler.telemetry.nvml import device_memory
 
     # the gpu-default workload: 256 in flight, 1,024 + 256 tokens; free memory as it is now
     # (the GPU server above holds ALLOC_GIB)
-    choice = shapes.choose_shape(
+    choice = choose_shape(
         shapes.serving_gpus(device_memory(), 1), batch=256, seq_tokens=1280, max_model_len=1296
     )
     total = float(choice["gpu"]["memory_total_bytes"])

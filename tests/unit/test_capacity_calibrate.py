@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from profiler.capacity.calibrate import fit, predict_tpot
+from profiler.capacity.deployment import Efficiency
 from profiler.capacity.measured import MeasuredPoint, load_sweep
-from profiler.capacity.perf import Efficiency
 from profiler.errors import SpecError
 from tests.fakes.synthetic_runs import make_sweep
 
@@ -218,7 +218,8 @@ def test_one_point_calibration_fixes_decode_efficiency_and_says_what_it_does_not
 
 
 def test_plan_calibrates_on_one_run_directory(tmp_path: Path) -> None:
-    from profiler.capacity.planner import PlanRequest, plan
+    from profiler.capacity.planner import plan
+    from profiler.capacity.result import PlanRequest
 
     sweep = make_sweep(tmp_path, configs=1, loads=(4,))
     run = sweep / "runs" / "c0-synthetic-conc4"

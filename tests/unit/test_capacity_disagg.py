@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.capacity.planner import PlanRequest, plan
+from profiler.capacity.planner import plan
+from profiler.capacity.result import PlanRequest
 from profiler.spec import SloSpec
 
 

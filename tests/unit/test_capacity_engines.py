@@ -9,18 +9,13 @@ import math
 import numpy as np
 import pytest
 
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Deployment, Efficiency, Layout
 from profiler.capacity.engines import load_engines
 from profiler.capacity.hardware import load_hardware
-from profiler.capacity.models import resolve_model
-from profiler.capacity.perf import (
-    Deployment,
-    Efficiency,
-    Layout,
-    busiest_rank_prefill,
-    expert_imbalance,
-    forward,
-)
-from profiler.capacity.planner import PlanRequest, plan
+from profiler.capacity.perf import busiest_rank_prefill, expert_imbalance, forward
+from profiler.capacity.planner import plan
+from profiler.capacity.result import PlanRequest
 from profiler.errors import SpecError
 from profiler.spec import SloSpec
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from profiler.capacity.calibrate import predict_tpot
+from profiler.capacity.deployment import Efficiency, Layout
 from profiler.capacity.importers import kind_of, load_calibration
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.perf import Efficiency, Layout
-from profiler.capacity.planner import PlanRequest, plan
+from profiler.capacity.planner import plan
+from profiler.capacity.result import PlanRequest
 from profiler.errors import SpecError
 from tests.fakes.synthetic_runs import make_sweep
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from profiler.capacity.catalog import from_hf_config, load_models, resolve_model
 from profiler.capacity.hardware import load_hardware, parse_hardware, parse_prices
-from profiler.capacity.models import from_hf_config, load_models, resolve_model
 from profiler.errors import SpecError
 
 
@@ -424,7 +424,8 @@ def test_new_gpus_and_scale_up_domains() -> None:
 
 
 def test_expert_parallel_inside_an_nvl72_rack_uses_no_nic() -> None:
-    from profiler.capacity.perf import Deployment, Layout, decode_step
+    from profiler.capacity.deployment import Deployment, Layout
+    from profiler.capacity.perf import decode_step
 
     hw = load_hardware()
     g = hw.gpu("gb200")

@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 
 from profiler.capacity import network
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import GIB, Deployment, Efficiency, Layout
 from profiler.capacity.hardware import load_hardware
-from profiler.capacity.models import resolve_model
-from profiler.capacity.perf import (
-    GIB,
-    Deployment,
-    Efficiency,
-    Layout,
-    decode_step,
-    forward,
-    prefill_time_s,
-)
+from profiler.capacity.perf import decode_step, forward, prefill_time_s
 from profiler.capacity.sizing import WorkloadShape, batch_limit, capacity
 from profiler.spec import SloSpec
 

@@ -10,13 +10,16 @@ import itertools
 import numpy as np
 
 from profiler.capacity.calibrate import fit, predict_tpot
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Deployment, Efficiency, Layout
 from profiler.capacity.engines import load_engines
 from profiler.capacity.hardware import load_hardware
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.models import resolve_model
-from profiler.capacity.perf import Deployment, Efficiency, Layout, forward
-from profiler.capacity.planner import PlanRequest, plan
-from profiler.capacity.sizing import WorkloadShape, capacity, decode_capacity, prefill_capacity
+from profiler.capacity.perf import forward
+from profiler.capacity.planner import plan
+from profiler.capacity.pools import decode_capacity, prefill_capacity
+from profiler.capacity.result import PlanRequest
+from profiler.capacity.sizing import WorkloadShape, capacity
 from profiler.spec import SloSpec
 
 MODELS = ("llama-3.1-8b", "llama-3.3-70b", "qwen3-235b-a22b", "deepseek-r1", "gpt-oss-120b")
@@ -166,12 +169,8 @@ def test_plan_says_which_factors_kept_their_priors() -> None:
 
 
 def test_a_measured_layout_wins_within_the_models_uncertainty() -> None:
-    from profiler.capacity.planner import (
-        UNCALIBRATED_UNCERTAINTY,
-        _context,
-        _prefer_measured,
-        _rank_key,
-    )
+    from profiler.capacity.context import build_context
+    from profiler.capacity.planner import UNCALIBRATED_UNCERTAINTY, _prefer_measured, _rank_key
 
     req = PlanRequest(
         model="llama-3.1-8b",
@@ -181,7 +180,7 @@ def test_a_measured_layout_wins_within_the_models_uncertainty() -> None:
         scaling=False,
     )
     r = plan(req)
-    ctx = _context(req)
+    ctx = build_context(req)
     key = _rank_key(ctx)
     cheapest, other = r.configurations[0], r.configurations[1]
     assert cheapest.source == "modelled"

@@ -9,9 +9,11 @@ import math
 import pytest
 
 from profiler.capacity.calibrate import predict_tpot
+from profiler.capacity.deployment import Efficiency
 from profiler.capacity.measured import MeasuredPoint
-from profiler.capacity.perf import Efficiency
-from profiler.capacity.planner import PlanRequest, PlanResult, plan, test_time_scaling
+from profiler.capacity.planner import plan
+from profiler.capacity.result import PlanRequest, PlanResult
+from profiler.capacity.scaling import test_time_scaling
 from profiler.errors import SpecError
 from profiler.spec import SloSpec
 

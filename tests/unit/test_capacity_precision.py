@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from profiler.capacity.calibrate import deployment_for
+from profiler.capacity.catalog import resolve_model
+from profiler.capacity.deployment import Efficiency
 from profiler.capacity.dtypes import resolve_weight_dtype, served_dtypes
 from profiler.capacity.hardware import load_hardware
 from profiler.capacity.measured import MeasuredPoint, load_sweep
-from profiler.capacity.models import DTYPE_BYTES, resolve_model
-from profiler.capacity.perf import Efficiency
+from profiler.capacity.models import DTYPE_BYTES
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.execute import SweepHooks, run_sweep
 from profiler.sweep.spec import SweepGrid, SweepSpec
@@ -68,7 +69,7 @@ def test_gpus_without_a_precision_list_none() -> None:
 
 
 def test_weight_bytes_follow_the_precision() -> None:
-    from profiler.capacity.perf import Deployment, Layout
+    from profiler.capacity.deployment import Deployment, Layout
 
     hw = load_hardware()
     m = resolve_model("deepseek-r1")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.capacity.planner import PlanRequest, plan
+from profiler.capacity.planner import plan
+from profiler.capacity.result import PlanRequest
 from profiler.capacity.sessions import measured_hit_ratio, session_model
 from profiler.capacity.sizing import WorkloadShape, batch_limit
 from profiler.errors import SpecError
@@ -121,10 +122,10 @@ def test_plan_says_how_many_gpus_the_cache_saves(tmp_path: Path) -> None:
 
 
 def test_held_kv_lowers_the_batch_limit() -> None:
-    from profiler.capacity import planner
+    from profiler.capacity.candidates import layouts
+    from profiler.capacity.context import build_context, deployment
 
-    ctx = planner._context(_req("agentic"))
-    from profiler.capacity.candidates import deployment, layouts
+    ctx = build_context(_req("agentic"))
 
     g = ctx.gpus[0]
     lay = max(layouts(ctx.model, 8, 8), key=lambda x: x.gpus)  # 8 GPUs: room for the KV

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from tokenizers import Tokenizer
 
+from profiler.capacity.catalog import shape_spec
 from profiler.clock import RunClock
 from profiler.errors import SpecError
 from profiler.runspec import RunOptions, build_run_spec
@@ -239,7 +240,7 @@ def test_made_config_has_the_real_shape(
     assert cfg["max_position_embeddings"] == 131072 and cfg["torch_dtype"] == "bfloat16"
     assert cfg["rope_scaling"]["rope_type"] == "llama3"
     assert not any(p.suffix in (".safetensors", ".bin") for p in made[name].iterdir())
-    spec = shapes.model_spec(shapes.get_shape(name))
+    spec = shape_spec(shapes.get_shape(name))
     assert spec.params_total == (P8 if name == "llama-8b-shape" else P1)
 
 

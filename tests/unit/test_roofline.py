@@ -14,6 +14,7 @@ import pytest
 
 from profiler.analysis.roofline import bounds, ideal_deployment, roofline_section
 from profiler.analysis.roofline_table import main, nvml_table, shipped_table, table_data
+from profiler.capacity.catalog import shape_spec
 from profiler.capacity.hardware import load_hardware
 from profiler.runspec import RunOptions, build_run_spec
 from profiler.serving import shapes
@@ -45,7 +46,7 @@ def test_hand_values_8b_h100() -> None:
     assert round(DECODE8_H100) == 15_971
     assert round(PREFILL8_H100) == 69_513
     assert round(RUN8_H100) == 13_637  # prefill FLOPs make the whole run compute-bound
-    m = shapes.model_spec(shapes.LLAMA_8B)
+    m = shape_spec(shapes.LLAMA_8B)
     f = bounds(
         ideal_deployment(m, load_hardware().gpu("h100")), batch=B, input_len=IN, output_len=OUT
     )
@@ -76,7 +77,7 @@ def test_hand_values_1b_l4() -> None:
     bw, peak = 300e9, 121e12
     run = OUT / max(OUT * step_bytes / (B * bw), (prompt_flops + OUT * step_flops / B) / peak)
     f = bounds(
-        ideal_deployment(shapes.model_spec(shapes.LLAMA_1B), load_hardware().gpu("l4")),
+        ideal_deployment(shape_spec(shapes.LLAMA_1B), load_hardware().gpu("l4")),
         batch=B,
         input_len=IN,
         output_len=OUT,
