@@ -29,9 +29,9 @@ from pydantic_core import from_json, to_json
 
 from profiler.clock import RunClock
 from profiler.load.prompts import TextPrompter, ids_to_words
-from profiler.load.record import RequestRecord
 from profiler.load.tokens import TokenCounter, load_counter, load_offsets
 from profiler.load.transport import Pool, TransportError
+from profiler.store.record import RequestRecord
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 _DECODE = json.JSONDecoder().decode  # fallback for events that are not valid UTF-8

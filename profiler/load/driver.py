@@ -22,7 +22,7 @@ import numpy as np
 from profiler.clock import RunClock
 from profiler.errors import StorageError
 from profiler.load.client import StreamingClient
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 
 LAG_INTERVAL_S = 0.05
 CONNECTION_FAILURES_TO_ABORT = 16

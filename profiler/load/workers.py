@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.summary import LatencySketches
+from profiler.analysis.latency_sketches import LatencySketches
 from profiler.clock import RunClock
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import ClientHealth, Driver, DriverResult, LoadPlan

@@ -5,9 +5,10 @@ registry. prometheus_client's counters and gauges and ``BatchHistogram`` take th
 and the in-flight count is kept under one lock here, so the hooks are safe from any thread. Every series carries
 ``run_id``, ``workload``, ``model`` and ``hostname``.
 
-Latency histograms follow ``profiler.load.record.RequestRecord``'s definitions (DESIGN.md):
-TTFT, TPOT, ITL (every gap shared among the tokens its chunk carried) and E2E are observed for
-successful requests only, like ``summary.json``; dispatch lag for every request that was sent.
+Latency histograms and the SLO-met counter use ``profiler.measures``' definitions (through
+``RequestRecord``): TTFT, TPOT, ITL (every gap shared among the tokens its chunk carried) and
+E2E are observed for successful requests only, like ``summary.json``; dispatch lag for every
+request that was sent.
 Achieved rates are left to PromQL: ``rate(infprof_requests_total{outcome="ok"}[...])``.
 """
 
@@ -16,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from profiler.load.record import OUTCOMES, TURN_BUCKETS, RequestRecord, turn_bucket
+from profiler.measures import Slo, meets_slo, slo_is_set
 from profiler.metrics.histogram import BatchHistogram
+from profiler.store.record import OUTCOMES, TURN_BUCKETS, RequestRecord, turn_bucket
 
 # Seconds, from a millisecond to ten minutes: TTFT under load and E2E of long generations.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -43,35 +45,6 @@ DISPATCH_LAG_BUCKETS_S: tuple[float, ...] = (
 RUN_LABELS: tuple[str, ...] = ("run_id", "workload", "model", "hostname")
 
 
-class Slo(Protocol):
-    """What ``profiler.spec.SloSpec`` offers (seconds; ``None`` = not set)."""
-
-    ttft_s: float | None
-    tpot_s: float | None
-    e2e_s: float | None
-
-
-def meets_slo(rec: RequestRecord, slo: Slo) -> bool:
-    """The SLO test of ``profiler.analysis.summary.slo_attainment`` measured from the send: the
-    request succeeded and met every objective set; a one-token answer has no TPOT and cannot
-    miss it."""
-    if rec.outcome != "ok":
-        return False
-    if slo.ttft_s is not None:
-        ttft = rec.ttft_s
-        if ttft is None or ttft > slo.ttft_s:
-            return False
-    if slo.tpot_s is not None:
-        tpot = rec.tpot_s
-        if tpot is not None and tpot > slo.tpot_s:
-            return False
-    if slo.e2e_s is not None:
-        e2e = rec.e2e_s
-        if e2e is None or e2e > slo.e2e_s:
-            return False
-    return True
-
-
 class RunMetrics:
     """Registers the run's metrics on ``registry`` (never the global one) and updates them
     from the driver's hooks. ``slo`` (a ``SloSpec``) enables the SLO-met counter's counting;
@@ -90,7 +63,7 @@ class RunMetrics:
     ) -> None:
         values = {"run_id": run_id, "workload": workload, "model": model, "hostname": hostname}
         self.labels: Mapping[str, str] = values
-        self._slo = slo if slo is not None and _slo_set(slo) else None
+        self._slo = slo if slo_is_set(slo) else None
         self._lock = threading.Lock()
         self._inflight = 0
         r, names = registry, RUN_LABELS
@@ -131,6 +104,12 @@ class RunMetrics:
             LATENCY_BUCKETS_S,
         )
 
+        def counter(name: str, doc: str) -> Any:
+            return Counter(name, doc, names, registry=r).labels(**values)
+
+        def gauge(name: str, doc: str) -> Any:
+            return Gauge(name, doc, names, registry=r).labels(**values)
+
         requests = Counter(
             "infprof_requests",
             "Finished requests by outcome (ok, error, timeout, cancelled).",
@@ -138,54 +117,35 @@ class RunMetrics:
             registry=r,
         )
         self._requests = {o: requests.labels(**values, outcome=o) for o in OUTCOMES}
-        self._sent = Counter(
-            "infprof_requests_sent", "Requests sent to the server.", names, registry=r
-        ).labels(**values)
-        self._slo_met = Counter(
+        self._sent = counter("infprof_requests_sent", "Requests sent to the server.")
+        self._slo_met = counter(
             "infprof_slo_met_requests",
             "Successful requests that met every SLO objective set, measured from the send.",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._out_tok = Counter(
-            "infprof_output_tokens",
-            "Output tokens of successful requests (server-reported usage).",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._in_tok = Counter(
-            "infprof_prompt_tokens",
-            "Prompt tokens of successful requests (server-reported usage).",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._inflight_g = Gauge(
-            "infprof_inflight_requests", "Requests sent and not yet finished.", names, registry=r
-        ).labels(**values)
+        )
+        self._out_tok = counter(
+            "infprof_output_tokens", "Output tokens of successful requests (server-reported usage)."
+        )
+        self._in_tok = counter(
+            "infprof_prompt_tokens", "Prompt tokens of successful requests (server-reported usage)."
+        )
+        self._inflight_g = gauge("infprof_inflight_requests", "Requests sent and not yet finished.")
         self._target = Gauge(
             "infprof_target_request_rate",
             "Target request rate of the arrival schedule, requests per second (absent for closed-loop load).",
             names,
             registry=r,
         )
-        self._loop_lag = Gauge(
+        self._loop_lag = gauge(
             "infprof_client_event_loop_lag_seconds",
             "Load generator event-loop lag (latest measurement).",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._cpu = Gauge(
-            "infprof_client_cpu_ratio",
-            "Load generator CPU use as a fraction of one core.",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._saturated = Gauge(
+        )
+        self._cpu = gauge(
+            "infprof_client_cpu_ratio", "Load generator CPU use as a fraction of one core."
+        )
+        self._saturated = gauge(
             "infprof_client_saturated",
             "1 while the load generator is the bottleneck (CPU, loop lag or dispatch lag over its limit).",
-            names,
-            registry=r,
-        ).labels(**values)
+        )
         self._slo_g = Gauge(
             "infprof_slo_seconds",
             "SLO objective in seconds by kind (ttft, tpot, e2e); absent when not set.",
@@ -246,23 +206,20 @@ class RunMetrics:
             self._queue_wait.observe(max(rec.queue_wait_s, 0.0))
         if rec.outcome != "ok":
             return
-        ttft, tpot, e2e = rec.ttft_s, rec.tpot_s, rec.e2e_s
-        if ttft is not None:
-            self._ttft.observe(ttft)
-        if tpot is not None:
-            self._tpot.observe(tpot)
-        if e2e is not None:
-            self._e2e.observe(e2e)
+        ttft, tpot, e2e = rec.latencies()  # NaN where undefined: not observed
+        self._ttft.observe(ttft)
+        self._tpot.observe(tpot)
+        self._e2e.observe(e2e)
         self._itl.observe_many(rec.itl_shares())
         if self._turns is not None and rec.turn is not None:
             for h, v in zip(self._turns[turn_bucket(rec.turn)], (ttft, tpot, e2e), strict=True):
-                if v is not None:
+                if v == v:
                     h.observe(v)
         if rec.output_tokens:
             self._out_tok.inc(rec.output_tokens)
         if rec.prompt_tokens:
             self._in_tok.inc(rec.prompt_tokens)
-        if self._slo is not None and meets_slo(rec, self._slo):
+        if self._slo is not None and meets_slo(self._slo, True, ttft, tpot, e2e):
             self._slo_met.inc()
 
     def on_client_health(
@@ -278,7 +235,3 @@ class RunMetrics:
     def inflight(self) -> int:
         with self._lock:
             return self._inflight
-
-
-def _slo_set(slo: Slo) -> bool:
-    return any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2e_s))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiler.load.client import MAX_EVENT_BYTES, StreamState
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 
 
 def _rec() -> RequestRecord:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from profiler.load.client import StreamState
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 
 
 def _rec(n: int = 1) -> RequestRecord:

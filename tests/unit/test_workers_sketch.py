@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from profiler.analysis.summary import LatencySketches
+from profiler.analysis.latency_sketches import LatencySketches
 from profiler.load.driver import ClientHealth, DriverResult
-from profiler.load.record import RequestRecord
 from profiler.load.workers import _SketchSink, merge_results
+from profiler.store.record import RequestRecord
 
 
 def _records(lags: list[float], start_id: int) -> list[RequestRecord]:
