@@ -20,7 +20,7 @@ Definitions (DESIGN.md), times on the run clock:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,14 +29,19 @@ import numpy as np
 # (request id, arrival time, tokens) of every content chunk of the requests selected by a
 # boolean mask indexed by request id
 ChunkSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# Batches of (gap, tokens its chunk carried or None when every chunk carried one) of the
+# requests selected by a boolean mask indexed by request id; NaN gaps already dropped
+ItlSource = Callable[[np.ndarray], Iterable[tuple[np.ndarray, np.ndarray | None]]]
 NAN = float("nan")
 
 
-class Requests(Protocol):
-    """Per-request float64 columns (NaN for missing), as ``analysis/request_columns`` has them."""
+@dataclass
+class Columns:
+    """A run's requests as columns, one row a request (float arrays use NaN for missing);
+    ``analysis/request_columns.RequestColumns`` reads them from a run."""
 
     id: np.ndarray
-    outcome: np.ndarray
+    outcome: np.ndarray  # fixed-width str
     intended_start_s: np.ndarray
     send_s: np.ndarray
     first_token_s: np.ndarray
@@ -44,8 +49,21 @@ class Requests(Protocol):
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     n: np.ndarray
-    queue_wait_s: np.ndarray | None
-    chunk_source: ChunkSource | None
+    # ITL gaps of the requests selected by a boolean mask indexed by request id, in batches
+    itl_source: ItlSource
+    # Seconds each request waited for a free slot under an open loop's concurrency cap (NaN
+    # where there was no cap, or the run predates the field); None: all NaN
+    queue_wait_s: np.ndarray | None = None
+    # (request id, arrival time, tokens) of every content chunk of the requests selected by a
+    # boolean mask indexed by request id; None where the run has no chunk data
+    chunk_source: ChunkSource | None = None
+    # Error text per request (object array, None where none); None: not read
+    error: np.ndarray | None = None
+    # Requested lengths (NaN where not recorded) and whether exact output lengths were asked
+    # of the server (1.0 / 0.0, NaN: natural lengths); None: the run predates them
+    requested_prompt_tokens: np.ndarray | None = None
+    requested_output_tokens: np.ndarray | None = None
+    length_enforced: np.ndarray | None = None
 
 
 class Slo(Protocol):
@@ -96,14 +114,14 @@ def dispatch_lag(intended_start_s: Values, send_s: Values, queue_wait_s: Values 
     return lag - _where(queue_wait_s == queue_wait_s, queue_wait_s, 0.0)  # NaN: none
 
 
-def latencies(cols: Requests) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def latencies(cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-request TTFT, TPOT and E2E from the send (NaN where undefined)."""
     ok = cols.outcome == "ok"
     t, e = ttft(cols.send_s, cols.first_token_s), e2e(cols.send_s, cols.end_s, ok)
     return t, tpot(t, e, cols.output_tokens, cols.n), e
 
 
-def from_intended(cols: Requests) -> tuple[np.ndarray, np.ndarray]:
+def from_intended(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
     """Per-request TTFT and E2E from the intended start on the arrival schedule."""
     ok = cols.outcome == "ok"
     return (
@@ -166,7 +184,7 @@ class Window:
         return max(self.end - self.start, 0.0)
 
 
-def measured_window(cols: Requests, warmup_s: float = 0.0, cooldown_s: float = 0.0) -> Window:
+def measured_window(cols: Columns, warmup_s: float = 0.0, cooldown_s: float = 0.0) -> Window:
     """[first send + warm-up, last end - cool-down] on the run clock."""
     sends = cols.send_s[~np.isnan(cols.send_s)]
     ends = cols.end_s[~np.isnan(cols.end_s)]
@@ -179,7 +197,7 @@ def measured_window(cols: Requests, warmup_s: float = 0.0, cooldown_s: float = 0
     return Window(start, end, warmup_s, cooldown_s)
 
 
-def in_window(cols: Requests, win: Window) -> np.ndarray:
+def in_window(cols: Columns, win: Window) -> np.ndarray:
     """Requests counted in the measured window: sent at or after its start and finished by its
     end; requests never sent or never finished count when they were intended in the window.
     Without warm-up and cool-down every request counts."""
@@ -196,7 +214,7 @@ def in_window(cols: Requests, win: Window) -> np.ndarray:
     return sel
 
 
-def completed_in_window(cols: Requests, win: Window) -> np.ndarray:
+def completed_in_window(cols: Columns, win: Window) -> np.ndarray:
     """Requests that ended inside the measured window, whenever they were sent: the requests
     the request rate counts (for a steady stream, completions per second are unbiased; the
     requests wholly inside the window, which ``in_window`` selects, undercount by the share
@@ -233,7 +251,7 @@ class WindowTokens:
         }
 
 
-def window_tokens(cols: Requests, win: Window, ok: np.ndarray) -> WindowTokens:
+def window_tokens(cols: Columns, win: Window, ok: np.ndarray) -> WindowTokens:
     """Output and prompt tokens of the requests in ``ok`` that arrived inside ``win`` (see
     ``WindowTokens``). Chunk times are read only for the requests cut by a window edge."""
     out = np.nan_to_num(cols.output_tokens)
@@ -272,7 +290,7 @@ def window_tokens(cols: Requests, win: Window, ok: np.ndarray) -> WindowTokens:
 
 
 def _inside_fractions(
-    cols: Requests, cut: np.ndarray, idx: np.ndarray, lo: float, hi: float
+    cols: Columns, cut: np.ndarray, idx: np.ndarray, lo: float, hi: float
 ) -> np.ndarray:
     """Per request ``idx`` (those in ``cut``): the share of its chunk tokens that arrived in
     [lo, hi]; NaN where no chunk times are known."""
@@ -323,7 +341,7 @@ def meets_slo(slo: Slo, ok: Any, ttft_s: Values, tpot_s: Values, e2e_s: Values) 
 
 def slo_attainment(
     slo: Any,
-    cols: Requests,
+    cols: Columns,
     in_win: np.ndarray,
     done_in_win: np.ndarray,
     secs: float,

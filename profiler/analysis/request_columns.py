@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,44 +20,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from profiler import measures
-from profiler.measures import ChunkSource
+from profiler.measures import ItlSource
 from profiler.store.record import RequestRecord
 
-# Batches of (gap, tokens its chunk carried or None when every chunk carried one) of the
-# requests selected by a boolean mask indexed by request id; NaN gaps already dropped
-ItlSource = Callable[[np.ndarray], Iterable[tuple[np.ndarray, np.ndarray | None]]]
 # Rows of itl.parquet decoded at a time: memory stays bounded whatever the file's length
 ITL_BATCH_ROWS = 1 << 20
 
 
-@dataclass
-class RequestColumns:
-    """Columnar view of a run's records (float arrays use NaN for missing)."""
-
-    id: np.ndarray
-    outcome: np.ndarray  # fixed-width str
-    intended_start_s: np.ndarray
-    send_s: np.ndarray
-    first_token_s: np.ndarray
-    end_s: np.ndarray
-    prompt_tokens: np.ndarray
-    output_tokens: np.ndarray
-    n: np.ndarray
-    # ITL gaps of the requests selected by a boolean mask indexed by request id, in batches
-    itl_source: ItlSource
-    # Seconds each request waited for a free slot under an open loop's concurrency cap (NaN
-    # where there was no cap, or the run predates the field); None: all NaN
-    queue_wait_s: np.ndarray | None = None
-    # (request id, arrival time, tokens) of every content chunk of the requests selected by a
-    # boolean mask indexed by request id; None where the run has no chunk data
-    chunk_source: ChunkSource | None = None
-    # Error text per request (object array, None where none); None: not read
-    error: np.ndarray | None = None
-    # Requested lengths (NaN where not recorded) and whether exact output lengths were asked
-    # of the server (1.0 / 0.0, NaN: natural lengths); None: the run predates them
-    requested_prompt_tokens: np.ndarray | None = None
-    requested_output_tokens: np.ndarray | None = None
-    length_enforced: np.ndarray | None = None
+class RequestColumns(measures.Columns):
+    """``measures.Columns`` read from a run: its records, or requests.parquet and itl.parquet."""
 
     @classmethod
     def from_records(cls, records: Sequence[RequestRecord]) -> RequestColumns:

@@ -104,17 +104,20 @@ class RunMetrics:
             LATENCY_BUCKETS_S,
         )
 
+        def family(kind: Any, name: str, doc: str, *extra: str) -> Any:
+            return kind(name, doc, (*names, *extra), registry=r)
+
         def counter(name: str, doc: str) -> Any:
-            return Counter(name, doc, names, registry=r).labels(**values)
+            return family(Counter, name, doc).labels(**values)
 
         def gauge(name: str, doc: str) -> Any:
-            return Gauge(name, doc, names, registry=r).labels(**values)
+            return family(Gauge, name, doc).labels(**values)
 
-        requests = Counter(
+        requests = family(
+            Counter,
             "infprof_requests",
             "Finished requests by outcome (ok, error, timeout, cancelled).",
-            (*names, "outcome"),
-            registry=r,
+            "outcome",
         )
         self._requests = {o: requests.labels(**values, outcome=o) for o in OUTCOMES}
         self._sent = counter("infprof_requests_sent", "Requests sent to the server.")
@@ -129,11 +132,10 @@ class RunMetrics:
             "infprof_prompt_tokens", "Prompt tokens of successful requests (server-reported usage)."
         )
         self._inflight_g = gauge("infprof_inflight_requests", "Requests sent and not yet finished.")
-        self._target = Gauge(
+        self._target = family(
+            Gauge,
             "infprof_target_request_rate",
             "Target request rate of the arrival schedule, requests per second (absent for closed-loop load).",
-            names,
-            registry=r,
         )
         self._loop_lag = gauge(
             "infprof_client_event_loop_lag_seconds",
@@ -146,11 +148,11 @@ class RunMetrics:
             "infprof_client_saturated",
             "1 while the load generator is the bottleneck (CPU, loop lag or dispatch lag over its limit).",
         )
-        self._slo_g = Gauge(
+        self._slo_g = family(
+            Gauge,
             "infprof_slo_seconds",
             "SLO objective in seconds by kind (ttft, tpot, e2e); absent when not set.",
-            (*names, "objective"),
-            registry=r,
+            "objective",
         )
         # sessions: latency by turn, the ``turn`` label one of TURN_BUCKETS (1, 2-4, 5+), so
         # the series stay few however long the sessions; observed once per request

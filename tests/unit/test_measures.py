@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -17,24 +15,9 @@ def a(*v: float) -> np.ndarray:
     return np.array(v, dtype=np.float64)
 
 
-@dataclass
-class Cols:
-    id: np.ndarray
-    outcome: np.ndarray
-    intended_start_s: np.ndarray
-    send_s: np.ndarray
-    first_token_s: np.ndarray
-    end_s: np.ndarray
-    prompt_tokens: np.ndarray
-    output_tokens: np.ndarray
-    n: np.ndarray
-    queue_wait_s: np.ndarray | None = None
-    chunk_source: m.ChunkSource | None = None
-
-
-def _cols() -> Cols:
+def _cols() -> m.Columns:
     # 0: ok, 1: ok one token, 2: error after a first token, 3: ok with two samples, 4: never sent
-    return Cols(
+    return m.Columns(
         id=np.arange(5),
         outcome=np.array(["ok", "ok", "error", "ok", "error"]),
         intended_start_s=a(0.0, 1.0, 2.0, 3.0, 4.0),
@@ -45,6 +28,7 @@ def _cols() -> Cols:
         output_tokens=a(11, 1, 4, 12, NAN),
         n=a(1, 1, 1, 2, 1),
         queue_wait_s=a(0.25, NAN, 0.0, 0.1, NAN),
+        itl_source=lambda _selected: iter(()),
     )
 
 
