@@ -43,6 +43,34 @@ DISPATCH_LAG_BUCKETS_S: tuple[float, ...] = (
 )  # fmt: skip
 
 RUN_LABELS: tuple[str, ...] = ("run_id", "workload", "model", "hostname")
+# Counters and gauges of one series each: key -> (name, help)
+_COUNTERS: dict[str, tuple[str, str]] = {
+    "sent": ("infprof_requests_sent", "Requests sent to the server."),
+    "slo_met": (
+        "infprof_slo_met_requests",
+        "Successful requests that met every SLO objective set, measured from the send.",
+    ),
+    "output_tokens": (
+        "infprof_output_tokens",
+        "Output tokens of successful requests (server-reported usage).",
+    ),
+    "prompt_tokens": (
+        "infprof_prompt_tokens",
+        "Prompt tokens of successful requests (server-reported usage).",
+    ),
+}
+_GAUGES: dict[str, tuple[str, str]] = {
+    "inflight": ("infprof_inflight_requests", "Requests sent and not yet finished."),
+    "loop_lag": (
+        "infprof_client_event_loop_lag_seconds",
+        "Load generator event-loop lag (latest measurement).",
+    ),
+    "cpu": ("infprof_client_cpu_ratio", "Load generator CPU use as a fraction of one core."),
+    "saturated": (
+        "infprof_client_saturated",
+        "1 while the load generator is the bottleneck (CPU, loop lag or dispatch lag over its limit).",
+    ),
+}
 
 
 class RunMetrics:
@@ -107,12 +135,6 @@ class RunMetrics:
         def family(kind: Any, name: str, doc: str, *extra: str) -> Any:
             return kind(name, doc, (*names, *extra), registry=r)
 
-        def counter(name: str, doc: str) -> Any:
-            return family(Counter, name, doc).labels(**values)
-
-        def gauge(name: str, doc: str) -> Any:
-            return family(Gauge, name, doc).labels(**values)
-
         requests = family(
             Counter,
             "infprof_requests",
@@ -120,33 +142,12 @@ class RunMetrics:
             "outcome",
         )
         self._requests = {o: requests.labels(**values, outcome=o) for o in OUTCOMES}
-        self._sent = counter("infprof_requests_sent", "Requests sent to the server.")
-        self._slo_met = counter(
-            "infprof_slo_met_requests",
-            "Successful requests that met every SLO objective set, measured from the send.",
-        )
-        self._out_tok = counter(
-            "infprof_output_tokens", "Output tokens of successful requests (server-reported usage)."
-        )
-        self._in_tok = counter(
-            "infprof_prompt_tokens", "Prompt tokens of successful requests (server-reported usage)."
-        )
-        self._inflight_g = gauge("infprof_inflight_requests", "Requests sent and not yet finished.")
+        self._c = {k: family(Counter, *d).labels(**values) for k, d in _COUNTERS.items()}
+        self._g = {k: family(Gauge, *d).labels(**values) for k, d in _GAUGES.items()}
         self._target = family(
             Gauge,
             "infprof_target_request_rate",
             "Target request rate of the arrival schedule, requests per second (absent for closed-loop load).",
-        )
-        self._loop_lag = gauge(
-            "infprof_client_event_loop_lag_seconds",
-            "Load generator event-loop lag (latest measurement).",
-        )
-        self._cpu = gauge(
-            "infprof_client_cpu_ratio", "Load generator CPU use as a fraction of one core."
-        )
-        self._saturated = gauge(
-            "infprof_client_saturated",
-            "1 while the load generator is the bottleneck (CPU, loop lag or dispatch lag over its limit).",
         )
         self._slo_g = family(
             Gauge,
@@ -189,17 +190,17 @@ class RunMetrics:
         self._target.labels(**self.labels).set(float(rate))
 
     def on_send(self) -> None:
-        self._sent.inc()
+        self._c["sent"].inc()
         with self._lock:
             self._inflight += 1
-            self._inflight_g.set(self._inflight)
+            self._g["inflight"].set(self._inflight)
 
     def on_record(self, rec: RequestRecord) -> None:
         """A finished request (any outcome)."""
         if rec.send_s is not None:
             with self._lock:
                 self._inflight = max(0, self._inflight - 1)
-                self._inflight_g.set(self._inflight)
+                self._g["inflight"].set(self._inflight)
         self._requests[rec.outcome].inc()
         lag = rec.dispatch_lag_s
         if lag is not None:
@@ -218,20 +219,20 @@ class RunMetrics:
                 if v == v:
                     h.observe(v)
         if rec.output_tokens:
-            self._out_tok.inc(rec.output_tokens)
+            self._c["output_tokens"].inc(rec.output_tokens)
         if rec.prompt_tokens:
-            self._in_tok.inc(rec.prompt_tokens)
+            self._c["prompt_tokens"].inc(rec.prompt_tokens)
         if self._slo is not None and meets_slo(self._slo, True, ttft, tpot, e2e):
-            self._slo_met.inc()
+            self._c["slo_met"].inc()
 
     def on_client_health(
         self, event_loop_lag_s: float | None, cpu_ratio: float | None, saturated: bool
     ) -> None:
         if event_loop_lag_s is not None:
-            self._loop_lag.set(event_loop_lag_s)
+            self._g["loop_lag"].set(event_loop_lag_s)
         if cpu_ratio is not None:
-            self._cpu.set(cpu_ratio)
-        self._saturated.set(1.0 if saturated else 0.0)
+            self._g["cpu"].set(cpu_ratio)
+        self._g["saturated"].set(1.0 if saturated else 0.0)
 
     @property
     def inflight(self) -> int:
