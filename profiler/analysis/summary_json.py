@@ -1,5 +1,7 @@
-"""``summary.json`` of a run, computed from what is on disk, so ``infprof report`` and a run
-that ended abnormally produce the same summary as the run itself."""
+"""The whole ``summary.json`` of a run, computed from what is on disk, so ``infprof report`` and
+a run that ended abnormally produce the same summary as the run itself. It assembles the
+sections: requests (``request_summary``), telemetry (``telemetry_summary``), nodes, sessions,
+workers' clocks and the roofline."""
 
 from __future__ import annotations
 
