@@ -339,6 +339,11 @@ def meets_slo(slo: Slo, ok: Any, ttft_s: Values, tpot_s: Values, e2e_s: Values) 
     return meets
 
 
+def meets_target(fraction: float, target_fraction: float) -> bool:
+    """SLO attainment reaches its target: at least ``target_fraction`` of the requests met it."""
+    return fraction >= target_fraction
+
+
 def slo_attainment(
     slo: Any,
     cols: Columns,
@@ -371,7 +376,7 @@ def slo_attainment(
                 int(np.count_nonzero(meets & done_in_win)) / secs if secs > 0 else None
             ),
             "met": met,
-            "meets_target": (met / total >= slo.target_fraction) if total else None,
+            "meets_target": meets_target(met / total, slo.target_fraction) if total else None,
         }
 
     from_send = part(meets_slo(slo, ok, ttft_s, tpot_s, e2e_s))

@@ -145,3 +145,7 @@ def test_slo_attainment_by_hand() -> None:
     assert (
         m.slo_attainment(SloSpec(), c, everything, everything, 4.0, open_loop=True)["slo"] is None
     )
+
+
+def test_meets_target_at_the_boundary() -> None:
+    assert m.meets_target(0.9, 0.9) and not m.meets_target(0.89, 0.9)
