@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiler import cpus
-from profiler.analysis.run_summary import summarize_run
+from profiler.analysis.summary_json import summarize_run
 from profiler.clock import RunClock
 from profiler.errors import InfprofError, StorageError
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
 from profiler.load.loop import run as run_loop
-from profiler.load.record import RequestRecord
 from profiler.metrics.live import LiveExport, start_live
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
 from profiler.spec import RunSpec, ServeSpec
 from profiler.store.manifest import initial_manifest, safe_write
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import RunDir, new_run_id
 
 if TYPE_CHECKING:

@@ -11,14 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.summary import (
-    RequestColumns,
-    in_window,
-    latencies,
-    measured_window,
-    meets_slo,
-)
+from profiler.analysis.request_columns import RequestColumns
 from profiler.errors import SpecError, StorageError
+from profiler.measures import in_window, latencies, measured_window, meets_slo
 from profiler.spec import SloSpec
 from profiler.store.rundir import read_records
 

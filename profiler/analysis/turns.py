@@ -4,7 +4,7 @@
 seen, turns per session, session duration (first send to last end of the sessions whose every
 turn succeeded), and per turn: TTFT, TPOT and E2E of the successful requests, prompt tokens
 and the server-reported cached prompt tokens, grouped by turn index (``1``, ``2-4``, ``5+``:
-``profiler.load.record.TURN_BUCKETS``) and, for plotting, by exact turn index. The latency and
+``profiler.store.record.TURN_BUCKETS``) and, for plotting, by exact turn index. The latency and
 token figures cover the requests the run's latency figures cover (the measured window).
 
 ``prefix_cache``: the server's prefix-cache hits over queries (vLLM's ``/metrics`` counters
@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.stats import Distribution
-from profiler.analysis.summary import RequestColumns, Window, in_window, latencies
-from profiler.load.record import TURN_BUCKETS, turn_bucket
+from profiler.measures import Window, in_window, latencies
+from profiler.store.record import TURN_BUCKETS, turn_bucket
 from profiler.telemetry.sample import Sample
 
 TIMELINE_POINTS = 120
@@ -183,7 +184,7 @@ def prefix_cache(samples: list[Sample], start: float, end: float) -> dict[str, A
     dq, dh = _increases(queries), _increases(hits_at)
     t_end = tq[1:]
     # from the last scrape at or before the window start to the first at or after its end
-    # (as the server section's counts: profiler.analysis.telemetry_summary)
+    # (as the server section's counts: profiler.analysis.telemetry_sections)
     first = max(int(np.searchsorted(tq, start, side="right")) - 1, 0)
     last = max(min(int(np.searchsorted(tq, end, side="left")), tq.size - 1), first + 1)
     sl = slice(first, last)

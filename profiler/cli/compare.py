@@ -102,7 +102,8 @@ def command(
       infprof compare runs/a1 runs/a2 runs/a3 --vs runs/b1 runs/b2 runs/b3
       infprof compare runs/base runs/cand --metric ttft_p50:5% --min-effect 10%   # one run each
     """
-    from profiler.analysis.compare import compare_runs, parse_fraction, parse_metric_options
+    from profiler.analysis.compare import compare_runs
+    from profiler.analysis.compare_metrics import parse_fraction, parse_metric_options
     from profiler.spec import SloSpec
 
     if vs:

@@ -20,10 +20,10 @@ from pydantic_core import to_json
 
 from profiler.clock import RunClock
 from profiler.load.prompts import TextPrompter, ids_to_words
-from profiler.load.record import RequestRecord
 from profiler.load.stream import ERROR_TEXT_MAX, Answer, StreamState
 from profiler.load.tokens import load_counter, load_offsets
 from profiler.load.transport import Pool, TransportError
+from profiler.store.record import RequestRecord
 
 
 @dataclass(frozen=True)

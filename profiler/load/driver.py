@@ -22,8 +22,8 @@ from profiler.errors import StorageError
 from profiler.load.client import StreamingClient
 from profiler.load.dispatch import Pace, Slots
 from profiler.load.health import ClientHealth, HealthMonitor
-from profiler.load.record import RequestRecord
 from profiler.load.session_loop import SessionLoad
+from profiler.store.record import RequestRecord
 
 CONNECTION_FAILURES_TO_ABORT = 16
 

@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from profiler.load.dispatch import Pace
-from profiler.load.record import RequestRecord
 from profiler.load.sessions import History, SessionPlan
 from profiler.load.stream import Answer
+from profiler.store.record import RequestRecord
 
 log = logging.getLogger(__name__)
 

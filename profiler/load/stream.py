@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from profiler.load.record import RequestRecord
 from profiler.load.tokens import TokenCounter
+from profiler.store.record import RequestRecord
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 _DECODE = json.JSONDecoder().decode  # fallback for events that are not valid UTF-8

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.summary import LatencySketches
+from profiler.analysis.latency_sketches import LatencySketches
 from profiler.clock import RunClock
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, DriverResult, LoadPlan

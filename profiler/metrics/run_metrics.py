@@ -5,9 +5,10 @@ registry. prometheus_client's counters and gauges and ``BatchHistogram`` take th
 and the in-flight count is kept under one lock here, so the hooks are safe from any thread. Every series carries
 ``run_id``, ``workload``, ``model`` and ``hostname``.
 
-Latency histograms follow ``profiler.load.record.RequestRecord``'s definitions (DESIGN.md):
-TTFT, TPOT, ITL (every gap shared among the tokens its chunk carried) and E2E are observed for
-successful requests only, like ``summary.json``; dispatch lag for every request that was sent.
+Latency histograms and the SLO-met counter use ``profiler.measures``' definitions (through
+``RequestRecord``): TTFT, TPOT, ITL (every gap shared among the tokens its chunk carried) and
+E2E are observed for successful requests only, like ``summary.json``; dispatch lag for every
+request that was sent.
 Achieved rates are left to PromQL: ``rate(infprof_requests_total{outcome="ok"}[...])``.
 """
 
@@ -16,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from profiler.load.record import OUTCOMES, TURN_BUCKETS, RequestRecord, turn_bucket
+from profiler.measures import Slo, meets_slo, slo_is_set
 from profiler.metrics.histogram import BatchHistogram
+from profiler.store.record import OUTCOMES, TURN_BUCKETS, RequestRecord, turn_bucket
 
 # Seconds, from a millisecond to ten minutes: TTFT under load and E2E of long generations.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -41,35 +43,34 @@ DISPATCH_LAG_BUCKETS_S: tuple[float, ...] = (
 )  # fmt: skip
 
 RUN_LABELS: tuple[str, ...] = ("run_id", "workload", "model", "hostname")
-
-
-class Slo(Protocol):
-    """What ``profiler.spec.SloSpec`` offers (seconds; ``None`` = not set)."""
-
-    ttft_s: float | None
-    tpot_s: float | None
-    e2e_s: float | None
-
-
-def meets_slo(rec: RequestRecord, slo: Slo) -> bool:
-    """The SLO test of ``profiler.analysis.summary.slo_attainment`` measured from the send: the
-    request succeeded and met every objective set; a one-token answer has no TPOT and cannot
-    miss it."""
-    if rec.outcome != "ok":
-        return False
-    if slo.ttft_s is not None:
-        ttft = rec.ttft_s
-        if ttft is None or ttft > slo.ttft_s:
-            return False
-    if slo.tpot_s is not None:
-        tpot = rec.tpot_s
-        if tpot is not None and tpot > slo.tpot_s:
-            return False
-    if slo.e2e_s is not None:
-        e2e = rec.e2e_s
-        if e2e is None or e2e > slo.e2e_s:
-            return False
-    return True
+# Counters and gauges of one series each: key -> (name, help)
+_COUNTERS: dict[str, tuple[str, str]] = {
+    "sent": ("infprof_requests_sent", "Requests sent to the server."),
+    "slo_met": (
+        "infprof_slo_met_requests",
+        "Successful requests that met every SLO objective set, measured from the send.",
+    ),
+    "output_tokens": (
+        "infprof_output_tokens",
+        "Output tokens of successful requests (server-reported usage).",
+    ),
+    "prompt_tokens": (
+        "infprof_prompt_tokens",
+        "Prompt tokens of successful requests (server-reported usage).",
+    ),
+}
+_GAUGES: dict[str, tuple[str, str]] = {
+    "inflight": ("infprof_inflight_requests", "Requests sent and not yet finished."),
+    "loop_lag": (
+        "infprof_client_event_loop_lag_seconds",
+        "Load generator event-loop lag (latest measurement).",
+    ),
+    "cpu": ("infprof_client_cpu_ratio", "Load generator CPU use as a fraction of one core."),
+    "saturated": (
+        "infprof_client_saturated",
+        "1 while the load generator is the bottleneck (CPU, loop lag or dispatch lag over its limit).",
+    ),
+}
 
 
 class RunMetrics:
@@ -90,7 +91,7 @@ class RunMetrics:
     ) -> None:
         values = {"run_id": run_id, "workload": workload, "model": model, "hostname": hostname}
         self.labels: Mapping[str, str] = values
-        self._slo = slo if slo is not None and _slo_set(slo) else None
+        self._slo = slo if slo_is_set(slo) else None
         self._lock = threading.Lock()
         self._inflight = 0
         r, names = registry, RUN_LABELS
@@ -131,66 +132,28 @@ class RunMetrics:
             LATENCY_BUCKETS_S,
         )
 
-        requests = Counter(
+        def family(kind: Any, name: str, doc: str, *extra: str) -> Any:
+            return kind(name, doc, (*names, *extra), registry=r)
+
+        requests = family(
+            Counter,
             "infprof_requests",
             "Finished requests by outcome (ok, error, timeout, cancelled).",
-            (*names, "outcome"),
-            registry=r,
+            "outcome",
         )
         self._requests = {o: requests.labels(**values, outcome=o) for o in OUTCOMES}
-        self._sent = Counter(
-            "infprof_requests_sent", "Requests sent to the server.", names, registry=r
-        ).labels(**values)
-        self._slo_met = Counter(
-            "infprof_slo_met_requests",
-            "Successful requests that met every SLO objective set, measured from the send.",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._out_tok = Counter(
-            "infprof_output_tokens",
-            "Output tokens of successful requests (server-reported usage).",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._in_tok = Counter(
-            "infprof_prompt_tokens",
-            "Prompt tokens of successful requests (server-reported usage).",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._inflight_g = Gauge(
-            "infprof_inflight_requests", "Requests sent and not yet finished.", names, registry=r
-        ).labels(**values)
-        self._target = Gauge(
+        self._c = {k: family(Counter, *d).labels(**values) for k, d in _COUNTERS.items()}
+        self._g = {k: family(Gauge, *d).labels(**values) for k, d in _GAUGES.items()}
+        self._target = family(
+            Gauge,
             "infprof_target_request_rate",
             "Target request rate of the arrival schedule, requests per second (absent for closed-loop load).",
-            names,
-            registry=r,
         )
-        self._loop_lag = Gauge(
-            "infprof_client_event_loop_lag_seconds",
-            "Load generator event-loop lag (latest measurement).",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._cpu = Gauge(
-            "infprof_client_cpu_ratio",
-            "Load generator CPU use as a fraction of one core.",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._saturated = Gauge(
-            "infprof_client_saturated",
-            "1 while the load generator is the bottleneck (CPU, loop lag or dispatch lag over its limit).",
-            names,
-            registry=r,
-        ).labels(**values)
-        self._slo_g = Gauge(
+        self._slo_g = family(
+            Gauge,
             "infprof_slo_seconds",
             "SLO objective in seconds by kind (ttft, tpot, e2e); absent when not set.",
-            (*names, "objective"),
-            registry=r,
+            "objective",
         )
         # sessions: latency by turn, the ``turn`` label one of TURN_BUCKETS (1, 2-4, 5+), so
         # the series stay few however long the sessions; observed once per request
@@ -227,17 +190,17 @@ class RunMetrics:
         self._target.labels(**self.labels).set(float(rate))
 
     def on_send(self) -> None:
-        self._sent.inc()
+        self._c["sent"].inc()
         with self._lock:
             self._inflight += 1
-            self._inflight_g.set(self._inflight)
+            self._g["inflight"].set(self._inflight)
 
     def on_record(self, rec: RequestRecord) -> None:
         """A finished request (any outcome)."""
         if rec.send_s is not None:
             with self._lock:
                 self._inflight = max(0, self._inflight - 1)
-                self._inflight_g.set(self._inflight)
+                self._g["inflight"].set(self._inflight)
         self._requests[rec.outcome].inc()
         lag = rec.dispatch_lag_s
         if lag is not None:
@@ -246,39 +209,32 @@ class RunMetrics:
             self._queue_wait.observe(max(rec.queue_wait_s, 0.0))
         if rec.outcome != "ok":
             return
-        ttft, tpot, e2e = rec.ttft_s, rec.tpot_s, rec.e2e_s
-        if ttft is not None:
-            self._ttft.observe(ttft)
-        if tpot is not None:
-            self._tpot.observe(tpot)
-        if e2e is not None:
-            self._e2e.observe(e2e)
+        ttft, tpot, e2e = rec.latencies()  # NaN where undefined: not observed
+        self._ttft.observe(ttft)
+        self._tpot.observe(tpot)
+        self._e2e.observe(e2e)
         self._itl.observe_many(rec.itl_shares())
         if self._turns is not None and rec.turn is not None:
             for h, v in zip(self._turns[turn_bucket(rec.turn)], (ttft, tpot, e2e), strict=True):
-                if v is not None:
+                if v == v:
                     h.observe(v)
         if rec.output_tokens:
-            self._out_tok.inc(rec.output_tokens)
+            self._c["output_tokens"].inc(rec.output_tokens)
         if rec.prompt_tokens:
-            self._in_tok.inc(rec.prompt_tokens)
-        if self._slo is not None and meets_slo(rec, self._slo):
-            self._slo_met.inc()
+            self._c["prompt_tokens"].inc(rec.prompt_tokens)
+        if self._slo is not None and meets_slo(self._slo, True, ttft, tpot, e2e):
+            self._c["slo_met"].inc()
 
     def on_client_health(
         self, event_loop_lag_s: float | None, cpu_ratio: float | None, saturated: bool
     ) -> None:
         if event_loop_lag_s is not None:
-            self._loop_lag.set(event_loop_lag_s)
+            self._g["loop_lag"].set(event_loop_lag_s)
         if cpu_ratio is not None:
-            self._cpu.set(cpu_ratio)
-        self._saturated.set(1.0 if saturated else 0.0)
+            self._g["cpu"].set(cpu_ratio)
+        self._g["saturated"].set(1.0 if saturated else 0.0)
 
     @property
     def inflight(self) -> int:
         with self._lock:
             return self._inflight
-
-
-def _slo_set(slo: Slo) -> bool:
-    return any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2e_s))

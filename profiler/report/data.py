@@ -143,7 +143,7 @@ def repair_run(path: Path) -> list[str]:
     elif not (path / "samples.parquet").exists() and (path / SAMPLES_JOURNAL).exists():
         rd.compact()
     if not (path / "summary.json").exists():
-        from profiler.analysis.run_summary import summarize_run
+        from profiler.analysis.summary_json import summarize_run
 
         rd.write_json("summary.json", summarize_run(path))
         notes.append("summary.json was missing and was recomputed from the records.")

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from profiler.errors import StorageError
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import (
     ITL_COMPRESSION,
     ITL_DICTIONARY,

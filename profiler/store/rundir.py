@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pydantic_core import from_json, to_json
 
 from profiler.errors import SpecError, StorageError
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 from profiler.telemetry.sample import Sample
 
 REQUESTS_JOURNAL = "requests.jsonl"

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from pydantic_core import to_json
 
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 from tests.bench.common import ROOT, md_table, write_result
 
 N_REQ = 1_000_000

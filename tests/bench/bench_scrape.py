@@ -26,12 +26,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from profiler.load.record import RequestRecord
 from profiler.metrics.collector import GpuIdentity, TelemetryCollector
 from profiler.metrics.dcgm import DcgmCollector
 from profiler.metrics.exposition import Renderer
 from profiler.metrics.run_metrics import RunMetrics
 from profiler.spec import SloSpec
+from profiler.store.record import RequestRecord
 from tests.bench.common import md_table, write_result
 from tests.fakes.nvml_exporter_fake import every_metric_latest
 

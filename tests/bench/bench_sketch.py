@@ -124,9 +124,10 @@ SUMMARY_CHILD = """
 import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from profiler.analysis.summary import RequestColumns, summarize
+from profiler.analysis.request_columns import RequestColumns
+from profiler.analysis.request_summary import summarize_requests
 cols = RequestColumns.from_run_dir(Path(sys.argv[1]))
-s = summarize(cols, run_id="bench")
+s = summarize_requests(cols, run_id="bench")
 print(json.dumps({"wall_s": time.perf_counter() - t0, "itl": s["latency"]["itl_s"],
                   "requests": s["requests"]["total"], "quantiles": s["quantiles"]}))
 """
@@ -136,7 +137,8 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from profiler.analysis.stats import QuantileSketch, RELATIVE_ACCURACY
-from profiler.analysis.summary import RequestColumns, add_itl_shares
+from profiler.analysis.latency_sketches import add_itl_shares
+from profiler.analysis.request_columns import RequestColumns
 run, limit = Path(sys.argv[1]), int(sys.argv[2])
 cols = RequestColumns.from_run_dir(run)
 sketch = QuantileSketch()

@@ -84,9 +84,10 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from profiler.analysis.summary import RequestColumns, summarize
+from profiler.analysis.request_columns import RequestColumns
+from profiler.analysis.request_summary import summarize_requests
 cols = RequestColumns.from_run_dir(Path(sys.argv[1]))
-s = summarize(cols, run_id="bench")
+s = summarize_requests(cols, run_id="bench")
 wall = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"wall_s": wall, "peak_rss_bytes": rss, "requests": s["requests"]["total"], "itl_count": s["latency"]["itl_s"]["count"]}))

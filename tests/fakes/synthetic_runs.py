@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from profiler.load.record import RequestRecord
 from profiler.spec import SloSpec
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import (
     REQUESTS_JOURNAL,
     SAMPLES_JOURNAL,
@@ -208,7 +208,7 @@ def make_run(
     write_itl_parquet(rd.file("itl.parquet"), records)
     write_samples_parquet(rd.file("samples.parquet"), samples)
     if write_summary:
-        from profiler.analysis.run_summary import summarize_run
+        from profiler.analysis.summary_json import summarize_run
 
         write_json_atomic(rd.file("summary.json"), summarize_run(rd.path))
     return rd.path

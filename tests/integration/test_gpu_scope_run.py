@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from profiler.analysis.run_summary import summarize_run
+from profiler.analysis.summary_json import summarize_run
 from profiler.report import write_report
 from profiler.runner import execute
 from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, Scenario, WorkloadSpec

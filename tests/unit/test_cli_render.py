@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from profiler.analysis.run_summary import summarize_run
+from profiler.analysis.summary_json import summarize_run
 from profiler.cli.render import ProgressBar, progress_on_stderr, render_summary
 from profiler.load.driver import Progress
 from tests.fakes.synthetic_runs import make_run

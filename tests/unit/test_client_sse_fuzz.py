@@ -8,8 +8,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiler.load.record import RequestRecord
 from profiler.load.stream import MAX_EVENT_BYTES, StreamState
+from profiler.store.record import RequestRecord
 
 
 def _rec() -> RequestRecord:

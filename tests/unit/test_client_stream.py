@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.load.record import RequestRecord
 from profiler.load.stream import StreamState
+from profiler.store.record import RequestRecord
 
 
 def _rec(n: int = 1) -> RequestRecord:

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic_core import to_json
 
-from profiler.load.record import RequestRecord
 from profiler.store import rundir as rundir_mod
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import (
     ITL_SCHEMA,
     REQUEST_SCHEMA,

@@ -10,13 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from profiler.analysis.bootstrap import weighted_percentile
-from profiler.analysis.compare import (
-    RunSample,
-    bootstrap,
-    compare_runs,
-    compare_samples,
-    parse_metric_options,
-)
+from profiler.analysis.compare import compare_runs, compare_samples
+from profiler.analysis.compare_metrics import bootstrap, parse_metric_options
+from profiler.analysis.run_sample import RunSample
 from profiler.cli.main import cli
 from profiler.errors import EXIT_REGRESSION, SpecError
 from tests.fakes.synthetic_runs import make_repeats, make_run, run_effects

@@ -23,10 +23,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from profiler.load.record import RequestRecord
 from profiler.metrics.collector import TelemetryCollector
 from profiler.metrics.run_metrics import RunMetrics
 from profiler.spec import SloSpec
+from profiler.store.record import RequestRecord
 from tests.fakes.nvml_exporter_fake import every_metric_latest
 
 ROOT = Path(__file__).resolve().parents[2]

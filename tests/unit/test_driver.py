@@ -11,9 +11,9 @@ import pytest
 from profiler.clock import RunClock
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, LoadPlan
-from profiler.load.record import RequestRecord
 from profiler.load.spread import merge_results, split_plan
 from profiler.load.workload import RequestSpec
+from profiler.store.record import RequestRecord
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
 
 

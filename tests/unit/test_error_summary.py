@@ -8,9 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from profiler.analysis.summary import RequestColumns, summarize
+from profiler.analysis.request_columns import RequestColumns
+from profiler.analysis.request_summary import summarize_requests
 from profiler.cli.render import render_summary
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import write_itl_parquet, write_requests_parquet
 
 
@@ -67,18 +68,18 @@ def _check(s: dict) -> None:
 
 
 def test_from_records() -> None:
-    _check(summarize(RequestColumns.from_records(_records()), run_id="r"))
+    _check(summarize_requests(RequestColumns.from_records(_records()), run_id="r"))
 
 
 def test_from_parquet(tmp_path: Path) -> None:
     recs = _records()
     write_requests_parquet(tmp_path / "requests.parquet", recs)
     write_itl_parquet(tmp_path / "itl.parquet", recs)
-    _check(summarize(RequestColumns.from_run_dir(tmp_path), run_id="r"))
+    _check(summarize_requests(RequestColumns.from_run_dir(tmp_path), run_id="r"))
 
 
 def test_console_shows_errors_and_lengths() -> None:
-    s = summarize(RequestColumns.from_records(_records()), run_id="r")
+    s = summarize_requests(RequestColumns.from_records(_records()), run_id="r")
     buf = io.StringIO()
     render_summary(s, console=Console(file=buf, width=160, color_system=None))
     out = buf.getvalue()
@@ -94,7 +95,7 @@ def test_a_clean_run_prints_neither() -> None:
     recs = [r for r in _records() if r.outcome == "ok"][:4]
     for r in recs:
         r.output_tokens, r.length_enforced = 64, True
-    s = summarize(RequestColumns.from_records(recs), run_id="r")
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="r")
     assert s["errors"] == {"top": [], "distinct": 0}
     buf = io.StringIO()
     render_summary(s, console=Console(file=buf, width=160, color_system=None))

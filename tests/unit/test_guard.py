@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.load.guard import ErrorGuard, diagnose, error_key, over_ceiling
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 
 GUIDELLM_400 = (
     "HTTP 400: Invalid request: 4 validation errors for CompletionsRequest prompt.str Input "

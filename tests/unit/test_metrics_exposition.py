@@ -16,12 +16,12 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import GaugeMetricFamily
 
-from profiler.load.record import RequestRecord
 from profiler.metrics.collector import GpuIdentity, TelemetryCollector
 from profiler.metrics.dcgm import DcgmCollector
 from profiler.metrics.exposition import Renderer, go_float, render
 from profiler.metrics.run_metrics import RunMetrics
 from profiler.spec import SloSpec
+from profiler.store.record import RequestRecord
 from profiler.telemetry.sample import Sample
 from tests.fakes.nvml_exporter_fake import every_metric_latest
 

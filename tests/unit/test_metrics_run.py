@@ -9,14 +9,14 @@ import threading
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from profiler.load.record import RequestRecord
+from profiler.measures import meets_slo as measures_meets_slo
 from profiler.metrics.run_metrics import (
     LATENCY_BUCKETS_S,
     TOKEN_LATENCY_BUCKETS_S,
     RunMetrics,
-    meets_slo,
 )
 from profiler.spec import SloSpec
+from profiler.store.record import RequestRecord
 
 L = {"run_id": "r1", "workload": "chat", "model": "tiny", "hostname": "client-1"}
 
@@ -123,6 +123,10 @@ def test_a_never_sent_record_does_not_change_inflight() -> None:
     )
     assert m.inflight == 1
     assert _v(reg, "infprof_dispatch_lag_seconds_count") == 0
+
+
+def meets_slo(rec: RequestRecord, slo: SloSpec) -> bool:
+    return bool(measures_meets_slo(slo, rec.outcome == "ok", *rec.latencies()))
 
 
 def test_slo_met_follows_the_summary_rule() -> None:

@@ -259,7 +259,7 @@ def test_multi_node_run_has_a_per_node_table_and_timeline(tmp_path: Path) -> Non
 
 
 def test_node_section_only_with_prometheus_and_says_why_when_empty(tmp_path: Path) -> None:
-    from profiler.analysis.run_summary import summarize_run
+    from profiler.analysis.summary_json import summarize_run
     from profiler.store.rundir import write_json_atomic
 
     plain = make_run(tmp_path, "plain", n=100)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from profiler.errors import SpecError, StorageError
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import RunDir, check_run_id, read_records, read_samples
 from profiler.telemetry.sample import Sample
 

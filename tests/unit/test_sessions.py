@@ -17,11 +17,11 @@ from profiler.clock import RunClock
 from profiler.errors import SpecError
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, LoadPlan
-from profiler.load.record import RequestRecord, turn_bucket
 from profiler.load.sessions import History, iter_sessions, sample_seconds
 from profiler.load.stream import Answer, StreamState
 from profiler.runspec import RunOptions, build_run_spec
 from profiler.spec import ArrivalSpec, RunSpec, SessionSpec, TimeDist, WorkloadSpec
+from profiler.store.record import RequestRecord, turn_bucket
 from profiler.store.rundir import read_records
 from tests.fakes.fake_openai import TOKEN_ID, FakeConfig, serve_in_thread
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from profiler.analysis.request_columns import RequestColumns
+from profiler.analysis.request_summary import summarize_requests
 from profiler.analysis.stats import Distribution
-from profiler.analysis.summary import RequestColumns, summarize
-from profiler.load.record import RequestRecord
 from profiler.spec import SloSpec
+from profiler.store.record import RequestRecord
 
 
 def _records(n: int = 50) -> list[RequestRecord]:
@@ -53,7 +54,7 @@ def _records(n: int = 50) -> list[RequestRecord]:
 
 def test_contract_keys_and_consistency() -> None:
     recs = _records()
-    s = summarize(RequestColumns.from_records(recs), run_id="r1")
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="r1")
     for key in ("schema_version", "run_id", "requests", "throughput", "latency", "window"):
         assert key in s
     assert s["requests"] == {"total": 51, "ok": 50, "error": 1, "timeout": 0, "cancelled": 0}
@@ -73,7 +74,7 @@ def test_contract_keys_and_consistency() -> None:
 def test_slo_attainment_counts_failures_as_misses() -> None:
     recs = _records()
     slo = SloSpec(ttft_s=0.1)
-    s = summarize(RequestColumns.from_records(recs), run_id="r", slo=slo)
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="r", slo=slo)
     met = sum(1 for r in recs if r.outcome == "ok" and r.ttft_s <= 0.1)
     att = s["slo_attainment"]
     assert "goodput" not in s
@@ -116,7 +117,7 @@ def _queued(n: int = 20) -> list[RequestRecord]:
 def test_open_loop_slo_attainment_from_intended_start_and_from_send() -> None:
     recs = _queued()
     slo = SloSpec(ttft_s=0.2, target_fraction=0.9)
-    s = summarize(RequestColumns.from_records(recs), run_id="r", slo=slo, open_loop=True)
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="r", slo=slo, open_loop=True)
     att = s["slo_attainment"]
     secs = s["window"]["seconds"]
     assert att["from_send"]["fraction"] == 1.0 and att["from_send"]["meets_target"] is True
@@ -139,13 +140,13 @@ def test_queue_wait_survives_compaction_and_old_runs_still_read(tmp_path) -> Non
     import pyarrow.parquet as pq
 
     path = _run_dir(tmp_path, _queued(), compact=True)
-    s = summarize(RequestColumns.from_run_dir(path), run_id="x")
+    s = summarize_requests(RequestColumns.from_run_dir(path), run_id="x")
     assert s["queue_wait_s"]["max"] == pytest.approx(0.3)
     assert s["dispatch_lag_s"]["max"] == pytest.approx(0.001)
     # a run directory written before queue_wait_s existed: the wait was dispatch lag then
     t = pq.read_table(path / "requests.parquet")
     pq.write_table(t.drop(["queue_wait_s"]), path / "requests.parquet")
-    old = summarize(RequestColumns.from_run_dir(path), run_id="x")
+    old = summarize_requests(RequestColumns.from_run_dir(path), run_id="x")
     assert old["queue_wait_s"]["count"] == 0
     assert old["dispatch_lag_s"]["max"] == pytest.approx(0.301)
     from profiler.store.rundir import read_records
@@ -155,14 +156,14 @@ def test_queue_wait_survives_compaction_and_old_runs_still_read(tmp_path) -> Non
 
 def test_warmup_excludes_early_requests() -> None:
     recs = _records()
-    s = summarize(RequestColumns.from_records(recs), run_id="r", warmup_s=1.0)
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="r", warmup_s=1.0)
     assert s["window"]["start"] == pytest.approx(1.0)
     assert s["window"]["excluded_requests"] > 0
     assert s["requests"]["total"] < 51
 
 
 def test_empty_run() -> None:
-    s = summarize(RequestColumns.from_records([]), run_id="empty")
+    s = summarize_requests(RequestColumns.from_records([]), run_id="empty")
     assert s["requests"]["total"] == 0
     assert s["latency"]["ttft_s"]["count"] == 0
     assert s["throughput"]["requests_per_s"] is None
@@ -189,8 +190,8 @@ def test_columns_from_parquet_match_records(tmp_path) -> None:
     j.close()
     rd.sample_journal().close()
     rd.compact()
-    a = summarize(RequestColumns.from_records(recs), run_id="x")
-    b = summarize(RequestColumns.from_run_dir(rd.path), run_id="x")
+    a = summarize_requests(RequestColumns.from_records(recs), run_id="x")
+    b = summarize_requests(RequestColumns.from_run_dir(rd.path), run_id="x")
     assert a == b
 
 
@@ -210,8 +211,8 @@ def test_parquet_itl_paths_agree(tmp_path) -> None:
     j.close()
     rd.sample_journal().close()
     rd.compact()
-    want = summarize(RequestColumns.from_records(recs), run_id="x", warmup_s=1.0)
-    got = summarize(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
+    want = summarize_requests(RequestColumns.from_records(recs), run_id="x", warmup_s=1.0)
+    got = summarize_requests(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
     assert got["latency"]["itl_s"] == want["latency"]["itl_s"]
     # break the layout invariant: the id column must then be used
     t = pq.read_table(rd.file("requests.parquet"))
@@ -229,7 +230,7 @@ def test_parquet_itl_paths_agree(tmp_path) -> None:
         pc.add(t.column("chunks"), pa.scalar(1, pa.int64())),
     )
     pq.write_table(t, rd.file("requests.parquet"))
-    got2 = summarize(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
+    got2 = summarize_requests(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
     assert got2["latency"]["itl_s"] == want["latency"]["itl_s"]
 
 
@@ -261,7 +262,7 @@ def _spec(tokenizer: str | None):
 
 @pytest.mark.parametrize("compact", [True, False])
 def test_client_token_counting(tmp_path, compact: bool) -> None:
-    from profiler.analysis.run_summary import summarize_run
+    from profiler.analysis.summary_json import summarize_run
 
     def counting(recs: list[RequestRecord], tokenizer: str | None, sub: str) -> object:
         (tmp_path / sub).mkdir()

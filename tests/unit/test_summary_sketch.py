@@ -12,11 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from profiler.analysis import request_columns as summary_mod
 from profiler.analysis import stats
-from profiler.analysis import summary as summary_mod
+from profiler.analysis.latency_sketches import LatencySketches
+from profiler.analysis.request_columns import RequestColumns
+from profiler.analysis.request_summary import summarize_requests
 from profiler.analysis.stats import RELATIVE_ACCURACY
-from profiler.analysis.summary import LatencySketches, RequestColumns, summarize
-from profiler.load.record import RequestRecord
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import RunDir
 
 
@@ -120,7 +122,7 @@ def test_itl_parquet_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> N
     cols = RequestColumns.from_run_dir(path)
     tracemalloc.start()
     try:
-        s = summarize(cols, run_id="x")
+        s = summarize_requests(cols, run_id="x")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -149,8 +151,8 @@ def test_run_dir_and_records_give_the_same_sketches(tmp_path: Path, monkeypatch,
     monkeypatch.setattr(summary_mod, "ITL_BATCH_ROWS", 7)
     for exact_max in (10**6, 100):
         monkeypatch.setattr(stats, "EXACT_MAX_VALUES", exact_max)
-        want = summarize(RequestColumns.from_records(recs), run_id="x", warmup_s=warmup_s)
-        got = summarize(RequestColumns.from_run_dir(path), run_id="x", warmup_s=warmup_s)
+        want = summarize_requests(RequestColumns.from_records(recs), run_id="x", warmup_s=warmup_s)
+        got = summarize_requests(RequestColumns.from_run_dir(path), run_id="x", warmup_s=warmup_s)
         for k in ("ttft_s", "tpot_s", "e2e_s", "itl_s"):
             g, w = got["latency"][k], want["latency"][k]
             assert {a: b for a, b in g.items() if a != "mean"} == {
@@ -164,7 +166,7 @@ def test_run_dir_and_records_give_the_same_sketches(tmp_path: Path, monkeypatch,
 
 def test_summary_states_method_and_error(tmp_path: Path, monkeypatch) -> None:
     recs = _records(20, 10)
-    s = summarize(RequestColumns.from_records(recs), run_id="x")
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="x")
     assert s["quantiles"]["exact_max_values"] == stats.EXACT_MAX_VALUES
     assert s["quantiles"]["relative_error"] == RELATIVE_ACCURACY
     assert s["quantiles"]["above"] == "ddsketch"
@@ -172,7 +174,7 @@ def test_summary_states_method_and_error(tmp_path: Path, monkeypatch) -> None:
         assert s["latency"][k]["method"] == "exact"
         assert s["latency"][k]["relative_error"] == 0.0
     monkeypatch.setattr(stats, "EXACT_MAX_VALUES", 50)
-    s = summarize(RequestColumns.from_records(recs), run_id="x")
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="x")
     assert s["latency"]["itl_s"]["method"] == "ddsketch"
     assert s["latency"]["itl_s"]["relative_error"] == RELATIVE_ACCURACY
     assert s["latency"]["ttft_s"]["method"] == "exact"  # 18 successful requests

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler.analysis.summary import RequestColumns, summarize
-from profiler.load.record import RequestRecord
+from profiler.analysis.request_columns import RequestColumns
+from profiler.analysis.request_summary import summarize_requests
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import RunDir
 
 RATE = 10.0  # requests per second, constant arrivals
@@ -71,7 +72,7 @@ def _check_rates(s: dict) -> None:
 
 
 def test_steady_stream_rates_from_records() -> None:
-    s = summarize(
+    s = summarize_requests(
         RequestColumns.from_records(_stream()),
         run_id="steady",
         warmup_s=WARMUP,
@@ -88,10 +89,10 @@ def test_steady_stream_rates_from_records() -> None:
 
 def test_steady_stream_rates_from_run_dir(tmp_path: Path) -> None:
     recs = _stream(tokens_per_chunk=4)
-    want = summarize(
+    want = summarize_requests(
         RequestColumns.from_records(recs), run_id="x", warmup_s=WARMUP, cooldown_s=COOLDOWN
     )
-    got = summarize(
+    got = summarize_requests(
         RequestColumns.from_run_dir(_compacted(tmp_path, recs)),
         run_id="x",
         warmup_s=WARMUP,
@@ -108,7 +109,7 @@ def test_without_chunk_times_tokens_are_interpolated_and_said_so(tmp_path: Path)
         RequestColumns.from_records(recs),
         RequestColumns.from_run_dir(_compacted(tmp_path, recs)),
     ):
-        s = summarize(cols, run_id="x", warmup_s=WARMUP, cooldown_s=COOLDOWN)
+        s = summarize_requests(cols, run_id="x", warmup_s=WARMUP, cooldown_s=COOLDOWN)
         _check_rates(s)  # evenly spaced tokens: the estimate is exact here
         assert s["tokens"]["interpolated_requests"] == s["tokens"]["straddling_requests"] > 0
 
@@ -116,7 +117,7 @@ def test_without_chunk_times_tokens_are_interpolated_and_said_so(tmp_path: Path)
 def test_whole_run_counts_every_token_of_the_ok_requests() -> None:
     recs = _stream()
     recs[5].outcome = "error"
-    s = summarize(RequestColumns.from_records(recs), run_id="x")
+    s = summarize_requests(RequestColumns.from_records(recs), run_id="x")
     assert s["tokens"]["output"] == (N - 1) * OUT
     assert s["tokens"]["prompt"] == (N - 1) * PROMPT
     assert s["tokens"]["straddling_requests"] == 0
@@ -130,7 +131,7 @@ def test_planner_reads_mean_lengths_not_window_totals(tmp_path: Path) -> None:
 
     from profiler.capacity.measured import point_from_run
 
-    s = summarize(
+    s = summarize_requests(
         RequestColumns.from_records(_stream()),
         run_id="steady",
         warmup_s=WARMUP,

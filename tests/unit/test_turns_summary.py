@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from profiler.analysis.summary import RequestColumns
+from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.turns import prefix_cache, session_columns, summarize_sessions
-from profiler.load.record import RequestRecord
 from profiler.metrics.run_metrics import RunMetrics
+from profiler.store.record import RequestRecord
 from profiler.store.rundir import write_requests_parquet
 from profiler.telemetry.sample import Sample
 

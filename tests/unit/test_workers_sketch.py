@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from profiler.analysis.summary import LatencySketches
+from profiler.analysis.latency_sketches import LatencySketches
 from profiler.load.driver import DriverResult
 from profiler.load.health import ClientHealth
-from profiler.load.record import RequestRecord
 from profiler.load.spread import merge_results
 from profiler.load.workers import _SketchSink
+from profiler.store.record import RequestRecord
 
 
 def _records(lags: list[float], start_id: int) -> list[RequestRecord]:

@@ -1,9 +1,14 @@
-"""RequestRecord: what one request did, on the run clock. Failed requests are data."""
+"""RequestRecord: what one request did, on the run clock. Failed requests are data; its
+derived metrics are ``profiler.measures``' definitions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+
+import numpy as np
+
+from profiler import measures as m
 
 Outcome = Literal["ok", "error", "timeout", "cancelled"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "error", "timeout", "cancelled")
@@ -66,71 +71,69 @@ class RequestRecord:
     # With n > 1: the choice index of every chunk (empty when n == 1).
     chunk_choice: list[int] = field(default_factory=list, repr=False)
 
-    # ---- derived metrics (DESIGN.md definitions)
+    # ---- derived metrics: profiler.measures' definitions, for this one request
     @property
     def ttft_s(self) -> float | None:
-        if self.first_token_s is None or self.send_s is None:
-            return None
-        return self.first_token_s - self.send_s
+        return m.optional(m.ttft(m.scalar(self.send_s), m.scalar(self.first_token_s)))
 
     @property
     def ttft_from_intended_s(self) -> float | None:
-        if self.first_token_s is None:
-            return None
-        return self.first_token_s - self.intended_start_s
+        return m.optional(m.ttft(self.intended_start_s, m.scalar(self.first_token_s)))
 
     @property
     def dispatch_lag_s(self) -> float | None:
         """How late the client sent the request, less the time it queued for a free slot
         (``queue_wait_s``): the load generator's own lag, not the cap's."""
-        if self.send_s is None:
-            return None
-        return self.send_s - self.intended_start_s - (self.queue_wait_s or 0.0)
+        lag = m.dispatch_lag(
+            self.intended_start_s, m.scalar(self.send_s), m.scalar(self.queue_wait_s)
+        )
+        return m.optional(lag)
 
     @property
     def e2e_s(self) -> float | None:
-        if self.end_s is None or self.send_s is None or self.outcome != "ok":
-            return None
-        return self.end_s - self.send_s
+        return m.optional(self.latencies()[2])
 
     @property
     def tpot_s(self) -> float | None:
-        e2e, ttft, out = self.e2e_s, self.ttft_s, self.output_tokens
-        if e2e is None or ttft is None or out is None or self.n < 1:
-            return None
-        per_sample = out / self.n
-        if per_sample <= 1:
-            return None
-        return (e2e - ttft) / (per_sample - 1)
+        return m.optional(self.latencies()[1])
+
+    def latencies(self) -> tuple[float, float, float]:
+        """TTFT, TPOT and E2E from the send (NaN where undefined)."""
+        send = m.scalar(self.send_s)
+        ttft = m.ttft(send, m.scalar(self.first_token_s))
+        e2e = m.e2e(send, m.scalar(self.end_s), self.outcome == "ok")
+        out, n = m.scalar(self.output_tokens), float(self.n)
+        return ttft, m.tpot(ttft, e2e, out, n), e2e
+
+    def gap_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(gap seconds, tokens in the chunk that ended the gap) of every content chunk after
+        the first of its sample. With n > 1 every sample's stream is its own sequence."""
+        size = min(len(self.chunk_times_s), len(self.chunk_tokens))
+        if self.chunk_choice:
+            size = min(size, len(self.chunk_choice))
+        t = np.asarray(self.chunk_times_s[:size], dtype=np.float64)
+        choice = np.asarray(self.chunk_choice[:size]) if self.chunk_choice else None
+        gaps = m.itl_gaps(np.zeros(size, dtype=np.int64), t, choice)
+        keep = ~np.isnan(gaps)
+        return gaps[keep], np.asarray(self.chunk_tokens[:size], dtype=np.int64)[keep]
 
     def itl_gaps(self) -> list[tuple[float, int]]:
-        """(gap seconds, tokens in the chunk that ended the gap) for every content chunk after
-        the first of its sample. With n > 1 every sample's stream is its own sequence."""
-        times, toks = self.chunk_times_s, self.chunk_tokens
-        if not self.chunk_choice:
-            return [(times[i] - times[i - 1], toks[i]) for i in range(1, len(times))]
-        last: dict[int, float] = {}
-        out: list[tuple[float, int]] = []
-        for t, k, c in zip(times, toks, self.chunk_choice, strict=False):
-            if c in last:
-                out.append((t - last[c], k))
-            last[c] = t
-        return out
+        """``gap_arrays`` as (gap, tokens) pairs."""
+        gaps, toks = self.gap_arrays()
+        return list(zip(gaps.tolist(), toks.tolist(), strict=True))
 
     def itl_shares(self) -> list[float]:
-        """Every gap divided evenly among the tokens its chunk carried."""
-        out: list[float] = []
-        for gap, k in self.itl_gaps():
-            k = max(k, 1)
-            out.extend([gap / k] * k)
-        return out
+        """Every gap divided evenly among the tokens its chunk carried (one value a token)."""
+        values, weights = m.itl_shares(*self.gap_arrays())
+        return (values if weights is None else np.repeat(values, weights)).tolist()
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for requests.parquet (chunk arrays go to itl.parquet)."""
         row = {name: getattr(self, name) for name in _SCALARS}
-        row["ttft_s"] = self.ttft_s
-        row["tpot_s"] = self.tpot_s
-        row["e2e_s"] = self.e2e_s
+        ttft, tpot, e2e = self.latencies()
+        row["ttft_s"] = m.optional(ttft)
+        row["tpot_s"] = m.optional(tpot)
+        row["e2e_s"] = m.optional(e2e)
         row["dispatch_lag_s"] = self.dispatch_lag_s
         return row
 

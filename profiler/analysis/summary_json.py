@@ -1,5 +1,7 @@
-"""``summary.json`` of a run, computed from what is on disk, so ``infprof report`` and a run
-that ended abnormally produce the same summary as the run itself."""
+"""The whole ``summary.json`` of a run, computed from what is on disk, so ``infprof report`` and
+a run that ended abnormally produce the same summary as the run itself. It assembles the
+sections: requests (``request_summary``), telemetry (``telemetry_sections``), nodes, sessions,
+workers' clocks and the roofline."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from profiler.analysis.summary import RequestColumns, summarize
+from profiler.analysis.request_columns import RequestColumns
+from profiler.analysis.request_summary import summarize_requests
 from profiler.spec import RunSpec
 from profiler.store.rundir import RunDir, read_records, read_samples
 
@@ -31,7 +34,7 @@ def summarize_run(
         est = np.array([r.tokens_estimated for r in records], dtype=bool)
     ok = cols.outcome == "ok"  # the columns' outcomes, in the same row order
     estimated = int(est.sum())
-    summary = summarize(
+    summary = summarize_requests(
         cols,
         run_id=manifest.get("run_id", run_path.name),
         warmup_s=spec.warmup_s if spec else 0.0,
