@@ -13,9 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-
-def _gib(v: float | None) -> str:
-    return "-" if v is None else f"{v / 2**30:.1f} GiB"
+from profiler.report.fmt import gib
 
 
 def _text(v: Any) -> str:
@@ -54,7 +52,7 @@ def render(inv: dict[str, Any], console: Console) -> None:
         t.add_row(
             str(g["index"]),
             _text(g.get("name")),
-            _gib(g.get("memory_total_bytes")),
+            gib(g.get("memory_total_bytes"), 1),
             _text(g.get("compute_capability")),
             "-" if limit is None else f"{limit:.0f} W",
             _text(g.get("pci_bus_id")),

@@ -28,6 +28,7 @@ def print_table(
     table: doc.Table,
     style: Callable[[str, str], str | None] | None = None,
     title: str | None = None,
+    no_wrap: bool = False,
 ) -> None:
     """Draw a result table of ``report.tables`` with rich: its caption as the title (or
     ``title``), a column of numbers right-aligned; ``style(header, cell)`` may colour a cell.
@@ -37,7 +38,7 @@ def print_table(
         numeric = any(r[i] not in ("", "-") for r in table.rows) and all(
             _NUMBER.match(r[i]) for r in table.rows
         )
-        t.add_column(h, justify="right" if numeric else "left")
+        t.add_column(h, justify="right" if numeric else "left", no_wrap=no_wrap)
     for row in table.rows:
         t.add_row(
             *(

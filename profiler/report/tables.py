@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.report.doc import Table
-from profiler.report.fmt import ms, num, pct
+from profiler.report.fmt import ms, num, pct, value_range, with_unit
 from profiler.sweep.spec import config_label, load_label
 
 BOTTLENECK = {"memory_bandwidth": "memory BW", "kv_capacity": "KV capacity"}
@@ -202,30 +202,6 @@ def versions(items: dict[str, Any], caption: str) -> Table:
 
 
 # ----------------------------------------------------------------------------- compare
-def with_unit(v: float | None, unit: str) -> str:
-    """A compared metric's value: seconds below 1 s in ms, a unitless share in %."""
-    if v is None:
-        return "-"
-    if unit == "s":
-        return f"{v * 1000:.1f} ms" if abs(v) < 1 else f"{v:.3f} s"
-    if unit == "":
-        return f"{v:.2%}"
-    return f"{v:.4g} {unit}"
-
-
-def value_range(values: list[float | None], unit: str) -> str:
-    """The runs' lowest to highest value, the unit written once: ``45.7-52.6 ms``."""
-    known = [v for v in values if v is not None]
-    if len(values) < 2 or not known:
-        return "-"
-    lo, hi = min(known), max(known)
-    if unit == "s" and abs(hi) < 1:
-        return f"{lo * 1000:.1f}-{hi * 1000:.1f} ms"
-    if unit == "":
-        return f"{lo:.2%}-{hi:.2%}"
-    return f"{lo:.4g}-{hi:.4g} {unit}".rstrip()
-
-
 def comparison(result: Any) -> Table:
     """Per-metric B against A (a ``CompareResult``); with several runs a side, each side's
     range across runs."""
