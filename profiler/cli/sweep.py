@@ -221,9 +221,9 @@ def command(**o: Any) -> None:
     else:
         render_index(data, sweep_dir)
     if o["write_report"]:
-        from profiler.report import write_report
+        from profiler.report import write_html_and_markdown
 
-        click.echo(f"report: {write_report([sweep_dir])}")
+        click.echo(f"report: {write_html_and_markdown([sweep_dir])}")
 
 
 def _spec(o: dict[str, Any]) -> Any:

@@ -1,4 +1,4 @@
-"""``write_report``: runs and sweeps to one self-contained HTML file plus Markdown."""
+"""``write_report_files``: runs and sweeps to one self-contained HTML file plus Markdown."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def _write_text(path: Path, text: str) -> None:
         ) from None
 
 
-def write_report(
+def write_report_files(
     inputs: Sequence[Path],
     out_dir: Path | None = None,
     formats: Sequence[str] = FORMATS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.analysis.legacy import slo_attainment_of
-from profiler.report import run_plots
+from profiler.report import run_plots, tables
 from profiler.report.data import RunData
 from profiler.report.doc import Code, Note, Section, Table
 from profiler.report.fmt import (
@@ -351,13 +351,7 @@ def inputs_section(run: RunData, prefix: str) -> Section:
     m, s = run.manifest, run.summary
     sec = Section(f"{prefix}inputs", "Inputs and versions")
     versions = m.get("versions") or {}
-    sec.add(
-        Table(
-            ["component", "version"],
-            [[k, str(v) if v is not None else "-"] for k, v in versions.items()],
-            caption="versions",
-        )
-    )
+    sec.add(tables.versions(versions, "versions"))
     gpus = m.get("gpus") or []
     if gpus:
         keys = [
