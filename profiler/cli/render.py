@@ -17,8 +17,8 @@ from rich.text import Text
 
 from profiler.analysis.legacy import slo_attainment_of
 from profiler.load.driver import Progress
-from profiler.report import doc
-from profiler.report.fmt import client_health_rows, ms, num
+from profiler.report import doc, tables
+from profiler.report.fmt import client_health_rows, num
 
 _NUMBER = re.compile(r"[-+$\[]?[0-9]|-?$")  # a cell that reads as a number
 
@@ -71,7 +71,7 @@ def render_summary(
     summary: dict[str, Any], run_dir: Path | None = None, console: Console | None = None
 ) -> None:
     console = console or Console()
-    req, thr, lat = summary["requests"], summary["throughput"], summary["latency"]
+    req, thr = summary["requests"], summary["throughput"]
     head = Table(title=f"infprof run {summary['run_id']}", show_header=False, box=None)
     head.add_row(
         "requests",
@@ -87,27 +87,7 @@ def render_summary(
     if att.get("slo"):
         head.add_row("SLO attainment", _attainment(att))
     console.print(head)
-    t = Table(title="latency (ms)")
-    t.add_column("metric")
-    for c in ("count", "mean", "p50", "p90", "p95", "p99", "max"):
-        t.add_column(c, justify="right")
-    for key, label in (
-        ("ttft_s", "TTFT"),
-        ("tpot_s", "TPOT"),
-        ("itl_s", "ITL"),
-        ("e2e_s", "E2E"),
-        ("ttft_from_intended_s", "TTFT from intended start"),
-        ("queue_wait_s", "queue wait for a slot"),  # open loop under a concurrency cap
-    ):
-        d = lat.get(key, summary.get(key))
-        if not d or (key == "queue_wait_s" and not d.get("count")):
-            continue
-        t.add_row(
-            label,
-            str(d["count"]),
-            *(ms(d[q]) for q in ("mean", "p50", "p90", "p95", "p99", "max")),
-        )
-    console.print(t)
+    print_table(console, tables.run_latency(summary))
     for line in error_lines(summary.get("errors")) + length_lines(summary.get("lengths")):
         console.print(line, highlight=False, markup=False)
     client = summary.get("client") or {}

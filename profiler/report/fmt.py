@@ -17,6 +17,10 @@ def num(v: Any, fmt: str = "{:.3g}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def text(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
 def pct(v: Any) -> str:
     return "-" if v is None else f"{float(v):.1%}"
 

@@ -20,6 +20,35 @@ def _yes(v: Any) -> str:
     return "yes" if v else "no"
 
 
+# ------------------------------------------------------------------------------- a run
+LATENCY_ROWS = (
+    ("ttft_s", "TTFT"),
+    ("tpot_s", "TPOT"),
+    ("itl_s", "ITL"),
+    ("e2e_s", "E2E"),
+    ("ttft_from_intended_s", "TTFT from intended start"),
+    ("e2e_from_intended_s", "E2E from intended start"),
+)
+_QUANTILES = ("mean", "p50", "p90", "p95", "p99", "max")
+
+
+def run_latency(summary: dict[str, Any]) -> Table:
+    """summary.json's latencies, then the client's dispatch lag and (an open loop under a
+    concurrency cap) the wait for a slot."""
+    latency = summary.get("latency") or {}
+    named = [(latency.get(key, summary.get(key)), name) for key, name in LATENCY_ROWS]
+    named.append((summary.get("dispatch_lag_s"), "dispatch lag"))
+    wait = summary.get("queue_wait_s")
+    if isinstance(wait, dict) and wait.get("count"):
+        named.append((wait, "queue wait for a slot"))
+    rows = [
+        [name, str(d.get("count")), *(ms(d.get(q)) for q in _QUANTILES)]
+        for d, name in named
+        if isinstance(d, dict)
+    ]
+    return Table(["metric", "count", *_QUANTILES], rows, caption="latency (ms)")
+
+
 # ------------------------------------------------------------------------------ the plan
 def plan_source(c: dict[str, Any]) -> str:
     """measured, modelled, or modelled+cal (the model calibrated on measurements)."""

@@ -157,3 +157,44 @@ def test_report_of_a_sweep_without_stored_knees_shows_the_knees(tmp_path: Path) 
     for k in found:
         row = next(r for r in table.rows if r[0] == k["config_id"])
         assert row[3] == f"{k['x']:.1f}" and row[4] == f"{k['y'] * 1000:.1f}"
+
+
+def test_run_latency_table_is_the_same_on_console_and_in_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from profiler.cli.render import render_summary
+    from profiler.report.build import build_document
+    from tests.fakes.synthetic_runs import make_run
+
+    run = make_run(tmp_path, "r", gpu=False, n=80, arrival={"kind": "poisson", "rate": 4.0})
+    doc = build_document([run])
+    shown = _report_tables([s for s in doc.sections if s.id == "latency"])
+    summary = json.loads((run / "summary.json").read_text())
+    console = _console_tables(
+        monkeypatch, lambda: render_summary(summary, run, console=Console(width=200))
+    )
+    _assert_shown_alike(shown, console)
+
+
+def test_one_formatting_module() -> None:
+    """No copy of report/fmt's helpers (``return "-" if v is None else ...``) in cli/ or
+    report/: they import it."""
+    copies = []
+    for path in [
+        *(REPO / "profiler" / "cli").glob("*.py"),
+        *(REPO / "profiler" / "report").glob("*.py"),
+    ]:
+        if path.name == "fmt.py":
+            continue
+        for f in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(f, ast.FunctionDef) or len(f.body) != 1:
+                continue
+            ret = f.body[0]
+            if (
+                isinstance(ret, ast.Return)
+                and isinstance(ret.value, ast.IfExp)
+                and isinstance(ret.value.body, ast.Constant)
+                and ret.value.body.value == "-"
+            ):
+                copies.append(f"{path.name}:{f.name}")
+    assert copies == []
