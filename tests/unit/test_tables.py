@@ -109,6 +109,14 @@ def test_sweep_console_and_report_show_the_same_tables(
          "failed_rate": 3.2, "stopped": "converged", "slo_met_rps_at_best": 2.9, "output_tokens_per_s_at_best": 90.0,
          "probes": [{"rate": 1.0, "passed": True, "fraction": 1.0, "achieved_rps": 1.0, "error_rate": 0.0, "reason": ""}]}
     ]  # fmt: skip
+    # a finished sweep's stored knees (one found, one not), shown as stored
+    index["knees"] = [
+        {"config_id": "c0", "workload": "synthetic", "x_metric": "output_tokens_per_s", "y_metric": "e2e_p50_s",
+         "point": "c0-synthetic-conc4", "load": {"kind": "concurrency", "value": 4}, "x": 120.5, "y": 0.25,
+         "score": 0.4, "reason": None},
+        {"config_id": "c1", "workload": "synthetic", "x_metric": "output_tokens_per_s", "y_metric": "e2e_p50_s",
+         "point": None, "load": None, "x": None, "y": None, "score": None, "reason": "no bend in the curve"},
+    ]  # fmt: skip
     (sweep / "index.json").write_text(json.dumps(index))
     doc = build_document([sweep])
     shown = _report_tables(
@@ -120,9 +128,7 @@ def test_sweep_console_and_report_show_the_same_tables(
     )
     assert len(shown) == 4  # configurations, points, knees, searches
     data = json.loads((sweep / "index.json").read_text())
-    from profiler.analysis.knee import with_knees
-
-    console = _console_tables(monkeypatch, lambda: render_index(with_knees(data), sweep))
+    console = _console_tables(monkeypatch, lambda: render_index(data, sweep))
     _assert_shown_alike(shown, console)
 
 
