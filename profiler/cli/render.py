@@ -20,7 +20,7 @@ from profiler.load.driver import Progress
 from profiler.report import doc, tables
 from profiler.report.fmt import client_health_rows, num
 
-_NUMBER = re.compile(r"[-+$\[]?[0-9]|-?$")  # a cell that reads as a number
+_NUMBER = re.compile(r"[-+$\[]*[0-9]|-?$")  # a cell that reads as a number
 
 
 def print_table(
