@@ -1,4 +1,4 @@
-"""Knee of a curve by the Kneedle method (Satopää et al., "Finding a 'Kneedle' in a Haystack",
+"""Knees: of a curve by the Kneedle method (Satopää et al., "Finding a 'Kneedle' in a Haystack",
 ICDCS workshops 2011), in its offline form.
 
 Both axes are normalised to [0, 1]; the knee is the point farthest from the straight line
@@ -14,13 +14,16 @@ in load order) the convex knee is the operating point past which more load buys 
 throughput and much latency. A curve that never strays more than ``min_score`` (0.2, in
 normalised units) from that line has no knee: with few points a mild bend is noise, not
 saturation.
+
+``sweep_knees`` applies it to a sweep's points, one knee per configuration and workload;
+``with_knees`` gives a sweep index its knees before a report reads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -71,3 +74,42 @@ def find_knee(
     if score < min_score or best in (0, xs.size - 1):
         return None
     return Knee(index=int(keep[best]), x=float(xs[best]), y=float(ys[best]), score=score)
+
+
+def sweep_knees(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The throughput–latency knee (x: output tokens/s, y: E2E p50) per configuration and
+    workload of a sweep, over its finished points in load order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in points:
+        if p["status"] == "done" and p.get("summary"):
+            groups.setdefault((p["config_id"], p["workload"]), []).append(p)
+    out = []
+    for (cfg, workload), pts in sorted(groups.items()):
+        pts.sort(key=lambda p: float(p["load"]["value"]))
+        x = [p["summary"].get("output_tokens_per_s") for p in pts]
+        y = [p["summary"].get("e2e_p50_s") for p in pts]
+        k = find_knee(x, y, curve="convex")
+        out.append(
+            {
+                "config_id": cfg,
+                "workload": workload,
+                "x_metric": "output_tokens_per_s",
+                "y_metric": "e2e_p50_s",
+                "point": pts[k.index]["id"] if k else None,
+                "load": pts[k.index]["load"] if k else None,
+                "x": k.x if k else None,
+                "y": k.y if k else None,
+                "score": k.score if k else None,
+                "reason": None if k else "fewer than 3 finished points, or no bend in the curve",
+            }
+        )
+    return out
+
+
+def with_knees(index: dict[str, Any]) -> dict[str, Any]:
+    """The sweep index (index.json's data) with its knees: those the finished sweep stored, or,
+    for a sweep that did not finish (or stored none), those of its finished points so far.
+    Sets ``index["knees"]`` and returns the index."""
+    if not index.get("knees") or index.get("status") != "complete":
+        index["knees"] = sweep_knees(index.get("points") or [])
+    return index

@@ -144,33 +144,19 @@ def _describe(result: Any, name: str) -> str:
     return f"{name} {rel} (threshold {max(d.threshold, result.min_effect or 0.0):g})"
 
 
-def _fmt(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    if unit == "s":
-        return f"{v * 1000:.1f} ms" if abs(v) < 1 else f"{v:.3f} s"
-    if unit == "":
-        return f"{v:.2%}"
-    return f"{v:.4g} {unit}"
+_STYLE = {"regression": "bold red", "worse": "yellow", "better": "green"}
 
 
-def _range(values: list[float | None], unit: str) -> str:
-    """The runs' lowest to highest value, the unit written once: ``45.7-52.6 ms``."""
-    known = [v for v in values if v is not None]
-    if len(values) < 2 or not known:
-        return "-"
-    lo, hi = min(known), max(known)
-    if unit == "s" and abs(hi) < 1:
-        return f"{lo * 1000:.1f}-{hi * 1000:.1f} ms"
-    if unit == "":
-        return f"{lo:.2%}-{hi:.2%}"
-    return f"{lo:.4g}-{hi:.4g} {unit}".rstrip()
+def _verdict_style(header: str, cell: str) -> str | None:
+    return _STYLE.get(cell) if header == "verdict" else None
 
 
 def _render(result: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+
+    from profiler.cli.render import print_table
+    from profiler.report import tables
 
     console = Console()
     if not console.is_terminal:
@@ -180,28 +166,7 @@ def _render(result: Any) -> None:
         f"A (baseline): {escape(result.a)} ({na} run{'s' if na > 1 else ''})\n"
         f"B:            {escape(result.b)} ({nb} run{'s' if nb > 1 else ''})"
     )
-    spread = na > 1 or nb > 1
-    cols = ["metric", "A", "B", "B - A", f"{result.confidence:.0%} CI of B - A", "verdict"]
-    if spread:
-        cols[3:3] = ["A runs", "B runs"]
-    table = Table()
-    for col in cols:
-        table.add_column(
-            col, justify="left" if col in ("metric", "verdict") else "right", no_wrap=True
-        )
-    style = {"regression": "bold red", "worse": "yellow", "better": "green"}
-    for d in result.metrics:
-        ci = "-" if d.ci_low is None else f"[{_fmt(d.ci_low, d.unit)}, {_fmt(d.ci_high, d.unit)}]"
-        delta = _fmt(d.delta, d.unit)
-        if d.relative is not None:
-            delta += f" ({d.relative:+.1%})"
-        name = f"{d.name} (gate {d.threshold:g})" if d.gated and d.threshold is not None else d.name
-        verdict = f"[{style[d.verdict]}]{d.verdict}[/]" if d.verdict in style else d.verdict
-        row = [name, _fmt(d.a, d.unit), _fmt(d.b, d.unit), delta, escape(ci), verdict]
-        if spread:
-            row[3:3] = [_range(d.a_per_run, d.unit), _range(d.b_per_run, d.unit)]
-        table.add_row(*row)
-    console.print(table)
+    print_table(console, tables.comparison(result), _verdict_style, no_wrap=True)
     if result.slo is None:
         console.print("slo_met_rps, slo_attainment: no SLO in A's or B's spec (pass --slo)")
     if result.interval == "hierarchical":

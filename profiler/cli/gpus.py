@@ -13,13 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-
-def _gib(v: float | None) -> str:
-    return "-" if v is None else f"{v / 2**30:.1f} GiB"
-
-
-def _text(v: Any) -> str:
-    return "-" if v is None else str(v)
+from profiler.report.fmt import gib, text
 
 
 def render(inv: dict[str, Any], console: Console) -> None:
@@ -27,7 +21,7 @@ def render(inv: dict[str, Any], console: Console) -> None:
         click.echo(f"No NVIDIA GPU available: {inv.get('reason') or 'NVML unavailable'}")
         return
     click.echo(
-        f"driver {_text(inv.get('driver_version'))}, CUDA driver {_text(inv.get('cuda_driver_version'))}, "
+        f"driver {text(inv.get('driver_version'))}, CUDA driver {text(inv.get('cuda_driver_version'))}, "
         f"{inv.get('gpu_count', 0)} GPU(s)"
     )
     t = Table(title="GPUs")
@@ -53,14 +47,14 @@ def render(inv: dict[str, Any], console: Console) -> None:
         limit = g.get("power_limit_watts")
         t.add_row(
             str(g["index"]),
-            _text(g.get("name")),
-            _gib(g.get("memory_total_bytes")),
-            _text(g.get("compute_capability")),
+            text(g.get("name")),
+            gib(g.get("memory_total_bytes"), 1),
+            text(g.get("compute_capability")),
             "-" if limit is None else f"{limit:.0f} W",
-            _text(g.get("pci_bus_id")),
+            text(g.get("pci_bus_id")),
             mig,
             links,
-            _text(g.get("uuid")),
+            text(g.get("uuid")),
         )
     console.print(t)
     topo = inv.get("topology")
@@ -74,7 +68,7 @@ def render(inv: dict[str, Any], console: Console) -> None:
     for name in topo["gpus"]:
         m.add_column(name, justify="center")
     for name, row in zip(topo["gpus"], topo["matrix"], strict=False):
-        m.add_row(name, *[_text(c) for c in row])
+        m.add_row(name, *[text(c) for c in row])
     console.print(m)
     console.print(
         "X = self, NV# = # NVLink links, PIX = one PCIe switch, PXB = several PCIe switches, "

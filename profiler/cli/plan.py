@@ -40,6 +40,16 @@ def parse_rate(text: str) -> float:
     return value
 
 
+# options passed to PlanRequest as given (the others are parsed or renamed below)
+_AS_GIVEN = (
+    "model", "workload", "input_len", "output_len", "n", "cached_prefix_len", "cache_hit_ratio",
+    "cache_hit_from", "target_rps", "users", "peak_factor", "calibration", "calibration_gpu",
+    "calibration_model", "calibration_layout", "engine", "concurrency", "disaggregated",
+    "redundant_experts", "comm_overlap", "max_gpus_per_node", "max_gpus_per_replica",
+    "weight_dtype", "kv_dtype", "gpu_memory_utilization", "max_num_seqs",
+)  # fmt: skip
+
+
 @click.command("plan")
 @click.option(
     "--model",
@@ -186,39 +196,14 @@ def command(**kw: Any) -> None:
         raise SpecError("--target-rps and --users both given", "use one way to state the load")
     try:
         req = PlanRequest(
-            model=kw["model"],
+            **{k: kw[k] for k in _AS_GIVEN},
             gpus=list(kw["gpus"]) or ["h100"],
-            workload=kw["workload"],
-            input_len=kw["input_len"],
-            output_len=kw["output_len"],
-            n=kw["n"],
-            cached_prefix_len=kw["cached_prefix_len"],
-            cache_hit_ratio=kw["cache_hit_ratio"],
-            cache_hit_from=kw["cache_hit_from"],
-            target_rps=kw["target_rps"],
-            users=kw["users"],
             rate_per_user_per_s=parse_rate(kw["rate_per_user"]) if kw["rate_per_user"] else None,
-            peak_factor=kw["peak_factor"],
             slo=SloSpec.parse(kw["slo"]),
-            calibration=kw["calibration"],
-            calibration_gpu=kw["calibration_gpu"],
-            calibration_model=kw["calibration_model"],
-            calibration_layout=kw["calibration_layout"],
-            engine=kw["engine"],
             layouts=list(kw["layouts"]),
-            concurrency=kw["concurrency"],
-            disaggregated=kw["disaggregated"],
             eplb=kw["eplb"] or None,
-            redundant_experts=kw["redundant_experts"],
-            comm_overlap=kw["comm_overlap"],
-            max_gpus_per_node=kw["max_gpus_per_node"],
-            max_gpus_per_replica=kw["max_gpus_per_replica"],
             interconnect=list(kw["interconnect"]),
             prices=parse_prices(kw["price"]),
-            weight_dtype=kw["weight_dtype"],
-            kv_dtype=kw["kv_dtype"],
-            gpu_memory_utilization=kw["gpu_memory_utilization"],
-            max_num_seqs=kw["max_num_seqs"],
             scaling=not kw["no_scaling"],
         )
     except ValidationError as e:
@@ -233,68 +218,10 @@ def command(**kw: Any) -> None:
 
 
 # ---------------------------------------------------------------- human rendering
-def _render_disaggregated(result: Any, console: Any) -> None:
+def _head(result: Any) -> Any:
+    """The inputs: model, requests, load, SLO, engine and each calibration, as key-value rows."""
     from rich.table import Table
 
-    t = Table(title="aggregated vs disaggregated prefill/decode (per GPU type)")
-    for col in (
-        "GPU",
-        "prefill",
-        "decode",
-        "GPUs P+D",
-        "D/P",
-        "capacity\ntok/s/GPU",
-        "aggregated\nGPUs",
-        "aggregated\ntok/s/GPU",
-        "prefill\nTTFT ms",
-        "decode\nTPOT ms",
-        "KV/request\nMB",
-        "KV link",
-        "GB/s per\nprefill GPU",
-    ):
-        t.add_column(
-            col, justify="left" if col in ("GPU", "prefill", "decode", "KV link") else "right"
-        )
-    for d in result.disaggregated:
-        t.add_row(
-            d.gpu,
-            f"{d.prefill.parallelism} x {d.prefill.replicas}",
-            f"{d.decode.parallelism} x {d.decode.replicas}",
-            f"{d.prefill.gpus_total if result.load['target_rps'] else d.prefill.gpus_per_replica}"
-            f"+{d.decode.gpus_total if result.load['target_rps'] else d.decode.gpus_per_replica}",
-            f"{d.decode_to_prefill_ratio:.2f}",
-            f"{d.capacity_tokens_per_s_per_gpu:,.0f}",
-            _f(d.aggregated_gpus_total, "{:,.0f}"),
-            _f(d.aggregated_capacity_tokens_per_s_per_gpu, "{:,.0f}"),
-            _ms(d.prefill.ttft_s),
-            _ms(d.decode.tpot_s),
-            f"{d.kv_transfer.bytes_per_request / 1e6:,.1f}",
-            d.kv_transfer.interconnect,
-            f"{d.kv_transfer.gb_per_s_per_prefill_gpu:,.2f}",
-        )
-    console.print(t)
-
-
-def _f(v: float | None, fmt: str = "{:.2f}") -> str:
-    return "-" if v is None else fmt.format(v)
-
-
-_SHORT = {"memory_bandwidth": "memory BW", "kv_capacity": "KV capacity"}
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1000:.1f}"
-
-
-def render(result: Any, top: int = 10, console: Any = None) -> None:
-    """Rich tables: inputs, top configurations, the best one's interconnect sensitivity,
-    test-time scaling and notes. ``result`` is a PlanResult."""
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
     m, w, load, slo = result.model, result.workload, result.load, result.slo
     head = Table(show_header=False, box=None, title="infprof plan")
     head.add_row(
@@ -337,56 +264,28 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
             f"{c.fitted.compute_fraction:.2f}, alpha {c.fitted.collective_latency_s * 1e6:.1f} us, "
             f"overhead {c.fitted.step_overhead_s * 1e3:.2f} ms; fit error {c.fit_error_pct:.1f}%{held}",
         )
-    console.print(head)
+    return head
 
-    t = Table(
-        title=f"configurations (cheapest first; {len(result.configurations)} feasible, {len(result.rejected)} rejected)"
-    )
-    cols = [
-        "",
-        "GPU",
-        "parallelism",
-        "GPUs\n/rep",
-        "repli-\ncas",
-        "GPUs",
-        "nodes",
-        "demand\ntok/s/GPU",
-        "capacity\ntok/s/GPU",
-        "tok/s\n/user",
-        "TTFT ms",
-        "TPOT ms",
-        "$/h",
-        "$/M tok",
-        "J/tok",
-        "bottleneck",
-        "src",
-    ]
-    for col in cols:
-        left = col in ("", "GPU", "parallelism", "bottleneck", "src")
-        t.add_column(
-            col, justify="left" if left else "right", no_wrap=col in ("parallelism", "bottleneck")
-        )
-    for c in result.configurations[:top]:
-        t.add_row(
-            "*" if c.best else "",
-            c.gpu,
-            c.parallelism,
-            str(c.gpus_per_replica),
-            str(c.replicas),
-            str(c.gpus_total),
-            str(c.nodes),
-            _f(c.demand_tokens_per_s_per_gpu, "{:,.0f}"),
-            f"{c.capacity_tokens_per_s_per_gpu:,.0f}",
-            f"{c.tokens_per_s_per_user:,.1f}",
-            _ms(c.ttft_s),
-            _ms(c.tpot_s),
-            f"{c.cost_per_hour:,.0f}",
-            f"{c.cost_per_million_output_tokens:,.2f}",
-            f"{c.joules_per_output_token:.2f}",
-            _SHORT.get(c.bottleneck, c.bottleneck),
-            "measured" if c.source == "measured" else "model" + ("+cal" if c.calibrated else ""),
-        )
-    console.print(t)
+
+def _no_in_red(header: str, cell: str) -> str | None:
+    return "red" if header == "meets SLO" and cell == "no" else None
+
+
+def render(result: Any, top: int = 10, console: Any = None) -> None:
+    """Rich tables: inputs, top configurations, the best one's interconnect sensitivity,
+    test-time scaling and notes. ``result`` is a PlanResult; the tables are report.tables'."""
+    import sys
+
+    from rich.console import Console
+
+    from profiler.cli.render import print_table
+    from profiler.report import tables
+    from profiler.report.fmt import num
+
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    console.print(_head(result))
+    data = result.model_dump(mode="json")
+    print_table(console, tables.plan_configurations(data, top), _no_in_red)
     b = result.best
     if b is None:
         console.print("[bold red]no configuration meets the SLOs[/]")
@@ -396,72 +295,16 @@ def render(result: Any, top: int = 10, console: Any = None) -> None:
         console.print(
             f"best: {b.gpus_total} x {b.gpu} ({b.parallelism} x {b.replicas} replicas) on {b.nodes} node(s), "
             f"${b.cost_per_hour:,.2f}/h; limited by {b.limit}; bottleneck {b.bottleneck}. Needs per GPU: "
-            f"scale-up {_f(b.required_scale_up_gb_per_s, '{:.1f}')} GB/s, scale-out {_f(b.required_scale_out_gb_per_s, '{:.1f}')} GB/s "
+            f"scale-up {num(b.required_scale_up_gb_per_s, '{:.1f}')} GB/s, scale-out {num(b.required_scale_out_gb_per_s, '{:.1f}')} GB/s "
             f"(using {b.scale_up} + {b.scale_out})"
         )
-        it = Table(
-            title=f"interconnect sensitivity of the best configuration ({b.parallelism}, {b.replicas} replicas)"
-        )
-        for col in (
-            "fabric",
-            "GB/s/dir",
-            "used",
-            "TPOT ms",
-            "TTFT ms",
-            "max req/s/replica",
-            "meets SLO",
-            "GPUs needed",
-        ):
-            it.add_column(
-                col, justify="left" if col in ("fabric", "used", "meets SLO") else "right"
-            )
-        for x in b.interconnects:
-            it.add_row(
-                x.label,
-                f"{x.gb_per_s:g}",
-                "yes" if x.used else "no",
-                _ms(x.tpot_s),
-                _ms(x.ttft_s),
-                _f(x.max_rps_per_replica),
-                "yes" if x.meets_slo else "[red]no[/]",
-                _f(x.gpus_total, "{:.0f}"),
-            )
-        console.print(it)
+        print_table(console, tables.plan_interconnects(data["best"]), _no_in_red)
     if result.disaggregated:
-        _render_disaggregated(result, console)
-    tts = result.test_time_scaling
+        print_table(console, tables.plan_disaggregated(data))
+    tts = data["test_time_scaling"]
     if tts is not None:
-        console.print(f"test-time scaling: GPUs per 1k users ({tts.assumption})")
-        for rows, what in (
-            (tts.by_output_len, "output length"),
-            (tts.by_n, "n, samples per prompt"),
-        ):
-            st = Table(title=f"by {what}")
-            for col in (
-                "GPU",
-                "output tokens",
-                "n",
-                "GPUs/1k users",
-                "layout",
-                "TPOT ms",
-                "bottleneck",
-                "src",
-            ):
-                st.add_column(
-                    col,
-                    justify="left" if col in ("GPU", "layout", "bottleneck", "src") else "right",
-                )
-            for r in rows:
-                st.add_row(
-                    r.gpu,
-                    f"{r.output_len:,}",
-                    str(r.n),
-                    _f(r.gpus_per_1k_users, "{:,.2f}"),
-                    r.parallelism or "-",
-                    _ms(r.tpot_s),
-                    _SHORT.get(r.bottleneck or "-", r.bottleneck or "-"),
-                    "measured" if r.source == "measured" else "model",
-                )
-            console.print(st)
+        console.print(f"test-time scaling: GPUs per 1k users ({tts['assumption']})")
+        for key, what in (("by_output_len", "output length"), ("by_n", "n, samples per prompt")):
+            print_table(console, tables.plan_scaling(tts[key], what))
     for note in result.notes:
         console.print(f"note: {note}")

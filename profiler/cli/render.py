@@ -3,6 +3,7 @@ rich progress bar on a terminal, a line every few seconds otherwise)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,18 +13,40 @@ from typing import IO, Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from profiler.analysis.legacy import slo_attainment_of
 from profiler.load.driver import Progress
-from profiler.report.fmt import client_health_rows
+from profiler.report import doc, tables
+from profiler.report.fmt import client_health_rows, num
+
+_NUMBER = re.compile(r"[-+$\[]*[0-9]|-?$")  # a cell that reads as a number
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1000:.1f}"
-
-
-def _num(v: float | None, fmt: str = "{:.2f}") -> str:
-    return "-" if v is None else fmt.format(v)
+def print_table(
+    console: Console,
+    table: doc.Table,
+    style: Callable[[str, str], str | None] | None = None,
+    title: str | None = None,
+    no_wrap: bool = False,
+) -> None:
+    """Draw a result table of ``report.tables`` with rich: its caption as the title (or
+    ``title``), a column of numbers right-aligned; ``style(header, cell)`` may colour a cell.
+    Cells are plain text (no rich markup)."""
+    t = Table(title=title if title is not None else table.caption)
+    for i, h in enumerate(table.headers):
+        numeric = any(r[i] not in ("", "-") for r in table.rows) and all(
+            _NUMBER.match(r[i]) for r in table.rows
+        )
+        t.add_column(h, justify="right" if numeric else "left", no_wrap=no_wrap)
+    for row in table.rows:
+        t.add_row(
+            *(
+                Text(c, style=(style and style(h, c)) or "")
+                for h, c in zip(table.headers, row, strict=True)
+            )
+        )
+    console.print(t)
 
 
 FROM = {"from_intended": "from the intended start", "from_send": "from the send"}
@@ -33,14 +56,14 @@ def _attainment(att: dict[str, Any]) -> str:
     """The headline figures, then the other measure's fraction (open loops have both)."""
     head = att.get("headline") or "from_send"
     text = (
-        f"{_num(att.get('fraction'), '{:.1%}')} of requests met every SLO {FROM[head]}, "
-        f"{_num(att.get('requests_per_s'))} req/s"
+        f"{num(att.get('fraction'), '{:.1%}')} of requests met every SLO {FROM[head]}, "
+        f"{num(att.get('requests_per_s'), '{:.2f}')} req/s"
         f" ({'meets' if att.get('meets_target') else 'misses'} the target)"
     )
     other = att.get("from_send" if head == "from_intended" else "from_intended")
     if isinstance(other, dict):
         alt = "from_send" if head == "from_intended" else "from_intended"
-        text += f"; {FROM[alt]}: {_num(other.get('fraction'), '{:.1%}')}"
+        text += f"; {FROM[alt]}: {num(other.get('fraction'), '{:.1%}')}"
     return text
 
 
@@ -48,7 +71,7 @@ def render_summary(
     summary: dict[str, Any], run_dir: Path | None = None, console: Console | None = None
 ) -> None:
     console = console or Console()
-    req, thr, lat = summary["requests"], summary["throughput"], summary["latency"]
+    req, thr = summary["requests"], summary["throughput"]
     head = Table(title=f"infprof run {summary['run_id']}", show_header=False, box=None)
     head.add_row(
         "requests",
@@ -57,34 +80,14 @@ def render_summary(
     head.add_row("window", f"{summary['window']['seconds']:.2f} s")
     head.add_row(
         "throughput",
-        f"{_num(thr['requests_per_s'])} req/s, {_num(thr['output_tokens_per_s'], '{:.1f}')} output tok/s, "
-        f"{_num(thr['total_tokens_per_s'], '{:.1f}')} total tok/s",
+        f"{num(thr['requests_per_s'], '{:.2f}')} req/s, {num(thr['output_tokens_per_s'], '{:.1f}')} output tok/s, "
+        f"{num(thr['total_tokens_per_s'], '{:.1f}')} total tok/s",
     )
     att = slo_attainment_of(summary)
     if att.get("slo"):
         head.add_row("SLO attainment", _attainment(att))
     console.print(head)
-    t = Table(title="latency (ms)")
-    t.add_column("metric")
-    for c in ("count", "mean", "p50", "p90", "p95", "p99", "max"):
-        t.add_column(c, justify="right")
-    for key, label in (
-        ("ttft_s", "TTFT"),
-        ("tpot_s", "TPOT"),
-        ("itl_s", "ITL"),
-        ("e2e_s", "E2E"),
-        ("ttft_from_intended_s", "TTFT from intended start"),
-        ("queue_wait_s", "queue wait for a slot"),  # open loop under a concurrency cap
-    ):
-        d = lat.get(key, summary.get(key))
-        if not d or (key == "queue_wait_s" and not d.get("count")):
-            continue
-        t.add_row(
-            label,
-            str(d["count"]),
-            *(_ms(d[q]) for q in ("mean", "p50", "p90", "p95", "p99", "max")),
-        )
-    console.print(t)
+    print_table(console, tables.run_latency(summary))
     for line in error_lines(summary.get("errors")) + length_lines(summary.get("lengths")):
         console.print(line, highlight=False, markup=False)
     client = summary.get("client") or {}
@@ -110,13 +113,13 @@ def render_summary(
         which = ", ".join(scope.get("gpus") or []) or "all"
         console.print(
             f"gpu ({which}; {scope.get('method', 'all')}): "
-            f"utilization mean {_num(gpu.get('utilization_mean_ratio'), '{:.0%}')}, "
-            f"peak memory {_num((gpu.get('memory_used_peak_bytes') or 0) / 2**30, '{:.1f}')} GiB"
+            f"utilization mean {num(gpu.get('utilization_mean_ratio'), '{:.0%}')}, "
+            f"peak memory {num((gpu.get('memory_used_peak_bytes') or 0) / 2**30, '{:.1f}')} GiB"
         )
     energy = summary.get("energy")
     if isinstance(energy, dict) and energy.get("available"):
         console.print(
-            f"energy: {_num(energy.get('joules'), '{:.0f}')} J, {_num(energy.get('joules_per_output_token'), '{:.3f}')} J/token"
+            f"energy: {num(energy.get('joules'), '{:.0f}')} J, {num(energy.get('joules_per_output_token'), '{:.3f}')} J/token"
         )
     _render_nodes(summary.get("nodes"), console)
     for line in roofline_lines(summary.get("roofline")):
@@ -149,8 +152,8 @@ def length_lines(lengths: Any) -> list[str]:
         if not p.get("requests") or p.get("exact") == p.get("requests"):
             continue
         lines.append(
-            f"{label} tokens: requested mean {_num(p['requested_mean'], '{:.1f}')}, achieved "
-            f"mean {_num(p['achieved_mean'], '{:.1f}')} ({p['exact']} of {p['requests']} exact)"
+            f"{label} tokens: requested mean {num(p['requested_mean'], '{:.1f}')}, achieved "
+            f"mean {num(p['achieved_mean'], '{:.1f}')} ({p['exact']} of {p['requests']} exact)"
         )
     if lengths.get("not_enforced_requests"):
         lines.append(
@@ -178,10 +181,10 @@ def _render_nodes(nodes: Any, console: Console) -> None:
         t.add_row(
             name,
             str(r.get("gpu_count", 0)),
-            _num(r.get("utilization_mean_ratio"), "{:.0%}"),
-            _num(r.get("power_mean_watts"), "{:,.0f}"),
-            _num(r.get("energy_joules"), "{:,.0f}"),
-            _num(r.get("energy_joules_per_output_token"), "{:.3f}"),
+            num(r.get("utilization_mean_ratio"), "{:.0%}"),
+            num(r.get("power_mean_watts"), "{:,.0f}"),
+            num(r.get("energy_joules"), "{:,.0f}"),
+            num(r.get("energy_joules_per_output_token"), "{:.3f}"),
         )
     console.print(t)
 
@@ -199,9 +202,9 @@ def roofline_lines(r: Any) -> list[str]:
         f"{r['batch']:.1f}: decode <= {d['tokens_per_s_bound']:,.0f} tok/s "
         f"({hw['hbm_bytes_per_s'] / 1e12:g} TB/s over {d['bytes_per_step'] / 1e9:,.3g} GB per "
         f"step), run <= {run['output_tokens_per_s_bound']:,.0f} output tok/s ({run['bound_by']})",
-        f"roofline: measured {_num(r['measured']['output_tokens_per_s'], '{:,.1f}')} output "
-        f"tok/s = {_num(frac['run'], '{:.1%}')} of the run bound, "
-        f"{_num(frac['decode'], '{:.1%}')} of the decode bound",
+        f"roofline: measured {num(r['measured']['output_tokens_per_s'], '{:,.1f}')} output "
+        f"tok/s = {num(frac['run'], '{:.1%}')} of the run bound, "
+        f"{num(frac['decode'], '{:.1%}')} of the decode bound",
     ]
 
 
@@ -306,14 +309,14 @@ def render_repeats(data: dict[str, Any], parent: Path, console: Console | None =
         t.add_row(
             r["run_dir"],
             r["ended"],
-            *(_num(None if k.get(f) is None else k[f] * s, fmt) for _, f, s, fmt in REPEAT_COLUMNS),
+            *(num(None if k.get(f) is None else k[f] * s, fmt) for _, f, s, fmt in REPEAT_COLUMNS),
         )
     across = data.get("across_repeats") or {}
     for row, stat in (("median", "median"), ("min", "min"), ("max", "max")):
         cells = []
         for _, f, s, fmt in REPEAT_COLUMNS:
             v = (across.get(f) or {}).get(stat)
-            cells.append(_num(None if v is None else v * s, fmt))
+            cells.append(num(None if v is None else v * s, fmt))
         t.add_row(row, "", *cells)
     console.print(t)
     if data.get("server"):

@@ -53,7 +53,7 @@ def command(
       infprof report runs/a runs/b --out reports/ --format html
     """
     from profiler.errors import SpecError
-    from profiler.report.build import PlanOptions, write_report
+    from profiler.report.build import PlanOptions, write_report_files
 
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise SpecError(
@@ -66,7 +66,7 @@ def command(
         if plan_model
         else None
     )
-    files = write_report(list(inputs), out, fmts, plan, name)
+    files = write_report_files(list(inputs), out, fmts, plan, name)
     if as_json:
         click.echo(
             json.dumps(

@@ -286,7 +286,7 @@ def command(**kwargs: Any) -> None:
     else:
         render_summary(result.summary, result.run_dir)
     if write_report:
-        from profiler.report import write_report as _write
+        from profiler.report import write_html_and_markdown as _write
 
         path = _write([result.run_dir])
         click.echo(f"report: {path}")
@@ -346,7 +346,7 @@ def _show_repeats(res: Any, repeat: int, json_: bool, write_report: bool) -> Non
     else:
         render_repeats(res.data, res.run_dir)
     if write_report:
-        from profiler.report import write_report as _write
+        from profiler.report import write_html_and_markdown as _write
 
         click.echo(f"report: {_write([r.run_dir for r in res.results])}")
     last = res.last

@@ -222,9 +222,9 @@ def command(**o: Any) -> None:
     else:
         render_index(data, sweep_dir)
     if o["write_report"]:
-        from profiler.report import write_report
+        from profiler.report import write_html_and_markdown
 
-        click.echo(f"report: {write_report([sweep_dir])}")
+        click.echo(f"report: {write_html_and_markdown([sweep_dir])}")
 
 
 def _spec(o: dict[str, Any]) -> Any:
@@ -319,97 +319,33 @@ def _arm_sigterm() -> None:
         signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1000:.1f}"
-
-
-def _n(v: float | None, fmt: str = "{:.3g}") -> str:
-    return "-" if v is None else fmt.format(v)
-
-
-def _where(p: dict[str, Any]) -> tuple[str, str, str]:
-    """Node (with its Ray id's start, as several nodes may share a host), GPUs, seconds run;
-    a point that lost attempts says how many."""
-    node = p.get("node") or "-"
-    if p.get("node_id"):
-        node = f"{node}:{str(p['node_id'])[:8]}"
-    if p.get("lost_attempts"):
-        node += f" ({p['lost_attempts']} lost)"
-    wall = (p.get("timing") or {}).get("wall_s")
-    return node, ",".join(p.get("gpus") or []) or "-", _n(wall, "{:.1f}")
+def _failed_in_red(header: str, cell: str) -> str | None:
+    return "red" if header == "status" and cell not in ("done", "-") else None
 
 
 def render_index(data: dict[str, Any], sweep_dir: Path) -> None:
+    """The sweep's configurations, points, SLO searches and knees (report.tables' tables, the
+    same the report shows)."""
     from rich.console import Console
-    from rich.table import Table
 
-    from profiler.sweep.spec import config_label, load_label
+    from profiler.cli.render import print_table
+    from profiler.report import tables
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=120)
+        console = Console(width=200)
     console.print(f"sweep {data.get('sweep_id')} ({data.get('status')})")
-    for c in data.get("configs", []):
-        console.print(f"  {c['id']}: {config_label(c['config'])} ({c.get('status')})")
-    t = Table()
-    cols: tuple[str, ...] = (
-        "point",
-        "status",
-        "req/s",
-        "out tok/s",
-        "TTFT p50",
-        "TTFT p99",
-        "TPOT p50",
-        "TPOT p99",
-        "SLO met",
-    )
-    remote = any(p.get("node_id") for p in data["points"])  # run on a Ray cluster
-    if remote:
-        cols = (*cols, "node", "GPUs", "wall s")
-    for col in cols:
-        t.add_column(col, justify="left" if col in ("point", "status") else "right", no_wrap=True)
-    points = sorted(
-        data["points"],
-        key=lambda p: (
-            int(str(p["config_id"]).lstrip("c") or 0),
-            p["workload"],
-            float(p["load"]["value"]),
-        ),
-    )
-    for p in points:
-        k = p.get("summary") or {}
-        t.add_row(
-            p["id"],
-            p["status"] if p["status"] == "done" else f"[red]{p['status']}[/]",
-            _n(k.get("requests_per_s")),
-            _n(k.get("output_tokens_per_s"), "{:.1f}"),
-            _ms(k.get("ttft_p50_s")),
-            _ms(k.get("ttft_p99_s")),
-            _ms(k.get("tpot_p50_s")),
-            _ms(k.get("tpot_p99_s")),
-            _n(k.get("slo_attainment"), "{:.0%}"),
-            *(_where(p) if remote else ()),
-        )
-    console.print(t)
-    console.print("latencies in ms; SLO met = share of requests meeting every SLO")
+    if data.get("configs"):
+        print_table(console, tables.sweep_configurations(data))
+    print_table(console, tables.sweep_points(data), _failed_in_red)
     reps = max((len(p.get("repeats") or []) for p in data["points"]), default=0)
     if reps > 1:
         console.print(
             f"points run {reps} times: figures are the median across repeats "
             "(index.json keeps each repeat and the spread under across_repeats)"
         )
-    for s in data.get("searches", []):
-        best = "none" if s["best_rate"] is None else f"{s['best_rate']:g} req/s"
-        console.print(
-            f"SLO search {s['config_id']} {s['label']} / {s['workload']}: goodput {best} ({s['stopped']})"
-        )
-    for k in data.get("knees", []):
-        if k.get("point"):
-            console.print(
-                f"knee {k['config_id']} / {k['workload']}: {load_label(k['load'])} "
-                f"({k['x']:.1f} output tok/s, E2E p50 {k['y'] * 1000:.0f} ms)"
-            )
-    failed = [p for p in data["points"] if p["status"] != "done"]
-    for p in failed:
-        console.print(f"[red]failed[/] {p['id']}: {p.get('reason')}")
+    if data.get("searches"):
+        print_table(console, tables.sweep_searches(data["searches"]))
+    if data.get("knees"):
+        print_table(console, tables.sweep_knees(data["knees"]))
     console.print(f"sweep directory: {sweep_dir}")

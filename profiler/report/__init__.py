@@ -1,6 +1,7 @@
 """HTML and Markdown reports of runs and sweeps (``infprof report``).
 
-``write_report([path, ...])`` returns the path of the HTML file (Markdown beside it). The
+``write_html_and_markdown([path, ...])`` returns the path of the HTML file (Markdown beside
+it); ``report.build.write_report_files`` writes the formats asked for. The
 heavy modules (matplotlib, pyarrow) load only when a report is written.
 """
 
@@ -10,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def write_report(inputs: Sequence[Path], out_dir: Path | None = None) -> Path:
-    """Write the report of ``inputs`` (run or sweep directories); returns the HTML path."""
-    from profiler.report.build import write_report as _write
+def write_html_and_markdown(inputs: Sequence[Path], out_dir: Path | None = None) -> Path:
+    """Write report.html and report.md of ``inputs`` (run or sweep directories); returns the
+    HTML path."""
+    from profiler.report.build import write_report_files
 
-    return _write(list(inputs), out_dir).main
+    return write_report_files(list(inputs), out_dir).main

@@ -1,4 +1,4 @@
-"""``write_report``: runs and sweeps to one self-contained HTML file plus Markdown."""
+"""``write_report_files``: runs and sweeps to one self-contained HTML file plus Markdown."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from profiler import __version__
+from profiler.analysis.knee import with_knees
 from profiler.analysis.legacy import slo_attainment_of
+from profiler.capacity.report_plan import report_plan
 from profiler.errors import SpecError, StorageError
 from profiler.report.data import RunData, SweepData, kind_of, load_run, load_sweep
 from profiler.report.doc import Document, Section, Table, render_html, render_markdown
 from profiler.report.fmt import dig, ms, num, pct
-from profiler.report.plan_section import compute_plan, plan_sections
+from profiler.report.plan_section import plan_sections
 from profiler.report.run_sections import run_sections
 from profiler.report.sweep_sections import sweep_sections
 
@@ -62,6 +64,7 @@ def build_document(inputs: Sequence[Path], plan: PlanOptions | None = None) -> D
     for i, item in enumerate(loaded):
         prefix = f"i{i}-" if multi else ""
         if isinstance(item, SweepData):
+            with_knees(item.index)  # analysis first: the sections only render
             heading = f"Sweep {item.sweep_id}" if multi else None
             sections += sweep_sections(item, prefix, heading)
         else:
@@ -122,7 +125,7 @@ def _plan(loaded: list[RunData | SweepData], opts: PlanOptions | None) -> list[S
     first = loaded[0]
     if isinstance(first, RunData):
         slo = first.spec.get("slo")
-    data = compute_plan(opts.model, opts.gpus, opts.target_rps, slo, sweep.path if sweep else None)
+    data = report_plan(opts.model, opts.gpus, opts.target_rps, slo, sweep.path if sweep else None)
     origin = f"infprof plan --model {opts.model} --gpu {','.join(opts.gpus or ['h100'])}" + (
         f" --calibration {sweep.path}" if sweep else ""
     )
@@ -141,7 +144,7 @@ def _write_text(path: Path, text: str) -> None:
         ) from None
 
 
-def write_report(
+def write_report_files(
     inputs: Sequence[Path],
     out_dir: Path | None = None,
     formats: Sequence[str] = FORMATS,

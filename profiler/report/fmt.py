@@ -1,4 +1,5 @@
-"""Number formatting shared by the report's tables."""
+"""Number formatting: the one set of helpers the report's and the console's tables use
+(``-`` for a missing value)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,44 @@ def num(v: Any, fmt: str = "{:.3g}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def text(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
 def pct(v: Any) -> str:
     return "-" if v is None else f"{float(v):.1%}"
 
 
-def gib(v: Any) -> str:
-    return "-" if v is None else f"{float(v) / 2**30:.2f} GiB"
+def gib(v: Any, digits: int = 2) -> str:
+    return "-" if v is None else f"{float(v) / 2**30:.{digits}f} GiB"
 
 
 def gb(v: Any) -> str:
     return "-" if v is None else f"{float(v) / 1e9:.3g} GB"
+
+
+def with_unit(v: float | None, unit: str) -> str:
+    """A compared metric's value: seconds below 1 s in ms, a unitless share in %."""
+    if v is None:
+        return "-"
+    if unit == "s":
+        return f"{v * 1000:.1f} ms" if abs(v) < 1 else f"{v:.3f} s"
+    if unit == "":
+        return f"{v:.2%}"
+    return f"{v:.4g} {unit}"
+
+
+def value_range(values: list[float | None], unit: str) -> str:
+    """The runs' lowest to highest value, the unit written once: ``45.7-52.6 ms``."""
+    known = [v for v in values if v is not None]
+    if len(values) < 2 or not known:
+        return "-"
+    lo, hi = min(known), max(known)
+    if unit == "s" and abs(hi) < 1:
+        return f"{lo * 1000:.1f}-{hi * 1000:.1f} ms"
+    if unit == "":
+        return f"{lo:.2%}-{hi:.2%}"
+    return f"{lo:.4g}-{hi:.4g} {unit}".rstrip()
 
 
 def pretty_json(obj: Any) -> str:

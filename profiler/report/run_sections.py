@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.analysis.legacy import slo_attainment_of
-from profiler.report import run_plots
+from profiler.report import run_plots, tables
 from profiler.report.data import RunData
 from profiler.report.doc import Code, Note, Section, Table
 from profiler.report.fmt import (
@@ -13,7 +13,6 @@ from profiler.report.fmt import (
     dig,
     gb,
     gib,
-    ms,
     num,
     pct,
     pretty_json,
@@ -21,15 +20,6 @@ from profiler.report.fmt import (
 )
 from profiler.report.node_section import node_section
 from profiler.report.session_section import session_section
-
-LATENCY_ROWS = (
-    ("ttft_s", "TTFT"),
-    ("tpot_s", "TPOT"),
-    ("itl_s", "ITL"),
-    ("e2e_s", "E2E"),
-    ("ttft_from_intended_s", "TTFT from intended start"),
-    ("e2e_from_intended_s", "E2E from intended start"),
-)
 
 
 def _arrival(spec: dict[str, Any]) -> str:
@@ -133,32 +123,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     out.append(head)
 
     lat = Section(f"{prefix}latency", "Latency")
-    table_rows = []
-    for key, name in LATENCY_ROWS:
-        d = dig(s, "latency", key)
-        if isinstance(d, dict):
-            table_rows.append(
-                [name, str(d.get("count"))]
-                + [ms(d.get(q)) for q in ("mean", "p50", "p90", "p95", "p99", "max")]
-            )
-    for key, name in (
-        ("dispatch_lag_s", "dispatch lag"),
-        ("queue_wait_s", "queue wait for a slot"),
-    ):
-        d = s.get(key)
-        if isinstance(d, dict) and (key == "dispatch_lag_s" or d.get("count")):
-            table_rows.append(
-                [name]
-                + [str(d.get("count"))]
-                + [ms(d.get(q)) for q in ("mean", "p50", "p90", "p95", "p99", "max")]
-            )
-    lat.add(
-        Table(
-            ["metric", "count", "mean", "p50", "p90", "p95", "p99", "max"],
-            table_rows,
-            caption="milliseconds",
-        )
-    )
+    lat.add(tables.run_latency(s))
     lat.add(run_plots.latency_distributions(run, prefix))
     out.append(lat)
 
@@ -351,13 +316,7 @@ def inputs_section(run: RunData, prefix: str) -> Section:
     m, s = run.manifest, run.summary
     sec = Section(f"{prefix}inputs", "Inputs and versions")
     versions = m.get("versions") or {}
-    sec.add(
-        Table(
-            ["component", "version"],
-            [[k, str(v) if v is not None else "-"] for k, v in versions.items()],
-            caption="versions",
-        )
-    )
+    sec.add(tables.versions(versions, "versions"))
     gpus = m.get("gpus") or []
     if gpus:
         keys = [

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from profiler.report.data import SweepData, point_latencies
 from profiler.report.doc import Figure
 from profiler.report.plotting import (
@@ -269,7 +267,3 @@ def interconnect_vs_load(sweep: SweepData) -> Figure | None:
 
 def knee_ids(sweep: SweepData) -> set[str]:
     return {k["point"] for k in sweep.index.get("knees") or [] if k.get("point")}
-
-
-def percent(v: float | None) -> str:
-    return "-" if v is None or np.isnan(v) else f"{v:.0%}"

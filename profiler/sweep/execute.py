@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler import cpus
+from profiler.analysis.knee import sweep_knees
 from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.capacity.dtypes import served_dtypes
 from profiler.errors import InfprofError, RunInterrupted
@@ -45,7 +46,6 @@ from profiler.sweep.jobs import (
     local_info,
     pending_jobs,
 )
-from profiler.sweep.knees import knees
 from profiler.sweep.runspecs import point_run_spec, serve_spec
 from profiler.sweep.search import slo_search
 from profiler.sweep.servers import ConfigFailed, ConfigServer, ServerFactory, vllm_factory
@@ -104,7 +104,7 @@ def run_sweep(
     finally:
         if hooks.executor is not None:
             hooks.executor.close()
-    index.data["knees"] = knees(index.points)
+    index.data["knees"] = sweep_knees(index.points)
     index.set_status("complete")
     return index.data
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from profiler.analysis.summary_json import summarize_run
-from profiler.report import write_report
+from profiler.report import write_html_and_markdown
 from profiler.runner import execute
 from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, Scenario, WorkloadSpec
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
@@ -169,7 +169,7 @@ def test_explicit_gpus_on_an_endpoint_and_an_old_run_falls_back_to_all(tmp_path:
         result = execute(spec)
     assert result.ended == "completed", result.reason
     check_server_gpus_only(result.run_dir, "explicit", fake)
-    md = write_report([result.run_dir]).with_suffix(".md").read_text()
+    md = write_html_and_markdown([result.run_dir]).with_suffix(".md").read_text()
     assert "GPUs 2, 5 (explicit: --gpus)" in md and "energy (GPUs 2, 5, measured window)" in md
     # a run directory from before the scope was recorded: every GPU, and both say so
     manifest_path, summary_path = result.run_dir / "manifest.json", result.run_dir / "summary.json"
@@ -183,7 +183,7 @@ def test_explicit_gpus_on_an_endpoint_and_an_old_run_falls_back_to_all(tmp_path:
     for key in ("gpu", "energy"):  # a summary.json written before scoping
         del old[key]["scope"]
     summary_path.write_text(json.dumps(old))
-    md = write_report([result.run_dir]).with_suffix(".md").read_text()
+    md = write_html_and_markdown([result.run_dir]).with_suffix(".md").read_text()
     assert "every GPU (all: no GPU scope recorded for this run" in md
 
 

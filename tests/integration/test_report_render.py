@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.report.build import write_report
+from profiler.report.build import write_report_files
 from tests.fakes.synthetic_runs import make_run, make_sweep
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def test_report_loads_in_headless_chromium(tmp_path: Path, kind: str) -> None:
     if browser is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
     path = make_run(tmp_path, "r", n=300) if kind == "run" else make_sweep(tmp_path)
-    html = write_report([path], formats=["html"]).main
+    html = write_report_files([path], formats=["html"]).main
     png = tmp_path / f"{kind}.png"
     _screenshot(browser, html, png)
     assert png.stat().st_size > 50_000

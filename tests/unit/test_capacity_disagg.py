@@ -102,4 +102,4 @@ def test_the_cli_prints_the_comparison() -> None:
         ],
     )
     assert out.exit_code == 0, out.output
-    assert "aggregated vs disaggregated" in out.output and "D/P" in out.output
+    assert "aggregated vs disaggregated" in out.output and "decode/prefill" in out.output

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from profiler.analysis.legacy import slo_attainment_of
 from profiler.cli.render import render_summary
-from profiler.report.build import write_report
+from profiler.report.build import write_report_files
 from profiler.sweep.index import key_numbers, read_index
 from tests.fakes.synthetic_runs import make_run, make_sweep
 
@@ -41,7 +41,7 @@ def test_report_and_cli_render_an_old_run(tmp_path: Path) -> None:
     run = make_run(tmp_path, "old", gpu=False, n=100)
     summary = _old_summary(json.loads((run / "summary.json").read_text()))
     (run / "summary.json").write_text(json.dumps(summary))
-    html = write_report([run]).html.read_text()
+    html = write_report_files([run]).html.read_text()
     assert "SLO attainment from the send (headline)" in html
     assert "62.5%" in html
     out = io.StringIO()
@@ -53,7 +53,7 @@ def test_new_run_renders_both_attainment_figures(tmp_path: Path) -> None:
     run = make_run(tmp_path, "new", gpu=False, n=100)  # a Poisson (open-loop) run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["slo_attainment"]["headline"] == "from_intended"
-    html = write_report([run]).html.read_text()
+    html = write_report_files([run]).html.read_text()
     assert "SLO attainment from the intended start (headline)" in html
     assert "SLO attainment from the send" in html
     out = io.StringIO()

@@ -90,7 +90,7 @@ def test_human_output_has_tables() -> None:
         "--no-scaling",
     )
     assert code == 0
-    assert "best:" in out and "interconnect sensitivity" in out and "configurations" in out
+    assert "best:" in out and "Interconnect sensitivity" in out and "configurations" in out
     assert "test-time scaling" not in out
 
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from profiler.cli.main import cli
-from profiler.report.build import PlanOptions, write_report
+from profiler.report.build import PlanOptions, write_report_files
 from tests.fakes.synthetic_runs import make_run, make_sweep
 
 RUN_SECTIONS = {"summary", "latency", "timeline", "energy", "interconnect", "server", "inputs"}
@@ -99,7 +99,7 @@ def plan_json(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_run_report_has_every_section_and_plot(tmp_path: Path) -> None:
     run = make_run(tmp_path, "r1", n=500)
     t0 = time.perf_counter()
-    files = write_report([run])
+    files = write_report_files([run])
     assert time.perf_counter() - t0 < 15
     assert files.html == run / "report.html" and files.markdown == run / "report.md"
     page = parse(files.html)
@@ -117,7 +117,7 @@ def test_run_report_has_every_section_and_plot(tmp_path: Path) -> None:
 
 def test_run_without_gpu_says_so(tmp_path: Path) -> None:
     run = make_run(tmp_path, "cpu-run", gpu=False, n=200)
-    page = parse(write_report([run]).main)
+    page = parse(write_report_files([run]).main)
     assert {"latency", "timeline"} <= set(page.plots)
     assert not {"energy", "interconnect", "kv"} & set(page.plots)
     notes = " ".join(page.notes)
@@ -129,7 +129,7 @@ def test_run_without_gpu_says_so(tmp_path: Path) -> None:
 def test_dead_run_is_compacted_and_summarised(tmp_path: Path) -> None:
     run = make_run(tmp_path, "dead", journal_only=True, n=120)
     assert not (run / "requests.parquet").exists() and not (run / "summary.json").exists()
-    page = parse(write_report([run]).main)
+    page = parse(write_report_files([run]).main)
     assert (run / "requests.parquet").exists() and (run / "samples.parquet").exists()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["requests"]["total"] == 120
@@ -141,7 +141,7 @@ def test_dead_run_is_compacted_and_summarised(tmp_path: Path) -> None:
 def test_sweep_report_has_every_section_and_plot(tmp_path: Path, plan_json: dict) -> None:
     sweep = make_sweep(tmp_path)
     (sweep / "plan.json").write_text(json.dumps(plan_json))
-    files = write_report([sweep])
+    files = write_report_files([sweep])
     page = parse(files.main)
     assert SWEEP_SECTIONS | {"plan", "plan-interconnect", "plan-scaling"} <= page.sections
     assert set(page.plots) == SWEEP_PLOTS | {"plan-test-time-scaling"}
@@ -168,7 +168,7 @@ def test_sweep_without_gpu_and_with_search(tmp_path: Path) -> None:
         }
     ]  # fmt: skip
     (sweep / "index.json").write_text(json.dumps(index))
-    page = parse(write_report([sweep]).main)
+    page = parse(write_report_files([sweep]).main)
     assert "slo-search" in page.sections and "sweep-slo-search" in page.plots
     assert not {"sweep-gpu", "sweep-energy", "sweep-interconnect"} & set(page.plots)
     notes = " ".join(page.notes)
@@ -179,7 +179,7 @@ def test_several_inputs_in_one_report(tmp_path: Path) -> None:
     a = make_run(tmp_path, "a", gpu=False, n=100)
     b = make_run(tmp_path, "b", gpu=False, n=100, ttft_s=0.08)
     out = tmp_path / "out"
-    files = write_report([a, b], out, formats=["html"])
+    files = write_report_files([a, b], out, formats=["html"])
     assert files.html == out / "report.html" and files.markdown is None
     page = parse(files.main)
     assert {"overview", "i0-summary", "i1-summary", "i0-latency", "i1-latency"} <= page.sections
@@ -188,9 +188,9 @@ def test_several_inputs_in_one_report(tmp_path: Path) -> None:
 
 def test_plan_from_options_and_planner_errors(tmp_path: Path) -> None:
     run = make_run(tmp_path, "r", gpu=False, n=50)
-    page = parse(write_report([run], plan=PlanOptions("llama-3.1-8b", ["h100"], 5.0)).main)
+    page = parse(write_report_files([run], plan=PlanOptions("llama-3.1-8b", ["h100"], 5.0)).main)
     assert "plan" in page.sections and "plan-test-time-scaling" in page.plots
-    page = parse(write_report([run], plan=PlanOptions("no-such-model", ["h100"], 5.0)).main)
+    page = parse(write_report_files([run], plan=PlanOptions("no-such-model", ["h100"], 5.0)).main)
     assert "plan" in page.sections and any("could not be computed" in n for n in page.notes)
 
 
@@ -216,14 +216,14 @@ def test_runs_without_successes_or_records_still_render(tmp_path: Path) -> None:
     from profiler.store.rundir import RunDir, write_json_atomic
 
     failed = make_run(tmp_path, "all-failed", gpu=False, n=40, error_fraction=1.0)
-    page = parse(write_report([failed]).main)
+    page = parse(write_report_files([failed]).main)
     assert {"latency", "timeline"} <= set(page.plots)
     rd = RunDir.create(tmp_path, "empty")
     (rd.path / "requests.jsonl").write_text("")
     write_json_atomic(
         rd.path / "manifest.json", {"run_id": "empty", "ended": "interrupted", "spec": None}
     )
-    page = parse(write_report([rd.path]).main)
+    page = parse(write_report_files([rd.path]).main)
     assert (
         "summary" in page.sections
         and json.loads((rd.path / "summary.json").read_text())["requests"]["total"] == 0
@@ -237,7 +237,7 @@ def test_multi_node_run_has_a_per_node_table_and_timeline(tmp_path: Path) -> Non
     from profiler.report.run_plots import node_series
 
     run = make_run(tmp_path, "multi", nodes=("host-a", "host-b"), n=300)
-    files = write_report([run])
+    files = write_report_files([run])
     page = parse(files.html)
     assert "nodes" in page.sections and "node-timeline" in page.plots
     check_images(page)
@@ -263,12 +263,12 @@ def test_node_section_only_with_prometheus_and_says_why_when_empty(tmp_path: Pat
     from profiler.store.rundir import write_json_atomic
 
     plain = make_run(tmp_path, "plain", n=100)
-    assert "nodes" not in parse(write_report([plain]).main).sections
+    assert "nodes" not in parse(write_report_files([plain]).main).sections
     manifest = json.loads((plain / "manifest.json").read_text())
     manifest["spec"]["prometheus_url"] = "http://prometheus:9090"
     write_json_atomic(plain / "manifest.json", manifest)
     write_json_atomic(plain / "summary.json", summarize_run(plain))
-    page = parse(write_report([plain]).main)
+    page = parse(write_report_files([plain]).main)
     assert "nodes" in page.sections and "node-timeline" not in page.plots
     assert any(
         "Per-node telemetry is not available" in n and "infprof_gpu_" in n for n in page.notes

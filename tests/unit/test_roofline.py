@@ -230,7 +230,7 @@ def test_summary_and_report_render_the_roofline(tmp_path: Path) -> None:
     from rich.console import Console
 
     from profiler.cli.render import render_summary
-    from profiler.report import write_report
+    from profiler.report import write_html_and_markdown
     from tests.fakes.synthetic_runs import make_run
 
     run = make_run(tmp_path, n=40)
@@ -239,7 +239,7 @@ def test_summary_and_report_render_the_roofline(tmp_path: Path) -> None:
     render_summary(summary, run, console=console)
     text = console.export_text()
     assert "roofline: tiny (fp32) on h100" in text and "of the run bound" in text
-    report = write_report([run])
+    report = write_html_and_markdown([run])
     html = Path(report).read_text()
     assert "Against the hardware limit (roofline)" in html and "run bound" in html
 
