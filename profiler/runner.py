@@ -35,7 +35,7 @@ from profiler.store.rundir import RunDir, new_run_id
 
 if TYPE_CHECKING:
     from profiler.load.arrivals import Schedule
-    from profiler.serving.capabilities import Capabilities
+    from profiler.load.capabilities import Capabilities
 
 log = logging.getLogger(__name__)
 
@@ -368,11 +368,11 @@ def _finish(
 def _capabilities(
     spec: RunSpec, endpoint: Endpoint, hooks: RunHooks, status: Callable[[str], None]
 ) -> Capabilities:
-    """What the endpoint accepts (profiler/serving/capabilities.py): vLLM's full request for a
+    """What the endpoint accepts (profiler/load/capabilities.py): vLLM's full request for a
     server infprof launched, ``--server-kind``'s preset, else probed before the load."""
-    from profiler.serving.capabilities import Needs
-    from profiler.serving.preflight import resolve
-    from profiler.serving.probes import PROBE_TIMEOUT_S
+    from profiler.load.capabilities import Needs
+    from profiler.load.preflight import resolve
+    from profiler.load.probes import PROBE_TIMEOUT_S
 
     caps = resolve(
         endpoint,

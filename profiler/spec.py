@@ -356,7 +356,7 @@ class EndpointSpec(_Strict):
     metrics_url: str | None = None
     server_kind: Literal["auto", "vllm", "sglang", "trtllm", "openai", "generic"] = Field(
         default="auto",
-        description="what the server accepts (profiler/serving/capabilities.py); auto: probe it",
+        description="what the server accepts (profiler/load/capabilities.py); auto: probe it",
     )
 
 

@@ -29,7 +29,7 @@ from profiler.store.record import RequestRecord
 @dataclass(frozen=True)
 class ClientOptions:
     """How requests are built and read. The defaults are vLLM's full request (token-id prompts,
-    ``ignore_eos``/``min_tokens``, usage per chunk); ``profiler.serving.capabilities`` turns off
+    ``ignore_eos``/``min_tokens``, usage per chunk); ``profiler.load.capabilities`` turns off
     what an endpoint refuses, so a field it rejects is never sent."""
 
     base_url: str

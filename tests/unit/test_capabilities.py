@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from profiler.errors import EndpointError
+from profiler.load.capabilities import KIND_PRESETS, Needs, from_kind
 from profiler.load.client import ClientOptions
-from profiler.serving.capabilities import KIND_PRESETS, Needs, from_kind
+from profiler.load.preflight import preflight, resolve
 from profiler.serving.endpoint import Endpoint
-from profiler.serving.preflight import preflight, resolve
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
 
 

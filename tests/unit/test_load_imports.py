@@ -1,7 +1,8 @@
 """``profiler/load`` and ``profiler/serving`` have no import circles: no module imports,
-directly or through others of these packages, a module that imports it. Every import counts,
-the ones inside functions and under ``TYPE_CHECKING`` too (a circle there is still two modules
-that each need the other)."""
+directly or through others of these packages, a module that imports it; and the arrow between
+them runs one way: load sits above serving (docs/architecture.md), so no module of
+``profiler/serving`` imports ``profiler.load``. Every import counts, the ones inside functions
+and under ``TYPE_CHECKING`` too (a circle there is still two modules that each need the other)."""
 
 from __future__ import annotations
 
@@ -71,9 +72,48 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_lazy_and_type_checking_imports() -> None:
     graph = _graph()
     assert "profiler.serving.ray_cluster" in graph["profiler.load.ray_workers"]  # in a function
-    assert "profiler.serving.probes" in graph["profiler.serving.capabilities"]  # TYPE_CHECKING
+    assert "profiler.load.probes" in graph["profiler.load.capabilities"]  # TYPE_CHECKING
     assert "profiler.load.session_loop" in graph["profiler.load.driver"]  # module level
 
 
 def test_load_and_serving_have_no_import_circles() -> None:
     assert _circles(_graph()) == []
+
+
+def _imported_modules(path: Path, name: str) -> set[str]:
+    """Every module that ``path`` (module ``name``) names in an import, anywhere in the file
+    (relative ones resolved), ``from a import b`` counted as both ``a`` and ``a.b``."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            out |= {module} | {f"{module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_the_layer_check_sees_every_kind_of_import(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from profiler.load.client import ClientOptions\n"
+        "def f():\n    from profiler import load\n    import profiler.load.guard\n"
+        "    from ..load import tokens\n",
+        encoding="utf-8",
+    )
+    seen = _imported_modules(tmp_path / "m.py", "profiler.serving.m")
+    assert {"profiler.load.client", "profiler.load", "profiler.load.guard"} <= seen
+    assert "profiler.load.tokens" in seen
+
+
+def test_serving_imports_nothing_from_load() -> None:
+    """load sits above serving: serving must not import load (not even lazily or for types)."""
+    wrong = {
+        f"{_module(p)} -> {m}"
+        for p in sorted((ROOT / "profiler/serving").rglob("*.py"))
+        for m in _imported_modules(p, _module(p))
+        if m == "profiler.load" or m.startswith("profiler.load.")
+    }
+    assert sorted(wrong) == []

@@ -17,8 +17,8 @@ What is found:
   ``prompt_tokens`` for two text prompts of different lengths give the tokens per word and the
   tokens it adds to every prompt (a BOS token), which size text prompts.
 
-They are found by ``profiler.serving.preflight`` (the probes: ``profiler.serving.probes``; text
-prompt sizing: ``profiler.serving.prompt_sizing``), or stated by ``--server-kind``
+They are found by ``profiler.load.preflight`` (the probes: ``profiler.load.probes``; text
+prompt sizing: ``profiler.load.prompt_sizing``), or stated by ``--server-kind``
 (``KIND_PRESETS``, no probe), or known (a server infprof launched is vLLM).
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from profiler.load.client import ClientOptions
-    from profiler.serving.probes import Probe
+    from profiler.load.probes import Probe
     from profiler.spec import WorkloadSpec
 
 SERVER_KINDS = ("auto", "vllm", "sglang", "trtllm", "openai", "generic")

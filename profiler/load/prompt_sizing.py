@@ -1,13 +1,13 @@
 """How text prompts are sized for an endpoint that does not take token ids (or for chat): the
 tokens the server adds to every prompt (a BOS token, a chat template) and, without a
 tokenizer, the server's tokens per word, from its own ``prompt_tokens`` for probe prompts of
-known sizes. Part of the capability preflight (``profiler.serving.preflight``).
+known sizes. Part of the capability preflight (``profiler.load.preflight``).
 """
 
 from __future__ import annotations
 
-from profiler.serving.capabilities import Capabilities
-from profiler.serving.probes import PROBE_WORDS, Probe, Prober, prompt_words
+from profiler.load.capabilities import Capabilities
+from profiler.load.probes import PROBE_WORDS, Probe, Prober, prompt_words
 
 
 def size_text(

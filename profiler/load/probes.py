@@ -1,4 +1,4 @@
-"""The probe requests of the capability preflight (``profiler.serving.preflight``): each is a
+"""The probe requests of the capability preflight (``profiler.load.preflight``): each is a
 small request (``PROBE_MAX_TOKENS`` tokens, not counted in the load) over its own short-lived
 connection, and ``Probe`` is what came back: the status, whether content streamed, usage per
 chunk or at the end, the prompt tokens the server counted, the choices finished.
@@ -166,7 +166,7 @@ def prompt_words(k: int) -> str:
 
 
 class Prober:
-    """Sends the probes of one preflight (``profiler.serving.preflight``), each a request built
+    """Sends the probes of one preflight (``profiler.load.preflight``), each a request built
     from a base and one change, sent again when it fails transiently; keeps them all."""
 
     def __init__(self, post: Post, model: str) -> None:

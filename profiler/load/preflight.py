@@ -1,11 +1,11 @@
 """Capability preflight: what an OpenAI-compatible endpoint accepts and reports
-(``profiler.serving.capabilities``), found with a few small probe requests before the load
-(``profiler.serving.probes``; not counted), or taken from ``--server-kind``.
+(``profiler.load.capabilities``), found with a few small probe requests before the load
+(``profiler.load.probes``; not counted), or taken from ``--server-kind``.
 
 The first probe is vLLM's full request (token ids, ``ignore_eos``/``min_tokens``, usage per
 chunk, ``n = 2``): a server that takes it needs no other. A server that refuses it gets a
 plain OpenAI request, then one probe per feature; then text prompts are sized
-(``profiler.serving.prompt_sizing``). ``--server-kind`` skips the probes where the user knows
+(``profiler.load.prompt_sizing``). ``--server-kind`` skips the probes where the user knows
 the answer (``KIND_PRESETS``).
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from profiler.errors import EndpointError
-from profiler.serving.capabilities import Capabilities, Needs, StreamUsage, from_kind
-from profiler.serving.probes import PROBE_TIMEOUT_S, Post, Probe, Prober, http_post
-from profiler.serving.prompt_sizing import size_text
+from profiler.load.capabilities import Capabilities, Needs, StreamUsage, from_kind
+from profiler.load.probes import PROBE_TIMEOUT_S, Post, Probe, Prober, http_post
+from profiler.load.prompt_sizing import size_text
 
 if TYPE_CHECKING:
     from profiler.serving.endpoint import Endpoint
