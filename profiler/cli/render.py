@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from profiler.analysis.legacy import slo_attainment_of
+from profiler.store.schema import slo_attainment_of
 from profiler.load.driver import Progress
 from profiler.report.fmt import client_health_rows
 

@@ -9,6 +9,7 @@ from profiler.report import run_plots
 from profiler.report.data import RunData
 from profiler.report.doc import Note, Section, Table
 from profiler.report.fmt import gb, gib, num, pct
+from profiler.store.schema import Nodes
 
 NODE_HEADERS = [
     "node", "GPUs", "util mean", "util peak", "memory peak", "power mean", "energy",
@@ -46,18 +47,18 @@ def _node_row(name: str, r: dict[str, Any]) -> list[str]:
 
 def node_section(run: RunData, prefix: str = "") -> Section | None:
     """None for a run without ``--prometheus-url`` (nothing beyond this machine to show)."""
-    nodes = run.summary.get("nodes") or {}
-    if not nodes.get("available") and not run.spec.get("prometheus_url"):
+    nodes = run.summary.nodes or Nodes()
+    if not nodes.available and not run.manifest.recorded_spec().prometheus_url:
         return None
     sec = Section(f"{prefix}nodes", "Nodes (from Prometheus)")
-    if not nodes.get("available"):
-        reason = nodes.get("reason") or "not in this run's summary"
+    if not nodes.available:
+        reason = nodes.reason or "not in this run's summary"
         sec.add(Note(f"Per-node telemetry is not available: {reason}."))
         return sec
-    per: dict[str, dict[str, Any]] = nodes.get("per_node") or {}
+    per = nodes.per_node or {}
     rows = [_node_row(n, r) for n, r in per.items()]
-    if (nodes.get("node_count") or 0) > 1:
-        rows.append(_node_row("all nodes", {**nodes, "host": None}))
+    if (nodes.node_count or 0) > 1:
+        rows.append(_node_row("all nodes", {**nodes.to_dict(), "host": None}))
     sec.add(
         Table(
             NODE_HEADERS,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from profiler.analysis.legacy import slo_attainment_of
 from profiler.report import run_plots
 from profiler.report.data import RunData
 from profiler.report.doc import Code, Note, Section, Table
 from profiler.report.fmt import (
     client_health_rows,
-    dig,
     gb,
     gib,
     ms,
@@ -21,6 +19,7 @@ from profiler.report.fmt import (
 )
 from profiler.report.node_section import node_section
 from profiler.report.session_section import session_section
+from profiler.store.schema import Client, Energy, Gpu, Manifest, Requests, ServerMetrics, SloAttainment, Summary, Throughput, Tokens, Window
 
 LATENCY_ROWS = (
     ("ttft_s", "TTFT"),
@@ -45,36 +44,36 @@ def _arrival(spec: dict[str, Any]) -> str:
     return str(kind or "-")
 
 
-def unavailable(summary: dict[str, Any], manifest: dict[str, Any], section: str) -> str | None:
+def unavailable(summary: Summary, manifest: Manifest, section: str) -> str | None:
     """Why a telemetry section has no data, or None when it has."""
     s = summary.get(section)
     if isinstance(s, dict):
         return None if s.get("available") else str(s.get("reason") or "not recorded")
-    nvml = manifest.get("nvml") or {}
-    if section in ("gpu", "energy") and nvml.get("available") is False:
-        return str(nvml.get("reason") or "NVML unavailable")
+    nvml = manifest.nvml
+    if section in ("gpu", "energy") and nvml is not None and nvml.available is False:
+        return str(nvml.reason or "NVML unavailable")
     return "not in this run's summary"
 
 
 FROM = {"from_intended": "from the intended start", "from_send": "from the send"}
 
 
-def _attainment_rows(att: dict[str, Any]) -> list[list[str]]:
+def _attainment_rows(att: SloAttainment) -> list[list[str]]:
     """SLO attainment rows: the headline measure first, then the other one (open loops)."""
-    if not att.get("slo"):
+    if not att.slo:
         return [["SLO attainment", "-"]]
-    head = att.get("headline") or "from_send"
+    head = att.headline or "from_send"
     rows = []
     for key in (head, "from_send" if head == "from_intended" else "from_intended"):
-        a = att.get(key)
-        if not isinstance(a, dict):
+        a = getattr(att, key, None)
+        if a is None:
             continue
         label = f"SLO attainment {FROM[key]}" + (" (headline)" if key == head else "")
         rows.append(
             [
                 label,
-                f"{pct(a.get('fraction'))} of requests, {num(a.get('requests_per_s'))} req/s meeting every SLO "
-                f"({'meets' if a.get('meets_target') else 'misses'} the target)",
+                f"{pct(a.fraction)} of requests, {num(a.requests_per_s)} req/s meeting every SLO "
+                f"({'meets' if a.meets_target else 'misses'} the target)",
             ]  # fmt: skip
         )
     return rows
@@ -96,61 +95,59 @@ def scope_text(scope: dict[str, Any]) -> str:
 
 def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> list[Section]:
     s, m, spec = run.summary, run.manifest, run.spec
+    rec = m.recorded_spec()
     out: list[Section] = []
     head = Section(f"{prefix}summary", heading or "Summary")
     for note in run.notes:
         head.add(Note(note))
-    client = s.get("client") or {}
-    if client.get("saturated"):
+    client = s.client or Client()
+    if client.saturated:
         head.add(
             Note(
-                f"The load generator was saturated ({client.get('reason')}); latencies include client delay."
+                f"The load generator was saturated ({client.reason}); latencies include client delay."
             )
         )
-    req = s.get("requests") or {}
-    att = slo_attainment_of(s)
+    req, att = s.requests or Requests(), s.attainment()
+    win, thr, en = s.window or Window(), s.throughput or Throughput(), s.energy or Energy()
+    tok = s.tokens or Tokens()
+
+    def n(v: Any) -> Any:
+        return "-" if v is None else v
+
     rows = [
         ["run", run.run_id],
-        ["model", str(m.get("model") or dig(spec, "serve", "model") or dig(spec, "endpoint", "model") or "-")],
-        ["workload", str(dig(spec, "workload", "name") or s.get("workload") or "-")],
+        ["model", str(m.model or (rec.serve and rec.serve.model) or (rec.endpoint and rec.endpoint.model) or "-")],
+        ["workload", str((rec.workload and rec.workload.name) or s.workload or "-")],
         ["load", _arrival(spec)],
-        ["ended", str(m.get("ended", "-")) + (f" ({m['end_reason']})" if m.get("end_reason") else "")],
-        ["requests", f"{req.get('total', '-')} total: {req.get('ok', '-')} ok, {req.get('error', '-')} error, "
-                     f"{req.get('timeout', '-')} timeout, {req.get('cancelled', '-')} cancelled"],
-        ["error rate", pct(s.get("error_rate"))],
-        ["measured window", f"{num(dig(s, 'window', 'seconds'))} s (warm-up {num(dig(s, 'window', 'warmup_s'))} s, "
-                            f"cool-down {num(dig(s, 'window', 'cooldown_s'))} s)"],
-        ["throughput", f"{num(dig(s, 'throughput', 'requests_per_s'))} req/s, "
-                       f"{num(dig(s, 'throughput', 'output_tokens_per_s'), '{:.1f}')} output tok/s, "
-                       f"{num(dig(s, 'throughput', 'total_tokens_per_s'), '{:.1f}')} total tok/s"],
-        ["SLO", slo_text(att.get("slo"))],
+        ["ended", (m.ended if run.has_manifest else "-") + (f" ({m.end_reason})" if m.end_reason else "")],
+        ["requests", f"{n(req.total)} total: {n(req.ok)} ok, {n(req.error)} error, "
+                     f"{n(req.timeout)} timeout, {n(req.cancelled)} cancelled"],
+        ["error rate", pct(s.error_rate)],
+        ["measured window", f"{num(win.seconds)} s (warm-up {num(win.warmup_s)} s, "
+                            f"cool-down {num(win.cooldown_s)} s)"],
+        ["throughput", f"{num(thr.requests_per_s)} req/s, "
+                       f"{num(thr.output_tokens_per_s, '{:.1f}')} output tok/s, "
+                       f"{num(thr.total_tokens_per_s, '{:.1f}')} total tok/s"],
+        ["SLO", slo_text(att.slo)],
         *_attainment_rows(att),
-        ["energy per output token", f"{num(dig(s, 'energy', 'joules_per_output_token'))} J" if dig(s, "energy", "available") else "not available"],
+        ["energy per output token", f"{num(en.joules_per_output_token)} J" if en.available else "not available"],
         ["GPUs measured", scope_text(run.gpu_scope())],
-        ["tokens", f"{dig(s, 'tokens', 'prompt')} prompt, {dig(s, 'tokens', 'output')} output"],
+        ["tokens", f"{tok.prompt} prompt, {tok.output} output"],
     ]  # fmt: skip
     head.add(Table(["", ""], rows))
     out.append(head)
 
     lat = Section(f"{prefix}latency", "Latency")
     table_rows = []
-    for key, name in LATENCY_ROWS:
-        d = dig(s, "latency", key)
-        if isinstance(d, dict):
+    dists = [(name, (s.latency or {}).get(key)) for key, name in LATENCY_ROWS]
+    dists.append(("dispatch lag", s.dispatch_lag_s))
+    if s.queue_wait_s is not None and s.queue_wait_s.count:
+        dists.append(("queue wait for a slot", s.queue_wait_s))
+    for name, d in dists:
+        if d is not None:
             table_rows.append(
-                [name, str(d.get("count"))]
-                + [ms(d.get(q)) for q in ("mean", "p50", "p90", "p95", "p99", "max")]
-            )
-    for key, name in (
-        ("dispatch_lag_s", "dispatch lag"),
-        ("queue_wait_s", "queue wait for a slot"),
-    ):
-        d = s.get(key)
-        if isinstance(d, dict) and (key == "dispatch_lag_s" or d.get("count")):
-            table_rows.append(
-                [name]
-                + [str(d.get("count"))]
-                + [ms(d.get(q)) for q in ("mean", "p50", "p90", "p95", "p99", "max")]
+                [name, str(d.count)]
+                + [ms(getattr(d, q)) for q in ("mean", "p50", "p90", "p95", "p99", "max")]
             )
     lat.add(
         Table(
@@ -172,9 +169,9 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
             )
         )
     tl.add(run_plots.timeline(run, prefix, gpu=has_gpu_samples))
-    gpu = s.get("gpu") or {}
-    if gpu.get("available"):
-        per = gpu.get("per_gpu") or {}
+    gpu = s.gpu or Gpu()
+    if gpu.available:
+        per = gpu.per_gpu or {}
         tl.add(
             Table(
                 [
@@ -203,13 +200,13 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                     for g, r in per.items()
                 ],
                 caption="the server's GPUs over the measured window (server memory: its processes' "
-                f"peak over the run{'; ' + gpu['process_memory_note'] if gpu.get('process_memory_note') else ''})",
+                f"peak over the run{'; ' + gpu.process_memory_note if gpu.process_memory_note else ''})",
             )  # fmt: skip
         )
     out.append(tl)
 
     en = Section(f"{prefix}energy", "Energy")
-    energy = s.get("energy") or {}
+    energy = s.energy or Energy()
     reason = unavailable(s, m, "energy")
     if reason:
         en.add(Note(f"Energy is not available: {reason}."))
@@ -220,15 +217,15 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                 [
                     [
                         f"energy ({scope_gpus(run.gpu_scope())}, measured window)",
-                        f"{num(energy.get('joules'))} J",
+                        f"{num(energy.joules)} J",
                     ],
-                    ["per output token", f"{num(energy.get('joules_per_output_token'))} J"],
+                    ["per output token", f"{num(energy.joules_per_output_token)} J"],
                     [
                         "mean power from energy",
-                        f"{num(energy.get('mean_power_from_energy_watts'))} W",
+                        f"{num(energy.mean_power_from_energy_watts)} W",
                     ],
-                    ["GPU-seconds", num(energy.get("gpu_seconds"))],
-                    ["method", str(energy.get("method"))],
+                    ["GPU-seconds", num(energy.gpu_seconds)],
+                    ["method", str(energy.method)],
                 ],
             )
         )
@@ -239,7 +236,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
 
     ic = Section(f"{prefix}interconnect", "NVLink and PCIe traffic")
     fig = run_plots.interconnect(run, prefix)
-    if gpu.get("available"):
+    if gpu.available:
         ic.add(
             Table(
                 ["link", "tx", "rx", "tx per output token", "rx per output token"],
@@ -258,7 +255,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         )
     if fig:
         ic.add(fig)
-    elif not gpu.get("available"):
+    elif not gpu.available:
         ic.add(Note(f"No NVLink/PCIe samples: {gpu_reason or 'not recorded'}."))
     else:
         ic.add(
@@ -272,7 +269,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         out.append(nodes)
 
     sv = Section(f"{prefix}server", "Server (vLLM /metrics)")
-    server = s.get("server") or {}
+    server = s.server or ServerMetrics()
     reason = unavailable(s, m, "server")
     if reason:
         sv.add(Note(f"Server metrics are not available: {reason}."))
@@ -317,7 +314,7 @@ def _count(n: float) -> str:
 def roofline_section(run: RunData, prefix: str) -> Section:
     """The hardware limit for the model, GPU and batch run, and the measured fraction of it."""
     sec = Section(f"{prefix}roofline", "Against the hardware limit (roofline)")
-    r = run.summary.get("roofline")
+    r = run.summary.roofline
     if not isinstance(r, dict) or not r.get("available"):
         why = r.get("reason") if isinstance(r, dict) else "not in this run's summary"
         sec.add(Note(f"No roofline for this run: {why}."))
@@ -350,15 +347,14 @@ def roofline_section(run: RunData, prefix: str) -> Section:
 def inputs_section(run: RunData, prefix: str) -> Section:
     m, s = run.manifest, run.summary
     sec = Section(f"{prefix}inputs", "Inputs and versions")
-    versions = m.get("versions") or {}
     sec.add(
         Table(
             ["component", "version"],
-            [[k, str(v) if v is not None else "-"] for k, v in versions.items()],
+            [[k, str(v) if v is not None else "-"] for k, v in (m.versions or {}).items()],
             caption="versions",
         )
     )
-    gpus = m.get("gpus") or []
+    gpus = m.gpus or []
     if gpus:
         keys = [
             k
@@ -367,18 +363,13 @@ def inputs_section(run: RunData, prefix: str) -> Section:
         ]
         sec.add(Table(keys, [[str(g.get(k, "-")) for k in keys] for g in gpus], caption="GPUs"))
     else:
-        sec.add(
-            Note(
-                f"No GPU inventory: {dig(m, 'nvml', 'reason') or 'NVML not available on the load host'}."
-            )
-        )
-    host = m.get("host") or {}
-    if host:
-        sec.add(Table(["host", ""], [[k, str(v)] for k, v in host.items()]))
-    client = s.get("client") or {}
-    if client:
-        sec.add(Table(["client health", ""], [list(r) for r in client_health_rows(client)]))
-    argv = dig(m, "server", "argv")
+        reason = m.nvml.reason if m.nvml else None
+        sec.add(Note(f"No GPU inventory: {reason or 'NVML not available on the load host'}."))
+    if m.host:
+        sec.add(Table(["host", ""], [[k, str(v)] for k, v in m.host.items()]))
+    if s.client:
+        sec.add(Table(["client health", ""], [list(r) for r in client_health_rows(s.client.to_dict())]))
+    argv = m.server.argv if m.server else None
     if argv:
         sec.add(Code(" ".join(str(a) for a in argv), summary="server command line"))
     sec.add(Code(pretty_json(run.spec), summary="resolved run spec (manifest.json)"))

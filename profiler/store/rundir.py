@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from pydantic_core import from_json, to_json
 
 from profiler.errors import SpecError, StorageError
+from profiler.store.files import json_default as _json_default
+from profiler.store.files import write_json_atomic
 from profiler.load.record import RequestRecord
 from profiler.telemetry.sample import Sample
 
@@ -46,32 +48,6 @@ def check_run_id(run_id: str) -> str:
 
 def new_run_id(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000:04d}"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(
-            f"cannot write {path}: {e.strerror}", "free disk space or fix permissions"
-        ) from None
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "model_dump"):
-        return o.model_dump(mode="json")
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 class Journal:
@@ -226,6 +202,16 @@ def new_run_directory(out_dir: Path, run_id: str) -> Path:
             f"cannot create {path}: {e.strerror}", "choose a writable --out directory"
         ) from None
     return path
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run: its manifest, its records, or the journals of one that
+    died before compaction."""
+    return (
+        (path / "manifest.json").exists()
+        or (path / "requests.parquet").exists()
+        or RunDir(path).has_journal()
+    )
 
 
 class RunDir:

@@ -191,8 +191,8 @@ def make_run(
         },
         "model": "tiny-llama",
         "host": {"hostname": "test", "cpus": 2},
-        "started": "2025-01-01T00:00:00Z",
-        "ended_at": "2025-01-01T00:01:00Z",
+        "started_at": 1735689600.0,
+        "ended_at": 1735689660.0,
         "ended": "interrupted" if journal_only else "completed",
     }
     write_json_atomic(rd.file("manifest.json"), manifest)

@@ -482,7 +482,7 @@ def test_a_journal_only_run_is_repaired_through_compaction_one_batch_at_a_time(
 ) -> None:
     """``infprof report`` on a run that died before compaction compacts it (streaming) and
     summarises the Parquet files: no step holds every record."""
-    from profiler.report.data import repair_run
+    from profiler.analysis.repair import repair_run
     from tests.fakes.synthetic_runs import make_run
 
     run = make_run(tmp_path, "dead", journal_only=True, n=120)
