@@ -30,8 +30,9 @@ from profiler.load.record import RequestRecord
 from profiler.metrics.live import LiveExport, start_live
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
 from profiler.spec import RunSpec, ServeSpec
-from profiler.store.manifest import initial_manifest, safe_write
+from profiler.store.manifest import initial_manifest
 from profiler.store.rundir import RunDir, new_run_id
+from profiler.store.schema import Manifest, ServerRecord, Summary
 
 if TYPE_CHECKING:
     from profiler.load.arrivals import Schedule
@@ -83,7 +84,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
     rd = RunDir.create(spec.out_dir, run_id)
     clock = RunClock()
     manifest = initial_manifest(spec, run_id, clock)
-    rd.write_json("manifest.json", manifest)
+    manifest.save(rd.path)
 
     with ExitStack() as stack:
         _terminate_as_interrupt(stack)
@@ -99,9 +100,10 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         if spec.executor == "ray" and spec.sample_interval_s is not None:
             from profiler.telemetry.ray_nodes import start_node_samplers
 
-            stack.callback(start_node_samplers(spec, clock, sample_journal, manifest).stop)
-        manifest["gpu_scope"] = _gpu_scope(spec, hooks, manifest)
-        rd.write_json("manifest.json", manifest)
+            samplers = start_node_samplers(spec, clock, sample_journal, manifest)  # type: ignore[arg-type]
+            stack.callback(samplers.stop)
+        manifest.set(gpu_scope=_gpu_scope(spec, hooks, manifest))
+        manifest.save(rd.path)
         try:
             if spec.serve is not None:
                 from profiler.serving.vllm import VllmServer
@@ -109,53 +111,50 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 status(f"starting vLLM ({spec.serve.model}); log: {rd.file('server.log')}")
                 server = stack.enter_context(VllmServer(spec.serve, rd.file("server.log")))
                 pids = server.pids
-                manifest["server"] = {"argv": server.argv, "url": server.url}
-                rd.write_json("manifest.json", manifest)
+                manifest.set(server=ServerRecord(argv=server.argv, url=server.url))
+                manifest.save(rd.path)
                 ready_s = server.wait_ready()
-                manifest["server"]["ready_s"] = ready_s
+                manifest.set(server=ServerRecord(argv=server.argv, url=server.url, ready_s=ready_s))
                 status(f"server ready in {ready_s:.0f} s at {server.url}")
                 endpoint = Endpoint(url=server.url, model=spec.serve.name)
             else:
                 assert spec.endpoint is not None
                 key = api_key_from_env(spec.endpoint.api_key_env)
                 endpoint = attach(spec.endpoint.url, spec.endpoint.model, key)
-                manifest["server"] = {"argv": None, "url": endpoint.url}
-            manifest["model"] = endpoint.model
-            rd.write_json("manifest.json", manifest)
+                manifest.set(server=ServerRecord(argv=None, url=endpoint.url))
+            manifest.set(model=endpoint.model)
+            manifest.save(rd.path)
             caps = _capabilities(spec, endpoint, hooks, status)
-            manifest["server_capabilities"] = caps.to_dict()
-            rd.write_json("manifest.json", manifest)
+            manifest.set(server_capabilities=caps.to_dict())
+            manifest.save(rd.path)
             if spec.sample_interval_s is not None:
                 server_metrics = _start_server_metrics(spec, clock, sample_journal, endpoint)
                 telemetry.append(server_metrics)
                 stack.callback(server_metrics.stop)
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
-            live = start_live(spec, rd, endpoint, manifest, stack, telemetry)
+            # metrics/live reads the manifest with .get and adds metrics_url (Manifest.__setitem__)
+            live = start_live(spec, rd, endpoint, manifest, stack, telemetry)  # type: ignore[arg-type]
             server_cpus = spec.serve.cpus if spec.serve is not None else None
             with cpus.beside(server_cpus) as client_cpus:  # the event loop keeps its own cores
                 if server_cpus and client_cpus:
-                    manifest["cpus"] = {"server": sorted(server_cpus), "client": client_cpus}
-                    rd.write_json("manifest.json", manifest)
+                    manifest.set(cpus={"server": sorted(server_cpus), "client": client_cpus})
+                    manifest.save(rd.path)
                 result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack, caps)
         except InfprofError as e:
-            manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
-            safe_write(rd, "manifest.json", manifest)
+            manifest.end("failed", e.one_line(), time.time())
+            manifest.save_quietly(rd.path)
             raise
         except KeyboardInterrupt:
-            manifest.update(
-                ended="interrupted",
-                end_reason="interrupted before the load started",
-                ended_at=time.time(),
-            )
-            safe_write(rd, "manifest.json", manifest)
+            manifest.end("interrupted", "interrupted before the load started", time.time())
+            manifest.save_quietly(rd.path)
             raise
     # server stopped, telemetry stopped, journals closed: compact and summarise
     try:
         run_result = _finish(spec, rd, clock, result, manifest, status)
     except StorageError as e:
-        manifest.update(ended="storage_error", end_reason=e.one_line(), ended_at=time.time())
-        safe_write(rd, "manifest.json", manifest)
+        manifest.end("storage_error", e.one_line(), time.time())
+        manifest.save_quietly(rd.path)
         raise
     if live is not None:
         live.write_final(rd.path.name)
@@ -331,35 +330,38 @@ def _finish(
     rd: RunDir,
     clock: RunClock,
     result: DriverResult,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     status: Callable[[str], None],
 ) -> RunResult:
     if spec.prometheus_url:
         _pull_prometheus(spec, rd, clock, result)
     if result.workers is not None:  # Ray load workers: nodes and clock offsets
-        manifest["workers"] = result.workers
-        rd.write_json("manifest.json", manifest)
+        manifest.set(workers=result.workers)
+        manifest.save(rd.path)
     rd.compact()
     summary = summarize_run(rd.path, spec=spec, health=result.health.to_dict())
-    rd.write_json("summary.json", summary)
+    doc = Summary.of(summary)
+    doc.save(rd.path)
     if result.ended == "completed":
         from profiler.load.guard import over_ceiling
 
         over = over_ceiling(summary, spec.max_error_rate)
         if over is not None:
             result.ended, result.reason = "error_rate", over
-    scope = (summary.get("gpu") or {}).get("scope")
-    if (manifest.get("gpu_scope") or {}).get("gpus") is None and scope is not None:
+    scope = doc.gpu.scope if doc.gpu else None
+    if manifest.scope_gpus() is None and scope is not None:
         # method 3 is known only now, from the samples: the manifest records the decision
-        manifest["gpu_scope"] = {k: v for k, v in scope.items() if k != "other_gpus"}
-    manifest.update(
-        ended=result.ended,
-        end_reason=result.reason,
-        ended_at=time.time(),
+        manifest.set(gpu_scope={k: v for k, v in scope.to_dict().items() if k != "other_gpus"})
+    total = doc.requests.total if doc.requests else None
+    excluded = doc.window.excluded_requests if doc.window else None
+    manifest.end(
+        result.ended,  # type: ignore[arg-type]  # load/driver's endings are among Ended
+        result.reason,
+        time.time(),
         requests_sent=result.sent,
-        requests_recorded=summary["requests"]["total"] + summary["window"]["excluded_requests"],
+        requests_recorded=(total or 0) + (excluded or 0),
     )
-    rd.write_json("manifest.json", manifest)
+    manifest.save(rd.path)
     status(f"run directory: {rd.path}")
     return RunResult(rd.path, summary, result.ended, result.reason)
 
@@ -406,7 +408,7 @@ def _start_telemetry(
     clock: RunClock,
     journal: Any,
     server_pids: Callable[[], Iterable[int]],
-    manifest: dict[str, Any],
+    manifest: Manifest,
 ) -> Any:
     from profiler.telemetry.host import HostSampler
     from profiler.telemetry.inventory import collect as collect_inventory
@@ -414,11 +416,7 @@ def _start_telemetry(
     from profiler.telemetry.recorder import TelemetryRecorder
 
     inv = collect_inventory()
-    manifest["nvml"] = {"available": inv.get("available", False), "reason": inv.get("reason")}
-    manifest["gpus"] = inv.get("gpus", [])
-    manifest["topology"] = inv.get("topology")
-    manifest["versions"]["driver"] = inv.get("driver_version")
-    manifest["versions"]["cuda_driver"] = inv.get("cuda_driver_version")
+    manifest.record_inventory(inv)
     if spec.sample_interval_s is None:
         return None
     samplers: list[Any] = [HostSampler(server_pids=server_pids)]
@@ -429,13 +427,14 @@ def _start_telemetry(
     return rec
 
 
-def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: dict[str, Any]) -> dict[str, Any]:
+def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: Manifest) -> dict[str, Any]:
     """manifest.json ``gpu_scope``: the server's GPUs and how they were chosen
     (``profiler.telemetry.gpu_scope``); method 3 is recorded pending and decided in ``_finish``."""
     from profiler.telemetry import gpu_scope, nvml
 
-    if not manifest["nvml"]["available"]:
-        reason = manifest["nvml"].get("reason") or "NVML unavailable"
+    seen = manifest.nvml
+    if seen is None or not seen.available:
+        reason = (seen.reason if seen else None) or "NVML unavailable"
         return {"gpus": [], "uuids": [], "method": "all", "reason": f"no GPU seen: {reason}"}
     serve = spec.serve or hooks.server_spec
     env = None
@@ -446,7 +445,7 @@ def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: dict[str, Any]) -> dict
         env = server_env(serve)
         world = _server_gpu_count(serve)
     scope = gpu_scope.choose(
-        gpu_scope.GpuInfo.from_inventory(manifest.get("gpus") or []),
+        gpu_scope.GpuInfo.from_inventory(manifest.gpus or []),
         explicit=spec.gpus,
         server_env=env,
         world_size=world,

@@ -13,9 +13,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from profiler.store.schema import slo_attainment_of
 from profiler.load.driver import Progress
 from profiler.report.fmt import client_health_rows
+from profiler.store.schema import slo_attainment_of
 
 
 def _ms(v: float | None) -> str:

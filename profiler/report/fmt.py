@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 
-
 def ms(v: Any) -> str:
     return "-" if v is None else f"{float(v) * 1000:.1f}"
 

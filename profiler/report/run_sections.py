@@ -19,7 +19,19 @@ from profiler.report.fmt import (
 )
 from profiler.report.node_section import node_section
 from profiler.report.session_section import session_section
-from profiler.store.schema import Client, Energy, Gpu, Manifest, Requests, ServerMetrics, SloAttainment, Summary, Throughput, Tokens, Window
+from profiler.store.schema import (
+    Client,
+    Energy,
+    Gpu,
+    Manifest,
+    Requests,
+    ServerMetrics,
+    SloAttainment,
+    Summary,
+    Throughput,
+    Tokens,
+    Window,
+)
 
 LATENCY_ROWS = (
     ("ttft_s", "TTFT"),
@@ -108,7 +120,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
             )
         )
     req, att = s.requests or Requests(), s.attainment()
-    win, thr, en = s.window or Window(), s.throughput or Throughput(), s.energy or Energy()
+    win, thr, joules = s.window or Window(), s.throughput or Throughput(), s.energy or Energy()
     tok = s.tokens or Tokens()
 
     def n(v: Any) -> Any:
@@ -130,7 +142,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                        f"{num(thr.total_tokens_per_s, '{:.1f}')} total tok/s"],
         ["SLO", slo_text(att.slo)],
         *_attainment_rows(att),
-        ["energy per output token", f"{num(en.joules_per_output_token)} J" if en.available else "not available"],
+        ["energy per output token", f"{num(joules.joules_per_output_token)} J" if joules.available else "not available"],
         ["GPUs measured", scope_text(run.gpu_scope())],
         ["tokens", f"{tok.prompt} prompt, {tok.output} output"],
     ]  # fmt: skip
@@ -368,7 +380,9 @@ def inputs_section(run: RunData, prefix: str) -> Section:
     if m.host:
         sec.add(Table(["host", ""], [[k, str(v)] for k, v in m.host.items()]))
     if s.client:
-        sec.add(Table(["client health", ""], [list(r) for r in client_health_rows(s.client.to_dict())]))
+        sec.add(
+            Table(["client health", ""], [list(r) for r in client_health_rows(s.client.to_dict())])
+        )
     argv = m.server.argv if m.server else None
     if argv:
         sec.add(Code(" ".join(str(a) for a in argv), summary="server command line"))

@@ -29,6 +29,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
+    if hasattr(o, "to_dict"):  # a store.schema document: the keys it has
+        return o.to_dict()
     if hasattr(o, "model_dump"):
         return o.model_dump(mode="json")
     if hasattr(o, "item"):

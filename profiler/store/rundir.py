@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from pydantic_core import from_json, to_json
 
 from profiler.errors import SpecError, StorageError
+from profiler.load.record import RequestRecord
 from profiler.store.files import json_default as _json_default
 from profiler.store.files import write_json_atomic
-from profiler.load.record import RequestRecord
 from profiler.telemetry.sample import Sample
 
 REQUESTS_JOURNAL = "requests.jsonl"

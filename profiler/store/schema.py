@@ -22,6 +22,7 @@ the error names the file and the field.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -30,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from profiler.errors import StorageError
 from profiler.store.files import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 # How a run ended (manifest.json ``ended``): ``running`` until it does; the load's own
 # endings (load/driver, load/guard, load/workers, load/ray_workers); ``failed`` for an
@@ -62,7 +65,9 @@ class Section(BaseModel):
         null: for readers that still take these files as dicts (the report's plots)."""
         if key in type(self).model_fields:
             fields = self.model_fields_set
-            value = self.model_dump(include={key}, exclude_unset=True)[key] if key in fields else None
+            value = (
+                self.model_dump(include={key}, exclude_unset=True)[key] if key in fields else None
+            )
         else:
             value = (self.__pydantic_extra__ or {}).get(key)
         return default if value is None else value
@@ -118,9 +123,7 @@ class Document(Section):
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-            raise StorageError(
-                f"{where}: field {loc}: {err['msg']}{more}", cls._fix()
-            ) from None
+            raise StorageError(f"{where}: field {loc}: {err['msg']}{more}", cls._fix()) from None
         doc._shape = migrate(cls.KIND, data)
         return doc
 
@@ -405,9 +408,38 @@ class Manifest(Document):
         for k, v in fields.items():
             setattr(self, k, v)
 
+    def __setitem__(self, key: str, value: Any) -> None:
+        """``manifest[key] = value``: for the writers that add their own section
+        (metrics/live ``metrics_url``, telemetry/ray_nodes ``ray``)."""
+        self.set(**{key: value})
+
+    def record_inventory(self, inv: dict[str, Any]) -> None:
+        """The NVML inventory (``telemetry/inventory.collect``): availability, GPUs, topology
+        and driver versions."""
+        self.set(
+            nvml=Nvml(available=inv.get("available", False), reason=inv.get("reason")),
+            gpus=inv.get("gpus", []),
+            topology=inv.get("topology"),
+            versions={
+                **(self.versions or {}),
+                "driver": inv.get("driver_version"),
+                "cuda_driver": inv.get("cuda_driver_version"),
+            },
+        )
+
     def end(self, ended: Ended, reason: str | None, ended_at: float, **counts: Any) -> None:
         """How the run ended (``ended`` one of ``Ended``)."""
         self.set(ended=ended, end_reason=reason, ended_at=ended_at, **counts)
+
+    def save_quietly(self, path: Path) -> bool:
+        """``save``, a failure logged instead of raised (a run already failing for another
+        reason still raises that one); whether it was saved."""
+        try:
+            self.save(path)
+        except StorageError:
+            log.warning("could not update %s", path)
+            return False
+        return True
 
     def scope_gpus(self) -> list[str] | None:
         return (self.gpu_scope or {}).get("gpus")
@@ -525,12 +557,16 @@ def _index_v1(d: dict[str, Any]) -> dict[str, Any]:
     for key in ("configs", "searches", "knees"):
         if d.get(key) is None:
             d[key] = []
-    d["points"] = [
-        {**p, "summary": renamed(p["summary"], _KEY_NUMBERS)}
-        if isinstance(p, dict) and isinstance(p.get("summary"), dict)
-        else p
-        for p in d.get("points") or []
-    ] if isinstance(d.get("points"), list) else d.get("points")
+    d["points"] = (
+        [
+            {**p, "summary": renamed(p["summary"], _KEY_NUMBERS)}
+            if isinstance(p, dict) and isinstance(p.get("summary"), dict)
+            else p
+            for p in d.get("points") or []
+        ]
+        if isinstance(d.get("points"), list)
+        else d.get("points")
+    )
     d["searches"] = [renamed(s, _SEARCH) if isinstance(s, dict) else s for s in d["searches"]]
     return d
 
@@ -591,8 +627,10 @@ def key_numbers_of(k: dict[str, Any]) -> dict[str, Any]:
     return renamed(k, _KEY_NUMBERS)
 
 
-def slo_attainment_of(summary: dict[str, Any]) -> dict[str, Any]:
-    """summary.json's ``slo_attainment`` section from a summary dict of any version ({}
-    without one), for readers that take the summary as a dict."""
+def slo_attainment_of(summary: Summary | dict[str, Any]) -> dict[str, Any]:
+    """summary.json's ``slo_attainment`` section from a summary of any version ({} without
+    one), for readers that take it as a dict."""
+    if isinstance(summary, Summary):
+        return summary.attainment().to_dict()
     att = _summary_v1(summary).get("slo_attainment")
     return att if isinstance(att, dict) else {}

@@ -127,7 +127,9 @@ def test_run_without_gpu_says_so(tmp_path: Path) -> None:
 
 
 def _files(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 def test_building_a_report_only_reads_the_run_directory(tmp_path: Path) -> None:
