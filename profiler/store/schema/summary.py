@@ -1,0 +1,197 @@
+"""summary.json (``Summary``) and its typed sections."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from profiler.store.schema.base import Document, Section
+from profiler.store.schema.migrations import summary_v1
+
+
+class Distribution(Section):
+    """A latency (or other) distribution: ``analysis/stats.QuantileSketch.to_dict``."""
+
+    count: int | None = None
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+class Requests(Section):
+    total: int | None = None
+    ok: int | None = None
+    error: int | None = None
+    timeout: int | None = None
+    cancelled: int | None = None
+
+
+class Throughput(Section):
+    requests_per_s: float | None = None
+    output_tokens_per_s: float | None = None
+    total_tokens_per_s: float | None = None
+
+
+class Window(Section):
+    start: float | None = None
+    end: float | None = None
+    seconds: float | None = None
+    warmup_s: float | None = None
+    cooldown_s: float | None = None
+    excluded_requests: int | None = None
+    completed_requests: int | None = None
+
+
+class Tokens(Section):
+    prompt: int | None = None
+    output: int | None = None
+    prompt_mean_per_request: float | None = None
+    output_mean_per_request: float | None = None
+
+
+class Attainment(Section):
+    fraction: float | None = None
+    requests_per_s: float | None = None
+    met: int | None = None
+    meets_target: bool | None = None
+
+
+class SloAttainment(Attainment):
+    """``slo_attainment``: the headline figures, and both from the send and from the
+    intended start (None where not measured)."""
+
+    slo: dict[str, Any] | None = None  # the SloSpec dump: printed, never walked into
+    headline: str | None = None
+    from_send: Attainment | None = None
+    from_intended: Attainment | None = None
+
+
+class GpuScope(Section):
+    gpus: list[str] | None = None
+    uuids: list[str | None] | None = None
+    method: str | None = None
+    reason: str | None = None
+
+
+class Gpu(Section):
+    available: bool | None = None
+    count: int | None = None
+    utilization_mean_ratio: float | None = None
+    memory_used_peak_bytes: float | None = None
+    power_mean_watts: float | None = None
+    nvlink_tx_bytes_per_output_token: float | None = None
+    pcie_tx_bytes_per_output_token: float | None = None
+    process_memory_note: str | None = None
+    per_gpu: dict[str, dict[str, Any]] | None = None  # one row of figures per GPU
+    scope: GpuScope | None = None
+
+
+class Energy(Section):
+    available: bool | None = None
+    reason: str | None = None
+    method: str | None = None
+    joules: float | None = None
+    joules_per_output_token: float | None = None
+    mean_power_from_energy_watts: float | None = None
+    gpu_seconds: float | None = None
+    per_gpu_joules: dict[str, float] | None = None
+    scope: GpuScope | None = None
+
+
+class Client(Section):
+    saturated: bool | None = None
+    reason: str | None = None
+
+
+class ServerMetrics(Section):
+    available: bool | None = None
+    num_requests_running_mean: float | None = None
+
+
+class Available(Section):
+    """A telemetry section: whether it has data, and why not."""
+
+    available: bool | None = None
+    reason: str | None = None
+
+
+class Nodes(Available):
+    node_count: int | None = None
+    per_node: dict[str, dict[str, Any]] | None = None  # per node the same figures as the total
+
+
+class PrefixCache(Available):
+    hits: float | None = None
+    queries: float | None = None
+
+
+class TurnBucket(Section):
+    ok: int | None = None
+    ttft_s: Distribution | None = None
+    tpot_s: Distribution | None = None
+    e2e_s: Distribution | None = None
+    prompt_tokens: Distribution | None = None
+    cached_tokens: Distribution | None = None
+
+
+class Sessions(Section):
+    """``sessions`` (``analysis/turns``)."""
+
+    sessions: int | None = None
+    complete_sessions: int | None = None
+    turns_per_session: Distribution | None = None
+    duration_s: Distribution | None = None
+    turn_buckets: list[str] | None = None
+    by_turn: dict[str, TurnBucket] | None = None
+
+
+class Summary(Document):
+    """summary.json: ``analysis/run_summary.summarize_run``'s result."""
+
+    FILE: ClassVar[str] = "summary.json"
+    KIND: ClassVar[str] = "summary"
+
+    run_id: str | None = None
+    requests: Requests | None = None
+    throughput: Throughput | None = None
+    latency: dict[str, Distribution] | None = None
+    dispatch_lag_s: Distribution | None = None
+    queue_wait_s: Distribution | None = None
+    tokens: Tokens | None = None
+    error_rate: float | None = None
+    window: Window | None = None
+    slo_attainment: SloAttainment | None = None
+    workload: str | None = None
+    model: str | None = None
+    client: Client | None = None
+    gpu: Gpu | None = None
+    energy: Energy | None = None
+    server: ServerMetrics | None = None
+    nodes: Nodes | None = None
+    sessions: Sessions | None = None
+    prefix_cache: PrefixCache | None = None
+    # the roofline's hardware/model/decode/prefill/run figures: one reader prints them whole
+    roofline: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, summary: dict[str, Any]) -> Summary:
+        """A summary computed in memory (``summarize_run``) as the document."""
+        return cls.parse(summary, "summary")
+
+    def lat(self, metric: str) -> Distribution:
+        """``latency.<metric>`` (empty when not measured)."""
+        return (self.latency or {}).get(metric) or Distribution()
+
+    def attainment(self) -> SloAttainment:
+        return self.slo_attainment or SloAttainment()
+
+
+def slo_attainment_of(summary: Summary | dict[str, Any]) -> dict[str, Any]:
+    """summary.json's ``slo_attainment`` section from a summary of any version ({} without
+    one), for readers that take it as a dict."""
+    if isinstance(summary, Summary):
+        return summary.attainment().to_dict()
+    att = summary_v1(summary).get("slo_attainment")
+    return att if isinstance(att, dict) else {}
