@@ -13,6 +13,7 @@ from profiler.errors import StorageError
 from profiler.store.files import write_json_atomic
 from profiler.store.schema.migrations import migrate
 
+
 class Section(BaseModel):
     """A typed part of a file: known keys checked, unknown keys kept (see the module doc)."""
 
