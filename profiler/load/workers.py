@@ -29,7 +29,7 @@ from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import ClientHealth, Driver, DriverResult, LoadPlan
 from profiler.load.loop import run as run_loop
 from profiler.spec import RunSpec
-from profiler.store.rundir import Journal
+from profiler.store.journal import Journal
 
 
 @dataclass

@@ -41,15 +41,14 @@ import pyarrow.parquet as pq
 
 from profiler.errors import StorageError
 from profiler.load.record import RequestRecord
-from profiler.store.rundir import (
+from profiler.store.journal import parse_journal_line, read_journal
+from profiler.store.parquet import (
     ITL_COMPRESSION,
     ITL_DICTIONARY,
     ITL_SCHEMA,
     REQUEST_SCHEMA,
     SAMPLE_SCHEMA,
     itl_table,
-    parse_journal_line,
-    read_journal,
     requests_table,
     samples_table,
 )

@@ -1,4 +1,4 @@
-"""Synthetic run and sweep directories written through profiler.store.rundir, for the report,
+"""Synthetic run and sweep directories written through profiler.store, for the report,
 compare and sweep tests. Latencies are drawn from seeded distributions so tests know the
 truth; telemetry samples cover every field the report plots."""
 
@@ -12,16 +12,10 @@ import numpy as np
 
 from profiler.load.record import RequestRecord
 from profiler.spec import SloSpec
-from profiler.store.rundir import (
-    REQUESTS_JOURNAL,
-    SAMPLES_JOURNAL,
-    Journal,
-    RunDir,
-    write_itl_parquet,
-    write_json_atomic,
-    write_requests_parquet,
-    write_samples_parquet,
-)
+from profiler.store.files import write_json_atomic
+from profiler.store.journal import REQUESTS_JOURNAL, SAMPLES_JOURNAL, Journal
+from profiler.store.parquet import write_itl_parquet, write_requests_parquet, write_samples_parquet
+from profiler.store.rundir import RunDir
 from profiler.sweep.index import key_numbers
 from profiler.telemetry.sample import Sample
 

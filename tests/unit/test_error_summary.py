@@ -11,7 +11,7 @@ from rich.console import Console
 from profiler.analysis.summary import RequestColumns, summarize
 from profiler.cli.render import render_summary
 from profiler.load.record import RequestRecord
-from profiler.store.rundir import write_itl_parquet, write_requests_parquet
+from profiler.store.parquet import write_itl_parquet, write_requests_parquet
 
 
 def _records() -> list[RequestRecord]:
