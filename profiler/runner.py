@@ -28,6 +28,14 @@ from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
 from profiler.load.loop import run as run_loop
 from profiler.load.record import RequestRecord
 from profiler.metrics.live import LiveExport, start_live
+from profiler.run_setup import (
+    capabilities,
+    gpu_scope_of,
+    pull_prometheus,
+    start_server_metrics,
+    start_telemetry,
+    tokenizer_for,
+)
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
 from profiler.spec import RunSpec, ServeSpec
 from profiler.store.manifest import initial_manifest
@@ -93,7 +101,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         server = None
         pids: Callable[[], Iterable[int]] = hooks.server_pids or set
         telemetry: list[Any] = []
-        host_nvml = _start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
+        host_nvml = start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
         if host_nvml is not None:
             telemetry.append(host_nvml)
             stack.callback(host_nvml.stop)
@@ -102,7 +110,8 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
 
             samplers = start_node_samplers(spec, clock, sample_journal, manifest)  # type: ignore[arg-type]
             stack.callback(samplers.stop)
-        manifest.set(gpu_scope=_gpu_scope(spec, hooks, manifest))
+        tree = spec.serve is not None or hooks.server_pids is not None
+        manifest.set(gpu_scope=gpu_scope_of(spec, manifest, hooks.server_spec, tree))
         manifest.save(rd.path)
         try:
             if spec.serve is not None:
@@ -124,11 +133,12 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 manifest.set(server=ServerRecord(argv=None, url=endpoint.url))
             manifest.set(model=endpoint.model)
             manifest.save(rd.path)
-            caps = _capabilities(spec, endpoint, hooks, status)
+            launched = spec.serve is not None or hooks.server_spec is not None
+            caps = capabilities(spec, endpoint, launched, status)
             manifest.set(server_capabilities=caps.to_dict())
             manifest.save(rd.path)
             if spec.sample_interval_s is not None:
-                server_metrics = _start_server_metrics(spec, clock, sample_journal, endpoint)
+                server_metrics = start_server_metrics(spec, clock, sample_journal, endpoint)
                 telemetry.append(server_metrics)
                 stack.callback(server_metrics.stop)
             if hooks.on_ready:
@@ -213,7 +223,7 @@ def _drive(
             model=endpoint.model,
             api_key=endpoint.api_key,
             request_timeout_s=spec.request_timeout_s,
-            tokenizer=_tokenizer(spec, endpoint),
+            tokenizer=tokenizer_for(spec, endpoint),
         )
     )
     guard = ErrorGuard(clock.now, max_error_rate=spec.max_error_rate)
@@ -334,7 +344,7 @@ def _finish(
     status: Callable[[str], None],
 ) -> RunResult:
     if spec.prometheus_url:
-        _pull_prometheus(spec, rd, clock, result)
+        pull_prometheus(spec, rd, clock, result)
     if result.workers is not None:  # Ray load workers: nodes and clock offsets
         manifest.set(workers=result.workers)
         manifest.save(rd.path)
@@ -367,143 +377,9 @@ def _finish(
 
 
 # ---------------------------------------------------------------------- pieces
-def _capabilities(
-    spec: RunSpec, endpoint: Endpoint, hooks: RunHooks, status: Callable[[str], None]
-) -> Capabilities:
-    """What the endpoint accepts (profiler/serving/capabilities.py): vLLM's full request for a
-    server infprof launched, ``--server-kind``'s preset, else probed before the load."""
-    from profiler.serving.capabilities import PROBE_TIMEOUT_S, Needs, resolve
-
-    caps = resolve(
-        endpoint,
-        Needs.of(spec.workload),
-        server_kind=spec.endpoint.server_kind if spec.endpoint is not None else "auto",
-        launched=spec.serve is not None or hooks.server_spec is not None,
-        tokenizer=_tokenizer(spec, endpoint),
-        timeout_s=min(spec.request_timeout_s, PROBE_TIMEOUT_S),
-    )
-    status(caps.summary_line())
-    for note in caps.notes:
-        status(f"server capabilities: {note}")
-    return caps
-
-
-def _tokenizer(spec: RunSpec, endpoint: Endpoint) -> str | None:
-    """--tokenizer, else the served model's own when its name is a local model directory."""
-    from profiler.load.tokens import model_tokenizer
-
-    return spec.tokenizer or model_tokenizer(endpoint.model)
-
-
 def _both(a: Callable[[], None], b: Callable[[], None]) -> Callable[[], None]:
     def call() -> None:
         a()
         b()
 
     return call
-
-
-def _start_telemetry(
-    spec: RunSpec,
-    clock: RunClock,
-    journal: Any,
-    server_pids: Callable[[], Iterable[int]],
-    manifest: Manifest,
-) -> Any:
-    from profiler.telemetry.host import HostSampler
-    from profiler.telemetry.inventory import collect as collect_inventory
-    from profiler.telemetry.nvml_sampler import NvmlSampler
-    from profiler.telemetry.recorder import TelemetryRecorder
-
-    inv = collect_inventory()
-    manifest.record_inventory(inv)
-    if spec.sample_interval_s is None:
-        return None
-    samplers: list[Any] = [HostSampler(server_pids=server_pids)]
-    if inv.get("available"):
-        samplers.insert(0, NvmlSampler(process_pids=lambda: set(server_pids())))
-    rec = TelemetryRecorder(samplers, spec.sample_interval_s, clock, sink=_journal_sink(journal))
-    rec.start()
-    return rec
-
-
-def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: Manifest) -> dict[str, Any]:
-    """manifest.json ``gpu_scope``: the server's GPUs and how they were chosen
-    (``profiler.telemetry.gpu_scope``); method 3 is recorded pending and decided in ``_finish``."""
-    from profiler.telemetry import gpu_scope, nvml
-
-    seen = manifest.nvml
-    if seen is None or not seen.available:
-        reason = (seen.reason if seen else None) or "NVML unavailable"
-        return {"gpus": [], "uuids": [], "method": "all", "reason": f"no GPU seen: {reason}"}
-    serve = spec.serve or hooks.server_spec
-    env = None
-    world = None
-    if serve is not None:
-        from profiler.serving.vllm import server_env
-
-        env = server_env(serve)
-        world = _server_gpu_count(serve)
-    scope = gpu_scope.choose(
-        gpu_scope.GpuInfo.from_inventory(manifest.gpus or []),
-        explicit=spec.gpus,
-        server_env=env,
-        world_size=world,
-        server_tree=spec.serve is not None or hooks.server_pids is not None,
-        mig_parent=nvml.mig_parent_index,
-    )
-    return scope.as_dict()
-
-
-def _server_gpu_count(serve: ServeSpec) -> int | None:
-    """GPUs a launched vLLM takes from the front of its visible list (tp x pp x dp); None when
-    its flags place workers otherwise (Ray, several nodes, a local DP size)."""
-    args = serve.extra_args
-    elsewhere = {"--nnodes", "-n", "--headless", "--data-parallel-size-local", "-dpl"}
-    if "ray" in args or any(a.endswith("=ray") or a.split("=")[0] in elsewhere for a in args):
-        return None
-    return serve.tensor_parallel_size * serve.pipeline_parallel_size * serve.data_parallel_size
-
-
-def _journal_sink(journal: Any) -> Callable[[list[Any]], None]:
-    return lambda batch: journal.extend(s._asdict() for s in batch)
-
-
-def _start_server_metrics(spec: RunSpec, clock: RunClock, journal: Any, endpoint: Endpoint) -> Any:
-    """Scrape the server's /metrics on its own thread once the server is up."""
-    from profiler.telemetry.recorder import TelemetryRecorder
-    from profiler.telemetry.vllm_metrics import VllmMetricsSampler
-
-    assert spec.sample_interval_s is not None
-    url = (
-        spec.endpoint.metrics_url
-        if spec.endpoint and spec.endpoint.metrics_url
-        else endpoint.metrics_url
-    )
-    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
-    rec = TelemetryRecorder(
-        [VllmMetricsSampler(url, headers=headers)],
-        max(spec.sample_interval_s, 0.5),
-        clock,
-        sink=_journal_sink(journal),
-    )
-    rec.start()
-    return rec
-
-
-def _pull_prometheus(spec: RunSpec, rd: RunDir, clock: RunClock, result: DriverResult) -> None:
-    from profiler.metrics.prom_query import pull_window
-
-    assert spec.prometheus_url is not None
-    samples = pull_window(
-        spec.prometheus_url,
-        clock.to_wall(result.load_start_s),
-        clock.to_wall(result.load_end_s),
-        step_s=max(spec.sample_interval_s or 1.0, 1.0),
-        clock_wall_start=clock.wall_start,
-    )
-    journal = rd.sample_journal()
-    try:
-        journal.extend(s._asdict() for s in samples)
-    finally:
-        journal.close()
