@@ -9,7 +9,7 @@ MeasuredPoint objects directly instead.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,7 @@ from profiler.store.schema import (
 )
 
 D = TypeVar("D", bound=Document)
+Size = Annotated[int, Field(ge=1)]  # a parallel size (tp, pp, dp, ep)
 
 
 class MeasuredPoint(BaseModel):
@@ -37,10 +38,10 @@ class MeasuredPoint(BaseModel):
 
     model: str = Field(description="catalog name, Hugging Face id or model path as served")
     gpu: str | None = Field(default=None, description="hardware catalog key; None if unknown")
-    tp: int = Field(default=1, ge=1)
-    pp: int = Field(default=1, ge=1)
-    dp: int = Field(default=1, ge=1)
-    ep: int = Field(default=1, ge=1)
+    tp: Size = 1
+    pp: Size = 1
+    dp: Size = 1
+    ep: Size = 1
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     weight_dtype: str | None = Field(

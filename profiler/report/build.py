@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from profiler.report.fmt import ms, num, pct
 from profiler.report.plan_section import compute_plan, plan_sections
 from profiler.report.run_sections import run_sections
 from profiler.report.sweep_sections import sweep_sections
+from profiler.store.files import write_text_atomic
 from profiler.store.schema import Plan
 
 FORMATS = ("html", "md")
@@ -138,15 +138,7 @@ def _plan(loaded: list[RunData | SweepData], opts: PlanOptions | None) -> list[S
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(
-            f"cannot write {path}: {e.strerror}", "choose a writable --out directory"
-        ) from None
+    write_text_atomic(path, text, "choose a writable --out directory")
 
 
 def write_report(

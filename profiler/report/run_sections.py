@@ -10,14 +10,13 @@ from profiler.report.doc import Code, Note, Section, Table
 from profiler.report.fmt import (
     client_health_rows,
     gb,
-    gib,
     ms,
     num,
     pct,
     pretty_json,
     slo_text,
 )
-from profiler.report.node_section import node_section
+from profiler.report.node_section import cells, node_section
 from profiler.report.session_section import session_section
 from profiler.store.schema import (
     Client,
@@ -33,6 +32,10 @@ from profiler.store.schema import (
     Window,
 )
 
+GPU_TABLE = [
+    "GPU", "util mean", "util peak", "memory peak", "memory total", "power mean", "energy",
+    "server memory peak", "errors",
+]  # fmt: skip
 LATENCY_ROWS = (
     ("ttft_s", "TTFT"),
     ("tpot_s", "TPOT"),
@@ -186,31 +189,8 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         per = gpu.per_gpu or {}
         tl.add(
             Table(
-                [
-                    "GPU",
-                    "util mean",
-                    "util peak",
-                    "memory peak",
-                    "memory total",
-                    "power mean",
-                    "energy",
-                    "server memory peak",
-                    "errors",
-                ],
-                [
-                    [
-                        g,
-                        pct(r.get("utilization_mean_ratio")),
-                        pct(r.get("utilization_peak_ratio")),
-                        gib(r.get("memory_used_peak_bytes")),
-                        gib(r.get("memory_total_bytes")),
-                        f"{num(r.get('power_mean_watts'))} W",
-                        f"{num(r.get('energy_joules'))} J",
-                        gib(r.get("process_memory_used_peak_bytes")),
-                        str(r.get("errors", 0)),
-                    ]
-                    for g, r in per.items()
-                ],
+                GPU_TABLE,
+                [[g, *cells(r, GPU_TABLE[1:])] for g, r in per.items()],
                 caption="the server's GPUs over the measured window (server memory: its processes' "
                 f"peak over the run{'; ' + gpu.process_memory_note if gpu.process_memory_note else ''})",
             )  # fmt: skip

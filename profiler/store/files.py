@@ -1,4 +1,4 @@
-"""Atomic JSON files: written to a hidden temporary file beside the target, fsynced, renamed."""
+"""Atomic JSON and text files: written to a hidden temporary file beside the target, fsynced, renamed."""
 
 from __future__ import annotations
 
@@ -11,19 +11,22 @@ from profiler.errors import StorageError
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n"
+    write_text_atomic(path, text, "free disk space or fix permissions")
+
+
+def write_text_atomic(path: Path, text: str, fix: str) -> None:
+    """``path`` replaced by ``text`` (UTF-8) or left as it was; StorageError with ``fix``."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=json_default)
-            f.write("\n")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise StorageError(
-            f"cannot write {path}: {e.strerror}", "free disk space or fix permissions"
-        ) from None
+        raise StorageError(f"cannot write {path}: {e.strerror}", fix) from None
 
 
 def json_default(o: Any) -> Any:

@@ -35,61 +35,27 @@ def _write_table(
         raise StorageError(f"cannot write {path}: {e.strerror}", "free disk space") from None
 
 
-REQUEST_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("workload", pa.string()),
-        ("scenario", pa.string()),
-        ("intended_start_s", pa.float64()),
-        ("send_s", pa.float64()),
-        ("first_token_s", pa.float64()),
-        ("first_reasoning_s", pa.float64()),
-        ("first_answer_s", pa.float64()),
-        ("last_token_s", pa.float64()),
-        ("end_s", pa.float64()),
-        ("prompt_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("requested_output_tokens", pa.int64()),
-        ("chunks", pa.int64()),
-        ("n", pa.int64()),
-        ("outcome", pa.string()),
-        ("http_status", pa.int64()),
-        ("error", pa.string()),
-        ("tokens_estimated", pa.bool_()),
-        ("worker", pa.int64()),
-        ("ttft_s", pa.float64()),
-        ("tpot_s", pa.float64()),
-        ("e2e_s", pa.float64()),
-        ("dispatch_lag_s", pa.float64()),
-        ("queue_wait_s", pa.float64()),
-        ("session_id", pa.int64()),
-        ("turn", pa.int64()),
-        ("cached_tokens", pa.int64()),
-        ("requested_prompt_tokens", pa.int64()),
-        ("length_enforced", pa.bool_()),
-    ]
+def _schema(columns: str) -> pa.Schema:
+    """A schema from ``"name:type ..."`` in column order (types: pyarrow's factories)."""
+    return pa.schema([(n, getattr(pa, t)()) for n, t in (c.split(":") for c in columns.split())])
+
+
+REQUEST_SCHEMA = _schema(
+    "id:int64 workload:string scenario:string intended_start_s:float64 send_s:float64 "
+    "first_token_s:float64 first_reasoning_s:float64 first_answer_s:float64 "
+    "last_token_s:float64 end_s:float64 prompt_tokens:int64 output_tokens:int64 "
+    "requested_output_tokens:int64 chunks:int64 n:int64 outcome:string http_status:int64 "
+    "error:string tokens_estimated:bool_ worker:int64 ttft_s:float64 tpot_s:float64 "
+    "e2e_s:float64 dispatch_lag_s:float64 queue_wait_s:float64 session_id:int64 "
+    "turn:int64 cached_tokens:int64 requested_prompt_tokens:int64 length_enforced:bool_"
 )
 
-ITL_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.int64()),
-        ("index", pa.int32()),
-        ("t_s", pa.float64()),
-        ("gap_s", pa.float64()),
-        ("tokens", pa.int32()),
-        ("choice", pa.int32()),
-    ]
+ITL_SCHEMA = _schema(
+    "request_id:int64 index:int32 t_s:float64 gap_s:float64 tokens:int32 choice:int32"
 )
 
-SAMPLE_SCHEMA = pa.schema(
-    [
-        ("t_s", pa.float64()),
-        ("source", pa.string()),
-        ("device", pa.string()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-        ("error", pa.string()),
-    ]
+SAMPLE_SCHEMA = _schema(
+    "t_s:float64 source:string device:string metric:string value:float64 error:string"
 )
 
 
