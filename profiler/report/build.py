@@ -16,7 +16,7 @@ from profiler.report.fmt import ms, num, pct
 from profiler.report.plan_section import compute_plan, plan_sections
 from profiler.report.run_sections import run_sections
 from profiler.report.sweep_sections import sweep_sections
-from profiler.store.files import write_text_atomic
+from profiler.store.files import make_dir, write_text_atomic
 from profiler.store.schema import Plan
 
 FORMATS = ("html", "md")
@@ -161,12 +161,7 @@ def write_report(
     inputs = [Path(p) for p in inputs]
     doc = build_document(inputs, plan, notes)
     out = out_dir or (inputs[0] if len(inputs) == 1 else Path.cwd())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StorageError(
-            f"cannot create {out}: {e.strerror}", "choose a writable --out directory"
-        ) from None
+    make_dir(out, "choose a writable --out directory")
     html_path = md_path = None
     if "html" in formats:
         html_path = out / f"{name}.html"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from profiler.report import run_plots
@@ -18,19 +19,7 @@ from profiler.report.fmt import (
 )
 from profiler.report.node_section import cells, node_section
 from profiler.report.session_section import session_section
-from profiler.store.schema import (
-    Client,
-    Energy,
-    Gpu,
-    Manifest,
-    Requests,
-    ServerMetrics,
-    SloAttainment,
-    Summary,
-    Throughput,
-    Tokens,
-    Window,
-)
+from profiler.store import schema
 
 GPU_TABLE = [
     "GPU", "util mean", "util peak", "memory peak", "memory total", "power mean", "energy",
@@ -59,7 +48,7 @@ def _arrival(spec: dict[str, Any]) -> str:
     return str(kind or "-")
 
 
-def unavailable(summary: Summary, manifest: Manifest, section: str) -> str | None:
+def unavailable(summary: schema.Summary, manifest: schema.Manifest, section: str) -> str | None:
     """Why a telemetry section has no data, or None when it has."""
     s = summary.get(section)
     if isinstance(s, dict):
@@ -73,7 +62,7 @@ def unavailable(summary: Summary, manifest: Manifest, section: str) -> str | Non
 FROM = {"from_intended": "from the intended start", "from_send": "from the send"}
 
 
-def _attainment_rows(att: SloAttainment) -> list[list[str]]:
+def _attainment_rows(att: schema.SloAttainment) -> list[list[str]]:
     """SLO attainment rows: the headline measure first, then the other one (open loops)."""
     if not att.slo:
         return [["SLO attainment", "-"]]
@@ -115,16 +104,20 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     head = Section(f"{prefix}summary", heading or "Summary")
     for note in run.notes:
         head.add(Note(note))
-    client = s.client or Client()
+    client = s.client or schema.Client()
     if client.saturated:
         head.add(
             Note(
                 f"The load generator was saturated ({client.reason}); latencies include client delay."
             )
         )
-    req, att = s.requests or Requests(), s.attainment()
-    win, thr, joules = s.window or Window(), s.throughput or Throughput(), s.energy or Energy()
-    tok = s.tokens or Tokens()
+    req, att = s.requests or schema.Requests(), s.attainment()
+    win, thr, joules = (
+        s.window or schema.Window(),
+        s.throughput or schema.Throughput(),
+        s.energy or schema.Energy(),
+    )
+    tok = s.tokens or schema.Tokens()
 
     def n(v: Any) -> Any:
         return "-" if v is None else v
@@ -184,7 +177,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
             )
         )
     tl.add(run_plots.timeline(run, prefix, gpu=has_gpu_samples))
-    gpu = s.gpu or Gpu()
+    gpu = s.gpu or schema.Gpu()
     if gpu.available:
         per = gpu.per_gpu or {}
         tl.add(
@@ -197,34 +190,22 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         )
     out.append(tl)
 
-    en = Section(f"{prefix}energy", "Energy")
-    energy = s.energy or Energy()
-    reason = unavailable(s, m, "energy")
-    if reason:
-        en.add(Note(f"Energy is not available: {reason}."))
-    else:
-        en.add(
-            Table(
-                ["", ""],
-                [
-                    [
-                        f"energy ({scope_gpus(run.gpu_scope())}, measured window)",
-                        f"{num(energy.joules)} J",
-                    ],
-                    ["per output token", f"{num(energy.joules_per_output_token)} J"],
-                    [
-                        "mean power from energy",
-                        f"{num(energy.mean_power_from_energy_watts)} W",
-                    ],
-                    ["GPU-seconds", num(energy.gpu_seconds)],
-                    ["method", str(energy.method)],
-                ],
-            )
+    energy = s.energy or schema.Energy()
+    out.append(
+        _facts(
+            Section(f"{prefix}energy", "Energy"),
+            f"Energy is not available: {unavailable(s, m, 'energy')}.",
+            [
+                [f"energy ({scope_gpus(run.gpu_scope())}, measured window)", f"{num(energy.joules)} J"],
+                ["per output token", f"{num(energy.joules_per_output_token)} J"],
+                ["mean power from energy", f"{num(energy.mean_power_from_energy_watts)} W"],
+                ["GPU-seconds", num(energy.gpu_seconds)],
+                ["method", str(energy.method)],
+            ],
+            lambda: run_plots.energy(run, prefix),
+            unavailable(s, m, "energy") is None,
         )
-        fig = run_plots.energy(run, prefix)
-        if fig:
-            en.add(fig)
-    out.append(en)
+    )  # fmt: skip
 
     ic = Section(f"{prefix}interconnect", "NVLink and PCIe traffic")
     fig = run_plots.interconnect(run, prefix)
@@ -260,43 +241,45 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     if nodes:
         out.append(nodes)
 
-    sv = Section(f"{prefix}server", "Server (vLLM /metrics)")
-    server = s.server or ServerMetrics()
-    reason = unavailable(s, m, "server")
-    if reason:
-        sv.add(Note(f"Server metrics are not available: {reason}."))
-    else:
-        sv.add(
-            Table(
-                ["", ""],
-                [
-                    [
-                        "KV-cache usage mean / peak",
-                        f"{pct(server.get('kv_cache_usage_mean_ratio'))} / {pct(server.get('kv_cache_usage_peak_ratio'))}",
-                    ],
-                    [
-                        "running requests mean / peak",
-                        f"{num(server.get('num_requests_running_mean'))} / {num(server.get('num_requests_running_peak'))}",
-                    ],
-                    [
-                        "waiting requests mean / peak",
-                        f"{num(server.get('num_requests_waiting_mean'))} / {num(server.get('num_requests_waiting_peak'))}",
-                    ],
-                    ["preemptions", num(server.get("preemptions"))],
-                    ["prefix-cache hit ratio", pct(server.get("prefix_cache_hit_ratio"))],
-                ],
-            )  # fmt: skip
+    server = s.server or schema.ServerMetrics()
+
+    def mean_peak(key: str, f: Callable[[Any], str]) -> str:
+        return f"{f(server.get(key.format('mean')))} / {f(server.get(key.format('peak')))}"
+
+    out.append(
+        _facts(
+            Section(f"{prefix}server", "Server (vLLM /metrics)"),
+            f"Server metrics are not available: {unavailable(s, m, 'server')}.",
+            [
+                ["KV-cache usage mean / peak", mean_peak("kv_cache_usage_{}_ratio", pct)],
+                ["running requests mean / peak", mean_peak("num_requests_running_{}", num)],
+                ["waiting requests mean / peak", mean_peak("num_requests_waiting_{}", num)],
+                ["preemptions", num(server.get("preemptions"))],
+                ["prefix-cache hit ratio", pct(server.get("prefix_cache_hit_ratio"))],
+            ],
+            lambda: run_plots.server_kv(run, prefix),
+            unavailable(s, m, "server") is None,
         )
-        fig = run_plots.server_kv(run, prefix)
-        if fig:
-            sv.add(fig)
-    out.append(sv)
+    )  # fmt: skip
     sessions = session_section(run, prefix)  # session turns, prefix-cache timeline
     if sessions:
         out.append(sessions)
     out.append(roofline_section(run, prefix))
     out.append(inputs_section(run, prefix))
     return out
+
+
+def _facts(
+    sec: Section, note: str, rows: list[list[str]], figure: Callable[[], Any], available: bool
+) -> Section:
+    """A telemetry section: its table and figure, or the note saying why there is no data."""
+    if not available:
+        return sec.add(Note(note))
+    sec.add(Table(["", ""], rows))
+    fig = figure()
+    if fig:
+        sec.add(fig)
+    return sec
 
 
 def _count(n: float) -> str:

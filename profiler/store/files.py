@@ -39,3 +39,13 @@ def json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def make_dir(path: Path, fix: str) -> Path:
+    """``path`` and its parents created when missing; StorageError with ``fix`` when they
+    cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create {path}: {e.strerror}", fix) from None
+    return path
