@@ -15,46 +15,9 @@ after), so a loaded file saves byte for byte as it was. What is refused: a known
 wrong type, and a manifest's ``ended`` outside ``Ended``; the error names the file and field.
 """
 
-from profiler.store.schema.base import Document, Section
-from profiler.store.schema.index import IndexPoint, Plan, SweepIndex
-from profiler.store.schema.manifest import (
-    Ended,
-    Manifest,
-    Nvml,
-    RecordedSpec,
-    ServerRecord,
-    SpecEndpoint,
-    SpecServe,
-    SpecWorkload,
-)
-from profiler.store.schema.migrations import MIGRATIONS, key_numbers_of, migrate
-from profiler.store.schema.summary import (
-    Attainment,
-    Available,
-    Client,
-    Distribution,
-    Energy,
-    Gpu,
-    GpuScope,
-    Nodes,
-    PrefixCache,
-    Requests,
-    ServerMetrics,
-    Sessions,
-    SloAttainment,
-    Summary,
-    Throughput,
-    Tokens,
-    TurnBucket,
-    Window,
-    slo_attainment_of,
-)
-
-__all__ = [
-    "MIGRATIONS", "Attainment", "Available", "Client", "Distribution", "Document", "Ended",
-    "Energy", "Gpu", "GpuScope", "IndexPoint", "Manifest", "Nodes", "Nvml", "Plan",
-    "PrefixCache", "RecordedSpec", "Requests", "Section", "ServerMetrics", "ServerRecord",
-    "Sessions", "SloAttainment", "SpecEndpoint", "SpecServe", "SpecWorkload", "Summary",
-    "SweepIndex", "Throughput", "Tokens", "TurnBucket", "Window", "key_numbers_of", "migrate",
-    "slo_attainment_of",
-]  # fmt: skip
+from profiler.store.schema.base import Document as Document
+from profiler.store.schema.base import Section as Section
+from profiler.store.schema.migrations import MIGRATIONS as MIGRATIONS
+from profiler.store.schema.migrations import key_numbers_of as key_numbers_of
+from profiler.store.schema.migrations import migrate as migrate
+from profiler.store.schema.models import *  # noqa: F403  (every model: models.__all__)
