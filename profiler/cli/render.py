@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from profiler.analysis.legacy import slo_attainment_of
 from profiler.load.driver import Progress
 from profiler.report import doc, tables
 from profiler.report.fmt import client_health_rows, num
+from profiler.store.schema import slo_attainment_of
 
 _NUMBER = re.compile(r"[-+$\[]*[0-9]|-?$")  # a cell that reads as a number
 

@@ -52,6 +52,7 @@ def command(
       infprof report runs/demo-sweep --plan-model llama-3.1-8b --plan-gpu h100 --plan-gpu h200
       infprof report runs/a runs/b --out reports/ --format html
     """
+    from profiler.analysis.repair import repair_inputs
     from profiler.errors import SpecError
     from profiler.report.build import PlanOptions, write_report_files
 
@@ -66,7 +67,8 @@ def command(
         if plan_model
         else None
     )
-    files = write_report_files(list(inputs), out, fmts, plan, name)
+    notes = repair_inputs(inputs)  # a run that died: compacted and summarised, then read
+    files = write_report_files(list(inputs), out, fmts, plan, name, notes)
     if as_json:
         click.echo(
             json.dumps(

@@ -74,8 +74,8 @@ class _LoadWorker:
         from profiler.load.driver import Driver
         from profiler.load.spread import stride
         from profiler.load.workload import iter_requests
+        from profiler.store.journal import Journal
         from profiler.store.ray_journal import Forwarder
-        from profiler.store.rundir import Journal
 
         spec = RunSpec.model_validate_json(spec_json)
         # ``run_base_s``: where the driver's run clock starts, on this worker's clock

@@ -27,7 +27,7 @@ from profiler.load.driver import Driver, DriverResult, LoadPlan
 from profiler.load.loop import run as run_loop
 from profiler.load.spread import merge_results, split_plan, stride
 from profiler.spec import RunSpec
-from profiler.store.rundir import Journal
+from profiler.store.journal import Journal
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,18 +10,19 @@ from typing import Any
 
 from profiler import __version__
 from profiler.analysis.knee import with_knees
-from profiler.analysis.legacy import slo_attainment_of
 from profiler.capacity.report_plan import report_plan
 from profiler.errors import SpecError, StorageError
 from profiler.report.data import RunData, SweepData, kind_of, load_run, load_sweep
 from profiler.report.doc import Document, Section, Table, render_html, render_markdown
-from profiler.report.fmt import dig, ms, num, pct
+from profiler.report.fmt import ms, num, pct
 from profiler.report.plan_section import plan_sections
 from profiler.report.run_sections import run_sections
 from profiler.report.sweep_sections import sweep_sections
+from profiler.store.files import make_dir, write_text_atomic
+from profiler.store.schema import Plan
 
 FORMATS = ("html", "md")
-PLAN_FILE = "plan.json"
+PLAN_FILE = Plan.FILE
 
 
 @dataclass
@@ -47,7 +46,12 @@ class ReportFiles:
         return path
 
 
-def build_document(inputs: Sequence[Path], plan: PlanOptions | None = None) -> Document:
+def build_document(
+    inputs: Sequence[Path],
+    plan: PlanOptions | None = None,
+    notes: dict[Path, list[str]] | None = None,
+) -> Document:
+    """The report of ``inputs`` (read only; ``notes``: per run, what its repair did)."""
     if not inputs:
         raise SpecError(
             "no run or sweep directory given", "e.g. infprof report runs/run-20250101-120000"
@@ -56,7 +60,10 @@ def build_document(inputs: Sequence[Path], plan: PlanOptions | None = None) -> D
     for path in inputs:
         if not path.is_dir():
             raise SpecError(f"{path} is not a directory", "pass a run or sweep directory")
-        loaded.append(load_sweep(path) if kind_of(path) == "sweep" else load_run(path))
+        if kind_of(path) == "sweep":
+            loaded.append(load_sweep(path))
+        else:
+            loaded.append(load_run(path, notes=(notes or {}).get(path)))
     multi = len(loaded) > 1
     sections: list[Section] = []
     if multi:
@@ -97,10 +104,11 @@ def _overview(loaded: list[RunData | SweepData]) -> Section:
                          num(k.get("requests_per_s")), num(k.get("output_tokens_per_s"), "{:.1f}"), ms(k.get("ttft_p50_s")),
                          ms(k.get("tpot_p50_s")), pct(k.get("error_rate")), pct(k.get("slo_attainment"))])  # fmt: skip
         else:
-            s = item.summary
-            rows.append([f"run {item.run_id}", str(dig(item.spec, "workload", "name") or "-"), num(dig(s, "throughput", "requests_per_s")),
-                         num(dig(s, "throughput", "output_tokens_per_s"), "{:.1f}"), ms(dig(s, "latency", "ttft_s", "p50")),
-                         ms(dig(s, "latency", "tpot_s", "p50")), pct(s.get("error_rate")), pct(slo_attainment_of(s).get("fraction"))])  # fmt: skip
+            s, wl = item.summary, item.manifest.recorded_spec().workload
+            thr = s.throughput
+            rows.append([f"run {item.run_id}", str((wl.name if wl else None) or "-"), num(thr.requests_per_s if thr else None),
+                         num(thr.output_tokens_per_s if thr else None, "{:.1f}"), ms(s.lat("ttft_s").p50),
+                         ms(s.lat("tpot_s").p50), pct(s.error_rate), pct(s.attainment().fraction)])  # fmt: skip
     return Section("overview", "Overview").add(
         Table(
             ["input", "", "req/s", "out tok/s", "TTFT p50 ms", "TPOT p50 ms", "errors", "SLO met"],
@@ -114,9 +122,9 @@ def _plan(loaded: list[RunData | SweepData], opts: PlanOptions | None) -> list[S
         p = item.path / PLAN_FILE
         if p.exists():
             try:
-                data = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                return plan_sections({"error": f"{p} is unreadable ({e})"}, str(p))
+                data = Plan.load(p).to_dict()
+            except StorageError as e:
+                return plan_sections({"error": f"{p} is unreadable ({e.one_line()})"}, str(p))
             return plan_sections(data, str(p))
     if opts is None or not opts.model:
         return []
@@ -124,7 +132,7 @@ def _plan(loaded: list[RunData | SweepData], opts: PlanOptions | None) -> list[S
     slo: dict[str, Any] | None = None
     first = loaded[0]
     if isinstance(first, RunData):
-        slo = first.spec.get("slo")
+        slo = first.manifest.recorded_spec().slo
     data = report_plan(opts.model, opts.gpus, opts.target_rps, slo, sweep.path if sweep else None)
     origin = f"infprof plan --model {opts.model} --gpu {','.join(opts.gpus or ['h100'])}" + (
         f" --calibration {sweep.path}" if sweep else ""
@@ -133,15 +141,7 @@ def _plan(loaded: list[RunData | SweepData], opts: PlanOptions | None) -> list[S
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(
-            f"cannot write {path}: {e.strerror}", "choose a writable --out directory"
-        ) from None
+    write_text_atomic(path, text, "choose a writable --out directory")
 
 
 def write_report_files(
@@ -150,6 +150,7 @@ def write_report_files(
     formats: Sequence[str] = FORMATS,
     plan: PlanOptions | None = None,
     name: str = "report",
+    notes: dict[Path, list[str]] | None = None,
 ) -> ReportFiles:
     """Write ``<out_dir>/<name>.html`` and/or ``<name>.md`` (figures for Markdown under
     ``<name>_files/``). ``out_dir`` defaults to the input directory (one input) or the current
@@ -161,14 +162,9 @@ def write_report_files(
             f"--format: unknown format {', '.join(bad) or '(none)'}", "use html, md or html,md"
         )
     inputs = [Path(p) for p in inputs]
-    doc = build_document(inputs, plan)
+    doc = build_document(inputs, plan, notes)
     out = out_dir or (inputs[0] if len(inputs) == 1 else Path.cwd())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StorageError(
-            f"cannot create {out}: {e.strerror}", "choose a writable --out directory"
-        ) from None
+    make_dir(out, "choose a writable --out directory")
     html_path = md_path = None
     if "html" in formats:
         html_path = out / f"{name}.html"

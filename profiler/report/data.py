@@ -1,9 +1,8 @@
-"""Load what a report needs from run and sweep directories, repairing what a dead run left:
-journals without Parquet are compacted, a missing summary.json is recomputed."""
+"""Load what a report needs from run and sweep directories; it only reads (a run that died is
+repaired before, by ``profiler.analysis.repair``, which ``infprof report`` calls first)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from profiler.errors import StorageError
-from profiler.store.rundir import SAMPLES_JOURNAL, RunDir, read_samples
-from profiler.sweep.index import SPEC, is_sweep_dir, read_index
+from profiler.store.rundir import is_run_dir, read_samples
+from profiler.store.schema import Manifest, Summary, SweepIndex
+from profiler.sweep.index import SPEC, is_sweep_dir
 
 REQUEST_COLUMNS = (
     "id", "intended_start_s", "send_s", "first_token_s", "end_s", "output_tokens", "outcome", "ttft_s", "tpot_s", "e2e_s",
@@ -59,8 +59,8 @@ def _dev_key(d: str) -> tuple[int, str]:
 @dataclass
 class RunData:
     path: Path
-    manifest: dict[str, Any]
-    summary: dict[str, Any]
+    manifest: Manifest
+    summary: Summary
     req: dict[str, np.ndarray]
     itl: np.ndarray  # per-token ITL shares of successful requests
     samples: Samples
@@ -74,11 +74,16 @@ class RunData:
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("run_id") or self.summary.get("run_id") or self.path.name)
+        return str(self.manifest.run_id or self.summary.run_id or self.path.name)
+
+    @property
+    def has_manifest(self) -> bool:
+        return (self.path / Manifest.FILE).exists()
 
     @property
     def spec(self) -> dict[str, Any]:
-        return self.manifest.get("spec") or {}
+        """The resolved run spec as recorded (manifest.json ``spec``), as a dict."""
+        return self.manifest.spec.to_dict() if self.manifest.spec else {}
 
     def ok(self) -> np.ndarray:
         return self.req["outcome"] == "ok"
@@ -86,8 +91,9 @@ class RunData:
     def gpu_scope(self) -> dict[str, Any]:
         """The server's GPUs the figures cover: summary.json ``gpu.scope`` (manifest.json's
         record for a summary that predates it); every GPU, said so, when neither has one."""
-        scope = (self.summary.get("gpu") or {}).get("scope") or self.manifest.get("gpu_scope")
-        if isinstance(scope, dict) and scope.get("gpus") is not None:
+        gpu = self.summary.gpu
+        scope = gpu.scope.to_dict() if gpu and gpu.scope else self.manifest.gpu_scope
+        if scope and scope.get("gpus") is not None:
             return scope
         return {
             "gpus": None,
@@ -104,6 +110,7 @@ class RunData:
 @dataclass
 class SweepData:
     path: Path
+    # index.json (migrated, checked by schema.SweepIndex) as the dict the sweep sections walk
     index: dict[str, Any]
     spec: dict[str, Any]
     notes: list[str] = field(default_factory=list)
@@ -116,44 +123,16 @@ class SweepData:
         return [p for p in self.index["points"] if p.get("status") == "done" and p.get("summary")]
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as e:
-        raise StorageError(f"{path} is not valid JSON ({e.msg})", "restore it or rerun") from None
-    return data if isinstance(data, dict) else None
-
-
-def repair_run(path: Path) -> list[str]:
-    """Compact journals and recompute summary.json when a run died before doing so."""
-    notes: list[str] = []
-    rd = RunDir(path)
+def load_run(path: Path, *, with_itl: bool = True, notes: list[str] | None = None) -> RunData:
+    """A run directory as the report reads it (``notes``: what its repair did)."""
+    notes = list(notes or [])
     if not (path / "requests.parquet").exists():
-        if not rd.has_journal():
-            raise StorageError(
-                f"{path} has no request records (no requests.parquet or requests.jsonl)",
-                "pass a run directory written by infprof run, or a sweep directory",
-            )
-        rd.compact()
-        notes.append(
-            "The run ended before compaction; its journals were compacted to Parquet for this report."
+        raise StorageError(
+            f"{path}: the run ended before its records were compacted (no requests.parquet)",
+            f"run `infprof report {path}`, which repairs the run first",
         )
-    elif not (path / "samples.parquet").exists() and (path / SAMPLES_JOURNAL).exists():
-        rd.compact()
-    if not (path / "summary.json").exists():
-        from profiler.analysis.summary_json import summarize_run
-
-        rd.write_json("summary.json", summarize_run(path))
-        notes.append("summary.json was missing and was recomputed from the records.")
-    return notes
-
-
-def load_run(path: Path, *, with_itl: bool = True) -> RunData:
-    notes = repair_run(path)
-    manifest = _json(path / "manifest.json") or {}
-    summary = _json(path / "summary.json") or {}
+    manifest = Manifest.load(path) if (path / Manifest.FILE).exists() else Manifest()
+    summary = Summary.load(path) if (path / Summary.FILE).exists() else Summary()
     table = pq.read_table(path / "requests.parquet")
     cols = [c for c in REQUEST_COLUMNS if c in table.column_names]
     req: dict[str, np.ndarray] = {}
@@ -161,11 +140,10 @@ def load_run(path: Path, *, with_itl: bool = True) -> RunData:
         arr = table.column(c).to_numpy(zero_copy_only=False)
         req[c] = arr if c == "outcome" else np.asarray(arr, dtype=np.float64)
     itl = load_itl(path, req) if with_itl else np.empty(0)
-    ended = manifest.get("ended")
-    if ended not in (None, "completed"):
-        reason = manifest.get("end_reason")
+    if (path / Manifest.FILE).exists() and manifest.ended != "completed":
+        reason = manifest.end_reason
         notes.append(
-            f"The run ended early ({ended}{': ' + str(reason) if reason else ''}); completed records are shown."
+            f"The run ended early ({manifest.ended}{': ' + str(reason) if reason else ''}); completed records are shown."
         )
     chunk_t, chunk_k = load_chunks(path) if with_itl else (np.empty(0), np.empty(0))
     return RunData(path, manifest, summary, req, itl, load_samples(path), notes, chunk_t, chunk_k)
@@ -228,7 +206,7 @@ def load_samples(path: Path) -> Samples:
 
 
 def load_sweep(path: Path) -> SweepData:
-    index = read_index(path)
+    index = SweepIndex.load(path).to_dict()
     spec = _json(path / SPEC) or index.get("spec") or {}
     notes: list[str] = []
     if index.get("status") != "complete":
@@ -239,14 +217,23 @@ def load_sweep(path: Path) -> SweepData:
     return SweepData(path, index, spec, notes)
 
 
+def _json(path: Path) -> dict[str, Any] | None:
+    """sweep.json (the SweepSpec as written; ``sweep/spec`` validates it where it is used)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise StorageError(f"{path} is not valid JSON ({e.msg})", "restore it or rerun") from None
+    return data if isinstance(data, dict) else None
+
+
 def kind_of(path: Path) -> str:
     if is_sweep_dir(path):
         return "sweep"
-    if (
-        (path / "manifest.json").exists()
-        or (path / "requests.parquet").exists()
-        or RunDir(path).has_journal()
-    ):
+    if is_run_dir(path):
         return "run"
     raise StorageError(
         f"{path} is neither a run directory nor a sweep directory",

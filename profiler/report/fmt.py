@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from profiler.store.nested import dig as dig  # re-exported: the report modules read with it
-
 
 def ms(v: Any) -> str:
     return "-" if v is None else f"{float(v) * 1000:.1f}"

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from profiler.report import run_plots
 from profiler.report.data import RunData
 from profiler.report.doc import Note, Section, Table
 from profiler.report.fmt import gb, gib, num, pct
+from profiler.store.schema import Nodes
 
 NODE_HEADERS = [
     "node", "GPUs", "util mean", "util peak", "memory peak", "power mean", "energy",
@@ -24,40 +26,51 @@ def _bytes(r: dict[str, Any], kind: str) -> str:
     return f"{gb(r.get(f'{kind}_tx_bytes'))} / {gb(r.get(f'{kind}_rx_bytes'))}"
 
 
+# One cell per column of the per-GPU and per-node tables (summary.json ``gpu.per_gpu``,
+# ``nodes.per_node`` and their ``gpus``: one dict of figures per GPU or node)
+CELLS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "GPUs": lambda r: str(r.get("gpu_count")),
+    "util mean": lambda r: pct(r.get("utilization_mean_ratio")),
+    "util peak": lambda r: pct(r.get("utilization_peak_ratio")),
+    "memory peak": lambda r: gib(r.get("memory_used_peak_bytes")),
+    "memory total": lambda r: gib(r.get("memory_total_bytes")),
+    "power mean": lambda r: f"{num(r.get('power_mean_watts'), '{:,.0f}')} W",
+    "energy": lambda r: f"{num(r.get('energy_joules'), '{:,.0f}')} J",
+    "energy per output token": lambda r: f"{num(r.get('energy_joules_per_output_token'))} J",
+    "NVLink tx / rx": lambda r: _bytes(r, "nvlink"),
+    "PCIe tx / rx": lambda r: _bytes(r, "pcie"),
+    "server memory peak": lambda r: gib(r.get("process_memory_used_peak_bytes")),
+    "errors": lambda r: str(r.get("errors", 0)),
+}
+
+
+def cells(r: dict[str, Any], headers: list[str]) -> list[str]:
+    """``r``'s figures under ``headers`` (keys of ``CELLS``)."""
+    return [CELLS[h](r) for h in headers]
+
+
 def _node_row(name: str, r: dict[str, Any]) -> list[str]:
     host = r.get("host") or {}
     cpu = pct(host.get("cpu_utilization_mean_ratio")) if host.get("available") else "-"
     if not r.get("available"):
         return [name, "0", *["-"] * 8, cpu]
-    return [
-        name,
-        str(r.get("gpu_count")),
-        pct(r.get("utilization_mean_ratio")),
-        pct(r.get("utilization_peak_ratio")),
-        gib(r.get("memory_used_peak_bytes")),
-        f"{num(r.get('power_mean_watts'), '{:,.0f}')} W",
-        f"{num(r.get('energy_joules'), '{:,.0f}')} J",
-        f"{num(r.get('energy_joules_per_output_token'))} J",
-        _bytes(r, "nvlink"),
-        _bytes(r, "pcie"),
-        cpu,
-    ]
+    return [name, *cells(r, NODE_HEADERS[1:-1]), cpu]
 
 
 def node_section(run: RunData, prefix: str = "") -> Section | None:
     """None for a run without ``--prometheus-url`` (nothing beyond this machine to show)."""
-    nodes = run.summary.get("nodes") or {}
-    if not nodes.get("available") and not run.spec.get("prometheus_url"):
+    nodes = run.summary.nodes or Nodes()
+    if not nodes.available and not run.manifest.recorded_spec().prometheus_url:
         return None
     sec = Section(f"{prefix}nodes", "Nodes (from Prometheus)")
-    if not nodes.get("available"):
-        reason = nodes.get("reason") or "not in this run's summary"
+    if not nodes.available:
+        reason = nodes.reason or "not in this run's summary"
         sec.add(Note(f"Per-node telemetry is not available: {reason}."))
         return sec
-    per: dict[str, dict[str, Any]] = nodes.get("per_node") or {}
+    per = nodes.per_node or {}
     rows = [_node_row(n, r) for n, r in per.items()]
-    if (nodes.get("node_count") or 0) > 1:
-        rows.append(_node_row("all nodes", {**nodes, "host": None}))
+    if (nodes.node_count or 0) > 1:
+        rows.append(_node_row("all nodes", {**nodes.to_dict(), "host": None}))
     sec.add(
         Table(
             NODE_HEADERS,
@@ -70,18 +83,7 @@ def node_section(run: RunData, prefix: str = "") -> Section | None:
     if missing:
         sec.add(Note("No GPU data from " + "; ".join(missing) + "."))
     gpu_rows = [
-        [
-            n,
-            g,
-            pct(x.get("utilization_mean_ratio")),
-            gib(x.get("memory_used_peak_bytes")),
-            gib(x.get("memory_total_bytes")),
-            f"{num(x.get('power_mean_watts'), '{:,.0f}')} W",
-            f"{num(x.get('energy_joules'), '{:,.0f}')} J",
-            _bytes(x, "nvlink"),
-            _bytes(x, "pcie"),
-            str(x.get("errors", 0)),
-        ]
+        [n, g, *cells(x, GPU_HEADERS[2:])]
         for n, r in per.items()
         for g, x in (r.get("gpus") or {}).items()
     ]

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.legacy import slo_attainment_of
 from profiler.report.data import RunData
 from profiler.report.doc import Figure
 from profiler.report.plotting import cdf, color, empty, legend, new_figure, title, to_png, vline
+from profiler.store.schema import slo_attainment_of
 
 GIB = 2**30
 

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from profiler.analysis.legacy import slo_attainment_of
 from profiler.report import run_plots, tables
 from profiler.report.data import RunData
 from profiler.report.doc import Code, Note, Section, Table
 from profiler.report.fmt import (
     client_health_rows,
-    dig,
     gb,
-    gib,
     num,
     pct,
     pretty_json,
     slo_text,
 )
-from profiler.report.node_section import node_section
+from profiler.report.node_section import cells, node_section
 from profiler.report.session_section import session_section
+from profiler.store import schema
+
+GPU_TABLE = [
+    "GPU", "util mean", "util peak", "memory peak", "memory total", "power mean", "energy",
+    "server memory peak", "errors",
+]  # fmt: skip
 
 
 def _arrival(spec: dict[str, Any]) -> str:
@@ -35,36 +39,36 @@ def _arrival(spec: dict[str, Any]) -> str:
     return str(kind or "-")
 
 
-def unavailable(summary: dict[str, Any], manifest: dict[str, Any], section: str) -> str | None:
+def unavailable(summary: schema.Summary, manifest: schema.Manifest, section: str) -> str | None:
     """Why a telemetry section has no data, or None when it has."""
     s = summary.get(section)
     if isinstance(s, dict):
         return None if s.get("available") else str(s.get("reason") or "not recorded")
-    nvml = manifest.get("nvml") or {}
-    if section in ("gpu", "energy") and nvml.get("available") is False:
-        return str(nvml.get("reason") or "NVML unavailable")
+    nvml = manifest.nvml
+    if section in ("gpu", "energy") and nvml is not None and nvml.available is False:
+        return str(nvml.reason or "NVML unavailable")
     return "not in this run's summary"
 
 
 FROM = {"from_intended": "from the intended start", "from_send": "from the send"}
 
 
-def _attainment_rows(att: dict[str, Any]) -> list[list[str]]:
+def _attainment_rows(att: schema.SloAttainment) -> list[list[str]]:
     """SLO attainment rows: the headline measure first, then the other one (open loops)."""
-    if not att.get("slo"):
+    if not att.slo:
         return [["SLO attainment", "-"]]
-    head = att.get("headline") or "from_send"
+    head = att.headline or "from_send"
     rows = []
     for key in (head, "from_send" if head == "from_intended" else "from_intended"):
-        a = att.get(key)
-        if not isinstance(a, dict):
+        a = getattr(att, key, None)
+        if a is None:
             continue
         label = f"SLO attainment {FROM[key]}" + (" (headline)" if key == head else "")
         rows.append(
             [
                 label,
-                f"{pct(a.get('fraction'))} of requests, {num(a.get('requests_per_s'))} req/s meeting every SLO "
-                f"({'meets' if a.get('meets_target') else 'misses'} the target)",
+                f"{pct(a.fraction)} of requests, {num(a.requests_per_s)} req/s meeting every SLO "
+                f"({'meets' if a.meets_target else 'misses'} the target)",
             ]  # fmt: skip
         )
     return rows
@@ -86,44 +90,54 @@ def scope_text(scope: dict[str, Any]) -> str:
 
 def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> list[Section]:
     s, m, spec = run.summary, run.manifest, run.spec
+    rec = m.recorded_spec()
     out: list[Section] = []
     head = Section(f"{prefix}summary", heading or "Summary")
     for note in run.notes:
         head.add(Note(note))
-    client = s.get("client") or {}
-    if client.get("saturated"):
+    client = s.client or schema.Client()
+    if client.saturated:
         head.add(
             Note(
-                f"The load generator was saturated ({client.get('reason')}); latencies include client delay."
+                f"The load generator was saturated ({client.reason}); latencies include client delay."
             )
         )
-    req = s.get("requests") or {}
-    att = slo_attainment_of(s)
+    req, att = s.requests or schema.Requests(), s.attainment()
+    win, thr, joules = (
+        s.window or schema.Window(),
+        s.throughput or schema.Throughput(),
+        s.energy or schema.Energy(),
+    )
+    tok = s.tokens or schema.Tokens()
+
+    def n(v: Any) -> Any:
+        return "-" if v is None else v
+
     rows = [
         ["run", run.run_id],
-        ["model", str(m.get("model") or dig(spec, "serve", "model") or dig(spec, "endpoint", "model") or "-")],
-        ["workload", str(dig(spec, "workload", "name") or s.get("workload") or "-")],
+        ["model", str(m.model or (rec.serve and rec.serve.model) or (rec.endpoint and rec.endpoint.model) or "-")],
+        ["workload", str((rec.workload and rec.workload.name) or s.workload or "-")],
         ["load", _arrival(spec)],
-        ["ended", str(m.get("ended", "-")) + (f" ({m['end_reason']})" if m.get("end_reason") else "")],
-        ["requests", f"{req.get('total', '-')} total: {req.get('ok', '-')} ok, {req.get('error', '-')} error, "
-                     f"{req.get('timeout', '-')} timeout, {req.get('cancelled', '-')} cancelled"],
-        ["error rate", pct(s.get("error_rate"))],
-        ["measured window", f"{num(dig(s, 'window', 'seconds'))} s (warm-up {num(dig(s, 'window', 'warmup_s'))} s, "
-                            f"cool-down {num(dig(s, 'window', 'cooldown_s'))} s)"],
-        ["throughput", f"{num(dig(s, 'throughput', 'requests_per_s'))} req/s, "
-                       f"{num(dig(s, 'throughput', 'output_tokens_per_s'), '{:.1f}')} output tok/s, "
-                       f"{num(dig(s, 'throughput', 'total_tokens_per_s'), '{:.1f}')} total tok/s"],
-        ["SLO", slo_text(att.get("slo"))],
+        ["ended", (m.ended if run.has_manifest else "-") + (f" ({m.end_reason})" if m.end_reason else "")],
+        ["requests", f"{n(req.total)} total: {n(req.ok)} ok, {n(req.error)} error, "
+                     f"{n(req.timeout)} timeout, {n(req.cancelled)} cancelled"],
+        ["error rate", pct(s.error_rate)],
+        ["measured window", f"{num(win.seconds)} s (warm-up {num(win.warmup_s)} s, "
+                            f"cool-down {num(win.cooldown_s)} s)"],
+        ["throughput", f"{num(thr.requests_per_s)} req/s, "
+                       f"{num(thr.output_tokens_per_s, '{:.1f}')} output tok/s, "
+                       f"{num(thr.total_tokens_per_s, '{:.1f}')} total tok/s"],
+        ["SLO", slo_text(att.slo)],
         *_attainment_rows(att),
-        ["energy per output token", f"{num(dig(s, 'energy', 'joules_per_output_token'))} J" if dig(s, "energy", "available") else "not available"],
+        ["energy per output token", f"{num(joules.joules_per_output_token)} J" if joules.available else "not available"],
         ["GPUs measured", scope_text(run.gpu_scope())],
-        ["tokens", f"{dig(s, 'tokens', 'prompt')} prompt, {dig(s, 'tokens', 'output')} output"],
+        ["tokens", f"{tok.prompt} prompt, {tok.output} output"],
     ]  # fmt: skip
     head.add(Table(["", ""], rows))
     out.append(head)
 
     lat = Section(f"{prefix}latency", "Latency")
-    lat.add(tables.run_latency(s))
+    lat.add(tables.run_latency(s.to_dict()))
     lat.add(run_plots.latency_distributions(run, prefix))
     out.append(lat)
 
@@ -137,74 +151,39 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
             )
         )
     tl.add(run_plots.timeline(run, prefix, gpu=has_gpu_samples))
-    gpu = s.get("gpu") or {}
-    if gpu.get("available"):
-        per = gpu.get("per_gpu") or {}
+    gpu = s.gpu or schema.Gpu()
+    if gpu.available:
+        per = gpu.per_gpu or {}
         tl.add(
             Table(
-                [
-                    "GPU",
-                    "util mean",
-                    "util peak",
-                    "memory peak",
-                    "memory total",
-                    "power mean",
-                    "energy",
-                    "server memory peak",
-                    "errors",
-                ],
-                [
-                    [
-                        g,
-                        pct(r.get("utilization_mean_ratio")),
-                        pct(r.get("utilization_peak_ratio")),
-                        gib(r.get("memory_used_peak_bytes")),
-                        gib(r.get("memory_total_bytes")),
-                        f"{num(r.get('power_mean_watts'))} W",
-                        f"{num(r.get('energy_joules'))} J",
-                        gib(r.get("process_memory_used_peak_bytes")),
-                        str(r.get("errors", 0)),
-                    ]
-                    for g, r in per.items()
-                ],
+                GPU_TABLE,
+                [[g, *cells(r, GPU_TABLE[1:])] for g, r in per.items()],
                 caption="the server's GPUs over the measured window (server memory: its processes' "
-                f"peak over the run{'; ' + gpu['process_memory_note'] if gpu.get('process_memory_note') else ''})",
+                f"peak over the run{'; ' + gpu.process_memory_note if gpu.process_memory_note else ''})",
             )  # fmt: skip
         )
     out.append(tl)
 
-    en = Section(f"{prefix}energy", "Energy")
-    energy = s.get("energy") or {}
-    reason = unavailable(s, m, "energy")
-    if reason:
-        en.add(Note(f"Energy is not available: {reason}."))
-    else:
-        en.add(
-            Table(
-                ["", ""],
-                [
-                    [
-                        f"energy ({scope_gpus(run.gpu_scope())}, measured window)",
-                        f"{num(energy.get('joules'))} J",
-                    ],
-                    ["per output token", f"{num(energy.get('joules_per_output_token'))} J"],
-                    [
-                        "mean power from energy",
-                        f"{num(energy.get('mean_power_from_energy_watts'))} W",
-                    ],
-                    ["GPU-seconds", num(energy.get("gpu_seconds"))],
-                    ["method", str(energy.get("method"))],
-                ],
-            )
+    energy = s.energy or schema.Energy()
+    out.append(
+        _facts(
+            Section(f"{prefix}energy", "Energy"),
+            f"Energy is not available: {unavailable(s, m, 'energy')}.",
+            [
+                [f"energy ({scope_gpus(run.gpu_scope())}, measured window)", f"{num(energy.joules)} J"],
+                ["per output token", f"{num(energy.joules_per_output_token)} J"],
+                ["mean power from energy", f"{num(energy.mean_power_from_energy_watts)} W"],
+                ["GPU-seconds", num(energy.gpu_seconds)],
+                ["method", str(energy.method)],
+            ],
+            lambda: run_plots.energy(run, prefix),
+            unavailable(s, m, "energy") is None,
         )
-        fig = run_plots.energy(run, prefix)
-        if fig:
-            en.add(fig)
-    out.append(en)
+    )  # fmt: skip
 
     ic = Section(f"{prefix}interconnect", "NVLink and PCIe traffic")
     fig = run_plots.interconnect(run, prefix)
-    if gpu.get("available"):
+    if gpu.available:
         ic.add(
             Table(
                 ["link", "tx", "rx", "tx per output token", "rx per output token"],
@@ -223,7 +202,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
         )
     if fig:
         ic.add(fig)
-    elif not gpu.get("available"):
+    elif not gpu.available:
         ic.add(Note(f"No NVLink/PCIe samples: {gpu_reason or 'not recorded'}."))
     else:
         ic.add(
@@ -236,43 +215,45 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     if nodes:
         out.append(nodes)
 
-    sv = Section(f"{prefix}server", "Server (vLLM /metrics)")
-    server = s.get("server") or {}
-    reason = unavailable(s, m, "server")
-    if reason:
-        sv.add(Note(f"Server metrics are not available: {reason}."))
-    else:
-        sv.add(
-            Table(
-                ["", ""],
-                [
-                    [
-                        "KV-cache usage mean / peak",
-                        f"{pct(server.get('kv_cache_usage_mean_ratio'))} / {pct(server.get('kv_cache_usage_peak_ratio'))}",
-                    ],
-                    [
-                        "running requests mean / peak",
-                        f"{num(server.get('num_requests_running_mean'))} / {num(server.get('num_requests_running_peak'))}",
-                    ],
-                    [
-                        "waiting requests mean / peak",
-                        f"{num(server.get('num_requests_waiting_mean'))} / {num(server.get('num_requests_waiting_peak'))}",
-                    ],
-                    ["preemptions", num(server.get("preemptions"))],
-                    ["prefix-cache hit ratio", pct(server.get("prefix_cache_hit_ratio"))],
-                ],
-            )  # fmt: skip
+    server = s.server or schema.ServerMetrics()
+
+    def mean_peak(key: str, f: Callable[[Any], str]) -> str:
+        return f"{f(server.get(key.format('mean')))} / {f(server.get(key.format('peak')))}"
+
+    out.append(
+        _facts(
+            Section(f"{prefix}server", "Server (vLLM /metrics)"),
+            f"Server metrics are not available: {unavailable(s, m, 'server')}.",
+            [
+                ["KV-cache usage mean / peak", mean_peak("kv_cache_usage_{}_ratio", pct)],
+                ["running requests mean / peak", mean_peak("num_requests_running_{}", num)],
+                ["waiting requests mean / peak", mean_peak("num_requests_waiting_{}", num)],
+                ["preemptions", num(server.get("preemptions"))],
+                ["prefix-cache hit ratio", pct(server.get("prefix_cache_hit_ratio"))],
+            ],
+            lambda: run_plots.server_kv(run, prefix),
+            unavailable(s, m, "server") is None,
         )
-        fig = run_plots.server_kv(run, prefix)
-        if fig:
-            sv.add(fig)
-    out.append(sv)
+    )  # fmt: skip
     sessions = session_section(run, prefix)  # session turns, prefix-cache timeline
     if sessions:
         out.append(sessions)
     out.append(roofline_section(run, prefix))
     out.append(inputs_section(run, prefix))
     return out
+
+
+def _facts(
+    sec: Section, note: str, rows: list[list[str]], figure: Callable[[], Any], available: bool
+) -> Section:
+    """A telemetry section: its table and figure, or the note saying why there is no data."""
+    if not available:
+        return sec.add(Note(note))
+    sec.add(Table(["", ""], rows))
+    fig = figure()
+    if fig:
+        sec.add(fig)
+    return sec
 
 
 def _count(n: float) -> str:
@@ -282,7 +263,7 @@ def _count(n: float) -> str:
 def roofline_section(run: RunData, prefix: str) -> Section:
     """The hardware limit for the model, GPU and batch run, and the measured fraction of it."""
     sec = Section(f"{prefix}roofline", "Against the hardware limit (roofline)")
-    r = run.summary.get("roofline")
+    r = run.summary.roofline
     if not isinstance(r, dict) or not r.get("available"):
         why = r.get("reason") if isinstance(r, dict) else "not in this run's summary"
         sec.add(Note(f"No roofline for this run: {why}."))
@@ -315,9 +296,8 @@ def roofline_section(run: RunData, prefix: str) -> Section:
 def inputs_section(run: RunData, prefix: str) -> Section:
     m, s = run.manifest, run.summary
     sec = Section(f"{prefix}inputs", "Inputs and versions")
-    versions = m.get("versions") or {}
-    sec.add(tables.versions(versions, "versions"))
-    gpus = m.get("gpus") or []
+    sec.add(tables.versions(m.versions or {}, "versions"))
+    gpus = m.gpus or []
     if gpus:
         keys = [
             k
@@ -326,18 +306,15 @@ def inputs_section(run: RunData, prefix: str) -> Section:
         ]
         sec.add(Table(keys, [[str(g.get(k, "-")) for k in keys] for g in gpus], caption="GPUs"))
     else:
+        reason = m.nvml.reason if m.nvml else None
+        sec.add(Note(f"No GPU inventory: {reason or 'NVML not available on the load host'}."))
+    if m.host:
+        sec.add(Table(["host", ""], [[k, str(v)] for k, v in m.host.items()]))
+    if s.client:
         sec.add(
-            Note(
-                f"No GPU inventory: {dig(m, 'nvml', 'reason') or 'NVML not available on the load host'}."
-            )
+            Table(["client health", ""], [list(r) for r in client_health_rows(s.client.to_dict())])
         )
-    host = m.get("host") or {}
-    if host:
-        sec.add(Table(["host", ""], [[k, str(v)] for k, v in host.items()]))
-    client = s.get("client") or {}
-    if client:
-        sec.add(Table(["client health", ""], [list(r) for r in client_health_rows(client)]))
-    argv = dig(m, "server", "argv")
+    argv = m.server.argv if m.server else None
     if argv:
         sec.add(Code(" ".join(str(a) for a in argv), summary="server command line"))
     sec.add(Code(pretty_json(run.spec), summary="resolved run spec (manifest.json)"))

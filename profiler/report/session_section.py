@@ -10,51 +10,56 @@ import numpy as np
 
 from profiler.report.data import RunData
 from profiler.report.doc import Figure, Note, Section, Table
-from profiler.report.fmt import dig, ms, num, pct
+from profiler.report.fmt import ms, num, pct
 from profiler.report.plotting import color, empty, legend, new_figure, title, to_png
+from profiler.store.schema import Distribution, PrefixCache, TurnBucket
 
 
 def session_section(run: RunData, prefix: str = "") -> Section | None:
     """None for a run without sessions and without prefix-cache counters."""
-    s = run.summary
-    sessions = s.get("sessions")
-    cache = s.get("prefix_cache") or {}
-    if not sessions and not cache.get("available"):
+    sessions = run.summary.sessions
+    cache = run.summary.prefix_cache or PrefixCache()
+    if not sessions and not cache.available:
         return None
     sec = Section(f"{prefix}sessions", "Sessions and prefix cache")
     if sessions:
+        turns = sessions.turns_per_session or Distribution()
+        duration = sessions.duration_s or Distribution()
         sec.add(
             Table(
                 ["", ""],
                 [
                     [
                         "sessions",
-                        f"{sessions.get('sessions')} ({sessions.get('complete_sessions')} with every turn ok)",
+                        f"{sessions.sessions} ({sessions.complete_sessions} with every turn ok)",
                     ],
                     [
                         "turns per session mean / max",
-                        f"{num(dig(sessions, 'turns_per_session', 'mean'))} / {num(dig(sessions, 'turns_per_session', 'max'))}",
+                        f"{num(turns.mean)} / {num(turns.max)}",
                     ],
                     [
                         "session duration p50 / p90",
-                        f"{num(dig(sessions, 'duration_s', 'p50'))} s / {num(dig(sessions, 'duration_s', 'p90'))} s",
+                        f"{num(duration.p50)} s / {num(duration.p90)} s",
                     ],
                 ],
             )  # fmt: skip
         )
         rows = []
-        for b in sessions.get("turn_buckets") or []:
-            d = (sessions.get("by_turn") or {}).get(b) or {}
+        for b in sessions.turn_buckets or []:
+            d = (sessions.by_turn or {}).get(b) or TurnBucket()
+            none = Distribution()
+            ttft, tpot, e2e = d.ttft_s or none, d.tpot_s or none, d.e2e_s or none
+            prompt, cached = d.prompt_tokens or none, d.cached_tokens or none
             rows.append(
                 [
                     b,
-                    str(d.get("ok")),
-                    ms(dig(d, "ttft_s", "p50")),
-                    ms(dig(d, "ttft_s", "p90")),
-                    ms(dig(d, "tpot_s", "p50")),
-                    ms(dig(d, "e2e_s", "p50")),
-                    num(dig(d, "prompt_tokens", "mean"), "{:.0f}"),
-                    num(dig(d, "cached_tokens", "mean"), "{:.0f}"),
+                    str(d.ok),
+                    ms(ttft.p50),
+                    ms(ttft.p90),
+                    ms(tpot.p50),
+                    ms(e2e.p50),
+                    num(prompt.mean, "{:.0f}"),
+                    num(cached.mean, "{:.0f}"),
                 ]
             )
         sec.add(
@@ -74,14 +79,14 @@ def session_section(run: RunData, prefix: str = "") -> Section | None:
                 "usage.prompt_tokens_details, '-' when it reports none)",
             )  # fmt: skip
         )
-    if cache.get("available"):
+    if cache.available:
         sec.add(
             Note(
                 f"Server prefix cache over the measured window: {cache.get('hits')} of "
                 f"{cache.get('queries')} queried prompt tokens hit ({pct(cache.get('hit_ratio'))})."
             )
         )
-    sec.add(_figure(run, prefix, sessions, cache))
+    sec.add(_figure(run, prefix, sessions.to_dict() if sessions else None, cache.to_dict()))
     return sec
 
 

@@ -40,19 +40,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from profiler.errors import StorageError
-from profiler.store.record import RequestRecord
-from profiler.store.rundir import (
+from profiler.store.journal import parse_journal_line, read_journal
+from profiler.store.parquet import (
     ITL_COMPRESSION,
     ITL_DICTIONARY,
     ITL_SCHEMA,
     REQUEST_SCHEMA,
     SAMPLE_SCHEMA,
     itl_table,
-    parse_journal_line,
-    read_journal,
     requests_table,
     samples_table,
 )
+from profiler.store.record import RequestRecord
 from profiler.telemetry.sample import Sample
 
 # Records parsed at a time, and the most journal bytes a batch may span (a run of long

@@ -1,8 +1,8 @@
-"""``manifest.json`` of a run: what was asked, on what host and versions, and how it ended."""
+"""``manifest.json`` of a run when it starts: what was asked, on what host and versions
+(``store.schema.Manifest``; the runner updates it as the run goes and says how it ended)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import socket
@@ -11,20 +11,20 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from profiler import __version__
-from profiler.errors import StorageError
+from profiler.store.schema import Manifest
 
 if TYPE_CHECKING:
     from profiler.clock import RunClock
     from profiler.spec import RunSpec
-    from profiler.store.rundir import RunDir
-
-log = logging.getLogger(__name__)
-MANIFEST_SCHEMA_VERSION = 1
 
 
-def initial_manifest(spec: RunSpec, run_id: str, clock: RunClock) -> dict[str, Any]:
+def initial_manifest(spec: RunSpec, run_id: str, clock: RunClock) -> Manifest:
+    return Manifest.parse(_initial(spec, run_id, clock), Manifest.FILE)
+
+
+def _initial(spec: RunSpec, run_id: str, clock: RunClock) -> dict[str, Any]:
     return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "schema_version": Manifest.CURRENT,
         "tool": {"name": "infprof", "version": __version__},
         "run_id": run_id,
         "spec": spec.model_dump(mode="json"),
@@ -56,10 +56,3 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[dist] = None
     return out
-
-
-def safe_write(rd: RunDir, name: str, obj: Any) -> None:
-    try:
-        rd.write_json(name, obj)
-    except StorageError:
-        log.warning("could not update %s", name)

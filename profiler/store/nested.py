@@ -1,6 +1,6 @@
-"""``dig``: one step down a nested dict per key, ``None`` as soon as a step is missing. The one
-getter the readers of run artifacts (summary.json, manifest.json, index.json, result files)
-share until those files are typed models."""
+"""``dig``: one step down a nested dict per key, ``None`` as soon as a step is missing. Only for
+other tools' result files (``capacity/importers``: GuideLLM, vllm bench, AIPerf JSON), which
+have no schema here; infprof's own files are read through ``store.schema``."""
 
 from __future__ import annotations
 

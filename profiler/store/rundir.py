@@ -1,34 +1,32 @@
-"""Run directory I/O: atomic JSON files, append-only journals written in small batches during
-the run, and compaction to Parquet at the end (or later, by ``infprof report``, after a crash).
+"""A run directory: its layout, creating it (checked writable first), its JSON files, its
+journals, compaction to Parquet (``store/compaction``) and reading its records and samples back.
 
 Layout (DESIGN.md): manifest.json, requests.parquet, itl.parquet, samples.parquet, server.log,
-summary.json; during the run requests.jsonl and samples.jsonl are the journals.
+summary.json; during the run requests.jsonl and samples.jsonl are the journals
+(``store/journal``); the Parquet files' schemas are in ``store/parquet``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
 import shutil
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic_core import from_json, to_json
 
 from profiler.errors import SpecError, StorageError
+from profiler.store.compaction import compact_run, iter_journal_records
+from profiler.store.files import write_json_atomic
+from profiler.store.journal import REQUESTS_JOURNAL, SAMPLES_JOURNAL, Journal, read_journal
 from profiler.store.record import RequestRecord
 from profiler.telemetry.sample import Sample
 
-REQUESTS_JOURNAL = "requests.jsonl"
-SAMPLES_JOURNAL = "samples.jsonl"
+__all__ = ["SAMPLES_JOURNAL", "write_json_atomic"]  # also read from here by other modules
 MIN_FREE_BYTES = 64 * 1024 * 1024
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -48,169 +46,6 @@ def new_run_id(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000:04d}"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(
-            f"cannot write {path}: {e.strerror}", "free disk space or fix permissions"
-        ) from None
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "model_dump"):
-        return o.model_dump(mode="json")
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-class Journal:
-    """Append-only JSON-lines file written in small batches: every ``batch`` lines, and by a
-    background flusher at most ``interval_s`` after a line was appended, so a killed process
-    loses at most the last ``interval_s`` of records however slowly they arrive. Thread-safe.
-
-    A failed write (disk full) never leaves a partial line: the file is cut back to its last
-    complete line, ``error`` says why, and the journal stops writing (later lines are counted in
-    ``dropped``). StorageError is raised once, by the append or flush that meets the failure
-    (or the next one, when the background flusher met it); ``close`` never raises it."""
-
-    def __init__(self, path: Path, batch: int = 32, interval_s: float = 0.5) -> None:
-        self.path = path
-        self._batch = batch
-        self._interval = interval_s
-        self._lock = threading.Lock()
-        self._pending: list[bytes] = []
-        self.count = 0
-        self.dropped = 0
-        self.error: str | None = None
-        self._reported = False
-        try:
-            self._f = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
-            self._size = self._f.seek(0, os.SEEK_END)  # bytes of complete lines on disk
-        except OSError as e:
-            raise StorageError(
-                f"cannot open {path}: {e.strerror}", "fix permissions or free disk space"
-            ) from None
-        self._closing = threading.Event()
-        self._flusher = threading.Thread(
-            target=self._flush_every, name=f"infprof-journal-{path.name}", daemon=True
-        )
-        self._flusher.start()
-
-    def append(self, obj: dict[str, Any]) -> None:
-        # pydantic-core's encoder: a request's journal line (a float per chunk) costs about a
-        # fifth of json.dumps; NaN and infinities are written as json.dumps writes them
-        line = to_json(obj, fallback=_json_default, inf_nan_mode="constants")
-        with self._lock:
-            if self.error is not None:
-                self.dropped += 1
-                self._report()
-                return
-            self._pending.append(line)
-            self.count += 1
-            if len(self._pending) >= self._batch:
-                self._flush_reporting()
-
-    def extend(self, objs: Iterable[dict[str, Any]]) -> None:
-        for o in objs:
-            self.append(o)
-
-    def flush(self) -> None:
-        with self._lock:
-            if self.error is not None:
-                self._report()
-                return
-            self._flush_reporting()
-
-    def _flush_every(self) -> None:
-        while not self._closing.wait(self._interval):
-            with self._lock:
-                if self._pending and self.error is None:
-                    try:
-                        self._flush_locked()
-                    except StorageError:
-                        pass  # kept in self.error; the next append or flush raises it
-
-    def _flush_reporting(self) -> None:
-        try:
-            self._flush_locked()
-        except StorageError:
-            self._reported = True
-            raise
-
-    def _report(self) -> None:
-        if not self._reported:
-            self._reported = True
-            raise StorageError(f"cannot append to {self.path}: {self.error}", "free disk space")
-
-    def _flush_locked(self) -> None:
-        if not self._pending or self._f.closed:
-            return
-        raw = b"\n".join(self._pending) + b"\n"
-        lines = len(self._pending)
-        self._pending.clear()
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[self._f.write(view) or 0 :]
-        except OSError as e:
-            self.dropped += lines
-            self.error = e.strerror or str(e)
-            try:  # a short write left part of a line: cut back to the last complete one
-                os.ftruncate(self._f.fileno(), self._size)
-            except OSError:
-                pass  # read_journal skips a partial last line anyway
-            raise StorageError(
-                f"cannot append to {self.path}: {self.error}", "free disk space"
-            ) from None
-        self._size += len(raw)
-
-    def close(self) -> None:
-        self._closing.set()
-        if self._flusher is not threading.current_thread():
-            self._flusher.join(timeout=5)
-        with self._lock:
-            try:
-                self._flush_locked()
-            except StorageError:
-                pass  # kept in self.error
-            finally:
-                self._f.close()
-
-
-def read_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """Every complete line of a journal; a truncated last line (the process died mid-write) is
-    skipped, never an error."""
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                yield parse_journal_line(line)
-            except ValueError:
-                continue
-
-
-def parse_journal_line(line: bytes) -> Any:
-    """One journal line decoded; ValueError when it is not JSON."""
-    try:
-        return from_json(line)
-    except ValueError:  # what pydantic-core refuses and json reads (invalid UTF-8 in a string)
-        return json.loads(line.decode("utf-8", "replace"))
-
-
 def new_run_directory(out_dir: Path, run_id: str) -> Path:
     """Create ``out_dir/run_id``, which must not exist yet (a run's, or ``--repeat``'s parent);
     ``SpecError`` when it does, ``StorageError`` when it cannot be created."""
@@ -226,6 +61,16 @@ def new_run_directory(out_dir: Path, run_id: str) -> Path:
             f"cannot create {path}: {e.strerror}", "choose a writable --out directory"
         ) from None
     return path
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run: its manifest, its records, or the journals of one that
+    died before compaction."""
+    return (
+        (path / "manifest.json").exists()
+        or (path / "requests.parquet").exists()
+        or RunDir(path).has_journal()
+    )
 
 
 class RunDir:
@@ -281,8 +126,6 @@ class RunDir:
         """Write requests.parquet, itl.parquet and samples.parquet from the journals, a batch
         at a time (``profiler.store.compaction``). Safe to run again; the journals are never
         touched, and requests.parquet appears only once all three files are complete."""
-        from profiler.store.compaction import compact_run
-
         compact_run(self.path, self.request_journals(), self.file(SAMPLES_JOURNAL))
 
     def request_journals(self) -> list[Path]:
@@ -295,154 +138,10 @@ class RunDir:
 
     def iter_journal_records(self) -> Iterator[RequestRecord]:
         """Every record of the request journals in id order, a batch at a time."""
-        from profiler.store.compaction import iter_journal_records
-
         yield from iter_journal_records(self.request_journals())
 
     def has_journal(self) -> bool:
         return bool(self.request_journals())
-
-
-# itl.parquet holds mostly incompressible float gaps and is read whole by every summary:
-# uncompressed decodes about 2.5x faster than zstd for 10-20% more bytes.
-# Float columns are plain-encoded: dictionary pages only slow the decoding of random gaps.
-ITL_COMPRESSION = "none"
-ITL_DICTIONARY = ["request_id", "index", "tokens", "choice"]
-
-
-def _write_table(
-    path: Path, table: pa.Table, compression: str = "zstd", use_dictionary: bool | list[str] = True
-) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table, tmp, compression=compression, use_dictionary=use_dictionary)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {e.strerror}", "free disk space") from None
-
-
-REQUEST_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("workload", pa.string()),
-        ("scenario", pa.string()),
-        ("intended_start_s", pa.float64()),
-        ("send_s", pa.float64()),
-        ("first_token_s", pa.float64()),
-        ("first_reasoning_s", pa.float64()),
-        ("first_answer_s", pa.float64()),
-        ("last_token_s", pa.float64()),
-        ("end_s", pa.float64()),
-        ("prompt_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("requested_output_tokens", pa.int64()),
-        ("chunks", pa.int64()),
-        ("n", pa.int64()),
-        ("outcome", pa.string()),
-        ("http_status", pa.int64()),
-        ("error", pa.string()),
-        ("tokens_estimated", pa.bool_()),
-        ("worker", pa.int64()),
-        ("ttft_s", pa.float64()),
-        ("tpot_s", pa.float64()),
-        ("e2e_s", pa.float64()),
-        ("dispatch_lag_s", pa.float64()),
-        ("queue_wait_s", pa.float64()),
-        ("session_id", pa.int64()),
-        ("turn", pa.int64()),
-        ("cached_tokens", pa.int64()),
-        ("requested_prompt_tokens", pa.int64()),
-        ("length_enforced", pa.bool_()),
-    ]
-)
-
-ITL_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.int64()),
-        ("index", pa.int32()),
-        ("t_s", pa.float64()),
-        ("gap_s", pa.float64()),
-        ("tokens", pa.int32()),
-        ("choice", pa.int32()),
-    ]
-)
-
-SAMPLE_SCHEMA = pa.schema(
-    [
-        ("t_s", pa.float64()),
-        ("source", pa.string()),
-        ("device", pa.string()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-        ("error", pa.string()),
-    ]
-)
-
-
-def write_requests_parquet(path: Path, records: list[RequestRecord]) -> None:
-    _write_table(path, requests_table(records))
-
-
-def requests_table(records: list[RequestRecord]) -> pa.Table:
-    """requests.parquet's rows of ``records``, in their order."""
-    rows = [r.to_row() for r in records]
-    cols = {name: [row[name] for row in rows] for name in REQUEST_SCHEMA.names}
-    return pa.table(cols, schema=REQUEST_SCHEMA)
-
-
-def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
-    _write_table(path, itl_table(records), ITL_COMPRESSION, ITL_DICTIONARY)
-
-
-def itl_table(records: list[RequestRecord]) -> pa.Table:
-    """One row per content chunk: request id, index, arrival time, gap to the previous chunk of
-    the same sample (null for a sample's first chunk), tokens and choice; each record's chunks
-    contiguous, in the order of ``records``. Built column-wise with numpy; only records with
-    several samples (n > 1) are walked chunk by chunk."""
-    recs = [r for r in records if r.chunk_times_s]
-    lens = np.fromiter((len(r.chunk_times_s) for r in recs), np.int64, len(recs))
-    total = int(lens.sum())
-    starts = np.zeros(len(recs), dtype=np.int64)
-    np.cumsum(lens[:-1], out=starts[1:])
-    rid = np.repeat(np.fromiter((r.id for r in recs), np.int64, len(recs)), lens)
-    idx = (np.arange(total, dtype=np.int64) - np.repeat(starts, lens)).astype(np.int32)
-    t = np.fromiter(itertools.chain.from_iterable(r.chunk_times_s for r in recs), np.float64, total)
-    toks = np.fromiter(itertools.chain.from_iterable(r.chunk_tokens for r in recs), np.int32, total)
-    choice = np.zeros(total, dtype=np.int32)
-    gaps = np.empty_like(t)
-    gaps[1:] = np.diff(t)
-    null = np.zeros(total, dtype=bool)
-    null[starts] = True
-    for r, row0 in zip(recs, starts.tolist(), strict=True):
-        if not r.chunk_choice:
-            continue
-        prev: dict[int, float] = {}
-        for i, (tc, c) in enumerate(zip(r.chunk_times_s, r.chunk_choice, strict=False)):
-            choice[row0 + i] = c
-            null[row0 + i] = c not in prev
-            gaps[row0 + i] = tc - prev[c] if c in prev else 0.0
-            prev[c] = tc
-    return pa.table(
-        {
-            "request_id": rid,
-            "index": idx,
-            "t_s": t,
-            "gap_s": pa.array(gaps, mask=null),
-            "tokens": toks,
-            "choice": choice,
-        },
-        schema=ITL_SCHEMA,
-    )
-
-
-def write_samples_parquet(path: Path, samples: list[Sample]) -> None:
-    _write_table(path, samples_table(samples))
-
-
-def samples_table(samples: list[Sample]) -> pa.Table:
-    cols = {name: [getattr(s, name) for s in samples] for name in SAMPLE_SCHEMA.names}
-    return pa.table(cols, schema=SAMPLE_SCHEMA)
 
 
 def read_records(run_path: Path) -> list[RequestRecord]:

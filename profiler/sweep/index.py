@@ -15,51 +15,50 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.legacy import key_numbers_of, search_of, slo_attainment_of
-from profiler.errors import StorageError
-from profiler.store.nested import dig as _get
-from profiler.store.rundir import write_json_atomic
+from profiler.store import schema
+from profiler.store.schema import Summary
 
-INDEX_SCHEMA_VERSION = 1
-INDEX = "index.json"
+INDEX_SCHEMA_VERSION = schema.SweepIndex.CURRENT
+INDEX = schema.SweepIndex.FILE
 SPEC = "sweep.json"
 
 
-def key_numbers(summary: dict[str, Any]) -> dict[str, Any]:
+def key_numbers(summary: Summary | dict[str, Any]) -> dict[str, Any]:
     """The numbers of a run's summary.json that a sweep table and its plots need (flat)."""
-    lat = summary.get("latency") or {}
+    s = summary if isinstance(summary, Summary) else Summary.of(summary)
+    thr, req, gpu = s.throughput or schema.Throughput(), s.requests or schema.Requests(), s.gpu
     out: dict[str, Any] = {
-        "requests_total": _get(summary, "requests", "total"),
-        "requests_ok": _get(summary, "requests", "ok"),
-        "error_rate": summary.get("error_rate"),
-        "requests_per_s": _get(summary, "throughput", "requests_per_s"),
-        "output_tokens_per_s": _get(summary, "throughput", "output_tokens_per_s"),
-        "total_tokens_per_s": _get(summary, "throughput", "total_tokens_per_s"),
-        "window_s": _get(summary, "window", "seconds"),
+        "requests_total": req.total,
+        "requests_ok": req.ok,
+        "error_rate": s.error_rate,
+        "requests_per_s": thr.requests_per_s,
+        "output_tokens_per_s": thr.output_tokens_per_s,
+        "total_tokens_per_s": thr.total_tokens_per_s,
+        "window_s": s.window.seconds if s.window else None,
     }
     for metric in ("ttft", "tpot", "itl", "e2e"):
+        dist = s.lat(f"{metric}_s")
         for q in ("p50", "p90", "p99"):
-            out[f"{metric}_{q}_s"] = _get(lat, f"{metric}_s", q)
+            out[f"{metric}_{q}_s"] = getattr(dist, q)
     # SLO attainment's headline figures (from the intended start for an open loop)
-    att = slo_attainment_of(summary)
-    out["slo_met_rps"] = att.get("requests_per_s")
-    out["slo_attainment"] = att.get("fraction")
-    out["meets_target"] = att.get("meets_target")
-    gpu = summary.get("gpu") or {}
-    out["gpu_available"] = gpu.get("available")
-    out["gpu_utilization_mean_ratio"] = gpu.get("utilization_mean_ratio")
-    out["gpu_memory_used_peak_bytes"] = gpu.get("memory_used_peak_bytes")
-    out["gpu_power_mean_watts"] = gpu.get("power_mean_watts")
-    out["gpu_count"] = gpu.get("count")
-    out["joules_per_output_token"] = _get(summary, "energy", "joules_per_output_token")
-    out["nvlink_tx_bytes_per_output_token"] = gpu.get("nvlink_tx_bytes_per_output_token")
-    out["pcie_tx_bytes_per_output_token"] = gpu.get("pcie_tx_bytes_per_output_token")
-    out["client_saturated"] = _get(summary, "client", "saturated")
+    att = s.attainment()
+    out["slo_met_rps"] = att.requests_per_s
+    out["slo_attainment"] = att.fraction
+    out["meets_target"] = att.meets_target
+    g = gpu or schema.Gpu()
+    out["gpu_available"] = g.available
+    out["gpu_utilization_mean_ratio"] = g.utilization_mean_ratio
+    out["gpu_memory_used_peak_bytes"] = g.memory_used_peak_bytes
+    out["gpu_power_mean_watts"] = g.power_mean_watts
+    out["gpu_count"] = g.count
+    out["joules_per_output_token"] = s.energy.joules_per_output_token if s.energy else None
+    out["nvlink_tx_bytes_per_output_token"] = g.nvlink_tx_bytes_per_output_token
+    out["pcie_tx_bytes_per_output_token"] = g.pcie_tx_bytes_per_output_token
+    out["client_saturated"] = s.client.saturated if s.client else None
     return out
 
 
@@ -119,33 +118,14 @@ class SweepIndex:
         self.save()
 
     def save(self) -> None:
+        """Checked against ``schema.SweepIndex`` and written atomically."""
         self.data["updated_at"] = time.time()
-        write_json_atomic(self.path, self.data)
+        schema.SweepIndex.parse(self.data, self.path).save(self.path)
 
 
 def read_index(sweep_dir: Path) -> dict[str, Any]:
-    path = sweep_dir / INDEX
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StorageError(
-            f"{sweep_dir} has no {INDEX}", "pass a directory written by infprof sweep"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise StorageError(
-            f"{path} is not valid JSON ({e.msg})", "restore it, or rerun the sweep"
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
-        raise StorageError(
-            f"{path} is not a sweep index", "pass a directory written by infprof sweep"
-        )
-    for key in ("configs", "searches", "knees"):
-        data.setdefault(key, [])
-    for p in data["points"]:  # indexes written before the SLO names changed
-        if isinstance(p, dict) and isinstance(p.get("summary"), dict):
-            p["summary"] = key_numbers_of(p["summary"])
-    data["searches"] = [search_of(s) if isinstance(s, dict) else s for s in data["searches"]]
-    return data
+    """index.json as today's layout (``schema.SweepIndex``, older indexes migrated)."""
+    return schema.SweepIndex.load(sweep_dir / INDEX).to_dict()
 
 
 def is_sweep_dir(path: Path) -> bool:

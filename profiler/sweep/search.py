@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from profiler.analysis.legacy import key_numbers_of
+from profiler.store.schema import key_numbers_of
 from profiler.sweep.index import key_numbers
 
 COLLAPSE = 0.5  # fraction below target x COLLAPSE: collapsed

@@ -119,16 +119,16 @@ print(json.dumps({"compact_s": time.perf_counter() - t0}))
 REFERENCE_CHILD = """
 import json, sys, time
 from pathlib import Path
-from profiler.store import rundir
+from profiler.store import parquet, rundir
 from tests.unit.test_compaction import _reference
 t0 = time.perf_counter()
 rd = rundir.RunDir(Path(sys.argv[1]))
 tables = _reference(rd)
-rundir._write_table(rd.file("requests.parquet"), tables.pop("requests.parquet"))
-rundir._write_table(
-    rd.file("itl.parquet"), tables.pop("itl.parquet"), rundir.ITL_COMPRESSION, rundir.ITL_DICTIONARY
+parquet._write_table(rd.file("requests.parquet"), tables.pop("requests.parquet"))
+parquet._write_table(
+    rd.file("itl.parquet"), tables.pop("itl.parquet"), parquet.ITL_COMPRESSION, parquet.ITL_DICTIONARY
 )
-rundir._write_table(rd.file("samples.parquet"), tables.pop("samples.parquet"))
+parquet._write_table(rd.file("samples.parquet"), tables.pop("samples.parquet"))
 print(json.dumps({"compact_s": time.perf_counter() - t0}))
 """
 

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.store.rundir import ITL_SCHEMA, REQUEST_SCHEMA
+from profiler.store.parquet import ITL_SCHEMA, REQUEST_SCHEMA
 from tests.bench.common import ROOT, md_table, write_result
 
 GAPS = 1_000_000_000

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.store.rundir import ITL_COMPRESSION, ITL_DICTIONARY, ITL_SCHEMA, REQUEST_SCHEMA
+from profiler.store.parquet import ITL_COMPRESSION, ITL_DICTIONARY, ITL_SCHEMA, REQUEST_SCHEMA
 from tests.bench.common import md_table, run_child, write_result
 
 N_REQ = 1_000_000

@@ -1,4 +1,4 @@
-"""Synthetic run and sweep directories written through profiler.store.rundir, for the report,
+"""Synthetic run and sweep directories written through profiler.store, for the report,
 compare and sweep tests. Latencies are drawn from seeded distributions so tests know the
 truth; telemetry samples cover every field the report plots."""
 
@@ -11,17 +11,11 @@ from typing import Any
 import numpy as np
 
 from profiler.spec import SloSpec
+from profiler.store.files import write_json_atomic
+from profiler.store.journal import REQUESTS_JOURNAL, SAMPLES_JOURNAL, Journal
+from profiler.store.parquet import write_itl_parquet, write_requests_parquet, write_samples_parquet
 from profiler.store.record import RequestRecord
-from profiler.store.rundir import (
-    REQUESTS_JOURNAL,
-    SAMPLES_JOURNAL,
-    Journal,
-    RunDir,
-    write_itl_parquet,
-    write_json_atomic,
-    write_requests_parquet,
-    write_samples_parquet,
-)
+from profiler.store.rundir import RunDir
 from profiler.sweep.index import key_numbers
 from profiler.telemetry.sample import Sample
 
@@ -191,8 +185,8 @@ def make_run(
         },
         "model": "tiny-llama",
         "host": {"hostname": "test", "cpus": 2},
-        "started": "2025-01-01T00:00:00Z",
-        "ended_at": "2025-01-01T00:01:00Z",
+        "started_at": 1735689600.0,
+        "ended_at": 1735689660.0,
         "ended": "interrupted" if journal_only else "completed",
     }
     write_json_atomic(rd.file("manifest.json"), manifest)

@@ -15,17 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic_core import to_json
 
-from profiler.store import rundir as rundir_mod
+from profiler.store import parquet as parquet_mod
+from profiler.store.journal import SAMPLES_JOURNAL, read_journal
+from profiler.store.parquet import ITL_SCHEMA, REQUEST_SCHEMA, SAMPLE_SCHEMA
 from profiler.store.record import RequestRecord
-from profiler.store.rundir import (
-    ITL_SCHEMA,
-    REQUEST_SCHEMA,
-    SAMPLE_SCHEMA,
-    SAMPLES_JOURNAL,
-    RunDir,
-    read_journal,
-    read_records,
-)
+from profiler.store.rundir import RunDir, read_records
 from profiler.telemetry.sample import Sample
 
 FILES = ("requests.parquet", "itl.parquet", "samples.parquet")
@@ -466,12 +460,12 @@ def test_disk_full_is_a_storage_error_and_leaves_no_file(
     assert sorted(p.name for p in rd.path.iterdir()) == ["requests.jsonl", "samples.jsonl"]
 
 
-def test_rundir_module_keeps_its_writers(tmp_path: Path) -> None:
+def test_parquet_module_keeps_its_one_shot_writers(tmp_path: Path) -> None:
     """The one-shot writers stay (tests' synthetic runs use them) and agree with compaction."""
     rd = _make_run(tmp_path, n=30)
     recs = _reference_records(rd)
-    rundir_mod.write_itl_parquet(tmp_path / "itl.parquet", recs)
-    rundir_mod.write_requests_parquet(tmp_path / "requests.parquet", recs)
+    parquet_mod.write_itl_parquet(tmp_path / "itl.parquet", recs)
+    parquet_mod.write_requests_parquet(tmp_path / "requests.parquet", recs)
     rd.compact()
     for name in ("itl.parquet", "requests.parquet"):
         assert pq.read_table(tmp_path / name).equals(pq.read_table(rd.file(name)))
@@ -482,7 +476,7 @@ def test_a_journal_only_run_is_repaired_through_compaction_one_batch_at_a_time(
 ) -> None:
     """``infprof report`` on a run that died before compaction compacts it (streaming) and
     summarises the Parquet files: no step holds every record."""
-    from profiler.report.data import repair_run
+    from profiler.analysis.repair import repair_run
     from tests.fakes.synthetic_runs import make_run
 
     run = make_run(tmp_path, "dead", journal_only=True, n=120)

@@ -11,8 +11,8 @@ from rich.console import Console
 from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.request_summary import summarize_requests
 from profiler.cli.render import render_summary
+from profiler.store.parquet import write_itl_parquet, write_requests_parquet
 from profiler.store.record import RequestRecord
-from profiler.store.rundir import write_itl_parquet, write_requests_parquet
 
 
 def _records() -> list[RequestRecord]:

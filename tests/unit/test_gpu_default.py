@@ -88,7 +88,7 @@ def test_h100_serves_the_8b_shape_with_vllm_gpu_defaults(
     assert choice["needs"]["llama-1b-shape"]["total_bytes"] == NEED1
     assert "56.8 GiB" in choice["reason"] and "72.0 GiB" in choice["reason"]
     # the manifest records it
-    manifest = initial_manifest(spec, "r", RunClock())
+    manifest = initial_manifest(spec, "r", RunClock()).to_dict()
     assert manifest["default_model"]["shape"] == "llama-8b-shape"
     assert manifest["spec"]["serve"]["default_model"]["reason"] == choice["reason"]
     json.dumps(manifest)  # JSON-serialisable

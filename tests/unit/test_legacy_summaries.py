@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from profiler.analysis.legacy import slo_attainment_of
 from profiler.cli.render import render_summary
 from profiler.report.build import write_report_files
+from profiler.store.schema import slo_attainment_of
 from profiler.sweep.index import key_numbers, read_index
 from tests.fakes.synthetic_runs import make_run, make_sweep
 

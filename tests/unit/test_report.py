@@ -126,10 +126,38 @@ def test_run_without_gpu_says_so(tmp_path: Path) -> None:
     assert "Server metrics are not available" in notes
 
 
+def _files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def test_building_a_report_only_reads_the_run_directory(tmp_path: Path) -> None:
+    """A report reads and renders: repairing a killed run is ``infprof report``'s step before
+    it (profiler/analysis/repair.py), never the report's; a run left unrepaired is refused with
+    the fix, its files untouched."""
+    from profiler.errors import StorageError
+    from profiler.report.build import build_document
+
+    run = make_run(tmp_path, "dead", journal_only=True, n=60)
+    before = _files(run)
+    with pytest.raises(StorageError, match="ended before its records were compacted") as e:
+        build_document([run])
+    assert "infprof report" in e.value.fix
+    assert _files(run) == before
+    done = make_run(tmp_path, "done", n=60)
+    (done / "samples.parquet").unlink()  # as a run killed during compaction leaves it
+    before = _files(done)
+    build_document([done])
+    assert _files(done) == before
+
+
 def test_dead_run_is_compacted_and_summarised(tmp_path: Path) -> None:
     run = make_run(tmp_path, "dead", journal_only=True, n=120)
     assert not (run / "requests.parquet").exists() and not (run / "summary.json").exists()
-    page = parse(write_report_files([run]).main)
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    page = parse(run / "report.html")
     assert (run / "requests.parquet").exists() and (run / "samples.parquet").exists()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["requests"]["total"] == 120
@@ -223,7 +251,9 @@ def test_runs_without_successes_or_records_still_render(tmp_path: Path) -> None:
     write_json_atomic(
         rd.path / "manifest.json", {"run_id": "empty", "ended": "interrupted", "spec": None}
     )
-    page = parse(write_report_files([rd.path]).main)
+    from profiler.analysis.repair import repair_inputs
+
+    page = parse(write_report_files([rd.path], notes=repair_inputs([rd.path])).main)
     assert (
         "summary" in page.sections
         and json.loads((rd.path / "summary.json").read_text())["requests"]["total"] == 0

@@ -101,7 +101,7 @@ def test_itl_parquet_gaps_restart_at_every_request_and_sample(tmp_path: Path) ->
     (or, with n > 1, a sample's) first chunk has no gap; a record without chunks adds no row."""
     import pyarrow.parquet as pq
 
-    from profiler.store.rundir import write_itl_parquet
+    from profiler.store.parquet import write_itl_parquet
 
     empty = RequestRecord(id=9, workload="w", scenario="s", intended_start_s=0.0)
     one = _rec(1)
@@ -119,7 +119,7 @@ def test_itl_parquet_gaps_restart_at_every_request_and_sample(tmp_path: Path) ->
 
 
 def test_journal_round_trips_floats_and_non_finite_values(tmp_path: Path) -> None:
-    from profiler.store.rundir import Journal, read_journal
+    from profiler.store.journal import Journal, read_journal
 
     j = Journal(tmp_path / "j.jsonl")
     rows = [{"a": 1e-5, "b": 0.1 + 0.2, "c": float("inf"), "p": str(tmp_path), "i": 7}]

@@ -128,7 +128,7 @@ def test_run_spec_tokenizer_defaults_and_manifest(tiny: Path) -> None:
     launched = build_run_spec(RunOptions(model=str(tiny)))
     assert launched.tokenizer == str(tiny.resolve())  # the launched model's own tokenizer
     manifest = initial_manifest(given, "r", RunClock())
-    assert manifest["spec"]["tokenizer"] == given.tokenizer
+    assert manifest.to_dict()["spec"]["tokenizer"] == given.tokenizer
 
 
 def test_run_options_come_from_the_environment(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.turns import prefix_cache, session_columns, summarize_sessions
 from profiler.metrics.run_metrics import RunMetrics
+from profiler.store.parquet import write_requests_parquet
 from profiler.store.record import RequestRecord
-from profiler.store.rundir import write_requests_parquet
 from profiler.telemetry.sample import Sample
 
 L = {"run_id": "r1", "workload": "chat", "model": "tiny", "hostname": "h"}
