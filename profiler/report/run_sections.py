@@ -15,6 +15,7 @@ from profiler.report.fmt import (
     pct,
     pretty_json,
     slo_text,
+    text,
 )
 from profiler.report.node_section import cells, node_section
 from profiler.report.session_section import session_section
@@ -110,17 +111,14 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     )
     tok = s.tokens or schema.Tokens()
 
-    def n(v: Any) -> Any:
-        return "-" if v is None else v
-
     rows = [
         ["run", run.run_id],
         ["model", str(m.model or (rec.serve and rec.serve.model) or (rec.endpoint and rec.endpoint.model) or "-")],
         ["workload", str((rec.workload and rec.workload.name) or s.workload or "-")],
         ["load", _arrival(spec)],
         ["ended", (m.ended if run.has_manifest else "-") + (f" ({m.end_reason})" if m.end_reason else "")],
-        ["requests", f"{n(req.total)} total: {n(req.ok)} ok, {n(req.error)} error, "
-                     f"{n(req.timeout)} timeout, {n(req.cancelled)} cancelled"],
+        ["requests", f"{text(req.total)} total: {text(req.ok)} ok, {text(req.error)} error, "
+                     f"{text(req.timeout)} timeout, {text(req.cancelled)} cancelled"],
         ["error rate", pct(s.error_rate)],
         ["measured window", f"{num(win.seconds)} s (warm-up {num(win.warmup_s)} s, "
                             f"cool-down {num(win.cooldown_s)} s)"],
