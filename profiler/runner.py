@@ -28,6 +28,7 @@ from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
 from profiler.load.loop import run as run_loop
 from profiler.load.record import RequestRecord
 from profiler.metrics.live import LiveExport, start_live
+from profiler.run_server import prepare_run
 from profiler.serving.endpoint import Endpoint, api_key_from_env, attach
 from profiler.spec import RunSpec, ServeSpec
 from profiler.store.manifest import initial_manifest, safe_write
@@ -70,6 +71,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
 
     # a bad trace file fails here: before the run directory, before any server is launched
     sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    prepare_run(spec)  # the embedded model a launched server serves, made now
     datasets = [s.dataset for s in spec.workload.scenarios if s.dataset is not None]
     if datasets:  # so does a missing dataset file, column or tokenizer
         from profiler.load.datasets import check_datasets

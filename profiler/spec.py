@@ -264,13 +264,17 @@ class ArrivalSpec(_Strict):
 WorkloadSpec.model_rebuild()
 
 
+TARGET_FRACTION = 0.9
+"""Share of requests that must meet the SLOs, unless ``fraction=`` or ``--target-fraction``."""
+
+
 class SloSpec(_Strict):
     """Latency objectives in seconds; a request meets the SLO when it meets every one set."""
 
     ttft_s: float | None = Field(default=None, gt=0)
     tpot_s: float | None = Field(default=None, gt=0)
     e2e_s: float | None = Field(default=None, gt=0)
-    target_fraction: float = Field(default=0.9, gt=0, le=1)
+    target_fraction: float = Field(default=TARGET_FRACTION, gt=0, le=1)
 
     def is_set(self) -> bool:
         return any(v is not None for v in (self.ttft_s, self.tpot_s, self.e2e_s))

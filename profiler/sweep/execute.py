@@ -38,7 +38,7 @@ from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SPEC, SweepIndex, key_numbers
 from profiler.sweep.jobs import PointExecutor, PointJob, job_spec, local_info, pending_jobs
 from profiler.sweep.knees import knees
-from profiler.sweep.runspecs import point_run_spec, serve_spec
+from profiler.sweep.points import point_run_spec, serve_spec
 from profiler.sweep.search import slo_search
 from profiler.sweep.spec import SweepSpec, config_id, config_label, load_label, point_id
 

@@ -256,10 +256,12 @@ def test_skewed_worker_clock_is_corrected(
     from profiler.load.client import ClientOptions
     from profiler.load.driver import LoadPlan
     from profiler.load.ray_workers import run_ray_workers
-    from profiler.runspec import RunOptions, build_run_spec
+    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_server import probe_host
     from profiler.store.rundir import RunDir, read_records
 
     spec = build_run_spec(
+        probe_host(),
         RunOptions(
             endpoint=fake_url, rate=20.0, arrival="constant", num_requests=20, output_len=4,
             workers=2, executor="ray", ray_address=cluster.address, out=tmp_path, run_id="s",

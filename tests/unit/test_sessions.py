@@ -19,7 +19,8 @@ from profiler.load.client import Answer, ClientOptions, StreamingClient, StreamS
 from profiler.load.driver import Driver, LoadPlan
 from profiler.load.record import RequestRecord, turn_bucket
 from profiler.load.sessions import History, iter_sessions, sample_seconds
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import probe_host
 from profiler.spec import ArrivalSpec, RunSpec, SessionSpec, TimeDist, WorkloadSpec
 from profiler.store.rundir import read_records
 from tests.fakes.fake_openai import TOKEN_ID, FakeConfig, serve_in_thread
@@ -294,13 +295,14 @@ def test_run_of_a_session_workload_records_and_summarises_turns(tmp_path: Path) 
     )
     with serve_in_thread(FakeConfig(itl_ms=1, prompt_tokens_details=True)) as fake:
         spec = build_run_spec(
+            probe_host(),
             RunOptions(
                 endpoint=fake.url,
                 workload=str(wl),
                 out=tmp_path / "runs",
                 run_id="s",
                 sample_interval=0.05,
-            )  # fmt: skip
+            ),  # fmt: skip
         )
         res = execute(spec)
     recs = read_records(res.run_dir)
@@ -325,17 +327,19 @@ def test_run_of_a_session_workload_records_and_summarises_turns(tmp_path: Path) 
 
 def test_session_cli_options(tmp_path: Path) -> None:
     ep = "http://127.0.0.1:9"
-    spec = build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", users=3))
+    spec = build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="multi-turn", users=3))
     assert spec.arrival.kind == "users" and spec.arrival.users == 3
     # the workload's own closed loop is its users
-    spec = build_run_spec(RunOptions(endpoint=ep, workload="agentic"))
+    spec = build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="agentic"))
     assert spec.arrival.kind == "users" and spec.arrival.users == 8
-    spec = build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", rate=0.5))
+    spec = build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="multi-turn", rate=0.5))
     assert spec.arrival.kind == "poisson"
     with pytest.raises(SpecError, match="--users"):
-        build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", concurrency=4))
+        build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="multi-turn", concurrency=4))
     with pytest.raises(SpecError, match="--users cannot"):
-        build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", users=2, rate=1))
+        build_run_spec(
+            probe_host(), RunOptions(endpoint=ep, workload="multi-turn", users=2, rate=1)
+        )
     sess = SessionSpec()
     assert sess.history == "answered" and sess.turns.value == 3
 
@@ -352,6 +356,7 @@ def test_trace_rows_start_sessions(tmp_path: Path) -> None:
     )
     with serve_in_thread(FakeConfig()) as fake:
         spec = build_run_spec(
+            probe_host(),
             RunOptions(
                 endpoint=fake.url,
                 workload=str(wl),
@@ -360,7 +365,7 @@ def test_trace_rows_start_sessions(tmp_path: Path) -> None:
                 out=tmp_path / "runs",
                 run_id="t",
                 no_telemetry=True,
-            )  # fmt: skip
+            ),  # fmt: skip
         )
         res = execute(spec)
     recs = read_records(res.run_dir)
