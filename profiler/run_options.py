@@ -9,9 +9,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from profiler.distributions import LengthDist
 from profiler.errors import SpecError
 from profiler.run_server import Host, check_tokenizer, default_tokenizer, place_on_gpus, target
-from profiler.spec import ArrivalSpec, DatasetSpec, LengthDist, RunSpec, SloSpec, WorkloadSpec
+from profiler.spec import ArrivalSpec, DatasetSpec, RunSpec, SloSpec, WorkloadSpec
 
 DEFAULT_NUM_REQUESTS = 200
 DEFAULT_CONCURRENCY = 16

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from profiler.distributions import LengthDist
 from profiler.errors import SpecError
 from profiler.load.arrivals import TraceRow
 from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, IdSource, WordSource, ids_to_words
 from profiler.load.prompts import prefix_ids as make_prefix_ids
-from profiler.spec import LengthDist, Scenario, WorkloadSpec, load_yaml_model
+from profiler.spec import Scenario, WorkloadSpec
+from profiler.yaml_spec import load_yaml_model
 
 BLOCK = 4096
 MAX_CACHED_PREFIXES = 1024

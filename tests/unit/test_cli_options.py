@@ -197,3 +197,26 @@ def test_building_a_run_spec_writes_nothing_and_calls_no_nvml(
     prepare_run(spec)  # the explicit step the runner calls: the model is made now
     assert (Path(spec.serve.model) / "tokenizer.json").is_file()
     assert os.path.commonpath([spec.serve.model, home]) == str(home)
+
+
+def test_an_older_sweep_json_keeps_its_slo_and_fraction(tmp_path: Path) -> None:
+    """sweep.json written before the SLO was a model: ``slo`` text beside ``target_fraction``;
+    resuming reads the fraction the points were measured with."""
+    import json
+
+    from profiler.sweep.execute import prepare_sweep_dir
+    from profiler.sweep.spec import SweepSpec
+
+    d = tmp_path / "sw"
+    d.mkdir()
+    old = {"sweep_id": "sw", "endpoint": "http://127.0.0.1:9", "loads": [1.0], "search": None}
+    (d / "sweep.json").write_text(json.dumps({**old, "slo": "ttft=0.5", "target_fraction": 0.8}))
+    spec = prepare_sweep_dir(SweepSpec(sweep_id="sw", loads=[1]), d, resume=True)
+    assert spec.slo.ttft_s == 0.5 and spec.target_fraction == 0.8
+    in_text = SweepSpec.model_validate(
+        {**old, "slo": "ttft=0.5,fraction=0.7", "target_fraction": 0.9}
+    )
+    assert in_text.slo.target_fraction == 0.7
+    unset = SweepSpec.model_validate({**old, "slo": None, "target_fraction": 0.9})
+    assert not unset.slo.is_set()
+    assert json.loads(json.dumps(spec.model_dump(mode="json")))["slo"]["ttft_s"] == 0.5

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from profiler.clock import RunClock
+from profiler.distributions import TimeDist
 from profiler.errors import SpecError
 from profiler.load.client import Answer, ClientOptions, StreamingClient, StreamState
 from profiler.load.driver import Driver, LoadPlan
@@ -21,7 +22,7 @@ from profiler.load.record import RequestRecord, turn_bucket
 from profiler.load.sessions import History, iter_sessions, sample_seconds
 from profiler.run_options import RunOptions, build_run_spec
 from profiler.run_server import probe_host
-from profiler.spec import ArrivalSpec, RunSpec, SessionSpec, TimeDist, WorkloadSpec
+from profiler.spec import ArrivalSpec, RunSpec, SessionSpec, WorkloadSpec
 from profiler.store.rundir import read_records
 from tests.fakes.fake_openai import TOKEN_ID, FakeConfig, serve_in_thread
 
