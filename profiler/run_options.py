@@ -85,24 +85,28 @@ class RunOptions:
     max_error_rate: float | None = None
 
 
+# options a RunSpec field takes as they are: by the same name, or with its unit
+_SAME_NAME = (
+    "run_id",
+    "slo",
+    "metrics_port",
+    "metrics_host",
+    "textfile",
+    "pushgateway",
+    "prometheus_url",
+    "workers",
+    "ray_address",
+    "seed",
+    "max_error_rate",
+)
+_SECONDS = {"warmup": "warmup_s", "cooldown": "cooldown_s", "request_timeout": "request_timeout_s"}
+
+
 def build_run_spec(host: Host, o: RunOptions) -> RunSpec:
     """The RunSpec of ``o`` on ``host``: reads the workload, dataset and tokenizer files it
     names, writes nothing (``run_server.prepare_run`` does, before the launch)."""
     wl = resolve_workload(o.workload, host, o)
-    arrival = arrival_for(
-        wl,
-        seed=o.seed,
-        users=o.users,
-        concurrency=o.concurrency,
-        rate=o.rate,
-        arrival=o.arrival,
-        trace=o.trace,
-        trace_format=o.trace_format,
-        trace_speedup=o.trace_speedup,
-        burstiness=o.burstiness,
-        rate_start=o.rate_start,
-        max_concurrency=o.max_concurrency,
-    )
+    arrival = arrival_for(wl, o)
     num_requests, duration = load_amount(wl, o.num_requests, o.duration)
     serve, endpoint = target(o, wl, arrival, host)
     gpus = None
@@ -115,31 +119,19 @@ def build_run_spec(host: Host, o: RunOptions) -> RunSpec:
     )
     try:
         return RunSpec(
-            run_id=o.run_id,
+            **{k: getattr(o, k) for k in _SAME_NAME},
+            **{field: getattr(o, k) for k, field in _SECONDS.items()},
             out_dir=o.out,
             workload=dataset_tokenizer(wl, tokenizer),
             arrival=arrival,
             num_requests=num_requests,
             duration_s=duration,
-            warmup_s=o.warmup,
-            cooldown_s=o.cooldown,
-            request_timeout_s=o.request_timeout,
             serve=serve,
             endpoint=endpoint,
             tokenizer=tokenizer,
-            slo=o.slo,
             sample_interval_s=None if o.no_telemetry else o.sample_interval,
-            metrics_port=o.metrics_port,
-            metrics_host=o.metrics_host,
-            textfile=o.textfile,
-            pushgateway=o.pushgateway,
-            prometheus_url=o.prometheus_url,
-            workers=o.workers,
             executor="ray" if o.executor == "ray" else "local",
-            ray_address=o.ray_address,
-            seed=o.seed,
             gpus=gpus,
-            max_error_rate=o.max_error_rate,
         )
     except ValidationError as e:
         raise SpecError.from_validation(
@@ -247,29 +239,16 @@ def override_workload(
     return wl.model_copy(update={"scenarios": scenarios})
 
 
-def arrival_for(
-    wl: WorkloadSpec,
-    *,
-    seed: int,
-    users: int | None = None,
-    concurrency: int | None = None,
-    rate: float | None = None,
-    arrival: str | None = None,
-    trace: Path | None = None,
-    trace_format: str | None = None,
-    trace_speedup: float | None = None,
-    burstiness: float | None = None,
-    rate_start: float | None = None,
-    max_concurrency: int | None = None,
-) -> ArrivalSpec:
+def arrival_for(wl: WorkloadSpec, o: RunOptions) -> ArrivalSpec:
     """The workload's arrival with the load options applied (``--users``, ``--concurrency``,
     ``--rate`` [``--arrival``], ``--trace``, ...)."""
+    users, concurrency, rate, arrival, trace = o.users, o.concurrency, o.rate, o.arrival, o.trace
     base = (
         wl.arrival.model_dump()
         if wl.arrival is not None
         else {"kind": "concurrency", "concurrency": DEFAULT_CONCURRENCY}
     )
-    upd: dict[str, object] = {"seed": seed}
+    upd: dict[str, object] = {"seed": o.seed}
     if users is not None:
         if rate is not None or concurrency is not None:
             raise SpecError(
@@ -297,14 +276,14 @@ def arrival_for(
         upd["kind"] = arrival
     if trace is not None:
         upd.update(kind="trace", trace=trace)
-    if trace_format is not None:
-        upd["trace_format"] = trace_format
-    if trace_speedup is not None:
-        upd["time_scale"] = 1.0 / trace_speedup
+    if o.trace_format is not None:
+        upd["trace_format"] = o.trace_format
+    if o.trace_speedup is not None:
+        upd["time_scale"] = 1.0 / o.trace_speedup
     for name, value in (
-        ("burstiness", burstiness),
-        ("rate_start", rate_start),
-        ("max_concurrency", max_concurrency),
+        ("burstiness", o.burstiness),
+        ("rate_start", o.rate_start),
+        ("max_concurrency", o.max_concurrency),
     ):
         if value is not None:
             upd[name] = value

@@ -29,6 +29,16 @@ def group(*options: Decorator[Any]) -> Decorator[F]:
     return apply
 
 
+def shown(name: str, type_: Any, default: Any, help_text: str | None = None) -> Decorator[Any]:
+    """An option whose default ``--help`` shows."""
+    return click.option(name, type=type_, default=default, show_default=True, help=help_text)
+
+
+def executor(help_text: str) -> Decorator[Any]:
+    """``--executor``: where a run's (a sweep's points') work runs."""
+    return shown("--executor", click.Choice(["local", "ray"]), "local", help_text)
+
+
 def parse_slo(_ctx: click.Context, _param: click.Parameter, text: str | None) -> Any:
     """``--slo`` as a ``SloSpec`` (unset: no SLO); a bad value fails in one line."""
     from profiler.spec import SloSpec
@@ -43,7 +53,7 @@ MODEL_HELP = (
 
 model = click.option("--model", help=MODEL_HELP)
 
-endpoint = group(
+endpoint: Decorator[Any] = group(
     click.option(
         "--api-key-env", metavar="NAME", help="Environment variable holding the endpoint's API key."
     ),
@@ -55,7 +65,7 @@ endpoint = group(
     ),
 )
 
-load = group(
+load: Decorator[Any] = group(
     click.option("--num-requests", type=COUNT, help="Requests to send."),
     click.option("--duration", type=POSITIVE, help="Seconds of load (stops dispatching after)."),
     click.option("--input-len", type=COUNT, help="Fixed prompt length in tokens."),
@@ -68,12 +78,12 @@ slo = click.option(
     help="Latency SLOs in seconds, e.g. ttft=0.5,tpot=0.05,e2e=10.",
 )
 
-window = group(
+window: Decorator[Any] = group(
     click.option("--warmup", type=SECONDS, default=0.0, help="Seconds excluded at the start."),
     click.option("--cooldown", type=SECONDS, default=0.0, help="Seconds excluded at the end."),
 )
 
-server = group(
+server: Decorator[Any] = group(
     click.option("--max-model-len", type=COUNT),
     click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True)),
     click.option("--load-format", help="vLLM --load-format (e.g. dummy for random weights)."),
@@ -86,27 +96,19 @@ serve_arg = click.option(
     help="Extra vLLM argument, repeatable (e.g. --serve-arg=--enable-prefix-caching).",
 )
 
-timeouts = group(
-    click.option("--ready-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True),
-    click.option(
-        "--request-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True
-    ),
+timeouts: Decorator[Any] = group(
+    shown("--ready-timeout", click.FloatRange(min=1), 600.0),
+    shown("--request-timeout", click.FloatRange(min=0.1), 600.0),
 )
 
-telemetry = group(
-    click.option(
-        "--sample-interval",
-        type=click.FloatRange(min=0.01),
-        default=0.5,
-        show_default=True,
-        help="Telemetry period in seconds.",
-    ),
+telemetry: Decorator[Any] = group(
+    shown("--sample-interval", click.FloatRange(min=0.01), 0.5, "Telemetry period in seconds."),
     click.option(
         "--no-telemetry", is_flag=True, help="Sample nothing (no NVML, host or /metrics)."
     ),
 )
 
-seed = click.option("--seed", type=int, default=0, show_default=True)
+seed = shown("--seed", int, 0)
 
 ray_address = click.option(
     "--ray-address",
@@ -114,7 +116,7 @@ ray_address = click.option(
     help="The Ray cluster to join (default: RAY_ADDRESS, else the cluster this node joined).",
 )
 
-output = group(
+output: Decorator[Any] = group(
     click.option(
         "--report", "write_report", is_flag=True, help="Write the HTML/Markdown report at the end."
     ),

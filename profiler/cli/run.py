@@ -107,7 +107,7 @@ from profiler.run_server import prepare_run, probe_host
     type=click.IntRange(0, 65535),
     help="Serve live Prometheus metrics on this port.",
 )
-@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@options.shown("--metrics-host", None, "127.0.0.1")
 @click.option(
     "--textfile",
     type=click.Path(path_type=Path),
@@ -118,16 +118,10 @@ from profiler.run_server import prepare_run, probe_host
     "--prometheus-url",
     help="Pull GPU/server series of all nodes for the run window from Prometheus.",
 )
-@click.option(
-    "--workers", type=options.COUNT, default=1, show_default=True, help="Load-generator processes."
-)
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="ray: run on a Ray cluster: a launched vLLM spans its nodes (--tp x --pp GPUs, "
-    "vLLM's Ray backend), every node's GPUs are sampled, and --workers are Ray actors.",
+@options.shown("--workers", options.COUNT, 1, "Load-generator processes.")
+@options.executor(
+    "ray: run on a Ray cluster: a launched vLLM spans its nodes (--tp x --pp GPUs, "
+    "vLLM's Ray backend), every node's GPUs are sampled, and --workers are Ray actors."
 )
 @options.ray_address
 @click.option(
@@ -137,12 +131,11 @@ from profiler.run_server import prepare_run, probe_host
     "them, and a launched server runs on them (default: its CUDA_VISIBLE_DEVICES, else the "
     "GPUs holding its processes, else all).",
 )
-@click.option(
+@options.shown(
     "--server-kind",
-    type=click.Choice(["auto", "vllm", "sglang", "trtllm", "openai", "generic"]),
-    default="auto",
-    show_default=True,
-    help="What the --endpoint accepts. auto: probe it with a few small requests before the load "
+    click.Choice(["auto", "vllm", "sglang", "trtllm", "openai", "generic"]),
+    "auto",
+    "What the --endpoint accepts. auto: probe it with a few small requests before the load "
     "(token-id prompts, ignore_eos/min_tokens, usage per chunk, n > 1, chat template); a kind "
     "skips the probe: vllm/sglang/trtllm take all of them, openai and generic none (text "
     "prompts, max_tokens only).",
@@ -156,12 +149,11 @@ from profiler.run_server import prepare_run, probe_host
 @options.seed
 @options.out_dir("Directory for run directories.", Path("runs"))
 @click.option("--run-id", help="Run directory name (default: run-<time>).")
-@click.option(
+@options.shown(
     "--repeat",
-    type=options.COUNT,
-    default=1,
-    show_default=True,
-    help="Run the same spec N times: <out>/<run-id>/rep-01.. and repeats.json; a launched "
+    options.COUNT,
+    1,
+    "Run the same spec N times: <out>/<run-id>/rep-01.. and repeats.json; a launched "
     "server serves every repeat. `infprof compare` takes the directory as one side.",
 )
 @options.output

@@ -63,12 +63,7 @@ def _ep_list(text: str | None) -> list[bool] | None:
 @options.serve_arg
 @click.option("--concurrency", help="Closed-loop load levels, e.g. 1,4,16.")
 @click.option("--rate", help="Open-loop load levels in requests/s, e.g. 1,2,4.")
-@click.option(
-    "--arrival",
-    type=click.Choice(["constant", "poisson", "gamma"]),
-    default="poisson",
-    show_default=True,
-)
+@options.shown("--arrival", click.Choice(["constant", "poisson", "gamma"]), "poisson")
 @click.option(
     "--workload",
     "workloads",
@@ -88,14 +83,9 @@ def _ep_list(text: str | None) -> list[bool] | None:
     show_default=str(TARGET_FRACTION),
     help="Share of requests that must meet the SLOs (as fraction= in --slo).",
 )
-@click.option("--start-rate", type=options.POSITIVE, default=1.0, show_default=True)
-@click.option(
-    "--tolerance",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
-)
-@click.option("--max-probes", type=click.IntRange(min=2), default=12, show_default=True)
+@options.shown("--start-rate", options.POSITIVE, 1.0)
+@options.shown("--tolerance", click.FloatRange(0, 1, min_open=True, max_open=True), 0.05)
+@options.shown("--max-probes", click.IntRange(min=2), 12)
 @click.option("--max-rate", type=options.POSITIVE, help="Never probe above this rate.")
 @options.window
 @options.server
@@ -107,12 +97,11 @@ def _ep_list(text: str | None) -> list[bool] | None:
     help="The servers' GPUs: NVML indices or UUIDs, comma separated (as `infprof run --gpus`).",
 )
 @options.seed
-@click.option(
+@options.shown(
     "--repeat",
-    type=options.COUNT,
-    default=1,
-    show_default=True,
-    help="Runs per point (runs/<point>/rep-01..); the index keeps each and their median and spread.",
+    options.COUNT,
+    1,
+    "Runs per point (runs/<point>/rep-01..); the index keeps each and their median and spread.",
 )
 @options.out_dir("Sweep directory (default runs/sweep-<time>).")
 @click.option(
@@ -121,21 +110,16 @@ def _ep_list(text: str | None) -> list[bool] | None:
     help="Continue an interrupted sweep.",
 )
 @click.option("--retry-failed", is_flag=True, help="On resume, rerun failed points too.")
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Where points run: here, one after another (local), or as Ray tasks on a Ray "
-    "cluster, in parallel as its GPUs allow, each launching its server on its node (ray).",
+@options.executor(
+    "Where points run: here, one after another (local), or as Ray tasks on a Ray "
+    "cluster, in parallel as its GPUs allow, each launching its server on its node (ray)."
 )
 @options.ray_address
-@click.option(
+@options.shown(
     "--max-node-retries",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="With --executor ray: reruns of a point whose node was lost mid-run.",
+    click.IntRange(min=0),
+    2,
+    "With --executor ray: reruns of a point whose node was lost mid-run.",
 )
 @options.output
 @click.option("--json", "as_json", is_flag=True, help="Print index.json at the end.")
@@ -188,6 +172,36 @@ def command(**o: Any) -> None:
         click.echo(f"report: {write_report([sweep_dir])}")
 
 
+# options a SweepSpec field takes as they are: by the same name, or with its unit
+_SAME_NAME = (
+    "model",
+    "endpoint",
+    "api_key_env",
+    "arrival",
+    "num_requests",
+    "input_len",
+    "output_len",
+    "search",
+    "start_rate",
+    "tolerance",
+    "max_probes",
+    "max_rate",
+    "seed",
+    "repeat",
+    "max_model_len",
+    "gpu_memory_utilization",
+    "load_format",
+    "dtype",
+)
+_SECONDS = {
+    "duration": "duration_s",
+    "warmup": "warmup_s",
+    "cooldown": "cooldown_s",
+    "request_timeout": "request_timeout_s",
+    "ready_timeout": "ready_timeout_s",
+}
+
+
 def spec_from_params(o: dict[str, Any]) -> Any:
     """The SweepSpec of ``infprof sweep``'s parsed options."""
     from pydantic import ValidationError
@@ -229,38 +243,17 @@ def spec_from_params(o: dict[str, Any]) -> Any:
         tokenizer = check_tokenizer(o["tokenizer"])
     try:
         return SweepSpec(
+            **{k: o[k] for k in _SAME_NAME},
+            **{field: o[k] for k, field in _SECONDS.items()},
             sweep_id=sweep_id,
-            model=o["model"],
-            endpoint=o["endpoint"],
-            api_key_env=o["api_key_env"],
             tokenizer=tokenizer,
             grid=SweepGrid(**grid),
             serve_args=list(o["serve_arg"]) if not o["endpoint"] else [],
             load_kind="rate" if rate else "concurrency",
             loads=[float(v) for v in (rate or conc or [])],
-            arrival=o["arrival"],
             workloads=list(o["workloads"]) or ["default"],
-            num_requests=o["num_requests"],
-            duration_s=o["duration"],
-            input_len=o["input_len"],
-            output_len=o["output_len"],
             slo=_slo(o["slo"], o["target_fraction"]),
-            search=o["search"],
-            start_rate=o["start_rate"],
-            tolerance=o["tolerance"],
-            max_probes=o["max_probes"],
-            max_rate=o["max_rate"],
-            warmup_s=o["warmup"],
-            cooldown_s=o["cooldown"],
-            seed=o["seed"],
-            repeat=o["repeat"],
             sample_interval_s=None if o["no_telemetry"] else o["sample_interval"],
-            request_timeout_s=o["request_timeout"],
-            ready_timeout_s=o["ready_timeout"],
-            max_model_len=o["max_model_len"],
-            gpu_memory_utilization=o["gpu_memory_utilization"],
-            load_format=o["load_format"],
-            dtype=o["dtype"],
             gpus=gpus,
         )
     except ValidationError as e:

@@ -21,6 +21,16 @@ from profiler.sweep.spec import SweepSpec
 
 SEARCH_SECONDS_PER_PROBE = 15.0  # probes without --num-requests/--duration: ~15 s of load
 SEARCH_MIN_REQUESTS = 30
+# SweepSpec fields a run takes by the same name: for its server (RunOptions), for its RunSpec
+_SERVER_FIELDS = (
+    "model",
+    "max_model_len",
+    "gpu_memory_utilization",
+    "load_format",
+    "dtype",
+    "gpus",
+)
+_RUN_FIELDS = ("warmup_s", "cooldown_s", "request_timeout_s", "sample_interval_s", "seed", "gpus")
 
 
 def _workload(spec: SweepSpec, workload: str) -> WorkloadSpec:
@@ -37,25 +47,18 @@ def serve_spec(spec: SweepSpec, config: dict[str, Any]) -> ServeSpec:
 
     host = probe_host()
     opts = RunOptions(
-        model=spec.model,
-        tp=config["tp"],
-        pp=config["pp"],
-        dp=config["dp"],
+        **{k: getattr(spec, k) for k in _SERVER_FIELDS},
+        **{k: v for k, v in config.items() if k != "ep"},  # tp, pp, dp, max_num_...
         expert_parallel=config["ep"],
-        max_num_seqs=config["max_num_seqs"],
-        max_num_batched_tokens=config["max_num_batched_tokens"],
-        max_model_len=spec.max_model_len,
-        gpu_memory_utilization=spec.gpu_memory_utilization,
-        load_format=spec.load_format,
-        dtype=spec.dtype,
         serve_arg=tuple(spec.serve_args),
         ready_timeout=spec.ready_timeout_s,
-        gpus=spec.gpus,
     )
     best: ServeSpec | None = None
     for workload in spec.workloads:
         wl = _workload(spec, workload)
-        serve, _ = target(opts, wl, arrival_for(wl, seed=spec.seed, concurrency=1), host)
+        serve, _ = target(
+            opts, wl, arrival_for(wl, RunOptions(seed=spec.seed, concurrency=1)), host
+        )
         assert serve is not None
         if best is None or (serve.max_model_len or 0) > (best.max_model_len or 0):
             best = serve
@@ -84,9 +87,10 @@ def point_run_spec(
     wl = _workload(spec, workload)
     value = float(load["value"])
     if load["kind"] == "concurrency":
-        arrival = arrival_for(wl, seed=spec.seed, concurrency=int(value))
+        level = RunOptions(seed=spec.seed, concurrency=int(value))
     else:
-        arrival = arrival_for(wl, seed=spec.seed, rate=value, arrival=spec.arrival)
+        level = RunOptions(seed=spec.seed, rate=value, arrival=spec.arrival)
+    arrival = arrival_for(wl, level)
     num_requests, duration = spec.num_requests, spec.duration_s
     if spec.search == "slo" and num_requests is None and duration is None:
         num_requests = max(SEARCH_MIN_REQUESTS, math.ceil(value * SEARCH_SECONDS_PER_PROBE))
@@ -100,15 +104,10 @@ def point_run_spec(
             arrival=arrival,
             num_requests=num_requests,
             duration_s=duration,
-            warmup_s=spec.warmup_s,
-            cooldown_s=spec.cooldown_s,
-            request_timeout_s=spec.request_timeout_s,
             endpoint=EndpointSpec(url=url, model=model, api_key_env=spec.api_key_env),
             tokenizer=tokenizer,
             slo=spec.slo,
-            sample_interval_s=spec.sample_interval_s,
-            seed=spec.seed,
-            gpus=spec.gpus,
+            **{k: getattr(spec, k) for k in _RUN_FIELDS},
         )
     except ValidationError as e:
         raise SpecError.from_validation(
