@@ -21,6 +21,7 @@ import numpy as np
 
 from profiler.clock import RunClock
 from profiler.errors import StorageError
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import StreamingClient
 from profiler.load.record import RequestRecord
 
@@ -47,25 +48,6 @@ def _run_delay_s(tid: int | None) -> float | None:
             return int(f.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return None
-
-
-@dataclass
-class LoadPlan:
-    """What to send: closed loop (``concurrency``) or open loop (``offsets_s``, seconds from the
-    start of the load), optionally capped at ``max_concurrency`` in flight."""
-
-    workload: str
-    num_requests: int | None = None
-    duration_s: float | None = None
-    concurrency: int | None = None
-    offsets_s: np.ndarray | None = None
-    max_concurrency: int | None = None
-    target_rate: Callable[[float], float | None] | None = None
-    start_s: float | None = None  # origin of offsets_s on the run clock (default: now)
-    # sessions (profiler.load.session_loop): the requests are SessionPlans; ``concurrency``
-    # is then the number of users, ``offsets_s`` the session starts
-    sessions: bool = False
-    answer_encoder: Callable[[list[str]], list[list[int]]] | None = None
 
 
 @dataclass

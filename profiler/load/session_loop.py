@@ -24,7 +24,8 @@ from profiler.load.client import Answer
 from profiler.load.sessions import History, SessionPlan
 
 if TYPE_CHECKING:
-    from profiler.load.driver import Driver, LoadPlan
+    from profiler.load.arrivals import LoadPlan
+    from profiler.load.driver import Driver
 
 log = logging.getLogger(__name__)
 

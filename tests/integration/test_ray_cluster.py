@@ -253,8 +253,8 @@ def test_skewed_worker_clock_is_corrected(
     import ray
 
     from profiler.clock import RunClock
+    from profiler.load.arrivals import LoadPlan
     from profiler.load.client import ClientOptions
-    from profiler.load.driver import LoadPlan
     from profiler.load.ray_workers import run_ray_workers
     from profiler.run_options import RunOptions, build_run_spec
     from profiler.run_server import probe_host
@@ -271,7 +271,7 @@ def test_skewed_worker_clock_is_corrected(
     clock = RunClock()
     from profiler.load.arrivals import schedule
 
-    sched = schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    sched = schedule(spec.arrival, spec.num_requests, spec.duration_s, workload="w")
     plan = LoadPlan(workload=spec.workload.name, num_requests=20, offsets_s=sched.offsets_s)
     opts = ClientOptions(base_url=fake_url, model="fake-model", request_timeout_s=30)
     try:

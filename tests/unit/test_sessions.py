@@ -16,8 +16,9 @@ from pydantic import ValidationError
 from profiler.clock import RunClock
 from profiler.distributions import TimeDist
 from profiler.errors import SpecError
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import Answer, ClientOptions, StreamingClient, StreamState
-from profiler.load.driver import Driver, LoadPlan
+from profiler.load.driver import Driver
 from profiler.load.record import RequestRecord, turn_bucket
 from profiler.load.sessions import History, iter_sessions, sample_seconds
 from profiler.run_options import RunOptions, build_run_spec
