@@ -275,7 +275,7 @@ class _Context:
             "config": config,
             "label": config_label(config),
             "workload": workload,
-            "slo": s.slo,
+            "slo": s.slo.model_dump(),
             "target_fraction": s.target_fraction,
             **res.to_dict(),
             "best_point": best_point["id"] if best_point else None,
