@@ -81,7 +81,7 @@ class RunOptions:
     out: Path = Path("runs")
     run_id: str | None = None
     gpus: str | list[str] | None = None  # --gpus text, or ids already parsed (a sweep)
-    server_kind: str | None = None  # None: auto (probe the endpoint)
+    server_kind: str = "auto"  # auto: probe the endpoint
     max_error_rate: float | None = None
 
 

@@ -90,9 +90,9 @@ def target(
             url=o.endpoint,
             model=o.model,
             api_key_env=o.api_key_env,
-            server_kind=o.server_kind or "auto",  # type: ignore[arg-type]
+            server_kind=o.server_kind,  # type: ignore[arg-type]
         )
-    if o.server_kind not in (None, "auto"):
+    if o.server_kind != "auto":
         raise SpecError(
             "--server-kind describes an --endpoint; a server infprof launches is vLLM",
             "drop --server-kind, or add --endpoint URL",

@@ -220,3 +220,17 @@ def test_an_older_sweep_json_keeps_its_slo_and_fraction(tmp_path: Path) -> None:
     unset = SweepSpec.model_validate({**old, "slo": None, "target_fraction": 0.9})
     assert not unset.slo.is_set()
     assert json.loads(json.dumps(spec.model_dump(mode="json")))["slo"]["ttft_s"] == 0.5
+
+
+def test_run_options_default_as_infprof_run_does() -> None:
+    """RunOptions (what tests and a sweep's servers build runs from) and `infprof run` with no
+    flags ask for the same run: their defaults cannot drift apart."""
+    from dataclasses import asdict, fields
+
+    from profiler.run_options import RunOptions
+
+    params = _run_params([])
+    for k in run_cli._NOT_SPEC:
+        params.pop(k)
+    assert set(params) == {f.name for f in fields(RunOptions)}
+    assert asdict(RunOptions(**params)) == asdict(RunOptions())
