@@ -39,6 +39,15 @@ def executor(help_text: str) -> Decorator[Any]:
     return shown("--executor", click.Choice(["local", "ray"]), "local", help_text)
 
 
+def given_only(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """The value when given on the command line (or the environment), else ``None``: the
+    default ``--help`` shows is then applied where it is defined."""
+    from click.core import ParameterSource
+
+    source = ctx.get_parameter_source(param.name or "")
+    return None if source in (None, ParameterSource.DEFAULT) else value
+
+
 def parse_slo(_ctx: click.Context, _param: click.Parameter, text: str | None) -> Any:
     """``--slo`` as a ``SloSpec`` (unset: no SLO); a bad value fails in one line."""
     from profiler.spec import SloSpec

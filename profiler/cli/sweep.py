@@ -80,7 +80,9 @@ def _ep_list(text: str | None) -> list[bool] | None:
 @click.option(
     "--target-fraction",
     type=click.FloatRange(0, 1, min_open=True),
-    show_default=str(TARGET_FRACTION),
+    default=TARGET_FRACTION,
+    show_default=True,
+    callback=options.given_only,
     help="Share of requests that must meet the SLOs (as fraction= in --slo).",
 )
 @options.shown("--start-rate", options.POSITIVE, 1.0)
