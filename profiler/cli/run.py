@@ -19,7 +19,7 @@ from profiler.errors import (
     SpecError,
 )
 from profiler.run_options import RunOptions, build_run_spec
-from profiler.run_server import prepare_run, probe_host
+from profiler.run_server import Host, prepare_run, probe_host
 
 
 @click.command("run")
@@ -224,7 +224,9 @@ _NOT_SPEC = ("json_", "quiet", "write_report", "repeat")  # what the command doe
 def spec_from_params(params: dict[str, Any]) -> Any:
     """The RunSpec of ``infprof run``'s parsed options, on this host."""
     opts = RunOptions(**{k: v for k, v in params.items() if k not in _NOT_SPEC})
-    spec = build_run_spec(probe_host(), opts)
+    # the host decides the default model and workload of a launched server only
+    host = probe_host() if opts.endpoint is None else Host()
+    spec = build_run_spec(host, opts)
     if spec.executor == "ray":
         return _on_ray(spec)
     if spec.ray_address is not None:
