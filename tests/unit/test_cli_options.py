@@ -234,3 +234,29 @@ def test_run_options_default_as_infprof_run_does() -> None:
         params.pop(k)
     assert set(params) == {f.name for f in fields(RunOptions)}
     assert asdict(RunOptions(**params)) == asdict(RunOptions())
+
+
+def test_the_runner_makes_the_embedded_model_before_launching_its_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec built without side effects still launches: runner.execute prepares the run (the
+    tiny model's directory) before the server starts."""
+    from profiler.errors import ServerError
+    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_server import Host
+    from profiler.runner import execute
+
+    monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
+    seen: list[bool] = []
+
+    class NoServer:
+        def __init__(self, serve: Any, _log: Path) -> None:
+            seen.append((Path(serve.model) / "tokenizer.json").is_file())
+            raise ServerError("no server in this test", "none")
+
+    monkeypatch.setattr("profiler.serving.vllm.VllmServer", NoServer)
+    spec = build_run_spec(Host(), RunOptions(out=tmp_path / "runs", no_telemetry=True))
+    assert spec.serve is not None and not Path(spec.serve.model).exists()
+    with pytest.raises(ServerError):
+        execute(spec)
+    assert seen == [True]
