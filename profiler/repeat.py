@@ -57,9 +57,9 @@ def run_repeats(
         raise SpecError(f"--repeat {repeat}: repeats need at least 2 runs", "e.g. --repeat 3")
     hooks = hooks or RunHooks()
     status = hooks.on_status or (lambda _m: None)
-    from profiler.load.arrivals import schedule
+    from profiler.load.arrivals import load_plan
 
-    schedule(spec.arrival, spec.num_requests, spec.duration_s)  # a bad trace fails first
+    load_plan(spec)  # a bad trace fails first
     parent = new_run_directory(spec.out_dir, check_run_id(spec.run_id or new_run_id()))
     data: dict[str, Any] = {
         "schema_version": 1,

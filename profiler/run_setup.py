@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def capabilities(
     spec: RunSpec, endpoint: Endpoint, launched: bool, status: Callable[[str], None]
 ) -> Capabilities:
-    """What the endpoint accepts (profiler/serving/capabilities.py): vLLM's full request for a
+    """What the endpoint accepts (profiler/load/capabilities.py): vLLM's full request for a
     server infprof launched, ``--server-kind``'s preset, else probed before the load."""
     from profiler.load.capabilities import Needs
     from profiler.load.preflight import resolve

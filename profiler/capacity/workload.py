@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from profiler.capacity.sizing import WorkloadShape
+from profiler.distributions import LengthDist
 from profiler.errors import SpecError
-from profiler.spec import LengthDist, WorkloadSpec
+from profiler.spec import WorkloadSpec
 
 DEFAULT_INPUT_LEN = 1024.0
 DEFAULT_OUTPUT_LEN = 256.0

@@ -15,41 +15,29 @@ from types import FrameType
 
 import click
 
+from profiler.cli.options import shown
 from profiler.metrics.node import NodeConfig
 
 
 @click.command("exporter")
-@click.option(
+@shown(
     "--port",
-    type=click.IntRange(0, 65535),
-    default=9400,
-    show_default=True,
-    help="Port for /metrics (0 picks a free one; 9400 is dcgm-exporter's).",
+    click.IntRange(0, 65535),
+    9400,
+    "Port for /metrics (0 picks a free one; 9400 is dcgm-exporter's).",
 )
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind; 0.0.0.0 to let a remote Prometheus scrape.",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.1),
-    default=1.0,
-    show_default=True,
-    help="Sampling period in seconds.",
-)
+@shown("--host", None, "127.0.0.1", "Address to bind; 0.0.0.0 to let a remote Prometheus scrape.")
+@shown("--interval", click.FloatRange(min=0.1), 1.0, "Sampling period in seconds.")
 @click.option(
     "--dcgm-compatible",
     is_flag=True,
     help="Also expose dcgm-exporter's names and units (DCGM_FI_*).",
 )
-@click.option(
+@shown(
     "--dcgm-hostname-label",
-    type=click.Choice(["Hostname", "hostname"]),
-    default="Hostname",
-    show_default=True,
-    help="Hostname label name on DCGM_FI_* series (dcgm-exporter renamed it in 2026).",
+    click.Choice(["Hostname", "hostname"]),
+    "Hostname",
+    "Hostname label name on DCGM_FI_* series (dcgm-exporter renamed it in 2026).",
 )
 @click.option("--hostname", help="Value of the hostname label (default: this machine's hostname).")
 @click.option("--per-core", is_flag=True, help="Also export CPU utilization per core.")

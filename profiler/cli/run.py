@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from profiler.cli import options
 from profiler.cli.render import progress_on_stderr, render_summary
 from profiler.errors import (
     EXIT_FAILING,
@@ -17,56 +18,33 @@ from profiler.errors import (
     RunInterrupted,
     SpecError,
 )
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import Host, prepare_run, probe_host
 
 
 @click.command("run")
-@click.option(
-    "--model",
-    help="Model path or name to serve (default: an embedded model made offline, served with "
-    "dummy weights: the tiny model on a CPU machine, the Llama-3.1-8B or -3.2-1B shape on a GPU).",
-)
+@options.model
 @click.option(
     "--endpoint", help="Attach to a running OpenAI-compatible server instead of launching vLLM."
 )
-@click.option(
-    "--api-key-env", metavar="NAME", help="Environment variable holding the endpoint's API key."
-)
-@click.option(
-    "--tokenizer",
-    metavar="PATH",
-    help="tokenizer.json (or a model directory holding one) to count streamed tokens with when "
-    "the server reports no per-chunk usage (default: the launched model's own, if local).",
-)
+@options.endpoint
 @click.option(
     "--workload",
     default=None,
     help="Workload name (see `infprof workloads`) or YAML file (default: 'default'; "
     "'gpu-default' when the server is launched on a GPU host).",
 )
-@click.option(
-    "--concurrency", type=click.IntRange(min=1), help="Closed loop: requests kept in flight."
-)
-@click.option(
-    "--rate", type=click.FloatRange(min=0, min_open=True), help="Open loop: requests per second."
-)
+@click.option("--concurrency", type=options.COUNT, help="Closed loop: requests kept in flight.")
+@click.option("--rate", type=options.POSITIVE, help="Open loop: requests per second.")
 @click.option(
     "--arrival",
     type=click.Choice(["constant", "poisson", "gamma", "ramp", "trace"]),
     help="Open-loop arrival process (default poisson with --rate).",
 )
+@click.option("--burstiness", type=options.POSITIVE, help="Gamma shape (<1 burstier than Poisson).")
+@click.option("--rate-start", type=options.POSITIVE, help="Ramp: starting rate.")
 @click.option(
-    "--burstiness",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Gamma shape (<1 burstier than Poisson).",
-)
-@click.option(
-    "--rate-start", type=click.FloatRange(min=0, min_open=True), help="Ramp: starting rate."
-)
-@click.option(
-    "--max-concurrency",
-    type=click.IntRange(min=1),
-    help="Cap on in-flight requests for open loops.",
+    "--max-concurrency", type=options.COUNT, help="Cap on in-flight requests for open loops."
 )
 @click.option("--trace", type=click.Path(path_type=Path), help="Trace file (JSONL/CSV) to replay.")
 @click.option(
@@ -76,12 +54,12 @@ from profiler.runspec import RunOptions, build_run_spec
 )
 @click.option(
     "--trace-speedup",
-    type=click.FloatRange(min=0, min_open=True),
+    type=options.POSITIVE,
     help="Replay the trace this many times faster (2: half the gaps).",
 )
 @click.option(
     "--users",
-    type=click.IntRange(min=1),
+    type=options.COUNT,
     help="Sessions: closed loop of N users, each keeping its slot through its session's turns "
     "and think times.",
 )
@@ -106,57 +84,30 @@ from profiler.runspec import RunOptions, build_run_spec
     "--output-len-column",
     help="Dataset column holding output lengths in tokens (default: output_len if present).",
 )
-@click.option("--num-requests", type=click.IntRange(min=1), help="Requests to send.")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds of load (stops dispatching after).",
-)
-@click.option("--input-len", type=click.IntRange(min=1), help="Fixed prompt length in tokens.")
-@click.option("--output-len", type=click.IntRange(min=1), help="Fixed output length in tokens.")
+@options.load
 @click.option("--n", "n_samples", type=click.IntRange(1, 16), help="Parallel samples per prompt.")
 @click.option("--api", type=click.Choice(["completions", "chat"]), help="Endpoint API to use.")
-@click.option("--slo", help="Latency SLOs in seconds, e.g. ttft=0.5,tpot=0.05,e2e=10.")
-@click.option(
-    "--warmup", type=click.FloatRange(min=0), default=0.0, help="Seconds excluded at the start."
-)
-@click.option(
-    "--cooldown", type=click.FloatRange(min=0), default=0.0, help="Seconds excluded at the end."
-)
-@click.option("--tp", type=click.IntRange(min=1), help="Tensor-parallel size.")
-@click.option("--pp", type=click.IntRange(min=1), help="Pipeline-parallel size.")
-@click.option("--dp", type=click.IntRange(min=1), help="Data-parallel size.")
+@options.slo
+@options.window
+@click.option("--tp", type=options.COUNT, help="Tensor-parallel size.")
+@click.option("--pp", type=options.COUNT, help="Pipeline-parallel size.")
+@click.option("--dp", type=options.COUNT, help="Data-parallel size.")
 @click.option(
     "--ep/--no-ep", "expert_parallel", default=None, help="Expert parallelism for MoE layers."
 )
-@click.option("--max-model-len", type=click.IntRange(min=1))
-@click.option("--max-num-seqs", type=click.IntRange(min=1))
-@click.option("--max-num-batched-tokens", type=click.IntRange(min=1))
-@click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True))
-@click.option("--load-format", help="vLLM --load-format (e.g. dummy for random weights).")
-@click.option("--dtype", help="vLLM --dtype.")
+@click.option("--max-num-seqs", type=options.COUNT)
+@click.option("--max-num-batched-tokens", type=options.COUNT)
+@options.server
 @click.option("--port", type=click.IntRange(1, 65535), help="Server port (default: a free one).")
-@click.option(
-    "--serve-arg",
-    multiple=True,
-    help="Extra vLLM argument, repeatable (e.g. --serve-arg=--enable-prefix-caching).",
-)
-@click.option("--ready-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True)
-@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True)
-@click.option(
-    "--sample-interval",
-    type=click.FloatRange(min=0.01),
-    default=0.5,
-    show_default=True,
-    help="Telemetry period in seconds.",
-)
-@click.option("--no-telemetry", is_flag=True, help="Sample nothing (no NVML, host or /metrics).")
+@options.serve_arg
+@options.timeouts
+@options.telemetry
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     help="Serve live Prometheus metrics on this port.",
 )
-@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@options.shown("--metrics-host", None, "127.0.0.1")
 @click.option(
     "--textfile",
     type=click.Path(path_type=Path),
@@ -167,26 +118,12 @@ from profiler.runspec import RunOptions, build_run_spec
     "--prometheus-url",
     help="Pull GPU/server series of all nodes for the run window from Prometheus.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Load-generator processes.",
+@options.shown("--workers", options.COUNT, 1, "Load-generator processes.")
+@options.executor(
+    "ray: run on a Ray cluster: a launched vLLM spans its nodes (--tp x --pp GPUs, "
+    "vLLM's Ray backend), every node's GPUs are sampled, and --workers are Ray actors."
 )
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="ray: run on a Ray cluster: a launched vLLM spans its nodes (--tp x --pp GPUs, "
-    "vLLM's Ray backend), every node's GPUs are sampled, and --workers are Ray actors.",
-)
-@click.option(
-    "--ray-address",
-    metavar="HOST:PORT",
-    help="The Ray cluster to join (default: RAY_ADDRESS, else the cluster this node joined).",
-)
+@options.ray_address
 @click.option(
     "--gpus",
     metavar="IDS",
@@ -194,12 +131,11 @@ from profiler.runspec import RunOptions, build_run_spec
     "them, and a launched server runs on them (default: its CUDA_VISIBLE_DEVICES, else the "
     "GPUs holding its processes, else all).",
 )
-@click.option(
+@options.shown(
     "--server-kind",
-    type=click.Choice(["auto", "vllm", "sglang", "trtllm", "openai", "generic"]),
-    default="auto",
-    show_default=True,
-    help="What the --endpoint accepts. auto: probe it with a few small requests before the load "
+    click.Choice(["auto", "vllm", "sglang", "trtllm", "openai", "generic"]),
+    "auto",
+    "What the --endpoint accepts. auto: probe it with a few small requests before the load "
     "(token-id prompts, ignore_eos/min_tokens, usage per chunk, n > 1, chat template); a kind "
     "skips the probe: vllm/sglang/trtllm take all of them, openai and generic none (text "
     "prompts, max_tokens only).",
@@ -210,28 +146,19 @@ from profiler.runspec import RunOptions, build_run_spec
     help="Stop when more than this share of the last 30 finished requests failed, and exit 8 "
     "when the whole run's error rate is above it (as GuideLLM's max_error_rate).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("runs"),
-    show_default=True,
-    help="Directory for run directories.",
-)
+@options.seed
+@options.out_dir("Directory for run directories.", Path("runs"))
 @click.option("--run-id", help="Run directory name (default: run-<time>).")
-@click.option(
+@options.shown(
     "--repeat",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Run the same spec N times: <out>/<run-id>/rep-01.. and repeats.json; a launched "
+    options.COUNT,
+    1,
+    "Run the same spec N times: <out>/<run-id>/rep-01.. and repeats.json; a launched "
     "server serves every repeat. `infprof compare` takes the directory as one side.",
 )
-@click.option(
-    "--report", "write_report", is_flag=True, help="Write the HTML/Markdown report at the end."
-)
+@options.output
 @click.option("--json", "json_", is_flag=True, help="Print summary.json instead of the table.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@options.quiet
 def command(**kwargs: Any) -> None:
     """Run one load test and write a run directory.
 
@@ -251,16 +178,8 @@ def command(**kwargs: Any) -> None:
     6 ended early (interrupted, server died, endpoint lost), 8 requests failed: the first 20
     (or all of the first 10 s) failed, or the error rate passed --max-error-rate.
     """
-    json_ = kwargs.pop("json_")
-    quiet = kwargs.pop("quiet")
-    write_report = kwargs.pop("write_report")
-    repeat = kwargs.pop("repeat")
-    opts = RunOptions(**kwargs)
-    spec = build_run_spec(opts)
-    if spec.executor == "ray":
-        spec = _on_ray(spec)
-    elif spec.ray_address is not None:
-        raise SpecError("--ray-address needs --executor ray", "add --executor ray")
+    json_, quiet, write_report, repeat = (kwargs[k] for k in _NOT_SPEC)
+    spec = spec_from_params(kwargs)
     from profiler.runner import RunHooks, execute
 
     with progress_on_stderr(spec.num_requests, quiet) as on_progress:  # closed before output
@@ -269,6 +188,7 @@ def command(**kwargs: Any) -> None:
             on_status=None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True)),
         )
         if repeat > 1:
+            prepare_run(spec)  # the repeats' one server is launched before any runner.execute
             res = _run_repeats(spec, repeat, hooks)
         else:
             try:
@@ -296,6 +216,22 @@ def command(**kwargs: Any) -> None:
             err=True,
         )
         sys.exit(_exit_code(result.ended))
+
+
+_NOT_SPEC = ("json_", "quiet", "write_report", "repeat")  # what the command does with a run
+
+
+def spec_from_params(params: dict[str, Any]) -> Any:
+    """The RunSpec of ``infprof run``'s parsed options, on this host."""
+    opts = RunOptions(**{k: v for k, v in params.items() if k not in _NOT_SPEC})
+    # the host decides the default model and workload of a launched server only
+    host = probe_host() if opts.endpoint is None else Host()
+    spec = build_run_spec(host, opts)
+    if spec.executor == "ray":
+        return _on_ray(spec)
+    if spec.ray_address is not None:
+        raise SpecError("--ray-address needs --executor ray", "add --executor ray")
+    return spec
 
 
 def _exit_code(ended: str) -> int:

@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
+from profiler.cli import options
 from profiler.errors import SpecError
+from profiler.spec import TARGET_FRACTION
 
 
 def _list(kind: type, name: str, text: str | None) -> list[Any] | None:
@@ -47,142 +49,88 @@ def _ep_list(text: str | None) -> list[bool] | None:
 
 
 @click.command("sweep")
-@click.option("--model", help="Model to serve (default on a CPU machine: the tiny model).")
+@options.model
 @click.option(
     "--endpoint", help="Sweep loads against this running server (no relaunch; grid flags ignored)."
 )
-@click.option(
-    "--api-key-env", metavar="NAME", help="Environment variable holding the endpoint's API key."
-)
-@click.option(
-    "--tokenizer",
-    metavar="PATH",
-    help="tokenizer.json (or a model directory holding one) to count streamed tokens with when "
-    "the server reports no per-chunk usage (default: the launched model's own, if local).",
-)
+@options.endpoint
 @click.option("--tp", help="Tensor-parallel sizes, e.g. 1,2.")
 @click.option("--pp", help="Pipeline-parallel sizes.")
 @click.option("--dp", help="Data-parallel sizes.")
 @click.option("--ep", help="Expert parallelism: off, on or off,on.")
 @click.option("--max-num-seqs", help="vLLM --max-num-seqs values, e.g. 8,16.")
 @click.option("--max-num-batched-tokens", help="vLLM --max-num-batched-tokens values.")
-@click.option(
-    "--serve-arg", multiple=True, help="Extra vLLM argument for every configuration (repeatable)."
-)
+@options.serve_arg
 @click.option("--concurrency", help="Closed-loop load levels, e.g. 1,4,16.")
 @click.option("--rate", help="Open-loop load levels in requests/s, e.g. 1,2,4.")
-@click.option(
-    "--arrival",
-    type=click.Choice(["constant", "poisson", "gamma"]),
-    default="poisson",
-    show_default=True,
-)
+@options.shown("--arrival", click.Choice(["constant", "poisson", "gamma"]), "poisson")
 @click.option(
     "--workload",
     "workloads",
     multiple=True,
     help="Workload name or YAML file (repeatable; default: default).",
 )
-@click.option("--num-requests", type=click.IntRange(min=1), help="Requests per point.")
-@click.option(
-    "--duration", type=click.FloatRange(min=0, min_open=True), help="Seconds of load per point."
-)
-@click.option("--input-len", type=click.IntRange(min=1), help="Fixed prompt length in tokens.")
-@click.option("--output-len", type=click.IntRange(min=1), help="Fixed output length in tokens.")
-@click.option(
-    "--slo",
-    help="SLOs in seconds, e.g. ttft=0.5,tpot=0.05 (SLO attainment per point; needed by --search slo).",
-)
+@options.load
+@options.slo
 @click.option(
     "--search",
     type=click.Choice(["slo"]),
-    help="Search the goodput per configuration: the highest rate meeting the SLOs.",
+    help="Search the goodput per configuration: the highest rate meeting the SLOs (needs --slo).",
 )
 @click.option(
-    "--target-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True
-)
-@click.option(
-    "--start-rate", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
-)
-@click.option(
-    "--tolerance",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
+    "--target-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=TARGET_FRACTION,
     show_default=True,
+    callback=options.given_only,
+    help="Share of requests that must meet the SLOs (as fraction= in --slo).",
 )
-@click.option("--max-probes", type=click.IntRange(min=2), default=12, show_default=True)
-@click.option(
-    "--max-rate", type=click.FloatRange(min=0, min_open=True), help="Never probe above this rate."
-)
-@click.option(
-    "--warmup",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    help="Seconds excluded at the start of each point.",
-)
-@click.option(
-    "--cooldown",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    help="Seconds excluded at the end of each point.",
-)
-@click.option("--max-model-len", type=click.IntRange(min=1))
-@click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True))
-@click.option("--load-format", help="vLLM --load-format.")
-@click.option("--dtype", help="vLLM --dtype.")
-@click.option("--ready-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True)
-@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True)
-@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True)
-@click.option("--no-telemetry", is_flag=True, help="Sample nothing.")
+@options.shown("--start-rate", options.POSITIVE, 1.0)
+@options.shown("--tolerance", click.FloatRange(0, 1, min_open=True, max_open=True), 0.05)
+@options.shown("--max-probes", click.IntRange(min=2), 12)
+@click.option("--max-rate", type=options.POSITIVE, help="Never probe above this rate.")
+@options.window
+@options.server
+@options.timeouts
+@options.telemetry
 @click.option(
     "--gpus",
     metavar="IDS",
     help="The servers' GPUs: NVML indices or UUIDs, comma separated (as `infprof run --gpus`).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
+@options.seed
+@options.shown(
     "--repeat",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Runs per point (runs/<point>/rep-01..); the index keeps each and their median and spread.",
+    options.COUNT,
+    1,
+    "Runs per point (runs/<point>/rep-01..); the index keeps each and their median and spread.",
 )
-@click.option(
-    "--out", type=click.Path(path_type=Path), help="Sweep directory (default runs/sweep-<time>)."
-)
+@options.out_dir("Sweep directory (default runs/sweep-<time>).")
 @click.option(
     "--resume",
     type=click.Path(path_type=Path, file_okay=False),
     help="Continue an interrupted sweep.",
 )
 @click.option("--retry-failed", is_flag=True, help="On resume, rerun failed points too.")
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Where points run: here, one after another (local), or as Ray tasks on a Ray "
-    "cluster, in parallel as its GPUs allow, each launching its server on its node (ray).",
+@options.executor(
+    "Where points run: here, one after another (local), or as Ray tasks on a Ray "
+    "cluster, in parallel as its GPUs allow, each launching its server on its node (ray)."
 )
-@click.option(
-    "--ray-address",
-    metavar="HOST:PORT",
-    help="The Ray cluster to join (default: RAY_ADDRESS, else the cluster this node joined).",
-)
-@click.option(
+@options.ray_address
+@options.shown(
     "--max-node-retries",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="With --executor ray: reruns of a point whose node was lost mid-run.",
+    click.IntRange(min=0),
+    2,
+    "With --executor ray: reruns of a point whose node was lost mid-run.",
 )
-@click.option(
-    "--report", "write_report", is_flag=True, help="Write the HTML/Markdown report at the end."
-)
+@options.output
 @click.option("--json", "as_json", is_flag=True, help="Print index.json at the end.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@options.quiet
 def command(**o: Any) -> None:
     """Run a grid of server configurations x loads x workloads, or an SLO search.
+
+    Each point is one run: the load, SLO, server and telemetry options mean what they mean
+    for `infprof run`, for every point.
 
     \b
     Examples:
@@ -201,7 +149,7 @@ def command(**o: Any) -> None:
             "--gpus cannot be used with --executor ray (Ray gives each point its GPUs)",
             "drop --gpus, or use --executor local",
         )
-    spec = _spec(o)
+    spec = spec_from_params(o)
     sweep_dir = resume or o["out"] or Path("runs") / spec.sweep_id
     quiet = o["quiet"]
     status = None if quiet else (lambda m: click.echo(f"infprof: {m}", err=True))
@@ -227,7 +175,38 @@ def command(**o: Any) -> None:
         click.echo(f"report: {write_html_and_markdown([sweep_dir])}")
 
 
-def _spec(o: dict[str, Any]) -> Any:
+# options a SweepSpec field takes as they are: by the same name, or with its unit
+_SAME_NAME = (
+    "model",
+    "endpoint",
+    "api_key_env",
+    "arrival",
+    "num_requests",
+    "input_len",
+    "output_len",
+    "search",
+    "start_rate",
+    "tolerance",
+    "max_probes",
+    "max_rate",
+    "seed",
+    "repeat",
+    "max_model_len",
+    "gpu_memory_utilization",
+    "load_format",
+    "dtype",
+)
+_SECONDS = {
+    "duration": "duration_s",
+    "warmup": "warmup_s",
+    "cooldown": "cooldown_s",
+    "request_timeout": "request_timeout_s",
+    "ready_timeout": "ready_timeout_s",
+}
+
+
+def spec_from_params(o: dict[str, Any]) -> Any:
+    """The SweepSpec of ``infprof sweep``'s parsed options."""
     from pydantic import ValidationError
 
     from profiler.sweep.spec import SweepGrid, SweepSpec
@@ -262,50 +241,41 @@ def _spec(o: dict[str, Any]) -> Any:
         gpus = parse_ids(o["gpus"])
     tokenizer = None
     if o["tokenizer"]:
-        from profiler.runspec import check_tokenizer
+        from profiler.run_server import check_tokenizer
 
         tokenizer = check_tokenizer(o["tokenizer"])
     try:
         return SweepSpec(
+            **{k: o[k] for k in _SAME_NAME},
+            **{field: o[k] for k, field in _SECONDS.items()},
             sweep_id=sweep_id,
-            model=o["model"],
-            endpoint=o["endpoint"],
-            api_key_env=o["api_key_env"],
             tokenizer=tokenizer,
             grid=SweepGrid(**grid),
             serve_args=list(o["serve_arg"]) if not o["endpoint"] else [],
             load_kind="rate" if rate else "concurrency",
             loads=[float(v) for v in (rate or conc or [])],
-            arrival=o["arrival"],
             workloads=list(o["workloads"]) or ["default"],
-            num_requests=o["num_requests"],
-            duration_s=o["duration"],
-            input_len=o["input_len"],
-            output_len=o["output_len"],
-            slo=o["slo"],
-            search=o["search"],
-            target_fraction=o["target_fraction"],
-            start_rate=o["start_rate"],
-            tolerance=o["tolerance"],
-            max_probes=o["max_probes"],
-            max_rate=o["max_rate"],
-            warmup_s=o["warmup"],
-            cooldown_s=o["cooldown"],
-            seed=o["seed"],
-            repeat=o["repeat"],
+            slo=_slo(o["slo"], o["target_fraction"]),
             sample_interval_s=None if o["no_telemetry"] else o["sample_interval"],
-            request_timeout_s=o["request_timeout"],
-            ready_timeout_s=o["ready_timeout"],
-            max_model_len=o["max_model_len"],
-            gpu_memory_utilization=o["gpu_memory_utilization"],
-            load_format=o["load_format"],
-            dtype=o["dtype"],
             gpus=gpus,
         )
     except ValidationError as e:
         raise SpecError.from_validation(
             e, "sweep options: {field}{reason}", "see `infprof sweep --help`"
         ) from None
+
+
+def _slo(slo: Any, target_fraction: float | None) -> Any:
+    """``--slo`` with ``--target-fraction`` (given once: in either, or the same in both)."""
+    if target_fraction is None:
+        return slo
+    if "target_fraction" in slo.model_fields_set and slo.target_fraction != target_fraction:
+        raise SpecError(
+            f"--target-fraction {target_fraction:g} and --slo fraction={slo.target_fraction:g} "
+            "disagree",
+            "give the fraction once: --target-fraction F, or fraction=F in --slo",
+        )
+    return slo.model_copy(update={"target_fraction": target_fraction})
 
 
 def _raise_interrupt(_sig: int, _frame: Any) -> None:

@@ -1,4 +1,5 @@
-"""Arrival schedules: when each request is meant to start, computed from a seed.
+"""Arrival schedules: when each request is meant to start, computed from a seed, as the
+``LoadPlan`` the driver runs.
 
 Open-loop kinds return offsets (seconds from the start of the load); the closed loop returns
 none (a request starts when a slot frees). ``max_concurrency`` caps in-flight requests of any
@@ -10,47 +11,60 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from profiler.errors import SpecError
 from profiler.load.traces import TraceRow
-from profiler.spec import ArrivalSpec
+from profiler.spec import ArrivalSpec, RunSpec
 
 BLOCK = 4096
 
 
 @dataclass
-class Schedule:
-    kind: str
-    offsets_s: np.ndarray | None
-    concurrency: int | None
-    max_concurrency: int | None
-    rate: float | None
-    rate_start: float | None = None
-    horizon_s: float | None = None
+class LoadPlan:
+    """What to send, concretely: the one shape between an ``ArrivalSpec`` and the driver.
+    Closed loop: ``concurrency`` requests in flight; open loop: ``offsets_s`` (seconds from the
+    start of the load), optionally capped at ``max_concurrency`` in flight; a trace's rows."""
+
+    workload: str
+    num_requests: int | None = None
+    duration_s: float | None = None
+    concurrency: int | None = None
+    offsets_s: np.ndarray | None = None
+    max_concurrency: int | None = None
+    # the intended request rate ``t_s`` seconds into the load (None: closed loop)
+    target_rate: Callable[[float], float | None] | None = None
+    start_s: float | None = None  # origin of offsets_s on the run clock (default: now)
     trace_rows: list[TraceRow] | None = None
-
-    def target_rate(self, t_s: float) -> float | None:
-        """The intended request rate at ``t_s`` seconds into the load (None: closed loop)."""
-        if (
-            self.kind == "ramp"
-            and self.rate is not None
-            and self.rate_start is not None
-            and self.horizon_s
-        ):
-            frac = min(max(t_s / self.horizon_s, 0.0), 1.0)
-            return self.rate_start + (self.rate - self.rate_start) * frac
-        if self.kind == "trace" and self.offsets_s is not None and self.offsets_s.size > 1:
-            span = float(self.offsets_s[-1] - self.offsets_s[0])
-            return (self.offsets_s.size - 1) / span if span > 0 else None
-        return self.rate
+    # sessions (profiler.load.session_loop): the requests are SessionPlans; ``concurrency``
+    # is then the number of users, ``offsets_s`` the session starts
+    sessions: bool = False
+    answer_encoder: Callable[[list[str]], list[list[int]]] | None = None
 
 
-def schedule(spec: ArrivalSpec, num_requests: int | None, duration_s: float | None) -> Schedule:
-    """The arrival schedule of ``spec``, reproducible from ``spec.seed``.
+def _constant_rate(rate: float | None, _t_s: float) -> float | None:
+    return rate
+
+
+def _ramp_rate(r0: float, r1: float, horizon_s: float, t_s: float) -> float:
+    frac = min(max(t_s / horizon_s, 0.0), 1.0) if horizon_s else 1.0
+    return r0 + (r1 - r0) * frac
+
+
+def load_plan(run: RunSpec) -> LoadPlan:
+    """The plan of a run: its arrival's schedule, for its workload, requests and duration."""
+    return schedule(run.arrival, run.num_requests, run.duration_s, workload=run.workload.name)
+
+
+def schedule(
+    spec: ArrivalSpec, num_requests: int | None, duration_s: float | None, *, workload: str
+) -> LoadPlan:
+    """The arrival schedule of ``spec`` for ``workload``, reproducible from ``spec.seed``.
 
     Open loops stop at ``num_requests`` or ``duration_s``, whichever comes first (one of them
     is required; a trace may also run to its end). Renewal processes start at 0, then add
@@ -59,16 +73,22 @@ def schedule(spec: ArrivalSpec, num_requests: int | None, duration_s: float | No
     deterministic: request i starts where the integrated rate reaches i, over the duration
     (or over the time ``num_requests`` take at the mean of the two rates).
     """
-    if spec.kind == "concurrency":
-        return Schedule("concurrency", None, spec.concurrency, None, None)
-    if spec.kind == "users":  # closed loop: a user is a slot kept through a whole session
-        return Schedule("users", None, spec.users, None, None)
+    plan = partial(
+        LoadPlan, workload, num_requests, duration_s, max_concurrency=spec.max_concurrency
+    )
+    if spec.kind in ("concurrency", "users"):  # closed loops (a user keeps a slot per session)
+        closed = spec.concurrency if spec.kind == "concurrency" else spec.users
+        return plan(
+            concurrency=closed, max_concurrency=None, target_rate=partial(_constant_rate, None)
+        )
     if spec.kind == "trace":
         assert spec.trace is not None
         rows = read_trace(spec.trace, spec.trace_format, spec.trace_block_tokens)
         offsets = np.array([r.timestamp_s for r in rows], dtype=np.float64) * spec.time_scale
         offsets, rows = _limit(offsets, rows, num_requests, duration_s)
-        return Schedule("trace", offsets, None, spec.max_concurrency, None, trace_rows=rows)
+        span = float(offsets[-1] - offsets[0]) if offsets.size > 1 else 0.0
+        rate = (offsets.size - 1) / span if span > 0 else None
+        return plan(offsets_s=offsets, trace_rows=rows, target_rate=partial(_constant_rate, rate))
     if num_requests is None and duration_s is None:
         raise SpecError(
             f"arrival '{spec.kind}' needs a number of requests or a duration",
@@ -81,9 +101,11 @@ def schedule(spec: ArrivalSpec, num_requests: int | None, duration_s: float | No
         assert spec.rate_start is not None
         horizon = duration_s or 2.0 * (num_requests or 0) / (spec.rate_start + rate)
         offsets = _ramp(spec.rate_start, rate, horizon, num_requests, duration_s)
-        return Schedule("ramp", offsets, None, spec.max_concurrency, rate, spec.rate_start, horizon)
+        return plan(
+            offsets_s=offsets, target_rate=partial(_ramp_rate, spec.rate_start, rate, horizon)
+        )
     offsets = _renewal(spec.kind, rate, spec.burstiness, rng, num_requests, duration_s)
-    return Schedule(spec.kind, offsets, None, spec.max_concurrency, rate)
+    return plan(offsets_s=offsets, target_rate=partial(_constant_rate, rate))
 
 
 def _gaps(

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from profiler.clock import RunClock
 from profiler.errors import StorageError
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import StreamingClient
 from profiler.load.dispatch import Pace, Slots
 from profiler.load.health import ClientHealth, HealthMonitor
@@ -26,25 +25,6 @@ from profiler.load.session_loop import SessionLoad
 from profiler.store.record import RequestRecord
 
 CONNECTION_FAILURES_TO_ABORT = 16
-
-
-@dataclass
-class LoadPlan:
-    """What to send: closed loop (``concurrency``) or open loop (``offsets_s``, seconds from the
-    start of the load), optionally capped at ``max_concurrency`` in flight."""
-
-    workload: str
-    num_requests: int | None = None
-    duration_s: float | None = None
-    concurrency: int | None = None
-    offsets_s: np.ndarray | None = None
-    max_concurrency: int | None = None
-    target_rate: Callable[[float], float | None] | None = None
-    start_s: float | None = None  # origin of offsets_s on the run clock (default: now)
-    # sessions (profiler.load.session_loop): the requests are SessionPlans; ``concurrency``
-    # is then the number of users, ``offsets_s`` the session starts
-    sessions: bool = False
-    answer_encoder: Callable[[list[str]], list[list[int]]] | None = None
 
 
 @dataclass

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from profiler.clock import RunClock, measure_offset
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import ClientOptions
-from profiler.load.driver import DriverResult, LoadPlan
+from profiler.load.driver import DriverResult
 from profiler.load.spread import merge_results, split_plan
 from profiler.spec import RunSpec
 
@@ -69,7 +70,7 @@ class _LoadWorker:
         wall_start: float,
         collector: Any,
     ) -> DriverResult:
-        from profiler.load.arrivals import schedule as make_schedule
+        from profiler.load.arrivals import load_plan
         from profiler.load.client import StreamingClient
         from profiler.load.driver import Driver
         from profiler.load.spread import stride
@@ -80,7 +81,7 @@ class _LoadWorker:
         spec = RunSpec.model_validate_json(spec_json)
         # ``run_base_s``: where the driver's run clock starts, on this worker's clock
         clock = RunClock(base=run_base_s - self.skew_s, wall_start=wall_start)
-        sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+        sched = load_plan(spec)
         requests = stride(
             iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows),
             self.index,

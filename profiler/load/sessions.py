@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from profiler.distributions import TimeDist
 from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, ids_to_words
 from profiler.load.prompts import prefix_ids as make_prefix_ids
 from profiler.load.tokens import TokenEncoder
 from profiler.load.workload import BLOCK, RequestSpec, ScenarioSource, sample_lengths
-from profiler.spec import Scenario, TimeDist, WorkloadSpec
+from profiler.spec import Scenario, WorkloadSpec
 
 
 def sample_seconds(dist: TimeDist, rng: np.random.Generator, size: int) -> np.ndarray:

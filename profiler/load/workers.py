@@ -22,8 +22,9 @@ from typing import Any
 
 from profiler.analysis.latency_sketches import LatencySketches
 from profiler.clock import RunClock
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import ClientOptions, StreamingClient
-from profiler.load.driver import Driver, DriverResult, LoadPlan
+from profiler.load.driver import Driver, DriverResult
 from profiler.load.loop import run as run_loop
 from profiler.load.spread import merge_results, split_plan, stride
 from profiler.spec import RunSpec
@@ -43,12 +44,12 @@ class WorkerTask:
 
 
 def _worker_main(task: WorkerTask, plan: LoadPlan, conn: Any) -> None:
-    from profiler.load.arrivals import schedule as make_schedule
+    from profiler.load.arrivals import load_plan
     from profiler.load.workload import iter_requests
 
     spec = RunSpec.model_validate_json(task.spec_json)
     clock = RunClock(base=task.clock_base, wall_start=task.wall_start)
-    sched = make_schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    sched = load_plan(spec)
     requests = stride(
         iter_requests(spec.workload, seed=spec.seed, trace_rows=sched.trace_rows),
         task.index,

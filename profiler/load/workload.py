@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from profiler.distributions import LengthDist
 from profiler.errors import SpecError
 from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, IdSource, WordSource, ids_to_words
 from profiler.load.prompts import prefix_ids as make_prefix_ids
 from profiler.load.traces import TraceRow
-from profiler.spec import LengthDist, Scenario, WorkloadSpec, load_yaml_model
+from profiler.spec import Scenario, WorkloadSpec
+from profiler.yaml_spec import load_yaml_model
 
 if TYPE_CHECKING:
     from profiler.load.datasets import DatasetStream

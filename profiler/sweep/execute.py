@@ -46,7 +46,7 @@ from profiler.sweep.jobs import (
     local_info,
     pending_jobs,
 )
-from profiler.sweep.runspecs import point_run_spec, serve_spec
+from profiler.sweep.points import point_run_spec, serve_spec
 from profiler.sweep.search import slo_search
 from profiler.sweep.servers import ConfigFailed, ConfigServer, ServerFactory, vllm_factory
 from profiler.sweep.spec import SweepSpec, config_id, config_label, load_label, point_id
@@ -188,7 +188,7 @@ class _Context:
             "config": config,
             "label": config_label(config),
             "workload": workload,
-            "slo": s.slo,
+            "slo": s.slo.model_dump(),
             "target_fraction": s.target_fraction,
             **res.to_dict(),
             "best_point": best_point["id"] if best_point else None,

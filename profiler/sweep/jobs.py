@@ -15,7 +15,7 @@ from profiler.analysis.repeats import rep_id
 from profiler.errors import InfprofError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SweepIndex
-from profiler.sweep.runspecs import point_run_spec, serve_spec
+from profiler.sweep.points import point_run_spec, serve_spec
 from profiler.sweep.spec import SweepSpec, config_id, point_id
 
 _NO_URL = "http://127.0.0.1:1"  # replaced by the launched server's own address

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from profiler.spec import SloSpec
+
 SWEEP_SCHEMA_VERSION = 1
 
 
@@ -54,9 +56,8 @@ class SweepSpec(_Strict):
     duration_s: float | None = Field(default=None, gt=0)
     input_len: int | None = Field(default=None, ge=1)
     output_len: int | None = Field(default=None, ge=1)
-    slo: str | None = None
+    slo: SloSpec = Field(default_factory=SloSpec)  # its target_fraction is the search's too
     search: Literal["slo"] | None = None
-    target_fraction: float = Field(default=0.9, gt=0, le=1)
     start_rate: float = Field(default=1.0, gt=0)
     tolerance: float = Field(default=0.05, gt=0, lt=1)
     max_probes: int = Field(default=12, ge=2)
@@ -74,10 +75,32 @@ class SweepSpec(_Strict):
     dtype: str | None = None
     gpus: list[str] | None = None  # the servers' GPUs (NVML indices or UUIDs), as run --gpus
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older(cls, data: Any) -> Any:
+        """sweep.json before the SLO was a model: ``slo`` its --slo text (a ``fraction=`` in
+        it measured the points) and ``target_fraction`` beside it (what the search aimed at)."""
+        if not isinstance(data, dict) or "target_fraction" not in data:
+            return data
+        data = dict(data)
+        fraction = data.pop("target_fraction")
+        slo = data.get("slo")
+        if slo is None or isinstance(slo, str):
+            slo = SloSpec.parse(slo)
+            if "target_fraction" not in slo.model_fields_set and fraction is not None:
+                slo = slo.model_copy(update={"target_fraction": fraction})
+            data["slo"] = slo
+        return data
+
+    @property
+    def target_fraction(self) -> float:
+        """The share of requests that must meet the SLOs (a point's and the search's)."""
+        return self.slo.target_fraction
+
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
         if self.search == "slo":
-            if not self.slo:
+            if not self.slo.is_set():
                 raise ValueError("--search slo needs --slo ttft=..,tpot=..")
         elif not self.loads:
             raise ValueError("give load levels: --concurrency 1,4,16 or --rate 1,2,4")

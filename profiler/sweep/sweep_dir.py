@@ -15,7 +15,7 @@ from profiler.sweep.spec import SweepSpec
 def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, resume: bool) -> SweepSpec:
     """Create the sweep directory or reopen it. Reopening needs ``resume`` or the same spec;
     the saved spec wins on resume."""
-    from profiler.spec import load_yaml_model  # YAML is a superset of JSON
+    from profiler.yaml_spec import load_yaml_model  # YAML is a superset of JSON
 
     saved = sweep_dir / SPEC
     if saved.exists():

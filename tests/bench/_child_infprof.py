@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from profiler.distributions import LengthDist
 from profiler.runner import execute
-from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, Scenario, WorkloadSpec
+from profiler.spec import ArrivalSpec, EndpointSpec, RunSpec, Scenario, WorkloadSpec
 from profiler.store.rundir import read_records
 
 

@@ -59,7 +59,7 @@ def _pin(pids: list[int], cpu: int) -> None:
 
 
 def main() -> None:
-    from profiler.runspec import CPU_SERVE_ENV
+    from profiler.run_server import CPU_SERVE_ENV
     from profiler.serving import tinymodel
     from profiler.serving.vllm import VllmServer
     from profiler.spec import ServeSpec

@@ -238,7 +238,8 @@ def shim_run_spec(
 ) -> Any:
     """An in-process RunSpec whose launched "vLLM" is the OpenAI shim (tests/fakes): 4 in
     flight, 8 prompt tokens, ``output_len`` out; ``serve`` adds ServeSpec fields."""
-    from profiler.spec import ArrivalSpec, LengthDist, RunSpec, Scenario, ServeSpec, WorkloadSpec
+    from profiler.distributions import LengthDist
+    from profiler.spec import ArrivalSpec, RunSpec, Scenario, ServeSpec, WorkloadSpec
     from tests.fakes.vllm_openai_shim import make_python_wrapper
 
     return RunSpec(

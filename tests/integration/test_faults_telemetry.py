@@ -14,8 +14,9 @@ from typing import Any
 import pynvml
 import pytest
 
+from profiler.distributions import LengthDist
 from profiler.runner import RunHooks, execute
-from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, Scenario, WorkloadSpec
+from profiler.spec import ArrivalSpec, EndpointSpec, RunSpec, Scenario, WorkloadSpec
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
 from tests.fakes.nvml import h100, install_fake_nvml
 from tests.integration.faults_support import journal_records, parquet_rows, read_json

@@ -19,9 +19,10 @@ import psutil
 import pytest
 
 from profiler.analysis.summary_json import summarize_run
+from profiler.distributions import LengthDist
 from profiler.report import write_html_and_markdown
 from profiler.runner import execute
-from profiler.spec import ArrivalSpec, EndpointSpec, LengthDist, RunSpec, Scenario, WorkloadSpec
+from profiler.spec import ArrivalSpec, EndpointSpec, RunSpec, Scenario, WorkloadSpec
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
 from tests.fakes.nvml import FakeGpu, FakeNvml, h100, install_fake_nvml
 from tests.integration.faults_support import shim_run_spec

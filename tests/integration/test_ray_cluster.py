@@ -253,13 +253,15 @@ def test_skewed_worker_clock_is_corrected(
     import ray
 
     from profiler.clock import RunClock
+    from profiler.load.arrivals import LoadPlan
     from profiler.load.client import ClientOptions
-    from profiler.load.driver import LoadPlan
     from profiler.load.ray_workers import run_ray_workers
-    from profiler.runspec import RunOptions, build_run_spec
+    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_server import probe_host
     from profiler.store.rundir import RunDir, read_records
 
     spec = build_run_spec(
+        probe_host(),
         RunOptions(
             endpoint=fake_url, rate=20.0, arrival="constant", num_requests=20, output_len=4,
             workers=2, executor="ray", ray_address=cluster.address, out=tmp_path, run_id="s",
@@ -269,7 +271,7 @@ def test_skewed_worker_clock_is_corrected(
     clock = RunClock()
     from profiler.load.arrivals import schedule
 
-    sched = schedule(spec.arrival, spec.num_requests, spec.duration_s)
+    sched = schedule(spec.arrival, spec.num_requests, spec.duration_s, workload="w")
     plan = LoadPlan(workload=spec.workload.name, num_requests=20, offsets_s=sched.offsets_s)
     opts = ClientOptions(base_url=fake_url, model="fake-model", request_timeout_s=30)
     try:

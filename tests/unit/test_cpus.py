@@ -12,7 +12,8 @@ import pytest
 
 from profiler import cpus
 from profiler.errors import SpecError
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import probe_host
 from profiler.serving.vllm import VllmServer
 from profiler.serving.vllm_command import server_env
 from profiler.spec import ServeSpec
@@ -57,12 +58,12 @@ def test_default_cpu_run_gives_the_server_all_but_one_core(
     monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.setattr(cpus, "split_for_server", lambda: ([1, 2, 3], [0]))
-    spec = build_run_spec(RunOptions(out=tmp_path))
+    spec = build_run_spec(probe_host(), RunOptions(out=tmp_path))
     assert spec.serve is not None and spec.serve.cpus == [1, 2, 3]
     assert server_env(spec.serve, {})["VLLM_CPU_OMP_THREADS_BIND"] == "1,2,3"
     # the user binding vLLM's threads turns the split off
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
-    spec = build_run_spec(RunOptions(out=tmp_path))
+    spec = build_run_spec(probe_host(), RunOptions(out=tmp_path))
     assert spec.serve is not None and spec.serve.cpus is None
 
 
@@ -71,7 +72,7 @@ def test_no_split_on_a_gpu_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         "profiler.telemetry.nvml.nvml_state", lambda: {"available": True, "device_count": 8}
     )
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
-    spec = build_run_spec(RunOptions(out=tmp_path, model="org/some-model"))
+    spec = build_run_spec(probe_host(), RunOptions(out=tmp_path, model="org/some-model"))
     assert spec.serve is not None and spec.serve.cpus is None
 
 

@@ -15,7 +15,8 @@ from profiler.errors import SpecError
 from profiler.load.datasets import DatasetStream, detect_format, read_dataset
 from profiler.load.sessions import History, iter_sessions
 from profiler.load.workload import iter_requests
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import probe_host
 from profiler.spec import DatasetSpec, WorkloadSpec
 from profiler.store.rundir import read_records
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
@@ -175,9 +176,12 @@ def test_cli_dataset_run_against_the_fake(tmp_path: Path, tiny: Path) -> None:
 
     sg = _sharegpt(tmp_path)
     with pytest.raises(SpecError, match="need --dataset"):
-        build_run_spec(RunOptions(endpoint="http://127.0.0.1:9", dataset_mode="sessions"))
+        build_run_spec(
+            probe_host(), RunOptions(endpoint="http://127.0.0.1:9", dataset_mode="sessions")
+        )
     with serve_in_thread(FakeConfig(keep_bodies=True)) as fake:
         spec = build_run_spec(
+            probe_host(),
             RunOptions(
                 endpoint=fake.url,
                 dataset=sg,
@@ -188,7 +192,7 @@ def test_cli_dataset_run_against_the_fake(tmp_path: Path, tiny: Path) -> None:
                 out=tmp_path / "runs",
                 run_id="ds",
                 no_telemetry=True,
-            )  # fmt: skip
+            ),  # fmt: skip
         )
         assert spec.workload.scenarios[0].dataset is not None
         assert spec.workload.scenarios[0].dataset.tokenizer == str(tiny.resolve())
@@ -204,13 +208,14 @@ def test_cli_dataset_run_against_the_fake(tmp_path: Path, tiny: Path) -> None:
     with pytest.raises(SpecError, match="does not exist"):
         execute(
             build_run_spec(
+                probe_host(),
                 RunOptions(
                     endpoint="http://127.0.0.1:9",
                     dataset=tmp_path / "gone.json",
                     tokenizer=str(tiny),
                     out=tmp_path / "runs",
                     run_id="gone",
-                )  # fmt: skip
+                ),  # fmt: skip
             )
         )
     assert not (tmp_path / "runs" / "gone").exists()

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from profiler.clock import RunClock
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import ClientOptions, StreamingClient
-from profiler.load.driver import Driver, LoadPlan
+from profiler.load.driver import Driver
 from profiler.load.spread import merge_results, split_plan
 from profiler.load.workload import RequestSpec
 from profiler.store.record import RequestRecord

@@ -14,7 +14,8 @@ from tokenizers import Tokenizer
 from profiler.capacity.catalog import shape_spec
 from profiler.clock import RunClock
 from profiler.errors import SpecError
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import probe_host
 from profiler.serving import shapes
 from profiler.serving.vllm import VllmServer
 from profiler.serving.vllm_command import build_argv, server_env
@@ -52,7 +53,7 @@ def test_hand_numbers_are_the_published_ones() -> None:
 
 
 def _run_spec(tmp_path: Path, **kw: object) -> RunSpec:
-    return build_run_spec(RunOptions(out=tmp_path / "runs", **kw))  # type: ignore[arg-type]
+    return build_run_spec(probe_host(), RunOptions(out=tmp_path / "runs", **kw))  # type: ignore[arg-type]
 
 
 def test_h100_serves_the_8b_shape_with_vllm_gpu_defaults(

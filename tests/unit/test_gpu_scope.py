@@ -184,13 +184,18 @@ def test_cli_gpus_without_nvml_says_so() -> None:
 
 
 def test_run_gpus_places_a_launched_server_on_them() -> None:
-    from profiler.runspec import RunOptions, build_run_spec
+    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_server import probe_host
     from tests.fakes.nvml import install_fake_nvml
 
     gpus = _node_of(8)
     with install_fake_nvml(gpus):
-        spec = build_run_spec(RunOptions(model="org/some-model", gpus=f"2,{gpus[5].uuid}"))
-        on_endpoint = build_run_spec(RunOptions(endpoint="http://127.0.0.1:9", gpus="3"))
+        spec = build_run_spec(
+            probe_host(), RunOptions(model="org/some-model", gpus=f"2,{gpus[5].uuid}")
+        )
+        on_endpoint = build_run_spec(
+            probe_host(), RunOptions(endpoint="http://127.0.0.1:9", gpus="3")
+        )
     assert spec.gpus == ["2", gpus[5].uuid]
     assert spec.serve is not None
     assert spec.serve.env["CUDA_VISIBLE_DEVICES"] == "2,5"  # NVML indices, in PCI order:

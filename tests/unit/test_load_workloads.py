@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from profiler.distributions import LengthDist
 from profiler.errors import SpecError
 from profiler.load.traces import TraceRow
 from profiler.load.workload import (
@@ -16,7 +17,6 @@ from profiler.load.workload import (
     sample_lengths,
     workload_from_name_or_path,
 )
-from profiler.spec import LengthDist
 
 EXPECTED = {"default", "chat", "long-context", "reasoning", "best-of-n", "shared-prefix", "mix"}
 

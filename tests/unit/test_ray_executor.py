@@ -150,9 +150,10 @@ def _serve(**kw: Any) -> ServeSpec:
 
 
 def _run_spec(serve: ServeSpec | None) -> RunSpec:
-    from profiler.runspec import RunOptions, build_run_spec
+    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_server import probe_host
 
-    spec = build_run_spec(RunOptions(endpoint="http://127.0.0.1:9", num_requests=4))
+    spec = build_run_spec(probe_host(), RunOptions(endpoint="http://127.0.0.1:9", num_requests=4))
     if serve is None:
         return spec
     return spec.model_copy(update={"serve": serve, "endpoint": None})

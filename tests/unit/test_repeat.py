@@ -13,7 +13,8 @@ import pytest
 from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.errors import SpecError
 from profiler.repeat import run_repeats
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import probe_host
 from profiler.spec import ServeSpec
 from profiler.store.rundir import read_records
 from tests.unit.test_sweep import ProcessServer
@@ -45,7 +46,7 @@ def _spec(tmp_path: Path, **kw: Any) -> Any:
         run_id="rr",
         **kw,
     )
-    return build_run_spec(opts)
+    return build_run_spec(probe_host(), opts)
 
 
 def test_repeats_share_one_launched_server(tmp_path: Path) -> None:

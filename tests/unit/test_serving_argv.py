@@ -162,13 +162,14 @@ def test_gpu_default_argv_parses_to_vllm_gpu_defaults(
 ) -> None:
     """`infprof run` on a GPU host (fake NVML, one H100): vLLM's own parser reads bf16, dummy
     weights, CUDA graphs on (no --enforce-eager), and everything else at vLLM's defaults."""
-    from profiler.runspec import RunOptions, build_run_spec
+    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_server import probe_host
     from tests.fakes.nvml import h100, install_fake_nvml
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
     with install_fake_nvml([h100(0, memory_used=512 * 2**20)]):  # idle
-        spec = build_run_spec(RunOptions(out=tmp_path))
+        spec = build_run_spec(probe_host(), RunOptions(out=tmp_path))
     assert spec.serve is not None
     ns = vllm_parser.parse_args(build_argv(spec.serve, 8123, "python")[3:])
     _validate(ns)

@@ -14,13 +14,16 @@ import pytest
 from pydantic import ValidationError
 
 from profiler.clock import RunClock
+from profiler.distributions import TimeDist
 from profiler.errors import SpecError
+from profiler.load.arrivals import LoadPlan
 from profiler.load.client import ClientOptions, StreamingClient
-from profiler.load.driver import Driver, LoadPlan
+from profiler.load.driver import Driver
 from profiler.load.sessions import History, iter_sessions, sample_seconds
 from profiler.load.stream import Answer, StreamState
-from profiler.runspec import RunOptions, build_run_spec
-from profiler.spec import ArrivalSpec, RunSpec, SessionSpec, TimeDist, WorkloadSpec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import probe_host
+from profiler.spec import ArrivalSpec, RunSpec, SessionSpec, WorkloadSpec
 from profiler.store.record import RequestRecord, turn_bucket
 from profiler.store.rundir import read_records
 from tests.fakes.fake_openai import TOKEN_ID, FakeConfig, serve_in_thread
@@ -295,13 +298,14 @@ def test_run_of_a_session_workload_records_and_summarises_turns(tmp_path: Path) 
     )
     with serve_in_thread(FakeConfig(itl_ms=1, prompt_tokens_details=True)) as fake:
         spec = build_run_spec(
+            probe_host(),
             RunOptions(
                 endpoint=fake.url,
                 workload=str(wl),
                 out=tmp_path / "runs",
                 run_id="s",
                 sample_interval=0.05,
-            )  # fmt: skip
+            ),  # fmt: skip
         )
         res = execute(spec)
     recs = read_records(res.run_dir)
@@ -326,17 +330,19 @@ def test_run_of_a_session_workload_records_and_summarises_turns(tmp_path: Path) 
 
 def test_session_cli_options(tmp_path: Path) -> None:
     ep = "http://127.0.0.1:9"
-    spec = build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", users=3))
+    spec = build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="multi-turn", users=3))
     assert spec.arrival.kind == "users" and spec.arrival.users == 3
     # the workload's own closed loop is its users
-    spec = build_run_spec(RunOptions(endpoint=ep, workload="agentic"))
+    spec = build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="agentic"))
     assert spec.arrival.kind == "users" and spec.arrival.users == 8
-    spec = build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", rate=0.5))
+    spec = build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="multi-turn", rate=0.5))
     assert spec.arrival.kind == "poisson"
     with pytest.raises(SpecError, match="--users"):
-        build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", concurrency=4))
+        build_run_spec(probe_host(), RunOptions(endpoint=ep, workload="multi-turn", concurrency=4))
     with pytest.raises(SpecError, match="--users cannot"):
-        build_run_spec(RunOptions(endpoint=ep, workload="multi-turn", users=2, rate=1))
+        build_run_spec(
+            probe_host(), RunOptions(endpoint=ep, workload="multi-turn", users=2, rate=1)
+        )
     sess = SessionSpec()
     assert sess.history == "answered" and sess.turns.value == 3
 
@@ -353,6 +359,7 @@ def test_trace_rows_start_sessions(tmp_path: Path) -> None:
     )
     with serve_in_thread(FakeConfig()) as fake:
         spec = build_run_spec(
+            probe_host(),
             RunOptions(
                 endpoint=fake.url,
                 workload=str(wl),
@@ -361,7 +368,7 @@ def test_trace_rows_start_sessions(tmp_path: Path) -> None:
                 out=tmp_path / "runs",
                 run_id="t",
                 no_telemetry=True,
-            )  # fmt: skip
+            ),  # fmt: skip
         )
         res = execute(spec)
     recs = read_records(res.run_dir)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from profiler.cli.main import cli
 from profiler.errors import RunInterrupted, ServerError, SpecError
-from profiler.spec import RunSpec, ServeSpec
+from profiler.spec import RunSpec, ServeSpec, SloSpec
 from profiler.sweep.execute import SweepHooks, run_sweep
 from profiler.sweep.index import read_index
 from profiler.sweep.spec import SweepGrid, SweepSpec
@@ -97,7 +97,7 @@ def _spec(**kw: Any) -> SweepSpec:
         grid=SweepGrid(max_num_seqs=[4, 16]),
         loads=[1, 4, 16],
         num_requests=30,
-        slo="ttft=0.5,tpot=0.05",
+        slo=SloSpec(ttft_s=0.5, tpot_s=0.05),
     )
     base.update(kw)
     return SweepSpec(**base)
@@ -232,7 +232,7 @@ def test_slo_search_through_the_sweep(tmp_path: Path) -> None:
 
 
 def test_probe_requests_scale_with_the_rate(tmp_path: Path) -> None:
-    from profiler.sweep.runspecs import point_run_spec
+    from profiler.sweep.points import point_run_spec
 
     spec = _spec(search="slo", loads=[], num_requests=None)
     rs = point_run_spec(
@@ -451,7 +451,7 @@ def test_points_of_a_gpu_default_sweep_count_with_the_shapes_tokenizer(
     """A sweep without --model on a GPU host serves an embedded shape: its points count streamed
     tokens with that shape's 128,256-token tokenizer, not the tiny model's."""
     from profiler.serving import shapes
-    from profiler.sweep.runspecs import point_run_spec
+    from profiler.sweep.points import point_run_spec
 
     monkeypatch.setenv("INFPROF_HOME", str(tmp_path / "home"))
     made = shapes.make_shape_model("llama-1b-shape")

@@ -116,16 +116,18 @@ def test_cli_bad_tokenizer_is_one_line_exit_2(tmp_path: Path) -> None:
 
 def test_run_spec_tokenizer_defaults_and_manifest(tiny: Path) -> None:
     from profiler.clock import RunClock
-    from profiler.runspec import RunOptions, build_run_spec
+    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_server import probe_host
     from profiler.store.manifest import initial_manifest
 
-    attached = build_run_spec(RunOptions(endpoint="http://127.0.0.1:1"))
+    attached = build_run_spec(probe_host(), RunOptions(endpoint="http://127.0.0.1:1"))
     assert attached.tokenizer is None  # an endpoint without --tokenizer: one token per chunk
     given = build_run_spec(
-        RunOptions(endpoint="http://127.0.0.1:1", tokenizer=str(tiny / "tokenizer.json"))
+        probe_host(),
+        RunOptions(endpoint="http://127.0.0.1:1", tokenizer=str(tiny / "tokenizer.json")),
     )
     assert given.tokenizer == str((tiny / "tokenizer.json").resolve())
-    launched = build_run_spec(RunOptions(model=str(tiny)))
+    launched = build_run_spec(probe_host(), RunOptions(model=str(tiny)))
     assert launched.tokenizer == str(tiny.resolve())  # the launched model's own tokenizer
     manifest = initial_manifest(given, "r", RunClock())
     assert manifest.to_dict()["spec"]["tokenizer"] == given.tokenizer

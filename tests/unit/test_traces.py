@@ -14,7 +14,8 @@ from profiler.errors import SpecError
 from profiler.load.arrivals import read_trace, schedule
 from profiler.load.traces import detect
 from profiler.load.workload import iter_requests
-from profiler.runspec import RunOptions, build_run_spec
+from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_server import probe_host
 from profiler.spec import ArrivalSpec, WorkloadSpec
 
 MOONCAKE = [  # timestamp in ms; hash_ids are 512-token blocks
@@ -91,11 +92,15 @@ def test_format_option_speedup_and_errors(tmp_path: Path) -> None:
     # --trace-format picks the reader when detection would not
     odd = tmp_path / "trace.data"
     odd.write_text(path.read_text())
-    sched = schedule(ArrivalSpec(kind="trace", trace=odd, trace_format="mooncake"), None, None)
+    sched = schedule(
+        ArrivalSpec(kind="trace", trace=odd, trace_format="mooncake"), None, None, workload="w"
+    )
     assert sched.trace_rows is not None and sched.trace_rows[0].hash_ids == (0, 1, 2)
-    spec = build_run_spec(RunOptions(endpoint="http://127.0.0.1:9", trace=path, trace_speedup=2.0))
+    spec = build_run_spec(
+        probe_host(), RunOptions(endpoint="http://127.0.0.1:9", trace=path, trace_speedup=2.0)
+    )
     assert spec.arrival.kind == "trace" and spec.arrival.time_scale == 0.5
-    sched = schedule(spec.arrival, None, None)
+    sched = schedule(spec.arrival, None, None, workload="w")
     assert sched.offsets_s is not None and sched.offsets_s.tolist() == [0.0, 0.0, 1.526]
     bad = tmp_path / "bad.csv"
     bad.write_text("when,tokens\n1,2\n")

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from profiler.cli.main import cli
+from profiler.distributions import LengthDist
 from profiler.errors import SpecError
 from profiler.load.prompts import VOCAB_HIGH, VOCAB_LOW, prefix_ids
 from profiler.load.traces import TraceRow
@@ -27,7 +28,7 @@ from profiler.load.workload import (
     sample_lengths,
     workload_from_name_or_path,
 )
-from profiler.spec import LengthDist, Scenario, WorkloadSpec
+from profiler.spec import Scenario, WorkloadSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [

@@ -160,7 +160,7 @@ class Sessions(Section):
 
 
 class Summary(Document):
-    """summary.json: ``analysis/run_summary.summarize_run``'s result."""
+    """summary.json: ``analysis/summary_json.summarize_run``'s result."""
 
     FILE: ClassVar[str] = "summary.json"
     KIND: ClassVar[str] = "summary"
