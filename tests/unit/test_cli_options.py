@@ -204,7 +204,7 @@ def test_an_older_sweep_json_keeps_its_slo_and_fraction(tmp_path: Path) -> None:
     resuming reads the fraction the points were measured with."""
     import json
 
-    from profiler.sweep.execute import prepare_sweep_dir
+    from profiler.sweep.sweep_dir import prepare_sweep_dir
     from profiler.sweep.spec import SweepSpec
 
     d = tmp_path / "sw"
