@@ -25,8 +25,8 @@ import numpy as np
 
 from profiler.analysis.bootstrap import hierarchical, weighted_percentile
 from profiler.analysis.run_sample import RunSample
-from profiler.analysis.stats import Distribution
 from profiler.errors import SpecError
+from profiler.sketches import Distribution
 
 Better = Literal["lower", "higher"]
 DEFAULT_THRESHOLD = 0.05
