@@ -1,10 +1,10 @@
 """One definition of each per-request metric, of the measured window and of the SLO test.
 
 Every number that reports them comes from here: requests.parquet's columns and the live
-metrics through ``store/record.RequestRecord`` (whose scalar properties call these functions on
-one request), summary.json (``analysis/request_summary``, ``analysis/latency_sketches``) and
-``infprof compare`` (``analysis/run_sample``). Vectorised over float64 arrays, NaN where a value
-is undefined; a 0-d array is one request. numpy only, so every layer can import it.
+metrics through ``store/record.RequestRecord`` (whose properties call these on one request),
+summary.json (``analysis/request_summary``, ``latency_sketches``), the load's dispatch lag
+(``load/dispatch``) and ``infprof compare`` (``analysis/run_sample``). Vectorised over float64
+arrays (NaN where undefined), or floats for one request. numpy only: every layer imports it.
 
 Definitions (DESIGN.md), times on the run clock:
 
@@ -151,9 +151,8 @@ def itl_gaps(group: np.ndarray, t_s: np.ndarray, choice: np.ndarray | None = Non
 
 
 def itl_shares(gaps: np.ndarray, tokens: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """ITL values and their weights from gaps (no NaN) and the tokens of the chunk that ended
-    each: a chunk of k tokens gives k equal shares (gap / k), one value of weight k (None:
-    every weight is 1)."""
+    """ITL values and weights from gaps (no NaN) and the tokens of the chunk that ended each: a
+    chunk of k tokens gives k equal shares (gap / k), one value of weight k (None: all 1)."""
     if tokens is None or tokens.size == 0 or int(tokens.max()) <= 1:
         return gaps, None
     k = np.maximum(tokens, 1)
@@ -215,10 +214,9 @@ def in_window(cols: Columns, win: Window) -> np.ndarray:
 
 
 def completed_in_window(cols: Columns, win: Window) -> np.ndarray:
-    """Requests that ended inside the measured window, whenever they were sent: the requests
-    the request rate counts (for a steady stream, completions per second are unbiased; the
-    requests wholly inside the window, which ``in_window`` selects, undercount by the share
-    of the window that one request's duration takes)."""
+    """Requests that ended inside the measured window, whenever sent: what the request rate
+    counts (for a steady stream, completions per second are unbiased; the requests wholly
+    inside it, ``in_window``, undercount by one request's duration over the window's)."""
     with np.errstate(invalid="ignore"):
         return (cols.end_s >= win.start) & (cols.end_s <= win.end + 1e-9)
 
@@ -254,39 +252,48 @@ class WindowTokens:
 def window_tokens(cols: Columns, win: Window, ok: np.ndarray) -> WindowTokens:
     """Output and prompt tokens of the requests in ``ok`` that arrived inside ``win`` (see
     ``WindowTokens``). Chunk times are read only for the requests cut by a window edge."""
-    out = np.nan_to_num(cols.output_tokens)
-    prompt = np.nan_to_num(cols.prompt_tokens)
+    out_in, straddling, interpolated = output_in_window(cols, win, ok)
+    out, prompt = np.nan_to_num(cols.output_tokens), np.nan_to_num(cols.prompt_tokens)
     inside = in_window(cols, win) & ok  # the per-request means cover these
     n_in = int(np.count_nonzero(inside))
-    means = (
-        (float(out[inside].sum()) / n_in, float(prompt[inside].sum()) / n_in)
-        if n_in
-        else (None, None)
-    )
+    means = (float(out[inside].sum()) / max(n_in, 1), float(prompt[inside].sum()) / max(n_in, 1))
+    prompt_in = ok  # a prompt counts when its first token arrived inside
+    if win.warmup_s != 0 or win.cooldown_s != 0:
+        with np.errstate(invalid="ignore"):
+            first = _first_or_end(cols)
+            prompt_in = ok & (first >= win.start) & (first <= win.end + 1e-9)
+    total = (float(out_in.sum()), float(prompt[prompt_in].sum()), straddling, interpolated)
+    return WindowTokens(*total, *(means if n_in else (None, None)))
+
+
+def _first_or_end(cols: Columns) -> np.ndarray:
+    return np.where(np.isnan(cols.first_token_s), cols.end_s, cols.first_token_s)
+
+
+def output_in_window(cols: Columns, win: Window, ok: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Per request, the output tokens that arrived inside ``win`` (``WindowTokens``' rule; 0
+    outside ``ok``), the requests cut by an edge, and those of them interpolated."""
+    out = np.nan_to_num(cols.output_tokens)
     if win.warmup_s == 0 and win.cooldown_s == 0:
         # the whole run: every chunk arrived between the first send and the last end
-        return WindowTokens(float(out[ok].sum()), float(prompt[ok].sum()), 0, 0, *means)
+        return np.where(ok, out, 0.0), 0, 0
     with np.errstate(invalid="ignore"):
-        first = np.where(np.isnan(cols.first_token_s), cols.end_s, cols.first_token_s)
+        first = _first_or_end(cols)
         lo, hi = win.start, win.end + 1e-9
         whole = ok & (first >= lo) & (cols.end_s <= hi)
         cut = ok & ~whole & (first <= hi) & (cols.end_s >= lo) & (out > 0)
-        prompt_in = ok & (first >= lo) & (first <= hi)
-    total_out = float(out[whole].sum())
+    per = np.where(whole, out, 0.0)
     idx = np.flatnonzero(cut)
     frac = _inside_fractions(cols, cut, idx, lo, hi)
     missing = np.isnan(frac)
     interpolated = int(np.count_nonzero(missing))
     if interpolated:
         f0, f1 = first[idx[missing]], cols.end_s[idx[missing]]
-        span = f1 - f0
         overlap = np.clip(np.minimum(f1, hi) - np.maximum(f0, lo), 0.0, None)
         with np.errstate(invalid="ignore", divide="ignore"):
-            frac[missing] = np.where(span > 0, overlap / span, 1.0)
-    total_out += float((out[idx] * frac).sum())
-    return WindowTokens(
-        total_out, float(prompt[prompt_in].sum()), int(idx.size), interpolated, *means
-    )
+            frac[missing] = np.where(f1 > f0, overlap / (f1 - f0), 1.0)
+    per[idx] = out[idx] * frac
+    return per, int(idx.size), interpolated
 
 
 def _inside_fractions(

@@ -8,8 +8,10 @@ each over the pooled requests of a side's runs, and its hierarchical bootstrap r
   the gaps of one request are not independent. On very long runs it uses fewer resamples
   (never under 100; the count is in the result).
 - Rates (requests/s, output tokens/s, SLO-met requests/s) resample time: the measured window
-  is cut into equal bins (10 to 60, about ten requests each) of completions by end time, and
-  the bins are resampled, so the interval reflects how steady the rate was over the run.
+  is cut into equal bins (10 to 60, about ten requests each), and the bins are resampled, so
+  the interval reflects how steady the rate was over the run. The rates are summary.json's:
+  the requests completed inside the window, and each request's output tokens that arrived
+  inside it, counted in the bin of its end (clipped into the window).
 - Fractions (error rate, SLO attainment) resample every request in the measured window.
 """
 
@@ -23,8 +25,8 @@ import numpy as np
 
 from profiler.analysis.bootstrap import hierarchical, weighted_percentile
 from profiler.analysis.run_sample import RunSample
-from profiler.analysis.stats import Distribution
 from profiler.errors import SpecError
+from profiler.sketches import Distribution
 
 Better = Literal["lower", "higher"]
 DEFAULT_THRESHOLD = 0.05

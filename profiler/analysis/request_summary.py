@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from profiler import measures
-from profiler.analysis.latency_sketches import LATENCY_KEYS, latency_sketches
 from profiler.analysis.request_columns import RequestColumns
-from profiler.analysis.stats import quantile_method
+from profiler.latency_sketches import LATENCY_KEYS, latency_sketches
+from profiler.sketches import quantile_method
 from profiler.spec import SloSpec
 from profiler.store.record import OUTCOMES
 

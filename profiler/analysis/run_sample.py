@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from profiler import measures
 from profiler.analysis.request_columns import RequestColumns
 from profiler.errors import SpecError, StorageError
-from profiler.measures import in_window, latencies, measured_window, meets_slo
 from profiler.spec import SloSpec
 from profiler.store.rundir import read_records
 
@@ -26,7 +26,7 @@ class RunSample:
     ok: np.ndarray  # bool, every request in the window
     meets_slo: np.ndarray | None  # bool, None without an SLO
     window_s: float
-    # per time bin of the window (completions by end time): rates are bin sums / window_s
+    # per time bin of the window: rates are bin sums / window_s (summary.json's figures)
     bins: dict[str, np.ndarray]
     ttft: np.ndarray  # successful requests only, NaN dropped
     tpot: np.ndarray
@@ -66,32 +66,38 @@ def load_run_sample(path: Path, slo: SloSpec | None) -> RunSample:
     spec = manifest.get("spec") or {}
     records = read_records(path)
     cols = RequestColumns.from_records(records)
-    win = measured_window(
+    win = measures.measured_window(
         cols, float(spec.get("warmup_s") or 0.0), float(spec.get("cooldown_s") or 0.0)
     )
-    in_win = in_window(cols, win)
-    ok_all = in_win & (cols.outcome == "ok")
-    ttft, tpot, e2e = latencies(cols)
-    meets: np.ndarray | None = None
+    in_win = measures.in_window(cols, win)
+    ok_any = cols.outcome == "ok"
+    ok_all = in_win & ok_any
+    ttft, tpot, e2e = measures.latencies(cols)
+    met: np.ndarray | None = None  # every request meeting the SLO, wherever it ran
     if slo is not None and slo.is_set():
-        meets = meets_slo(slo, ok_all, ttft, tpot, e2e)[in_win]
+        met = measures.meets_slo(slo, ok_any, ttft, tpot, e2e)
+    # Rates are summary.json's: completions inside the window (completed_in_window) and output
+    # tokens as they arrived inside it (output_in_window), each binned at the request's end
+    # clipped into the window; fractions and latencies cover the requests wholly inside it
+    done = measures.completed_in_window(cols, win) & ok_any
+    tokens = measures.output_in_window(cols, win, ok_any)[0]
+    has_tokens = tokens > 0
     nbins = int(np.clip(int(np.count_nonzero(in_win)) // 10, 10, 60))
     span = (win.start, win.end if win.end > win.start else win.start + 1.0)
+    end_in_span = np.clip(np.nan_to_num(cols.end_s, nan=span[0]), *span)
 
     def binned(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         w = None if weights is None else weights[mask]
-        return np.histogram(cols.end_s[mask], bins=nbins, range=span, weights=w)[0].astype(
+        return np.histogram(end_in_span[mask], bins=nbins, range=span, weights=w)[0].astype(
             np.float64
         )
 
     bins = {
-        "requests_per_s": binned(ok_all),
-        "output_tokens_per_s": binned(ok_all, np.nan_to_num(cols.output_tokens)),
+        "requests_per_s": binned(done),
+        "output_tokens_per_s": binned(has_tokens, tokens),
     }
-    if meets is not None:
-        full = np.zeros(cols.id.shape, dtype=bool)
-        full[in_win] = meets
-        bins["slo_met_rps"] = binned(full)
+    if met is not None:
+        bins["slo_met_rps"] = binned(met & done)
     ok_ids = {int(i) for i in cols.id[ok_all]}
     shares = [r.itl_shares() for r in records if r.id in ok_ids]
     shares = [s for s in shares if s]
@@ -103,7 +109,7 @@ def load_run_sample(path: Path, slo: SloSpec | None) -> RunSample:
     return RunSample(
         name=str(path),
         ok=ok_all[in_win],
-        meets_slo=meets,
+        meets_slo=None if met is None else met[in_win],
         window_s=win.seconds,
         bins=bins,
         ttft=drop_nan(ttft[ok_all]),

@@ -40,7 +40,7 @@ from profiler.analysis.sample_series import (
     per_token,
     sum_all,
 )
-from profiler.analysis.stats import Distribution
+from profiler.sketches import Distribution
 from profiler.telemetry.gpu_scope import GpuScope, decide_from_processes
 from profiler.telemetry.sample import Sample
 

@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from profiler.analysis.request_columns import RequestColumns
-from profiler.analysis.stats import Distribution
 from profiler.measures import Window, in_window, latencies
+from profiler.sketches import Distribution
 from profiler.store.record import TURN_BUCKETS, turn_bucket
 from profiler.telemetry.sample import Sample
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from profiler import measures
 from profiler.clock import RunClock
 
 U = TypeVar("U")
@@ -101,8 +102,9 @@ class Pace:
                 wait = await slots.take(intended)
                 if wait is None:
                     break  # stopped while waiting for the slot
-            # the scheduler's own lateness: health judges this, never the queue's wait
-            self.on_late(clock.now() - intended - (wait or 0.0))
+            # the scheduler's own lateness (the dispatch lag, sent now): health judges this,
+            # never the queue's wait
+            self.on_late(measures.dispatch_lag(intended, clock.now(), wait))
             launch(unit, intended, wait)
 
 

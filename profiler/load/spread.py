@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.latency_sketches import LatencySketches
+from profiler.latency_sketches import LatencySketches
 from profiler.load.driver import DriverResult, LoadPlan
 from profiler.load.health import ClientHealth
 

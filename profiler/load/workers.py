@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.latency_sketches import LatencySketches
 from profiler.clock import RunClock
+from profiler.latency_sketches import LatencySketches
 from profiler.load.arrivals import LoadPlan
 from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver, DriverResult

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from profiler import measures
 from profiler.store.schema import key_numbers_of
 from profiler.sweep.index import key_numbers
 
@@ -111,7 +112,7 @@ def judge(
     if saturated:
         return Probe(rate, False, fraction, achieved, errors, f"saturated: {saturated}"), True
     assert fraction is not None
-    ok = fraction >= target_fraction
+    ok = measures.meets_target(fraction, target_fraction)
     reason = f"{fraction:.1%} met the SLOs ({'>=' if ok else '<'} target {target_fraction:.0%})"
     return Probe(rate, ok, fraction, achieved, errors, reason), False
 

@@ -136,8 +136,8 @@ ACCURACY_CHILD = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from profiler.analysis.stats import QuantileSketch, RELATIVE_ACCURACY
-from profiler.analysis.latency_sketches import add_itl_shares
+from profiler.sketches import QuantileSketch, RELATIVE_ACCURACY
+from profiler.latency_sketches import add_itl_shares
 from profiler.analysis.request_columns import RequestColumns
 run, limit = Path(sys.argv[1]), int(sys.argv[2])
 cols = RequestColumns.from_run_dir(run)

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.stats import Distribution
 from profiler.clock import RunClock
+from profiler.sketches import Distribution
 from profiler.telemetry.host import HostSampler
 from profiler.telemetry.nvml_sampler import NvmlSampler
 from profiler.telemetry.recorder import TelemetryRecorder

@@ -204,8 +204,8 @@ def test_an_older_sweep_json_keeps_its_slo_and_fraction(tmp_path: Path) -> None:
     resuming reads the fraction the points were measured with."""
     import json
 
-    from profiler.sweep.sweep_dir import prepare_sweep_dir
     from profiler.sweep.spec import SweepSpec
+    from profiler.sweep.sweep_dir import prepare_sweep_dir
 
     d = tmp_path / "sw"
     d.mkdir()

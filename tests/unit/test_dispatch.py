@@ -79,3 +79,43 @@ def test_closed_loop_runs_a_fixed_number_at_a_time_and_a_stop_ends_it() -> None:
     asyncio.run(main())
     assert live["peak"] == 3
     assert 6 <= live["ran"] < 100  # the workers stop taking units once the load stops
+
+
+def test_the_lateness_health_hears_is_measures_dispatch_lag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dispatch lag has one definition (``profiler.measures.dispatch_lag``): the open loop's
+    lateness is computed by it, with the time waited for a slot taken off."""
+    from profiler import measures
+
+    calls: list[tuple[float, float, float | None]] = []
+    real = measures.dispatch_lag
+
+    def spy(intended: float, send: float, wait: float | None) -> float:
+        calls.append((intended, send, wait))
+        return real(intended, send, wait)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(measures, "dispatch_lag", spy)
+    clock = RunClock()
+    lates: list[float] = []
+
+    async def main() -> None:
+        pace = Pace(clock, clock.now(), None, lates.append)
+        slots = Slots(1, pace)
+        tasks = []
+
+        def launch(_u: int, _t: float, _w: float | None) -> None:
+            task = asyncio.create_task(asyncio.sleep(0.02))
+            slots.release_after(task)
+            tasks.append(task)
+
+        await pace.open_loop(range(2), np.zeros(2), launch, slots)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert len(calls) == 2 and len(lates) == 2
+    for (intended, send, wait), late in zip(calls, lates, strict=True):
+        assert wait is not None
+        assert late == pytest.approx(send - intended - wait)
+    assert calls[1][2] is not None and calls[1][2] >= 0.015  # the second waited for a slot
+    assert all(abs(x) < 0.015 for x in lates)  # the slot wait is not the scheduler's lateness

@@ -117,3 +117,29 @@ def test_serving_imports_nothing_from_load() -> None:
         if m == "profiler.load" or m.startswith("profiler.load.")
     }
     assert sorted(wrong) == []
+
+
+def test_load_imports_nothing_from_analysis() -> None:
+    """analysis sits above load: the sketches a load worker fills and the analysis reads live
+    below both (``profiler/sketches.py``), so no module of ``profiler/load`` imports
+    ``profiler.analysis`` (not even lazily or for types)."""
+    wrong = {
+        f"{_module(p)} -> {m}"
+        for p in sorted((ROOT / "profiler/load").rglob("*.py"))
+        for m in _imported_modules(p, _module(p))
+        if m == "profiler.analysis" or m.startswith("profiler.analysis.")
+    }
+    assert sorted(wrong) == []
+
+
+def test_the_sketch_modules_sit_at_the_base() -> None:
+    """What load and analysis share (the sketches and the columns of records they are filled
+    from) imports no layer above the base: no store, load or analysis."""
+    base = {"profiler", "profiler.measures", "profiler.sketches", "profiler.record_columns"}
+    wrong = {
+        f"{name} -> {m}"
+        for name in ("profiler.sketches", "profiler.latency_sketches", "profiler.record_columns")
+        for m in _imported_modules(ROOT / (name.replace(".", "/") + ".py"), name)
+        if m.startswith("profiler") and ".".join(m.split(".")[:2]) not in base
+    }
+    assert sorted(wrong) == []

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from profiler.analysis.stats import (
+from profiler.sketches import (
     EXACT_MAX_VALUES,
     RELATIVE_ACCURACY,
     Distribution,

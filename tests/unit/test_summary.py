@@ -7,7 +7,7 @@ import pytest
 
 from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.request_summary import summarize_requests
-from profiler.analysis.stats import Distribution
+from profiler.sketches import Distribution
 from profiler.spec import SloSpec
 from profiler.store.record import RequestRecord
 

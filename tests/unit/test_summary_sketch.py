@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from profiler import sketches
 from profiler.analysis import request_columns as summary_mod
-from profiler.analysis import stats
-from profiler.analysis.latency_sketches import LatencySketches
 from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.request_summary import summarize_requests
-from profiler.analysis.stats import RELATIVE_ACCURACY
+from profiler.latency_sketches import LatencySketches
+from profiler.sketches import RELATIVE_ACCURACY
 from profiler.store.record import RequestRecord
 from profiler.store.rundir import RunDir
 
@@ -105,7 +105,7 @@ def test_itl_parquet_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(pq, "read_table", read_table)
     monkeypatch.setattr(summary_mod.pq, "read_table", read_table)
     monkeypatch.setattr(summary_mod, "ITL_BATCH_ROWS", 1000)
-    monkeypatch.setattr(stats, "EXACT_MAX_VALUES", 5000)
+    monkeypatch.setattr(sketches, "EXACT_MAX_VALUES", 5000)
 
     batches = []
     real_source = summary_mod._parquet_itl_batches
@@ -150,7 +150,7 @@ def test_run_dir_and_records_give_the_same_sketches(tmp_path: Path, monkeypatch,
     path = _compacted(tmp_path, recs)
     monkeypatch.setattr(summary_mod, "ITL_BATCH_ROWS", 7)
     for exact_max in (10**6, 100):
-        monkeypatch.setattr(stats, "EXACT_MAX_VALUES", exact_max)
+        monkeypatch.setattr(sketches, "EXACT_MAX_VALUES", exact_max)
         want = summarize_requests(RequestColumns.from_records(recs), run_id="x", warmup_s=warmup_s)
         got = summarize_requests(RequestColumns.from_run_dir(path), run_id="x", warmup_s=warmup_s)
         for k in ("ttft_s", "tpot_s", "e2e_s", "itl_s"):
@@ -167,13 +167,13 @@ def test_run_dir_and_records_give_the_same_sketches(tmp_path: Path, monkeypatch,
 def test_summary_states_method_and_error(tmp_path: Path, monkeypatch) -> None:
     recs = _records(20, 10)
     s = summarize_requests(RequestColumns.from_records(recs), run_id="x")
-    assert s["quantiles"]["exact_max_values"] == stats.EXACT_MAX_VALUES
+    assert s["quantiles"]["exact_max_values"] == sketches.EXACT_MAX_VALUES
     assert s["quantiles"]["relative_error"] == RELATIVE_ACCURACY
     assert s["quantiles"]["above"] == "ddsketch"
     for k in ("ttft_s", "tpot_s", "itl_s", "e2e_s"):
         assert s["latency"][k]["method"] == "exact"
         assert s["latency"][k]["relative_error"] == 0.0
-    monkeypatch.setattr(stats, "EXACT_MAX_VALUES", 50)
+    monkeypatch.setattr(sketches, "EXACT_MAX_VALUES", 50)
     s = summarize_requests(RequestColumns.from_records(recs), run_id="x")
     assert s["latency"]["itl_s"]["method"] == "ddsketch"
     assert s["latency"]["itl_s"]["relative_error"] == RELATIVE_ACCURACY
@@ -186,7 +186,7 @@ def test_worker_partial_summaries_merge_into_the_whole(monkeypatch) -> None:
     the sketches of all the requests, exact below the threshold and sketched above it."""
     recs = _records(90, 40, seed=2)
     for exact_max in (10**6, 200):
-        monkeypatch.setattr(stats, "EXACT_MAX_VALUES", exact_max)
+        monkeypatch.setattr(sketches, "EXACT_MAX_VALUES", exact_max)
         whole = LatencySketches.of_records(recs)
         merged = LatencySketches()
         for k in range(3):

@@ -122,3 +122,22 @@ def test_accepts_flat_key_numbers_of_older_indexes() -> None:
 def test_round_rate() -> None:
     assert round_rate(3.140625) == 3.14
     assert round_rate(1234.5) == 1230.0
+
+
+def test_a_probe_passes_by_measures_meets_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pass test is ``profiler.measures.meets_target`` (one definition of reaching the
+    SLO attainment target), not a comparison of the search's own."""
+    from profiler import measures
+    from profiler.sweep.search import judge
+
+    asked: list[tuple[float, float]] = []
+
+    def strict(fraction: float, target_fraction: float) -> bool:
+        asked.append((fraction, target_fraction))
+        return fraction > target_fraction
+
+    monkeypatch.setattr(measures, "meets_target", strict)
+    summary = {"requests_per_s": 1.0, "slo_attainment": 0.9, "error_rate": 0.0}
+    probe, saturated = judge(1.0, summary, 0.9, None)
+    assert asked == [(0.9, 0.9)]
+    assert not probe.passed and not saturated

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from profiler.analysis.latency_sketches import LatencySketches
+from profiler.latency_sketches import LatencySketches
 from profiler.load.driver import DriverResult
 from profiler.load.health import ClientHealth
 from profiler.load.spread import merge_results

@@ -26,7 +26,7 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- summary.json
 class Distribution(Section):
-    """A latency (or other) distribution: ``analysis/stats.QuantileSketch.to_dict``."""
+    """A latency (or other) distribution: ``profiler/sketches.QuantileSketch.to_dict``."""
 
     count: int | None = None
     mean: float | None = None

@@ -1,7 +1,9 @@
 """Latency distributions of a run's requests as mergeable sketches: summary.json's
 ``latency``, ``dispatch_lag_s`` and ``queue_wait_s``, and what ``--workers`` processes ship to
 the parent. Distributions come from ``QuantileSketch`` (exact up to a threshold, a DDSketch
-above it); the per-request values are ``profiler.measures``' definitions."""
+above it); the per-request values are ``profiler.measures``' definitions. A base module: the
+load's workers fill these sketches (``load/workers``, ``load/spread``), the analysis reads them
+(``analysis/request_summary``)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from profiler import measures
-from profiler.analysis.request_columns import RequestColumns
-from profiler.analysis.stats import QuantileSketch
-from profiler.store.record import RequestRecord
+from profiler.record_columns import Record, columns_of
+from profiler.sketches import QuantileSketch
 
 LATENCY_KEYS = (
     "ttft_s",
@@ -53,15 +54,15 @@ class LatencySketches:
         return cls({k: QuantileSketch.from_dict(v) for k, v in d.items()})
 
     @classmethod
-    def of_records(cls, records: Sequence[RequestRecord]) -> LatencySketches:
+    def of_records(cls, records: Sequence[Record]) -> LatencySketches:
         """Sketches of ``records`` (no window: every successful request's latencies, every
         request's dispatch lag and queue wait)."""
-        cols = RequestColumns.from_records(records)
+        cols = columns_of(records, measures.Columns)
         everything = np.ones(cols.id.shape, dtype=bool)
         return latency_sketches(cols, cols.outcome == "ok", everything)
 
 
-def latency_sketches(cols: RequestColumns, ok: np.ndarray, in_win: np.ndarray) -> LatencySketches:
+def latency_sketches(cols: measures.Columns, ok: np.ndarray, in_win: np.ndarray) -> LatencySketches:
     """The latency distributions of the successful requests in ``ok`` (ITL shares streamed
     from ``cols.itl_source``), and dispatch lag and queue wait of the requests in ``in_win``."""
     ttft, tpot, e2e = measures.latencies(cols)

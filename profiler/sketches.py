@@ -1,4 +1,5 @@
-"""The one place distributions are computed: count, mean, p50/p90/p95/p99, max.
+"""The one place distributions are computed: count, mean, p50/p90/p95/p99, max. A base
+module (numpy and ddsketch only): the load's workers fill sketches, the analysis reads them.
 
 ``Distribution.of`` is exact (numpy) for values already in memory. ``QuantileSketch`` serves
 data of any size in bounded memory: it is exact while it holds at most ``EXACT_MAX_VALUES``
