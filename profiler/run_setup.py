@@ -72,7 +72,7 @@ def start_telemetry(
     return rec
 
 
-def gpu_scope_of(
+def choose_gpu_scope(
     spec: RunSpec, manifest: Manifest, server_spec: ServeSpec | None, server_tree: bool
 ) -> dict[str, Any]:
     """manifest.json ``gpu_scope``: the server's GPUs and how they were chosen

@@ -31,7 +31,7 @@ from profiler.metrics.live import LiveExport, start_live
 from profiler.run_server import prepare_run
 from profiler.run_setup import (
     capabilities,
-    gpu_scope_of,
+    choose_gpu_scope,
     pull_prometheus,
     start_server_metrics,
     start_telemetry,
@@ -113,7 +113,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
             samplers = start_node_samplers(spec, clock, sample_journal, manifest)  # type: ignore[arg-type]
             stack.callback(samplers.stop)
         tree = spec.serve is not None or hooks.server_pids is not None
-        manifest.set(gpu_scope=gpu_scope_of(spec, manifest, hooks.server_spec, tree))
+        manifest.set(gpu_scope=choose_gpu_scope(spec, manifest, hooks.server_spec, tree))
         manifest.save(rd.path)
         try:
             if spec.serve is not None:
