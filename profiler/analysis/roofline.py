@@ -228,7 +228,7 @@ def _kv_dtype(spec: RunSpec | None) -> str | None:
     return None
 
 
-def roofline_section(
+def summarize_roofline(
     manifest: dict[str, Any], summary: dict[str, Any], spec: RunSpec | None
 ) -> dict[str, Any]:
     """``summary.json`` ``roofline``: the bounds for what was run, the inputs they used and the

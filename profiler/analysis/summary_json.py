@@ -80,9 +80,9 @@ def summarize_run(
     from profiler.analysis.clock_offsets import clock_section
 
     summary["workers_clock"] = clock_section(manifest)
-    from profiler.analysis.roofline import roofline_section
+    from profiler.analysis.roofline import summarize_roofline
 
-    summary["roofline"] = roofline_section(manifest, summary, spec)
+    summary["roofline"] = summarize_roofline(manifest, summary, spec)
     return summary
 
 

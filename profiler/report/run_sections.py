@@ -40,7 +40,7 @@ def _arrival(spec: dict[str, Any]) -> str:
     return str(kind or "-")
 
 
-def unavailable(summary: schema.Summary, manifest: schema.Manifest, section: str) -> str | None:
+def why_unavailable(summary: schema.Summary, manifest: schema.Manifest, section: str) -> str | None:
     """Why a telemetry section has no data, or None when it has."""
     s = summary.get(section)
     if isinstance(s, dict):
@@ -139,7 +139,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     lat.add(run_plots.latency_distributions(run, prefix))
     out.append(lat)
 
-    gpu_reason = unavailable(s, m, "gpu")
+    gpu_reason = why_unavailable(s, m, "gpu")
     has_gpu_samples = run.samples.has("nvml", "utilization_ratio")
     tl = Section(f"{prefix}timeline", "Load and GPU timeline")
     if gpu_reason and not has_gpu_samples:
@@ -166,7 +166,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     out.append(
         _facts(
             Section(f"{prefix}energy", "Energy"),
-            f"Energy is not available: {unavailable(s, m, 'energy')}.",
+            f"Energy is not available: {why_unavailable(s, m, 'energy')}.",
             [
                 [f"energy ({scope_gpus(run.gpu_scope())}, measured window)", f"{num(energy.joules)} J"],
                 ["per output token", f"{num(energy.joules_per_output_token)} J"],
@@ -175,7 +175,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                 ["method", str(energy.method)],
             ],
             lambda: run_plots.energy(run, prefix),
-            unavailable(s, m, "energy") is None,
+            why_unavailable(s, m, "energy") is None,
         )
     )  # fmt: skip
 
@@ -221,7 +221,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     out.append(
         _facts(
             Section(f"{prefix}server", "Server (vLLM /metrics)"),
-            f"Server metrics are not available: {unavailable(s, m, 'server')}.",
+            f"Server metrics are not available: {why_unavailable(s, m, 'server')}.",
             [
                 ["KV-cache usage mean / peak", mean_peak("kv_cache_usage_{}_ratio", pct)],
                 ["running requests mean / peak", mean_peak("num_requests_running_{}", num)],
@@ -230,7 +230,7 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                 ["prefix-cache hit ratio", pct(server.get("prefix_cache_hit_ratio"))],
             ],
             lambda: run_plots.server_kv(run, prefix),
-            unavailable(s, m, "server") is None,
+            why_unavailable(s, m, "server") is None,
         )
     )  # fmt: skip
     sessions = session_section(run, prefix)  # session turns, prefix-cache timeline
