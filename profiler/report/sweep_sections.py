@@ -32,7 +32,7 @@ def _slo(sweep: SweepData) -> dict[str, Any]:
 
 def sweep_sections(sweep: SweepData, prefix: str = "", heading: str | None = None) -> list[Section]:
     """The sections of one sweep, in order; its knees are the index's (computed by the sweep
-    at its end, or by ``analysis.knee.with_knees`` before the report)."""
+    at its end, or those ``infprof report`` had ``analysis.knee`` compute before the report)."""
     slo = _slo(sweep)
     target = slo.get("target_fraction", sweep.spec.get("target_fraction"))
     out = [_overview(sweep, slo, target, prefix, heading), _points(sweep, prefix)]

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from profiler.cli.main import cli
-from profiler.report.build import PlanOptions, write_report_files
+from profiler.report.build import write_report_files
 from tests.fakes.synthetic_runs import make_run, make_sweep
 
 RUN_SECTIONS = {"summary", "latency", "timeline", "energy", "interconnect", "server", "inputs"}
@@ -214,12 +214,27 @@ def test_several_inputs_in_one_report(tmp_path: Path) -> None:
     assert {"i0-latency", "i1-latency"} <= set(page.plots)
 
 
-def test_plan_from_options_and_planner_errors(tmp_path: Path) -> None:
+def test_plan_from_options_and_planner_errors(tmp_path: Path, plan_json: dict) -> None:
+    """``infprof report --plan-model`` has the planner compute the plan before the report
+    renders it; a plan.json beside the input is shown instead."""
     run = make_run(tmp_path, "r", gpu=False, n=50)
-    page = parse(write_report_files([run], plan=PlanOptions("llama-3.1-8b", ["h100"], 5.0)).main)
+    args = ["report", str(run), "--plan-gpu", "h100", "--plan-target-rps", "5"]
+    res = CliRunner().invoke(cli, [*args, "--plan-model", "llama-3.1-8b"])
+    assert res.exit_code == 0, res.output
+    page = parse(run / "report.html")
     assert "plan" in page.sections and "plan-test-time-scaling" in page.plots
-    page = parse(write_report_files([run], plan=PlanOptions("no-such-model", ["h100"], 5.0)).main)
+    html = (run / "report.html").read_text()
+    assert "infprof plan --model llama-3.1-8b --gpu h100" in html
+    res = CliRunner().invoke(cli, [*args, "--plan-model", "no-such-model"])
+    assert res.exit_code == 0, res.output
+    page = parse(run / "report.html")
     assert "plan" in page.sections and any("could not be computed" in n for n in page.notes)
+    (run / "plan.json").write_text(json.dumps(plan_json))
+    res = CliRunner().invoke(cli, [*args, "--plan-model", "no-such-model"])
+    assert res.exit_code == 0, res.output
+    page = parse(run / "report.html")
+    assert not any("could not be computed" in n for n in page.notes)
+    assert str(run / "plan.json") in (run / "report.html").read_text()
 
 
 def test_cli_prints_the_path_and_rejects_bad_input(tmp_path: Path) -> None:
