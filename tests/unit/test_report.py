@@ -318,3 +318,50 @@ def test_node_section_only_with_prometheus_and_says_why_when_empty(tmp_path: Pat
     assert any(
         "Per-node telemetry is not available" in n and "infprof_gpu_" in n for n in page.notes
     )
+
+
+def _overview_slo(sweep: Path) -> str:
+    from profiler.report.build import build_document
+
+    (overview,) = [s for s in build_document([sweep]).sections if s.id == "overview"]
+    rows = [r for b in overview.blocks for r in getattr(b, "rows", []) if r and r[0] == "SLO"]
+    assert len(rows) == 1
+    return str(rows[0][1])
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        # today's sweep.json: the SloSpec's model dump
+        (
+            {"slo": {"ttft_s": 0.3, "tpot_s": 0.04, "e2e_s": None, "target_fraction": 0.8}},
+            "TTFT ≤ 300 ms, TPOT ≤ 40 ms for 80% of requests",
+        ),
+        # older ones: the --slo text, the search's fraction beside it
+        ({"slo": "ttft=0.3,tpot=0.04"}, "TTFT ≤ 300 ms, TPOT ≤ 40 ms for 90% of requests"),
+        (
+            {"slo": "ttft=0.3", "target_fraction": 0.75},
+            "TTFT ≤ 300 ms for 75% of requests",
+        ),
+        (
+            {"slo": "ttft=0.3,fraction=0.95", "target_fraction": 0.75},
+            "TTFT ≤ 300 ms for 95% of requests",
+        ),
+    ],
+    ids=["model-dump", "text", "text-fraction-beside", "text-with-fraction"],
+)
+def test_sweep_without_finished_points_shows_its_slo(
+    tmp_path: Path, spec: dict, shown: str
+) -> None:
+    """The SLO line of a sweep comes from sweep.json, in any of its forms; with no finished
+    point there is no manifest to fall back on."""
+    sweep = make_sweep(tmp_path, configs=1, loads=(1, 2))
+    index = json.loads((sweep / "index.json").read_text())
+    for p in index["points"]:
+        p["status"], p["summary"] = "failed", None
+    index["status"] = "interrupted"
+    (sweep / "index.json").write_text(json.dumps(index))
+    base = json.loads((sweep / "sweep.json").read_text())
+    base.pop("slo")
+    (sweep / "sweep.json").write_text(json.dumps({**base, **spec}))
+    assert _overview_slo(sweep) == shown
