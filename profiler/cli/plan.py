@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from profiler.cli import options
 from profiler.errors import SpecError
+from profiler.spec import TARGET_FRACTION
 
 _UNITS = {
     "s": 1.0,
@@ -93,7 +94,7 @@ _AS_GIVEN = (
 @click.option(
     "--slo",
     callback=options.parse_slo,
-    help="ttft=SECONDS,tpot=SECONDS,e2e=SECONDS[,fraction=0.9]",
+    help=f"ttft=SECONDS,tpot=SECONDS,e2e=SECONDS[,fraction={TARGET_FRACTION:g}]",
 )
 @click.option(
     "--calibration",
