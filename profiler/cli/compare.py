@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from profiler.cli import options
 from profiler.errors import RegressionDetected, SpecError
+
+if TYPE_CHECKING:
+    from profiler.spec import SloSpec
 
 METRIC_HELP = (
     "Gate on a metric: NAME[:THRESHOLD], repeatable. THRESHOLD is relative to A (0.1 or 10%; "
@@ -73,7 +77,7 @@ _RUN = click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option(
     "--slo",
-    default=None,
+    callback=options.parse_slo_if_given,
     help="SLO for slo_met_rps and slo_attainment, ttft=S,tpot=S,e2e=S (default: A's run spec).",
 )
 @click.option("--resamples", default=1000, show_default=True, help="Bootstrap resamples.")
@@ -87,7 +91,7 @@ def command(
     vs: tuple[Path, ...],
     metrics: tuple[str, ...],
     min_effect: str | None,
-    slo: str | None,
+    slo: SloSpec | None,
     resamples: int,
     confidence: float,
     seed: int,
@@ -104,7 +108,6 @@ def command(
     """
     from profiler.analysis.compare import compare_runs
     from profiler.analysis.compare_metrics import parse_fraction, parse_metric_options
-    from profiler.spec import SloSpec
 
     if vs:
         side_a, side_b = list(runs), list(vs)
@@ -124,7 +127,7 @@ def command(
         resamples=resamples,
         confidence=confidence,
         seed=seed,
-        slo=SloSpec.parse(slo) if slo else None,
+        slo=slo,
         min_effect=parse_fraction("--min-effect", min_effect) if min_effect is not None else None,
     )
     if as_json:

@@ -1,6 +1,6 @@
 """The options ``infprof run`` and ``infprof sweep`` share, declared once (a sweep point is one
 run: these options mean the same for each point). Each group is a decorator; ``--slo`` is
-parsed here, at the CLI edge, into a ``SloSpec``."""
+parsed here, at the CLI edge, into a ``SloSpec`` (also compare's and plan's)."""
 
 from __future__ import annotations
 
@@ -49,10 +49,17 @@ def given_only(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def parse_slo(_ctx: click.Context, _param: click.Parameter, text: str | None) -> Any:
-    """``--slo`` as a ``SloSpec`` (unset: no SLO); a bad value fails in one line."""
+    """``--slo`` as a ``SloSpec`` (unset: no SLO); a bad value fails in one line. The one
+    parser of every command's ``--slo``."""
     from profiler.spec import SloSpec
 
     return SloSpec.parse(text)
+
+
+def parse_slo_if_given(ctx: click.Context, param: click.Parameter, text: str | None) -> Any:
+    """``parse_slo``, but None when --slo is not given (the command then takes the SLO from
+    elsewhere: compare, from A's run spec)."""
+    return parse_slo(ctx, param, text) if text else None
 
 
 MODEL_HELP = (

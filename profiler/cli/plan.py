@@ -10,7 +10,9 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from profiler.cli import options
 from profiler.errors import SpecError
+from profiler.spec import TARGET_FRACTION
 
 _UNITS = {
     "s": 1.0,
@@ -89,7 +91,11 @@ _AS_GIVEN = (
     show_default=True,
     help="Peak over average load (with --users).",
 )
-@click.option("--slo", help="ttft=SECONDS,tpot=SECONDS,e2e=SECONDS[,fraction=0.9]")
+@click.option(
+    "--slo",
+    callback=options.parse_slo,
+    help=f"ttft=SECONDS,tpot=SECONDS,e2e=SECONDS[,fraction={TARGET_FRACTION:g}]",
+)
 @click.option(
     "--calibration",
     type=click.Path(path_type=Path),
@@ -182,7 +188,6 @@ def command(**kw: Any) -> None:
     from profiler.capacity.hardware import parse_prices
     from profiler.capacity.planner import plan
     from profiler.capacity.result import PlanRequest
-    from profiler.spec import SloSpec
 
     if kw["users"] is not None and kw["rate_per_user"] is None:
         raise SpecError(
@@ -199,7 +204,7 @@ def command(**kw: Any) -> None:
             **{k: kw[k] for k in _AS_GIVEN},
             gpus=list(kw["gpus"]) or ["h100"],
             rate_per_user_per_s=parse_rate(kw["rate_per_user"]) if kw["rate_per_user"] else None,
-            slo=SloSpec.parse(kw["slo"]),
+            slo=kw["slo"],
             layouts=list(kw["layouts"]),
             eplb=kw["eplb"] or None,
             interconnect=list(kw["interconnect"]),

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from profiler.report.build import ComputedPlan
 
 
 @click.command("report")
@@ -44,7 +48,8 @@ def command(
     """Summarise run or sweep directories into an HTML report (plots embedded) and Markdown.
 
     A run that died is repaired first: its journals are compacted and its summary recomputed.
-    A plan.json in an input directory, or --plan-model, adds the capacity plan.
+    A sweep that did not finish gets the knees of its finished points. A plan.json in an input
+    directory, or --plan-model, adds the capacity plan. The report then reads and renders.
 
     \b
     Examples:
@@ -54,7 +59,7 @@ def command(
     """
     from profiler.analysis.repair import repair_inputs
     from profiler.errors import SpecError
-    from profiler.report.build import PlanOptions, write_report_files
+    from profiler.report.build import stored_plan, write_report_files
 
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise SpecError(
@@ -62,13 +67,13 @@ def command(
         )
 
     fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
-    plan = (
-        PlanOptions(plan_model, [g.lower() for g in plan_gpu], plan_target_rps)
-        if plan_model
-        else None
-    )
+    # analysis and capacity first; the report only reads and renders their results
     notes = repair_inputs(inputs)  # a run that died: compacted and summarised, then read
-    files = write_report_files(list(inputs), out, fmts, plan, name, notes)
+    knees = _knees(inputs)
+    plan = None
+    if plan_model and stored_plan(inputs) is None:
+        plan = _plan(inputs, plan_model, [g.lower() for g in plan_gpu], plan_target_rps)
+    files = write_report_files(list(inputs), out, fmts, plan, name, notes, knees)
     if as_json:
         click.echo(
             json.dumps(
@@ -82,3 +87,35 @@ def command(
         )
     else:
         click.echo(str(files.main))
+
+
+def _knees(inputs: tuple[Path, ...]) -> dict[Path, list[dict[str, Any]]]:
+    """Per sweep among ``inputs``: its knees (those a finished sweep stored, else those of its
+    finished points so far)."""
+    from profiler.analysis.knee import with_knees
+    from profiler.store.schema import SweepIndex
+    from profiler.sweep.index import is_sweep_dir
+
+    return {p: with_knees(SweepIndex.load(p).to_dict())["knees"] for p in inputs if is_sweep_dir(p)}
+
+
+def _plan(
+    inputs: tuple[Path, ...], model: str, gpus: list[str], target_rps: float | None
+) -> ComputedPlan:
+    """The plan of --plan-model: the SLO of the first input when it is a run, calibrated by
+    the first sweep among them."""
+    from profiler.capacity.report_plan import report_plan
+    from profiler.report.build import ComputedPlan
+    from profiler.store.schema import Manifest
+    from profiler.sweep.index import is_sweep_dir
+
+    sweep = next((p for p in inputs if is_sweep_dir(p)), None)
+    first = inputs[0]
+    slo = None
+    if not is_sweep_dir(first) and (first / Manifest.FILE).exists():
+        slo = Manifest.load(first).recorded_spec().slo
+    data = report_plan(model, gpus, target_rps, slo, sweep)
+    origin = f"infprof plan --model {model} --gpu {','.join(gpus or ['h100'])}" + (
+        f" --calibration {sweep}" if sweep else ""
+    )
+    return ComputedPlan(data, origin)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from profiler import __version__
-from profiler.analysis.knee import with_knees
-from profiler.capacity.report_plan import report_plan
 from profiler.errors import SpecError, StorageError
 from profiler.report.data import RunData, SweepData, kind_of, load_run, load_sweep
 from profiler.report.doc import Document, Section, Table, render_html, render_markdown
@@ -26,10 +24,12 @@ PLAN_FILE = Plan.FILE
 
 
 @dataclass
-class PlanOptions:
-    model: str | None = None
-    gpus: list[str] = field(default_factory=list)
-    target_rps: float | None = None
+class ComputedPlan:
+    """A capacity plan computed before the report (``capacity.report_plan``, by ``infprof
+    report --plan-model``): its JSON form, or ``{"error": ...}``, and the command it stands for."""
+
+    data: dict[str, Any]
+    origin: str
 
 
 @dataclass
@@ -48,10 +48,14 @@ class ReportFiles:
 
 def build_document(
     inputs: Sequence[Path],
-    plan: PlanOptions | None = None,
+    plan: ComputedPlan | None = None,
     notes: dict[Path, list[str]] | None = None,
+    knees: dict[Path, list[dict[str, Any]]] | None = None,
 ) -> Document:
-    """The report of ``inputs`` (read only; ``notes``: per run, what its repair did)."""
+    """The report of ``inputs``, read and rendered. What ``infprof report`` computed before:
+    ``notes``, per run, what its repair did (``analysis.repair``); ``knees``, per sweep, the
+    knees of its finished points (``analysis.knee``; a sweep not in it shows those its index
+    stored); ``plan``, the plan of --plan-model (a plan.json beside an input comes first)."""
     if not inputs:
         raise SpecError(
             "no run or sweep directory given", "e.g. infprof report runs/run-20250101-120000"
@@ -71,13 +75,14 @@ def build_document(
     for i, item in enumerate(loaded):
         prefix = f"i{i}-" if multi else ""
         if isinstance(item, SweepData):
-            with_knees(item.index)  # analysis first: the sections only render
+            if knees and item.path in knees:
+                item.index["knees"] = knees[item.path]
             heading = f"Sweep {item.sweep_id}" if multi else None
             sections += sweep_sections(item, prefix, heading)
         else:
             heading = f"Run {item.run_id}" if multi else None
             sections += run_sections(item, prefix, heading)
-    sections += _plan(loaded, plan)
+    sections += _plan([item.path for item in loaded], plan)
     if len(loaded) == 1:
         item = loaded[0]
         title = (
@@ -117,27 +122,21 @@ def _overview(loaded: list[RunData | SweepData]) -> Section:
     )
 
 
-def _plan(loaded: list[RunData | SweepData], opts: PlanOptions | None) -> list[Section]:
-    for item in loaded:
-        p = item.path / PLAN_FILE
-        if p.exists():
-            try:
-                data = Plan.load(p).to_dict()
-            except StorageError as e:
-                return plan_sections({"error": f"{p} is unreadable ({e.one_line()})"}, str(p))
-            return plan_sections(data, str(p))
-    if opts is None or not opts.model:
-        return []
-    sweep = next((x for x in loaded if isinstance(x, SweepData)), None)
-    slo: dict[str, Any] | None = None
-    first = loaded[0]
-    if isinstance(first, RunData):
-        slo = first.manifest.recorded_spec().slo
-    data = report_plan(opts.model, opts.gpus, opts.target_rps, slo, sweep.path if sweep else None)
-    origin = f"infprof plan --model {opts.model} --gpu {','.join(opts.gpus or ['h100'])}" + (
-        f" --calibration {sweep.path}" if sweep else ""
-    )
-    return plan_sections(data, origin)
+def stored_plan(inputs: Sequence[Path]) -> Path | None:
+    """The plan.json beside the first input that has one: the report shows it (and no plan
+    computed from --plan-model)."""
+    return next((p / PLAN_FILE for p in inputs if (p / PLAN_FILE).exists()), None)
+
+
+def _plan(inputs: Sequence[Path], computed: ComputedPlan | None) -> list[Section]:
+    p = stored_plan(inputs)
+    if p is not None:
+        try:
+            data = Plan.load(p).to_dict()
+        except StorageError as e:
+            return plan_sections({"error": f"{p} is unreadable ({e.one_line()})"}, str(p))
+        return plan_sections(data, str(p))
+    return plan_sections(computed.data, computed.origin) if computed else []
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -148,13 +147,14 @@ def write_report_files(
     inputs: Sequence[Path],
     out_dir: Path | None = None,
     formats: Sequence[str] = FORMATS,
-    plan: PlanOptions | None = None,
+    plan: ComputedPlan | None = None,
     name: str = "report",
     notes: dict[Path, list[str]] | None = None,
+    knees: dict[Path, list[dict[str, Any]]] | None = None,
 ) -> ReportFiles:
     """Write ``<out_dir>/<name>.html`` and/or ``<name>.md`` (figures for Markdown under
     ``<name>_files/``). ``out_dir`` defaults to the input directory (one input) or the current
-    directory (several)."""
+    directory (several). ``plan``, ``notes`` and ``knees``: see ``build_document``."""
     t0 = time.perf_counter()
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -162,7 +162,7 @@ def write_report_files(
             f"--format: unknown format {', '.join(bad) or '(none)'}", "use html, md or html,md"
         )
     inputs = [Path(p) for p in inputs]
-    doc = build_document(inputs, plan, notes)
+    doc = build_document(inputs, plan, notes, knees)
     out = out_dir or (inputs[0] if len(inputs) == 1 else Path.cwd())
     make_dir(out, "choose a writable --out directory")
     html_path = md_path = None

@@ -2,37 +2,58 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from profiler.errors import InfprofError, StorageError
 from profiler.report import sweep_plots, tables
 from profiler.report.data import SweepData
 from profiler.report.doc import Code, Note, Section, Table, Text
 from profiler.report.fmt import pct, pretty_json, slo_text
 from profiler.spec import SloSpec
+from profiler.store.schema import Manifest
 
 
 def _slo(sweep: SweepData) -> dict[str, Any]:
-    text = sweep.spec.get("slo")
-    if text:
-        try:
-            return SloSpec.parse(text).model_dump()
-        except Exception:  # a hand-edited sweep.json: fall back to the points' SLO
-            pass
+    """The sweep's SLO (a ``SloSpec`` dump): sweep.json's, else that of its points' runs."""
+    slo = _spec_slo(sweep.spec)
+    if slo is not None:
+        return slo.model_dump()
     for p in sweep.done_points():
-        manifest = sweep.path / p["run_dir"] / "manifest.json"
-        try:
-            slo = json.loads(manifest.read_text()).get("spec", {}).get("slo")
-        except (OSError, json.JSONDecodeError):
-            continue
-        if slo:
-            return dict(slo)
+        manifest = _manifest(sweep, p)
+        if manifest is not None and manifest.recorded_spec().slo:
+            return dict(manifest.recorded_spec().slo or {})
     return {}
+
+
+def _spec_slo(spec: dict[str, Any]) -> SloSpec | None:
+    """sweep.json's ``slo``: the SloSpec's dump, or (older sweeps) the --slo text with the
+    search's ``target_fraction`` beside it; None when absent or unreadable (hand-edited)."""
+    slo = spec.get("slo")
+    try:
+        if isinstance(slo, dict):
+            return SloSpec.model_validate(slo)
+        if isinstance(slo, str) and slo:
+            parsed = SloSpec.parse(slo)
+            fraction = spec.get("target_fraction")
+            if "target_fraction" in parsed.model_fields_set or fraction is None:
+                return parsed
+            return SloSpec.model_validate({**parsed.model_dump(), "target_fraction": fraction})
+    except (InfprofError, ValueError):  # ValueError: pydantic's ValidationError
+        return None
+    return None
+
+
+def _manifest(sweep: SweepData, point: dict[str, Any]) -> Manifest | None:
+    """The manifest.json of a point's run (None when missing or unreadable)."""
+    try:
+        return Manifest.load(sweep.path / point["run_dir"] / Manifest.FILE)
+    except StorageError:
+        return None
 
 
 def sweep_sections(sweep: SweepData, prefix: str = "", heading: str | None = None) -> list[Section]:
     """The sections of one sweep, in order; its knees are the index's (computed by the sweep
-    at its end, or by ``analysis.knee.with_knees`` before the report)."""
+    at its end, or those ``infprof report`` had ``analysis.knee`` compute before the report)."""
     slo = _slo(sweep)
     target = slo.get("target_fraction", sweep.spec.get("target_fraction"))
     out = [_overview(sweep, slo, target, prefix, heading), _points(sweep, prefix)]
@@ -148,11 +169,8 @@ def _telemetry(sweep: SweepData, prefix: str) -> list[Section]:
 
 def _why(sweep: SweepData) -> str:
     for p in sweep.done_points():
-        try:
-            m = json.loads((sweep.path / p["run_dir"] / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        reason = (m.get("nvml") or {}).get("reason")
+        manifest = _manifest(sweep, p)
+        reason = manifest.nvml.reason if manifest and manifest.nvml else None
         if reason:
             return f" ({reason})"
     return ""
@@ -161,26 +179,22 @@ def _why(sweep: SweepData) -> str:
 def _inputs(sweep: SweepData, prefix: str) -> Section:
     sec = Section(f"{prefix}inputs", "Inputs and versions")
     first = next(iter(sweep.done_points()), None)
-    manifest: dict[str, Any] = {}
-    if first:
-        try:
-            manifest = json.loads((sweep.path / first["run_dir"] / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            manifest = {}
-    versions = manifest.get("versions") or {}
+    manifest = _manifest(sweep, first) if first else None
+    versions = (manifest.versions if manifest else None) or {}
     if versions:
         sec.add(tables.versions(versions, "versions (first point)"))
-    gpus = manifest.get("gpus") or []
+    gpus = (manifest.gpus if manifest else None) or []
     if gpus:
         keys = [
             k for k in ("index", "name", "uuid", "memory_total_bytes") if any(k in g for g in gpus)
         ]
         sec.add(Table(keys, [[str(g.get(k, "-")) for k in keys] for g in gpus], caption="GPUs"))
     sec.add(Code(pretty_json(sweep.spec), summary="sweep spec (sweep.json)"))
-    if manifest.get("spec"):
+    spec = manifest.to_dict().get("spec") if manifest else None  # as written, keys in order
+    if spec:
         sec.add(
             Code(
-                pretty_json(manifest["spec"]),
+                pretty_json(spec),
                 summary=f"resolved run spec of {first['id'] if first else ''}",
             )
         )

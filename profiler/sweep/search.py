@@ -120,14 +120,15 @@ def judge(
 def slo_search(
     probe: Callable[[float], dict[str, Any]],
     *,
+    target_fraction: float,
     start_rate: float = 1.0,
-    target_fraction: float = 0.9,
     tolerance: float = 0.05,
     max_probes: int = 12,
     max_rate: float | None = None,
     min_rate: float | None = None,
 ) -> SearchResult:
-    """Find the highest rate whose probe passes; see the module docstring."""
+    """Find the highest rate whose probe passes; see the module docstring. ``target_fraction``:
+    the SLO's (``SloSpec.target_fraction``; its default is ``spec.TARGET_FRACTION``)."""
     min_rate = min_rate if min_rate is not None else start_rate / 64
     res = SearchResult(best_rate=None, failed_rate=None)
     done: dict[float, Probe] = {}

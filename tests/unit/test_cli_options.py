@@ -260,3 +260,37 @@ def test_the_runner_makes_the_embedded_model_before_launching_its_server(
     with pytest.raises(ServerError):
         execute(spec)
     assert seen == [True]
+
+
+def test_every_slo_option_is_parsed_by_one_parser() -> None:
+    """``--slo`` of run, sweep, compare and plan is read by cli/options' parser into a
+    SloSpec at the CLI edge (no command parses the text itself), with the same one-line
+    error for a bad value."""
+    from click.testing import CliRunner
+
+    from profiler.cli import compare as compare_cli
+    from profiler.cli import options
+    from profiler.cli import plan as plan_cli
+    from profiler.cli.main import cli
+
+    parsers = {options.parse_slo, options.parse_slo_if_given}
+    for cmd in (run_cli.command, sweep_cli.command, compare_cli.command, plan_cli.command):
+        (slo,) = [p for p in cmd.params if p.name == "slo"]
+        assert slo.callback in parsers, f"{cmd.name}: --slo is not parsed by cli/options"
+    ctx = click.Context(compare_cli.command)
+    (param,) = [p for p in compare_cli.command.params if p.name == "slo"]
+    assert options.parse_slo_if_given(ctx, param, None) is None  # compare: A's SLO then
+    assert not options.parse_slo(ctx, param, None).is_set()
+    errors = set()
+    for args in (
+        ["compare", "a", "b", "--slo", "latency=3"],
+        ["plan", "--model", "tiny", "--slo", "latency=3"],
+        ["run", "--endpoint", "http://127.0.0.1:9", "--slo", "latency=3"],
+    ):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2, res.output
+        errors.add(res.output.strip())
+    assert errors == {
+        "infprof: error: --slo: cannot read 'latency=3' "
+        "(fix: write it as ttft=SECONDS,tpot=SECONDS,e2e=SECONDS (any subset))"
+    }

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from profiler.cli.main import cli
-from profiler.report.build import PlanOptions, write_report_files
+from profiler.report.build import write_report_files
 from tests.fakes.synthetic_runs import make_run, make_sweep
 
 RUN_SECTIONS = {"summary", "latency", "timeline", "energy", "interconnect", "server", "inputs"}
@@ -214,12 +214,27 @@ def test_several_inputs_in_one_report(tmp_path: Path) -> None:
     assert {"i0-latency", "i1-latency"} <= set(page.plots)
 
 
-def test_plan_from_options_and_planner_errors(tmp_path: Path) -> None:
+def test_plan_from_options_and_planner_errors(tmp_path: Path, plan_json: dict) -> None:
+    """``infprof report --plan-model`` has the planner compute the plan before the report
+    renders it; a plan.json beside the input is shown instead."""
     run = make_run(tmp_path, "r", gpu=False, n=50)
-    page = parse(write_report_files([run], plan=PlanOptions("llama-3.1-8b", ["h100"], 5.0)).main)
+    args = ["report", str(run), "--plan-gpu", "h100", "--plan-target-rps", "5"]
+    res = CliRunner().invoke(cli, [*args, "--plan-model", "llama-3.1-8b"])
+    assert res.exit_code == 0, res.output
+    page = parse(run / "report.html")
     assert "plan" in page.sections and "plan-test-time-scaling" in page.plots
-    page = parse(write_report_files([run], plan=PlanOptions("no-such-model", ["h100"], 5.0)).main)
+    html = (run / "report.html").read_text()
+    assert "infprof plan --model llama-3.1-8b --gpu h100" in html
+    res = CliRunner().invoke(cli, [*args, "--plan-model", "no-such-model"])
+    assert res.exit_code == 0, res.output
+    page = parse(run / "report.html")
     assert "plan" in page.sections and any("could not be computed" in n for n in page.notes)
+    (run / "plan.json").write_text(json.dumps(plan_json))
+    res = CliRunner().invoke(cli, [*args, "--plan-model", "no-such-model"])
+    assert res.exit_code == 0, res.output
+    page = parse(run / "report.html")
+    assert not any("could not be computed" in n for n in page.notes)
+    assert str(run / "plan.json") in (run / "report.html").read_text()
 
 
 def test_cli_prints_the_path_and_rejects_bad_input(tmp_path: Path) -> None:
@@ -303,3 +318,50 @@ def test_node_section_only_with_prometheus_and_says_why_when_empty(tmp_path: Pat
     assert any(
         "Per-node telemetry is not available" in n and "infprof_gpu_" in n for n in page.notes
     )
+
+
+def _overview_slo(sweep: Path) -> str:
+    from profiler.report.build import build_document
+
+    (overview,) = [s for s in build_document([sweep]).sections if s.id == "overview"]
+    rows = [r for b in overview.blocks for r in getattr(b, "rows", []) if r and r[0] == "SLO"]
+    assert len(rows) == 1
+    return str(rows[0][1])
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        # today's sweep.json: the SloSpec's model dump
+        (
+            {"slo": {"ttft_s": 0.3, "tpot_s": 0.04, "e2e_s": None, "target_fraction": 0.8}},
+            "TTFT ≤ 300 ms, TPOT ≤ 40 ms for 80% of requests",
+        ),
+        # older ones: the --slo text, the search's fraction beside it
+        ({"slo": "ttft=0.3,tpot=0.04"}, "TTFT ≤ 300 ms, TPOT ≤ 40 ms for 90% of requests"),
+        (
+            {"slo": "ttft=0.3", "target_fraction": 0.75},
+            "TTFT ≤ 300 ms for 75% of requests",
+        ),
+        (
+            {"slo": "ttft=0.3,fraction=0.95", "target_fraction": 0.75},
+            "TTFT ≤ 300 ms for 95% of requests",
+        ),
+    ],
+    ids=["model-dump", "text", "text-fraction-beside", "text-with-fraction"],
+)
+def test_sweep_without_finished_points_shows_its_slo(
+    tmp_path: Path, spec: dict, shown: str
+) -> None:
+    """The SLO line of a sweep comes from sweep.json, in any of its forms; with no finished
+    point there is no manifest to fall back on."""
+    sweep = make_sweep(tmp_path, configs=1, loads=(1, 2))
+    index = json.loads((sweep / "index.json").read_text())
+    for p in index["points"]:
+        p["status"], p["summary"] = "failed", None
+    index["status"] = "interrupted"
+    (sweep / "index.json").write_text(json.dumps(index))
+    base = json.loads((sweep / "sweep.json").read_text())
+    base.pop("slo")
+    (sweep / "sweep.json").write_text(json.dumps({**base, **spec}))
+    assert _overview_slo(sweep) == shown

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from profiler.spec import TARGET_FRACTION
 from profiler.sweep.search import round_rate, slo_search
 
 
@@ -45,7 +46,9 @@ def test_finds_capacity_within_tolerance(capacity: float) -> None:
 
 def test_stops_doubling_once_throughput_stops_rising() -> None:
     probe, calls = server(10.0, loose_slo=True)
-    res = slo_search(probe, start_rate=1.0, tolerance=0.05, max_probes=20)
+    res = slo_search(
+        probe, target_fraction=TARGET_FRACTION, start_rate=1.0, tolerance=0.05, max_probes=20
+    )
     # 1..16 pass (throughput still rises 8 -> 10); 32 serves no more than 16: saturated, so
     # the doubling stops there instead of running on while the loose SLO keeps passing
     assert calls[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
@@ -61,14 +64,16 @@ def test_collapse_and_errors_count_as_saturation() -> None:
             return {"requests_per_s": 1.0, "slo_attainment": 0.0, "error_rate": 0.8}
         return {"requests_per_s": rate, "slo_attainment": 1.0, "error_rate": 0.0}
 
-    res = slo_search(probe, start_rate=1.0, tolerance=0.1)
+    res = slo_search(probe, target_fraction=TARGET_FRACTION, start_rate=1.0, tolerance=0.1)
     assert res.saturated_rate is not None and 4.0 < res.saturated_rate <= 8.0
     assert res.best_rate is not None and 4.0 <= res.best_rate <= 4.4
 
 
 def test_halves_when_start_rate_fails() -> None:
     probe, calls = server(2.0)
-    res = slo_search(probe, start_rate=32.0, tolerance=0.05, max_probes=20)
+    res = slo_search(
+        probe, target_fraction=TARGET_FRACTION, start_rate=32.0, tolerance=0.05, max_probes=20
+    )
     assert calls[:5] == [32.0, 16.0, 8.0, 4.0, 2.0]
     assert res.best_rate is not None and 1.8 <= res.best_rate <= 2.06
 
@@ -77,7 +82,7 @@ def test_nothing_passes() -> None:
     def probe(rate: float) -> dict[str, Any]:
         return {"requests_per_s": rate, "slo_attainment": 0.5, "error_rate": 0.0}
 
-    res = slo_search(probe, start_rate=1.0, min_rate=0.1)
+    res = slo_search(probe, target_fraction=TARGET_FRACTION, start_rate=1.0, min_rate=0.1)
     assert res.best_rate is None
     assert "no rate" in res.stopped
     assert all(p.rate >= 0.1 for p in res.probes)
@@ -85,10 +90,10 @@ def test_nothing_passes() -> None:
 
 def test_max_probes_and_max_rate() -> None:
     probe, calls = server(1000.0)
-    res = slo_search(probe, start_rate=1.0, max_probes=4)
+    res = slo_search(probe, target_fraction=TARGET_FRACTION, start_rate=1.0, max_probes=4)
     assert len(calls) == 4 and res.best_rate == 8.0 and "probes" in res.stopped
     probe, calls = server(1000.0)
-    res = slo_search(probe, start_rate=1.0, max_rate=5.0)
+    res = slo_search(probe, target_fraction=TARGET_FRACTION, start_rate=1.0, max_rate=5.0)
     assert calls == [1.0, 2.0, 4.0, 5.0] and res.best_rate == 5.0
 
 
@@ -105,7 +110,7 @@ def test_accepts_nested_summaries(section: str) -> None:
             section: {"fraction": 0.95 if ok else 0.3},
         }
 
-    res = slo_search(probe, start_rate=1.0, tolerance=0.05)
+    res = slo_search(probe, target_fraction=TARGET_FRACTION, start_rate=1.0, tolerance=0.05)
     assert res.best_rate is not None and 5.7 <= res.best_rate <= 6.0
     # the search's result is DistServe's goodput: the highest rate meeting the target
     assert res.to_dict()["goodput_rps"] == res.best_rate
@@ -115,7 +120,7 @@ def test_accepts_flat_key_numbers_of_older_indexes() -> None:
     def probe(rate: float) -> dict[str, Any]:
         return {"requests_per_s": rate, "goodput_fraction": 1.0 if rate <= 3 else 0.6}
 
-    res = slo_search(probe, start_rate=1.0, tolerance=0.05)
+    res = slo_search(probe, target_fraction=TARGET_FRACTION, start_rate=1.0, tolerance=0.05)
     assert res.best_rate is not None and 2.85 <= res.best_rate <= 3.0
 
 
@@ -141,3 +146,15 @@ def test_a_probe_passes_by_measures_meets_target(monkeypatch: pytest.MonkeyPatch
     probe, saturated = judge(1.0, summary, 0.9, None)
     assert asked == [(0.9, 0.9)]
     assert not probe.passed and not saturated
+
+
+def test_the_target_fraction_is_the_callers() -> None:
+    """The search aims at the fraction its caller gives (the sweep's SLO, whose default is
+    spec.TARGET_FRACTION): it has no default of its own to drift from that one."""
+    probe, _ = server(8.0)
+    with pytest.raises(TypeError, match="target_fraction"):
+        slo_search(probe, start_rate=1.0)  # type: ignore[call-arg]
+    usual = slo_search(probe, start_rate=1.0, target_fraction=TARGET_FRACTION, tolerance=0.02)
+    loose = slo_search(probe, start_rate=1.0, target_fraction=0.5, tolerance=0.02)
+    assert usual.best_rate is not None and loose.best_rate is not None
+    assert usual.best_rate < loose.best_rate

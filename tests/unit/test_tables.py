@@ -132,36 +132,88 @@ def test_sweep_console_and_report_show_the_same_tables(
     _assert_shown_alike(shown, console)
 
 
+def _imported_names(source: str, package: str) -> set[str]:
+    """Every module ``source`` (a module of ``package``) imports, in any form (``import a.b``,
+    ``from a import b``, relative, inside functions): for ``from a import b``, ``a`` and ``a.b``."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names |= {module, *(f"{module}.{a.name}" for a in node.names)}
+    return names
+
+
 def test_report_renderers_compute_neither_knees_nor_plans() -> None:
-    """The section builders render what analysis and the planner computed beforehand."""
-    banned = ("profiler.analysis.knee", "profiler.sweep.knees", "profiler.capacity")
-    for name in ("sweep_sections", "plan_section", "tables", "sweep_plots", "doc", "fmt"):
-        tree = ast.parse((REPO / "profiler" / "report" / f"{name}.py").read_text())
-        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + [
-            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
-        ]
-        bad = [m for m in imported if m.startswith(banned)]
-        assert not bad, f"report/{name}.py imports {bad}"
+    """A report reads and renders: knees (analysis), plans (capacity) and the repair of a
+    killed run (analysis) are computed by ``infprof report`` before it; no module under
+    profiler/report/ imports them."""
+    banned = (
+        "profiler.analysis.knee",
+        "profiler.sweep.knees",
+        "profiler.capacity",
+        "profiler.analysis.repair",
+    )
+
+    def bad(names: set[str]) -> list[str]:
+        return sorted(m for m in names if any(m == b or m.startswith(b + ".") for b in banned))
+
+    # the check sees every form of import
+    probe = (
+        "def f():\n    from ..capacity import report_plan\n    import profiler.analysis.knee\n"
+        "from profiler.analysis import repair\nfrom profiler import capacity\n"
+    )
+    assert bad(_imported_names(probe, "profiler.report")) == [
+        "profiler.analysis.knee", "profiler.analysis.repair", "profiler.capacity",
+        "profiler.capacity.report_plan",
+    ]  # fmt: skip
+    modules = sorted((REPO / "profiler" / "report").rglob("*.py"))
+    assert len(modules) > 10
+    for path in modules:
+        package = ".".join(path.relative_to(REPO).parts[:-1])
+        found = bad(_imported_names(path.read_text(), package))
+        assert not found, f"{path.relative_to(REPO)} imports {found}"
+
+
+def _markdown_table(md: str, caption: str) -> list[list[str]]:
+    """The rows of the Markdown table under ``*caption*``, as cells."""
+    lines = md[md.index(f"*{caption}*") :].splitlines()[2:]
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
 
 
 def test_report_of_a_sweep_without_stored_knees_shows_the_knees(tmp_path: Path) -> None:
-    """An interrupted sweep has no knees in its index: the report shows those analysis
-    computes from its finished points, as before."""
+    """An interrupted sweep has no knees in its index: ``infprof report`` has analysis compute
+    those of its finished points before the report renders them, as before."""
+    from click.testing import CliRunner
+
     from profiler.analysis.knee import sweep_knees
-    from profiler.report.build import build_document
+    from profiler.cli.main import cli
 
     sweep = make_sweep(tmp_path, configs=1, loads=(1, 2, 4, 6, 8, 12, 16))
     index = json.loads((sweep / "index.json").read_text())
     index["status"], index["knees"] = "interrupted", []
     (sweep / "index.json").write_text(json.dumps(index))
-    doc = build_document([sweep])
-    (table,) = _report_tables([s for s in doc.sections if s.id == "latency-throughput"])
+    before = (sweep / "index.json").read_text()
+    res = CliRunner().invoke(cli, ["report", str(sweep), "--format", "md"])
+    assert res.exit_code == 0, res.output
+    assert (sweep / "index.json").read_text() == before  # computed for the report, not stored
+    rows = _markdown_table(
+        (sweep / "report.md").read_text(), "knee of the throughput-latency curve (Kneedle)"
+    )
     knees = sweep_knees(index["points"])
-    assert [r[0] for r in table.rows] == [k["config_id"] for k in knees]
+    assert [r[0] for r in rows] == [k["config_id"] for k in knees]
     found = [k for k in knees if k["point"]]
     assert found, "the synthetic sweep bends: a knee is expected"
     for k in found:
-        row = next(r for r in table.rows if r[0] == k["config_id"])
+        row = next(r for r in rows if r[0] == k["config_id"])
         assert row[3] == f"{k['x']:.1f}" and row[4] == f"{k['y'] * 1000:.1f}"
 
 
