@@ -132,7 +132,7 @@ def test_run_scopes_and_measures_the_chosen_gpu(
     _row(
         cfg,
         "run: summary gpu count / mean utilization",
-        f"{gpu.get('count')} / {util}",
+        f"{gpu.get('count')} / {util:.1%}" if util is not None else f"{gpu.get('count')} / n/a",
         "1 / > 0.5",
         ok_util,
     )
@@ -149,7 +149,9 @@ def test_run_scopes_and_measures_the_chosen_gpu(
     _row(
         cfg,
         "run: energy counter vs sampled power (window)",
-        f"{joules} J over {secs:.1f} s = {from_energy} W; sampled {power} W",
+        f"{joules:,.0f} J over {secs:.1f} s = {from_energy:.0f} W; sampled {power:.0f} W"
+        if joules is not None and from_energy is not None and power is not None
+        else f"{joules} J, {from_energy} W; sampled {power} W",
         "within 15%",
         ok_energy,
     )
@@ -159,7 +161,13 @@ def test_run_scopes_and_measures_the_chosen_gpu(
         and joules is not None
         and abs(jpt - joules / s["tokens"]["output"]) < 1e-9 * max(jpt, 1)
     )
-    _row(cfg, "run: J per output token", f"{jpt}", "= joules / window output tokens", ok_jpt)
+    _row(
+        cfg,
+        "run: J per output token",
+        "n/a" if jpt is None else f"{jpt:.4f} J",
+        "= joules / window output tokens",
+        ok_jpt,
+    )
     assert ok_scope and ok_req and ok_util and ok_energy and ok_jpt
 
 
