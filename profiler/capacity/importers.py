@@ -159,22 +159,30 @@ class _Foreign(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class _Stats(_Foreign):
-    """A GuideLLM distribution (``successful``) or an AIPerf metric: the statistics read."""
-
-    mean: float | None = None
-    median: float | None = None
-    avg: float | None = None
+class _Percentiles(_Foreign):
     p50: float | None = None
     p90: float | None = None
     p95: float | None = None
     p99: float | None = None
-    percentiles: dict[str, float | None] | None = None
 
-    def pct_s(self, ps: dict[str, float | None] | None) -> dict[str, float]:
-        """``ps``'s p50/p90/p95/p99 (milliseconds) in seconds."""
-        ps = ps or {}
-        return {k: v / 1e3 for k in ("p50", "p90", "p95", "p99") if (v := ps.get(k)) is not None}
+    def seconds(self) -> dict[str, float]:
+        """The percentiles given (milliseconds in these files) in seconds."""
+        ps = self.model_dump(include={"p50", "p90", "p95", "p99"}, exclude_none=True)
+        return {k: v / 1e3 for k, v in ps.items()}
+
+
+class _AiperfMetric(_Percentiles):
+    """An AIPerf metric: its average beside its percentiles."""
+
+    avg: float | None = None
+
+
+class _Stats(_Foreign):
+    """A GuideLLM distribution (``<metric>.successful``)."""
+
+    mean: float | None = None
+    median: float | None = None
+    percentiles: _Percentiles = Field(default_factory=_Percentiles)
 
 
 class _Metric(_Foreign):
@@ -280,8 +288,8 @@ def _guidellm(
                 output_tokens_per_s=out_tps,
                 ttft_s=None if ttft is None else ttft / 1e3,
                 tpot_s=None if tpot is None else tpot / 1e3,
-                ttft_pct_s=ttft_d.pct_s(ttft_d.percentiles),
-                tpot_pct_s=tpot_d.pct_s(tpot_d.percentiles),
+                ttft_pct_s=ttft_d.percentiles.seconds(),
+                tpot_pct_s=tpot_d.percentiles.seconds(),
             )
         )
     if not out:
@@ -300,8 +308,8 @@ def _aiperf(
     metrics = d.records if d.records is not None else data
     at = "records." if d.records is not None else ""
 
-    def metric(name: str) -> _Stats:
-        return _as(_Stats, metrics.get(name), where, f"{at}{name}")
+    def metric(name: str) -> _AiperfMetric:
+        return _as(_AiperfMetric, metrics.get(name), where, f"{at}{name}")
 
     names = d.input_config.endpoint.model_names
     name = model or (names[0] if names else None)
@@ -321,8 +329,8 @@ def _aiperf(
         output_tokens_per_s=metric("output_token_throughput").avg,
         ttft_s=None if ttft.p50 is None else ttft.p50 / 1e3,
         tpot_s=None if itl.avg is None else itl.avg / 1e3,
-        ttft_pct_s=ttft.pct_s(ttft.model_dump(include={"p50", "p90", "p95", "p99"})),
-        tpot_pct_s=itl.pct_s(itl.model_dump(include={"p50", "p90", "p95", "p99"})),
+        ttft_pct_s=ttft.seconds(),
+        tpot_pct_s=itl.seconds(),
     )
 
 
