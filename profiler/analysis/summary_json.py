@@ -23,7 +23,6 @@ def summarize_run(
 ) -> dict[str, Any]:
     """summary.json from what is on disk (so ``infprof report`` reproduces it)."""
     recorded = Manifest.load(run_path) if (run_path / Manifest.FILE).exists() else Manifest()
-    manifest = recorded.to_dict()  # roofline and clock_offsets take it as the file's JSON
     if spec is None and recorded.spec is not None:
         spec = RunSpec.model_validate(recorded.spec.to_dict())
     if (run_path / "requests.parquet").exists():
@@ -83,10 +82,10 @@ def summarize_run(
     summary.update(session_sections(run_path, cols, summary, samples))
     from profiler.analysis.clock_offsets import clock_section
 
-    summary["workers_clock"] = clock_section(manifest)
+    summary["workers_clock"] = clock_section(recorded.workers)
     from profiler.analysis.roofline import roofline_section
 
-    summary["roofline"] = roofline_section(manifest, summary, spec)
+    summary["roofline"] = roofline_section(recorded, summary, spec)
     return summary
 
 

@@ -288,8 +288,7 @@ class Manifest(Document):
     """manifest.json: written when the run starts, updated as it goes, ``ended`` at the end.
     The runner changes it through the methods below and saves it with ``save``. The keys no
     reader walks into (tool, clock, started_at, ended_at, default_model, topology,
-    server_capabilities, cpus, workers, requests_sent/recorded, repeat) are kept as written,
-    untyped."""
+    server_capabilities, cpus, requests_sent/recorded, repeat) are kept as written, untyped."""
 
     FILE: ClassVar[str] = "manifest.json"
     KIND: ClassVar[str] = "manifest"
@@ -308,6 +307,7 @@ class Manifest(Document):
     model: str | None = None
     metrics_url: str | None = None  # the live Prometheus export (--metrics-port)
     ray: RayRecord | None = None  # the cluster's nodes (--executor ray)
+    workers: list[dict[str, Any]] | None = None  # remote load workers' clocks (load/ray_workers)
 
     def set(self, **fields: Any) -> None:
         """Change top-level keys (validated as on load)."""
