@@ -110,7 +110,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         if spec.executor == "ray" and spec.sample_interval_s is not None:
             from profiler.telemetry.ray_nodes import start_node_samplers
 
-            samplers = start_node_samplers(spec, clock, sample_journal, manifest)  # type: ignore[arg-type]
+            samplers = start_node_samplers(spec, clock, sample_journal, manifest)
             stack.callback(samplers.stop)
         tree = spec.serve is not None or hooks.server_pids is not None
         manifest.set(gpu_scope=choose_gpu_scope(spec, manifest, hooks.server_spec, tree))
@@ -145,8 +145,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
                 stack.callback(server_metrics.stop)
             if hooks.on_ready:
                 hooks.on_ready(endpoint)
-            # metrics/live reads the manifest with .get and adds metrics_url (Manifest.__setitem__)
-            live = start_live(spec, rd, endpoint, manifest, stack, telemetry)  # type: ignore[arg-type]
+            live = start_live(spec, rd, endpoint, manifest, stack, telemetry)
             server_cpus = spec.serve.cpus if spec.serve is not None else None
             with cpus.beside(server_cpus) as client_cpus:  # the event loop keeps its own cores
                 if server_cpus and client_cpus:

@@ -16,10 +16,10 @@ from typing import Any
 LIMIT_S = 1e-3
 
 
-def clock_section(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """None for a run without remote load workers."""
-    workers = manifest.get("workers")
-    if not isinstance(workers, list) or not workers:
+def clock_section(workers: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """From the manifest's ``workers`` (one entry per remote load worker, its clock offsets);
+    None for a run without remote load workers."""
+    if not workers:
         return None
     known = [
         float(w["clock_uncertainty_s"]) for w in workers if w.get("clock_uncertainty_s") is not None

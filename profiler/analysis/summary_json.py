@@ -14,16 +14,17 @@ import pyarrow.parquet as pq
 from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.request_summary import summarize_requests
 from profiler.spec import RunSpec
-from profiler.store.rundir import RunDir, read_records, read_samples
+from profiler.store.rundir import read_records, read_samples
+from profiler.store.schema import Manifest, Summary
 
 
 def summarize_run(
     run_path: Path, *, spec: RunSpec | None = None, health: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """summary.json from what is on disk (so ``infprof report`` reproduces it)."""
-    manifest = RunDir(run_path).read_json("manifest.json") or {}
-    if spec is None and manifest.get("spec"):
-        spec = RunSpec.model_validate(manifest["spec"])
+    recorded = Manifest.load(run_path) if (run_path / Manifest.FILE).exists() else Manifest()
+    if spec is None and recorded.spec is not None:
+        spec = RunSpec.model_validate(recorded.spec.to_dict())
     if (run_path / "requests.parquet").exists():
         cols = RequestColumns.from_run_dir(run_path)
         table = pq.read_table(run_path / "requests.parquet", columns=["tokens_estimated"])
@@ -36,17 +37,17 @@ def summarize_run(
     estimated = int(est.sum())
     summary = summarize_requests(
         cols,
-        run_id=manifest.get("run_id", run_path.name),
+        run_id=recorded.run_id or run_path.name,
         warmup_s=spec.warmup_s if spec else 0.0,
         cooldown_s=spec.cooldown_s if spec else 0.0,
         slo=spec.slo if spec else None,
         open_loop=spec.arrival.kind != "concurrency" if spec else None,
     )
     summary["workload"] = spec.workload.name if spec else None
-    summary["model"] = manifest.get("model")
-    if health is None:
-        previous = RunDir(run_path).read_json("summary.json") or {}
-        health = previous.get("client")
+    summary["model"] = recorded.model
+    if health is None and (run_path / Summary.FILE).exists():
+        client = Summary.load(run_path).client
+        health = client.to_dict() if client is not None else None
     summary["client"] = dict(health or {"saturated": None, "reason": "client health not recorded"})
     summary["client"]["token_counting"] = token_counting(
         int(ok.sum()), int((est & ok).sum()), spec.tokenizer if spec else None
@@ -62,9 +63,11 @@ def summarize_run(
             summary["window"]["start"],
             summary["window"]["end"],
             summary["tokens"]["output"],
-            manifest.get("nvml", {"available": False, "reason": "not recorded"}),
-            gpu_scope=manifest.get("gpu_scope"),
-            gpus=manifest.get("gpus"),
+            recorded.nvml.to_dict()
+            if recorded.nvml is not None
+            else {"available": False, "reason": "not recorded"},
+            gpu_scope=recorded.gpu_scope,
+            gpus=recorded.gpus,
         )
     )
     summary["nodes"] = summarize_nodes(
@@ -79,10 +82,10 @@ def summarize_run(
     summary.update(session_sections(run_path, cols, summary, samples))
     from profiler.analysis.clock_offsets import clock_section
 
-    summary["workers_clock"] = clock_section(manifest)
+    summary["workers_clock"] = clock_section(recorded.workers)
     from profiler.analysis.roofline import summarize_roofline
 
-    summary["roofline"] = summarize_roofline(manifest, summary, spec)
+    summary["roofline"] = summarize_roofline(recorded, summary, spec)
     return summary
 
 

@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiler.capacity.deployment import Layout
 from profiler.capacity.measured import MeasuredPoint, load_sweep
 from profiler.errors import SpecError
-from profiler.store.nested import dig as _get
+
+_F = TypeVar("_F", bound=BaseModel)
 
 
 def _num(x: Any) -> float | None:
@@ -151,55 +152,144 @@ def _vllm(d: dict[str, Any], where: str, model: str | None, layout: Layout | Non
     )
 
 
+# ------------------------------------------------------------ the foreign formats' fields
+class _Foreign(BaseModel):
+    """The fields infprof reads from another tool's result file; the rest is kept unread."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _Percentiles(_Foreign):
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+    def seconds(self) -> dict[str, float]:
+        """The percentiles given (milliseconds in these files) in seconds."""
+        ps = self.model_dump(include={"p50", "p90", "p95", "p99"}, exclude_none=True)
+        return {k: v / 1e3 for k, v in ps.items()}
+
+
+class _AiperfMetric(_Percentiles):
+    """An AIPerf metric: its average beside its percentiles."""
+
+    avg: float | None = None
+
+
+class _Stats(_Foreign):
+    """A GuideLLM distribution (``<metric>.successful``)."""
+
+    mean: float | None = None
+    median: float | None = None
+    percentiles: _Percentiles = Field(default_factory=_Percentiles)
+
+
+class _Metric(_Foreign):
+    successful: _Stats = Field(default_factory=_Stats)
+
+
+class _Strategy(_Foreign):
+    streams: float | None = None
+    rate: float | None = None
+
+
+class _Args(_Foreign):
+    """GuideLLM's ``args`` / ``config`` / ``scheduler`` / ``metadata``: model and strategy."""
+
+    model: str | None = None
+    strategy: _Strategy = Field(default_factory=_Strategy)
+
+
+class _Benchmark(_Foreign):
+    metrics: dict[str, Any]  # metric name -> distributions by status (only some are read)
+    args: _Args = Field(default_factory=_Args)
+    config: _Args = Field(default_factory=_Args)
+    scheduler: _Args = Field(default_factory=_Args)
+
+
+class _GuideReport(_Foreign):
+    args: _Args = Field(default_factory=_Args)
+    metadata: _Args = Field(default_factory=_Args)
+    benchmarks: list[Any]
+
+
+class _Loadgen(_Foreign):
+    concurrency: float | None = None
+    request_rate: float | None = None
+
+
+class _AiperfEndpoint(_Foreign):
+    model_names: list[str] = Field(default_factory=list)
+
+
+class _InputConfig(_Foreign):
+    endpoint: _AiperfEndpoint = Field(default_factory=_AiperfEndpoint)
+    loadgen: _Loadgen = Field(default_factory=_Loadgen)
+
+
+class _AiperfExport(_Foreign):
+    input_config: _InputConfig = Field(default_factory=_InputConfig)
+    records: dict[str, Any] | None = None  # the metrics, in exports that nest them
+
+
+def _as(model: type[_F], data: Any, where: str, field: str = "") -> _F:
+    """``data`` as ``model``; SpecError naming the file and the field when it does not fit."""
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError as e:
+        loc = ".".join(p for p in (field, *map(str, e.errors()[0]["loc"])) if p)
+        raise SpecError(
+            f"{where}: field {loc or '(top level)'}: {e.errors()[0]['msg']}",
+            "check the result file",
+        ) from None
+
+
 def _guidellm(
-    report: dict[str, Any], where: str, model: str | None, layout: Layout | None
+    data: dict[str, Any], where: str, model: str | None, layout: Layout | None
 ) -> list[MeasuredPoint]:
     out = []
-    top_model = _get(report, "args", "model") or _get(report, "metadata", "model")
-    for i, b in enumerate(report["benchmarks"]):
-        if not isinstance(b, dict) or not isinstance(b.get("metrics"), dict):
+    report = _as(_GuideReport, data, where)
+    top_model = report.args.model or report.metadata.model
+    for i, raw in enumerate(report.benchmarks):
+        if not isinstance(raw, dict) or not isinstance(raw.get("metrics"), dict):
             continue
-        m = b["metrics"]
+        at = f"benchmarks[{i}]"
+        b = _as(_Benchmark, raw, where, at)
 
-        def ok(metric: str, stat: str = "mean", _m: dict[str, Any] = m) -> float | None:
-            return _num(_get(_m, metric, "successful", stat))
+        def stats(metric: str, _b: _Benchmark = b, _at: str = at) -> _Stats:
+            raw_metric = _b.metrics.get(metric)
+            m = _as(_Metric, raw_metric, where, f"{_at}.metrics.{metric}")
+            return m.successful
 
-        def pct(metric: str, _m: dict[str, Any] = m) -> dict[str, float]:
-            ps = _get(_m, metric, "successful", "percentiles") or {}
-            return {
-                k: float(ps[k]) / 1e3 for k in ("p50", "p90", "p95", "p99") if ps.get(k) is not None
-            }
-
-        name = model or _get(b, "args", "model") or _get(b, "config", "model") or top_model
+        name = model or b.args.model or b.config.model or top_model
         if not name:
             raise SpecError(f"{where}: names no model", "pass --calibration-model")
-        streams = _num(
-            _get(b, "args", "strategy", "streams")
-            or _get(b, "config", "strategy", "streams")
-            or _get(b, "scheduler", "strategy", "streams")
-        )
-        rate = _num(_get(b, "args", "strategy", "rate") or _get(b, "config", "strategy", "rate"))
-        tpot = ok("time_per_output_token_ms")
-        ttft = ok("time_to_first_token_ms", "median")
-        rps = ok("requests_per_second")
-        out_tps = ok("output_tokens_per_second")
+        streams = b.args.strategy.streams or b.config.strategy.streams
+        streams = streams or b.scheduler.strategy.streams
+        rate = b.args.strategy.rate or b.config.strategy.rate
+        tpot = stats("time_per_output_token_ms").mean
+        ttft = stats("time_to_first_token_ms").median
+        rps = stats("requests_per_second").mean
+        out_tps = stats("output_tokens_per_second").mean
         if rps is None or out_tps is None:
             continue
+        ttft_d, tpot_d = stats("time_to_first_token_ms"), stats("time_per_output_token_ms")
         out.append(
             _point(
-                f"{where}#benchmarks[{i}]",
+                f"{where}#{at}",
                 model=str(name),
                 **_layout_kw(layout, {}),
-                input_len=max(ok("prompt_token_count") or 1.0, 1.0),
-                output_len=max(ok("output_token_count") or 1.0, 1.0),
+                input_len=max(stats("prompt_token_count").mean or 1.0, 1.0),
+                output_len=max(stats("output_token_count").mean or 1.0, 1.0),
                 load_kind="concurrency" if streams else "rate" if rate else None,
                 load_value=streams or rate,
                 requests_per_s=rps,
                 output_tokens_per_s=out_tps,
                 ttft_s=None if ttft is None else ttft / 1e3,
                 tpot_s=None if tpot is None else tpot / 1e3,
-                ttft_pct_s=pct("time_to_first_token_ms"),
-                tpot_pct_s=pct("time_per_output_token_ms"),
+                ttft_pct_s=ttft_d.percentiles.seconds(),
+                tpot_pct_s=tpot_d.percentiles.seconds(),
             )
         )
     if not out:
@@ -212,42 +302,35 @@ def _guidellm(
 
 
 def _aiperf(
-    d: dict[str, Any], where: str, model: str | None, layout: Layout | None
+    data: dict[str, Any], where: str, model: str | None, layout: Layout | None
 ) -> MeasuredPoint:
-    m = d["records"] if isinstance(d.get("records"), dict) else d
+    d = _as(_AiperfExport, data, where)
+    metrics = d.records if d.records is not None else data
+    at = "records." if d.records is not None else ""
 
-    def avg(metric: str, stat: str = "avg") -> float | None:
-        return _num(_get(m, metric, stat))
+    def metric(name: str) -> _AiperfMetric:
+        return _as(_AiperfMetric, metrics.get(name), where, f"{at}{name}")
 
-    def pct(metric: str) -> dict[str, float]:
-        return {
-            k: float(v) / 1e3
-            for k in ("p50", "p90", "p95", "p99")
-            if (v := _get(m, metric, k)) is not None
-        }
-
-    names = _get(d, "input_config", "endpoint", "model_names") or []
-    name = model or (names[0] if isinstance(names, list) and names else None)
+    names = d.input_config.endpoint.model_names
+    name = model or (names[0] if names else None)
     if not name:
         raise SpecError(f"{where}: names no model", "pass --calibration-model")
-    conc = _num(_get(d, "input_config", "loadgen", "concurrency"))
-    rate = _num(_get(d, "input_config", "loadgen", "request_rate"))
-    itl = avg("inter_token_latency")
-    ttft = avg("time_to_first_token", "p50")
+    conc, rate = d.input_config.loadgen.concurrency, d.input_config.loadgen.request_rate
+    itl, ttft = metric("inter_token_latency"), metric("time_to_first_token")
     return _point(
         where,
         model=str(name),
         **_layout_kw(layout, {}),
-        input_len=max(avg("input_sequence_length") or 1.0, 1.0),
-        output_len=max(avg("output_sequence_length") or 1.0, 1.0),
+        input_len=max(metric("input_sequence_length").avg or 1.0, 1.0),
+        output_len=max(metric("output_sequence_length").avg or 1.0, 1.0),
         load_kind="concurrency" if conc else "rate" if rate else None,
         load_value=conc or rate,
-        requests_per_s=avg("request_throughput"),
-        output_tokens_per_s=avg("output_token_throughput"),
-        ttft_s=None if ttft is None else ttft / 1e3,
-        tpot_s=None if itl is None else itl / 1e3,
-        ttft_pct_s=pct("time_to_first_token"),
-        tpot_pct_s=pct("inter_token_latency"),
+        requests_per_s=metric("request_throughput").avg,
+        output_tokens_per_s=metric("output_token_throughput").avg,
+        ttft_s=None if ttft.p50 is None else ttft.p50 / 1e3,
+        tpot_s=None if itl.avg is None else itl.avg / 1e3,
+        ttft_pct_s=ttft.seconds(),
+        tpot_pct_s=itl.seconds(),
     )
 
 

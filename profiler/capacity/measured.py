@@ -176,7 +176,7 @@ def point_from_run(
             model=str(
                 serve.model
                 or (spec.endpoint.model if spec.endpoint else None)
-                or entry.get("model")
+                or entry.model
                 or "unknown"
             ),
             gpu=gpu or _gpu_key(manifest),

@@ -27,7 +27,6 @@ GPUs the cache saves (``PlanResult.sessions``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 
 from profiler.capacity.sizing import WorkloadShape
 from profiler.distributions import LengthDist
-from profiler.errors import SpecError
+from profiler.errors import SpecError, StorageError
 from profiler.spec import WorkloadSpec
 
 if TYPE_CHECKING:
@@ -109,16 +108,18 @@ def session_model(spec: WorkloadSpec, tpot_s: float | None) -> dict[str, float] 
 
 def measured_hit_ratio(run_dir: Path) -> float:
     """The prefix-cache hit ratio a run measured on its server (summary.json)."""
-    path = Path(run_dir).expanduser() / "summary.json"
+    from profiler.store.schema import Summary
+
+    path = Path(run_dir).expanduser() / Summary.FILE
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
+        summary = Summary.load(path)
+    except StorageError:
         raise SpecError(
             f"--cache-hit-from: cannot read {path}", "pass a run directory with a summary.json"
         ) from None
-    ratio = (summary.get("prefix_cache") or {}).get("hit_ratio")
-    if ratio is None:
-        ratio = (summary.get("server") or {}).get("prefix_cache_hit_ratio")
+    ratio = summary.prefix_cache.hit_ratio if summary.prefix_cache else None
+    if ratio is None and summary.server is not None:
+        ratio = summary.server.prefix_cache_hit_ratio
     if ratio is None:
         raise SpecError(
             f"--cache-hit-from: {path} has no prefix-cache hit ratio",

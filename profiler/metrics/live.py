@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from profiler.serving.endpoint import Endpoint
     from profiler.spec import RunSpec
     from profiler.store.rundir import RunDir
+    from profiler.store.schema import Manifest
 
 
 class LiveExport:
@@ -113,7 +114,7 @@ def start_live(
     spec: RunSpec,
     rd: RunDir,
     endpoint: Endpoint,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     stack: ExitStack,
     telemetry: list[Any],
 ) -> LiveExport | None:
@@ -124,11 +125,11 @@ def start_live(
         rd.path.name,
         endpoint.model,
         telemetry,
-        manifest.get("gpus") or [],
-        scope=lambda: manifest.get("gpu_scope"),
+        manifest.gpus or [],
+        scope=lambda: manifest.gpu_scope,
     )
     if spec.metrics_port is not None:
-        manifest["metrics_url"] = live.serve()
-        rd.write_json("manifest.json", manifest)
+        manifest.set(metrics_url=live.serve())
+        manifest.save(rd.path)
         stack.callback(live.close)
     return live

@@ -38,10 +38,10 @@ def latency_distributions(run: RunData, prefix: str) -> Figure:
             empty(ax, f"no {name} values")
             continue
         ax.hist(v, bins=min(60, max(10, int(np.sqrt(v.size)))), color=color(0), alpha=0.8)
-        dist = (run.summary.get("latency") or {}).get(key) or {}
+        dist = run.summary.lat(key)
         for q, c in (("p50", "#2ca02c"), ("p99", "#ff7f0e")):
-            if dist.get(q) is not None:
-                vline(ax, dist[q] * 1000, f"{q} {dist[q] * 1000:.1f}", c=c, style="-")
+            if (at := getattr(dist, q)) is not None:
+                vline(ax, at * 1000, f"{q} {at * 1000:.1f}", c=c, style="-")
         vline(ax, limit * 1000 if limit else None, f"SLO {limit * 1000:.0f}" if limit else "")
         ax.set_ylabel("requests", fontsize=8)
         legend(ax)
@@ -314,10 +314,15 @@ def node_timeline(run: RunData, prefix: str) -> Figure | None:
 def _time_axis(axes: Any, run: RunData, t0: float, t1: float) -> None:
     """The shared time axis of a timeline: the measured window shaded when warm-up or
     cool-down cut it, seconds since the first request was sent."""
-    win = run.summary.get("window") or {}
+    win = run.summary.window
     for ax in axes[:, 0]:
-        if win.get("warmup_s") or win.get("cooldown_s"):
-            ax.axvspan(win["start"] - t0, win["end"] - t0, color="#2ca02c", alpha=0.06)
+        if (
+            win
+            and (win.warmup_s or win.cooldown_s)
+            and win.start is not None
+            and win.end is not None
+        ):
+            ax.axvspan(win.start - t0, win.end - t0, color="#2ca02c", alpha=0.06)
     margin = 0.02 * (t1 - t0)
     axes[-1, 0].set_xlim(-margin, t1 - t0 + margin)
     axes[-1, 0].set_xlabel("seconds since the first request was sent", fontsize=8)

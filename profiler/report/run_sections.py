@@ -42,9 +42,9 @@ def _arrival(spec: dict[str, Any]) -> str:
 
 def why_unavailable(summary: schema.Summary, manifest: schema.Manifest, section: str) -> str | None:
     """Why a telemetry section has no data, or None when it has."""
-    s = summary.get(section)
-    if isinstance(s, dict):
-        return None if s.get("available") else str(s.get("reason") or "not recorded")
+    s = {"gpu": summary.gpu, "energy": summary.energy, "server": summary.server}[section]
+    if s is not None:
+        return None if s.available else str(s.reason or "not recorded")
     nvml = manifest.nvml
     if section in ("gpu", "energy") and nvml is not None and nvml.available is False:
         return str(nvml.reason or "NVML unavailable")
@@ -188,14 +188,14 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                 [
                     [
                         name,
-                        gb(gpu.get(f"{k}_tx_bytes")),
-                        gb(gpu.get(f"{k}_rx_bytes")),
-                        f"{num(gpu.get(f'{k}_tx_bytes_per_output_token'))} B",
-                        f"{num(gpu.get(f'{k}_rx_bytes_per_output_token'))} B",
+                        gb(getattr(gpu, f"{k}_tx_bytes")),
+                        gb(getattr(gpu, f"{k}_rx_bytes")),
+                        f"{num(getattr(gpu, f'{k}_tx_bytes_per_output_token'))} B",
+                        f"{num(getattr(gpu, f'{k}_rx_bytes_per_output_token'))} B",
                     ]
                     for k, name in (("nvlink", "NVLink"), ("pcie", "PCIe"))
                 ],
-                caption=f"bytes over the measured window, {scope_gpus(run.gpu_scope())} (methods: {', '.join(gpu.get('traffic_methods') or []) or '-'})",
+                caption=f"bytes over the measured window, {scope_gpus(run.gpu_scope())} (methods: {', '.join(gpu.traffic_methods or []) or '-'})",
             )  # fmt: skip
         )
     if fig:
@@ -216,7 +216,9 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
     server = s.server or schema.ServerMetrics()
 
     def mean_peak(key: str, f: Callable[[Any], str]) -> str:
-        return f"{f(server.get(key.format('mean')))} / {f(server.get(key.format('peak')))}"
+        return (
+            f"{f(getattr(server, key.format('mean')))} / {f(getattr(server, key.format('peak')))}"
+        )
 
     out.append(
         _facts(
@@ -226,8 +228,8 @@ def run_sections(run: RunData, prefix: str = "", heading: str | None = None) -> 
                 ["KV-cache usage mean / peak", mean_peak("kv_cache_usage_{}_ratio", pct)],
                 ["running requests mean / peak", mean_peak("num_requests_running_{}", num)],
                 ["waiting requests mean / peak", mean_peak("num_requests_waiting_{}", num)],
-                ["preemptions", num(server.get("preemptions"))],
-                ["prefix-cache hit ratio", pct(server.get("prefix_cache_hit_ratio"))],
+                ["preemptions", num(server.preemptions)],
+                ["prefix-cache hit ratio", pct(server.prefix_cache_hit_ratio)],
             ],
             lambda: run_plots.server_kv(run, prefix),
             why_unavailable(s, m, "server") is None,

@@ -82,8 +82,8 @@ def session_section(run: RunData, prefix: str = "") -> Section | None:
     if cache.available:
         sec.add(
             Note(
-                f"Server prefix cache over the measured window: {cache.get('hits')} of "
-                f"{cache.get('queries')} queried prompt tokens hit ({pct(cache.get('hit_ratio'))})."
+                f"Server prefix cache over the measured window: {cache.hits} of "
+                f"{cache.queries} queried prompt tokens hit ({pct(cache.hit_ratio)})."
             )
         )
     sec.add(_figure(run, prefix, sessions.to_dict() if sessions else None, cache.to_dict()))

@@ -1,5 +1,5 @@
-"""A run directory: its layout, creating it (checked writable first), its JSON files, its
-journals, compaction to Parquet (``store/compaction``) and reading its records and samples back.
+"""A run directory: its layout, creating it (checked writable first), its journals,
+compaction to Parquet (``store/compaction``) and reading its records and samples back.
 
 Layout (DESIGN.md): manifest.json, requests.parquet, itl.parquet, samples.parquet, server.log,
 summary.json; during the run requests.jsonl and samples.jsonl are the journals
@@ -8,14 +8,12 @@ summary.json; during the run requests.jsonl and samples.jsonl are the journals
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -101,19 +99,6 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
-
-    def write_json(self, name: str, obj: Any) -> None:
-        write_json_atomic(self.file(name), obj)
-
-    def read_json(self, name: str) -> Any:
-        try:
-            return json.loads(self.file(name).read_text())
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as e:
-            raise StorageError(
-                f"{self.file(name)} is not valid JSON ({e.msg})", "re-run or restore the file"
-            ) from None
 
     def request_journal(self) -> Journal:
         return Journal(self.file(REQUESTS_JOURNAL))

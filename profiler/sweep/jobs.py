@@ -5,14 +5,13 @@ the index)."""
 
 from __future__ import annotations
 
-import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from profiler.analysis.repeats import rep_id
-from profiler.errors import InfprofError
+from profiler.errors import InfprofError, StorageError
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import SweepIndex
 from profiler.sweep.points import point_run_spec, serve_spec
@@ -132,11 +131,12 @@ def local_info(run_dir: Path | None, started: float, ended: float) -> dict[str, 
     GPU scope, from its manifest)."""
     gpus: list[str] = []
     if run_dir is not None:
+        from profiler.store.schema import Manifest
+
         try:
-            scope = json.loads((Path(run_dir) / "manifest.json").read_text()).get("gpu_scope")
-            gpus = [str(g) for g in (scope or {}).get("gpus") or []]
-        except (OSError, ValueError, AttributeError):
-            pass
+            gpus = [str(g) for g in Manifest.load(Path(run_dir)).scope_gpus() or []]
+        except StorageError:
+            pass  # no manifest (the run failed before writing it): no GPUs to name
     return {"node": socket.gethostname(), "gpus": gpus, "timing": timing(started, started, ended)}
 
 

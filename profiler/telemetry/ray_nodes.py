@@ -141,11 +141,10 @@ def _remote_now(ray: Any, actor: Any) -> Callable[[], float]:
     return lambda: float(ray.get(actor.now.remote()))
 
 
-def start_node_samplers(
-    spec: Any, clock: RunClock, journal: Any, manifest: dict[str, Any]
-) -> NodeSamplers:
+def start_node_samplers(spec: Any, clock: RunClock, journal: Any, manifest: Any) -> NodeSamplers:
     """A sampler actor on every alive node of the cluster at ``spec.ray_address``; the
-    manifest's ``ray`` section names the nodes, their GPUs and clock offsets."""
+    manifest's ``ray`` section (``store.schema.Manifest.record_ray``) names the nodes, their
+    GPUs and clock offsets."""
     from profiler.cluster import alive_nodes, connect, on_node
 
     ray = connect(spec.ray_address)
@@ -174,5 +173,5 @@ def start_node_samplers(
                 "clock_uncertainty_s": unc,
             }
         )
-    manifest["ray"] = {"address": spec.ray_address, "nodes": entries}
+    manifest.record_ray(spec.ray_address, entries)
     return NodeSamplers(ray, actors, journal).start()

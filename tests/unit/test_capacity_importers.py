@@ -236,3 +236,42 @@ def test_an_unknown_model_in_a_sweep_is_an_error(tmp_path: Path) -> None:
     # naming the model makes it usable
     r = plan(req.model_copy(update={"calibration_model": "llama-3.1-8b"}))
     assert r.calibration
+
+
+def test_a_field_of_the_wrong_shape_is_an_error_naming_file_and_field(tmp_path: Path) -> None:
+    """A field infprof reads that is not what the format documents: the error names the file
+    and the field (not a model named "['a', 'b']", nor a number read as missing)."""
+    report = guidellm_report([4])
+    report["args"] = {"model": ["a", "b"]}
+    g = tmp_path / "guidellm.json"
+    g.write_text(json.dumps(report))
+    with pytest.raises(SpecError, match=r"guidellm\.json: field args\.model"):
+        load_calibration(g, gpu="h100")
+    export = aiperf_export(8)
+    export["time_to_first_token"] = {"unit": "ms", "avg": 80.0, "p50": "fast"}
+    a = tmp_path / "profile_export_aiperf.json"
+    a.write_text(json.dumps(export))
+    with pytest.raises(SpecError, match=r"aiperf\.json: field time_to_first_token\.p50"):
+        load_calibration(a, gpu="h100")
+    bench = guidellm_report([4])
+    bench["benchmarks"][0]["metrics"]["time_per_output_token_ms"] = {"successful": 3}  # type: ignore[index]
+    g.write_text(json.dumps(bench))
+    with pytest.raises(
+        SpecError, match=r"field benchmarks\[0\]\.metrics\.time_per_output_token_ms\.successful"
+    ):
+        load_calibration(g, gpu="h100")
+
+
+def test_a_file_that_names_no_model_says_so(tmp_path: Path) -> None:
+    report = guidellm_report([4])
+    del report["args"]
+    g = tmp_path / "guidellm.json"
+    g.write_text(json.dumps(report))
+    with pytest.raises(SpecError, match="guidellm.json: names no model"):
+        load_calibration(g, gpu="h100")
+    export = aiperf_export(8)
+    export["input_config"] = {"loadgen": {"concurrency": 8}}
+    a = tmp_path / "profile_export_aiperf.json"
+    a.write_text(json.dumps(export))
+    with pytest.raises(SpecError, match="aiperf.json: names no model"):
+        load_calibration(a, gpu="h100")

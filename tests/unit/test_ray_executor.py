@@ -241,14 +241,14 @@ def test_clock_section_warns_above_one_ms() -> None:
     fine = clock_entry(0, where, (0.0002, 0.0003), (0.0004, 0.0002))
     assert fine["clock_drift_s"] == pytest.approx(0.0002)
     assert fine["clock_uncertainty_s"] == pytest.approx(0.0003)
-    sec = clock_section({"workers": [fine]})
+    sec = clock_section([fine])
     assert sec is not None and sec["warning"] is None and sec["nodes"] == 1
     drifting = clock_entry(1, {**where, "node_id": "n2"}, (0.1, 0.0002), (0.1025, 0.0002))
     assert drifting["clock_uncertainty_s"] == pytest.approx(0.0025)
-    sec = clock_section({"workers": [fine, drifting]})
+    sec = clock_section([fine, drifting])
     assert sec is not None and sec["uncertainty_max_s"] > LIMIT_S
     assert "2.50 ms" in sec["warning"] and sec["nodes"] == 2
-    assert clock_section({}) is None
+    assert clock_section(None) is None and clock_section([]) is None
     lost = clock_entry(0, where, (0.0, 0.0004), None)  # its node was lost: no end reading
     assert lost["clock_offset_end_s"] is None and lost["clock_uncertainty_s"] == 0.0004
 
@@ -261,7 +261,7 @@ def test_render_prints_the_clock_warning(tmp_path: Path) -> None:
     run = make_run(tmp_path, "r", gpu=False, n=10, rate=5.0)
     summary = json.loads((run / "summary.json").read_text())
     summary["workers_clock"] = clock_section(
-        {"workers": [clock_entry(0, {"node_id": "n"}, (0.0, 0.004), (0.0, 0.004))]}
+        [clock_entry(0, {"node_id": "n"}, (0.0, 0.004), (0.0, 0.004))]
     )
     console = Console(record=True, width=300)
     render_summary(summary, None, console)

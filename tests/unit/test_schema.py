@@ -83,7 +83,7 @@ def test_unknown_keys_are_kept(dirs: tuple[Path, Path], tmp_path: Path) -> None:
     raw["throughput"]["new_rate_per_s"] = 3.5
     (tmp_path / "summary.json").write_text(json.dumps(raw))
     s = Summary.load(tmp_path)
-    assert s.get("from_the_future") == {"x": [1, 2]}
+    assert s.to_dict()["from_the_future"] == {"x": [1, 2]}
     s.save(tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text()) == raw
 
@@ -102,7 +102,7 @@ def test_an_old_summary_is_migrated(dirs: tuple[Path, Path], tmp_path: Path) -> 
     old["tokens"] = {k: v for k, v in raw["tokens"].items() if not k.endswith("_mean_per_request")}
     (tmp_path / "summary.json").write_text(json.dumps(old))
     s = Summary.load(tmp_path)
-    assert s.schema_version == 1 and s.get("goodput") is None
+    assert s.schema_version == 1 and "goodput" not in s.to_dict()
     att = s.attainment()
     assert att.fraction == 0.625 and att.headline == "from_send" and att.from_intended is None
     assert att.from_send is not None and att.from_send.requests_per_s == 2.5
@@ -166,3 +166,20 @@ def test_missing_and_malformed_files_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "summary.json").write_text(json.dumps({"requests": {"total": "many"}}))
     with pytest.raises(StorageError, match=r"summary.json: field requests\.total"):
         Summary.load(tmp_path)
+
+
+def test_files_are_read_by_attribute_only() -> None:
+    """The models have no dict-style access (``Section.get``, ``Manifest[key] = ...``): a
+    reader names the field, so a typo is a type error, not a silent None."""
+    from profiler.store.schema import Manifest, Section
+
+    assert not hasattr(Section, "get") and not hasattr(Manifest, "__setitem__")
+    m = Manifest()
+    m.set(metrics_url="http://127.0.0.1:9400/metrics")
+    m.record_ray("ray://head:10001", [{"name": "node-0", "gpus": 2}])
+    assert m.metrics_url == "http://127.0.0.1:9400/metrics"
+    assert m.ray is not None and m.ray.address == "ray://head:10001"
+    assert m.to_dict()["ray"] == {
+        "address": "ray://head:10001",
+        "nodes": [{"name": "node-0", "gpus": 2}],
+    }

@@ -23,18 +23,6 @@ class Section(BaseModel):
         """The JSON object as written (the keys the document has, unknown ones included)."""
         return self.model_dump(exclude_unset=True)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """``key`` as plain JSON values (a dict for a section), ``default`` when missing or
-        null: for readers that still take these files as dicts (the report's plots)."""
-        if key in type(self).model_fields:
-            fields = self.model_fields_set
-            value = (
-                self.model_dump(include={key}, exclude_unset=True)[key] if key in fields else None
-            )
-        else:
-            value = (self.__pydantic_extra__ or {}).get(key)
-        return default if value is None else value
-
 
 class Document(Section):
     """A whole file: ``load``, ``save``, and the migration of older versions."""

@@ -17,7 +17,7 @@ from profiler.store.schema.migrations import summary_v1
 log = logging.getLogger(__name__)
 __all__ = [
     "Attainment", "Available", "Client", "Distribution", "Ended", "Energy", "Gpu", "GpuScope",
-    "IndexPoint", "Manifest", "Nodes", "Nvml", "Plan", "PrefixCache", "RecordedSpec",
+    "IndexPoint", "Manifest", "Nodes", "Nvml", "Plan", "PrefixCache", "RayRecord", "RecordedSpec",
     "Requests", "ServerMetrics", "ServerRecord", "Sessions", "SloAttainment", "SpecEndpoint",
     "SpecServe", "SpecWorkload", "Summary", "SweepIndex", "Throughput", "Tokens", "TurnBucket",
     "Window", "slo_attainment_of",
@@ -52,6 +52,8 @@ class Throughput(Section):
 
 
 class Window(Section):
+    start: float | None = None  # run-clock seconds
+    end: float | None = None
     seconds: float | None = None
     warmup_s: float | None = None
     cooldown_s: float | None = None
@@ -82,27 +84,39 @@ class SloAttainment(Attainment):
     from_intended: Attainment | None = None
 
 
+class Available(Section):
+    """A telemetry section: whether it has data, and why not."""
+
+    available: bool | None = None
+    reason: str | None = None
+
+
 class GpuScope(Section):
     gpus: list[str] | None = None
     method: str | None = None
     reason: str | None = None
 
 
-class Gpu(Section):
-    available: bool | None = None
+class Gpu(Available):
     count: int | None = None
     utilization_mean_ratio: float | None = None
     memory_used_peak_bytes: float | None = None
     power_mean_watts: float | None = None
+    nvlink_tx_bytes: float | None = None
+    nvlink_rx_bytes: float | None = None
+    pcie_tx_bytes: float | None = None
+    pcie_rx_bytes: float | None = None
     nvlink_tx_bytes_per_output_token: float | None = None
+    nvlink_rx_bytes_per_output_token: float | None = None
     pcie_tx_bytes_per_output_token: float | None = None
+    pcie_rx_bytes_per_output_token: float | None = None
+    traffic_methods: list[str] | None = None
     process_memory_note: str | None = None
     per_gpu: dict[str, dict[str, Any]] | None = None  # one row of figures per GPU
     scope: GpuScope | None = None
 
 
-class Energy(Section):
-    available: bool | None = None
+class Energy(Available):
     method: str | None = None
     joules: float | None = None
     joules_per_output_token: float | None = None
@@ -117,15 +131,15 @@ class Client(Section):
     reason: str | None = None
 
 
-class ServerMetrics(Section):
+class ServerMetrics(Available):
+    kv_cache_usage_mean_ratio: float | None = None
+    kv_cache_usage_peak_ratio: float | None = None
     num_requests_running_mean: float | None = None
-
-
-class Available(Section):
-    """A telemetry section: whether it has data, and why not."""
-
-    available: bool | None = None
-    reason: str | None = None
+    num_requests_running_peak: float | None = None
+    num_requests_waiting_mean: float | None = None
+    num_requests_waiting_peak: float | None = None
+    preemptions: float | None = None
+    prefix_cache_hit_ratio: float | None = None
 
 
 class Nodes(Available):
@@ -249,6 +263,8 @@ class RecordedSpec(Section):
     arrival: dict[str, Any] | None = None  # ArrivalSpec dump: kind, rate, concurrency, users
     slo: dict[str, Any] | None = None
     prometheus_url: str | None = None
+    warmup_s: float | None = None
+    cooldown_s: float | None = None
 
 
 class Nvml(Section):
@@ -263,12 +279,16 @@ class ServerRecord(Section):
     log: str | None = None
 
 
+class RayRecord(Section):
+    address: str | None = None
+    nodes: list[dict[str, Any]] | None = None  # one row per node, printed by key
+
+
 class Manifest(Document):
     """manifest.json: written when the run starts, updated as it goes, ``ended`` at the end.
     The runner changes it through the methods below and saves it with ``save``. The keys no
     reader walks into (tool, clock, started_at, ended_at, default_model, topology,
-    server_capabilities, cpus, workers, requests_sent/recorded, repeat, ray, metrics_url) are
-    kept as written, untyped."""
+    server_capabilities, cpus, requests_sent/recorded, repeat) are kept as written, untyped."""
 
     FILE: ClassVar[str] = "manifest.json"
     KIND: ClassVar[str] = "manifest"
@@ -285,16 +305,19 @@ class Manifest(Document):
     gpu_scope: dict[str, Any] | None = None
     server: ServerRecord | None = None
     model: str | None = None
+    metrics_url: str | None = None  # the live Prometheus export (--metrics-port)
+    ray: RayRecord | None = None  # the cluster's nodes (--executor ray)
+    workers: list[dict[str, Any]] | None = None  # remote load workers' clocks (load/ray_workers)
 
     def set(self, **fields: Any) -> None:
         """Change top-level keys (validated as on load)."""
         for k, v in fields.items():
             setattr(self, k, v)
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        """``manifest[key] = value``: for the writers that add their own section
-        (metrics/live ``metrics_url``, telemetry/ray_nodes ``ray``)."""
-        self.set(**{key: value})
+    def record_ray(self, address: str | None, nodes: list[dict[str, Any]]) -> None:
+        """The Ray cluster the run sampled (``telemetry/ray_nodes``): its address and per node
+        name, ids, GPUs, CPUs, NVML state and clock offset."""
+        self.set(ray=RayRecord(address=address, nodes=nodes))
 
     def record_inventory(self, inv: dict[str, Any]) -> None:
         """The NVML inventory (``telemetry/inventory.collect``): availability, GPUs, topology
@@ -344,6 +367,7 @@ class IndexPoint(Section):
     run_dir: str | None = None
     status: str | None = None
     dtypes: dict[str, str | None] | None = None
+    model: str | None = None  # where an index records the point's model
     summary: dict[str, Any] | None = None  # flat key numbers: {name: number}
 
 
