@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiler.capacity.deployment import Layout
-from profiler.capacity.measured import MeasuredPoint, load_sweep
+from profiler.capacity.measured import MeasuredPoint, read_points
 from profiler.errors import SpecError
 
 _F = TypeVar("_F", bound=BaseModel)
@@ -366,7 +366,7 @@ def load_calibration(
     serve, GuideLLM, AIPerf). ``gpu``/``model``/``layout`` fill what a file does not record."""
     path = Path(path)
     if path.is_dir():
-        points = load_sweep(path, gpu=gpu)
+        points = read_points(path, gpu=gpu)
         if model:
             points = [p.model_copy(update={"model": model}) for p in points]
         return points

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from profiler.capacity.dtypes import served_dtypes
 from profiler.errors import SpecError, StorageError
 from profiler.store.schema import (
+    Artifact,
     Distribution,
-    Document,
     Energy,
     IndexPoint,
     Manifest,
@@ -29,7 +29,7 @@ from profiler.store.schema import (
     Tokens,
 )
 
-D = TypeVar("D", bound=Document)
+D = TypeVar("D", bound=Artifact)
 Size = Annotated[int, Field(ge=1)]  # a parallel size (tp, pp, dp, ep)
 
 
@@ -215,7 +215,7 @@ def point_from_run(
         ) from None
 
 
-def load_sweep(sweep_dir: Path, gpu: str | None = None) -> list[MeasuredPoint]:
+def read_points(sweep_dir: Path, gpu: str | None = None) -> list[MeasuredPoint]:
     """Every finished point of a sweep directory (``index.json``), or one run directory."""
     sweep_dir = Path(sweep_dir)
     if (sweep_dir / Summary.FILE).is_file() and not (sweep_dir / SweepIndex.FILE).is_file():

@@ -35,7 +35,7 @@ from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.capacity.dtypes import served_dtypes
 from profiler.errors import InfprofError, RunInterrupted
 from profiler.spec import RunSpec, ServeSpec
-from profiler.sweep.index import SweepIndex, key_numbers
+from profiler.sweep.index import LiveIndex, key_numbers
 from profiler.sweep.jobs import (
     PointExecutor,
     PointJob,
@@ -86,7 +86,7 @@ def run_sweep(
     """Run every point not yet finished; returns the index data."""
     hooks = hooks or SweepHooks()
     status = hooks.on_status or (lambda _m: None)
-    index = SweepIndex.load_or_new(sweep_dir, spec.sweep_id)
+    index = LiveIndex.load_or_new(sweep_dir, spec.sweep_id)
     index.set_status("running")
     ctx = _Context(spec, sweep_dir, index, hooks, status, retry_failed)
     try:
@@ -114,7 +114,7 @@ class _Context:
         self,
         spec: SweepSpec,
         sweep_dir: Path,
-        index: SweepIndex,
+        index: LiveIndex,
         hooks: SweepHooks,
         status: Callable[[str], None],
         retry_failed: bool,

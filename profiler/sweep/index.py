@@ -62,15 +62,16 @@ def key_numbers(summary: Summary | dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class SweepIndex:
-    """The in-memory index; ``save()`` replaces index.json atomically."""
+class LiveIndex:
+    """The index while the sweep runs (a dict in index.json's layout); ``save()`` checks it
+    against ``schema.SweepIndex`` and replaces index.json atomically."""
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
         self.data = data
 
     @classmethod
-    def load_or_new(cls, sweep_dir: Path, sweep_id: str) -> SweepIndex:
+    def load_or_new(cls, sweep_dir: Path, sweep_id: str) -> LiveIndex:
         path = sweep_dir / INDEX
         if path.exists():
             return cls(path, read_index(sweep_dir))

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from profiler.analysis.repeats import rep_id
 from profiler.errors import InfprofError, StorageError
 from profiler.spec import RunSpec, ServeSpec
-from profiler.sweep.index import SweepIndex
+from profiler.sweep.index import LiveIndex
 from profiler.sweep.points import point_run_spec, serve_spec
 from profiler.sweep.spec import SweepSpec, config_id, point_id
 
@@ -85,7 +85,7 @@ def done_repeats(old: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
 
 
 def pending_jobs(
-    spec: SweepSpec, sweep_dir: Path, index: SweepIndex, retry_failed: bool
+    spec: SweepSpec, sweep_dir: Path, index: LiveIndex, retry_failed: bool
 ) -> list[PointJob]:
     """Every run of a grid point not yet done (an SLO search decides its probes one at a time,
     so it has none to start ahead); repeats already done are left out."""

@@ -11,7 +11,7 @@ import pytest
 
 from profiler.capacity.calibrate import fit, predict_tpot
 from profiler.capacity.deployment import Efficiency
-from profiler.capacity.measured import MeasuredPoint, load_sweep
+from profiler.capacity.measured import MeasuredPoint, read_points
 from profiler.errors import SpecError
 from tests.fakes.synthetic_runs import make_sweep
 
@@ -111,7 +111,7 @@ def test_too_few_points_is_a_clear_error() -> None:
 
 def test_load_sweep_reads_index_runs_and_manifests(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path, configs=2, loads=(1, 4, 16))
-    pts = load_sweep(sweep)
+    pts = read_points(sweep)
     assert len(pts) == 6
     p = pts[0]
     assert p.gpu == "h100"  # from the manifest's NVML name "NVIDIA H100 80GB HBM3"
@@ -121,7 +121,7 @@ def test_load_sweep_reads_index_runs_and_manifests(tmp_path: Path) -> None:
     assert p.tpot_s is not None and p.output_tokens_per_s is not None
     assert p.max_num_seqs in (4, 8)
     # a run directory alone works too
-    assert len(load_sweep(sweep / "runs" / "c0-synthetic-conc1")) == 1
+    assert len(read_points(sweep / "runs" / "c0-synthetic-conc1")) == 1
 
 
 def test_load_sweep_skips_unfinished_and_explains_bad_dirs(tmp_path: Path) -> None:
@@ -129,14 +129,14 @@ def test_load_sweep_skips_unfinished_and_explains_bad_dirs(tmp_path: Path) -> No
     index = json.loads((sweep / "index.json").read_text())
     index["points"][1]["status"] = "running"
     (sweep / "index.json").write_text(json.dumps(index))
-    assert len(load_sweep(sweep)) == 1
+    assert len(read_points(sweep)) == 1
     with pytest.raises(SpecError, match="no sweep index.json"):
-        load_sweep(tmp_path / "nowhere")
+        read_points(tmp_path / "nowhere")
 
 
 def test_cpu_sweep_needs_calibration_gpu(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path, configs=1, loads=(1, 4, 16), gpu=False)
-    pts = load_sweep(sweep)
+    pts = read_points(sweep)
     assert all(p.gpu is None for p in pts)
     cal = fit(pts, gpu="cpu")
     assert cal.gpu == "cpu" and cal.points == 3
@@ -173,7 +173,7 @@ def test_measured_point_uses_the_servers_gpus(tmp_path: Path) -> None:
         },
         {"gpus": gpus, "gpu_scope": scope},
     )
-    p = load_sweep(scoped)[0]
+    p = read_points(scoped)[0]
     assert p.gpu == "h100" and p.energy_j_per_token == 0.5  # GPU 1's model, not GPU 0's
     # a summary from before scoping that counted both GPUs for a one-GPU server: unknown
     old = _run_dir(
@@ -186,7 +186,7 @@ def test_measured_point_uses_the_servers_gpus(tmp_path: Path) -> None:
         },
         {"gpus": gpus},
     )
-    assert load_sweep(old)[0].energy_j_per_token is None
+    assert read_points(old)[0].energy_j_per_token is None
 
 
 def test_one_point_calibration_fixes_decode_efficiency_and_says_what_it_does_not() -> None:

@@ -16,7 +16,7 @@ from profiler.capacity.catalog import resolve_model
 from profiler.capacity.deployment import Efficiency
 from profiler.capacity.dtypes import resolve_weight_dtype, served_dtypes
 from profiler.capacity.hardware import load_hardware
-from profiler.capacity.measured import MeasuredPoint, load_sweep
+from profiler.capacity.measured import MeasuredPoint, read_points
 from profiler.capacity.models import DTYPE_BYTES
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.execute import SweepHooks, run_sweep
@@ -158,7 +158,7 @@ def test_calibration_fits_an_fp8_sweep_as_fp8(tmp_path: Path) -> None:
     index = json.loads((sweep / "index.json").read_text())
     index["configs"][0]["dtypes"] = {"weight": "fp8", "kv": "fp8", "dtype": "bf16"}
     (sweep / "index.json").write_text(json.dumps(index))
-    points = load_sweep(sweep, gpu="h100")
+    points = read_points(sweep, gpu="h100")
     assert points and all(p.weight_dtype == "fp8" and p.kv_dtype == "fp8" for p in points)
     dep = deployment_for(
         points[0].model_copy(update={"model": "llama-3.1-8b"}),

@@ -169,11 +169,11 @@ def test_missing_and_malformed_files_name_the_file(tmp_path: Path) -> None:
 
 
 def test_files_are_read_by_attribute_only() -> None:
-    """The models have no dict-style access (``Section.get``, ``Manifest[key] = ...``): a
+    """The models have no dict-style access (``Part.get``, ``Manifest[key] = ...``): a
     reader names the field, so a typo is a type error, not a silent None."""
-    from profiler.store.schema import Manifest, Section
+    from profiler.store.schema import Manifest, Part
 
-    assert not hasattr(Section, "get") and not hasattr(Manifest, "__setitem__")
+    assert not hasattr(Part, "get") and not hasattr(Manifest, "__setitem__")
     m = Manifest()
     m.set(metrics_url="http://127.0.0.1:9400/metrics")
     m.record_ray("ray://head:10001", [{"name": "node-0", "gpus": 2}])

@@ -15,9 +15,11 @@ after), so a loaded file saves byte for byte as it was. What is refused: a known
 wrong type, and a manifest's ``ended`` outside ``Ended``; the error names the file and field.
 """
 
-from profiler.store.schema.base import Document as Document
-from profiler.store.schema.base import Section as Section
+from profiler.store.schema.base import Artifact as Artifact
+from profiler.store.schema.base import Part as Part
+from profiler.store.schema.manifest_file import *  # noqa: F403  (its __all__)
 from profiler.store.schema.migrations import MIGRATIONS as MIGRATIONS
 from profiler.store.schema.migrations import key_numbers_of as key_numbers_of
 from profiler.store.schema.migrations import migrate as migrate
-from profiler.store.schema.models import *  # noqa: F403  (every model: models.__all__)
+from profiler.store.schema.summary_file import *  # noqa: F403  (its __all__)
+from profiler.store.schema.sweep_files import *  # noqa: F403  (its __all__)

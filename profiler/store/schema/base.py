@@ -1,5 +1,5 @@
-"""The two shapes every file model is made of: ``Section`` (a typed part of a file, unknown
-keys kept) and ``Document`` (a whole file: load, save, migration, key order kept)."""
+"""The two shapes every file model is made of: ``Part`` (a typed part of a file, unknown
+keys kept) and ``Artifact`` (a whole file: load, save, migration, key order kept)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from profiler.store.files import write_json_atomic
 from profiler.store.schema.migrations import migrate
 
 
-class Section(BaseModel):
+class Part(BaseModel):
     """A typed part of a file: known keys checked, unknown keys kept (see the module doc)."""
 
     model_config = ConfigDict(extra="allow")
@@ -24,7 +24,7 @@ class Section(BaseModel):
         return self.model_dump(exclude_unset=True)
 
 
-class Document(Section):
+class Artifact(Part):
     """A whole file: ``load``, ``save``, and the migration of older versions."""
 
     FILE: ClassVar[str]
