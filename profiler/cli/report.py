@@ -93,8 +93,8 @@ def _knees(inputs: tuple[Path, ...]) -> dict[Path, list[dict[str, Any]]]:
     """Per sweep among ``inputs``: its knees (those a finished sweep stored, else those of its
     finished points so far)."""
     from profiler.analysis.knee import with_knees
+    from profiler.store.rundir import is_sweep_dir
     from profiler.store.schema import SweepIndex
-    from profiler.sweep.index import is_sweep_dir
 
     return {p: with_knees(SweepIndex.load(p).to_dict())["knees"] for p in inputs if is_sweep_dir(p)}
 
@@ -106,8 +106,8 @@ def _plan(
     the first sweep among them."""
     from profiler.capacity.report_plan import report_plan
     from profiler.report.build import ComputedPlan
+    from profiler.store.rundir import is_sweep_dir
     from profiler.store.schema import Manifest
-    from profiler.sweep.index import is_sweep_dir
 
     sweep = next((p for p in inputs if is_sweep_dir(p)), None)
     first = inputs[0]

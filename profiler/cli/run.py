@@ -18,7 +18,8 @@ from profiler.errors import (
     RunInterrupted,
     SpecError,
 )
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import Host, prepare_run, probe_host
 
 

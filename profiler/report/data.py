@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from profiler.errors import StorageError
-from profiler.store.rundir import is_run_dir, read_samples
+from profiler.store.rundir import is_run_dir, is_sweep_dir, read_samples
 from profiler.store.schema import Manifest, Summary, SweepIndex
-from profiler.sweep.index import SPEC, is_sweep_dir
+from profiler.sweep.index import SPEC
 
 REQUEST_COLUMNS = (
     "id", "intended_start_s", "send_s", "first_token_s", "end_s", "output_tokens", "outcome", "ttft_s", "tpot_s", "e2e_s",

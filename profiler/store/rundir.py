@@ -61,6 +61,13 @@ def new_run_directory(out_dir: Path, run_id: str) -> Path:
     return path
 
 
+def is_sweep_dir(path: Path) -> bool:
+    """Whether ``path`` holds a sweep: its ``index.json``."""
+    from profiler.store.schema import SweepIndex
+
+    return (path / SweepIndex.FILE).is_file()
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` holds a run: its manifest, its records, or the journals of one that
     died before compaction."""

@@ -127,7 +127,3 @@ class LiveIndex:
 def read_index(sweep_dir: Path) -> dict[str, Any]:
     """index.json as today's layout (``schema.SweepIndex``, older indexes migrated)."""
     return schema.SweepIndex.load(sweep_dir / INDEX).to_dict()
-
-
-def is_sweep_dir(path: Path) -> bool:
-    return (path / INDEX).is_file()

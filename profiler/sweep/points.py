@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from profiler.run_flags import RunOptions
 from profiler.run_options import (
-    RunOptions,
     arrival_for,
     dataset_tokenizer,
     load_amount,

@@ -256,7 +256,8 @@ def test_skewed_worker_clock_is_corrected(
     from profiler.load.arrivals import LoadPlan
     from profiler.load.client import ClientOptions
     from profiler.load.ray_workers import run_ray_workers
-    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_flags import RunOptions
+    from profiler.run_options import build_run_spec
     from profiler.run_server import probe_host
     from profiler.store.rundir import RunDir, read_records
 

@@ -177,7 +177,8 @@ def test_building_a_run_spec_writes_nothing_and_calls_no_nvml(
 ) -> None:
     """The default run (the embedded tiny model) names its model directory; the directory is
     made by the preparation step before the launch, not while the spec is built."""
-    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_flags import RunOptions
+    from profiler.run_options import build_run_spec
     from profiler.run_server import Host, prepare_run
     from tests.fakes.nvml import install_fake_nvml
 
@@ -227,7 +228,7 @@ def test_run_options_default_as_infprof_run_does() -> None:
     flags ask for the same run: their defaults cannot drift apart."""
     from dataclasses import asdict, fields
 
-    from profiler.run_options import RunOptions
+    from profiler.run_flags import RunOptions
 
     params = _run_params([])
     for k in run_cli._NOT_SPEC:
@@ -242,7 +243,8 @@ def test_the_runner_makes_the_embedded_model_before_launching_its_server(
     """A spec built without side effects still launches: runner.execute prepares the run (the
     tiny model's directory) before the server starts."""
     from profiler.errors import ServerError
-    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_flags import RunOptions
+    from profiler.run_options import build_run_spec
     from profiler.run_server import Host
     from profiler.runner import execute
 

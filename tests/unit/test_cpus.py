@@ -12,7 +12,8 @@ import pytest
 
 from profiler import cpus
 from profiler.errors import SpecError
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import probe_host
 from profiler.serving.vllm import VllmServer
 from profiler.serving.vllm_command import server_env

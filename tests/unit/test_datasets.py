@@ -15,7 +15,8 @@ from profiler.errors import SpecError
 from profiler.load.datasets import DatasetStream, detect_format, read_dataset
 from profiler.load.sessions import History, iter_sessions
 from profiler.load.workload import iter_requests
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import probe_host
 from profiler.spec import DatasetSpec, WorkloadSpec
 from profiler.store.rundir import read_records

@@ -14,7 +14,8 @@ from tokenizers import Tokenizer
 from profiler.capacity.catalog import shape_spec
 from profiler.clock import RunClock
 from profiler.errors import SpecError
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import probe_host
 from profiler.serving import shapes
 from profiler.serving.vllm import VllmServer

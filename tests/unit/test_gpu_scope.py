@@ -184,7 +184,8 @@ def test_cli_gpus_without_nvml_says_so() -> None:
 
 
 def test_run_gpus_places_a_launched_server_on_them() -> None:
-    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_flags import RunOptions
+    from profiler.run_options import build_run_spec
     from profiler.run_server import probe_host
     from tests.fakes.nvml import install_fake_nvml
 

@@ -150,7 +150,8 @@ def _serve(**kw: Any) -> ServeSpec:
 
 
 def _run_spec(serve: ServeSpec | None) -> RunSpec:
-    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_flags import RunOptions
+    from profiler.run_options import build_run_spec
     from profiler.run_server import probe_host
 
     spec = build_run_spec(probe_host(), RunOptions(endpoint="http://127.0.0.1:9", num_requests=4))

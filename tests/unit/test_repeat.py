@@ -13,7 +13,8 @@ import pytest
 from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.errors import SpecError
 from profiler.repeat import run_repeats
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import probe_host
 from profiler.spec import ServeSpec
 from profiler.store.rundir import read_records

@@ -16,7 +16,8 @@ from profiler.analysis.roofline import bounds, ideal_deployment, summarize_roofl
 from profiler.analysis.roofline_table import main, nvml_table, shipped_table, table_data
 from profiler.capacity.catalog import shape_spec
 from profiler.capacity.hardware import load_hardware
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import prepare_run, probe_host
 from profiler.serving import shapes
 from profiler.spec import RunSpec

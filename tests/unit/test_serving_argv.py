@@ -162,7 +162,8 @@ def test_gpu_default_argv_parses_to_vllm_gpu_defaults(
 ) -> None:
     """`infprof run` on a GPU host (fake NVML, one H100): vLLM's own parser reads bf16, dummy
     weights, CUDA graphs on (no --enforce-eager), and everything else at vLLM's defaults."""
-    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_flags import RunOptions
+    from profiler.run_options import build_run_spec
     from profiler.run_server import probe_host
     from tests.fakes.nvml import h100, install_fake_nvml
 

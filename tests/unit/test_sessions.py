@@ -21,7 +21,8 @@ from profiler.load.client import ClientOptions, StreamingClient
 from profiler.load.driver import Driver
 from profiler.load.sessions import History, iter_sessions, sample_seconds
 from profiler.load.stream import Answer, StreamState
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import probe_host
 from profiler.spec import ArrivalSpec, RunSpec, SessionSpec, WorkloadSpec
 from profiler.store.record import RequestRecord, turn_bucket

@@ -116,7 +116,8 @@ def test_cli_bad_tokenizer_is_one_line_exit_2(tmp_path: Path) -> None:
 
 def test_run_spec_tokenizer_defaults_and_manifest(tiny: Path) -> None:
     from profiler.clock import RunClock
-    from profiler.run_options import RunOptions, build_run_spec
+    from profiler.run_flags import RunOptions
+    from profiler.run_options import build_run_spec
     from profiler.run_server import probe_host
     from profiler.store.manifest import initial_manifest
 

@@ -14,7 +14,8 @@ from profiler.errors import SpecError
 from profiler.load.arrivals import read_trace, schedule
 from profiler.load.traces import detect
 from profiler.load.workload import iter_requests
-from profiler.run_options import RunOptions, build_run_spec
+from profiler.run_flags import RunOptions
+from profiler.run_options import build_run_spec
 from profiler.run_server import probe_host
 from profiler.spec import ArrivalSpec, WorkloadSpec
 
