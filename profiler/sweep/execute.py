@@ -34,6 +34,7 @@ from profiler.analysis.knee import sweep_knees
 from profiler.analysis.repeats import across_repeats, median_figures, rep_id
 from profiler.capacity.dtypes import served_dtypes
 from profiler.errors import InfprofError, RunInterrupted
+from profiler.run_server import Host, probe_host
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import LiveIndex, key_numbers
 from profiler.sweep.jobs import (
@@ -127,10 +128,17 @@ class _Context:
             * (len(spec.loads) if spec.search is None else 1)
         )
         self.counter = 0
+        self.host: Host | None = None
+
+    def _host(self) -> Host:
+        """The host's GPUs and cores, probed once (NVML) when the first server is named."""
+        if self.host is None:
+            self.host = probe_host()
+        return self.host
 
     # ------------------------------------------------------------ per configuration
     def run_config(self, cfg_id: str, config: dict[str, Any]) -> None:
-        serve = None if self.spec.endpoint else serve_spec(self.spec, config)
+        serve = None if self.spec.endpoint else serve_spec(self.spec, config, self._host())
         factory = self.hooks.server_factory or vllm_factory
         server = ConfigServer(
             factory if serve is not None else None, serve, self.sweep_dir / "configs" / cfg_id

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from profiler.analysis.repeats import rep_id
 from profiler.errors import InfprofError, StorageError
+from profiler.run_server import probe_host
 from profiler.spec import RunSpec, ServeSpec
 from profiler.sweep.index import LiveIndex
 from profiler.sweep.points import point_run_spec, serve_spec
@@ -94,10 +95,11 @@ def pending_jobs(
     jobs = []
     n = spec.repeat
     runs = sweep_dir / "runs"
+    host = None if spec.endpoint else probe_host()
     for ci, config in enumerate(spec.configs()):
         cfg_id = config_id(ci)
         try:
-            serve = None if spec.endpoint else serve_spec(spec, config)
+            serve = None if host is None else serve_spec(spec, config, host)
         except InfprofError:
             continue  # reported when the configuration's turn comes
         for workload in spec.workloads:

@@ -16,6 +16,7 @@ from profiler.run_options import (
     load_amount,
     override_workload,
 )
+from profiler.run_server import Host
 from profiler.spec import EndpointSpec, RunSpec, ServeSpec, WorkloadSpec
 from profiler.sweep.spec import SweepSpec
 
@@ -40,12 +41,12 @@ def _workload(spec: SweepSpec, workload: str) -> WorkloadSpec:
     return override_workload(wl, input_len=spec.input_len, output_len=spec.output_len)
 
 
-def serve_spec(spec: SweepSpec, config: dict[str, Any]) -> ServeSpec:
-    """The server of one configuration (the largest max-model-len its workloads need), its
-    embedded model made (``run_server.prepare_serve``): the sweep launches it next."""
-    from profiler.run_server import place_on_gpus, prepare_serve, probe_host, target
+def serve_spec(spec: SweepSpec, config: dict[str, Any], host: Host) -> ServeSpec:
+    """The server of one configuration on ``host`` (the largest max-model-len its workloads
+    need). Pure, like ``build_run_spec``: the embedded model is made where the sweep launches
+    the server (``sweep/servers.vllm_factory``, or the point's ``runner.execute`` on Ray)."""
+    from profiler.run_server import place_on_gpus, target
 
-    host = probe_host()
     opts = RunOptions(
         **{k: getattr(spec, k) for k in _SERVER_FIELDS},
         **{k: v for k, v in config.items() if k != "ep"},  # tp, pp, dp, max_num_...
@@ -66,7 +67,6 @@ def serve_spec(spec: SweepSpec, config: dict[str, Any]) -> ServeSpec:
     if spec.gpus:  # places the server on them
         best = place_on_gpus(spec.gpus, best)[1]
         assert best is not None
-    prepare_serve(best)
     return best
 
 

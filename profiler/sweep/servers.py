@@ -92,8 +92,11 @@ class ConfigServer:
 
 
 def vllm_factory(serve: ServeSpec, log_path: Path) -> Any:
+    """The configuration's vLLM server, its embedded model made first (``prepare_serve``)."""
+    from profiler.run_server import prepare_serve
     from profiler.serving.vllm import VllmServer
 
+    prepare_serve(serve)
     return VllmServer(serve, log_path)
 
 

@@ -296,3 +296,30 @@ def test_every_slo_option_is_parsed_by_one_parser() -> None:
         "infprof: error: --slo: cannot read 'latency=3' "
         "(fix: write it as ttft=SECONDS,tpot=SECONDS,e2e=SECONDS (any subset))"
     }
+
+
+def test_building_a_sweeps_server_spec_writes_nothing_and_calls_no_nvml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep configuration's server (the embedded tiny model) is named while the spec is
+    built; the model is made where the sweep launches the server (``sweep/servers``)."""
+    from profiler.run_server import Host
+    from profiler.sweep.points import serve_spec
+    from profiler.sweep.servers import vllm_factory
+    from profiler.sweep.spec import SweepSpec
+    from tests.fakes.nvml import install_fake_nvml
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("INFPROF_HOME", str(home / ".cache" / "infprof"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    spec = SweepSpec(sweep_id="sw", loads=[1])
+    with install_fake_nvml([]) as fake:
+        serve = serve_spec(spec, spec.configs()[0], Host())
+        calls = list(fake.module.mock_calls)
+    assert calls == [] and fake.init_count == 0
+    assert _files(home) == []
+    assert serve.served_model_name == "tiny-llama"
+    vllm_factory(serve, tmp_path / "server.log")  # the launch step: the model is made now
+    assert (Path(serve.model) / "tokenizer.json").is_file()
