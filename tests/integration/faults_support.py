@@ -85,13 +85,26 @@ class Spawned:
         return self.proc.wait(timeout=timeout_s)
 
 
+# ``cmd`` as a terminal starts it: SIGINT at its default (Ctrl-C interrupts), also when the
+# tests themselves were started in the background, where the shell has SIGINT ignored and every
+# child would inherit that; exec keeps the PID the tests send their signals to
+FOREGROUND = (
+    "import os, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+
+
 @contextmanager
 def spawn_cli(cmd: list[str], env: dict[str, str], logs: Path) -> Iterator[Spawned]:
-    """Start ``cmd``; on the way out kill it and every process it left (whatever happened)."""
+    """Start ``cmd`` in the foreground's signal state; on the way out kill it and every process
+    it left (whatever happened)."""
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / "stdout.txt", logs / "stderr.txt"
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fo, stderr=fe)
+        proc = subprocess.Popen(
+            [PY, "-c", FOREGROUND, *cmd], cwd=ROOT, env=env, stdout=fo, stderr=fe
+        )
     tracked = ProcessTree(proc.pid)
     try:
         yield Spawned(proc, out, err)
