@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,17 +22,10 @@ for _mod in ("pydantic", "ddsketch", "httptools", "aiohttp", "yaml", "torch"):
     pytest.importorskip(_mod)
 
 from tests.fakes.vllm_openai_shim import make_python_wrapper  # noqa: E402
+from tests.gpu.gpu_checks import add_row  # noqa: E402
 from tests.integration.faults_support import cli_env, launched_cmd, run_cli  # noqa: E402
 
 HELD_GIB = 4.0
-
-
-def _row(
-    config: Any, check: str, measured: str, expected: str = "", ok: bool | None = None
-) -> None:
-    config._infprof_gpu_rows.append(
-        {"check": check, "measured": measured, "expected": expected, "ok": ok}
-    )
 
 
 def test_default_run_on_a_gpu_host(tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -60,14 +52,14 @@ def test_default_run_on_a_gpu_host(tmp_path: Path, request: pytest.FixtureReques
         timeout_s=240,
     )
     ok_rc = res.returncode == 0
-    _row(cfg, "default run: exit code", str(res.returncode), "0", ok_rc)
+    add_row(cfg, "default run: exit code", str(res.returncode), "0", ok_rc)
     assert ok_rc, res.stdout[-3000:] + res.stderr[-3000:]
     d = tmp_path / "runs" / "default"
     m = json.loads((d / "manifest.json").read_text())
     s = json.loads((d / "summary.json").read_text())
     dm = m.get("default_model") or {}
     ok_shape = dm.get("shape") == "llama-8b-shape"
-    _row(
+    add_row(
         cfg,
         "default run: model shape",
         f"{dm.get('shape')}",
@@ -76,7 +68,7 @@ def test_default_run_on_a_gpu_host(tmp_path: Path, request: pytest.FixtureReques
     )
     argv = " ".join(str(a) for a in (m.get("server") or {}).get("argv") or [])
     ok_argv = "--load-format dummy" in argv and "--enforce-eager" not in argv
-    _row(
+    add_row(
         cfg,
         "default run: server argv",
         "--load-format dummy" if ok_argv else argv[-300:],
@@ -85,7 +77,7 @@ def test_default_run_on_a_gpu_host(tmp_path: Path, request: pytest.FixtureReques
     )
     scope = m["gpu_scope"]
     ok_scope = scope["method"] == "server_processes" and len(scope["gpus"]) == 1
-    _row(
+    add_row(
         cfg,
         "default run: gpu_scope",
         f"{scope['method']} {scope['gpus']}: {scope.get('reason')}",
@@ -94,14 +86,14 @@ def test_default_run_on_a_gpu_host(tmp_path: Path, request: pytest.FixtureReques
     )
     mem = s["gpu"].get("process_memory_used_peak_bytes")
     ok_mem = mem is not None and HELD_GIB * 2**30 <= mem <= (HELD_GIB + 3) * 2**30
-    _row(
+    add_row(
         cfg,
         "default run: server GPU memory (summary)",
         "absent" if mem is None else f"{mem / 2**30:.2f} GiB",
         f">= {HELD_GIB} GiB",
         ok_mem,
     )
-    _row(
+    add_row(
         cfg,
         "default run: requests ok, output tok/s",
         f"{s['requests']['ok']}, {s['throughput']['output_tokens_per_s']:.0f}",

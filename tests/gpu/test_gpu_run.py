@@ -11,7 +11,6 @@ device machine); skipped without them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,19 +24,13 @@ pytestmark = pytest.mark.gpu
 for _mod in ("pydantic", "ddsketch", "httptools", "aiohttp", "yaml"):
     pytest.importorskip(_mod)
 
+from tests.gpu.gpu_checks import add_row, nvml_index  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 ALLOC_GIB = 6.0
 REQUESTS = 800
 CONCURRENCY = 64
 OUTPUT_LEN = 128
-
-
-def _row(
-    config: Any, check: str, measured: str, expected: str = "", ok: bool | None = None
-) -> None:
-    config._infprof_gpu_rows.append(
-        {"check": check, "measured": measured, "expected": expected, "ok": ok}
-    )
 
 
 def _torch_nvml_index() -> int:
@@ -46,14 +39,7 @@ def _torch_nvml_index() -> int:
         pytest.skip("torch sees no CUDA device")
     from profiler.telemetry.inventory import collect
 
-    uuid = str(getattr(torch.cuda.get_device_properties(0), "uuid", "") or "").lower()
-    for g in collect().get("gpus", []):
-        if uuid and str(g.get("uuid") or "").lower().removeprefix("gpu-") == uuid.removeprefix(
-            "gpu-"
-        ):
-            return int(g["index"])
-    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return int(first) if first.isdigit() else 0
+    return nvml_index(torch, collect())
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +96,7 @@ def test_run_scopes_and_measures_the_chosen_gpu(
     scope = m["gpu_scope"]
     want = str(server["index"])
     ok_scope = scope["method"] == "explicit" and [str(g) for g in scope["gpus"]] == [want]
-    _row(
+    add_row(
         cfg,
         "run: manifest gpu_scope",
         f"{scope['method']} {scope['gpus']}",
@@ -119,17 +105,17 @@ def test_run_scopes_and_measures_the_chosen_gpu(
     )
     gpu, energy = s["gpu"], s["energy"]
     ok_req = s["requests"]["ok"] == REQUESTS and s["tokens"]["output"] > 0
-    _row(
+    add_row(
         cfg,
         "run: requests ok / output tokens (window)",
         f"{s['requests']['ok']} / {s['tokens']['output']}",
         f"{REQUESTS} ok",
         ok_req,
     )
-    _row(cfg, "run: output tok/s", f"{s['throughput']['output_tokens_per_s']:.0f}", "info")
+    add_row(cfg, "run: output tok/s", f"{s['throughput']['output_tokens_per_s']:.0f}", "info")
     util = gpu.get("utilization_mean_ratio")
     ok_util = gpu.get("available") is True and gpu.get("count") == 1 and (util or 0) > 0.5
-    _row(
+    add_row(
         cfg,
         "run: summary gpu count / mean utilization",
         f"{gpu.get('count')} / {util:.1%}" if util is not None else f"{gpu.get('count')} / n/a",
@@ -146,7 +132,7 @@ def test_run_scopes_and_measures_the_chosen_gpu(
         and from_energy is not None
         and abs(from_energy - power) / power < 0.15
     )
-    _row(
+    add_row(
         cfg,
         "run: energy counter vs sampled power (window)",
         f"{joules:,.0f} J over {secs:.1f} s = {from_energy:.0f} W; sampled {power:.0f} W"
@@ -161,7 +147,7 @@ def test_run_scopes_and_measures_the_chosen_gpu(
         and joules is not None
         and abs(jpt - joules / s["tokens"]["output"]) < 1e-9 * max(jpt, 1)
     )
-    _row(
+    add_row(
         cfg,
         "run: J per output token",
         "n/a" if jpt is None else f"{jpt:.4f} J",
@@ -198,7 +184,7 @@ def test_server_process_memory_is_measured_or_absent_never_zero(
     else:
         ok = True  # absent, not zero: e.g. NVML cannot see the PID namespace
         measured = "absent (NVML lists no process of the server)"
-    _row(
+    add_row(
         request.config,
         "server process GPU memory (NVML, by PID)",
         measured,
@@ -223,7 +209,7 @@ def test_default_model_shape_for_this_gpu(
     total = float(choice["gpu"]["memory_total_bytes"])
     expected = "llama-8b-shape" if total >= 60 * 2**30 else "llama-1b-shape"
     ok = choice["shape"] == expected
-    _row(
+    add_row(
         request.config,
         "default model shape (gpu-default workload)",
         f"{choice['shape']}: {choice['reason']}",

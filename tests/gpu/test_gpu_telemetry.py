@@ -21,6 +21,7 @@ from profiler.telemetry.inventory import collect
 from profiler.telemetry.nvml_sampler import NvmlSampler
 from profiler.telemetry.recorder import TelemetryRecorder
 from profiler.telemetry.sample import Sample
+from tests.gpu.gpu_checks import nvml_index
 
 pytestmark = pytest.mark.gpu
 
@@ -33,18 +34,6 @@ H2D_BYTES = 2 * 2**30  # pinned host buffer copied to the GPU H2D_REPS times
 H2D_REPS = 4
 
 Series = list[tuple[float, float]]
-
-
-def _nvml_index(torch: Any, inv: dict[str, Any]) -> int:
-    """NVML index of torch's cuda:0 (NVML ignores CUDA_VISIBLE_DEVICES)."""
-    uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
-    if uuid is not None:
-        want = str(uuid).lower().removeprefix("gpu-")
-        for g in inv.get("gpus", []):
-            if str(g.get("uuid") or "").lower().removeprefix("gpu-") == want:
-                return int(g["index"])
-    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return int(first) if first.isdigit() else 0
 
 
 def _series(samples: list[Sample], device: str, metric: str) -> Series:
@@ -80,7 +69,7 @@ def run(request: pytest.FixtureRequest) -> dict[str, Any]:
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA device")
     inv = collect()
-    idx = _nvml_index(torch, inv)
+    idx = nvml_index(torch, inv)
     dev = torch.device("cuda:0")
     torch.ones(1, device=dev).sum().item()  # CUDA context before the baseline
     clock = RunClock()
