@@ -7,14 +7,12 @@ load's workers fill these sketches (``load/workers``, ``load/spread``), the anal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from profiler import measures
-from profiler.record_columns import Record, columns_of
 from profiler.sketches import QuantileSketch
 
 LATENCY_KEYS = (
@@ -32,7 +30,7 @@ SKETCH_KEYS = (*LATENCY_KEYS, "dispatch_lag_s", "queue_wait_s")
 class LatencySketches:
     """A partial summary: the distributions of ``SKETCH_KEYS`` as mergeable sketches. A
     worker, a Ray actor or a host sketches its own requests (``latency_sketches``, or
-    ``of_records``), ships ``to_dict()`` (JSON-safe, a few KB once past the exact threshold),
+    ``store/record_columns.sketch_records``), ships ``to_dict()`` (JSON-safe, a few KB once past the exact threshold),
     and the receiver merges them: the merge equals the sketches of all the requests."""
 
     sketches: dict[str, QuantileSketch] = field(
@@ -52,14 +50,6 @@ class LatencySketches:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatencySketches:
         return cls({k: QuantileSketch.from_dict(v) for k, v in d.items()})
-
-    @classmethod
-    def of_records(cls, records: Sequence[Record]) -> LatencySketches:
-        """Sketches of ``records`` (no window: every successful request's latencies, every
-        request's dispatch lag and queue wait)."""
-        cols = columns_of(records, measures.Columns)
-        everything = np.ones(cols.id.shape, dtype=bool)
-        return latency_sketches(cols, cols.outcome == "ok", everything)
 
 
 def latency_sketches(cols: measures.Columns, ok: np.ndarray, in_win: np.ndarray) -> LatencySketches:

@@ -1,5 +1,5 @@
 """A run's records as columns (numpy), from requests.parquet and itl.parquet or from the
-records themselves (``profiler.record_columns``): the input of summary.json's request sections and of compare.
+records themselves (``store/record_columns``): the input of summary.json's request sections and of compare.
 
 Works on columns so a million records with a hundred gaps each summarise in seconds; itl.parquet
 is streamed a batch at a time (``ItlSource``), so memory follows the number of requests, never
@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from profiler import measures
-from profiler.record_columns import columns_of
 from profiler.store.record import RequestRecord
+from profiler.store.record_columns import columns_of
 
 # Rows of itl.parquet decoded at a time: memory stays bounded whatever the file's length
 ITL_BATCH_ROWS = 1 << 20

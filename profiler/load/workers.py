@@ -29,6 +29,7 @@ from profiler.load.loop import run as run_loop
 from profiler.load.spread import merge_results, split_plan, stride
 from profiler.spec import RunSpec
 from profiler.store.journal import Journal
+from profiler.store.record_columns import sketch_records
 
 
 @dataclass
@@ -106,7 +107,7 @@ class _SketchSink:
 
     def _flush(self) -> None:
         if self._pending:
-            self.sketches.merge(LatencySketches.of_records(self._pending))
+            self.sketches.merge(sketch_records(self._pending))
             self._pending = []
 
     def finish(self) -> LatencySketches:

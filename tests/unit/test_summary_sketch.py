@@ -19,6 +19,7 @@ from profiler.analysis.request_summary import summarize_requests
 from profiler.latency_sketches import LatencySketches
 from profiler.sketches import RELATIVE_ACCURACY
 from profiler.store.record import RequestRecord
+from profiler.store.record_columns import sketch_records
 from profiler.store.rundir import RunDir
 
 
@@ -187,10 +188,10 @@ def test_worker_partial_summaries_merge_into_the_whole(monkeypatch) -> None:
     recs = _records(90, 40, seed=2)
     for exact_max in (10**6, 200):
         monkeypatch.setattr(sketches, "EXACT_MAX_VALUES", exact_max)
-        whole = LatencySketches.of_records(recs)
+        whole = sketch_records(recs)
         merged = LatencySketches()
         for k in range(3):
-            part = LatencySketches.of_records(recs[k::3])
+            part = sketch_records(recs[k::3])
             merged.merge(LatencySketches.from_dict(json.loads(json.dumps(part.to_dict()))))
         a, b = merged.distributions(), whole.distributions()
         assert a.keys() == b.keys()

@@ -14,6 +14,7 @@ from profiler.load.health import ClientHealth
 from profiler.load.spread import merge_results
 from profiler.load.workers import _SketchSink
 from profiler.store.record import RequestRecord
+from profiler.store.record_columns import sketch_records
 
 
 def _records(lags: list[float], start_id: int) -> list[RequestRecord]:
@@ -77,7 +78,7 @@ def test_sink_batches_and_merges_every_record() -> None:
     for r in recs:
         sink.append(r)
     got = sink.finish().distributions()
-    want = LatencySketches.of_records(recs).distributions()
+    want = sketch_records(recs).distributions()
     assert got["itl_s"]["count"] == 2500 * 3
     for k in got:
         assert {q: v for q, v in got[k].items() if q != "mean"} == {

@@ -1,66 +1,32 @@
-"""``measures.Columns`` of records held in memory: a load worker's batch (its latency
-sketches, ``profiler.latency_sketches``) or a run's journal (``analysis/request_columns``).
-
-A base module (numpy and ``profiler.measures``): it reads ``store/record.RequestRecord``'s
-fields by name (``Record``), so the layers below the store can use it too.
-"""
+"""``measures.Columns`` of ``RequestRecord``s held in memory: a load worker's batch (its
+latency sketches, ``sketch_records``) or a run's journal (``analysis/request_columns``)."""
 
 from __future__ import annotations
 
 import functools
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from profiler import measures
+from profiler.latency_sketches import LatencySketches, latency_sketches
 from profiler.measures import ItlSource
+from profiler.store.record import RequestRecord
 
 C = TypeVar("C", bound=measures.Columns)
 
 
-class Record(Protocol):
-    """What is read of a ``store/record.RequestRecord``."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def outcome(self) -> str: ...
-    @property
-    def intended_start_s(self) -> float: ...
-    @property
-    def send_s(self) -> float | None: ...
-    @property
-    def first_token_s(self) -> float | None: ...
-    @property
-    def end_s(self) -> float | None: ...
-    @property
-    def prompt_tokens(self) -> int | None: ...
-    @property
-    def output_tokens(self) -> int | None: ...
-    @property
-    def n(self) -> int: ...
-    @property
-    def queue_wait_s(self) -> float | None: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def requested_prompt_tokens(self) -> int | None: ...
-    @property
-    def requested_output_tokens(self) -> int | None: ...
-    @property
-    def length_enforced(self) -> bool | None: ...
-    @property
-    def chunk_times_s(self) -> list[float]: ...
-    @property
-    def chunk_tokens(self) -> list[int]: ...
-    @property
-    def chunk_choice(self) -> list[int]: ...
-    def gap_arrays(self) -> tuple[np.ndarray, np.ndarray]: ...
+def sketch_records(records: Sequence[RequestRecord]) -> LatencySketches:
+    """The latency sketches of ``records`` (no window: every successful request's latencies,
+    every request's dispatch lag and queue wait): what a load worker ships."""
+    cols = columns_of(records, measures.Columns)
+    everything = np.ones(cols.id.shape, dtype=bool)
+    return latency_sketches(cols, cols.outcome == "ok", everything)
 
 
-def columns_of(records: Sequence[Record], cls: type[C]) -> C:
+def columns_of(records: Sequence[RequestRecord], cls: type[C]) -> C:
     """``records`` as columns of type ``cls`` (a ``measures.Columns``)."""
 
     def f(vals: list[Any]) -> np.ndarray:
@@ -87,7 +53,7 @@ def columns_of(records: Sequence[Record], cls: type[C]) -> C:
     )
 
 
-def _record_gaps(records: Sequence[Record]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _record_gaps(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(request id, gap, tokens of the later chunk) of every gap of ``records``, in record
     order (``measures.itl_gaps``). Without several samples per request (n > 1) every record's
     chunks are joined into one array and differenced at once (no numpy call per record)."""
@@ -121,7 +87,7 @@ def _array_itl_source(rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray) -> It
 
 
 def _record_chunks(
-    records: list[Record], selected: np.ndarray
+    records: list[RequestRecord], selected: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(request id, arrival time, tokens) of every chunk of the selected records."""
     chosen = [r for r in records if r.chunk_times_s and selected[r.id]]
