@@ -80,7 +80,6 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
 
     # a bad trace file fails here: before the run directory, before any server is launched
     plan = load_plan(spec)
-    prepare_run(spec)  # the embedded model a launched server serves, made now
     datasets = [s.dataset for s in spec.workload.scenarios if s.dataset is not None]
     if datasets:  # so does a missing dataset file, column or tokenizer
         from profiler.load.datasets import check_datasets
@@ -90,6 +89,7 @@ def execute(spec: RunSpec, hooks: RunHooks | None = None) -> RunResult:
         from profiler.telemetry.gpu_scope import check_here
 
         check_here(spec.gpus)
+    prepare_run(spec)  # the embedded model a launched server serves, made once the spec passed
     run_id = spec.run_id or new_run_id()
     rd = RunDir.create(spec.out_dir, run_id)
     clock = RunClock()
