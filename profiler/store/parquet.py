@@ -4,7 +4,6 @@ one-shot writers here serve synthetic runs and tests)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -12,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler import measures
 from profiler.errors import StorageError
 from profiler.store.record import RequestRecord
+from profiler.store.record_columns import chunks_of
 from profiler.telemetry.sample import Sample
 
 # itl.parquet holds mostly incompressible float gaps and is read whole by every summary:
@@ -76,41 +75,18 @@ def write_itl_parquet(path: Path, records: list[RequestRecord]) -> None:
 
 
 def itl_table(records: list[RequestRecord]) -> pa.Table:
-    """One row per content chunk: request id, index, arrival time, gap to the previous chunk of
-    the same sample (``measures.itl_gaps``; null for a sample's first chunk), tokens and
-    choice; each record's chunks contiguous, in the order of ``records``. Built column-wise
-    with numpy; the gaps of records with several samples (n > 1) are taken per sample."""
-    recs = [r for r in records if r.chunk_times_s]
-    lens = np.fromiter((len(r.chunk_times_s) for r in recs), np.int64, len(recs))
-    total = int(lens.sum())
-    starts = np.zeros(len(recs), dtype=np.int64)
-    np.cumsum(lens[:-1], out=starts[1:])
-    group = np.repeat(np.arange(len(recs), dtype=np.int64), lens)  # a record's chunks
-    rid = np.repeat(np.fromiter((r.id for r in recs), np.int64, len(recs)), lens)
-    idx = (np.arange(total, dtype=np.int64) - np.repeat(starts, lens)).astype(np.int32)
-    t = np.fromiter(itertools.chain.from_iterable(r.chunk_times_s for r in recs), np.float64, total)
-    toks = np.fromiter(itertools.chain.from_iterable(r.chunk_tokens for r in recs), np.int32, total)
-    choice = np.zeros(total, dtype=np.int32)
-    gaps = measures.itl_gaps(group, t)
-    multi = np.fromiter((bool(r.chunk_choice) for r in recs), bool, len(recs))
-    if multi.any():  # n > 1: each sample's chunks are their own sequence
-        rows = np.repeat(multi, lens)
-        choice[rows] = np.fromiter(
-            itertools.chain.from_iterable(
-                r.chunk_choice for r in itertools.compress(recs, multi.tolist())
-            ),
-            np.int32,
-            int(rows.sum()),
-        )
-        gaps[rows] = measures.itl_gaps(group[rows], t[rows], choice[rows])
+    """One row per content chunk (``store/record_columns.chunks_of``): request id, index,
+    arrival time, gap to the previous chunk of the same sample (null for a sample's first
+    chunk), tokens and choice; each record's chunks contiguous, in the order of ``records``."""
+    c = chunks_of(records)
     return pa.table(
         {
-            "request_id": rid,
-            "index": idx,
-            "t_s": t,
-            "gap_s": pa.array(gaps, mask=np.isnan(gaps)),
-            "tokens": toks,
-            "choice": choice,
+            "request_id": c.rid,
+            "index": c.index,
+            "t_s": c.t_s,
+            "gap_s": pa.array(c.gap_s, mask=np.isnan(c.gap_s)),
+            "tokens": c.tokens,
+            "choice": c.choice,
         },
         schema=ITL_SCHEMA,
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -53,29 +55,72 @@ def columns_of(records: Sequence[RequestRecord], cls: type[C]) -> C:
     )
 
 
+@dataclass(frozen=True)
+class Chunks:
+    """Every content chunk of some records as columns, each record's chunks contiguous and in
+    record order (the rows of itl.parquet)."""
+
+    rid: np.ndarray  # int64: the request's id
+    index: np.ndarray  # int32: the chunk's position in its request
+    t_s: np.ndarray  # float64: arrival time
+    tokens: np.ndarray  # int32: tokens the chunk carried
+    choice: np.ndarray  # int32: its sample (0 without n > 1)
+    gap_s: np.ndarray  # float64: ``measures.itl_gaps``; NaN for a sample's first chunk
+
+
+def chunks_of(records: Sequence[RequestRecord]) -> Chunks:
+    """The chunks of ``records``, built column-wise: one numpy call per column, not per record.
+    The gaps are ``measures.itl_gaps``, per sample for records with several (n > 1). A record
+    whose chunk lists differ in length keeps its first ``min`` chunks (``gap_arrays``' rule)."""
+    recs = [r for r in records if r.chunk_times_s]
+    # attribute and length passes run in C (map), the per-record cost of a compaction batch
+    times = list(map(attrgetter("chunk_times_s"), recs))
+    toks = list(map(attrgetter("chunk_tokens"), recs))
+    choices = list(map(attrgetter("chunk_choice"), recs))
+    lens = np.fromiter(map(len, times), np.int64, len(recs))
+    n_choice = np.fromiter(map(len, choices), np.int64, len(recs))
+    even = np.array_equal(lens, np.fromiter(map(len, toks), np.int64, len(recs)))
+    if not (even and np.all((n_choice == 0) | (n_choice == lens))):
+        # rare: cut each record to its shortest list
+        cut = [
+            min(len(t), len(k), len(c or t)) for t, k, c in zip(times, toks, choices, strict=True)
+        ]
+        times = [t[:n] for t, n in zip(times, cut, strict=True)]
+        toks = [k[:n] for k, n in zip(toks, cut, strict=True)]
+        choices = [c[:n] for c, n in zip(choices, cut, strict=True)]
+        lens = np.array(cut, dtype=np.int64)
+    total = int(lens.sum())
+    starts = np.zeros(len(recs), dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    group = np.repeat(np.arange(len(recs), dtype=np.int64), lens)  # a record's chunks
+    t = np.fromiter(itertools.chain.from_iterable(times), np.float64, total)
+    choice = np.zeros(total, dtype=np.int32)
+    gaps = measures.itl_gaps(group, t)
+    multi = np.fromiter(map(bool, choices), bool, len(recs))  # n > 1
+    if multi.any():  # n > 1: each sample's chunks are their own sequence
+        rows = np.repeat(multi, lens)
+        choice[rows] = np.fromiter(
+            itertools.chain.from_iterable(itertools.compress(choices, multi.tolist())),
+            np.int32,
+            int(rows.sum()),
+        )
+        gaps[rows] = measures.itl_gaps(group[rows], t[rows], choice[rows])
+    return Chunks(
+        rid=np.repeat(np.fromiter(map(attrgetter("id"), recs), np.int64, len(recs)), lens),
+        index=(np.arange(total, dtype=np.int64) - np.repeat(starts, lens)).astype(np.int32),
+        t_s=t,
+        tokens=np.fromiter(itertools.chain.from_iterable(toks), np.int32, total),
+        choice=choice,
+        gap_s=gaps,
+    )
+
+
 def _record_gaps(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(request id, gap, tokens of the later chunk) of every gap of ``records``, in record
-    order (``measures.itl_gaps``). Without several samples per request (n > 1) every record's
-    chunks are joined into one array and differenced at once (no numpy call per record)."""
-    multi = [r for r in records if len(r.chunk_times_s) > 1]
-    if any(r.chunk_choice or len(r.chunk_tokens) != len(r.chunk_times_s) for r in multi):
-        parts = [r.gap_arrays() for r in multi]
-        sizes = [g.size for g, _ in parts]
-        return (
-            np.repeat(np.fromiter((r.id for r in multi), np.int64, len(multi)), sizes),
-            np.concatenate([g for g, _ in parts]) if parts else np.zeros(0),
-            np.concatenate([k for _, k in parts]) if parts else np.zeros(0, dtype=np.int64),
-        )
-    lens = np.fromiter((len(r.chunk_times_s) for r in multi), np.int64, len(multi))
-    total = int(lens.sum())
-    t = np.fromiter(
-        itertools.chain.from_iterable(r.chunk_times_s for r in multi), np.float64, total
-    )
-    k = np.fromiter(itertools.chain.from_iterable(r.chunk_tokens for r in multi), np.int64, total)
-    gaps = measures.itl_gaps(np.repeat(np.arange(len(multi)), lens), t)
-    later = ~np.isnan(gaps)  # a record's first chunk has no gap
-    ids = np.fromiter((r.id for r in multi), np.int64, len(multi))
-    return np.repeat(ids, lens)[later], gaps[later], k[later]
+    order."""
+    c = chunks_of(records)
+    later = ~np.isnan(c.gap_s)  # a sample's first chunk has no gap
+    return c.rid[later], c.gap_s[later], c.tokens[later]
 
 
 def _array_itl_source(rid: np.ndarray, gaps: np.ndarray, toks: np.ndarray) -> ItlSource:
@@ -90,9 +135,5 @@ def _record_chunks(
     records: list[RequestRecord], selected: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(request id, arrival time, tokens) of every chunk of the selected records."""
-    chosen = [r for r in records if r.chunk_times_s and selected[r.id]]
-    lens = [len(r.chunk_times_s) for r in chosen]
-    rid = np.repeat(np.array([r.id for r in chosen], dtype=np.int64), lens)
-    t = np.array([x for r in chosen for x in r.chunk_times_s], dtype=np.float64)
-    k = np.array([x for r in chosen for x in r.chunk_tokens], dtype=np.int64)
-    return rid, t, k
+    c = chunks_of([r for r in records if selected[r.id]])
+    return c.rid, c.t_s, c.tokens
