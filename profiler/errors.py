@@ -16,7 +16,7 @@ Exit codes (documented in docs/failures.md):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:  # no pydantic at import time: profiler/telemetry/ imports this module
     from pydantic import ValidationError
@@ -52,21 +52,21 @@ class InfprofError(Exception):
     def one_line(self) -> str:
         return f"{self.message} (fix: {self.fix})" if self.fix else self.message
 
-
-class SpecError(InfprofError, exit_code=EXIT_BAD_INPUT):
-    """Bad flags, workload YAML or spec values."""
-
     @classmethod
-    def from_validation(cls, e: ValidationError, message: str, fix: str, **names: Any) -> SpecError:
+    def from_validation(
+        cls, e: ValidationError, message: str, fix: str, *, within: str = "", **names: Any
+    ) -> Self:
         """The first error of pydantic's ``e`` as one line. ``message`` and ``fix`` are format
-        strings over ``names`` and: ``{loc}`` the dotted field path ('' at the top level),
-        ``{field}`` that path and ': ' (or nothing), ``{msg}`` pydantic's message, ``{reason}``
+        strings over ``names`` and: ``{loc}`` the dotted field path ('' at the top level; after
+        ``within`` when the validated data sits there), ``{place}`` that path or '(top level)',
+        ``{field}`` the path and ': ' (or nothing), ``{msg}`` pydantic's message, ``{reason}``
         the same without pydantic's 'Value error, ', ``{more}`` ' (+N more)' when N more errors."""
         errs = e.errors()
         err = errs[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(p for p in (within, *map(str, err["loc"])) if p)
         parts = {
             "loc": loc,
+            "place": loc or "(top level)",
             "field": f"{loc}: " if loc else "",
             "msg": err["msg"],
             "reason": err["msg"].removeprefix("Value error, "),
@@ -74,6 +74,10 @@ class SpecError(InfprofError, exit_code=EXIT_BAD_INPUT):
             **names,
         }
         return cls(message.format(**parts), fix.format(**parts))
+
+
+class SpecError(InfprofError, exit_code=EXIT_BAD_INPUT):
+    """Bad flags, workload YAML or spec values."""
 
 
 class ServerError(InfprofError, exit_code=EXIT_SERVER):

@@ -37,11 +37,10 @@ def load_yaml_model(path: Path, model: type[_M]) -> _M:
             allowed = f"; allowed fields: {', '.join(_allowed_fields(model, err['loc']))}"
         raise SpecError.from_validation(
             e,
-            "{path}:{line} field '{where}': {msg}{more}",
-            "correct '{where}'{allowed}",
+            "{path}:{line} field '{place}': {msg}{more}",
+            "correct '{place}'{allowed}",
             path=path,
             line=_line_of(text, err["loc"]),
-            where=".".join(str(p) for p in err["loc"]) or "(top level)",
             allowed=allowed,
         ) from None
 

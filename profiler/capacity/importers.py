@@ -238,10 +238,8 @@ def _as(model: type[_F], data: Any, where: str, field: str = "") -> _F:
     try:
         return model.model_validate({} if data is None else data)
     except ValidationError as e:
-        loc = ".".join(p for p in (field, *map(str, e.errors()[0]["loc"])) if p)
-        raise SpecError(
-            f"{where}: field {loc or '(top level)'}: {e.errors()[0]['msg']}",
-            "check the result file",
+        raise SpecError.from_validation(
+            e, "{where}: field {place}: {msg}", "check the result file", within=field, where=where
         ) from None
 
 

@@ -71,10 +71,9 @@ class Artifact(Part):
         try:
             doc = cls.model_validate(data)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-            raise StorageError(f"{where}: field {loc}: {err['msg']}{more}", cls._fix()) from None
+            raise StorageError.from_validation(
+                e, "{where}: field {place}: {msg}{more}", "{remedy}", where=where, remedy=cls._fix()
+            ) from None
         doc._shape = migrate(cls.KIND, data)
         return doc
 
