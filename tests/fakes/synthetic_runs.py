@@ -20,13 +20,16 @@ from profiler.store.rundir import RunDir
 from profiler.sweep.index import key_numbers
 from profiler.telemetry.sample import Sample
 
+TTFT_S = 0.05  # a synthetic request's median TTFT and TPOT unless a caller says otherwise
+TPOT_S = 0.01
+
 
 def make_records(
     n: int = 400,
     *,
     rate: float = 20.0,
-    ttft_s: float = 0.05,
-    tpot_s: float = 0.01,
+    ttft_s: float = TTFT_S,
+    tpot_s: float = TPOT_S,
     output_tokens: int = 32,
     error_fraction: float = 0.0,
     seed: int = 0,
@@ -359,8 +362,8 @@ def make_repeats(
     run_sd: float = 0.08,
     slowdown: float = 1.0,
     seed: int = 0,
-    ttft_s: float = 0.05,
-    tpot_s: float = 0.01,
+    ttft_s: float = TTFT_S,
+    tpot_s: float = TPOT_S,
     **record_kw: Any,
 ) -> Path:
     """``parent/name/rep-01..``: repeated runs of one configuration against a server whose
