@@ -5,6 +5,7 @@ truth; telemetry samples cover every field the report plots."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,16 @@ from profiler.store.rundir import RunDir
 from profiler.sweep.index import key_numbers
 from profiler.telemetry.sample import Sample
 
+TTFT_S = 0.05  # a synthetic request's median TTFT and TPOT unless a caller says otherwise
+TPOT_S = 0.01
+
 
 def make_records(
     n: int = 400,
     *,
     rate: float = 20.0,
-    ttft_s: float = 0.05,
-    tpot_s: float = 0.01,
+    ttft_s: float = TTFT_S,
+    tpot_s: float = TPOT_S,
     output_tokens: int = 32,
     error_fraction: float = 0.0,
     seed: int = 0,
@@ -56,24 +60,77 @@ def make_records(
         gaps = rng.lognormal(np.log(tpot_s), 0.2, size=output_tokens - 1)
         times = (first + np.concatenate([[0.0], np.cumsum(gaps)])).tolist()
         out.append(
-            RequestRecord(
-                id=i,
-                workload="synthetic",
-                scenario="default",
+            streamed_record(
+                i,
+                send,
+                times,
                 intended_start_s=intended,
-                send_s=send,
-                first_token_s=first,
-                last_token_s=times[-1],
                 end_s=times[-1] + 0.001,
                 prompt_tokens=128,
                 output_tokens=output_tokens,
+                workload="synthetic",
+                scenario="default",
                 requested_output_tokens=output_tokens,
-                chunks=output_tokens,
-                chunk_times_s=times,
-                chunk_tokens=[1] * output_tokens,
             )
         )
     return out
+
+
+def streamed_record(
+    i: int,
+    send_s: float,
+    chunk_times_s: Sequence[float],
+    chunk_tokens: Sequence[int] | None = None,
+    *,
+    output_tokens: int | None,
+    prompt_tokens: int,
+    intended_start_s: float | None = None,
+    end_s: float | None = None,
+    workload: str = "w",
+    scenario: str = "s",
+    keep_chunks: bool = True,
+    **kw: Any,
+) -> RequestRecord:
+    """Request ``i`` sent at ``send_s`` whose answer streamed in chunks at ``chunk_times_s``
+    carrying ``chunk_tokens`` tokens (one each by default): its first and last token at the
+    first and last chunk, intended at ``send_s`` and ended at the last chunk unless given.
+    ``keep_chunks=False``: a record without chunk timings (no ``chunks``, times or tokens);
+    ``kw``: any other field (``outcome``, ``n``, ``queue_wait_s`` ...)."""
+    times = [float(t) for t in chunk_times_s]
+    tokens = [1] * len(times) if chunk_tokens is None else list(chunk_tokens)
+    return RequestRecord(
+        id=i,
+        workload=workload,
+        scenario=scenario,
+        intended_start_s=send_s if intended_start_s is None else intended_start_s,
+        send_s=send_s,
+        first_token_s=times[0],
+        last_token_s=times[-1],
+        end_s=times[-1] if end_s is None else end_s,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        chunks=len(times) if keep_chunks else 0,
+        chunk_times_s=times if keep_chunks else [],
+        chunk_tokens=tokens if keep_chunks else [],
+        **kw,
+    )
+
+
+def run_of_records(
+    parent: Path, records: Iterable[RequestRecord], run_id: str = "r", *, compact: bool = True
+) -> Path:
+    """``parent/run_id``: ``records`` journalled (an empty sample journal) and compacted to
+    Parquet, as a finished run leaves them; ``compact=False``: the journals only, as a run
+    that died before compaction leaves them."""
+    rd = RunDir.create(parent, run_id)
+    j = rd.request_journal()
+    for r in records:
+        j.append(r.to_journal())
+    j.close()
+    rd.sample_journal().close()
+    if compact:
+        rd.compact()
+    return rd.path
 
 
 def make_samples(
@@ -305,8 +362,8 @@ def make_repeats(
     run_sd: float = 0.08,
     slowdown: float = 1.0,
     seed: int = 0,
-    ttft_s: float = 0.05,
-    tpot_s: float = 0.01,
+    ttft_s: float = TTFT_S,
+    tpot_s: float = TPOT_S,
     **record_kw: Any,
 ) -> Path:
     """``parent/name/rep-01..``: repeated runs of one configuration against a server whose

@@ -15,13 +15,24 @@ def _rec(n: int = 1) -> RequestRecord:
     return RequestRecord(id=1, workload="w", scenario="s", intended_start_s=0.0, send_s=0.0, n=n)
 
 
+def _sse(obj: dict, *, separators: tuple[str, str] | None = None, done: bool = False) -> bytes:
+    """``obj`` as one server-sent event (``data: [DONE]`` after it with ``done``)."""
+    event = b"data: " + json.dumps(obj, separators=separators).encode() + b"\n\n"
+    return event + b"data: [DONE]\n\n" if done else event
+
+
+def _delta(**d: str) -> bytes:
+    """A chat event of choice 0 whose delta is ``d``."""
+    return _sse({"choices": [{"index": 0, "delta": d}]})
+
+
 def _chunk(
     text: str | None, *, usage: int | None = None, finish: str | None = None, idx: int = 0
 ) -> bytes:
     obj: dict = {"choices": [{"index": idx, "text": text, "finish_reason": finish}]}
     if usage is not None:
         obj["usage"] = {"prompt_tokens": 5, "completion_tokens": usage, "total_tokens": usage + 5}
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+    return _sse(obj)
 
 
 def _final(total: int) -> bytes:
@@ -29,7 +40,7 @@ def _final(total: int) -> bytes:
         "choices": [],
         "usage": {"prompt_tokens": 5, "completion_tokens": total, "total_tokens": total + 5},
     }
-    return b"data: " + json.dumps(obj).encode() + b"\n\ndata: [DONE]\n\n"
+    return _sse(obj, done=True)
 
 
 def test_metric_identities_with_continuous_usage() -> None:
@@ -131,12 +142,9 @@ def test_reasoning_then_answer_tracked_separately() -> None:
     rec = _rec()
     st = StreamState(rec)
 
-    def delta(**d: str) -> bytes:
-        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": d}]}).encode() + b"\n\n"
-
-    st.feed(delta(reasoning_content="think"), 0.1)
-    st.feed(delta(reasoning_content="more"), 0.2)
-    st.feed(delta(content="answer"), 0.4)
+    st.feed(_delta(reasoning_content="think"), 0.1)
+    st.feed(_delta(reasoning_content="more"), 0.2)
+    st.feed(_delta(content="answer"), 0.4)
     st.feed(b"data: [DONE]\n\n", 0.5)
     st.close(0.5)
     assert rec.first_token_s == 0.1
@@ -206,14 +214,11 @@ def test_without_usage_chunks_counted_with_the_tokenizer(tiny_tokenizer: Path) -
 def test_tokenizer_counts_reasoning_and_content_of_a_chunk(tiny_tokenizer: Path) -> None:
     from profiler.load.tokens import load_counter
 
-    def delta(**d: str) -> bytes:
-        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": d}]}).encode() + b"\n\n"
-
     rec = _rec()
     st = StreamState(rec, load_counter(tiny_tokenizer))
-    st.feed(delta(role="assistant", content=""), 0.05)  # no text: no chunk
-    st.feed(delta(reasoning_content="let me think about"), 0.1)
-    st.feed(delta(content="the answer is forty two"), 0.2)
+    st.feed(_delta(role="assistant", content=""), 0.05)  # no text: no chunk
+    st.feed(_delta(reasoning_content="let me think about"), 0.1)
+    st.feed(_delta(content="the answer is forty two"), 0.2)
     st.feed(b"data: [DONE]\n\n", 0.3)
     st.close(0.3)
     assert rec.chunk_tokens == [
@@ -286,6 +291,7 @@ def test_fake_counter_gets_each_chunks_text() -> None:
 # (``completion_tokens`` 0). Outputs merged while the API server lags make a chunk of several
 # tokens. Shapes below are vLLM's ``model_dump_json`` output for those events.
 P = 7
+VLLM_SEPARATORS = (",", ":")  # model_dump_json writes no spaces
 
 
 def _vllm_event(api: str, idx: int, k: int, count: int, finish: bool) -> bytes:
@@ -333,7 +339,7 @@ def _vllm_event(api: str, idx: int, k: int, count: int, finish: bool) -> bytes:
             ],
             "usage": {"prompt_tokens": P, "total_tokens": P + count, "completion_tokens": count},
         }
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return _sse(obj, separators=VLLM_SEPARATORS)
 
 
 def _vllm_role_event(idx: int) -> bytes:
@@ -359,7 +365,7 @@ def _vllm_role_event(idx: int) -> bytes:
         "prompt_token_ids": None,
         "prompt_text": None,
     }
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return _sse(obj, separators=VLLM_SEPARATORS)
 
 
 def _vllm_final(api: str, total: int) -> bytes:
@@ -371,7 +377,7 @@ def _vllm_final(api: str, total: int) -> bytes:
         "choices": [],
         "usage": {"prompt_tokens": P, "total_tokens": P + total, "completion_tokens": total},
     }
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\ndata: [DONE]\n\n"
+    return _sse(obj, separators=VLLM_SEPARATORS, done=True)
 
 
 # (choice, tokens in the chunk): 4 samples of 6 tokens, interleaved unevenly, some chunks

@@ -5,6 +5,7 @@ it waited for a slot; the closed loop runs a fixed number at a time; a stop ends
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -33,25 +34,34 @@ def test_open_loop_launches_on_schedule_until_the_deadline() -> None:
     assert len(lates) == 3 and all(x >= 0 for x in lates)
 
 
-def test_a_capped_open_loop_hands_on_the_slot_wait() -> None:
+def _capped_burst(
+    n: int, hold_s: float, on_late: Callable[[float], None] = lambda _lag: None
+) -> list[float | None]:
+    """``n`` units all due at once through an open loop with one slot, each request holding
+    it ``hold_s``: the slot wait each unit was handed (lateness goes to ``on_late``)."""
     clock = RunClock()
     waits: list[float | None] = []
 
     async def main() -> None:
-        pace = Pace(clock, clock.now(), None, lambda _lag: None)
+        pace = Pace(clock, clock.now(), None, on_late)
         slots = Slots(1, pace)
         tasks = []
 
         def launch(_u: int, _t: float, wait: float | None) -> None:
             waits.append(wait)
-            task = asyncio.create_task(asyncio.sleep(0.05))
+            task = asyncio.create_task(asyncio.sleep(hold_s))
             slots.release_after(task)
             tasks.append(task)
 
-        await pace.open_loop(range(3), np.zeros(3), launch, slots)
+        await pace.open_loop(range(n), np.zeros(n), launch, slots)
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
+    return waits
+
+
+def test_a_capped_open_loop_hands_on_the_slot_wait() -> None:
+    waits = _capped_burst(3, 0.05)
     assert waits[0] == pytest.approx(0.0, abs=1e-3)  # a free slot: no wait
     # all three were due at once: the second waited for one request, the third for two
     assert waits[1] is not None and waits[1] >= 0.045
@@ -96,23 +106,8 @@ def test_the_lateness_health_hears_is_measures_dispatch_lag(
         return real(intended, send, wait)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(measures, "dispatch_lag", spy)
-    clock = RunClock()
     lates: list[float] = []
-
-    async def main() -> None:
-        pace = Pace(clock, clock.now(), None, lates.append)
-        slots = Slots(1, pace)
-        tasks = []
-
-        def launch(_u: int, _t: float, _w: float | None) -> None:
-            task = asyncio.create_task(asyncio.sleep(0.02))
-            slots.release_after(task)
-            tasks.append(task)
-
-        await pace.open_loop(range(2), np.zeros(2), launch, slots)
-        await asyncio.gather(*tasks)
-
-    asyncio.run(main())
+    _capped_burst(2, 0.02, lates.append)
     assert len(calls) == 2 and len(lates) == 2
     for (intended, send, wait), late in zip(calls, lates, strict=True):
         assert wait is not None

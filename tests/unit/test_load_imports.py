@@ -108,28 +108,28 @@ def test_the_layer_check_sees_every_kind_of_import(tmp_path: Path) -> None:
     assert "profiler.load.tokens" in seen
 
 
-def test_serving_imports_nothing_from_load() -> None:
-    """load sits above serving: serving must not import load (not even lazily or for types)."""
+def _imports_into(below: str, above: str) -> list[str]:
+    """``module -> import`` for every import (lazy and for types too) by a module of the
+    package folder ``below`` of the package ``above`` or one of its modules."""
     wrong = {
         f"{_module(p)} -> {m}"
-        for p in sorted((ROOT / "profiler/serving").rglob("*.py"))
+        for p in sorted((ROOT / below).rglob("*.py"))
         for m in _imported_modules(p, _module(p))
-        if m == "profiler.load" or m.startswith("profiler.load.")
+        if m == above or m.startswith(f"{above}.")
     }
-    assert sorted(wrong) == []
+    return sorted(wrong)
+
+
+def test_serving_imports_nothing_from_load() -> None:
+    """load sits above serving: serving must not import load (not even lazily or for types)."""
+    assert _imports_into("profiler/serving", "profiler.load") == []
 
 
 def test_load_imports_nothing_from_analysis() -> None:
     """analysis sits above load: the sketches a load worker fills and the analysis reads live
     below both (``profiler/sketches.py``), so no module of ``profiler/load`` imports
     ``profiler.analysis`` (not even lazily or for types)."""
-    wrong = {
-        f"{_module(p)} -> {m}"
-        for p in sorted((ROOT / "profiler/load").rglob("*.py"))
-        for m in _imported_modules(p, _module(p))
-        if m == "profiler.analysis" or m.startswith("profiler.analysis.")
-    }
-    assert sorted(wrong) == []
+    assert _imports_into("profiler/load", "profiler.analysis") == []
 
 
 def test_the_sketch_modules_sit_at_the_base() -> None:

@@ -9,6 +9,7 @@ a record with n below 1."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,30 +21,14 @@ from profiler.analysis.request_summary import summarize_requests
 from profiler.metrics.run_metrics import RunMetrics
 from profiler.spec import SloSpec
 from profiler.store.record import RequestRecord
-from profiler.store.rundir import RunDir
+from tests.fakes.synthetic_runs import run_of_records, streamed_record
 
 L = {"run_id": "r", "workload": "w", "model": "m", "hostname": "h"}
 SLO = SloSpec(ttft_s=0.5, tpot_s=0.25, e2e_s=2.0)
 
 
-def _rec(i: int, send: float, first: float | None, end: float, out: int | None, **kw: object):
-    times = [] if first is None else [first, end]
-    return RequestRecord(
-        id=i,
-        workload="w",
-        scenario="s",
-        intended_start_s=send,
-        send_s=send,
-        first_token_s=first,
-        last_token_s=end,
-        end_s=end,
-        prompt_tokens=10,
-        output_tokens=out,
-        chunks=len(times),
-        chunk_times_s=times,
-        chunk_tokens=[1] * len(times),
-        **kw,  # type: ignore[arg-type]
-    )
+def _rec(i: int, send: float, first: float, end: float, out: int | None, **kw: Any):
+    return streamed_record(i, send, [first, end], prompt_tokens=10, output_tokens=out, **kw)
 
 
 def _records() -> list[RequestRecord]:
@@ -68,15 +53,9 @@ def _live(records: list[RequestRecord]) -> tuple[CollectorRegistry, RunMetrics]:
 
 
 def _parquet_rows(tmp_path: Path, records: list[RequestRecord]) -> tuple[Path, dict]:
-    rd = RunDir.create(tmp_path, "agree")
-    j = rd.request_journal()
-    for r in records:
-        j.append(r.to_journal())
-    j.close()
-    rd.sample_journal().close()
-    rd.compact()
-    t = pq.read_table(rd.file("requests.parquet")).to_pydict()
-    return rd.path, t
+    path = run_of_records(tmp_path, records, "agree")
+    t = pq.read_table(path / "requests.parquet").to_pydict()
+    return path, t
 
 
 def _ok_values(rows: dict, column: str) -> list[float]:

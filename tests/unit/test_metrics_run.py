@@ -17,6 +17,7 @@ from profiler.metrics.run_metrics import (
 )
 from profiler.spec import SloSpec
 from profiler.store.record import RequestRecord
+from tests.fakes.synthetic_runs import streamed_record
 
 L = {"run_id": "r1", "workload": "chat", "model": "tiny", "hostname": "client-1"}
 
@@ -32,20 +33,15 @@ def _ok(
     times = [send + ttft]
     for g in gaps:
         times.append(times[-1] + g)
-    return RequestRecord(
-        id=i,
-        workload="chat",
-        scenario="s",
+    return streamed_record(
+        i,
+        send,
+        times,
+        tokens,
         intended_start_s=send - 0.001,
-        send_s=send,
-        first_token_s=times[0],
-        last_token_s=times[-1],
-        end_s=times[-1],
         prompt_tokens=100,
         output_tokens=out,
-        chunks=len(times),
-        chunk_times_s=times,
-        chunk_tokens=list(tokens),
+        workload="chat",
     )
 
 

@@ -10,6 +10,7 @@ from profiler.analysis.request_summary import summarize_requests
 from profiler.sketches import Distribution
 from profiler.spec import SloSpec
 from profiler.store.record import RequestRecord
+from tests.fakes.synthetic_runs import run_of_records, streamed_record
 
 
 def _records(n: int = 50) -> list[RequestRecord]:
@@ -20,23 +21,7 @@ def _records(n: int = 50) -> list[RequestRecord]:
         ttft = float(rng.uniform(0.02, 0.2))
         gaps = rng.uniform(0.005, 0.02, size=9)
         times = [send + ttft, *(send + ttft + np.cumsum(gaps))]
-        out.append(
-            RequestRecord(
-                id=i,
-                workload="w",
-                scenario="s",
-                intended_start_s=send,
-                send_s=send,
-                first_token_s=times[0],
-                last_token_s=times[-1],
-                end_s=times[-1],
-                prompt_tokens=16,
-                output_tokens=10,
-                chunks=10,
-                chunk_times_s=[float(t) for t in times],
-                chunk_tokens=[1] * 10,
-            )
-        )
+        out.append(streamed_record(i, send, times, [1] * 10, prompt_tokens=16, output_tokens=10))
     out.append(
         RequestRecord(
             id=n,
@@ -94,20 +79,14 @@ def _queued(n: int = 20) -> list[RequestRecord]:
         wait = 0.3 if i % 2 else 0.0
         send = intended + 0.001 + wait
         out.append(
-            RequestRecord(
-                id=i,
-                workload="w",
-                scenario="s",
+            streamed_record(
+                i,
+                send,
+                [send + 0.05, send + 0.1],
+                [1, 1],
                 intended_start_s=intended,
-                send_s=send,
-                first_token_s=send + 0.05,
-                last_token_s=send + 0.1,
-                end_s=send + 0.1,
                 prompt_tokens=4,
                 output_tokens=2,
-                chunks=2,
-                chunk_times_s=[send + 0.05, send + 0.1],
-                chunk_tokens=[1, 1],
                 queue_wait_s=wait,
             )
         )
@@ -180,18 +159,10 @@ def test_slo_parse_errors_are_spec_errors() -> None:
 
 
 def test_columns_from_parquet_match_records(tmp_path) -> None:
-    from profiler.store.rundir import RunDir
-
     recs = _records()
-    rd = RunDir.create(tmp_path, "p")
-    j = rd.request_journal()
-    for r in recs:
-        j.append(r.to_journal())
-    j.close()
-    rd.sample_journal().close()
-    rd.compact()
+    path = run_of_records(tmp_path, recs, "p")
     a = summarize_requests(RequestColumns.from_records(recs), run_id="x")
-    b = summarize_requests(RequestColumns.from_run_dir(rd.path), run_id="x")
+    b = summarize_requests(RequestColumns.from_run_dir(path), run_id="x")
     assert a == b
 
 
@@ -199,27 +170,19 @@ def test_parquet_itl_paths_agree(tmp_path) -> None:
     """Layout-based selection, id-based selection and multi-token chunks give one answer."""
     import pyarrow.parquet as pq
 
-    from profiler.store.rundir import RunDir
-
     recs = _records()
     recs[3].chunk_tokens = [1, 2, 3, 1, 1, 1, 1, 1, 1, 1]
     recs[3].output_tokens = sum(recs[3].chunk_tokens)
-    rd = RunDir.create(tmp_path, "q")
-    j = rd.request_journal()
-    for r in recs:
-        j.append(r.to_journal())
-    j.close()
-    rd.sample_journal().close()
-    rd.compact()
+    path = run_of_records(tmp_path, recs, "q")
     want = summarize_requests(RequestColumns.from_records(recs), run_id="x", warmup_s=1.0)
-    got = summarize_requests(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
+    got = summarize_requests(RequestColumns.from_run_dir(path), run_id="x", warmup_s=1.0)
     assert got["latency"]["itl_s"] == want["latency"]["itl_s"]
     # break the layout invariant: the id column must then be used
-    t = pq.read_table(rd.file("requests.parquet"))
+    t = pq.read_table(path / "requests.parquet")
     t = t.set_column(
         t.schema.get_field_index("chunks"),
         "chunks",
-        pq.read_table(rd.file("requests.parquet")).column("chunks").cast("int64"),
+        pq.read_table(path / "requests.parquet").column("chunks").cast("int64"),
     )
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -229,23 +192,13 @@ def test_parquet_itl_paths_agree(tmp_path) -> None:
         "chunks",
         pc.add(t.column("chunks"), pa.scalar(1, pa.int64())),
     )
-    pq.write_table(t, rd.file("requests.parquet"))
-    got2 = summarize_requests(RequestColumns.from_run_dir(rd.path), run_id="x", warmup_s=1.0)
+    pq.write_table(t, path / "requests.parquet")
+    got2 = summarize_requests(RequestColumns.from_run_dir(path), run_id="x", warmup_s=1.0)
     assert got2["latency"]["itl_s"] == want["latency"]["itl_s"]
 
 
 def _run_dir(tmp_path, recs: list[RequestRecord], *, compact: bool):
-    from profiler.store.rundir import RunDir
-
-    rd = RunDir.create(tmp_path, "compact" if compact else "journal")
-    j = rd.request_journal()
-    for r in recs:
-        j.append(r.to_journal())
-    j.close()
-    rd.sample_journal().close()
-    if compact:
-        rd.compact()
-    return rd.path
+    return run_of_records(tmp_path, recs, "compact" if compact else "journal", compact=compact)
 
 
 def _spec(tokenizer: str | None):

@@ -20,7 +20,7 @@ from profiler.latency_sketches import LatencySketches
 from profiler.sketches import RELATIVE_ACCURACY
 from profiler.store.record import RequestRecord
 from profiler.store.record_columns import sketch_records
-from profiler.store.rundir import RunDir
+from tests.fakes.synthetic_runs import run_of_records, streamed_record
 
 
 def _records(n: int, gaps: int, seed: int = 0) -> list[RequestRecord]:
@@ -35,20 +35,14 @@ def _records(n: int, gaps: int, seed: int = 0) -> list[RequestRecord]:
         if i % 7 == 3:  # some chunks carry several tokens: their gap is shared among them
             toks = [int(k) for k in rng.integers(1, 4, gaps + 1)]
         out.append(
-            RequestRecord(
-                id=i,
-                workload="w",
-                scenario="s",
+            streamed_record(
+                i,
+                send,
+                times,
+                toks,
                 intended_start_s=send - 0.001,
-                send_s=send,
-                first_token_s=times[0],
-                last_token_s=times[-1],
-                end_s=times[-1],
                 prompt_tokens=16,
                 output_tokens=sum(toks),
-                chunks=gaps + 1,
-                chunk_times_s=[float(t) for t in times],
-                chunk_tokens=toks,
                 outcome="ok" if i % 11 else "error",
             )
         )
@@ -56,14 +50,7 @@ def _records(n: int, gaps: int, seed: int = 0) -> list[RequestRecord]:
 
 
 def _compacted(tmp_path: Path, recs: list[RequestRecord], name: str = "r") -> Path:
-    rd = RunDir.create(tmp_path, name)
-    j = rd.request_journal()
-    for r in recs:
-        j.append(r.to_journal())
-    j.close()
-    rd.sample_journal().close()
-    rd.compact()
-    return rd.path
+    return run_of_records(tmp_path, recs, name)
 
 
 def _exact_itl(recs: list[RequestRecord], keep: set[int] | None = None) -> np.ndarray:

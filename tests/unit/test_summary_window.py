@@ -10,7 +10,7 @@ import pytest
 from profiler.analysis.request_columns import RequestColumns
 from profiler.analysis.request_summary import summarize_requests
 from profiler.store.record import RequestRecord
-from profiler.store.rundir import RunDir
+from tests.fakes.synthetic_runs import run_of_records, streamed_record
 
 RATE = 10.0  # requests per second, constant arrivals
 N = 1200  # 120 s of load
@@ -29,34 +29,21 @@ def _stream(*, chunks: bool = True, tokens_per_chunk: int = 1) -> list[RequestRe
         send = i / RATE
         times = [send + TTFT + k * ITL * tokens_per_chunk for k in range(per)]
         out.append(
-            RequestRecord(
-                id=i,
-                workload="w",
-                scenario="s",
-                intended_start_s=send,
-                send_s=send,
-                first_token_s=times[0],
-                last_token_s=times[-1],
-                end_s=times[-1],
+            streamed_record(
+                i,
+                send,
+                times,
+                [tokens_per_chunk] * per,
                 prompt_tokens=PROMPT,
                 output_tokens=OUT,
-                chunks=per if chunks else 0,
-                chunk_times_s=times if chunks else [],
-                chunk_tokens=[tokens_per_chunk] * per if chunks else [],
+                keep_chunks=chunks,
             )
         )
     return out
 
 
 def _compacted(tmp_path: Path, recs: list[RequestRecord]) -> Path:
-    rd = RunDir.create(tmp_path, "steady")
-    j = rd.request_journal()
-    for r in recs:
-        j.append(r.to_journal())
-    j.close()
-    rd.sample_journal().close()
-    rd.compact()
-    return rd.path
+    return run_of_records(tmp_path, recs, "steady")
 
 
 def _check_rates(s: dict) -> None:

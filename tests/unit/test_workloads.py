@@ -105,29 +105,27 @@ def test_shipped_workload_generates_what_it_describes(name: str) -> None:
         assert r.input_len <= wl.max_input() and r.output_len <= wl.max_output()
 
 
-def test_default_is_the_spine_default() -> None:
-    wl = workload_from_name_or_path("default")
-    assert wl.num_requests == 200
+@pytest.mark.parametrize(
+    ("name", "num_requests", "concurrency", "taken", "input_len", "output_len"),
+    [
+        ("default", 200, 16, 200, 128, 128),  # the spine default
+        # the default of a run launched on a GPU host: 1,000 requests of exactly 1,024 + 256
+        # tokens, 256 in flight (enough streams for a GPU's batched decode regime)
+        ("gpu-default", 1000, 256, 300, 1024, 256),
+    ],
+)
+def test_the_default_workloads(
+    name: str, num_requests: int, concurrency: int, taken: int, input_len: int, output_len: int
+) -> None:
+    wl = workload_from_name_or_path(name)
+    assert wl.num_requests == num_requests
     assert wl.arrival is not None and wl.arrival.kind == "concurrency"
-    assert wl.arrival.concurrency == 16
-    reqs = take(wl, 200)
+    assert wl.arrival.concurrency == concurrency
+    reqs = take(wl, taken)
     assert {(r.input_len, r.output_len, r.api, r.n, r.ignore_eos) for r in reqs} == {
-        (128, 128, "completions", 1, True)
+        (input_len, output_len, "completions", 1, True)
     }
-    assert len({tuple(r.prompt_token_ids or []) for r in reqs}) == 200  # no accidental sharing
-
-
-def test_gpu_default_loads_a_gpu() -> None:
-    """The default of a run launched on a GPU host: 1,000 requests of exactly 1,024 + 256
-    tokens, 256 in flight (enough streams for a GPU's batched decode regime)."""
-    wl = workload_from_name_or_path("gpu-default")
-    assert wl.num_requests == 1000
-    assert wl.arrival is not None and wl.arrival.kind == "concurrency"
-    assert wl.arrival.concurrency == 256
-    reqs = take(wl, 300)
-    assert {(r.input_len, r.output_len, r.api, r.n, r.ignore_eos) for r in reqs} == {
-        (1024, 256, "completions", 1, True)
-    }
+    assert len({tuple(r.prompt_token_ids or []) for r in reqs}) == taken  # no accidental sharing
 
 
 def test_best_of_n_samples_in_parallel() -> None:
