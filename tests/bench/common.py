@@ -1,4 +1,5 @@
-"""Helpers for the benchmarks: result files, a fake server subprocess, child timing."""
+"""Helpers for the benchmarks: result files, a fake server subprocess, child timing, and the
+requests.parquet of a synthetic run."""
 
 from __future__ import annotations
 
@@ -83,3 +84,39 @@ def run_child(
     if res.returncode != 0 or not lines:
         raise RuntimeError(f"child failed ({res.returncode}): {res.stderr[-2000:]}")
     return json.loads(lines[-1])
+
+
+def write_requests(
+    path: Path, send: Any, ttft: Any, end: Any, output_tokens: int, outcome: Any
+) -> None:
+    """``path``/requests.parquet: one request per element of ``send`` (numpy arrays, seconds),
+    128 prompt tokens, ``output_tokens`` in as many chunks, one sample each, ``outcome`` per
+    request; every other column of the schema null."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from profiler.store.parquet import REQUEST_SCHEMA
+
+    n = len(send)
+    cols = {
+        name: pa.nulls(n, type=REQUEST_SCHEMA.field(name).type) for name in REQUEST_SCHEMA.names
+    }
+    cols.update(
+        id=pa.array(np.arange(n)),
+        workload=pa.array(np.full(n, "bench", dtype=object)),
+        scenario=pa.array(np.full(n, "s", dtype=object)),
+        intended_start_s=pa.array(send),
+        send_s=pa.array(send),
+        first_token_s=pa.array(send + ttft),
+        last_token_s=pa.array(end),
+        end_s=pa.array(end),
+        prompt_tokens=pa.array(np.full(n, 128)),
+        output_tokens=pa.array(np.full(n, output_tokens)),
+        chunks=pa.array(np.full(n, output_tokens)),
+        n=pa.array(np.ones(n, dtype=np.int64)),
+        outcome=pa.array(outcome),
+        tokens_estimated=pa.array(np.zeros(n, dtype=bool)),
+        worker=pa.array(np.zeros(n, dtype=np.int64)),
+    )
+    pq.write_table(pa.table(cols, schema=REQUEST_SCHEMA), path / "requests.parquet")

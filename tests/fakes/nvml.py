@@ -161,6 +161,22 @@ def mig_gpu(index: int, **kw: Any) -> FakeGpu:
     return g
 
 
+def busy_idle_node(busy: tuple[int, ...], count: int = 8) -> list[FakeGpu]:
+    """``count`` H100s in an NVLink ring (one link to the next GPU); those in ``busy`` run a
+    server (90 % busy, 400 W, 1e6 KiB/s NVLink tx), the others idle with distinctly different
+    readings (7 %, 61 W, and five times the NVLink traffic), so an idle GPU leaking into a
+    server figure shows. No processes: the caller places them."""
+    gpus = []
+    for i in range(count):
+        on = i in busy
+        g = h100(i, peers=[(i + 1) % count], links_per_peer=1)
+        g.util_gpu = 90 if on else 7
+        g.power_mw = 400_000 if on else 61_000
+        g.links[0].tx_kib_per_s = 1e6 if on else 5e6  # idle GPUs move *more*: pooling shows
+        gpus.append(g)
+    return gpus
+
+
 def _err(code: int) -> pynvml.NVMLError:
     return pynvml.NVMLError(code)
 

@@ -65,6 +65,26 @@ def run_cli(
     )
 
 
+def run_endpoint(
+    url: str, out: Path, run_id: str, *args: str, timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """``infprof run --endpoint URL --out OUT --run-id RUN_ID ARGS`` in this environment."""
+    cmd = infprof_cmd("run", "--endpoint", url, "--out", str(out), "--run-id", run_id, *args)
+    return run_cli(cmd, dict(os.environ), timeout_s)
+
+
+def run_endpoint_json(
+    url: str, out: Path, run_id: str, *args: str, timeout_s: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``run_endpoint(..., --json)`` that must succeed: its summary (stdout) and the
+    manifest's ``server_capabilities``."""
+    res = run_endpoint(url, out, run_id, "--json", *args, timeout_s=timeout_s)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    caps = json.loads((out / run_id / "manifest.json").read_text())["server_capabilities"]
+    return summary, caps
+
+
 @dataclass
 class Spawned:
     """A background ``infprof`` with stdout/stderr in files (no pipe can fill and block it)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,26 +15,14 @@ import pytest
 
 from profiler.errors import EXIT_FAILING
 from profiler.store.rundir import read_records
+from tests.integration.faults_support import fake_server, infprof_cmd, run_cli
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fake(*args: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.fake_openai", "--port", "0", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("READY"), line
-    try:
-        yield line.split()[1]
-    finally:
-        proc.kill()
-        proc.wait()
+    with fake_server(*args) as fake:
+        yield fake.url
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +31,7 @@ def strict_url() -> Iterator[str]:
 
 
 def _infprof(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "profiler", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**os.environ},
-    )
+    return run_cli(infprof_cmd(*args), {**os.environ}, timeout_s=300)
 
 
 def _manifest(run: Path) -> dict:

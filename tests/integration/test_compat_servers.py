@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 
 from profiler.serving.ports import free_port
 from profiler.store.rundir import read_records
+from tests.integration.faults_support import run_endpoint, run_endpoint_json
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,30 +104,7 @@ def llama_cpp_url(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> I
 
 
 def _run(url: str, out: Path, run_id: str, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "profiler",
-            "run",
-            "--endpoint",
-            url,
-            "--out",
-            str(out),
-            "--run-id",
-            run_id,
-            "--json",
-            *args,
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout)
-    caps = json.loads((out / run_id / "manifest.json").read_text())["server_capabilities"]
-    return summary, caps
+    return run_endpoint_json(url, out, run_id, *args, timeout_s=300)
 
 
 def test_guidellm_mock_completions(guidellm_url: str, tmp_path: Path) -> None:
@@ -191,31 +168,10 @@ def test_guidellm_mock_with_token_ids_stops_early_and_says_why(
     --server-kind vllm (no probe), the run stops after the first 20 and says why (exit 8)."""
     from profiler.errors import EXIT_FAILING
 
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "profiler",
-            "run",
-            "--endpoint",
-            guidellm_url,
-            "--server-kind",
-            "vllm",
-            "--num-requests",
-            "500",
-            "--concurrency",
-            "4",
-            "--out",
-            str(tmp_path),
-            "--run-id",
-            "f",
-            "-q",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    res = run_endpoint(
+        guidellm_url, tmp_path, "f", "--server-kind", "vllm", "--num-requests", "500",
+        "--concurrency", "4", "-q", timeout_s=300,
+    )  # fmt: skip
     assert res.returncode == EXIT_FAILING, res.stderr
     line = res.stderr.strip().splitlines()[-1]
     # requests still in flight when the run stops fail too: at least the first 20 are counted

@@ -5,9 +5,6 @@ tokenizer, chat prompts are cut so that vLLM counts the requested length, templa
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,43 +13,16 @@ import pytest
 from profiler.load.tokens import model_tokenizer
 from profiler.serving import tinymodel
 from profiler.store.rundir import read_records
+from tests.integration.faults_support import run_endpoint_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(url: str, out: Path, run_id: str, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "profiler",
-            "run",
-            "--endpoint",
-            url,
-            "--out",
-            str(out),
-            "--run-id",
-            run_id,
-            "--json",
-            "--num-requests",
-            "6",
-            "--concurrency",
-            "2",
-            "--input-len",
-            "40",
-            "--output-len",
-            "8",
-            *args,
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert res.returncode == 0, res.stderr
-    caps = json.loads((out / run_id / "manifest.json").read_text())["server_capabilities"]
-    return json.loads(res.stdout), caps
+    return run_endpoint_json(
+        url, out, run_id, "--num-requests", "6", "--concurrency", "2", "--input-len", "40",
+        "--output-len", "8", *args, timeout_s=600,
+    )  # fmt: skip
 
 
 def test_vllm_takes_the_full_request(vllm_tiny_server: Any, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from profiler.report import write_html_and_markdown
 from profiler.runner import execute
 from profiler.spec import ArrivalSpec, EndpointSpec, RunSpec, Scenario, WorkloadSpec
 from tests.fakes.fake_openai import FakeConfig, serve_in_thread
-from tests.fakes.nvml import FakeGpu, FakeNvml, h100, install_fake_nvml
+from tests.fakes.nvml import FakeGpu, FakeNvml, busy_idle_node, install_fake_nvml
 from tests.integration.faults_support import shim_run_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -34,14 +34,7 @@ KIB = 1024
 
 
 def node() -> list[FakeGpu]:
-    gpus = []
-    for i in range(8):
-        busy = i in SERVER
-        g = h100(i, peers=[(i + 1) % 8], links_per_peer=1)
-        g.util_gpu = 90 if busy else 7
-        g.power_mw = 400_000 if busy else 61_000
-        g.links[0].tx_kib_per_s = 1e6 if busy else 5e6
-        gpus.append(g)
+    gpus = busy_idle_node(SERVER)
     gpus[0].processes = [(999_999, 5 * 2**30)]  # somebody else's job on GPU 0
     return gpus
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from profiler.store.rundir import read_records
+from tests.integration.faults_support import fake_server, infprof_cmd, run_cli
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,39 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def fake_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.fake_openai",
-            "--port",
-            "0",
-            "--ttft-ms",
-            "5",
-            "--itl-ms",
-            "1",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("READY"), line
-    yield line.split()[1]
-    proc.kill()
-    proc.wait()
+    with fake_server("--ttft-ms", "5", "--itl-ms", "1") as fake:
+        yield fake.url
 
 
 def _infprof(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "profiler", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(infprof_cmd(*args), {**os.environ, **(env or {})}, timeout_s=300)
 
 
 def test_endpoint_json(fake_url: str, tmp_path: Path) -> None:
@@ -263,7 +237,7 @@ def test_client_health_is_exported_while_the_load_runs(fake_url: str, tmp_path: 
     args = ["run", "--endpoint", fake_url, "--duration", "6", "--concurrency", "2"]
     args += ["--output-len", "64", "--metrics-port", str(port), "--out", str(tmp_path), "-q"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "profiler", *args],
+        infprof_cmd(*args),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.faults_support import run_cli
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SLOTS, TTFT_S, ITL_S, OUTPUT_LEN = 2, 0.1, 0.05, 8
@@ -114,9 +116,7 @@ def test_slo_search_finds_the_saturation_rate(fake_url: str, tmp_path: Path) -> 
     cmd = [*INFPROF, "sweep", "--endpoint", fake_url, "--search", "slo", "--slo", "ttft=0.35", "--target-fraction", "0.9",
            "--arrival", "constant", "--duration", "8", "--input-len", "16", "--output-len", str(OUTPUT_LEN),
            "--start-rate", "1", "--tolerance", "0.05", "--max-probes", "10", "--sample-interval", "1", "--out", str(out), "--json"]  # fmt: skip
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=500
-    )
+    proc = run_cli(cmd, _env(tmp_path), timeout_s=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     (search,) = data["searches"]
@@ -161,8 +161,9 @@ def test_killed_sweep_resumes_without_redoing_finished_points(
         pid: (out / p["run_dir"] / "summary.json").stat().st_mtime_ns for pid, p in finished.items()
     }
 
-    res = subprocess.run([*INFPROF, "sweep", "--resume", str(out), "--json"], cwd=ROOT, env=_env(tmp_path),
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    res = run_cli(
+        [*INFPROF, "sweep", "--resume", str(out), "--json"], _env(tmp_path), timeout_s=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(res.stdout)
     assert data["status"] == "complete"
@@ -174,14 +175,7 @@ def test_killed_sweep_resumes_without_redoing_finished_points(
     } == stamps
     for pid in finished:  # a skipped point prints nothing; a rerun one prints its load
         assert f"/ concurrency {pid.rsplit('conc', 1)[1]}" not in res.stderr
-    report = subprocess.run(
-        [*INFPROF, "report", str(out)],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    report = run_cli([*INFPROF, "report", str(out)], _env(tmp_path), timeout_s=120)
     assert report.returncode == 0, report.stderr[-2000:]
     assert Path(report.stdout.strip()).read_text().count("data:image/png;base64,") >= 3
 
@@ -196,13 +190,8 @@ def test_sweep_repeat_keeps_every_repeat_and_resumes(fake_url: str, tmp_path: Pa
     out = tmp_path / "sw"
     args = [*INFPROF, "sweep", "--endpoint", fake_url, "--concurrency", "1,2"]
     args += ["--num-requests", "6", "--output-len", str(OUTPUT_LEN), "--no-telemetry"]
-    res = subprocess.run(
-        [*args, "--repeat", "2", "--out", str(out), "--json", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=_env(tmp_path),
+    res = run_cli(
+        [*args, "--repeat", "2", "--out", str(out), "--json", "-q"], _env(tmp_path), timeout_s=300
     )
     assert res.returncode == 0, res.stderr
     index = json.loads(res.stdout)
@@ -219,14 +208,7 @@ def test_sweep_repeat_keeps_every_repeat_and_resumes(fake_url: str, tmp_path: Pa
         assert p["across_repeats"]["ttft_p50_s"]["min"] == ttft[0]
     mtimes = sorted((out / "runs").rglob("summary.json"))
     stamps = [m.stat().st_mtime_ns for m in mtimes]
-    again = subprocess.run(
-        [*INFPROF, "sweep", "--resume", str(out), "-q"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=_env(tmp_path),
-    )
+    again = run_cli([*INFPROF, "sweep", "--resume", str(out), "-q"], _env(tmp_path), timeout_s=120)
     assert again.returncode == 0, again.stderr
     assert "points run 2 times" in again.stdout
     assert [m.stat().st_mtime_ns for m in mtimes] == stamps and len(mtimes) == 4

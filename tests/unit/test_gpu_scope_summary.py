@@ -12,7 +12,7 @@ from profiler.telemetry.gpu_scope import GpuInfo, choose
 from profiler.telemetry.inventory import collect
 from profiler.telemetry.nvml_sampler import NvmlSampler
 from profiler.telemetry.sample import Sample
-from tests.fakes.nvml import FakeGpu, h100, install_fake_nvml
+from tests.fakes.nvml import FakeGpu, busy_idle_node, install_fake_nvml
 
 NVML_OK = {"available": True, "reason": None}
 SERVER = (2, 5)
@@ -21,14 +21,7 @@ KIB = 1024
 
 
 def node() -> list[FakeGpu]:
-    gpus = []
-    for i in range(8):
-        busy = i in SERVER
-        g = h100(i, peers=[(i + 1) % 8], links_per_peer=1)
-        g.util_gpu = 90 if busy else 7
-        g.power_mw = 400_000 if busy else 61_000
-        g.links[0].tx_kib_per_s = 1e6 if busy else 5e6  # idle GPUs move *more*: pooling shows
-        gpus.append(g)
+    gpus = busy_idle_node(SERVER)
     gpus[2].processes = [(4_000_002, 30 * 2**30)]
     gpus[5].processes = [(4_000_005, 31 * 2**30)]
     gpus[0].processes = [(999, 5 * 2**30)]  # somebody else's job
