@@ -85,7 +85,16 @@ def _free_port() -> int:
 def fake_url() -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, __file__, str(port), str(SLOTS), str(TTFT_S), str(ITL_S)],
+        # as a module from the repository root: the file imports the tests package
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.test_sweep_fake",
+            str(port),
+            str(SLOTS),
+            str(TTFT_S),
+            str(ITL_S),
+        ],
         cwd=ROOT,
         start_new_session=True,
     )
